@@ -1,0 +1,91 @@
+// The Backend interface every device implements (the CPU in core/cpu/, CUDA in cuda/), device
+// buffers, graph allocation on a backend, and the registry that picks the best available device.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/graph.h"
+#include "core/tensor.h"
+
+namespace mf {
+
+class Backend;
+
+// A block of device memory; frees itself through its backend.
+class Buffer {
+public:
+    Buffer(Backend* backend, void* base, size_t size) : backend_(backend), base_(base), size_(size) {}
+    ~Buffer();
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    void* base() const { return base_; }
+    size_t size() const { return size_; }
+    Backend* backend() const { return backend_; }
+
+private:
+    Backend* backend_;
+    void* base_;
+    size_t size_;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual const char* name() const = 0;
+    // Device memory of at least size bytes, aligned to alignment(); throws Error when out of memory.
+    virtual std::unique_ptr<Buffer> alloc(size_t size) = 0;
+    // Returns memory obtained by alloc (called by ~Buffer).
+    virtual void free_memory(void* base) = 0;
+    virtual size_t alignment() const { return 64; }
+    // Copies size bytes between host memory and t's data at byte offset.
+    virtual void upload(Tensor* t, const void* src, size_t offset, size_t size) = 0;
+    virtual void download(const Tensor* t, void* dst, size_t offset, size_t size) = 0;
+    // True exactly when compute() can run this node (types, shapes and strides included).
+    virtual bool supports_op(const Tensor* node) const = 0;
+    // Runs every node of an allocated graph in order (may return before the device finishes).
+    virtual void compute(const Graph& g) = 0;
+    // Waits until all work queued on the backend has finished.
+    virtual void synchronize() = 0;
+};
+
+// Uploads a whole tensor from contiguous host memory / downloads it into one.
+void tensor_set(Tensor* t, const void* src);
+void tensor_get(const Tensor* t, void* dst);
+
+// Allocates one buffer holding every tensor in ts that has no data (each at an aligned offset) and
+// points their data at it. Used for weights and caches, which outlive any one graph.
+std::unique_ptr<Buffer> allocate_tensors(Backend& backend, const std::vector<Tensor*>& ts);
+
+// Plans g's memory, allocates the arena on backend and sets data for every node and input.
+// The returned buffer must outlive every compute of g.
+std::unique_ptr<Buffer> allocate_graph(Backend& backend, Graph& g);
+
+// Checks that backend supports every node (throws Error naming the first op it cannot run), then
+// computes g and waits for it.
+void compute_graph(Backend& backend, const Graph& g);
+
+// ---- registry -----------------------------------------------------------------------------------
+struct BackendEntry {
+    std::string name;  // "cpu", "cuda"
+    int priority;      // higher wins in best_backend()
+    // True when the device is usable here; otherwise fills *why (e.g. "no CUDA device found").
+    std::function<bool(std::string* why)> available;
+    std::function<std::unique_ptr<Backend>()> create;
+};
+
+void register_backend(BackendEntry entry);
+// Every registered backend, in registration order.
+const std::vector<BackendEntry>& backend_entries();
+// The named backend; throws Error naming the choices, or why that device is not usable.
+std::unique_ptr<Backend> create_backend(const std::string& name);
+// The available backend with the highest priority (the CPU when nothing else is usable).
+std::unique_ptr<Backend> best_backend();
+
+// Defined above core (tools/backends.cpp), so core never names CUDA: registers cpu and, when this
+// build has it, cuda. Programs call it once at start-up; calling it again does nothing.
+void register_builtin_backends();
+
+}  // namespace mf

@@ -1,0 +1,33 @@
+// Implementation of the shared basics in common.h.
+#include "core/common.h"
+
+#include <cstdarg>
+#include <vector>
+
+namespace mf {
+
+void assert_fail(const char* file, int line, const char* expr, const char* msg) {
+    std::fprintf(stderr, "%s:%d: assertion failed: %s%s%s\n", file, line, expr,
+                 msg ? ": " : "", msg ? msg : "");
+    std::fflush(stderr);
+    std::abort();
+}
+
+std::string strfmt(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = std::vsnprintf(nullptr, 0, fmt, ap);
+    va_end(ap);
+    std::string out;
+    if (n > 0) {
+        std::vector<char> buf(size_t(n) + 1);
+        std::vsnprintf(buf.data(), buf.size(), fmt, ap2);
+        out.assign(buf.data(), size_t(n));
+    }
+    va_end(ap2);
+    return out;
+}
+
+}  // namespace mf

@@ -1,0 +1,57 @@
+// Graph-building op constructors: each call checks shapes and records a node; nothing is computed here.
+// Shapes follow ggml: ne[0] is the row (fastest) dimension. See the Op enum in tensor.h for semantics.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace mf {
+
+// a [ne0, n_rows, ...], ids I32 [n] -> f32 [ne0, n]
+Tensor* get_rows(Context& ctx, Tensor* a, Tensor* ids);
+// a [K, M, B2, B3] (weights), b f32 [K, N, C2, C3] -> f32 [M, N, C2, C3]
+Tensor* mul_mat(Context& ctx, Tensor* a, Tensor* b);
+// a + b, b broadcast to a's shape
+Tensor* add(Context& ctx, Tensor* a, Tensor* b);
+// a * b, b broadcast to a's shape
+Tensor* mul(Context& ctx, Tensor* a, Tensor* b);
+// a * s
+Tensor* scale(Context& ctx, Tensor* a, float s);
+// a / rms(a) along ne0
+Tensor* rms_norm(Context& ctx, Tensor* a, float eps);
+// a [head_dim, n_head, n_tokens], pos I32 [n_tokens]: rotate the first n_dims of each head
+Tensor* rope(Context& ctx, Tensor* a, Tensor* pos, int n_dims, RopeMode mode, float freq_base,
+             float freq_scale);
+// softmax over ne0 of (a * s + mask); mask may be null, else f32 [a.ne0, >= a.ne1]
+Tensor* soft_max(Context& ctx, Tensor* a, Tensor* mask, float s);
+Tensor* silu(Context& ctx, Tensor* a);
+Tensor* gelu(Context& ctx, Tensor* a);
+// silu(a) * b
+Tensor* swiglu(Context& ctx, Tensor* a, Tensor* b);
+// gelu(a) * b
+Tensor* geglu(Context& ctx, Tensor* a, Tensor* b);
+// Writes a (converted) into b; returns a view of b that must be in the graph for the write to happen.
+Tensor* cpy(Context& ctx, Tensor* a, Tensor* b);
+// a converted to type, as a new contiguous tensor of a's shape
+Tensor* cast(Context& ctx, Tensor* a, DType type);
+// a made contiguous (a copy when a is a strided view)
+Tensor* cont(Context& ctx, Tensor* a);
+// a and b joined along dim
+Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim);
+
+// Views share a's memory. Strides nb1..nb3 are in bytes; offset in bytes from a's first element.
+Tensor* view_1d(Context& ctx, Tensor* a, int64_t ne0, size_t offset);
+Tensor* view_2d(Context& ctx, Tensor* a, int64_t ne0, int64_t ne1, size_t nb1, size_t offset);
+Tensor* view_3d(Context& ctx, Tensor* a, int64_t ne0, int64_t ne1, int64_t ne2, size_t nb1, size_t nb2,
+                size_t offset);
+Tensor* view_4d(Context& ctx, Tensor* a, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3, size_t nb1,
+                size_t nb2, size_t nb3, size_t offset);
+// Same elements, new shape; a must be contiguous.
+Tensor* reshape_2d(Context& ctx, Tensor* a, int64_t ne0, int64_t ne1);
+Tensor* reshape_3d(Context& ctx, Tensor* a, int64_t ne0, int64_t ne1, int64_t ne2);
+Tensor* reshape_4d(Context& ctx, Tensor* a, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
+// Moves source dimension i to position axis_i (ggml_permute semantics).
+Tensor* permute(Context& ctx, Tensor* a, int axis0, int axis1, int axis2, int axis3);
+// Swaps dimensions 0 and 1.
+Tensor* transpose(Context& ctx, Tensor* a);
+
+}  // namespace mf

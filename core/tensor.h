@@ -1,0 +1,111 @@
+// Tensors and the context that owns them: ne/nb shapes, views, and the op a tensor was made by.
+// A tensor made by an op holds no data until a backend allocates and computes its graph.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace mf {
+
+constexpr int MAX_DIMS = 4;
+constexpr int MAX_SRC = 3;
+constexpr int MAX_OP_PARAMS = 8;
+
+// Op semantics (shapes use ggml order: ne[0] is the fastest-varying dimension):
+enum class Op : uint8_t {
+    NONE,       // a leaf: weight or input, data set from outside
+    GET_ROWS,   // src0 [ne0, n_rows, B2, B3] any computable type, src1 I32 [n, B2, B3] -> f32 [ne0, n, B2, B3]
+    MUL_MAT,    // src0 [K, M, B2, B3] weights (rows contiguous), src1 f32 [K, N, C2, C3]
+                //   (C2 % B2 == 0, C3 % B3 == 0: src0 broadcast) -> f32 [M, N, C2, C3] = src0 rows . src1 rows
+    ADD,        // f32 src0 + src1, src1 broadcast over src0 (src0.ne[i] % src1.ne[i] == 0)
+    MUL,        // f32 src0 * src1, broadcast as ADD
+    SCALE,      // f32 src0 * p0 (float)
+    RMS_NORM,   // f32 src0 / sqrt(mean(src0^2 over ne0) + eps), eps = p0 (float)
+    ROPE,       // f32 src0 [head_dim, n_head, n_tokens], src1 I32 positions [n_tokens];
+                //   p0 n_dims (int), p1 mode (int, ROPE_NORMAL|ROPE_NEOX), p2 freq_base, p3 freq_scale (floats)
+    SOFT_MAX,   // f32 softmax over ne0 of (src0 * p0 + src1), src1 optional mask f32 [ne0, >=ne1] broadcast
+                //   over dims 2 and 3 (-INFINITY masks out)
+    SILU,       // f32 x * sigmoid(x)
+    GELU,       // f32 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3))), the tanh form ggml uses
+    SWIGLU,     // f32 silu(src0) * src1, same shapes
+    GEGLU,      // f32 gelu(src0) * src1, same shapes
+    CPY,        // convert src0 into this tensor's type and shape order (same element count). When made by
+                //   cpy(a, b) the result is a view of b (writes into b); when made by cast() it is new memory
+    CONCAT,     // f32 src0 and src1 joined along dimension p0 (int); other dims equal
+    VIEW,       // no computation: a window onto view_src (view, reshape, permute, transpose)
+    COUNT
+};
+
+const char* op_name(Op op);
+
+enum TensorFlags : uint32_t {
+    TENSOR_INPUT = 1u << 0,   // set from outside before compute; kept alive for the whole graph
+    TENSOR_OUTPUT = 1u << 1,  // read after compute; its memory is never reused within the graph
+    TENSOR_PARAM = 1u << 2,   // a weight, allocated once outside the graph arena
+};
+
+enum RopeMode : int32_t { ROPE_NORMAL = 0, ROPE_NEOX = 2 };
+
+class Buffer;
+
+struct Tensor {
+    DType type = DType::F32;
+    int64_t ne[MAX_DIMS] = {1, 1, 1, 1};  // elements per dimension
+    size_t nb[MAX_DIMS] = {0, 0, 0, 0};   // byte stride per dimension (nb[0] = block bytes for quantized rows)
+    Op op = Op::NONE;
+    int32_t op_params[MAX_OP_PARAMS] = {};  // op-specific; floats stored bit-cast (see op_param_f)
+    Tensor* src[MAX_SRC] = {nullptr, nullptr, nullptr};
+    Tensor* view_src = nullptr;  // set for views and cpy(a, b): memory belongs to view_src
+    size_t view_offs = 0;        // byte offset into view_src
+    void* data = nullptr;        // in the owning backend's address space; null until allocated
+    Buffer* buffer = nullptr;    // the buffer that holds data
+    uint32_t flags = 0;
+    std::string name;
+
+    int64_t nelements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
+    int64_t nrows() const { return ne[1] * ne[2] * ne[3]; }
+    // Bytes spanned by the tensor's elements (the allocation size of a contiguous tensor).
+    size_t nbytes() const;
+    bool is_contiguous() const;
+    // Rows are packed (nb[0] is one block) even if dims 1..3 are strided.
+    bool rows_contiguous() const;
+    float op_param_f(int i) const;
+    int32_t op_param_i(int i) const { return op_params[i]; }
+};
+
+// Owns every tensor made through it; pointers stay valid for the context's lifetime.
+class Context {
+public:
+    Context() = default;
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+    // A fresh contiguous leaf tensor with no data. ne has n_dims entries (1..4).
+    Tensor* new_tensor(DType type, int n_dims, const int64_t* ne);
+    Tensor* new_tensor_1d(DType type, int64_t ne0);
+    Tensor* new_tensor_2d(DType type, int64_t ne0, int64_t ne1);
+    Tensor* new_tensor_3d(DType type, int64_t ne0, int64_t ne1, int64_t ne2);
+    Tensor* new_tensor_4d(DType type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
+
+    // The tensors in creation order.
+    const std::deque<Tensor>& tensors() const { return tensors_; }
+    std::deque<Tensor>& tensors() { return tensors_; }
+    // Finds a tensor by name, or null.
+    Tensor* find(const std::string& name);
+
+private:
+    std::deque<Tensor> tensors_;
+};
+
+// Fills nb[] for a contiguous layout of t->type and t->ne.
+void set_contiguous_strides(Tensor* t);
+// "name f32 [4096, 32, 1, 1]", for error messages.
+std::string describe(const Tensor* t);
+// Two tensors have identical ne.
+bool same_shape(const Tensor* a, const Tensor* b);
+
+}  // namespace mf

@@ -1,0 +1,9 @@
+// The minfer subcommands: one file per tool, each a main-like function. Tools parse flags and
+// print; bad input reaches them as mf::Error and leaves as one line on stderr and exit code 1.
+#pragma once
+
+namespace mf {
+
+int tool_info(int argc, char** argv);  // minfer info FILE.gguf
+
+}  // namespace mf
