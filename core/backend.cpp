@@ -58,13 +58,23 @@ std::unique_ptr<Buffer> allocate_tensors(Backend& backend, const std::vector<Ten
 }
 
 std::unique_ptr<Buffer> allocate_graph(Backend& backend, Graph& g) {
+    std::unique_ptr<Buffer> arena;
+    allocate_graph(backend, g, arena);
+    return arena;
+}
+
+void allocate_graph(Backend& backend, Graph& g, std::unique_ptr<Buffer>& arena) {
     const MemoryPlan plan = plan_memory(g, backend.alignment());
-    auto buf = backend.alloc(std::max<size_t>(plan.arena_size, 1));
+    if (!arena || arena->size() < plan.arena_size) {
+        arena.reset();  // free the old arena before taking a bigger one
+        arena = backend.alloc(std::max<size_t>(plan.arena_size, 1));
+    }
+    Buffer* buf = arena.get();
     auto place = [&](Tensor* t) {
         auto it = plan.offsets.find(t);
         if (it != plan.offsets.end()) {
             t->data = static_cast<char*>(buf->base()) + it->second;
-            t->buffer = buf.get();
+            t->buffer = buf;
         }
     };
     for (Tensor* t : g.leafs) {
@@ -81,7 +91,6 @@ std::unique_ptr<Buffer> allocate_graph(Backend& backend, Graph& g) {
         }
         MF_ASSERT(t->data);
     }
-    return buf;
 }
 
 void compute_graph(Backend& backend, const Graph& g) {

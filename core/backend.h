@@ -62,6 +62,9 @@ std::unique_ptr<Buffer> allocate_tensors(Backend& backend, const std::vector<Ten
 // Plans g's memory, allocates the arena on backend and sets data for every node and input.
 // The returned buffer must outlive every compute of g.
 std::unique_ptr<Buffer> allocate_graph(Backend& backend, Graph& g);
+// As above, placing g in arena, which is replaced by a larger buffer only when g needs more bytes
+// (a session computes one graph per step and keeps one arena).
+void allocate_graph(Backend& backend, Graph& g, std::unique_ptr<Buffer>& arena);
 
 // Checks that backend supports every node (throws Error naming the first op it cannot run), then
 // computes g and waits for it.

@@ -1,0 +1,132 @@
+// The CPU backend: aligned host buffers, the op support table, and the dispatch of graph nodes to
+// the kernels of core/cpu/ops_*.cpp, which spread their rows over the backend's thread pool.
+#include "core/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "core/common.h"
+#include "core/cpu/cpu_ops.h"
+
+namespace mf {
+
+namespace {
+
+constexpr size_t kAlignment = 64;  // one cache line; also what AVX-512 loads like
+
+void* aligned_host_alloc(size_t bytes) {
+    void* p = nullptr;
+    if (posix_memalign(&p, kAlignment, std::max<size_t>(bytes, kAlignment)) != 0) return nullptr;
+    return p;
+}
+
+size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+class CpuBackend : public Backend {
+public:
+    explicit CpuBackend(int n_threads) : ctx_(n_threads) {}
+
+    const char* name() const override { return "cpu"; }
+
+    std::unique_ptr<Buffer> alloc(size_t size) override {
+        void* p = aligned_host_alloc(size);
+        if (!p) throw Error(strfmt("out of host memory: %zu bytes", size));
+        return std::make_unique<Buffer>(this, p, size);
+    }
+
+    void free_memory(void* base) override { std::free(base); }
+
+    size_t alignment() const override { return kAlignment; }
+
+    void upload(Tensor* t, const void* src, size_t offset, size_t size) override {
+        MF_ASSERT(t->data);
+        std::memcpy(static_cast<char*>(t->data) + offset, src, size);
+    }
+
+    void download(const Tensor* t, void* dst, size_t offset, size_t size) override {
+        MF_ASSERT(t->data);
+        std::memcpy(dst, static_cast<const char*>(t->data) + offset, size);
+    }
+
+    bool supports_op(const Tensor* node) const override {
+        switch (node->op) {
+            case Op::NONE:
+            case Op::VIEW: return true;
+            case Op::MUL_MAT: return supports_mul_mat(node);
+            case Op::ADD:
+            case Op::MUL:
+            case Op::SCALE:
+            case Op::SILU:
+            case Op::GELU:
+            case Op::SWIGLU:
+            case Op::GEGLU:
+            case Op::CONCAT: return supports_elementwise(node);
+            case Op::RMS_NORM:
+            case Op::ROPE:
+            case Op::SOFT_MAX: return supports_norm_rope(node);
+            case Op::GET_ROWS:
+            case Op::CPY: return supports_rows(node);
+            case Op::COUNT: break;
+        }
+        return false;
+    }
+
+    void compute(const Graph& g) override {
+        for (Tensor* node : g.nodes) {
+            MF_ASSERT_MSG(node->data, "compute: graph is not allocated");
+            switch (node->op) {
+                case Op::NONE:
+                case Op::VIEW: break;
+                case Op::MUL_MAT: compute_mul_mat(ctx_, node); break;
+                case Op::ADD:
+                case Op::MUL:
+                case Op::SCALE:
+                case Op::SILU:
+                case Op::GELU:
+                case Op::SWIGLU:
+                case Op::GEGLU:
+                case Op::CONCAT: compute_elementwise(ctx_, node); break;
+                case Op::RMS_NORM:
+                case Op::ROPE:
+                case Op::SOFT_MAX: compute_norm_rope(ctx_, node); break;
+                case Op::GET_ROWS:
+                case Op::CPY: compute_rows(ctx_, node); break;
+                case Op::COUNT: MF_ASSERT_MSG(false, "compute: Op::COUNT is not an op");
+            }
+        }
+    }
+
+    // Every kernel has finished when compute returns.
+    void synchronize() override {}
+
+private:
+    CpuContext ctx_;
+};
+
+}  // namespace
+
+void* ScratchBuffer::get(size_t bytes) {
+    if (bytes > size_ || !data_) {
+        // Grow geometrically so a slowly growing demand (longer contexts) reallocates rarely.
+        const size_t want = round_up(std::max(bytes, size_ + size_ / 2), kAlignment);
+        data_.reset();
+        void* p = aligned_host_alloc(want);
+        if (!p) throw Error(strfmt("out of host memory: %zu bytes", want));
+        data_.reset(p);
+        size_ = want;
+    }
+    return data_.get();
+}
+
+void CpuContext::reserve_per_thread(size_t bytes) {
+    per_thread_stride_ = round_up(std::max<size_t>(bytes, 1), kAlignment);
+    per_thread_base_ = static_cast<char*>(per_thread_.get(per_thread_stride_ * size_t(pool.n_threads())));
+}
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+    if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
+    return std::make_unique<CpuBackend>(n_threads);
+}
+
+}  // namespace mf

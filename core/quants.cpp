@@ -1,0 +1,387 @@
+// Scalar row kernels for the float types (F32, F16, BF16) and the 32-element legacy quants (Q4_0 .. Q8_1).
+// Layouts and algorithms follow llama.cpp's ggml-quants.c so that real model files decode bit-exactly.
+#include "core/quants.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/common.h"
+
+namespace mf {
+
+// ---- float types ----------------------------------------------------------------------------
+
+void f32_to_float(const void* src, float* dst, int64_t n) { std::memcpy(dst, src, size_t(n) * sizeof(float)); }
+void f32_from_float(const float* src, void* dst, int64_t n) { std::memcpy(dst, src, size_t(n) * sizeof(float)); }
+
+void f16_to_float(const void* src, float* dst, int64_t n) {
+    const uint16_t* x = static_cast<const uint16_t*>(src);
+    for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(x[i]);
+}
+
+void f16_from_float(const float* src, void* dst, int64_t n) {
+    uint16_t* y = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(src[i]);
+}
+
+void bf16_to_float(const void* src, float* dst, int64_t n) {
+    const uint16_t* x = static_cast<const uint16_t*>(src);
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(x[i]);
+}
+
+void bf16_from_float(const float* src, void* dst, int64_t n) {
+    uint16_t* y = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_bf16(src[i]);
+}
+
+// The float dots accumulate in double, as ggml's scalar ones do, so they serve as a reference.
+float vec_dot_f32_ref(int64_t n, const void* w, const void* act) {
+    const float* x = static_cast<const float*>(w);
+    const float* y = static_cast<const float*>(act);
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += double(x[i]) * double(y[i]);
+    return float(sum);
+}
+
+float vec_dot_f16_f32_ref(int64_t n, const void* w, const void* act) {
+    const uint16_t* x = static_cast<const uint16_t*>(w);
+    const float* y = static_cast<const float*>(act);
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += double(fp16_to_fp32(x[i])) * double(y[i]);
+    return float(sum);
+}
+
+float vec_dot_bf16_f32_ref(int64_t n, const void* w, const void* act) {
+    const uint16_t* x = static_cast<const uint16_t*>(w);
+    const float* y = static_cast<const float*>(act);
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += double(bf16_to_fp32(x[i])) * double(y[i]);
+    return float(sum);
+}
+
+// ---- legacy quants: quantize -----------------------------------------------------------------
+
+// Symmetric types take their scale from the signed value of largest magnitude, so that value maps
+// exactly onto the most negative level (-8 or -16), which has no positive counterpart.
+void quantize_row_q4_0_ref(const float* src, void* dst, int64_t n) {
+    MF_ASSERT(n % QK4_0 == 0);
+    block_q4_0* y = static_cast<block_q4_0*>(dst);
+    for (int64_t i = 0; i < n / QK4_0; ++i) {
+        const float* x = src + i * QK4_0;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK4_0; ++j) {
+            if (amax < std::fabs(x[j])) {
+                amax = std::fabs(x[j]);
+                max = x[j];
+            }
+        }
+        const float d = max / -8;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK4_0 / 2; ++j) {
+            const uint8_t q0 = uint8_t(std::min(15, int(int8_t(x[j] * id + 8.5f))));
+            const uint8_t q1 = uint8_t(std::min(15, int(int8_t(x[j + QK4_0 / 2] * id + 8.5f))));
+            y[i].qs[j] = uint8_t(q0 | (q1 << 4));
+        }
+    }
+}
+
+void quantize_row_q4_1_ref(const float* src, void* dst, int64_t n) {
+    MF_ASSERT(n % QK4_1 == 0);
+    block_q4_1* y = static_cast<block_q4_1*>(dst);
+    for (int64_t i = 0; i < n / QK4_1; ++i) {
+        const float* x = src + i * QK4_1;
+        float min = x[0], max = x[0];
+        for (int j = 1; j < QK4_1; ++j) {
+            min = std::min(min, x[j]);
+            max = std::max(max, x[j]);
+        }
+        const float d = (max - min) / 15;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        y[i].m = fp32_to_fp16(min);
+        for (int j = 0; j < QK4_1 / 2; ++j) {
+            const uint8_t q0 = uint8_t(std::min(15, int(int8_t((x[j] - min) * id + 0.5f))));
+            const uint8_t q1 = uint8_t(std::min(15, int(int8_t((x[j + QK4_1 / 2] - min) * id + 0.5f))));
+            y[i].qs[j] = uint8_t(q0 | (q1 << 4));
+        }
+    }
+}
+
+void quantize_row_q5_0_ref(const float* src, void* dst, int64_t n) {
+    MF_ASSERT(n % QK5_0 == 0);
+    block_q5_0* y = static_cast<block_q5_0*>(dst);
+    for (int64_t i = 0; i < n / QK5_0; ++i) {
+        const float* x = src + i * QK5_0;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK5_0; ++j) {
+            if (amax < std::fabs(x[j])) {
+                amax = std::fabs(x[j]);
+                max = x[j];
+            }
+        }
+        const float d = max / -16;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        uint32_t qh = 0;
+        for (int j = 0; j < QK5_0 / 2; ++j) {
+            const uint8_t q0 = uint8_t(std::min(31, int(int8_t(x[j] * id + 16.5f))));
+            const uint8_t q1 = uint8_t(std::min(31, int(int8_t(x[j + QK5_0 / 2] * id + 16.5f))));
+            y[i].qs[j] = uint8_t((q0 & 0x0F) | ((q1 & 0x0F) << 4));
+            qh |= uint32_t((q0 & 0x10u) >> 4) << j;
+            qh |= uint32_t((q1 & 0x10u) >> 4) << (j + QK5_0 / 2);
+        }
+        std::memcpy(y[i].qh, &qh, sizeof qh);
+    }
+}
+
+void quantize_row_q5_1_ref(const float* src, void* dst, int64_t n) {
+    MF_ASSERT(n % QK5_1 == 0);
+    block_q5_1* y = static_cast<block_q5_1*>(dst);
+    for (int64_t i = 0; i < n / QK5_1; ++i) {
+        const float* x = src + i * QK5_1;
+        float min = x[0], max = x[0];
+        for (int j = 1; j < QK5_1; ++j) {
+            min = std::min(min, x[j]);
+            max = std::max(max, x[j]);
+        }
+        const float d = (max - min) / 31;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        y[i].m = fp32_to_fp16(min);
+        uint32_t qh = 0;
+        for (int j = 0; j < QK5_1 / 2; ++j) {
+            const uint8_t q0 = uint8_t((x[j] - min) * id + 0.5f);
+            const uint8_t q1 = uint8_t((x[j + QK5_1 / 2] - min) * id + 0.5f);
+            y[i].qs[j] = uint8_t((q0 & 0x0F) | ((q1 & 0x0F) << 4));
+            qh |= uint32_t((q0 & 0x10u) >> 4) << j;
+            qh |= uint32_t((q1 & 0x10u) >> 4) << (j + QK5_1 / 2);
+        }
+        std::memcpy(y[i].qh, &qh, sizeof qh);
+    }
+}
+
+void quantize_row_q8_0_ref(const float* src, void* dst, int64_t n) {
+    MF_ASSERT(n % QK8_0 == 0);
+    block_q8_0* y = static_cast<block_q8_0*>(dst);
+    for (int64_t i = 0; i < n / QK8_0; ++i) {
+        const float* x = src + i * QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; ++j) amax = std::max(amax, std::fabs(x[j]));
+        const float d = amax / 127;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        for (int j = 0; j < QK8_0; ++j) y[i].qs[j] = int8_t(std::round(x[j] * id));
+    }
+}
+
+void quantize_row_q8_1_ref(const float* src, void* dst, int64_t n) {
+    MF_ASSERT(n % QK8_1 == 0);
+    block_q8_1* y = static_cast<block_q8_1*>(dst);
+    for (int64_t i = 0; i < n / QK8_1; ++i) {
+        const float* x = src + i * QK8_1;
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_1; ++j) amax = std::max(amax, std::fabs(x[j]));
+        const float d = amax / 127;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = fp32_to_fp16(d);
+        int sum = 0;
+        for (int j = 0; j < QK8_1; ++j) {
+            y[i].qs[j] = int8_t(std::round(x[j] * id));
+            sum += y[i].qs[j];
+        }
+        y[i].s = fp32_to_fp16(float(sum) * d);
+    }
+}
+
+// ---- legacy quants: dequantize ---------------------------------------------------------------
+
+void dequantize_row_q4_0(const void* src, float* dst, int64_t n) {
+    MF_ASSERT(n % QK4_0 == 0);
+    const block_q4_0* x = static_cast<const block_q4_0*>(src);
+    for (int64_t i = 0; i < n / QK4_0; ++i) {
+        const float d = fp16_to_fp32(x[i].d);
+        float* y = dst + i * QK4_0;
+        for (int j = 0; j < QK4_0 / 2; ++j) {
+            y[j] = float((x[i].qs[j] & 0x0F) - 8) * d;
+            y[j + QK4_0 / 2] = float((x[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+void dequantize_row_q4_1(const void* src, float* dst, int64_t n) {
+    MF_ASSERT(n % QK4_1 == 0);
+    const block_q4_1* x = static_cast<const block_q4_1*>(src);
+    for (int64_t i = 0; i < n / QK4_1; ++i) {
+        const float d = fp16_to_fp32(x[i].d);
+        const float m = fp16_to_fp32(x[i].m);
+        float* y = dst + i * QK4_1;
+        for (int j = 0; j < QK4_1 / 2; ++j) {
+            y[j] = float(x[i].qs[j] & 0x0F) * d + m;
+            y[j + QK4_1 / 2] = float(x[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+void dequantize_row_q5_0(const void* src, float* dst, int64_t n) {
+    MF_ASSERT(n % QK5_0 == 0);
+    const block_q5_0* x = static_cast<const block_q5_0*>(src);
+    for (int64_t i = 0; i < n / QK5_0; ++i) {
+        const float d = fp16_to_fp32(x[i].d);
+        uint32_t qh;
+        std::memcpy(&qh, x[i].qh, sizeof qh);
+        float* y = dst + i * QK5_0;
+        for (int j = 0; j < QK5_0 / 2; ++j) {
+            const int h0 = ((qh >> j) << 4) & 0x10;
+            const int h1 = (qh >> (j + 12)) & 0x10;
+            y[j] = float(((x[i].qs[j] & 0x0F) | h0) - 16) * d;
+            y[j + QK5_0 / 2] = float(((x[i].qs[j] >> 4) | h1) - 16) * d;
+        }
+    }
+}
+
+void dequantize_row_q5_1(const void* src, float* dst, int64_t n) {
+    MF_ASSERT(n % QK5_1 == 0);
+    const block_q5_1* x = static_cast<const block_q5_1*>(src);
+    for (int64_t i = 0; i < n / QK5_1; ++i) {
+        const float d = fp16_to_fp32(x[i].d);
+        const float m = fp16_to_fp32(x[i].m);
+        uint32_t qh;
+        std::memcpy(&qh, x[i].qh, sizeof qh);
+        float* y = dst + i * QK5_1;
+        for (int j = 0; j < QK5_1 / 2; ++j) {
+            const int h0 = ((qh >> j) << 4) & 0x10;
+            const int h1 = (qh >> (j + 12)) & 0x10;
+            y[j] = float((x[i].qs[j] & 0x0F) | h0) * d + m;
+            y[j + QK5_1 / 2] = float((x[i].qs[j] >> 4) | h1) * d + m;
+        }
+    }
+}
+
+void dequantize_row_q8_0(const void* src, float* dst, int64_t n) {
+    MF_ASSERT(n % QK8_0 == 0);
+    const block_q8_0* x = static_cast<const block_q8_0*>(src);
+    for (int64_t i = 0; i < n / QK8_0; ++i) {
+        const float d = fp16_to_fp32(x[i].d);
+        for (int j = 0; j < QK8_0; ++j) dst[i * QK8_0 + j] = float(x[i].qs[j]) * d;
+    }
+}
+
+void dequantize_row_q8_1(const void* src, float* dst, int64_t n) {
+    MF_ASSERT(n % QK8_1 == 0);
+    const block_q8_1* x = static_cast<const block_q8_1*>(src);
+    for (int64_t i = 0; i < n / QK8_1; ++i) {
+        const float d = fp16_to_fp32(x[i].d);
+        for (int j = 0; j < QK8_1; ++j) dst[i * QK8_1 + j] = float(x[i].qs[j]) * d;
+    }
+}
+
+// ---- legacy quants: scalar dots --------------------------------------------------------------
+// Each block's integer dot is exact; only the per-block float scaling and the sum round.
+
+float vec_dot_q4_0_q8_0_ref(int64_t n, const void* w, const void* act) {
+    MF_ASSERT(n % QK8_0 == 0);
+    const block_q4_0* x = static_cast<const block_q4_0*>(w);
+    const block_q8_0* y = static_cast<const block_q8_0*>(act);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; ++i) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0 / 2; ++j) {
+            sumi += ((x[i].qs[j] & 0x0F) - 8) * y[i].qs[j];
+            sumi += ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + QK8_0 / 2];
+        }
+        sum += float(sumi) * (fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d));
+    }
+    return sum;
+}
+
+float vec_dot_q4_1_q8_1_ref(int64_t n, const void* w, const void* act) {
+    MF_ASSERT(n % QK8_1 == 0);
+    const block_q4_1* x = static_cast<const block_q4_1*>(w);
+    const block_q8_1* y = static_cast<const block_q8_1*>(act);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_1; ++i) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_1 / 2; ++j) {
+            sumi += (x[i].qs[j] & 0x0F) * y[i].qs[j];
+            sumi += (x[i].qs[j] >> 4) * y[i].qs[j + QK8_1 / 2];
+        }
+        sum += float(sumi) * (fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d)) +
+               fp16_to_fp32(x[i].m) * fp16_to_fp32(y[i].s);
+    }
+    return sum;
+}
+
+float vec_dot_q5_0_q8_0_ref(int64_t n, const void* w, const void* act) {
+    MF_ASSERT(n % QK8_0 == 0);
+    const block_q5_0* x = static_cast<const block_q5_0*>(w);
+    const block_q8_0* y = static_cast<const block_q8_0*>(act);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; ++i) {
+        uint32_t qh;
+        std::memcpy(&qh, x[i].qh, sizeof qh);
+        int sumi = 0;
+        for (int j = 0; j < QK8_0 / 2; ++j) {
+            const int h0 = ((qh >> j) << 4) & 0x10;
+            const int h1 = (qh >> (j + 12)) & 0x10;
+            sumi += (((x[i].qs[j] & 0x0F) | h0) - 16) * y[i].qs[j];
+            sumi += (((x[i].qs[j] >> 4) | h1) - 16) * y[i].qs[j + QK8_0 / 2];
+        }
+        sum += float(sumi) * (fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d));
+    }
+    return sum;
+}
+
+float vec_dot_q5_1_q8_1_ref(int64_t n, const void* w, const void* act) {
+    MF_ASSERT(n % QK8_1 == 0);
+    const block_q5_1* x = static_cast<const block_q5_1*>(w);
+    const block_q8_1* y = static_cast<const block_q8_1*>(act);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_1; ++i) {
+        uint32_t qh;
+        std::memcpy(&qh, x[i].qh, sizeof qh);
+        int sumi = 0;
+        for (int j = 0; j < QK8_1 / 2; ++j) {
+            const int h0 = ((qh >> j) << 4) & 0x10;
+            const int h1 = (qh >> (j + 12)) & 0x10;
+            sumi += ((x[i].qs[j] & 0x0F) | h0) * y[i].qs[j];
+            sumi += ((x[i].qs[j] >> 4) | h1) * y[i].qs[j + QK8_1 / 2];
+        }
+        sum += float(sumi) * (fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d)) +
+               fp16_to_fp32(x[i].m) * fp16_to_fp32(y[i].s);
+    }
+    return sum;
+}
+
+float vec_dot_q8_0_q8_0_ref(int64_t n, const void* w, const void* act) {
+    MF_ASSERT(n % QK8_0 == 0);
+    const block_q8_0* x = static_cast<const block_q8_0*>(w);
+    const block_q8_0* y = static_cast<const block_q8_0*>(act);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; ++i) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0; ++j) sumi += x[i].qs[j] * y[i].qs[j];
+        sum += float(sumi) * (fp16_to_fp32(x[i].d) * fp16_to_fp32(y[i].d));
+    }
+    return sum;
+}
+
+VecDotFn vec_dot_ref(DType t) {
+    switch (t) {
+        case DType::F32: return vec_dot_f32_ref;
+        case DType::F16: return vec_dot_f16_f32_ref;
+        case DType::BF16: return vec_dot_bf16_f32_ref;
+        case DType::Q4_0: return vec_dot_q4_0_q8_0_ref;
+        case DType::Q4_1: return vec_dot_q4_1_q8_1_ref;
+        case DType::Q5_0: return vec_dot_q5_0_q8_0_ref;
+        case DType::Q5_1: return vec_dot_q5_1_q8_1_ref;
+        case DType::Q8_0: return vec_dot_q8_0_q8_0_ref;
+        case DType::Q4_K: return vec_dot_q4_K_q8_K_ref;
+        case DType::Q5_K: return vec_dot_q5_K_q8_K_ref;
+        case DType::Q6_K: return vec_dot_q6_K_q8_K_ref;
+        default: return nullptr;
+    }
+}
+
+}  // namespace mf

@@ -1,0 +1,171 @@
+// Helpers every CUDA file of minfer shares: the CUDA_CHECK macros, the Shape4 struct launchers use to
+// pass a strided tensor's ne/nb by value, warp and block reductions, and fp16 <-> f32 in device code.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+namespace mf {
+
+// A CUDA failure where bad input cannot be the cause (a launch, a copy between valid buffers, a
+// kernel fault seen at a sync) is a bug in minfer: print file:line and the CUDA error, then abort.
+[[noreturn]] inline void cuda_fail(const char* file, int line, const char* expr, cudaError_t err) {
+    std::fprintf(stderr, "%s:%d: CUDA error: %s: %s (%s)\n", file, line, expr, cudaGetErrorString(err),
+                 cudaGetErrorName(err));
+    std::fflush(stderr);
+    std::abort();
+}
+
+}  // namespace mf
+
+#define CUDA_CHECK(call)                                                           \
+    do {                                                                           \
+        const cudaError_t cuda_err_ = (call);                                      \
+        if (cuda_err_ != cudaSuccess) ::mf::cuda_fail(__FILE__, __LINE__, #call, cuda_err_); \
+    } while (0)
+
+// After every kernel launch: catches bad launch configurations at the launcher that made them.
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+namespace mf {
+
+constexpr int WARP_SIZE = 32;
+
+// A tensor's shape as kernels see it: elements and byte strides per dimension (ggml order).
+struct Shape4 {
+    int64_t ne[4];
+    int64_t nb[4];
+
+    __host__ __device__ int64_t nelements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
+    __host__ __device__ int64_t nrows() const { return ne[1] * ne[2] * ne[3]; }
+    // Byte offset of row `row` (rows counted in dims 1..3, dim 1 fastest).
+    __host__ __device__ int64_t row_offset(int64_t row) const {
+        const int64_t i1 = row % ne[1];
+        const int64_t i2 = (row / ne[1]) % ne[2];
+        const int64_t i3 = row / (ne[1] * ne[2]);
+        return i1 * nb[1] + i2 * nb[2] + i3 * nb[3];
+    }
+    // Byte offset of the element with row-major linear index i (dim 0 fastest).
+    __host__ __device__ int64_t element_offset(int64_t i) const {
+        const int64_t i0 = i % ne[0];
+        return i0 * nb[0] + row_offset(i / ne[0]);
+    }
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Threads per block for a kernel that walks one row of ne0 elements: a whole number of warps,
+// no more than max_threads, and no more warps than the row can keep busy.
+inline int row_block_size(int64_t ne0, int max_threads = 256) {
+    const int64_t warps = ceil_div(ne0 > 0 ? ne0 : 1, WARP_SIZE);
+    return int(warps * WARP_SIZE < max_threads ? warps * WARP_SIZE : max_threads);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+// Sum over the whole block, returned to every thread. blockDim.x must be a multiple of 32.
+// The leading __syncthreads lets one kernel call it several times with the same scratch array.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[WARP_SIZE];
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int warp = threadIdx.x / WARP_SIZE;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = lane < int(blockDim.x / WARP_SIZE) ? partial[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__device__ __forceinline__ float block_max(float v) {
+    __shared__ float partial[WARP_SIZE];
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int warp = threadIdx.x / WARP_SIZE;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = lane < int(blockDim.x / WARP_SIZE) ? partial[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+// fp16 bits as stored in GGUF blocks <-> f32. __float2half_rn rounds to nearest even, as the CPU's
+// fp32_to_fp16 does, so both backends produce the same bits.
+__device__ __forceinline__ float fp16_bits_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+__device__ __forceinline__ uint16_t f32_to_fp16_bits(float f) { return __half_as_ushort(__float2half_rn(f)); }
+
+// ---- GGUF block formats (host structs in core/quants.h; cuda_backend.cu checks the sizes agree) ----
+constexpr int QK = 32;          // elements per Q8_0 / Q4_0 block
+constexpr int Q8_0_BYTES = 34;  // uint16 d (fp16); int8 qs[32]; x = d * q
+constexpr int Q4_0_BYTES = 18;  // uint16 d (fp16); uint8 qs[16]: element j < 16 in the low nibble of qs[j],
+                                //   j + 16 in its high nibble; x = d * (q - 8)
+
+// Blocks are 34 / 18 bytes, so only 2-byte alignment is guaranteed for anything inside one.
+__device__ __forceinline__ uint16_t load_u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
+
+// Element j of one block, as the CPU's dequantize_row_* computes it (one f32 multiply, so exact).
+__device__ __forceinline__ float dequant_q8_0(const uint8_t* blk, int j) {
+    return float(int8_t(blk[2 + j])) * fp16_bits_to_f32(load_u16(blk));
+}
+__device__ __forceinline__ float dequant_q4_0(const uint8_t* blk, int j) {
+    const uint8_t byte = blk[2 + (j & 15)];
+    const int q = j < 16 ? (byte & 0x0F) : (byte >> 4);
+    return float(q - 8) * fp16_bits_to_f32(load_u16(blk));
+}
+
+// The 32 lanes of a warp hold one block's values (lane j = element j). Returns this lane's quant and
+// the block's fp16 scale bits, with quantize_row_q8_0_ref's arithmetic: the bits match the CPU's.
+__device__ __forceinline__ int quantize_q8_0_lane(float x, uint16_t* d_bits) {
+    const float amax = warp_max(fabsf(x));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    *d_bits = f32_to_fp16_bits(d);
+    return int(roundf(x * id));
+}
+
+// As above for Q4_0 (quantize_row_q4_0_ref): the scale comes from the signed value of largest
+// magnitude, the first one on ties, and +0 when the block is all zeros.
+__device__ __forceinline__ int quantize_q4_0_lane(float x, uint16_t* d_bits) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    float amax = fabsf(x);
+    int idx = lane;
+#pragma unroll
+    for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) {
+        const float other_amax = __shfl_xor_sync(0xffffffffu, amax, offset);
+        const int other_idx = __shfl_xor_sync(0xffffffffu, idx, offset);
+        if (other_amax > amax || (other_amax == amax && other_idx < idx)) {
+            amax = other_amax;
+            idx = other_idx;
+        }
+    }
+    float max = __shfl_sync(0xffffffffu, x, idx);
+    if (amax == 0.0f) max = 0.0f;
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    *d_bits = f32_to_fp16_bits(d);
+    // _rn intrinsics keep nvcc from fusing into an fma, which would round differently than the CPU.
+    const int q = int(__fadd_rn(__fmul_rn(x, id), 8.5f));
+    return q < 15 ? q : 15;
+}
+
+// Loads/stores of one element of a scalar type as f32.
+__device__ __forceinline__ float load_f32(const float* p) { return *p; }
+__device__ __forceinline__ float load_f32(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ void store_f32(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_f32(__half* p, float v) { *p = __float2half_rn(v); }
+
+}  // namespace mf

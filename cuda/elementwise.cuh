@@ -1,0 +1,47 @@
+// Launchers for the element-wise and row-moving kernels: broadcast binary ops, unary activations,
+// CPY between F32/F16 (any strides) and from F32 into Q8_0/Q4_0 blocks, GET_ROWS, CONCAT.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/common.cuh"
+
+namespace mf {
+
+// ADD and MUL broadcast b over a (a.ne[i] % b.ne[i] == 0); SWIGLU and GEGLU need equal shapes.
+enum class BinaryOp { ADD, MUL, SWIGLU, GEGLU };
+enum class UnaryOp { SCALE, SILU, GELU };
+
+// dst f32 contiguous [a.ne] = op(a, b repeated); a and b f32 with any byte strides.
+void launch_binary_f32(BinaryOp op, const void* a, const Shape4& sa, const void* b, const Shape4& sb, float* dst,
+                       cudaStream_t stream);
+// dst f32 contiguous [a.ne] = op(a); param is the factor of SCALE (unused otherwise).
+void launch_unary_f32(UnaryOp op, float param, const void* a, const Shape4& sa, float* dst, cudaStream_t stream);
+
+// Copies src into dst in row-major element order (same element count, shapes may differ), converting
+// the type. Src and Dst are float or __half; both sides may have any byte strides.
+template <typename Src, typename Dst>
+void launch_cpy(const void* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream);
+
+// f32 src (any strides) -> Q8_0 / Q4_0 blocks in dst, whose rows are packed blocks (nb[0] = block
+// bytes, dims 1..3 any strides; sd.ne[0] % 32 == 0). Bit-identical to the CPU's quantize_row_*_ref.
+void launch_cpy_f32_q8_0(const float* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream);
+void launch_cpy_f32_q4_0(const float* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream);
+
+// GET_ROWS: src [ne0, n_rows, B2, B3] packed rows of T (float, __half, or the block tags below),
+// ids I32 [n, B2, B3] (any strides) -> dst f32 contiguous [ne0, n, B2, B3].
+// An id outside [0, n_rows) yields a row of zeros (the CPU backend asserts; checking on the GPU
+// would cost a device-to-host sync per graph).
+template <typename T>
+void launch_get_rows(const void* src, const Shape4& ss, const int32_t* ids, const Shape4& si, float* dst,
+                     cudaStream_t stream);
+
+// Tags naming the block formats in templates (the layouts are in cuda/common.cuh).
+struct BlockQ8_0 {};
+struct BlockQ4_0 {};
+
+// CONCAT: f32 a and b (any strides) joined along dim into dst f32 contiguous.
+void launch_concat_f32(const void* a, const Shape4& sa, const void* b, const Shape4& sb, int dim, float* dst,
+                       cudaStream_t stream);
+
+}  // namespace mf

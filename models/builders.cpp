@@ -1,0 +1,64 @@
+// Shared graph builders. Attention is written with plain ops (K^T Q, masked softmax, V P) over the
+// cache; the fused and flash kernels of later issues replace this subgraph without changing callers.
+#include "models/builders.h"
+
+#include <cmath>
+
+#include "core/common.h"
+
+namespace mf {
+
+Tensor* build_forward_llama(ForwardState& s);
+
+Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps) {
+    return mul(s.ctx, rms_norm(s.ctx, x, eps), weight);
+}
+
+Tensor* build_linear(ForwardState& s, Tensor* x, Tensor* w, Tensor* b) {
+    Tensor* y = mul_mat(s.ctx, w, x);
+    return b ? add(s.ctx, y, b) : y;
+}
+
+Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v) {
+    Context& ctx = s.ctx;
+    const HParams& hp = s.model.hp;
+    const int64_t hd_k = hp.head_dim_k, hd_v = hp.head_dim_v;
+    const int64_t n_head = hp.n_head, n_head_kv = hp.n_head_kv[il];
+    const int64_t T = s.n_tokens, n_kv = int64_t(s.n_past) + T;
+    Tensor* kc = s.kv.k[il];
+    Tensor* vc = s.kv.v[il];
+
+    // Store the new keys (one row per position) and values (transposed: one row per channel).
+    Tensor* k_rows = reshape_2d(ctx, k, hd_k * n_head_kv, T);
+    Tensor* k_dst = view_2d(ctx, kc, hd_k * n_head_kv, T, kc->nb[1], size_t(s.n_past) * kc->nb[1]);
+    graph_expand(s.graph, cpy(ctx, k_rows, k_dst));
+    Tensor* v_dst = view_2d(ctx, vc, T, hd_v * n_head_kv, vc->nb[1], size_t(s.n_past) * vc->nb[0]);
+    graph_expand(s.graph, cpy(ctx, transpose(ctx, v), v_dst));
+
+    // All cached positions, per KV head: K [hd_k, n_kv, n_head_kv], V [n_kv, hd_v, n_head_kv].
+    Tensor* K = view_3d(ctx, kc, hd_k, n_kv, n_head_kv, kc->nb[1], size_t(hd_k) * kc->nb[0], 0);
+    Tensor* V = view_3d(ctx, vc, n_kv, hd_v, n_head_kv, vc->nb[1], size_t(hd_v) * vc->nb[1], 0);
+
+    // Query heads are grouped consecutively per KV head; mul_mat broadcasts K and V over each group.
+    Tensor* Q = permute(ctx, q, 0, 2, 1, 3);                        // [hd_k, T, n_head]
+    Tensor* kq = mul_mat(ctx, K, Q);                                 // [n_kv, T, n_head]
+    kq = soft_max(ctx, kq, s.kq_mask, 1.0f / std::sqrt(float(hd_k)));
+    Tensor* kqv = mul_mat(ctx, V, kq);                               // [hd_v, T, n_head]
+    Tensor* o = cont(ctx, permute(ctx, kqv, 0, 2, 1, 3));            // [hd_v, n_head, T]
+    return reshape_2d(ctx, o, hd_v * n_head, T);
+}
+
+Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down) {
+    Tensor* g = mul_mat(s.ctx, gate, x);
+    Tensor* u = mul_mat(s.ctx, up, x);
+    return mul_mat(s.ctx, down, swiglu(s.ctx, g, u));
+}
+
+Tensor* build_forward(ForwardState& s) {
+    const std::string& arch = s.model.hp.arch;
+    if (arch == "llama" || arch == "qwen2") return build_forward_llama(s);
+    MF_ASSERT_MSG(false, "load_hparams accepted an architecture with no graph builder");
+    return nullptr;
+}
+
+}  // namespace mf

@@ -1,0 +1,39 @@
+// Shared graph builders every architecture composes (norm, attention with cache store, FFN),
+// and the state one forward pass is built in.
+#pragma once
+
+#include "core/graph.h"
+#include "core/ops.h"
+#include "models/kv_cache.h"
+#include "models/model.h"
+
+namespace mf {
+
+// Everything a graph builder needs for one forward pass over n_tokens new tokens.
+struct ForwardState {
+    Context& ctx;        // where this pass's nodes are recorded
+    Graph& graph;        // cache stores are expanded into it as they are built, in layer order
+    const Model& model;
+    KVCache& kv;
+    uint32_t n_past;     // positions already in the cache
+    uint32_t n_tokens;   // new tokens in this pass
+    Tensor* tokens;      // I32 [n_tokens] input
+    Tensor* positions;   // I32 [n_tokens] input: n_past .. n_past + n_tokens - 1
+    Tensor* kq_mask;     // f32 [n_past + n_tokens, n_tokens] input: 0 where visible, -inf elsewhere
+};
+
+// rms_norm(x) * weight; x: [n_embd, T] -> [n_embd, T]
+Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps);
+// x: [n_in, T] -> [n_out, T]: w x (+ b)
+Tensor* build_linear(ForwardState& s, Tensor* x, Tensor* w, Tensor* b);
+// Stores k, v of the new tokens in layer il's cache and attends q over all cached positions.
+// q: [head_dim_k, n_head, T], k: [head_dim_k, n_head_kv, T], v: [head_dim_v * n_head_kv, T]
+// -> [head_dim_v * n_head, T] (before the output projection)
+Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v);
+// SwiGLU feed-forward: down(silu(gate x) * up x); x: [n_embd, T] -> [n_embd, T]
+Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down);
+
+// The architecture's forward pass: returns the logits of the last new token, f32 [n_vocab, 1].
+Tensor* build_forward(ForwardState& s);
+
+}  // namespace mf

@@ -1,0 +1,120 @@
+// Hyperparameter loading from GGUF metadata, with the checks that keep a bad file from becoming a
+// crash or a silent wrong answer later.
+#include "models/hparams.h"
+
+#include "core/common.h"
+#include "core/gguf.h"
+
+namespace mf {
+
+namespace {
+
+struct ArchInfo {
+    const char* name;
+    RopeMode rope_mode;
+    bool qkv_bias;
+};
+
+// llama covers Llama 2/3, SmolLM and Mistral without sliding window.
+const ArchInfo kArchs[] = {
+    {"llama", ROPE_NORMAL, false},
+    {"qwen2", ROPE_NEOX, true},
+};
+
+}  // namespace
+
+const char* attn_kind_name(AttnKind k) {
+    switch (k) {
+        case AttnKind::MHA: return "MHA";
+        case AttnKind::GQA: return "GQA";
+        case AttnKind::MQA: return "MQA";
+        case AttnKind::MLA: return "MLA";
+    }
+    return "?";
+}
+
+AttnKind HParams::attn_kind(uint32_t il) const {
+    if (kv_lora_rank > 0) return AttnKind::MLA;
+    const uint32_t kv = n_head_kv.at(il);
+    if (kv == n_head) return AttnKind::MHA;
+    if (kv == 1) return AttnKind::MQA;
+    return AttnKind::GQA;
+}
+
+std::string supported_architectures() {
+    std::string s;
+    for (const auto& a : kArchs) s += (s.empty() ? "" : ", ") + std::string(a.name);
+    return s;
+}
+
+HParams load_hparams(const GGUFFile& f) {
+    HParams hp;
+    hp.arch = f.get_str("general.architecture");
+    const ArchInfo* info = nullptr;
+    for (const auto& a : kArchs)
+        if (hp.arch == a.name) info = &a;
+    if (!info)
+        throw Error(strfmt("%s: unknown architecture '%s' (supported: %s)", f.name().c_str(), hp.arch.c_str(),
+                           supported_architectures().c_str()));
+    hp.rope_mode = info->rope_mode;
+    hp.qkv_bias = info->qkv_bias;
+
+    const std::string a = hp.arch + ".";
+    hp.n_layer = f.get_u32(a + "block_count");
+    hp.n_embd = f.get_u32(a + "embedding_length");
+    hp.n_ff = f.get_u32(a + "feed_forward_length");
+    hp.n_head = f.get_u32(a + "attention.head_count");
+    hp.n_ctx_train = f.get_u32(a + "context_length");
+    hp.norm_eps = f.get_f32(a + "attention.layer_norm_rms_epsilon");
+    hp.rope_freq_base = f.get_f32(a + "rope.freq_base", 10000.0f);
+
+    auto fail = [&](const std::string& key, const char* why) {
+        throw Error(strfmt("%s: metadata key '%s': %s", f.name().c_str(), key.c_str(), why));
+    };
+    if (hp.n_layer == 0 || hp.n_layer > 4096) fail(a + "block_count", "must be 1..4096");
+    if (hp.n_embd == 0 || hp.n_embd > 65536) fail(a + "embedding_length", "must be 1..65536");
+    if (hp.n_head == 0 || hp.n_head > 1024) fail(a + "attention.head_count", "must be 1..1024");
+    if (hp.n_ff == 0) fail(a + "feed_forward_length", "must be positive");
+    if (!(hp.norm_eps > 0.0f && hp.norm_eps < 1.0f)) fail(a + "attention.layer_norm_rms_epsilon", "must be in (0, 1)");
+    if (!(hp.rope_freq_base > 0.0f)) fail(a + "rope.freq_base", "must be positive");
+
+    const std::string kv_key = a + "attention.head_count_kv";
+    const GGUFValue* kv = f.find(kv_key);
+    if (!kv) {
+        hp.n_head_kv.assign(hp.n_layer, hp.n_head);
+    } else if (kv->is_array()) {
+        std::vector<int32_t> v = kv->to_i32_vector();
+        if (v.size() != hp.n_layer) fail(kv_key, "array length differs from block_count");
+        for (int32_t x : v) hp.n_head_kv.push_back(uint32_t(x));
+    } else {
+        hp.n_head_kv.assign(hp.n_layer, kv->as_u32());
+    }
+    for (uint32_t x : hp.n_head_kv)
+        if (x == 0 || x > hp.n_head || hp.n_head % x != 0)
+            fail(kv_key, "must divide attention.head_count (each KV head serves a whole group of query heads)");
+
+    if (hp.n_embd % hp.n_head != 0 && !f.has(a + "attention.key_length"))
+        fail(a + "attention.key_length", "missing, and embedding_length is not a multiple of head_count");
+    hp.head_dim_k = f.get_u32(a + "attention.key_length", hp.n_embd / hp.n_head);
+    hp.head_dim_v = f.get_u32(a + "attention.value_length", hp.n_embd / hp.n_head);
+    hp.n_rot = f.get_u32(a + "rope.dimension_count", hp.head_dim_k);
+    if (hp.head_dim_k == 0 || hp.head_dim_k > 1024) fail(a + "attention.key_length", "must be 1..1024");
+    if (hp.head_dim_v == 0 || hp.head_dim_v > 1024) fail(a + "attention.value_length", "must be 1..1024");
+    if (hp.n_rot == 0 || hp.n_rot > hp.head_dim_k || hp.n_rot % 2) fail(a + "rope.dimension_count", "must be even and at most key_length");
+
+    const std::string scaling = f.get_str(a + "rope.scaling.type", "none");
+    if (scaling == "linear") {
+        const float factor = f.get_f32(a + "rope.scaling.factor");
+        if (!(factor > 0.0f)) fail(a + "rope.scaling.factor", "must be positive");
+        hp.rope_freq_scale = 1.0f / factor;
+    } else if (scaling != "none") {
+        fail(a + "rope.scaling.type", ("rope scaling '" + scaling + "' is not supported (none, linear)").c_str());
+    }
+
+    const GGUFValue* tokens = f.find("tokenizer.ggml.tokens");
+    hp.n_vocab = f.get_u32(a + "vocab_size", tokens && tokens->is_array() ? uint32_t(tokens->size()) : 0);
+    if (hp.n_vocab == 0) fail(a + "vocab_size", "missing, and the file has no tokenizer.ggml.tokens");
+    return hp;
+}
+
+}  // namespace mf

@@ -1,0 +1,48 @@
+// Hyperparameters of a transformer, read only from GGUF metadata, and the per-layer attention kind
+// derived from them (MHA, GQA, MQA, MLA): nothing here is configured by hand.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace mf {
+
+class GGUFFile;
+
+enum class AttnKind { MHA, GQA, MQA, MLA };
+const char* attn_kind_name(AttnKind k);
+
+struct HParams {
+    std::string arch;             // general.architecture: "llama", "qwen2"
+    uint32_t n_vocab = 0;
+    uint32_t n_ctx_train = 0;     // {arch}.context_length
+    uint32_t n_embd = 0;          // {arch}.embedding_length
+    uint32_t n_layer = 0;         // {arch}.block_count
+    uint32_t n_head = 0;          // {arch}.attention.head_count
+    std::vector<uint32_t> n_head_kv;  // per layer; {arch}.attention.head_count_kv, scalar or array
+    uint32_t n_ff = 0;            // {arch}.feed_forward_length
+    uint32_t head_dim_k = 0;      // {arch}.attention.key_length, default n_embd / n_head
+    uint32_t head_dim_v = 0;      // {arch}.attention.value_length, default n_embd / n_head
+    uint32_t n_rot = 0;           // {arch}.rope.dimension_count, default head_dim_k
+    RopeMode rope_mode = ROPE_NORMAL;  // by architecture: llama rotates pairs, qwen2 halves (NeoX)
+    float rope_freq_base = 10000.0f;
+    float rope_freq_scale = 1.0f;  // 1 / {arch}.rope.scaling.factor for linear scaling
+    float norm_eps = 1e-5f;        // {arch}.attention.layer_norm_rms_epsilon
+    bool qkv_bias = false;         // qwen2: biases on the Q, K and V projections
+    uint32_t kv_lora_rank = 0;     // deepseek2 (MLA) only; 0 elsewhere
+
+    // head_count_kv == head_count: MHA; == 1: MQA; in between: GQA; kv_lora_rank set: MLA.
+    AttnKind attn_kind(uint32_t il) const;
+};
+
+// Reads and checks the hyperparameters; throws Error naming a missing or inconsistent key, or the
+// architecture when minfer does not know it.
+HParams load_hparams(const GGUFFile& file);
+
+// The architectures load_hparams accepts, for messages ("llama, qwen2").
+std::string supported_architectures();
+
+}  // namespace mf

@@ -1,0 +1,130 @@
+// Model loading: metadata -> HParams and Vocab, tensors -> weights on the backend, with every
+// weight's shape checked against the hyperparameters before anything is uploaded.
+#include "models/model.h"
+
+#include "core/common.h"
+#include "core/gguf.h"
+
+namespace mf {
+
+namespace {
+
+// Creates weight tensors from the file's tensor table, checking names and shapes.
+class WeightLoader {
+public:
+    WeightLoader(const GGUFFile& file, Model& model) : file_(file), model_(model) {}
+
+    // The tensor called name with exactly the shape ne (n_dims entries; missing dims are 1).
+    Tensor* require(const std::string& name, std::initializer_list<int64_t> shape) {
+        Tensor* t = optional(name, shape);
+        if (!t) throw Error(strfmt("%s: missing tensor '%s'", file_.name().c_str(), name.c_str()));
+        return t;
+    }
+
+    Tensor* optional(const std::string& name, std::initializer_list<int64_t> shape) {
+        const GGUFTensorInfo* info = file_.find_tensor(name);
+        if (!info) return nullptr;
+        int64_t want[4] = {1, 1, 1, 1};
+        int i = 0;
+        for (int64_t d : shape) want[i++] = d;
+        for (int d = 0; d < 4; ++d) {
+            if (info->ne[d] != want[d])
+                throw Error(strfmt("%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld, %lld]",
+                                   file_.name().c_str(), name.c_str(), (long long)info->ne[0], (long long)info->ne[1],
+                                   (long long)info->ne[2], (long long)info->ne[3], (long long)want[0],
+                                   (long long)want[1], (long long)want[2], (long long)want[3]));
+        }
+        if (!dtype_traits(info->type).computable)
+            throw Error(strfmt("%s: tensor '%s' has type %s, which minfer cannot compute with", file_.name().c_str(),
+                               name.c_str(), dtype_name(info->type)));
+        Tensor* t = model_.ctx.new_tensor(info->type, 4, info->ne);
+        t->name = name;
+        t->flags |= TENSOR_PARAM;
+        sources_.push_back({t, info});
+        return t;
+    }
+
+    // A norm weight or bias: a vector of n f32 values (the elementwise ops read f32).
+    Tensor* vector_f32(const std::string& name, int64_t n, bool required) {
+        Tensor* t = required ? require(name, {n}) : optional(name, {n});
+        if (t && t->type != DType::F32)
+            throw Error(strfmt("%s: tensor '%s' has type %s; norm weights and biases must be f32",
+                               file_.name().c_str(), name.c_str(), dtype_name(t->type)));
+        return t;
+    }
+
+    // Allocates every created tensor on the backend in one buffer and uploads the bytes.
+    void upload(Backend& backend) {
+        std::vector<Tensor*> ts;
+        for (auto& s : sources_) ts.push_back(s.tensor);
+        model_.weight_buffer = allocate_tensors(backend, ts);
+        model_.weight_bytes = 0;
+        for (auto& s : sources_) {
+            MF_ASSERT(s.tensor->nbytes() == s.info->n_bytes);
+            tensor_set(s.tensor, s.info->data);
+            model_.weight_bytes += s.info->n_bytes;
+        }
+    }
+
+private:
+    struct Source {
+        Tensor* tensor;
+        const GGUFTensorInfo* info;
+    };
+    const GGUFFile& file_;
+    Model& model_;
+    std::vector<Source> sources_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
+    const GGUFFile file = GGUFFile::open(path);
+    auto model = std::make_unique<Model>();
+    model->path = path;
+    model->backend = &backend;
+    model->hp = load_hparams(file);
+    model->vocab = load_vocab(file);
+    model->chat_template = file.get_str("tokenizer.chat_template", "");
+    const HParams& hp = model->hp;
+    if (model->vocab.n_tokens() != hp.n_vocab)
+        throw Error(strfmt("%s: vocab_size %u differs from the tokenizer's %zu tokens", path.c_str(), hp.n_vocab,
+                           size_t(model->vocab.n_tokens())));
+
+    WeightLoader w(file, *model);
+    const int64_t n_embd = hp.n_embd, n_vocab = hp.n_vocab, n_ff = hp.n_ff;
+    model->tok_embd = w.require("token_embd.weight", {n_embd, n_vocab});
+    model->output_norm = w.vector_f32("output_norm.weight", n_embd, true);
+    model->output = w.optional("output.weight", {n_embd, n_vocab});
+    if (!model->output) model->output = model->tok_embd;  // tied embeddings
+
+    model->layers.resize(hp.n_layer);
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        LayerWeights& l = model->layers[il];
+        const std::string p = strfmt("blk.%u.", il);
+        const int64_t q_dim = int64_t(hp.n_head) * hp.head_dim_k;
+        const int64_t k_dim = int64_t(hp.n_head_kv[il]) * hp.head_dim_k;
+        const int64_t v_dim = int64_t(hp.n_head_kv[il]) * hp.head_dim_v;
+        l.attn_norm = w.vector_f32(p + "attn_norm.weight", n_embd, true);
+        l.wq = w.require(p + "attn_q.weight", {n_embd, q_dim});
+        l.wk = w.require(p + "attn_k.weight", {n_embd, k_dim});
+        l.wv = w.require(p + "attn_v.weight", {n_embd, v_dim});
+        l.wo = w.require(p + "attn_output.weight", {int64_t(hp.n_head) * hp.head_dim_v, n_embd});
+        if (hp.qkv_bias) {
+            l.bq = w.vector_f32(p + "attn_q.bias", q_dim, true);
+            l.bk = w.vector_f32(p + "attn_k.bias", k_dim, true);
+            l.bv = w.vector_f32(p + "attn_v.bias", v_dim, true);
+        }
+        l.ffn_norm = w.vector_f32(p + "ffn_norm.weight", n_embd, true);
+        l.ffn_gate = w.require(p + "ffn_gate.weight", {n_embd, n_ff});
+        l.ffn_up = w.require(p + "ffn_up.weight", {n_embd, n_ff});
+        l.ffn_down = w.require(p + "ffn_down.weight", {n_ff, n_embd});
+    }
+    if (file.find_tensor("rope_freqs.weight"))
+        throw Error(strfmt("%s: rope frequency factors (rope_freqs.weight, Llama 3.1-style rope scaling) are not "
+                           "supported yet", path.c_str()));
+    w.upload(backend);
+    return model;
+}
+
+}  // namespace mf

@@ -1,0 +1,50 @@
+// The session API the chat, run and bench tools share: a model, a KV cache sized by n_ctx, a
+// position counter, and prefill/decode steps that return the last token's logits.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/backend.h"
+#include "models/kv_cache.h"
+#include "models/model.h"
+
+namespace mf {
+
+struct SessionParams {
+    uint32_t n_ctx = 0;      // positions the KV cache holds; 0: min(model's context_length, 4096)
+    uint32_t n_batch = 256;  // prefill processes the prompt in chunks of at most this many tokens
+};
+
+class Session {
+public:
+    // Allocates the KV cache on the model's backend.
+    Session(const Model& model, const SessionParams& params);
+
+    // Appends tokens at the current position; returns the logits after the last one [n_vocab].
+    // Throws Error when the tokens do not fit in the remaining context.
+    const std::vector<float>& prefill(const std::vector<int32_t>& tokens);
+    // Appends one token; returns the logits that follow it [n_vocab].
+    const std::vector<float>& decode(int32_t token);
+
+    uint32_t n_past() const { return n_past_; }  // tokens in the cache
+    uint32_t n_ctx() const { return kv_->n_ctx; }
+    size_t kv_bytes() const { return kv_->bytes; }
+    const Model& model() const { return model_; }
+    // Forgets every position from n on (n <= n_past); reset() forgets all.
+    void truncate(uint32_t n);
+    void reset() { truncate(0); }
+
+private:
+    void eval(const int32_t* tokens, uint32_t n);
+
+    const Model& model_;
+    Backend& backend_;
+    SessionParams params_;
+    std::unique_ptr<KVCache> kv_;
+    std::unique_ptr<Buffer> arena_;
+    std::vector<float> logits_;
+    uint32_t n_past_ = 0;
+};
+
+}  // namespace mf
