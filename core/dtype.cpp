@@ -20,12 +20,14 @@ DTypeTraits sized(const char* name, int64_t block_size, size_t type_size, DType 
     return {name, block_size, type_size, block_size > 1, false, vec_dot_type, to_float, nullptr, nullptr};
 }
 
-// A type with kernels. The table points at the AVX2 ones when this build has them.
+// A type with kernels. The table points at the AVX2 ones when this build has them (the AVX2
+// quantizers are bit-identical to the reference ones, so from_float stays a reference conversion).
 DTypeTraits computed(const char* name, DType t, int64_t block_size, size_t type_size, DType vec_dot_type,
-                     ToFloatFn to_float, FromFloatFn from_float) {
-    const VecDotFn fast = vec_dot_avx2(t);
-    return {name, block_size, type_size, block_size > 1, true, vec_dot_type, to_float, from_float,
-            fast ? fast : vec_dot_ref(t)};
+                     ToFloatFn to_float, FromFloatFn from_float_ref) {
+    const VecDotFn fast_dot = vec_dot_avx2(t);
+    const FromFloatFn fast_from = from_float_avx2(t);
+    return {name, block_size, type_size, block_size > 1, true, vec_dot_type, to_float,
+            fast_from ? fast_from : from_float_ref, fast_dot ? fast_dot : vec_dot_ref(t)};
 }
 
 // An activation format: quantized into, read back, but never a matmul weight.
@@ -59,8 +61,6 @@ std::array<DTypeTraits, k_table_size> build_table() {
                               quantize_row_q5_K_ref));
     set(DType::Q6_K, computed("q6_k", DType::Q6_K, QK_K, sizeof(block_q6_K), DType::Q8_K, dequantize_row_q6_K,
                               quantize_row_q6_K_ref));
-    // Q8_0 is both a weight type and an activation format: its table entry quantizes with the fast path.
-    if (const FromFloatFn fast = from_float_avx2(DType::Q8_0)) t[uint32_t(DType::Q8_0)].from_float = fast;
 
     set(DType::Q8_1, activation("q8_1", DType::Q8_1, QK8_1, sizeof(block_q8_1), dequantize_row_q8_1,
                                 quantize_row_q8_1_ref));

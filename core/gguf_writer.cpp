@@ -43,9 +43,6 @@ void append_copy(std::string& out, const GGUFValue& v) {
         return;
     }
     if (v.type() != GGUFType::ARRAY) {
-        std::string_view bytes;
-        const GGUFValue* p = &v;
-        (void)p;
         const size_t n = gguf_type_size(v.type());
         char buf[8];
         switch (v.type()) {
@@ -106,14 +103,14 @@ public:
         }
     }
     void close() {
-        const bool flushed = std::fflush(f_) == 0 && !std::ferror(f_);
-        const int err = errno;
-        FILE* f = f_;
+        const bool flushed = std::fflush(f_) == 0;
+        const int flush_err = errno;
+        const bool closed = std::fclose(f_) == 0;
+        const int err = flushed ? errno : flush_err;
         f_ = nullptr;
-        if (std::fclose(f) != 0 || !flushed) {
-            errno = flushed ? errno : err;
+        if (!flushed || !closed) {
             remove_partial();
-            throw Error(strfmt("%s: write failed: %s", path_.c_str(), std::strerror(errno)));
+            throw Error(strfmt("%s: write failed: %s", path_.c_str(), std::strerror(err)));
         }
     }
 

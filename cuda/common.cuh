@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "core/common.h"
+
 namespace mf {
 
 // A CUDA failure where bad input cannot be the cause (a launch, a copy between valid buffers, a
@@ -57,6 +59,12 @@ struct Shape4 {
 };
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A grid dimension x for n blocks (1 <= n < 2^31, the hardware limit).
+inline unsigned grid_x(int64_t n) {
+    MF_ASSERT_MSG(n > 0 && n <= 0x7fffffff, "grid larger than CUDA allows");
+    return unsigned(n);
+}
 
 // Threads per block for a kernel that walks one row of ne0 elements: a whole number of warps,
 // no more than max_threads, and no more warps than the row can keep busy.

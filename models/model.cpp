@@ -87,9 +87,9 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
     model->vocab = load_vocab(file);
     model->chat_template = file.get_str("tokenizer.chat_template", "");
     const HParams& hp = model->hp;
-    if (model->vocab.n_tokens() != hp.n_vocab)
+    if (uint32_t(model->vocab.n_vocab()) != hp.n_vocab)
         throw Error(strfmt("%s: vocab_size %u differs from the tokenizer's %zu tokens", path.c_str(), hp.n_vocab,
-                           size_t(model->vocab.n_tokens())));
+                           size_t(model->vocab.n_vocab())));
 
     WeightLoader w(file, *model);
     const int64_t n_embd = hp.n_embd, n_vocab = hp.n_vocab, n_ff = hp.n_ff;

@@ -21,6 +21,7 @@ Session::Session(const Model& model, const SessionParams& params)
 void Session::truncate(uint32_t n) {
     MF_ASSERT(n <= n_past_);
     n_past_ = n;
+    tokens_.resize(n);
 }
 
 const std::vector<float>& Session::prefill(const std::vector<int32_t>& tokens) {
@@ -75,6 +76,7 @@ void Session::eval(const int32_t* tokens, uint32_t n) {
     logits_.resize(model_.hp.n_vocab);
     tensor_get(logits, logits_.data());
     n_past_ += n;
+    tokens_.insert(tokens_.end(), tokens, tokens + n);
 }
 
 }  // namespace mf

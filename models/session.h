@@ -28,6 +28,8 @@ public:
     const std::vector<float>& decode(int32_t token);
 
     uint32_t n_past() const { return n_past_; }  // tokens in the cache
+    // The ids at positions 0 .. n_past - 1 (what the cache holds), for reusing a shared prefix.
+    const std::vector<int32_t>& tokens() const { return tokens_; }
     uint32_t n_ctx() const { return kv_->n_ctx; }
     size_t kv_bytes() const { return kv_->bytes; }
     const Model& model() const { return model_; }
@@ -45,6 +47,7 @@ private:
     std::unique_ptr<Buffer> arena_;
     std::vector<float> logits_;
     uint32_t n_past_ = 0;
+    std::vector<int32_t> tokens_;
 };
 
 }  // namespace mf

@@ -18,6 +18,8 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"chat", mf::tool_chat, "chat with a model"},
+    {"run", mf::tool_run, "generate text from a prompt"},
     {"info", mf::tool_info, "print a GGUF file's metadata and tensor table"},
 };
 

@@ -5,5 +5,7 @@
 namespace mf {
 
 int tool_info(int argc, char** argv);  // minfer info FILE.gguf
+int tool_run(int argc, char** argv);   // minfer run -m MODEL -p TEXT
+int tool_chat(int argc, char** argv);  // minfer chat -m MODEL
 
 }  // namespace mf

@@ -1,0 +1,264 @@
+// Element-wise and row-moving kernels: broadcast binary ops (ADD, MUL, SWIGLU, GEGLU), unary ops
+// (SCALE, SILU, GELU), CPY with conversion and quantization, GET_ROWS and CONCAT.
+#include "cuda/elementwise.cuh"
+
+#include "core/common.h"
+
+namespace mf {
+
+namespace {
+
+// Same formulas as the CPU backend (core/cpu/ops_elementwise.cpp), so results agree to an ulp or two.
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+__device__ __forceinline__ float gelu(float x) {
+    constexpr float sqrt_2_over_pi = 0.79788456080286535587989211986876f;
+    constexpr float coef_a = 0.044715f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + coef_a * x * x)));
+}
+
+struct AddFn {
+    __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct MulFn {
+    __device__ float operator()(float a, float b) const { return a * b; }
+};
+struct SwigluFn {
+    __device__ float operator()(float a, float b) const { return silu(a) * b; }
+};
+struct GegluFn {
+    __device__ float operator()(float a, float b) const { return gelu(a) * b; }
+};
+struct ScaleFn {
+    float s;
+    __device__ float operator()(float a) const { return a * s; }
+};
+struct SiluFn {
+    __device__ float operator()(float a) const { return silu(a); }
+};
+struct GeluFn {
+    __device__ float operator()(float a) const { return gelu(a); }
+};
+
+__device__ __forceinline__ float load_at(const char* base, int64_t offset) {
+    return *reinterpret_cast<const float*>(base + offset);
+}
+
+// One block per destination row; the threads stride along the row. Sources are read through their
+// byte strides, so views (permuted, sliced) need no copy first. b's row and column repeat modulo its
+// shape; the modulo costs little next to the memory traffic of these kernels.
+template <typename Fn>
+__global__ void binary_kernel(const char* a, Shape4 sa, const char* b, Shape4 sb, float* dst, Fn fn) {
+    const int64_t row = blockIdx.x;
+    const int64_t i1 = row % sa.ne[1];
+    const int64_t i2 = (row / sa.ne[1]) % sa.ne[2];
+    const int64_t i3 = row / (sa.ne[1] * sa.ne[2]);
+    const char* a_row = a + i1 * sa.nb[1] + i2 * sa.nb[2] + i3 * sa.nb[3];
+    const char* b_row = b + (i1 % sb.ne[1]) * sb.nb[1] + (i2 % sb.ne[2]) * sb.nb[2] + (i3 % sb.ne[3]) * sb.nb[3];
+    float* dst_row = dst + row * sa.ne[0];
+    for (int64_t i0 = threadIdx.x; i0 < sa.ne[0]; i0 += blockDim.x)
+        dst_row[i0] = fn(load_at(a_row, i0 * sa.nb[0]), load_at(b_row, (i0 % sb.ne[0]) * sb.nb[0]));
+}
+
+template <typename Fn>
+__global__ void unary_kernel(const char* a, Shape4 sa, float* dst, Fn fn) {
+    const int64_t row = blockIdx.x;
+    const char* a_row = a + sa.row_offset(row);
+    float* dst_row = dst + row * sa.ne[0];
+    for (int64_t i0 = threadIdx.x; i0 < sa.ne[0]; i0 += blockDim.x) dst_row[i0] = fn(load_at(a_row, i0 * sa.nb[0]));
+}
+
+template <typename Fn>
+void binary(Fn fn, const void* a, const Shape4& sa, const void* b, const Shape4& sb, float* dst, cudaStream_t stream) {
+    for (int i = 0; i < 4; ++i) MF_ASSERT(sb.ne[i] > 0 && sa.ne[i] % sb.ne[i] == 0);
+    if (sa.nelements() == 0) return;
+    binary_kernel<<<grid_x(sa.nrows()), row_block_size(sa.ne[0]), 0, stream>>>(
+        static_cast<const char*>(a), sa, static_cast<const char*>(b), sb, dst, fn);
+    CUDA_CHECK_LAUNCH();
+}
+
+template <typename Fn>
+void unary(Fn fn, const void* a, const Shape4& sa, float* dst, cudaStream_t stream) {
+    if (sa.nelements() == 0) return;
+    unary_kernel<<<grid_x(sa.nrows()), row_block_size(sa.ne[0]), 0, stream>>>(static_cast<const char*>(a), sa,
+                                                                               dst, fn);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Grid-stride over the destination's elements in row-major order; each side unravels the linear
+// index through its own shape, which covers casts, cont() of permuted views and KV-cache writes.
+template <typename Src, typename Dst>
+__global__ void cpy_kernel(const char* src, Shape4 ss, char* dst, Shape4 sd, int64_t n) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+        const float v = load_f32(reinterpret_cast<const Src*>(src + ss.element_offset(i)));
+        store_f32(reinterpret_cast<Dst*>(dst + sd.element_offset(i)), v);
+    }
+}
+
+// One warp per destination block: lane j quantizes element j of the block, gathered from the
+// source by its row-major index, so the source may have any shape and strides.
+template <bool Q4>
+__global__ void quantize_kernel(const char* src, Shape4 ss, uint8_t* dst, Shape4 sd, int64_t n_blocks) {
+    const int64_t block = blockIdx.x * int64_t(blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
+    if (block >= n_blocks) return;  // whole warps leave together, so the shuffles below stay full
+    const int lane = threadIdx.x % WARP_SIZE;
+    const float x = *reinterpret_cast<const float*>(src + ss.element_offset(block * QK + lane));
+    const int64_t blocks_per_row = sd.ne[0] / QK;
+    uint8_t* blk = dst + sd.row_offset(block / blocks_per_row) + (block % blocks_per_row) * sd.nb[0];
+    uint16_t d_bits;
+    if (Q4) {
+        const int q = quantize_q4_0_lane(x, &d_bits);
+        const int q_hi = __shfl_down_sync(0xffffffffu, q, 16);
+        if (lane < 16) blk[2 + lane] = uint8_t(q | (q_hi << 4));
+    } else {
+        const int q = quantize_q8_0_lane(x, &d_bits);
+        blk[2 + lane] = uint8_t(int8_t(q));
+    }
+    if (lane == 0) *reinterpret_cast<uint16_t*>(blk) = d_bits;
+}
+
+template <bool Q4>
+void cpy_quantize(const float* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream) {
+    MF_ASSERT(ss.nelements() == sd.nelements());
+    MF_ASSERT(sd.ne[0] % QK == 0 && sd.nb[0] == (Q4 ? Q4_0_BYTES : Q8_0_BYTES));
+    const int64_t n_blocks = sd.nelements() / QK;
+    if (n_blocks == 0) return;
+    constexpr int warps_per_block = 8;
+    quantize_kernel<Q4><<<grid_x(ceil_div(n_blocks, warps_per_block)), warps_per_block * WARP_SIZE, 0, stream>>>(
+        reinterpret_cast<const char*>(src), ss, static_cast<uint8_t*>(dst), sd, n_blocks);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Element j of a packed row of T.
+template <typename T>
+__device__ __forceinline__ float row_element(const char* row, int64_t j);
+template <>
+__device__ __forceinline__ float row_element<float>(const char* row, int64_t j) {
+    return reinterpret_cast<const float*>(row)[j];
+}
+template <>
+__device__ __forceinline__ float row_element<__half>(const char* row, int64_t j) {
+    return __half2float(reinterpret_cast<const __half*>(row)[j]);
+}
+template <>
+__device__ __forceinline__ float row_element<BlockQ8_0>(const char* row, int64_t j) {
+    return dequant_q8_0(reinterpret_cast<const uint8_t*>(row) + (j / QK) * Q8_0_BYTES, int(j % QK));
+}
+template <>
+__device__ __forceinline__ float row_element<BlockQ4_0>(const char* row, int64_t j) {
+    return dequant_q4_0(reinterpret_cast<const uint8_t*>(row) + (j / QK) * Q4_0_BYTES, int(j % QK));
+}
+
+// One block per output row (ne0 elements): looks the id up once, then the threads dequantize the
+// source row element by element. Embedding lookups are a few rows per token, so this is not hot.
+template <typename T>
+__global__ void get_rows_kernel(const char* src, Shape4 ss, const char* ids, Shape4 si, float* dst, int64_t ne0) {
+    const int64_t row = blockIdx.x;  // over [n, B2, B3]
+    const int64_t i1 = row % si.ne[0];
+    const int64_t i2 = (row / si.ne[0]) % si.ne[1];
+    const int64_t i3 = row / (si.ne[0] * si.ne[1]);
+    const int32_t id = *reinterpret_cast<const int32_t*>(ids + i1 * si.nb[0] + i2 * si.nb[1] + i3 * si.nb[2]);
+    float* dst_row = dst + row * ne0;
+    if (id < 0 || id >= ss.ne[1]) {
+        for (int64_t j = threadIdx.x; j < ne0; j += blockDim.x) dst_row[j] = 0.0f;
+        return;
+    }
+    const char* src_row = src + id * ss.nb[1] + i2 * ss.nb[2] + i3 * ss.nb[3];
+    for (int64_t j = threadIdx.x; j < ne0; j += blockDim.x) dst_row[j] = row_element<T>(src_row, j);
+}
+
+__global__ void concat_kernel(const char* a, Shape4 sa, const char* b, Shape4 sb, int dim, float* dst, Shape4 sd) {
+    const int64_t row = blockIdx.x;
+    int64_t idx[4] = {0, row % sd.ne[1], (row / sd.ne[1]) % sd.ne[2], row / (sd.ne[1] * sd.ne[2])};
+    float* dst_row = dst + row * sd.ne[0];
+    for (int64_t i0 = threadIdx.x; i0 < sd.ne[0]; i0 += blockDim.x) {
+        idx[0] = i0;
+        const bool from_a = idx[dim] < sa.ne[dim];
+        const Shape4& s = from_a ? sa : sb;
+        int64_t offset = 0;
+        for (int d = 0; d < 4; ++d) offset += (d == dim && !from_a ? idx[d] - sa.ne[d] : idx[d]) * s.nb[d];
+        dst_row[i0] = load_at(from_a ? a : b, offset);
+    }
+}
+
+}  // namespace
+
+void launch_binary_f32(BinaryOp op, const void* a, const Shape4& sa, const void* b, const Shape4& sb, float* dst,
+                       cudaStream_t stream) {
+    switch (op) {
+        case BinaryOp::ADD: binary(AddFn{}, a, sa, b, sb, dst, stream); return;
+        case BinaryOp::MUL: binary(MulFn{}, a, sa, b, sb, dst, stream); return;
+        case BinaryOp::SWIGLU: binary(SwigluFn{}, a, sa, b, sb, dst, stream); return;
+        case BinaryOp::GEGLU: binary(GegluFn{}, a, sa, b, sb, dst, stream); return;
+    }
+    MF_ASSERT_MSG(false, "launch_binary_f32: unknown op");
+}
+
+void launch_unary_f32(UnaryOp op, float param, const void* a, const Shape4& sa, float* dst, cudaStream_t stream) {
+    switch (op) {
+        case UnaryOp::SCALE: unary(ScaleFn{param}, a, sa, dst, stream); return;
+        case UnaryOp::SILU: unary(SiluFn{}, a, sa, dst, stream); return;
+        case UnaryOp::GELU: unary(GeluFn{}, a, sa, dst, stream); return;
+    }
+    MF_ASSERT_MSG(false, "launch_unary_f32: unknown op");
+}
+
+template <typename Src, typename Dst>
+void launch_cpy(const void* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream) {
+    const int64_t n = sd.nelements();
+    MF_ASSERT(ss.nelements() == n);
+    if (n == 0) return;
+    constexpr int threads = 256;
+    // Enough blocks to fill the GPU many times over; the grid-stride loop covers the rest.
+    const int64_t blocks = ceil_div(n, threads) < 65536 ? ceil_div(n, threads) : 65536;
+    cpy_kernel<Src, Dst><<<grid_x(blocks), threads, 0, stream>>>(static_cast<const char*>(src), ss,
+                                                                   static_cast<char*>(dst), sd, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_cpy_f32_q8_0(const float* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream) {
+    cpy_quantize<false>(src, ss, dst, sd, stream);
+}
+
+void launch_cpy_f32_q4_0(const float* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream) {
+    cpy_quantize<true>(src, ss, dst, sd, stream);
+}
+
+template <typename T>
+void launch_get_rows(const void* src, const Shape4& ss, const int32_t* ids, const Shape4& si, float* dst,
+                     cudaStream_t stream) {
+    MF_ASSERT(si.ne[1] == ss.ne[2] && si.ne[2] == ss.ne[3] && si.ne[3] == 1);
+    const int64_t rows = si.ne[0] * si.ne[1] * si.ne[2];
+    if (rows == 0 || ss.ne[0] == 0) return;
+    get_rows_kernel<T><<<grid_x(rows), row_block_size(ss.ne[0]), 0, stream>>>(
+        static_cast<const char*>(src), ss, reinterpret_cast<const char*>(ids), si, dst, ss.ne[0]);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_concat_f32(const void* a, const Shape4& sa, const void* b, const Shape4& sb, int dim, float* dst,
+                       cudaStream_t stream) {
+    MF_ASSERT(dim >= 0 && dim < 4);
+    Shape4 sd = sa;
+    sd.ne[dim] += sb.ne[dim];
+    sd.nb[0] = sizeof(float);
+    for (int i = 1; i < 4; ++i) sd.nb[i] = sd.nb[i - 1] * sd.ne[i - 1];
+    if (sd.nelements() == 0) return;
+    concat_kernel<<<grid_x(sd.nrows()), row_block_size(sd.ne[0]), 0, stream>>>(
+        static_cast<const char*>(a), sa, static_cast<const char*>(b), sb, dim, dst, sd);
+    CUDA_CHECK_LAUNCH();
+}
+
+// The type pairs the CUDA backend's supports_op admits.
+template void launch_cpy<float, float>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
+template void launch_cpy<float, __half>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
+template void launch_cpy<__half, float>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
+template void launch_cpy<__half, __half>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
+
+template void launch_get_rows<float>(const void*, const Shape4&, const int32_t*, const Shape4&, float*, cudaStream_t);
+template void launch_get_rows<__half>(const void*, const Shape4&, const int32_t*, const Shape4&, float*, cudaStream_t);
+template void launch_get_rows<BlockQ8_0>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
+                                         cudaStream_t);
+template void launch_get_rows<BlockQ4_0>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
+                                         cudaStream_t);
+
+}  // namespace mf

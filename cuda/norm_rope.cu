@@ -1,0 +1,114 @@
+// Row-wise kernels: RMS_NORM, ROPE and SOFT_MAX. Each CUDA block owns one row, so a row's reduction
+// is a warp shuffle tree plus one shared-memory step, with no atomics and a fixed summation order.
+#include "cuda/norm_rope.cuh"
+
+namespace mf {
+
+namespace {
+
+__global__ void rms_norm_kernel(const char* x, Shape4 sx, float eps, float* dst) {
+    const int64_t row = blockIdx.x;
+    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
+    float* dst_row = dst + row * sx.ne[0];
+    float sum = 0.0f;
+    for (int64_t i = threadIdx.x; i < sx.ne[0]; i += blockDim.x) sum += x_row[i] * x_row[i];
+    sum = block_sum(sum);
+    // Same expression as the CPU backend; 1/sqrtf rather than rsqrtf, which is off by up to 2 ulp.
+    const float scale = 1.0f / sqrtf(sum / float(sx.ne[0]) + eps);
+    for (int64_t i = threadIdx.x; i < sx.ne[0]; i += blockDim.x) dst_row[i] = x_row[i] * scale;
+}
+
+// One block per (head, token) row. The angles are computed in double, as on the CPU: an f32 angle at
+// position 4096 is already off by ~2e-4 rad, which would show as a 1e-4 relative error in q and k.
+// Each thread redoes pow/sincos for its pairs; at a few heads x tokens x 64 pairs that is cheap next
+// to launching a separate table kernel.
+__global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, int n_dims, bool neox, double freq_base,
+                            double freq_scale, float* dst) {
+    const int64_t row = blockIdx.x;
+    const int64_t token = (row / sx.ne[1]) % sx.ne[2];
+    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
+    float* dst_row = dst + row * sx.ne[0];
+    const int n_pairs = n_dims / 2;
+    const double p = double(pos[token]);
+    for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) {
+        const double theta = p * freq_scale * pow(freq_base, -2.0 * i / n_dims);
+        const float c = float(cos(theta));
+        const float s = float(sin(theta));
+        const int j = neox ? i : 2 * i;
+        const int partner = neox ? n_pairs : 1;
+        const float x0 = x_row[j], x1 = x_row[j + partner];
+        // Unfused, as the CPU rounds it (nvcc would otherwise contract these into fmas).
+        dst_row[j] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+        dst_row[j + partner] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+    }
+    for (int64_t i = n_dims + threadIdx.x; i < sx.ne[0]; i += blockDim.x) dst_row[i] = x_row[i];
+}
+
+// Three passes over the row: the maximum, the exponentials (written to dst) and their sum, then the
+// scaling. Each thread revisits only the elements it wrote, so the last pass needs no barrier.
+__global__ void soft_max_kernel(const char* x, Shape4 sx, const char* mask, Shape4 sm, float scale, float* dst) {
+    const int64_t row = blockIdx.x;
+    const int64_t i1 = row % sx.ne[1];
+    const int64_t i2 = (row / sx.ne[1]) % sx.ne[2];
+    const int64_t i3 = row / (sx.ne[1] * sx.ne[2]);
+    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
+    const float* m_row =
+        mask ? reinterpret_cast<const float*>(mask + i1 * sm.nb[1] + (i2 % sm.ne[2]) * sm.nb[2] + (i3 % sm.ne[3]) * sm.nb[3])
+             : nullptr;
+    float* dst_row = dst + row * sx.ne[0];
+    const int64_t ne0 = sx.ne[0];
+    // _rn keeps the multiply-add unfused, rounding as the CPU does.
+    auto value = [&](int64_t i) { return m_row ? __fadd_rn(__fmul_rn(x_row[i], scale), m_row[i]) : x_row[i] * scale; };
+
+    float max = -INFINITY;
+    for (int64_t i = threadIdx.x; i < ne0; i += blockDim.x) max = fmaxf(max, value(i));
+    max = block_max(max);
+    if (max == -INFINITY) {
+        for (int64_t i = threadIdx.x; i < ne0; i += blockDim.x) dst_row[i] = 0.0f;
+        return;
+    }
+    float sum = 0.0f;
+    for (int64_t i = threadIdx.x; i < ne0; i += blockDim.x) {
+        const float e = expf(value(i) - max);
+        dst_row[i] = e;
+        sum += e;
+    }
+    sum = block_sum(sum);
+    const float inv_sum = 1.0f / sum;
+    for (int64_t i = threadIdx.x; i < ne0; i += blockDim.x) dst_row[i] *= inv_sum;
+}
+
+}  // namespace
+
+void launch_rms_norm_f32(const float* x, const Shape4& sx, float eps, float* dst, cudaStream_t stream) {
+    MF_ASSERT(sx.nb[0] == sizeof(float));
+    if (sx.nelements() == 0) return;
+    rms_norm_kernel<<<grid_x(sx.nrows()), row_block_size(sx.ne[0], 512), 0, stream>>>(
+        reinterpret_cast<const char*>(x), sx, eps, dst);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_rope_f32(const float* x, const Shape4& sx, const int32_t* pos, int n_dims, bool neox, float freq_base,
+                     float freq_scale, float* dst, cudaStream_t stream) {
+    MF_ASSERT(sx.nb[0] == sizeof(float));
+    MF_ASSERT(n_dims > 0 && n_dims % 2 == 0 && n_dims <= sx.ne[0]);
+    if (sx.nelements() == 0) return;
+    rope_kernel<<<grid_x(sx.nrows()), row_block_size(sx.ne[0] / 2, 256), 0, stream>>>(
+        reinterpret_cast<const char*>(x), sx, pos, n_dims, neox, double(freq_base), double(freq_scale), dst);
+    CUDA_CHECK_LAUNCH();
+}
+
+void launch_soft_max_f32(const float* x, const Shape4& sx, const float* mask, const Shape4& sm, float scale,
+                         float* dst, cudaStream_t stream) {
+    MF_ASSERT(sx.nb[0] == sizeof(float));
+    if (mask) {
+        MF_ASSERT(sm.nb[0] == sizeof(float) && sm.ne[0] == sx.ne[0] && sm.ne[1] >= sx.ne[1]);
+        MF_ASSERT(sm.ne[2] > 0 && sm.ne[3] > 0 && sx.ne[2] % sm.ne[2] == 0 && sx.ne[3] % sm.ne[3] == 0);
+    }
+    if (sx.nelements() == 0) return;
+    soft_max_kernel<<<grid_x(sx.nrows()), row_block_size(sx.ne[0], 512), 0, stream>>>(
+        reinterpret_cast<const char*>(x), sx, reinterpret_cast<const char*>(mask), sm, scale, dst);
+    CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace mf
