@@ -15,6 +15,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test chat bench model fuzz clean
 
+# The default model (SmolLM2-135M-Instruct Q4_1) lives outside the tree, in MINFER_CACHE.
+MINFER_CACHE ?= $(HOME)/.cache/minfer
+export MINFER_CACHE
+MODEL ?= smollm2
+
 all: build
 
 deps:
@@ -31,12 +36,14 @@ $(BUILD_DIR)/build.ninja: CMakeLists.txt | deps
 build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
-test: build
+model:
+	@bash tools/fetch-model.sh $(MODEL) >/dev/null
+
+test: build model
 	ctest --test-dir $(BUILD_DIR) -L cpu --output-on-failure -j $(JOBS)
 
-chat: build
-	@echo "minfer chat: the chat command arrives with the Llama-family model issue (#3); not built yet." >&2
-	@exit 1
+chat: build model
+	$(BUILD_DIR)/minfer chat -m "$$(bash tools/fetch-model.sh $(MODEL))" $(ARGS)
 
 bench: build
 	@echo "minfer bench: the benchmark arrives with the CUDA backend issue (#5); not built yet." >&2

@@ -1,5 +1,14 @@
 // Scalar row kernels for the float types (F32, F16, BF16) and the 32-element legacy quants (Q4_0 .. Q8_1).
 // Layouts and algorithms follow llama.cpp's ggml-quants.c so that real model files decode bit-exactly.
+
+// Dequantization must round exactly as llama.cpp's C reference does (one rounding per multiply and per
+// add), so stop the compiler from fusing them into FMAs here; -march=native would otherwise do it.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #include "core/quants.h"
 
 #include <algorithm>

@@ -1,5 +1,14 @@
 // Scalar kernels for the 256-element K-quants: Q4_K, Q5_K, Q6_K (quantize, dequantize, dot with Q8_K),
 // the Q8_K activation format, and dequantization of Q2_K / Q3_K so their files can be read.
+
+// Dequantization must round exactly as llama.cpp's C reference does (one rounding per multiply and per
+// add), so stop the compiler from fusing them into FMAs here; -march=native would otherwise do it.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>

@@ -28,6 +28,13 @@ std::string chatml_default_system(const std::string& text) {
     return "";
 }
 
+std::string trim(const std::string& s) {
+    const char* ws = " \t\n\r";
+    const size_t b = s.find_first_not_of(ws);
+    if (b == std::string::npos) return "";
+    return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
 struct Turns {
     std::string system;
     std::vector<ChatMessage> rest;
@@ -110,8 +117,9 @@ std::string render_chat(const ChatTemplate& tmpl, const std::vector<ChatMessage>
             break;
         }
         case ChatFamily::LLAMA3:
+            // Llama 3's template trims each message.
             for (const auto& m : messages)
-                out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content + "<|eot_id|>";
+                out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + trim(m.content) + "<|eot_id|>";
             if (add_assistant) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
             break;
         case ChatFamily::LLAMA2: {
@@ -119,6 +127,8 @@ std::string render_chat(const ChatTemplate& tmpl, const std::vector<ChatMessage>
             bool first_user = true;
             for (const auto& m : t.rest) {
                 if (m.role == "user") {
+                    // Every turn after the first opens with its own BOS.
+                    if (!first_user) out += "<s>";
                     out += "[INST] ";
                     if (first_user && !t.system.empty()) out += "<<SYS>>\n" + t.system + "\n<</SYS>>\n\n";
                     out += m.content + " [/INST]";

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "core/backend.h"
+#include "core/common.h"
 #include "core/cpu/cpu_backend.h"
 #include "core/graph.h"
 #include "core/ops.h"
@@ -176,12 +177,13 @@ std::vector<double> ref_mul_mat(const std::vector<double>& w, const std::vector<
 }
 
 // Relative-error bound for mul_mat against the double reference over the dequantized weights.
-// Weights are exact in the reference, so what remains is the activation side: f32/f16/bf16 weights
-// dot f32 activations (f32 rounding only, ~1e-7 per term); block types quantize each activation row
-// to 8 bits (q8_0 / q8_1 per 32, q8_K per 256), an rms error of about 0.4% of a uniform input.
+// Weights are exact in the reference, so what remains is the activation side:
+// - f32, f16, bf16 weights dot f32 activations: f32 rounding only (measured ~1e-7 at K = 256).
+// - block types quantize each activation row to 8 bits first (q8_0 / q8_1 with a scale per 32,
+//   q8_K per 256): an rms error of ~0.4% of a uniform input, measured 0.25..0.65% over 30 seeds.
 double mul_mat_tolerance(DType type) {
-    if (!dtype_traits(type).is_quantized) return 1e-5;
-    return 1.5e-2;
+    if (!dtype_traits(type).is_quantized) return 1e-6;
+    return 1.2e-2;
 }
 
 double silu_ref(double x) { return x / (1.0 + std::exp(-x)); }
@@ -204,7 +206,7 @@ TEST_CASE("mul_mat matches the double reference for every weight type, N = 1 and
     const int64_t K = 256, M = 37;  // K: one K-quant super-block; M: not a multiple of the row tile
     for (DType type : kWeightTypes) {
         for (int64_t N : {1, 19}) {
-            INFO(dtype_name(type) << " N=" << N);
+            INFO(std::string(dtype_name(type)) << " N=" << N);
             Harness h;
             const auto w_values = random_floats(size_t(K * M));
             const auto x_values = random_floats(size_t(K * N));
@@ -214,7 +216,7 @@ TEST_CASE("mul_mat matches the double reference for every weight type, N = 1 and
             const auto w_deq = to_double(decode(type, encode(type, w_values, K), K));
             const auto ref = ref_mul_mat(w_deq, to_double(x_values), K, M, 1, 1, N, 1, 1);
             const double err = rel_error(got.data(), ref.data(), ref.size());
-            MESSAGE(dtype_name(type) << " N=" << N << " rel error " << err);
+            INFO("rel error " << err);
             CHECK(err < mul_mat_tolerance(type));
         }
     }
@@ -224,7 +226,7 @@ TEST_CASE("mul_mat broadcasts weights over dims 2 and 3 (GQA) and reads permuted
     // Weights [K, M, B2=2, B3=1] serve C2 = 6 (three query heads per KV head) and C3 = 2.
     const int64_t K = 256, M = 21, B2 = 2, N = 5, C2 = 6, C3 = 2;
     for (DType type : {DType::F16, DType::Q8_0, DType::Q4_K}) {
-        INFO(dtype_name(type));
+        INFO(std::string(dtype_name(type)));
         Harness h;
         const auto w_values = random_floats(size_t(K * M * B2));
         Tensor* w = h.typed(type, {K, M, B2, 1}, w_values);
@@ -236,7 +238,7 @@ TEST_CASE("mul_mat broadcasts weights over dims 2 and 3 (GQA) and reads permuted
         const auto w_deq = to_double(decode(type, encode(type, w_values, K), K));
         const auto ref = ref_mul_mat(w_deq, view_values(x, x_store), K, M, B2, 1, N, C2, C3);
         const double err = rel_error(got.data(), ref.data(), ref.size());
-        MESSAGE(dtype_name(type) << " rel error " << err);
+        INFO("rel error " << err);
         CHECK(err < mul_mat_tolerance(type));
     }
 }
@@ -244,7 +246,7 @@ TEST_CASE("mul_mat broadcasts weights over dims 2 and 3 (GQA) and reads permuted
 TEST_CASE("mul_mat reads a transposed activation view and a strided weight view (KV-cache style)") {
     const int64_t K = 64, n_ctx = 20, n_kv = 13, B2 = 2, N = 3, C2 = 4;
     for (DType type : {DType::F32, DType::F16, DType::Q8_0}) {
-        INFO(dtype_name(type));
+        INFO(std::string(dtype_name(type)));
         Harness h;
         const auto cache_values = random_floats(size_t(K * n_ctx * B2));
         Tensor* cache = h.typed(type, {K, n_ctx, B2}, cache_values);
@@ -262,7 +264,7 @@ TEST_CASE("mul_mat reads a transposed activation view and a strided weight view 
                 for (int64_t k = 0; k < K; ++k) w_deq.push_back(cache_deq[size_t(k + K * (r + n_ctx * b))]);
         const auto ref = ref_mul_mat(w_deq, view_values(x, x_store), K, n_kv, B2, 1, N, C2, 1);
         const double err = rel_error(got.data(), ref.data(), ref.size());
-        MESSAGE(dtype_name(type) << " rel error " << err);
+        INFO("rel error " << err);
         CHECK(err < mul_mat_tolerance(type));
     }
 }
@@ -272,7 +274,7 @@ TEST_CASE("mul_mat reads a transposed activation view and a strided weight view 
 TEST_CASE("get_rows returns the dequantized rows of every weight type, per batch") {
     const int64_t K = 256, n_rows = 10, n_ids = 7, B2 = 2;
     for (DType type : kWeightTypes) {
-        INFO(dtype_name(type));
+        INFO(std::string(dtype_name(type)));
         Harness h;
         const auto values = random_floats(size_t(K * n_rows * B2));
         Tensor* table = h.typed(type, {K, n_rows, B2}, values);
@@ -298,7 +300,7 @@ TEST_CASE("add and mul broadcast the second operand along every dimension") {
     const int64_t b_shapes[][4] = {{8, 6, 4, 2}, {8, 1, 2, 1}, {1, 6, 1, 1}, {4, 3, 4, 2}};
     for (const auto& bs : b_shapes) {
         for (Op op : {Op::ADD, Op::MUL}) {
-            INFO(op_name(op) << " b=[" << bs[0] << "," << bs[1] << "," << bs[2] << "," << bs[3] << "]");
+            INFO(std::string(op_name(op)) << " b=[" << bs[0] << "," << bs[1] << "," << bs[2] << "," << bs[3] << "]");
             Harness h;
             const auto a_values = random_floats(size_t(ne[0] * ne[1] * ne[2] * ne[3]));
             const auto b_values = random_floats(size_t(bs[0] * bs[1] * bs[2] * bs[3]));
@@ -352,7 +354,7 @@ TEST_CASE("silu, gelu, swiglu and geglu match their definitions") {
     Tensor* outs[4] = {silu(h.ctx, a), gelu(h.ctx, a), swiglu(h.ctx, a, b), geglu(h.ctx, a, b)};
     h.compute({outs[0], outs[1], outs[2], outs[3]});
     for (int k = 0; k < 4; ++k) {
-        INFO(op_name(outs[k]->op));
+        INFO(std::string(op_name(outs[k]->op)));
         std::vector<double> ref;
         for (size_t i = 0; i < a_values.size(); ++i) {
             const double x = a_values[i], y = b_values[i];
@@ -422,7 +424,7 @@ std::vector<double> ref_soft_max(const std::vector<float>& x, const std::vector<
     std::vector<double> out;
     for (int64_t i2 = 0; i2 < ne2; ++i2)
         for (int64_t i1 = 0; i1 < ne1; ++i1) {
-            std::vector<double> v(size_t(ne0));
+            std::vector<double> v(static_cast<size_t>(ne0));
             double mx = -INFINITY;
             for (int64_t i = 0; i < ne0; ++i) {
                 v[size_t(i)] = double(x[size_t(i + ne0 * (i1 + ne1 * i2))]) * s + (mask ? (*mask)[size_t(i + ne0 * i1)] : 0.0);
@@ -468,7 +470,7 @@ TEST_CASE("soft_max with a causal mask broadcast over heads; a fully masked row 
 TEST_CASE("cpy f32 -> f16, bf16, q8_0, q4_0 and back matches the dtype table's conversions") {
     const int64_t ne0 = 64, rows = 6;
     for (DType type : {DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
-        INFO(dtype_name(type));
+        INFO(std::string(dtype_name(type)));
         Harness h;
         const auto x = random_floats(size_t(ne0 * rows));
         Tensor* xt = h.f32({ne0, rows}, x);
@@ -483,7 +485,7 @@ TEST_CASE("cpy f32 -> f16, bf16, q8_0, q4_0 and back matches the dtype table's c
 TEST_CASE("cpy writes into a view of a bigger tensor at an offset (KV-cache store)") {
     const int64_t n_embd = 64, n_ctx = 16, n_tokens = 3, pos = 5;
     for (DType type : {DType::F16, DType::Q8_0}) {
-        INFO(dtype_name(type));
+        INFO(std::string(dtype_name(type)));
         Harness h;
         const auto cache_init = random_floats(size_t(n_embd * n_ctx));
         const auto k_cur = random_floats(size_t(n_embd * n_tokens));

@@ -21,6 +21,7 @@ const Command kCommands[] = {
     {"chat", mf::tool_chat, "chat with a model"},
     {"run", mf::tool_run, "generate text from a prompt"},
     {"info", mf::tool_info, "print a GGUF file's metadata and tensor table"},
+    {"tokenize", mf::tool_tokenize, "print the token ids of a text"},
 };
 
 void usage(FILE* out) {

@@ -7,5 +7,6 @@ namespace mf {
 int tool_info(int argc, char** argv);  // minfer info FILE.gguf
 int tool_run(int argc, char** argv);   // minfer run -m MODEL -p TEXT
 int tool_chat(int argc, char** argv);  // minfer chat -m MODEL
+int tool_tokenize(int argc, char** argv);  // minfer tokenize -m MODEL (-p TEXT | -f FILE)
 
 }  // namespace mf

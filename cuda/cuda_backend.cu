@@ -1,0 +1,368 @@
+// The CUDA backend: device buffers (plain cudaMalloc), transfers and every kernel on one stream, the
+// exact supports_op table, and the dispatch from graph nodes to the launchers in cuda/*.cuh.
+#include "cuda/cuda_backend.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "core/common.h"
+#include "core/quants.h"
+#include "cuda/common.cuh"
+#include "cuda/elementwise.cuh"
+#include "cuda/matvec.cuh"
+#include "cuda/norm_rope.cuh"
+
+namespace mf {
+
+static_assert(sizeof(block_q8_0) == Q8_0_BYTES && QK8_0 == QK, "cuda/common.cuh disagrees with core/quants.h");
+static_assert(sizeof(block_q4_0) == Q4_0_BYTES && QK4_0 == QK, "cuda/common.cuh disagrees with core/quants.h");
+
+namespace {
+
+Shape4 shape_of(const Tensor* t) {
+    Shape4 s;
+    for (int i = 0; i < MAX_DIMS; ++i) {
+        s.ne[i] = t->ne[i];
+        s.nb[i] = int64_t(t->nb[i]);
+    }
+    return s;
+}
+
+bool is_f32(const Tensor* t) { return t && t->type == DType::F32; }
+bool is_float(const Tensor* t) { return t && (t->type == DType::F32 || t->type == DType::F16); }
+// Row elements are packed (nb[0] is one element or block); dims 1..3 may be strided.
+bool packed_rows(const Tensor* t) { return t->rows_contiguous(); }
+bool is_weight_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0; }
+bool is_quant_weight(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+// The CUDA error of a call that bad input (a size, a missing device) can make fail, as an Error.
+void throw_on_error(cudaError_t err, const char* what) {
+    if (err == cudaSuccess) return;
+    cudaGetLastError();  // these errors are not sticky; clear them so later checks start clean
+    throw Error(strfmt("cuda: %s: %s", what, cudaGetErrorString(err)));
+}
+
+// Compute capability of device, or false with *why filled in when it cannot run this build's code.
+bool check_device(int device, std::string* why) {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0) {
+        cudaGetLastError();
+        if (why) {
+            *why = "no CUDA device found";
+            if (err != cudaSuccess && err != cudaErrorNoDevice) *why += strfmt(" (%s)", cudaGetErrorString(err));
+        }
+        return false;
+    }
+    if (device < 0 || device >= count) {
+        if (why) *why = strfmt("no CUDA device %d (this machine has %d)", device, count);
+        return false;
+    }
+    cudaDeviceProp prop;
+    const cudaError_t perr = cudaGetDeviceProperties(&prop, device);
+    if (perr != cudaSuccess) {
+        cudaGetLastError();
+        if (why) *why = strfmt("cannot query CUDA device %d: %s", device, cudaGetErrorString(perr));
+        return false;
+    }
+    // The build carries sm_90 code plus compute_90 PTX, which newer GPUs compile at load time.
+    if (prop.major < 9) {
+        if (why)
+            *why = strfmt("GPU %s has compute capability %d.%d; this build needs sm_90", prop.name, prop.major,
+                          prop.minor);
+        return false;
+    }
+    return true;
+}
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device) : device_(device) {
+        std::string why;
+        if (!check_device(device, &why)) throw Error("cuda: " + why);
+        CUDA_CHECK(cudaSetDevice(device_));
+        CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    }
+
+    // Every Buffer this backend allocated must be gone by now (they free through it).
+    ~CudaBackend() override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        if (scratch_) CUDA_CHECK(cudaFree(scratch_));
+        CUDA_CHECK(cudaStreamDestroy(stream_));
+    }
+
+    const char* name() const override { return "cuda"; }
+
+    // cudaMalloc returns 256-byte aligned memory, which is what alignment() promises.
+    std::unique_ptr<Buffer> alloc(size_t size) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        void* base = nullptr;
+        throw_on_error(cudaMalloc(&base, size), strfmt("allocating %zu bytes on GPU %d", size, device_).c_str());
+        return std::make_unique<Buffer>(this, base, size);
+    }
+
+    void free_memory(void* base) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        CUDA_CHECK(cudaFree(base));
+    }
+
+    size_t alignment() const override { return 256; }
+
+    // From pageable host memory cudaMemcpyAsync returns once src has been staged, so the caller may
+    // reuse src at once; the copy itself is ordered before later kernels on the stream.
+    void upload(Tensor* t, const void* src, size_t offset, size_t size) override {
+        check_transfer(t, offset, size);
+        CUDA_CHECK(cudaSetDevice(device_));
+        CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(t->data) + offset, src, size, cudaMemcpyHostToDevice, stream_));
+    }
+
+    void download(const Tensor* t, void* dst, size_t offset, size_t size) override {
+        check_transfer(t, offset, size);
+        CUDA_CHECK(cudaSetDevice(device_));
+        CUDA_CHECK(cudaMemcpyAsync(dst, static_cast<const char*>(t->data) + offset, size, cudaMemcpyDeviceToHost,
+                                   stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+
+    bool supports_op(const Tensor* node) const override;
+    void compute(const Graph& g) override;
+
+    // A kernel fault (an illegal address, say) surfaces here; it is a bug, so CUDA_CHECK aborts.
+    void synchronize() override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+
+private:
+    void check_transfer(const Tensor* t, size_t offset, size_t size) const {
+        MF_ASSERT(t->data && t->buffer && t->buffer->backend() == this);
+        MF_ASSERT(offset + size <= t->nbytes());
+    }
+    void reserve_scratch(size_t bytes);
+    void run_node(const Tensor* node);
+
+    int device_;
+    cudaStream_t stream_ = nullptr;
+    // Per-op temporary memory (activations quantized for MUL_MAT), sized before a graph's first
+    // kernel so nothing is allocated while kernels run (and a captured CUDA graph can reuse it).
+    void* scratch_ = nullptr;
+    size_t scratch_size_ = 0;
+};
+
+bool supports_mul_mat(const Tensor* node) {
+    const Tensor* w = node->src[0];
+    const Tensor* x = node->src[1];
+    if (!w || !x || !is_weight_type(w->type) || !is_f32(x) || !is_f32(node)) return false;
+    if (!packed_rows(w) || x->nb[0] != sizeof(float) || !node->is_contiguous()) return false;
+    if (w->ne[0] != x->ne[0] || w->ne[0] % dtype_traits(w->type).block_size != 0) return false;
+    if (w->ne[2] == 0 || w->ne[3] == 0 || x->ne[2] % w->ne[2] != 0 || x->ne[3] % w->ne[3] != 0) return false;
+    return node->ne[0] == w->ne[1] && node->ne[1] == x->ne[1] && node->ne[2] == x->ne[2] && node->ne[3] == x->ne[3];
+}
+
+bool supports_get_rows(const Tensor* node) {
+    const Tensor* a = node->src[0];
+    const Tensor* ids = node->src[1];
+    if (!a || !ids || !is_weight_type(a->type) || ids->type != DType::I32) return false;
+    if (!packed_rows(a) || !is_f32(node) || !node->is_contiguous()) return false;
+    return node->ne[0] == a->ne[0] && node->ne[1] == ids->ne[0] && node->ne[2] == ids->ne[1] &&
+           node->ne[3] == ids->ne[2] && ids->ne[3] == 1 && a->ne[2] == ids->ne[1] && a->ne[3] == ids->ne[2];
+}
+
+bool supports_cpy(const Tensor* node) {
+    const Tensor* a = node->src[0];
+    if (!a || a->nelements() != node->nelements()) return false;
+    if (is_float(a) && is_float(node)) return true;  // any strides on both sides
+    if (is_f32(a) && (node->type == DType::Q8_0 || node->type == DType::Q4_0))
+        return packed_rows(node) && node->ne[0] % QK == 0;
+    return false;
+}
+
+bool supports_rope(const Tensor* node) {
+    const Tensor* a = node->src[0];
+    const Tensor* pos = node->src[1];
+    if (!is_f32(a) || !is_f32(node) || !same_shape(a, node) || !node->is_contiguous()) return false;
+    if (a->nb[0] != sizeof(float) || !pos || pos->type != DType::I32 || !pos->is_contiguous()) return false;
+    if (pos->ne[0] != a->ne[2] || pos->ne[1] != 1 || pos->ne[2] != 1 || pos->ne[3] != 1) return false;
+    const int n_dims = node->op_param_i(0);
+    const int mode = node->op_param_i(1);
+    return n_dims > 0 && n_dims % 2 == 0 && n_dims <= a->ne[0] && (mode == ROPE_NORMAL || mode == ROPE_NEOX);
+}
+
+bool supports_soft_max(const Tensor* node) {
+    const Tensor* a = node->src[0];
+    const Tensor* mask = node->src[1];
+    if (!is_f32(a) || !is_f32(node) || !same_shape(a, node) || !node->is_contiguous()) return false;
+    if (a->nb[0] != sizeof(float)) return false;
+    if (!mask) return true;
+    return is_f32(mask) && mask->nb[0] == sizeof(float) && mask->ne[0] == a->ne[0] && mask->ne[1] >= a->ne[1] &&
+           mask->ne[2] > 0 && mask->ne[3] > 0 && a->ne[2] % mask->ne[2] == 0 && a->ne[3] % mask->ne[3] == 0;
+}
+
+bool supports_concat(const Tensor* node) {
+    const Tensor* a = node->src[0];
+    const Tensor* b = node->src[1];
+    if (!is_f32(a) || !is_f32(b) || !is_f32(node) || !node->is_contiguous()) return false;
+    const int dim = node->op_param_i(0);
+    if (dim < 0 || dim >= MAX_DIMS) return false;
+    for (int i = 0; i < MAX_DIMS; ++i) {
+        const int64_t want = i == dim ? a->ne[i] + b->ne[i] : a->ne[i];
+        if (node->ne[i] != want || (i != dim && a->ne[i] != b->ne[i])) return false;
+    }
+    return true;
+}
+
+bool CudaBackend::supports_op(const Tensor* node) const {
+    const Tensor* a = node->src[0];
+    const Tensor* b = node->src[1];
+    switch (node->op) {
+        case Op::NONE:
+        case Op::VIEW: return true;
+        case Op::MUL_MAT: return supports_mul_mat(node);
+        case Op::GET_ROWS: return supports_get_rows(node);
+        case Op::CPY: return supports_cpy(node);
+        case Op::ROPE: return supports_rope(node);
+        case Op::SOFT_MAX: return supports_soft_max(node);
+        case Op::CONCAT: return supports_concat(node);
+        case Op::RMS_NORM:
+            return is_f32(a) && is_f32(node) && same_shape(a, node) && a->nb[0] == sizeof(float) &&
+                   node->is_contiguous();
+        case Op::SCALE:
+        case Op::SILU:
+        case Op::GELU: return is_f32(a) && is_f32(node) && same_shape(a, node) && node->is_contiguous();
+        case Op::ADD:
+        case Op::MUL:
+            if (!is_f32(a) || !is_f32(b) || !is_f32(node) || !same_shape(a, node) || !node->is_contiguous())
+                return false;
+            for (int i = 0; i < MAX_DIMS; ++i)
+                if (b->ne[i] == 0 || a->ne[i] % b->ne[i] != 0) return false;
+            return true;
+        case Op::SWIGLU:
+        case Op::GEGLU:
+            return is_f32(a) && is_f32(b) && is_f32(node) && same_shape(a, node) && same_shape(b, node) &&
+                   node->is_contiguous();
+        case Op::COUNT: break;
+    }
+    return false;
+}
+
+void CudaBackend::reserve_scratch(size_t bytes) {
+    if (bytes <= scratch_size_) return;
+    // Kernels queued by an earlier compute may still read the old scratch.
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (scratch_) CUDA_CHECK(cudaFree(scratch_));
+    scratch_ = nullptr;
+    scratch_size_ = 0;
+    throw_on_error(cudaMalloc(&scratch_, bytes), strfmt("allocating %zu bytes of scratch on GPU %d", bytes, device_).c_str());
+    scratch_size_ = bytes;
+}
+
+void CudaBackend::compute(const Graph& g) {
+    CUDA_CHECK(cudaSetDevice(device_));
+    size_t scratch = 0;
+    for (const Tensor* n : g.nodes) {
+        if (n->op == Op::MUL_MAT && is_quant_weight(n->src[0]->type)) {
+            const size_t need = matvec_q_scratch_bytes(shape_of(n->src[1]));
+            scratch = need > scratch ? need : scratch;
+        }
+    }
+    reserve_scratch(scratch);
+    for (const Tensor* n : g.nodes) run_node(n);
+}
+
+void CudaBackend::run_node(const Tensor* node) {
+    MF_ASSERT_MSG(supports_op(node), "cuda: compute() given a node supports_op rejects");
+    const Tensor* a = node->src[0];
+    const Tensor* b = node->src[1];
+    const Shape4 sd = shape_of(node);
+    float* out = static_cast<float*>(node->data);  // every op but CPY writes f32
+    cudaStream_t s = stream_;
+    switch (node->op) {
+        case Op::NONE:
+        case Op::VIEW: return;
+        case Op::GET_ROWS: {
+            const int32_t* ids = static_cast<const int32_t*>(b->data);
+            switch (a->type) {
+                case DType::F32: launch_get_rows<float>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::F16: launch_get_rows<__half>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::Q8_0: launch_get_rows<BlockQ8_0>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::Q4_0: launch_get_rows<BlockQ4_0>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                default: break;
+            }
+            break;
+        }
+        case Op::MUL_MAT: {
+            const float* x = static_cast<const float*>(b->data);
+            switch (a->type) {
+                case DType::F32: launch_matvec_float<float>(a->data, shape_of(a), x, shape_of(b), out, s); return;
+                case DType::F16: launch_matvec_float<__half>(a->data, shape_of(a), x, shape_of(b), out, s); return;
+                case DType::Q8_0:
+                    launch_matvec_q<BlockQ8_0>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
+                    return;
+                case DType::Q4_0:
+                    launch_matvec_q<BlockQ4_0>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
+                    return;
+                default: break;
+            }
+            break;
+        }
+        case Op::ADD: launch_binary_f32(BinaryOp::ADD, a->data, shape_of(a), b->data, shape_of(b), out, s); return;
+        case Op::MUL: launch_binary_f32(BinaryOp::MUL, a->data, shape_of(a), b->data, shape_of(b), out, s); return;
+        case Op::SWIGLU:
+            launch_binary_f32(BinaryOp::SWIGLU, a->data, shape_of(a), b->data, shape_of(b), out, s);
+            return;
+        case Op::GEGLU:
+            launch_binary_f32(BinaryOp::GEGLU, a->data, shape_of(a), b->data, shape_of(b), out, s);
+            return;
+        case Op::SCALE:
+            launch_unary_f32(UnaryOp::SCALE, node->op_param_f(0), a->data, shape_of(a), out, s);
+            return;
+        case Op::SILU: launch_unary_f32(UnaryOp::SILU, 0.0f, a->data, shape_of(a), out, s); return;
+        case Op::GELU: launch_unary_f32(UnaryOp::GELU, 0.0f, a->data, shape_of(a), out, s); return;
+        case Op::RMS_NORM:
+            launch_rms_norm_f32(static_cast<const float*>(a->data), shape_of(a), node->op_param_f(0), out, s);
+            return;
+        case Op::ROPE:
+            launch_rope_f32(static_cast<const float*>(a->data), shape_of(a), static_cast<const int32_t*>(b->data),
+                            node->op_param_i(0), node->op_param_i(1) == ROPE_NEOX, node->op_param_f(2),
+                            node->op_param_f(3), out, s);
+            return;
+        case Op::SOFT_MAX: {
+            const Shape4 sm = b ? shape_of(b) : Shape4{{1, 1, 1, 1}, {0, 0, 0, 0}};
+            launch_soft_max_f32(static_cast<const float*>(a->data), shape_of(a),
+                                b ? static_cast<const float*>(b->data) : nullptr, sm, node->op_param_f(0), out, s);
+            return;
+        }
+        case Op::CONCAT:
+            launch_concat_f32(a->data, shape_of(a), b->data, shape_of(b), node->op_param_i(0), out, s);
+            return;
+        case Op::CPY: {
+            const Shape4 ss = shape_of(a);
+            const bool a32 = a->type == DType::F32;
+            switch (node->type) {
+                case DType::F32:
+                    if (a32) launch_cpy<float, float>(a->data, ss, node->data, sd, s);
+                    else launch_cpy<__half, float>(a->data, ss, node->data, sd, s);
+                    return;
+                case DType::F16:
+                    if (a32) launch_cpy<float, __half>(a->data, ss, node->data, sd, s);
+                    else launch_cpy<__half, __half>(a->data, ss, node->data, sd, s);
+                    return;
+                case DType::Q8_0: launch_cpy_f32_q8_0(static_cast<const float*>(a->data), ss, node->data, sd, s); return;
+                case DType::Q4_0: launch_cpy_f32_q4_0(static_cast<const float*>(a->data), ss, node->data, sd, s); return;
+                default: break;
+            }
+            break;
+        }
+        case Op::COUNT: break;
+    }
+    MF_ASSERT_MSG(false, "cuda: run_node reached an op supports_op should have rejected");
+}
+
+}  // namespace
+
+bool cuda_available(std::string* why) { return check_device(0, why); }
+
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+}  // namespace mf

@@ -1,0 +1,21 @@
+// The CUDA backend's entry points, as plain C++ (no CUDA headers) so tools/backends.cpp and any
+// other host code can name it without nvcc.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/backend.h"
+
+namespace mf {
+
+// True when device 0 (the one the registry creates) exists and has compute capability >= 9.0, the
+// sm_90 code this build carries. Otherwise false, and *why says what is missing, e.g.
+// "no CUDA device found" or "GPU NVIDIA A10 has compute capability 8.6; this build needs sm_90".
+bool cuda_available(std::string* why);
+
+// A backend on the given device: device memory, one stream, kernels from cuda/*.cu.
+// Throws Error when the device cannot be used (see cuda_available).
+std::unique_ptr<Backend> make_cuda_backend(int device = 0);
+
+}  // namespace mf

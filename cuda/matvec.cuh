@@ -1,0 +1,29 @@
+// Launchers for MUL_MAT in its decode shape (few activation columns): weights F32, F16, Q8_0, Q4_0
+// times f32 activations. Prefill-sized products will get a tensor-core kernel of their own (cuda/matmul).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/common.cuh"
+#include "cuda/elementwise.cuh"
+
+namespace mf {
+
+// w [K, M, B2, B3] of T (float or __half; packed rows, dims 1..3 any byte strides) times
+// x f32 [K, N, C2, C3] (packed rows; C2 % B2 == 0, C3 % B3 == 0, weight batch = x batch / ratio)
+// -> dst f32 contiguous [M, N, C2, C3], dst[m, n] = w row m . x row n.
+template <typename T>
+void launch_matvec_float(const void* w, const Shape4& sw, const float* x, const Shape4& sx, float* dst,
+                         cudaStream_t stream);
+
+// Bytes of device scratch launch_matvec_q needs for activations of shape sx (their Q8_0 copy).
+size_t matvec_q_scratch_bytes(const Shape4& sx);
+
+// As launch_matvec_float for weights of Block (BlockQ8_0 or BlockQ4_0; K % 32 == 0). The activations
+// are first quantized to Q8_0 in scratch (16-byte aligned, >= matvec_q_scratch_bytes(sx)) exactly as
+// the CPU backend does, then dotted with int8 dp4a, so both backends compute the same integer sums.
+template <typename Block>
+void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
+                     size_t scratch_bytes, float* dst, cudaStream_t stream);
+
+}  // namespace mf
