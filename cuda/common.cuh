@@ -2,6 +2,7 @@
 // pass a strided tensor's ne/nb by value, warp and block reductions, and fp16 <-> f32 in device code.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -170,10 +171,13 @@ __device__ __forceinline__ int quantize_q4_0_lane(float x, uint16_t* d_bits) {
     return q < 15 ? q : 15;
 }
 
-// Loads/stores of one element of a scalar type as f32.
+// Loads/stores of one element of a scalar type (float, __half, __nv_bfloat16) as f32.
 __device__ __forceinline__ float load_f32(const float* p) { return *p; }
 __device__ __forceinline__ float load_f32(const __half* p) { return __half2float(*p); }
 __device__ __forceinline__ void store_f32(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_f32(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ float load_f32(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+// Round to nearest even, as the CPU's fp32_to_bf16.
+__device__ __forceinline__ void store_f32(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
 }  // namespace mf

@@ -2,6 +2,7 @@
 // exact supports_op table, and the dispatch from graph nodes to the launchers in cuda/*.cuh.
 #include "cuda/cuda_backend.h"
 
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -29,10 +30,14 @@ Shape4 shape_of(const Tensor* t) {
 }
 
 bool is_f32(const Tensor* t) { return t && t->type == DType::F32; }
-bool is_float(const Tensor* t) { return t && (t->type == DType::F32 || t->type == DType::F16); }
+bool is_float(const Tensor* t) {
+    return t && (t->type == DType::F32 || t->type == DType::F16 || t->type == DType::BF16);
+}
 // Row elements are packed (nb[0] is one element or block); dims 1..3 may be strided.
 bool packed_rows(const Tensor* t) { return t->rows_contiguous(); }
-bool is_weight_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0; }
+bool is_weight_type(DType t) {
+    return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
+}
 bool is_quant_weight(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
 // The CUDA error of a call that bad input (a size, a missing device) can make fail, as an Error.
@@ -270,6 +275,17 @@ void CudaBackend::compute(const Graph& g) {
     for (const Tensor* n : g.nodes) run_node(n);
 }
 
+// CPY from Src into a float type of any strides.
+template <typename Src>
+void cpy_float(DType dst_type, const void* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t s) {
+    switch (dst_type) {
+        case DType::F32: launch_cpy<Src, float>(src, ss, dst, sd, s); return;
+        case DType::F16: launch_cpy<Src, __half>(src, ss, dst, sd, s); return;
+        case DType::BF16: launch_cpy<Src, __nv_bfloat16>(src, ss, dst, sd, s); return;
+        default: MF_ASSERT_MSG(false, "cpy_float: not a float type");
+    }
+}
+
 void CudaBackend::run_node(const Tensor* node) {
     MF_ASSERT_MSG(supports_op(node), "cuda: compute() given a node supports_op rejects");
     const Tensor* a = node->src[0];
@@ -285,6 +301,9 @@ void CudaBackend::run_node(const Tensor* node) {
             switch (a->type) {
                 case DType::F32: launch_get_rows<float>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
                 case DType::F16: launch_get_rows<__half>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::BF16:
+                    launch_get_rows<__nv_bfloat16>(a->data, shape_of(a), ids, shape_of(b), out, s);
+                    return;
                 case DType::Q8_0: launch_get_rows<BlockQ8_0>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
                 case DType::Q4_0: launch_get_rows<BlockQ4_0>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
                 default: break;
@@ -296,6 +315,9 @@ void CudaBackend::run_node(const Tensor* node) {
             switch (a->type) {
                 case DType::F32: launch_matvec_float<float>(a->data, shape_of(a), x, shape_of(b), out, s); return;
                 case DType::F16: launch_matvec_float<__half>(a->data, shape_of(a), x, shape_of(b), out, s); return;
+                case DType::BF16:
+                    launch_matvec_float<__nv_bfloat16>(a->data, shape_of(a), x, shape_of(b), out, s);
+                    return;
                 case DType::Q8_0:
                     launch_matvec_q<BlockQ8_0>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
                     return;
@@ -338,18 +360,15 @@ void CudaBackend::run_node(const Tensor* node) {
             return;
         case Op::CPY: {
             const Shape4 ss = shape_of(a);
-            const bool a32 = a->type == DType::F32;
             switch (node->type) {
-                case DType::F32:
-                    if (a32) launch_cpy<float, float>(a->data, ss, node->data, sd, s);
-                    else launch_cpy<__half, float>(a->data, ss, node->data, sd, s);
-                    return;
-                case DType::F16:
-                    if (a32) launch_cpy<float, __half>(a->data, ss, node->data, sd, s);
-                    else launch_cpy<__half, __half>(a->data, ss, node->data, sd, s);
-                    return;
                 case DType::Q8_0: launch_cpy_f32_q8_0(static_cast<const float*>(a->data), ss, node->data, sd, s); return;
                 case DType::Q4_0: launch_cpy_f32_q4_0(static_cast<const float*>(a->data), ss, node->data, sd, s); return;
+                default: break;
+            }
+            switch (a->type) {
+                case DType::F32: cpy_float<float>(node->type, a->data, ss, node->data, sd, s); return;
+                case DType::F16: cpy_float<__half>(node->type, a->data, ss, node->data, sd, s); return;
+                case DType::BF16: cpy_float<__nv_bfloat16>(node->type, a->data, ss, node->data, sd, s); return;
                 default: break;
             }
             break;

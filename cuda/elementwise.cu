@@ -141,6 +141,10 @@ __device__ __forceinline__ float row_element<__half>(const char* row, int64_t j)
     return __half2float(reinterpret_cast<const __half*>(row)[j]);
 }
 template <>
+__device__ __forceinline__ float row_element<__nv_bfloat16>(const char* row, int64_t j) {
+    return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(row)[j]);
+}
+template <>
 __device__ __forceinline__ float row_element<BlockQ8_0>(const char* row, int64_t j) {
     return dequant_q8_0(reinterpret_cast<const uint8_t*>(row) + (j / QK) * Q8_0_BYTES, int(j % QK));
 }
@@ -248,14 +252,21 @@ void launch_concat_f32(const void* a, const Shape4& sa, const void* b, const Sha
     CUDA_CHECK_LAUNCH();
 }
 
-// The type pairs the CUDA backend's supports_op admits.
+// Every pair of the scalar float types (the CUDA backend's supports_op admits all nine).
 template void launch_cpy<float, float>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
 template void launch_cpy<float, __half>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
+template void launch_cpy<float, __nv_bfloat16>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
 template void launch_cpy<__half, float>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
 template void launch_cpy<__half, __half>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
+template void launch_cpy<__half, __nv_bfloat16>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
+template void launch_cpy<__nv_bfloat16, float>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
+template void launch_cpy<__nv_bfloat16, __half>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
+template void launch_cpy<__nv_bfloat16, __nv_bfloat16>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
 
 template void launch_get_rows<float>(const void*, const Shape4&, const int32_t*, const Shape4&, float*, cudaStream_t);
 template void launch_get_rows<__half>(const void*, const Shape4&, const int32_t*, const Shape4&, float*, cudaStream_t);
+template void launch_get_rows<__nv_bfloat16>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
+                                             cudaStream_t);
 template void launch_get_rows<BlockQ8_0>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
                                          cudaStream_t);
 template void launch_get_rows<BlockQ4_0>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,

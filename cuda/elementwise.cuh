@@ -1,5 +1,5 @@
 // Launchers for the element-wise and row-moving kernels: broadcast binary ops, unary activations,
-// CPY between F32/F16 (any strides) and from F32 into Q8_0/Q4_0 blocks, GET_ROWS, CONCAT.
+// CPY between F32/F16/BF16 (any strides) and from F32 into Q8_0/Q4_0 blocks, GET_ROWS, CONCAT.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,7 +19,7 @@ void launch_binary_f32(BinaryOp op, const void* a, const Shape4& sa, const void*
 void launch_unary_f32(UnaryOp op, float param, const void* a, const Shape4& sa, float* dst, cudaStream_t stream);
 
 // Copies src into dst in row-major element order (same element count, shapes may differ), converting
-// the type. Src and Dst are float or __half; both sides may have any byte strides.
+// the type. Src and Dst are float, __half or __nv_bfloat16; both sides may have any byte strides.
 template <typename Src, typename Dst>
 void launch_cpy(const void* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream);
 
@@ -28,7 +28,7 @@ void launch_cpy(const void* src, const Shape4& ss, void* dst, const Shape4& sd, 
 void launch_cpy_f32_q8_0(const float* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream);
 void launch_cpy_f32_q4_0(const float* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream);
 
-// GET_ROWS: src [ne0, n_rows, B2, B3] packed rows of T (float, __half, or the block tags below),
+// GET_ROWS: src [ne0, n_rows, B2, B3] packed rows of T (float, __half, __nv_bfloat16, or the block tags below),
 // ids I32 [n, B2, B3] (any strides) -> dst f32 contiguous [ne0, n, B2, B3].
 // An id outside [0, n_rows) yields a row of zeros (the CPU backend asserts; checking on the GPU
 // would cost a device-to-host sync per graph).

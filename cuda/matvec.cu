@@ -37,7 +37,7 @@ __device__ __forceinline__ const char* weight_row(const char* w, const Shape4& s
     return w + m * sw.nb[1] + (c2 / r2) * sw.nb[2] + (c3 / r3) * sw.nb[3];
 }
 
-// 16 bytes of weights as f32: 4 floats or 8 halves.
+// 16 bytes of weights as f32: 4 floats, or 8 halves / bfloat16s.
 __device__ __forceinline__ void load16(const float* p, float* out) {
     const float4 v = *reinterpret_cast<const float4*>(p);
     out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
@@ -48,6 +48,16 @@ __device__ __forceinline__ void load16(const __half* p, float* out) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&words[i]));
+        out[2 * i] = f.x, out[2 * i + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ void load16(const __nv_bfloat16* p, float* out) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&words[i]));
         out[2 * i] = f.x, out[2 * i + 1] = f.y;
     }
 }
@@ -272,6 +282,8 @@ void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shap
 template void launch_matvec_float<float>(const void*, const Shape4&, const float*, const Shape4&, float*, cudaStream_t);
 template void launch_matvec_float<__half>(const void*, const Shape4&, const float*, const Shape4&, float*,
                                           cudaStream_t);
+template void launch_matvec_float<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&, float*,
+                                                 cudaStream_t);
 template void launch_matvec_q<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
                                          float*, cudaStream_t);
 template void launch_matvec_q<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,

@@ -1,4 +1,4 @@
-// Launchers for MUL_MAT in its decode shape (few activation columns): weights F32, F16, Q8_0, Q4_0
+// Launchers for MUL_MAT in its decode shape (few activation columns): weights F32, F16, BF16, Q8_0, Q4_0
 // times f32 activations. Prefill-sized products will get a tensor-core kernel of their own (cuda/matmul).
 #pragma once
 
@@ -9,7 +9,7 @@
 
 namespace mf {
 
-// w [K, M, B2, B3] of T (float or __half; packed rows, dims 1..3 any byte strides) times
+// w [K, M, B2, B3] of T (float, __half or __nv_bfloat16; packed rows, dims 1..3 any byte strides) times
 // x f32 [K, N, C2, C3] (packed rows; C2 % B2 == 0, C3 % B3 == 0, weight batch = x batch / ratio)
 // -> dst f32 contiguous [M, N, C2, C3], dst[m, n] = w row m . x row n.
 template <typename T>
