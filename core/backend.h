@@ -40,6 +40,8 @@ public:
     // Returns memory obtained by alloc (called by ~Buffer).
     virtual void free_memory(void* base) = 0;
     virtual size_t alignment() const { return 64; }
+    // The device's peak memory bandwidth in bytes/s, or 0 when unknown (bench reports the fraction).
+    virtual double peak_bandwidth() const { return 0.0; }
     // Copies size bytes between host memory and t's data at byte offset.
     virtual void upload(Tensor* t, const void* src, size_t offset, size_t size) = 0;
     virtual void download(const Tensor* t, void* dst, size_t offset, size_t size) = 0;

@@ -20,6 +20,7 @@ struct Command {
 const Command kCommands[] = {
     {"chat", mf::tool_chat, "chat with a model"},
     {"run", mf::tool_run, "generate text from a prompt"},
+    {"bench", mf::tool_bench, "measure prompt and generation speed"},
     {"info", mf::tool_info, "print a GGUF file's metadata and tensor table"},
     {"tokenize", mf::tool_tokenize, "print the token ids of a text"},
 };

@@ -7,6 +7,7 @@ namespace mf {
 int tool_info(int argc, char** argv);  // minfer info FILE.gguf
 int tool_run(int argc, char** argv);   // minfer run -m MODEL -p TEXT
 int tool_chat(int argc, char** argv);  // minfer chat -m MODEL
+int tool_bench(int argc, char** argv); // minfer bench -m MODEL [-p N] [-n N] [-r N]
 int tool_tokenize(int argc, char** argv);  // minfer tokenize -m MODEL (-p TEXT | -f FILE)
 
 }  // namespace mf

@@ -1,0 +1,171 @@
+// `minfer bench`: prompt-processing (pp) and token-generation (tg) speed, like llama-bench: mean
+// and standard deviation over repetitions, and for tg the effective memory bandwidth (bytes read
+// per token / time per token) against the device's peak where the backend knows it.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "core/common.h"
+#include "models/model.h"
+#include "models/session.h"
+#include "tools/args.h"
+#include "tools/tools.h"
+
+namespace mf {
+
+namespace {
+
+const std::vector<std::string> kBenchModelFlags = {"-m", "-t", "--device", "-ngl", "-h"};
+
+struct BenchArgs {
+    ModelArgs model;
+    int n_prompt = 512;
+    int n_gen = 128;
+    int reps = 5;
+    int depth = 0;
+    std::string format = "md";
+};
+
+int to_int(const char* flag, const char* v, int lo) {
+    char* end = nullptr;
+    const long x = std::strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > (1 << 24)) throw Error(strfmt("%s expects an integer >= %d, got '%s'", flag, lo, v));
+    return int(x);
+}
+
+BenchArgs parse(int argc, char** argv) {
+    BenchArgs b;
+    std::vector<char*> rest = {argv[0]};
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        const bool ours = a == "-p" || a == "-n" || a == "-r" || a == "--depth" || a == "-o";
+        if (!ours) {
+            rest.push_back(argv[i]);
+            // Flags of ModelArgs that take a value keep it.
+            if ((a == "-m" || a == "-t" || a == "--device" || a == "-ngl") && i + 1 < argc) rest.push_back(argv[++i]);
+            continue;
+        }
+        if (i + 1 >= argc) throw Error(a + " needs a value");
+        const char* v = argv[++i];
+        if (a == "-p") b.n_prompt = to_int("-p", v, 0);
+        else if (a == "-n") b.n_gen = to_int("-n", v, 0);
+        else if (a == "-r") b.reps = to_int("-r", v, 1);
+        else if (a == "--depth") b.depth = to_int("--depth", v, 0);
+        else {
+            b.format = v;
+            if (b.format != "md" && b.format != "json") throw Error("-o expects md or json, got '" + b.format + "'");
+        }
+    }
+    b.model = parse_model_args(int(rest.size()), rest.data(), kBenchModelFlags);
+    return b;
+}
+
+struct Stat {
+    double mean = 0, sd = 0;
+};
+
+Stat stats(const std::vector<double>& xs) {
+    Stat s;
+    for (double x : xs) s.mean += x;
+    s.mean /= double(xs.size());
+    for (double x : xs) s.sd += (x - s.mean) * (x - s.mean);
+    s.sd = xs.size() > 1 ? std::sqrt(s.sd / double(xs.size() - 1)) : 0.0;
+    return s;
+}
+
+double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Bytes one decode step reads: every weight matrix once (the embedding table only for the one row
+// get_rows takes, unless it doubles as the output matrix), plus the K and V rows of every cached
+// position at the average depth of the run.
+double bytes_per_token(const Model& m, double avg_kv_positions) {
+    double bytes = 0;
+    for (const Tensor& t : m.ctx.tensors()) bytes += double(t.nbytes());
+    if (m.output != m.tok_embd) bytes -= double(m.tok_embd->nbytes()) - double(m.tok_embd->nb[1]);
+    const HParams& hp = m.hp;
+    for (uint32_t il = 0; il < hp.n_layer; ++il)
+        bytes += avg_kv_positions * hp.n_head_kv[il] * (hp.head_dim_k + hp.head_dim_v) * 2.0;
+    return bytes;
+}
+
+}  // namespace
+
+int tool_bench(int argc, char** argv) {
+    const BenchArgs args = parse(argc, argv);
+    if (args.model.help) {
+        std::printf("usage: minfer bench -m MODEL [-p 512] [-n 128] [-r 5] [--depth D] [-o md|json] [options]\n"
+                    "Measures prompt processing of -p tokens (pp) and generation of -n tokens after --depth tokens\n"
+                    "of context (tg): tokens/s as mean ± sd over -r repetitions (after one warm-up), and for tg\n"
+                    "the effective bandwidth (weight + KV bytes read per token / time).\n\n%s",
+                    model_args_help(kBenchModelFlags).c_str());
+        return 0;
+    }
+    if (args.model.model.empty()) throw Error("no model given (-m FILE)");
+    auto backend = make_backend(args.model);
+    auto model = load_model(args.model.model, *backend);
+    const uint32_t n_ctx = uint32_t(std::max(args.n_prompt, args.depth + args.n_gen) + 1);
+    if (n_ctx > model->hp.n_ctx_train && model->hp.n_ctx_train > 0)
+        std::fprintf(stderr, "minfer bench: note: %u positions exceed the model's context_length %u\n", n_ctx,
+                     model->hp.n_ctx_train);
+
+    std::mt19937 rng(42);
+    std::uniform_int_distribution<int32_t> tok(0, int32_t(model->hp.n_vocab) - 1);
+    auto random_tokens = [&](int n) {
+        std::vector<int32_t> v(size_t(std::max(n, 1)));
+        for (auto& t : v) t = tok(rng);
+        return v;
+    };
+
+    Session session(*model, SessionParams{n_ctx, 512});
+    std::vector<double> pp, tg;
+    for (int r = 0; r <= args.reps; ++r) {  // repetition 0 warms up
+        if (args.n_prompt > 0) {
+            session.reset();
+            const auto prompt = random_tokens(args.n_prompt);
+            const double t0 = now_s();
+            session.prefill(prompt);
+            if (r > 0) pp.push_back(args.n_prompt / (now_s() - t0));
+        }
+        if (args.n_gen > 0) {
+            session.reset();
+            if (args.depth > 0) session.prefill(random_tokens(args.depth));
+            const auto gen = random_tokens(args.n_gen);
+            const double t0 = now_s();
+            for (int32_t t : gen) session.decode(t);
+            if (r > 0) tg.push_back(args.n_gen / (now_s() - t0));
+        }
+    }
+
+    const double bpt = bytes_per_token(*model, args.depth + (args.n_gen + 1) / 2.0);
+    const double peak = backend->peak_bandwidth();
+    const Stat spp = pp.empty() ? Stat{} : stats(pp), stg = tg.empty() ? Stat{} : stats(tg);
+    const double bw = stg.mean * bpt;
+    if (args.format == "json") {
+        std::printf("{\"model\": \"%s\", \"backend\": \"%s\", \"weight_bytes\": %zu, \"reps\": %d, \"depth\": %d,\n"
+                    " \"pp\": {\"n\": %d, \"tok_s\": %.3f, \"sd\": %.3f},\n"
+                    " \"tg\": {\"n\": %d, \"tok_s\": %.3f, \"sd\": %.3f, \"bytes_per_token\": %.0f, \"gb_s\": %.3f, "
+                    "\"peak_gb_s\": %.1f}}\n",
+                    args.model.model.c_str(), backend->name(), model->weight_bytes, args.reps, args.depth,
+                    args.n_prompt, spp.mean, spp.sd, args.n_gen, stg.mean, stg.sd, bpt, bw / 1e9, peak / 1e9);
+        return 0;
+    }
+    std::printf("| model | backend | size | test | t/s | GB/s | of peak |\n");
+    std::printf("| --- | --- | ---: | --- | ---: | ---: | ---: |\n");
+    const double mib = model->weight_bytes / 1048576.0;
+    if (args.n_prompt > 0)
+        std::printf("| %s | %s | %.1f MiB | pp%d | %.2f ± %.2f | | |\n", model->hp.arch.c_str(), backend->name(), mib,
+                    args.n_prompt, spp.mean, spp.sd);
+    if (args.n_gen > 0) {
+        const std::string of_peak = peak > 0 ? strfmt("%.1f%%", 100.0 * bw / peak) : "n/a";
+        std::printf("| %s | %s | %.1f MiB | tg%d%s | %.2f ± %.2f | %.2f | %s |\n", model->hp.arch.c_str(),
+                    backend->name(), mib, args.n_gen, args.depth ? strfmt(" @ d%d", args.depth).c_str() : "",
+                    stg.mean, stg.sd, bw / 1e9, of_peak.c_str());
+    }
+    return 0;
+}
+
+}  // namespace mf
