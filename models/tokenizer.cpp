@@ -103,13 +103,13 @@ std::string decode_byte_chars(const std::string& text) {
     return out;
 }
 
-// "<0xAB>" -> 0xAB.
-char byte_of_token(const std::string& text) {
+// "<0xAB>" -> 0xAB; -1 when text is not of that form.
+int byte_of_token(const std::string& text) {
     if (text.size() != 6 || text.compare(0, 3, "<0x") != 0 || text[5] != '>' ||
         !std::isxdigit(static_cast<unsigned char>(text[3])) || !std::isxdigit(static_cast<unsigned char>(text[4]))) {
-        throw Error("byte token '" + text + "' is not of the form <0xXX>");
+        return -1;
     }
-    return char(std::stoi(text.substr(3, 2), nullptr, 16));
+    return std::stoi(text.substr(3, 2), nullptr, 16);
 }
 
 }  // namespace
@@ -151,8 +151,14 @@ std::string token_to_piece(const Vocab& vocab, int32_t id, bool special) {
     if (!special && (attr & (ATTR_CONTROL | ATTR_UNKNOWN))) return "";
     const std::string& text = vocab.tokens[size_t(id)];
     if (attr & (ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER_DEFINED)) return text;
-    if (attr & ATTR_NORMAL) return vocab.type == VocabType::SPM ? unescape_spaces(text) : decode_byte_chars(text);
-    if (attr & ATTR_BYTE) return std::string(1, byte_of_token(text));
+    const auto normal_piece = [&] {
+        return vocab.type == VocabType::SPM ? unescape_spaces(text) : decode_byte_chars(text);
+    };
+    if (attr & ATTR_NORMAL) return normal_piece();
+    if (attr & ATTR_BYTE) {
+        const int byte = byte_of_token(text);
+        return byte >= 0 ? std::string(1, char(byte)) : normal_piece();  // a byte token not spelled <0xXX>
+    }
     return "";  // unused and undefined tokens render as nothing
 }
 

@@ -93,7 +93,9 @@ Vocab load_vocab(const GGUFFile& file) {
         if (v.model == "bert") throw fail("tokenizer model 'bert' (WordPiece) is not supported" + supported);
         if (v.model == "t5") throw fail("tokenizer model 't5' (Unigram) is not supported" + supported);
         if (v.model == "rwkv") throw fail("tokenizer model 'rwkv' (RWKV trie) is not supported" + supported);
-        if (v.model == "no_vocab" || v.model == "none") throw fail("the file carries no vocabulary (tokenizer.ggml.model '" + v.model + "')");
+        if (v.model == "no_vocab" || v.model == "none") {
+            throw fail("the file carries no vocabulary (tokenizer.ggml.model '" + v.model + "')");
+        }
         throw fail("tokenizer model '" + v.model + "' is not supported" + supported);
     }
     v.add_space_prefix = file.get_bool("tokenizer.ggml.add_space_prefix", v.add_space_prefix);
@@ -111,7 +113,9 @@ Vocab load_vocab(const GGUFFile& file) {
     }
 
     if (const GGUFValue* scores = file.find("tokenizer.ggml.scores")) {
-        if (!scores->is_array() || (scores->elem_type() != GGUFType::FLOAT32 && scores->elem_type() != GGUFType::INT32)) {
+        const bool numeric = scores->is_array() &&
+                             (scores->elem_type() == GGUFType::FLOAT32 || scores->elem_type() == GGUFType::INT32);
+        if (!numeric) {
             throw fail("tokenizer.ggml.scores must be an array of f32 (or i32), not " + scores->type_str());
         }
         if (scores->size() != n) {
@@ -156,14 +160,17 @@ Vocab load_vocab(const GGUFFile& file) {
     // BPE merges: "left right", rank = index. llama.cpp splits at the first space after the first
     // byte, so a merge may start with a space.
     if (v.type == VocabType::BPE) {
-        if (!file.has("tokenizer.ggml.merges")) throw fail("tokenizer.ggml.merges is missing (a BPE vocabulary needs it)");
+        if (!file.has("tokenizer.ggml.merges")) {
+            throw fail("tokenizer.ggml.merges is missing (a BPE vocabulary needs it)");
+        }
         const GGUFValue& merges = file.get_array("tokenizer.ggml.merges", GGUFType::STRING);
         v.merges.reserve(merges.size());
         v.merge_ranks.reserve(merges.size());
         for (uint64_t i = 0; i < merges.size(); ++i) {
             std::string m(merges.str(i));
             if (m.find(' ', 1) == std::string::npos) {
-                throw fail(strfmt("tokenizer.ggml.merges[%llu] = '%s' is not 'left right'", (unsigned long long)i, m.c_str()));
+                throw fail(strfmt("tokenizer.ggml.merges[%llu] = '%s' is not 'left right'", (unsigned long long)i,
+                                  m.c_str()));
             }
             v.merge_ranks.emplace(m, int32_t(i));  // a repeated merge keeps its first (best) rank
             v.merges.push_back(std::move(m));
@@ -181,17 +188,22 @@ Vocab load_vocab(const GGUFFile& file) {
         if (*id >= v.n_vocab()) *id = TOKEN_NONE;
         const GGUFValue* val = file.find(key);
         if (!val) continue;
-        const int64_t x = val->as_i64();
-        if (x < 0 || x >= v.n_vocab()) {
-            throw fail(strfmt("%s = %lld is out of range (the vocabulary has %d tokens)", key, (long long)x, v.n_vocab()));
+        const uint64_t x = val->as_u64();  // a negative id fails here, naming the key
+        if (x >= uint64_t(v.n_vocab())) {
+            throw fail(strfmt("%s = %llu is out of range (the vocabulary has %d tokens)", key, (unsigned long long)x,
+                              v.n_vocab()));
         }
         *id = int32_t(x);
     }
 
     v.add_bos = file.get_bool("tokenizer.ggml.add_bos_token", v.add_bos);
     v.add_eos = file.get_bool("tokenizer.ggml.add_eos_token", v.add_eos);
-    if (v.add_bos && v.bos_id == TOKEN_NONE) throw fail("tokenizer.ggml.add_bos_token is true but there is no BOS token");
-    if (v.add_eos && v.eos_id == TOKEN_NONE) throw fail("tokenizer.ggml.add_eos_token is true but there is no EOS token");
+    if (v.add_bos && v.bos_id == TOKEN_NONE) {
+        throw fail("tokenizer.ggml.add_bos_token is true but there is no BOS token");
+    }
+    if (v.add_eos && v.eos_id == TOKEN_NONE) {
+        throw fail("tokenizer.ggml.add_eos_token is true but there is no EOS token");
+    }
 
     // End of turn / message by text when the file does not say; such tokens count as control.
     const auto mark_control = [&](int32_t id) { v.attrs[size_t(id)] |= ATTR_CONTROL; };

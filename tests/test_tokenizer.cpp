@@ -101,7 +101,8 @@ Vocab load(const std::string& name) {
 struct TempVocab {
     std::string path;
     explicit TempVocab(const GGUFWriter& w) {
-        path = (fs::temp_directory_path() / ("minfer_test_vocab_" + std::to_string(mf_test::rng()()) + ".gguf")).string();
+        const std::string name = "minfer_test_vocab_" + std::to_string(mf_test::rng()()) + ".gguf";
+        path = (fs::temp_directory_path() / name).string();
         w.write(path);
     }
     ~TempVocab() { std::remove(path.c_str()); }
@@ -157,7 +158,7 @@ TEST_CASE("tokenize reproduces llama.cpp's ids on every shared vocabulary suite"
         if (file.get_str("tokenizer.ggml.model", "") == "bert") {
             // WordPiece (BERT embedding models) is not implemented; loading says so in one line.
             CHECK_THROWS_WITH_AS(load_vocab(file), doctest::Contains("(WordPiece) is not supported"), Error);
-            MESSAGE(name << ": skipped: WordPiece tokenizers (tokenizer.ggml.model 'bert') are not supported by minfer");
+            MESSAGE(name << ": skipped: WordPiece tokenizers (tokenizer.ggml.model 'bert') are not supported");
             continue;
         }
         const Vocab vocab = load_vocab(file);
@@ -168,8 +169,8 @@ TEST_CASE("tokenize reproduces llama.cpp's ids on every shared vocabulary suite"
             if (got == cases[i].ids) {
                 ++passed;
             } else {
-                FAIL_CHECK(name << " case " << i << " '" << shown(cases[i].text) << "'\n  expected " << join(cases[i].ids)
-                                << "\n  got      " << join(got));
+                FAIL_CHECK(name << " case " << i << " '" << shown(cases[i].text) << "'\n  expected "
+                                << join(cases[i].ids) << "\n  got      " << join(got));
             }
         }
         MESSAGE(name << ": " << passed << "/" << cases.size() << " cases match");
@@ -187,8 +188,8 @@ TEST_CASE("detokenize(tokenize(text)) gives the text back (after the vocabulary'
             // clean_up_tokenization_spaces, which GPT-2-style vocabularies apply on decode.
             const std::string expected = vocab.clean_spaces ? clean_up_tokenization_spaces(c.text) : c.text;
             const std::string got = detokenize(vocab, tokenize(vocab, c.text, false, false));
-            CHECK_MESSAGE(got == expected, fs::path(path).stem().string() << ": '" << shown(c.text) << "' came back as '"
-                                                                          << shown(got) << "'");
+            CHECK_MESSAGE(got == expected, fs::path(path).stem().string()
+                                               << ": '" << shown(c.text) << "' came back as '" << shown(got) << "'");
         }
     }
 }
@@ -350,6 +351,12 @@ TEST_CASE("pre-tokenizer splits: lookaheads, digit groups and gaps") {
     CHECK(Pretokenizer("llama3").split("IT'S 12345") == W{"IT", "'S", " ", "123", "45"});
     CHECK(Pretokenizer("qwen2").split("a 12\n\nb") == W{"a", " ", "1", "2", "\n\n", "b"});
     CHECK(Pretokenizer("starcoder").split("x 42") == W{"x", " ", "4", "2"});
+    // DeepSeek LLM's letter class written by code point: U+1F7D and U+2126 (which NFC would turn
+    // into U+03CE and U+03A9) are letters; CJK and digits split off.
+    CHECK(Pretokenizer("deepseek-llm").split("\u1F7D\u2126 \u4E16\u754C 123") ==
+          W{"\u1F7D\u2126", " ", "\u4E16\u754C", " ", "123"});
+    // Every regex splits every piece: its ASCII class [!-/:-~] takes letters off a word's start.
+    CHECK(Pretokenizer("deepseek-llm").split("x\u1F7D") == W{"x", "\u1F7D"});
 }
 
 TEST_CASE("SPM on a tiny vocabulary: merges by score, byte fallback for unknown characters") {

@@ -39,11 +39,12 @@ std::string read_file(const std::string& path) {
     return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-// A piece for the terminal: valid UTF-8 as it is, anything else as \xNN escapes.
+// A piece for the terminal: valid UTF-8 as it is; in a piece holding part of a character, the
+// non-ASCII bytes as \xNN escapes.
 std::string printable(const std::string& piece) {
     if (utf8_is_valid(piece)) return piece;
     std::string out;
-    for (unsigned char c : piece) out += strfmt("\\x%02X", c);
+    for (unsigned char c : piece) out += c < 0x80 ? std::string(1, char(c)) : strfmt("\\x%02X", c);
     return out;
 }
 
