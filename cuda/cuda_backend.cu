@@ -89,9 +89,11 @@ public:
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     }
 
-    // Every Buffer this backend allocated must be gone by now (they free through it).
+    // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
+    // in a static may be destroyed after the CUDA runtime has shut down at exit, which frees
+    // everything anyway; only then are the errors ignored.
     ~CudaBackend() override {
-        CUDA_CHECK(cudaSetDevice(device_));
+        if (cudaSetDevice(device_) == cudaErrorCudartUnloading) return;
         CUDA_CHECK(cudaStreamSynchronize(stream_));
         if (scratch_) CUDA_CHECK(cudaFree(scratch_));
         CUDA_CHECK(cudaStreamDestroy(stream_));

@@ -1,0 +1,470 @@
+// The CUDA backend against the CPU backend (the reference): the same small graph, built twice on the
+// same fresh random inputs, for every op and type the CUDA backend claims; and what it must refuse.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/common.h"
+#include "core/cpu/cpu_backend.h"
+#include "core/graph.h"
+#include "core/ops.h"
+#include "cuda/cuda_backend.h"
+#include "test_util.h"
+
+using namespace mf;
+using mf_test::random_floats;
+
+namespace {
+
+// ---- host data ---------------------------------------------------------------------------------
+
+// A leaf's type, shape and bytes; the same Input feeds both backends.
+struct Input {
+    DType type;
+    int64_t ne[4];
+    std::vector<uint8_t> bytes;
+};
+
+std::vector<uint8_t> encode(DType type, const std::vector<float>& x, int64_t ne0) {
+    const size_t row_size = dtype_row_size(type, ne0);
+    const int64_t rows = int64_t(x.size()) / ne0;
+    std::vector<uint8_t> out(row_size * size_t(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* src = x.data() + r * ne0;
+        uint8_t* dst = out.data() + size_t(r) * row_size;
+        if (type == DType::F32) {
+            std::memcpy(dst, src, row_size);
+        } else if (type == DType::F16 || type == DType::BF16) {
+            for (int64_t i = 0; i < ne0; ++i) {
+                const uint16_t h = type == DType::F16 ? fp32_to_fp16(src[i]) : fp32_to_bf16(src[i]);
+                std::memcpy(dst + 2 * i, &h, 2);
+            }
+        } else {
+            dtype_traits(type).from_float(src, dst, ne0);
+        }
+    }
+    return out;
+}
+
+std::vector<float> decode(DType type, const std::vector<uint8_t>& bytes, int64_t ne0) {
+    const size_t row_size = dtype_row_size(type, ne0);
+    const int64_t rows = int64_t(bytes.size() / row_size);
+    std::vector<float> out(size_t(rows * ne0));
+    for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* src = bytes.data() + size_t(r) * row_size;
+        float* dst = out.data() + r * ne0;
+        if (type == DType::F32) {
+            std::memcpy(dst, src, row_size);
+        } else if (type == DType::F16 || type == DType::BF16) {
+            for (int64_t i = 0; i < ne0; ++i) {
+                uint16_t h;
+                std::memcpy(&h, src + 2 * i, 2);
+                dst[i] = type == DType::F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
+            }
+        } else {
+            dtype_traits(type).to_float(src, dst, ne0);
+        }
+    }
+    return out;
+}
+
+Input values(DType type, const std::vector<int64_t>& shape, const std::vector<float>& v) {
+    Input in{type, {1, 1, 1, 1}, {}};
+    int n = 0;
+    for (int64_t d : shape) in.ne[n++] = d;
+    REQUIRE(int64_t(v.size()) == in.ne[0] * in.ne[1] * in.ne[2] * in.ne[3]);
+    in.bytes = encode(type, v, in.ne[0]);
+    return in;
+}
+
+// Uniform in [-1, 1), stored as `type` (quantized with the dtype table's reference quantizer).
+Input random(DType type, const std::vector<int64_t>& shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return values(type, shape, random_floats(size_t(n)));
+}
+
+Input ids(const std::vector<int64_t>& shape, const std::vector<int32_t>& v) {
+    Input in{DType::I32, {1, 1, 1, 1}, {}};
+    int n = 0;
+    for (int64_t d : shape) in.ne[n++] = d;
+    REQUIRE(int64_t(v.size()) == in.ne[0] * in.ne[1] * in.ne[2] * in.ne[3]);
+    in.bytes.resize(v.size() * 4);
+    std::memcpy(in.bytes.data(), v.data(), in.bytes.size());
+    return in;
+}
+
+std::vector<int32_t> random_ids(size_t n, int32_t bound) {
+    std::uniform_int_distribution<int32_t> d(0, bound - 1);
+    std::vector<int32_t> v(n);
+    for (auto& x : v) x = d(mf_test::rng());
+    return v;
+}
+
+// ---- running one graph on a backend ----------------------------------------------------------------
+
+// Records the op(s) under test on the leaves (one per Input, in order) and returns the result.
+using Build = std::function<Tensor*(Context&, const std::vector<Tensor*>&)>;
+
+Backend& cpu() {
+    static std::unique_ptr<Backend> b = make_cpu_backend(2);
+    return *b;
+}
+
+Backend& gpu() {
+    static std::unique_ptr<Backend> b = make_cuda_backend();
+    return *b;
+}
+
+// Builds, allocates, uploads and computes the graph on be; returns the result as f32 values. A
+// result that writes into another tensor (cpy into a cache view) returns that whole tensor, so bytes
+// the op must not touch are compared too.
+std::vector<float> run(Backend& be, const std::vector<Input>& inputs, const Build& build) {
+    Context ctx;
+    std::vector<Tensor*> leaves;
+    for (const Input& in : inputs) {
+        Tensor* t = ctx.new_tensor(in.type, 4, in.ne);
+        t->flags |= TENSOR_INPUT;
+        leaves.push_back(t);
+    }
+    Tensor* out = build(ctx, leaves);
+    Graph g = build_graph({out});
+    auto arena = allocate_graph(be, g);
+    for (size_t i = 0; i < leaves.size(); ++i) {
+        REQUIRE(leaves[i]->nbytes() == inputs[i].bytes.size());
+        tensor_set(leaves[i], inputs[i].bytes.data());
+    }
+    compute_graph(be, g);
+    const Tensor* result = out->view_src ? out->view_src : out;
+    REQUIRE(result->is_contiguous());
+    std::vector<uint8_t> bytes(result->nbytes());
+    tensor_get(result, bytes.data());
+    return decode(result->type, bytes, result->ne[0]);
+}
+
+// Runs the graph on both backends and checks ||gpu - cpu|| / ||cpu|| <= tol.
+void check_vs_cpu(const std::vector<Input>& inputs, const Build& build, double tol) {
+    const std::vector<float> ref = run(cpu(), inputs, build);
+    const std::vector<float> got = run(gpu(), inputs, build);
+    REQUIRE(got.size() == ref.size());
+    REQUIRE(!ref.empty());
+    const std::vector<double> ref_d(ref.begin(), ref.end());
+    const double err = mf_test::rel_error(got.data(), ref_d.data(), ref.size());
+    INFO("relative error " << err << ", tolerance " << tol);
+    CHECK(err <= tol);  // false for NaN, too
+}
+
+const DType kWeightTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
+
+bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+}  // namespace
+
+TEST_CASE("cuda_available is true on the GPU test machine") {
+    std::string why;
+    const bool ok = cuda_available(&why);
+    INFO("why: " << why);
+    CHECK(ok);
+}
+
+// Tolerances: F32/F16/BF16 weights multiply the same f32 activations on both backends and differ only
+// in summation order and precision (the CPU sums f16/bf16 dots in double), ~1e-6. Q8_0/Q4_0: both
+// quantize the activations to Q8_0 with the same reference arithmetic and form the same integer block
+// sums, so only the f32 accumulation of the scaled block sums differs; 1e-4 leaves room for a rounding
+// tie going the other way in one activation quant.
+TEST_CASE("mul_mat matches the CPU for every weight type, aligned and unaligned rows, N = 1 and N > 1") {
+    struct Case {
+        int64_t K, M, N;
+        const char* why;
+    };
+    const Case cases[] = {
+        {256, 67, 1, "decode: one column; M not a multiple of the rows per CUDA block"},
+        {256, 67, 6, "two column groups, the second partial"},
+        {2048, 33, 1, "quant rows of 64 blocks: two full 16-byte staged chunks"},
+        {1120, 17, 3, "35 blocks a row: rows not 16-byte aligned, so blocks are read directly"},
+        {96, 9, 2, "fewer blocks than lanes"},
+    };
+    for (DType type : kWeightTypes) {
+        for (const Case& c : cases) {
+            CAPTURE(dtype_name(type));
+            CAPTURE(c.K);
+            CAPTURE(c.M);
+            CAPTURE(c.N);
+            INFO(c.why);
+            check_vs_cpu({random(type, {c.K, c.M}), random(DType::F32, {c.K, c.N})},
+                         [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); },
+                         is_quant(type) ? 1e-4 : 1e-5);
+        }
+        if (is_quant(type)) continue;
+        // Odd K: the float kernel's one-element-per-lane path instead of 16-byte loads.
+        CAPTURE(dtype_name(type));
+        check_vs_cpu({random(type, {37, 11}), random(DType::F32, {37, 3})},
+                     [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); }, 1e-5);
+    }
+}
+
+TEST_CASE("mul_mat broadcasts weights over dims 2 and 3 (GQA) and reads strided and permuted views") {
+    for (DType type : kWeightTypes) {
+        CAPTURE(dtype_name(type));
+        const double tol = is_quant(type) ? 1e-4 : 1e-5;
+        // w [64, 12, 2, 1] serves x [64, 3, 4, 2]: ratio 2 over dim 2, 2 over dim 3.
+        check_vs_cpu({random(type, {64, 12, 2, 1}), random(DType::F32, {64, 3, 4, 2})},
+                     [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); }, tol);
+        // Activations as a view of every other 64-wide half of wider rows, 4 bytes in: the base is
+        // no longer 16-byte aligned, so float kernels take their scalar path.
+        check_vs_cpu({random(type, {64, 10}), random(DType::F32, {129, 5})},
+                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* x = view_2d(ctx, in[1], 64, 5, in[1]->nb[1], sizeof(float));
+                         return mul_mat(ctx, in[0], x);
+                     },
+                     tol);
+        // KV-cache style: weights a window of a bigger cache [64, 16 positions, 2 heads], activations
+        // q permuted from [64, heads 4, tokens 3] to [64, tokens, heads].
+        check_vs_cpu({random(type, {64, 16, 2}), random(DType::F32, {64, 4, 3})},
+                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* cache = in[0];
+                         Tensor* k = view_3d(ctx, cache, 64, 7, 2, cache->nb[1], cache->nb[2], cache->nb[1]);
+                         Tensor* q = permute(ctx, in[1], 0, 2, 1, 3);
+                         return mul_mat(ctx, k, q);
+                     },
+                     tol);
+    }
+}
+
+TEST_CASE("get_rows returns the same dequantized rows for every weight type, per batch") {
+    for (DType type : kWeightTypes) {
+        CAPTURE(dtype_name(type));
+        // Dequantization is one f32 multiply on both backends, so the rows are bit-identical.
+        check_vs_cpu({random(type, {64, 10, 2}), ids({3, 2}, random_ids(6, 10))},
+                     [](Context& ctx, const std::vector<Tensor*>& in) { return get_rows(ctx, in[0], in[1]); }, 0.0);
+    }
+}
+
+TEST_CASE("add and mul broadcast the second operand along every dimension; strided first operand") {
+    // One f32 add or multiply per element on both backends: bit-identical.
+    const std::vector<std::vector<int64_t>> b_shapes = {
+        {32, 6, 3, 2}, {32, 1, 3, 1}, {1, 6, 1, 2}, {1, 1, 1, 1}, {16, 3, 1, 1}};
+    for (bool is_add : {true, false}) {
+        for (const auto& bs : b_shapes) {
+            CAPTURE(is_add);
+            CAPTURE(bs[0]);
+            CAPTURE(bs[1]);
+            check_vs_cpu({random(DType::F32, {32, 6, 3, 2}), random(DType::F32, bs)},
+                         [is_add](Context& ctx, const std::vector<Tensor*>& in) {
+                             return is_add ? add(ctx, in[0], in[1]) : mul(ctx, in[0], in[1]);
+                         },
+                         0.0);
+        }
+        check_vs_cpu({random(DType::F32, {6, 32}), random(DType::F32, {32, 1})},
+                     [is_add](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* at = transpose(ctx, in[0]);
+                         return is_add ? add(ctx, at, in[1]) : mul(ctx, at, in[1]);
+                     },
+                     0.0);
+    }
+}
+
+TEST_CASE("scale, silu, gelu, swiglu and geglu") {
+    // scale is one multiply (exact); the activations go through expf / tanhf, whose CUDA and glibc
+    // versions differ by an ulp or two.
+    check_vs_cpu({random(DType::F32, {100, 7, 3})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return scale(ctx, in[0], -0.37f); }, 0.0);
+    for (int which = 0; which < 4; ++which) {
+        CAPTURE(which);
+        std::vector<Input> inputs = {values(DType::F32, {100, 7, 3}, random_floats(2100, -6.0f, 6.0f))};
+        if (which >= 2) inputs.push_back(random(DType::F32, {100, 7, 3}));  // the gate's second operand
+        check_vs_cpu(inputs,
+                     [which](Context& ctx, const std::vector<Tensor*>& in) {
+                         switch (which) {
+                             case 0: return silu(ctx, in[0]);
+                             case 1: return gelu(ctx, in[0]);
+                             case 2: return swiglu(ctx, in[0], in[1]);
+                             default: return geglu(ctx, in[0], in[1]);
+                         }
+                     },
+                     1e-5);
+    }
+    // A strided (transposed) source for the unary kernel.
+    check_vs_cpu({random(DType::F32, {7, 100})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return silu(ctx, transpose(ctx, in[0])); }, 1e-5);
+}
+
+TEST_CASE("rms_norm on wide, odd and strided rows") {
+    // Sums of squares in different order and precision (the CPU sums in double): ~1e-7.
+    const float eps = 1e-6f;
+    check_vs_cpu({random(DType::F32, {4096, 3})},
+                 [eps](Context& ctx, const std::vector<Tensor*>& in) { return rms_norm(ctx, in[0], eps); }, 1e-5);
+    check_vs_cpu({random(DType::F32, {100, 7, 2})},
+                 [eps](Context& ctx, const std::vector<Tensor*>& in) { return rms_norm(ctx, in[0], eps); }, 1e-5);
+    check_vs_cpu({random(DType::F32, {128, 6})},
+                 [eps](Context& ctx, const std::vector<Tensor*>& in) {
+                     return rms_norm(ctx, view_2d(ctx, in[0], 100, 6, in[0]->nb[1], 8), eps);
+                 },
+                 1e-5);
+}
+
+TEST_CASE("rope, normal and NeoX, full and partial rotation, on a strided view of fused qkv") {
+    // Both backends take the angles in double and round cos/sin to f32, and the rotation is unfused
+    // f32 arithmetic on both; what remains is an ulp of libm's pow/cos/sin in double.
+    const int64_t head_dim = 64, n_head = 4, n_tokens = 5;
+    for (RopeMode mode : {ROPE_NORMAL, ROPE_NEOX}) {
+        for (int n_dims : {64, 32}) {
+            CAPTURE(int(mode));
+            CAPTURE(n_dims);
+            const Input pos = ids({n_tokens}, random_ids(size_t(n_tokens), 8192));
+            check_vs_cpu({random(DType::F32, {head_dim, n_head, n_tokens}), pos},
+                         [=](Context& ctx, const std::vector<Tensor*>& in) {
+                             return rope(ctx, in[0], in[1], n_dims, mode, 10000.0f, 1.0f);
+                         },
+                         1e-5);
+            // q is the first n_head heads of rows holding q, k and v (3 * n_head heads per token).
+            check_vs_cpu({random(DType::F32, {head_dim * n_head * 3, n_tokens}), pos},
+                         [=](Context& ctx, const std::vector<Tensor*>& in) {
+                             Tensor* q = view_3d(ctx, in[0], head_dim, n_head, n_tokens, head_dim * sizeof(float),
+                                                 in[0]->nb[1], 0);
+                             return rope(ctx, q, in[1], n_dims, mode, 500000.0f, 0.25f);
+                         },
+                         1e-5);
+        }
+    }
+}
+
+TEST_CASE("soft_max with and without a mask broadcast over heads; a fully masked row gives zeros") {
+    // expf differs by an ulp between CUDA and glibc; the sums by order and precision.
+    check_vs_cpu({values(DType::F32, {37, 5, 4}, random_floats(37 * 5 * 4, -8.0f, 8.0f))},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return soft_max(ctx, in[0], nullptr, 0.125f); },
+                 1e-5);
+    // Causal mask [37, 6, 2]: row i sees positions <= i + 30; row 5 of head group 1 is fully masked.
+    std::vector<float> mask(37 * 6 * 2);
+    for (int64_t h = 0; h < 2; ++h)
+        for (int64_t i = 0; i < 6; ++i)
+            for (int64_t j = 0; j < 37; ++j) {
+                const bool masked = j > i + 30 || (h == 1 && i == 4);
+                mask[size_t((h * 6 + i) * 37 + j)] = masked ? -INFINITY : 0.0f;
+            }
+    check_vs_cpu({random(DType::F32, {37, 5, 4}), values(DType::F32, {37, 6, 2}, mask)},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return soft_max(ctx, in[0], in[1], 0.5f); }, 1e-5);
+}
+
+TEST_CASE("cpy converts between f32, f16 and bf16 with any strides, bit-identically") {
+    // Every conversion is one round-to-nearest-even on both backends: bit-identical.
+    const DType floats[] = {DType::F32, DType::F16, DType::BF16};
+    for (DType from : floats) {
+        for (DType to : floats) {
+            CAPTURE(dtype_name(from));
+            CAPTURE(dtype_name(to));
+            check_vs_cpu({random(from, {40, 6, 3})},
+                         [to](Context& ctx, const std::vector<Tensor*>& in) { return cast(ctx, in[0], to); }, 0.0);
+        }
+    }
+    // cont of a permuted view.
+    check_vs_cpu({random(DType::F32, {8, 6, 5, 3})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return cont(ctx, permute(ctx, in[0], 2, 0, 1, 3)); },
+                 0.0);
+    // V-cache store: 3 tokens of 64 values into columns 9..11 of an f16 cache laid out [n_ctx 16, 64].
+    check_vs_cpu({random(DType::F32, {64, 3}), random(DType::F16, {16, 64})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                     Tensor* slot = view_2d(ctx, in[1], 3, 64, in[1]->nb[1], 9 * sizeof(uint16_t));
+                     return cpy(ctx, in[0], transpose(ctx, slot));
+                 },
+                 0.0);
+    // Different row lengths: row-major element order is kept.
+    check_vs_cpu({random(DType::F32, {6, 8}), random(DType::F16, {16, 3})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return cpy(ctx, in[0], in[1]); }, 0.0);
+}
+
+TEST_CASE("cpy quantizes f32 into q8_0 and q4_0 exactly as the CPU's reference quantizer") {
+    for (DType to : {DType::Q8_0, DType::Q4_0}) {
+        CAPTURE(dtype_name(to));
+        // The same scale, reciprocal and rounding in f32 on both: bit-identical blocks. A block of zeros
+        // checks the zero-scale branch.
+        std::vector<float> x = random_floats(128 * 6);
+        for (int i = 0; i < 32; ++i) x[size_t(64 + i)] = 0.0f;
+        check_vs_cpu({values(DType::F32, {128, 6}, x)},
+                     [to](Context& ctx, const std::vector<Tensor*>& in) { return cast(ctx, in[0], to); }, 0.0);
+        // K-cache store: 3 token rows into rows 4..6 of a [64, 10] quantized cache.
+        check_vs_cpu({random(DType::F32, {64, 3}), random(to, {64, 10})},
+                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* slot = view_2d(ctx, in[1], 64, 3, in[1]->nb[1], 4 * in[1]->nb[1]);
+                         return cpy(ctx, in[0], slot);
+                     },
+                     0.0);
+        // From a transposed (strided) f32 source into rows of another length.
+        check_vs_cpu({random(DType::F32, {6, 64}), random(to, {32, 12})},
+                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                         return cpy(ctx, transpose(ctx, in[0]), in[1]);
+                     },
+                     0.0);
+    }
+}
+
+TEST_CASE("concat joins along dims 0, 1 and 2") {
+    for (int dim = 0; dim < 3; ++dim) {
+        CAPTURE(dim);
+        int64_t a_ne[3] = {16, 5, 3}, b_ne[3] = {16, 5, 3};
+        b_ne[dim] = 7;
+        check_vs_cpu({random(DType::F32, {a_ne[0], a_ne[1], a_ne[2]}), random(DType::F32, {b_ne[0], b_ne[1], b_ne[2]})},
+                     [dim](Context& ctx, const std::vector<Tensor*>& in) { return concat(ctx, in[0], in[1], dim); },
+                     0.0);
+    }
+}
+
+TEST_CASE("a norm -> matmul -> swiglu -> matmul -> residual block (Q4_0 and Q8_0 weights) matches the CPU") {
+    // The second matmul requantizes activations the two backends computed ~1e-7 apart; now and then
+    // (a few percent of runs) that moves one Q8_0 quant across a rounding boundary, a one-step change
+    // that shifts its column by ~1e-3 relative. A wrong kernel is off by O(1), so 3e-3 still catches it.
+    const int64_t n_embd = 256, n_ff = 512, n_tokens = 3;
+    check_vs_cpu({random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
+                  random(DType::Q4_0, {n_embd, n_ff}), random(DType::Q4_0, {n_embd, n_ff}),
+                  random(DType::Q8_0, {n_ff, n_embd})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                     Tensor* x = in[0];
+                     Tensor* h = mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]);
+                     Tensor* act = swiglu(ctx, mul_mat(ctx, in[2], h), mul_mat(ctx, in[3], h));
+                     return add(ctx, x, mul_mat(ctx, in[4], act));
+                 },
+                 3e-3);
+}
+
+TEST_CASE("supports_op refuses what the kernels lack, and compute_graph then throws naming the op") {
+    Context ctx;
+    Tensor* w = ctx.new_tensor_2d(DType::Q6_K, 256, 4);
+    Tensor* x = ctx.new_tensor_2d(DType::F32, 256, 2);
+    Tensor* q8 = ctx.new_tensor_2d(DType::Q8_0, 256, 2);
+    for (Tensor* t : {w, x, q8}) t->flags |= TENSOR_INPUT;
+    CHECK_FALSE(gpu().supports_op(get_rows(ctx, w, ctx.new_tensor_1d(DType::I32, 1))));
+    CHECK_FALSE(gpu().supports_op(cast(ctx, x, DType::Q6_K)));
+    CHECK_FALSE(gpu().supports_op(cast(ctx, q8, DType::F32)));  // no dequantizing copy yet
+    CHECK(gpu().supports_op(cast(ctx, x, DType::Q8_0)));         // a test that can tell the two apart
+
+    Tensor* y = mul_mat(ctx, w, x);
+    CHECK_FALSE(gpu().supports_op(y));
+    Graph g = build_graph({y});
+    auto arena = allocate_graph(gpu(), g);
+    try {
+        compute_graph(gpu(), g);
+        FAIL("compute_graph ran a node the CUDA backend cannot run");
+    } catch (const Error& e) {
+        INFO(e.what());
+        CHECK(std::string(e.what()).find("MUL_MAT") != std::string::npos);
+    }
+}
+
+TEST_CASE("an allocation larger than the GPU throws an Error with the CUDA message") {
+    try {
+        auto buf = gpu().alloc(size_t(1) << 50);  // 1 PiB
+        FAIL("a 1 PiB allocation succeeded");
+    } catch (const Error& e) {
+        INFO(e.what());
+        CHECK(std::string(e.what()).find("out of memory") != std::string::npos);
+    }
+    // The failure left no sticky error behind: the backend still computes.
+    check_vs_cpu({random(DType::F32, {64, 2})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return scale(ctx, in[0], 2.0f); }, 0.0);
+}
