@@ -109,6 +109,7 @@ int tool_chat(int argc, char** argv) {
                                            },
                                            &st);
         std::fprintf(stdout, "\n");
+        std::fflush(stdout);
         messages.push_back({"assistant", reply});
         if (g_interrupted) std::fprintf(stdout, "(stopped)\n");
         if (!st.hit_eog && session.n_past() >= session.n_ctx())

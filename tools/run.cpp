@@ -66,6 +66,7 @@ int tool_run(int argc, char** argv) {
              },
              &st);
     std::printf("\n");
+    std::fflush(stdout);
     if (args.verbose)
         std::fprintf(stderr, "minfer: prompt %d tokens in %.3f s (%.1f tok/s), generation %d tokens in %.3f s (%.1f tok/s)\n",
                      st.n_prompt, st.prompt_s, st.n_prompt / std::max(st.prompt_s, 1e-9), st.n_gen, st.gen_s,
