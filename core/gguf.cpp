@@ -19,7 +19,6 @@ namespace mf {
 namespace {
 
 constexpr uint32_t GGUF_MAGIC = 0x46554747;  // "GGUF" read as a little-endian u32
-constexpr size_t HEADER_BYTES = 24;          // magic, version, tensor count, kv count
 constexpr size_t MIN_KV_BYTES = 8 + 4 + 1;   // empty key, type id, one-byte value
 constexpr size_t MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8;  // empty name, n_dims 0, type, offset
 constexpr size_t MIN_STRING_BYTES = 8;

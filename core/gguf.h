@@ -71,7 +71,7 @@ public:
     // "u32", "str", "arr[str,32000]", "arr[arr,2]": the type column of `minfer info`.
     std::string type_str() const;
     // The value for humans: strings quoted and escaped (cut after max_str_len bytes), arrays as
-    // their first max_items elements followed by ", ..." when longer.
+    // their first max_items elements (one for arrays of arrays) followed by ", ..." when longer.
     std::string to_string(size_t max_items = 3, size_t max_str_len = 120) const;
 
 private:

@@ -2,7 +2,6 @@
 // type that holds them), array element access without copies, and the printing `minfer info` uses.
 #include "core/gguf.h"
 
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -45,15 +44,17 @@ struct WideInt {
     bool negative = false;
     uint64_t u = 0;
     int64_t i = 0;
+    WideInt(bool neg, uint64_t unsigned_value, int64_t signed_value = 0)
+        : negative(neg), u(unsigned_value), i(signed_value) {}
 };
 
 WideInt widen(GGUFType t, const uint8_t* p) {
     int64_t s = 0;
     switch (t) {
-        case GGUFType::UINT8: return {false, load<uint8_t>(p), 0};
-        case GGUFType::UINT16: return {false, load<uint16_t>(p), 0};
-        case GGUFType::UINT32: return {false, load<uint32_t>(p), 0};
-        case GGUFType::UINT64: return {false, load<uint64_t>(p), 0};
+        case GGUFType::UINT8: return {false, load<uint8_t>(p)};
+        case GGUFType::UINT16: return {false, load<uint16_t>(p)};
+        case GGUFType::UINT32: return {false, load<uint32_t>(p)};
+        case GGUFType::UINT64: return {false, load<uint64_t>(p)};
         case GGUFType::INT8: s = load<int8_t>(p); break;
         case GGUFType::INT16: s = load<int16_t>(p); break;
         case GGUFType::INT32: s = load<int32_t>(p); break;
@@ -135,7 +136,7 @@ int32_t GGUFValue::as_i32() const {
     if (w.negative ? w.i < std::numeric_limits<int32_t>::min() : w.u > uint64_t(std::numeric_limits<int32_t>::max())) {
         type_error("a value that fits i32");
     }
-    return int32_t(w.i);
+    return w.negative ? int32_t(w.i) : int32_t(w.u);
 }
 
 uint64_t GGUFValue::as_u64() const {
@@ -149,7 +150,7 @@ int64_t GGUFValue::as_i64() const {
     if (!is_integer()) type_error("an integer (i64)");
     const WideInt w = widen(type_, data_);
     if (!w.negative && w.u > uint64_t(std::numeric_limits<int64_t>::max())) type_error("a value that fits i64");
-    return w.i;
+    return w.negative ? w.i : int64_t(w.u);
 }
 
 double GGUFValue::as_f64() const {
