@@ -3,9 +3,13 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <map>
 #include <memory>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/backend.h"
 #include "core/common.h"
@@ -292,6 +296,33 @@ TEST_CASE("get_rows returns the dequantized rows of every weight type, per batch
     }
 }
 
+TEST_CASE("get_rows aborts on an out-of-range row id (a bug, not bad input)") {
+    // The abort happens in a forked child, whose stderr comes back through a pipe.
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    std::fflush(stdout);
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        std::signal(SIGABRT, SIG_DFL);  // doctest's crash handler would report a failure in the child
+        Harness h(1);
+        Tensor* table = h.f32({16, 4}, random_floats(64));
+        h.run(get_rows(h.ctx, table, h.i32({2}, {1, 4})));
+        _exit(0);
+    }
+    close(fds[1]);
+    std::string err;
+    char buf[256];
+    for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) err.append(buf, size_t(n));
+    close(fds[0]);
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGABRT);
+    CHECK(err.find("row id out of range") != std::string::npos);
+}
+
 // ---- element-wise -------------------------------------------------------------------------------
 
 TEST_CASE("add and mul broadcast the second operand along every dimension") {
@@ -544,6 +575,16 @@ TEST_CASE("cpy between shapes with different row lengths keeps row-major element
     CHECK(h.read_f32(b) == std::vector<float>(want.begin(), want.end()));
 }
 
+TEST_CASE("cpy between shapes with equal rows but different outer dims maps rows in order") {
+    Harness h;
+    const auto a_values = random_floats(8 * 3 * 2);
+    Tensor* a = permute(h.ctx, h.f32({8, 3, 2}, a_values), 0, 2, 1, 3);  // [8, 2, 3], strided rows
+    Tensor* b = h.f32({8, 6}, random_floats(8 * 6));
+    h.compute({cpy(h.ctx, a, b)});
+    const auto want = view_values(a, a_values);
+    CHECK(h.read_f32(b) == std::vector<float>(want.begin(), want.end()));
+}
+
 TEST_CASE("concat joins along dims 0, 1 and 2") {
     const int64_t ne[3] = {4, 3, 2};
     for (int dim = 0; dim < 3; ++dim) {
@@ -577,26 +618,28 @@ TEST_CASE("concat joins along dims 0, 1 and 2") {
 
 namespace {
 
-// A graph touching most kernels, built on its own harness from fixed host data.
+// A graph touching most kernels, built on its own harness from fixed host data. Sizes are large
+// enough that every op is split into several chunks (row ops keep ~8K elements per chunk).
 std::vector<float> mixed_graph(int n_threads, const std::vector<float>& wq, const std::vector<float>& wk,
                                const std::vector<float>& x, const std::vector<int32_t>& pos) {
-    const int64_t K = 256, M = 64, T = 9;
+    const int64_t K = 256, head_dim = 64, n_head = 8, T = 64;
     Harness h(n_threads);
     Tensor* xt = h.f32({K, T}, x);
-    Tensor* q = mul_mat(h.ctx, h.typed(DType::Q4_K, {K, M}, wq), rms_norm(h.ctx, xt, 1e-6f));
-    Tensor* k = mul_mat(h.ctx, h.typed(DType::Q8_0, {K, M}, wk), xt);
+    Tensor* q = mul_mat(h.ctx, h.typed(DType::Q4_K, {K, head_dim * n_head}, wq), rms_norm(h.ctx, xt, 1e-6f));
+    Tensor* k = mul_mat(h.ctx, h.typed(DType::Q8_0, {K, head_dim * n_head}, wk), xt);
+    k = swiglu(h.ctx, k, q);
     Tensor* pt = h.i32({T}, pos);
-    q = rope(h.ctx, reshape_3d(h.ctx, q, 16, 4, T), pt, 16, ROPE_NEOX, 10000.0f, 1.0f);
-    k = rope(h.ctx, reshape_3d(h.ctx, k, 16, 4, T), pt, 8, ROPE_NORMAL, 10000.0f, 1.0f);
+    q = rope(h.ctx, reshape_3d(h.ctx, q, head_dim, n_head, T), pt, head_dim, ROPE_NEOX, 10000.0f, 1.0f);
+    k = rope(h.ctx, reshape_3d(h.ctx, k, head_dim, n_head, T), pt, 32, ROPE_NORMAL, 10000.0f, 1.0f);
     Tensor* kq = mul_mat(h.ctx, permute(h.ctx, k, 0, 2, 1, 3), permute(h.ctx, q, 0, 2, 1, 3));
-    return h.run(soft_max(h.ctx, kq, nullptr, 0.25f));
+    return h.run(soft_max(h.ctx, kq, nullptr, 0.125f));
 }
 
 }  // namespace
 
 TEST_CASE("results are bit-identical with 1, 2 and 3 threads") {
-    const auto wq = random_floats(256 * 64), wk = random_floats(256 * 64), x = random_floats(256 * 9);
-    const auto pos = random_ids(9, 1000);
+    const auto wq = random_floats(256 * 512), wk = random_floats(256 * 512), x = random_floats(256 * 64);
+    const auto pos = random_ids(64, 1000);
     const auto one = mixed_graph(1, wq, wk, x, pos);
     CHECK(mixed_graph(2, wq, wk, x, pos) == one);
     CHECK(mixed_graph(3, wq, wk, x, pos) == one);

@@ -76,6 +76,10 @@ inline char* tensor_at(const Tensor* t, int64_t i0, int64_t i1, int64_t i2, int6
     return static_cast<char*>(t->data) + i0 * t->nb[0] + i1 * t->nb[1] + i2 * t->nb[2] + i3 * t->nb[3];
 }
 
+// Rows per pool chunk for row-wise ops with rows of ne0 elements: a chunk gets at least ~8K elements,
+// since below that handing it to another thread costs more than the few microseconds of work.
+inline int64_t min_rows_per_chunk(int64_t ne0) { return ne0 >= 8192 ? 1 : 8192 / (ne0 > 0 ? ne0 : 1); }
+
 // Splits a row index r in [0, ne1 * ne2 * ne3) into (i1, i2, i3), i1 fastest.
 inline void unravel_row(const int64_t* ne, int64_t r, int64_t* i1, int64_t* i2, int64_t* i3) {
     *i1 = r % ne[1];

@@ -38,7 +38,7 @@ void for_each_row(CpuContext& ctx, const Tensor* dst, Fn&& fn) {
             unravel_row(dst->ne, r, &i1, &i2, &i3);
             fn(i1, i2, i3);
         }
-    });
+    }, min_rows_per_chunk(dst->ne[0]));
 }
 
 // dst = f(src0) element by element.

@@ -79,7 +79,7 @@ void compute_mul_mat(CpuContext& ctx, Tensor* dst) {
                     store_row_f32(vt, reinterpret_cast<const float*>(src), out, vt_nb0, s.K);
                 }
             }
-        });
+        }, min_rows_per_chunk(s.K));
     }
     auto act_row = [&](int64_t n, int64_t c2, int64_t c3) -> const char* {
         if (in_place) return tensor_at(x, 0, n, c2, c3);

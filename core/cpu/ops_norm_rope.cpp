@@ -21,7 +21,7 @@ void for_each_row(CpuContext& ctx, const Tensor* dst, Fn&& fn) {
             unravel_row(dst->ne, r, &i1, &i2, &i3);
             fn(i1, i2, i3, thread);
         }
-    });
+    }, min_rows_per_chunk(dst->ne[0]));
 }
 
 // ---- RMS_NORM ------------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ void compute_rope(CpuContext& ctx, Tensor* dst) {
             // Dimensions past n_dims pass through unchanged.
             store_row_f32(DType::F32, x, tensor_at(dst, 0, i1, i2, i3), dst->nb[0], ne0);
         }
-    });
+    }, min_rows_per_chunk(ne0));
 }
 
 bool supports_rope(const Tensor* dst) {

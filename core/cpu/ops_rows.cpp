@@ -62,7 +62,7 @@ void compute_get_rows(CpuContext& ctx, Tensor* dst) {
                 store_row_f32(DType::F32, tmp, dst_row, dst->nb[0], ne0);
             }
         }
-    });
+    }, min_rows_per_chunk(ne0));
 }
 
 // ---- CPY -----------------------------------------------------------------------------------------
@@ -78,7 +78,6 @@ void cpy_by_rows(CpuContext& ctx, const Tensor* a, Tensor* dst) {
     const int64_t ne0 = dst->ne[0];
     const bool same_type = a->type == dst->type;
     if (!same_type) ctx.reserve_per_thread(size_t(ne0) * sizeof(float));
-    // Few long rows (a flat vector) still split evenly: ne0 elements is the grain of work.
     ctx.pool.parallel_for(dst->nrows(), [&](int64_t begin, int64_t end, int thread) {
         for (int64_t r = begin; r < end; ++r) {
             int64_t d1, d2, d3, s1, s2, s3;
@@ -94,7 +93,7 @@ void cpy_by_rows(CpuContext& ctx, const Tensor* a, Tensor* dst) {
                 store_row_f32(dst->type, tmp, dst_row, dst->nb[0], ne0);
             }
         }
-    });
+    }, min_rows_per_chunk(ne0));
 }
 
 // Rows of different lengths (a reshape folded into the copy): each destination row gathers its
@@ -125,7 +124,7 @@ void cpy_by_elements(CpuContext& ctx, const Tensor* a, Tensor* dst) {
             unravel_row(dst->ne, r, &d1, &d2, &d3);
             store_row_f32(dst->type, dst_buf, tensor_at(dst, 0, d1, d2, d3), dst->nb[0], dst_ne0);
         }
-    });
+    }, min_rows_per_chunk(dst_ne0));
 }
 
 void compute_cpy(CpuContext& ctx, Tensor* dst) {

@@ -40,19 +40,23 @@ private:
     // Claims chunks of the current job until none is left.
     void work(int thread);
     void worker_main(int thread);
+    // Blocks until generation_ holds an open job newer than seen (or the pool stops); returns it.
+    uint64_t wait_for_job(uint64_t seen);
 
     int n_threads_;
     std::vector<std::thread> workers_;
 
-    // The current job; written by the caller before generation_ is bumped (release).
+    // The current job. The caller writes it while generation_ is odd (closed) and no worker is
+    // inside a job (active_ == 0); workers read it only after seeing the even generation again.
     RangeFn job_fn_ = nullptr;
     void* job_ctx_ = nullptr;
     int64_t job_n_ = 0;
     int64_t job_chunk_ = 1;
 
-    alignas(64) std::atomic<int64_t> next_task_{0};
-    alignas(64) std::atomic<uint64_t> generation_{0};
-    alignas(64) std::atomic<int> busy_workers_{0};
+    alignas(64) std::atomic<int64_t> next_task_{0};   // first unclaimed task
+    alignas(64) std::atomic<int64_t> done_tasks_{0};  // tasks finished; the job ends at job_n_
+    alignas(64) std::atomic<uint64_t> generation_{0};  // even: a job is open; odd: being replaced
+    alignas(64) std::atomic<int> active_{0};           // workers between joining and leaving a job
     std::atomic<int> sleeping_{0};
     std::atomic<bool> stop_{false};
     std::mutex mutex_;
