@@ -83,19 +83,14 @@ private:
 
 }  // namespace
 
-void graph_expand(Graph& g, Tensor* t) {
-    std::unordered_set<const Tensor*> seen(g.nodes.begin(), g.nodes.end());
-    seen.insert(g.leafs.begin(), g.leafs.end());
-    visit(g, seen, t);
-}
+void graph_expand(Graph& g, Tensor* t) { visit(g, g.visited, t); }
 
 Graph build_graph(const std::vector<Tensor*>& outputs) {
     Graph g;
-    std::unordered_set<const Tensor*> seen;
     for (Tensor* t : outputs) {
         MF_ASSERT(t);
         t->flags |= TENSOR_OUTPUT;
-        visit(g, seen, t);
+        visit(g, g.visited, t);
     }
     return g;
 }

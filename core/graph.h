@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/tensor.h"
@@ -13,6 +14,7 @@ namespace mf {
 struct Graph {
     std::vector<Tensor*> nodes;  // tensors made by ops, in an order where sources come first
     std::vector<Tensor*> leafs;  // tensors with no op (weights, inputs) the nodes read
+    std::unordered_set<const Tensor*> visited;  // nodes and leafs, so repeated expands stay linear
 };
 
 // Adds t and everything it depends on to g (each tensor once), keeping dependency order.
