@@ -117,60 +117,6 @@ __device__ __forceinline__ float block_max(float v) {
 __device__ __forceinline__ float fp16_bits_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ uint16_t f32_to_fp16_bits(float f) { return __half_as_ushort(__float2half_rn(f)); }
 
-// ---- GGUF block formats (host structs in core/quants.h; cuda_backend.cu checks the sizes agree) ----
-constexpr int QK = 32;          // elements per Q8_0 / Q4_0 block
-constexpr int Q8_0_BYTES = 34;  // uint16 d (fp16); int8 qs[32]; x = d * q
-constexpr int Q4_0_BYTES = 18;  // uint16 d (fp16); uint8 qs[16]: element j < 16 in the low nibble of qs[j],
-                                //   j + 16 in its high nibble; x = d * (q - 8)
-
-// Blocks are 34 / 18 bytes, so only 2-byte alignment is guaranteed for anything inside one.
-__device__ __forceinline__ uint16_t load_u16(const uint8_t* p) { return *reinterpret_cast<const uint16_t*>(p); }
-
-// Element j of one block, as the CPU's dequantize_row_* computes it (one f32 multiply, so exact).
-__device__ __forceinline__ float dequant_q8_0(const uint8_t* blk, int j) {
-    return float(int8_t(blk[2 + j])) * fp16_bits_to_f32(load_u16(blk));
-}
-__device__ __forceinline__ float dequant_q4_0(const uint8_t* blk, int j) {
-    const uint8_t byte = blk[2 + (j & 15)];
-    const int q = j < 16 ? (byte & 0x0F) : (byte >> 4);
-    return float(q - 8) * fp16_bits_to_f32(load_u16(blk));
-}
-
-// The 32 lanes of a warp hold one block's values (lane j = element j). Returns this lane's quant and
-// the block's fp16 scale bits, with quantize_row_q8_0_ref's arithmetic: the bits match the CPU's.
-__device__ __forceinline__ int quantize_q8_0_lane(float x, uint16_t* d_bits) {
-    const float amax = warp_max(fabsf(x));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    *d_bits = f32_to_fp16_bits(d);
-    return int(roundf(x * id));
-}
-
-// As above for Q4_0 (quantize_row_q4_0_ref): the scale comes from the signed value of largest
-// magnitude, the first one on ties, and +0 when the block is all zeros.
-__device__ __forceinline__ int quantize_q4_0_lane(float x, uint16_t* d_bits) {
-    const int lane = threadIdx.x % WARP_SIZE;
-    float amax = fabsf(x);
-    int idx = lane;
-#pragma unroll
-    for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) {
-        const float other_amax = __shfl_xor_sync(0xffffffffu, amax, offset);
-        const int other_idx = __shfl_xor_sync(0xffffffffu, idx, offset);
-        if (other_amax > amax || (other_amax == amax && other_idx < idx)) {
-            amax = other_amax;
-            idx = other_idx;
-        }
-    }
-    float max = __shfl_sync(0xffffffffu, x, idx);
-    if (amax == 0.0f) max = 0.0f;
-    const float d = max / -8.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    *d_bits = f32_to_fp16_bits(d);
-    // _rn intrinsics keep nvcc from fusing into an fma, which would round differently than the CPU.
-    const int q = int(__fadd_rn(__fmul_rn(x, id), 8.5f));
-    return q < 15 ? q : 15;
-}
-
 // Loads/stores of one element of a scalar type (float, __half, __nv_bfloat16) as f32.
 __device__ __forceinline__ float load_f32(const float* p) { return *p; }
 __device__ __forceinline__ float load_f32(const __half* p) { return __half2float(*p); }

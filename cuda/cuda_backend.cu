@@ -12,11 +12,18 @@
 #include "cuda/elementwise.cuh"
 #include "cuda/matvec.cuh"
 #include "cuda/norm_rope.cuh"
+#include "cuda/quants.cuh"
 
 namespace mf {
 
-static_assert(sizeof(block_q8_0) == Q8_0_BYTES && QK8_0 == QK, "cuda/common.cuh disagrees with core/quants.h");
-static_assert(sizeof(block_q4_0) == Q4_0_BYTES && QK4_0 == QK, "cuda/common.cuh disagrees with core/quants.h");
+static_assert(sizeof(block_q8_0) == Q8_0_BYTES && QK8_0 == QK, "cuda/quants.cuh disagrees with core/quants.h");
+static_assert(sizeof(block_q4_0) == Q4_0_BYTES && QK4_0 == QK, "cuda/quants.cuh disagrees with core/quants.h");
+static_assert(sizeof(block_q4_1) == Q4_1_BYTES && QK4_1 == QK, "cuda/quants.cuh disagrees with core/quants.h");
+static_assert(sizeof(block_q5_0) == Q5_0_BYTES && QK5_0 == QK, "cuda/quants.cuh disagrees with core/quants.h");
+static_assert(sizeof(block_q5_1) == Q5_1_BYTES && QK5_1 == QK, "cuda/quants.cuh disagrees with core/quants.h");
+static_assert(sizeof(block_q4_K) == Q4_K_BYTES, "cuda/quants.cuh disagrees with core/quants.h");
+static_assert(sizeof(block_q5_K) == Q5_K_BYTES, "cuda/quants.cuh disagrees with core/quants.h");
+static_assert(sizeof(block_q6_K) == Q6_K_BYTES, "cuda/quants.cuh disagrees with core/quants.h");
 
 namespace {
 
@@ -35,10 +42,23 @@ bool is_float(const Tensor* t) {
 }
 // Row elements are packed (nb[0] is one element or block); dims 1..3 may be strided.
 bool packed_rows(const Tensor* t) { return t->rows_contiguous(); }
-bool is_weight_type(DType t) {
-    return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
+// Block types with a matvec kernel and a GET_ROWS dequantizer.
+bool is_quant_weight(DType t) {
+    switch (t) {
+        case DType::Q8_0:
+        case DType::Q4_0:
+        case DType::Q4_1:
+        case DType::Q5_0:
+        case DType::Q5_1:
+        case DType::Q4_K:
+        case DType::Q5_K:
+        case DType::Q6_K: return true;
+        default: return false;
+    }
 }
-bool is_quant_weight(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+bool is_weight_type(DType t) {
+    return t == DType::F32 || t == DType::F16 || t == DType::BF16 || is_quant_weight(t);
+}
 
 // The CUDA error of a call that bad input (a size, a missing device) can make fail, as an Error.
 void throw_on_error(cudaError_t err, const char* what) {
@@ -308,6 +328,12 @@ void CudaBackend::run_node(const Tensor* node) {
                     return;
                 case DType::Q8_0: launch_get_rows<BlockQ8_0>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
                 case DType::Q4_0: launch_get_rows<BlockQ4_0>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::Q4_1: launch_get_rows<BlockQ4_1>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::Q5_0: launch_get_rows<BlockQ5_0>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::Q5_1: launch_get_rows<BlockQ5_1>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::Q4_K: launch_get_rows<BlockQ4_K>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::Q5_K: launch_get_rows<BlockQ5_K>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
+                case DType::Q6_K: launch_get_rows<BlockQ6_K>(a->data, shape_of(a), ids, shape_of(b), out, s); return;
                 default: break;
             }
             break;
@@ -325,6 +351,24 @@ void CudaBackend::run_node(const Tensor* node) {
                     return;
                 case DType::Q4_0:
                     launch_matvec_q<BlockQ4_0>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
+                    return;
+                case DType::Q4_1:
+                    launch_matvec_q<BlockQ4_1>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
+                    return;
+                case DType::Q5_0:
+                    launch_matvec_q<BlockQ5_0>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
+                    return;
+                case DType::Q5_1:
+                    launch_matvec_q<BlockQ5_1>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
+                    return;
+                case DType::Q4_K:
+                    launch_matvec_q<BlockQ4_K>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
+                    return;
+                case DType::Q5_K:
+                    launch_matvec_q<BlockQ5_K>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
+                    return;
+                case DType::Q6_K:
+                    launch_matvec_q<BlockQ6_K>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
                     return;
                 default: break;
             }

@@ -152,6 +152,32 @@ template <>
 __device__ __forceinline__ float row_element<BlockQ4_0>(const char* row, int64_t j) {
     return dequant_q4_0(reinterpret_cast<const uint8_t*>(row) + (j / QK) * Q4_0_BYTES, int(j % QK));
 }
+template <>
+__device__ __forceinline__ float row_element<BlockQ4_1>(const char* row, int64_t j) {
+    return dequant_q4_1(reinterpret_cast<const uint8_t*>(row) + (j / QK) * Q4_1_BYTES, int(j % QK));
+}
+template <>
+__device__ __forceinline__ float row_element<BlockQ5_0>(const char* row, int64_t j) {
+    return dequant_q5_0(reinterpret_cast<const uint8_t*>(row) + (j / QK) * Q5_0_BYTES, int(j % QK));
+}
+template <>
+__device__ __forceinline__ float row_element<BlockQ5_1>(const char* row, int64_t j) {
+    return dequant_q5_1(reinterpret_cast<const uint8_t*>(row) + (j / QK) * Q5_1_BYTES, int(j % QK));
+}
+// K-quants decode their sub-block scales again for every element: GET_ROWS reads a few embedding
+// rows per token, so the simplicity is worth more than the arithmetic.
+template <>
+__device__ __forceinline__ float row_element<BlockQ4_K>(const char* row, int64_t j) {
+    return dequant_q4_k(reinterpret_cast<const uint8_t*>(row) + (j / QK_K) * Q4_K_BYTES, int(j % QK_K));
+}
+template <>
+__device__ __forceinline__ float row_element<BlockQ5_K>(const char* row, int64_t j) {
+    return dequant_q5_k(reinterpret_cast<const uint8_t*>(row) + (j / QK_K) * Q5_K_BYTES, int(j % QK_K));
+}
+template <>
+__device__ __forceinline__ float row_element<BlockQ6_K>(const char* row, int64_t j) {
+    return dequant_q6_k(reinterpret_cast<const uint8_t*>(row) + (j / QK_K) * Q6_K_BYTES, int(j % QK_K));
+}
 
 // One block per output row (ne0 elements): looks the id up once, then the threads dequantize the
 // source row element by element. Embedding lookups are a few rows per token, so this is not hot.
@@ -270,6 +296,18 @@ template void launch_get_rows<__nv_bfloat16>(const void*, const Shape4&, const i
 template void launch_get_rows<BlockQ8_0>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
                                          cudaStream_t);
 template void launch_get_rows<BlockQ4_0>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
+                                         cudaStream_t);
+template void launch_get_rows<BlockQ4_1>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
+                                         cudaStream_t);
+template void launch_get_rows<BlockQ5_0>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
+                                         cudaStream_t);
+template void launch_get_rows<BlockQ5_1>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
+                                         cudaStream_t);
+template void launch_get_rows<BlockQ4_K>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
+                                         cudaStream_t);
+template void launch_get_rows<BlockQ5_K>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
+                                         cudaStream_t);
+template void launch_get_rows<BlockQ6_K>(const void*, const Shape4&, const int32_t*, const Shape4&, float*,
                                          cudaStream_t);
 
 }  // namespace mf

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/common.cuh"
+#include "cuda/quants.cuh"
 
 namespace mf {
 
@@ -28,17 +29,14 @@ void launch_cpy(const void* src, const Shape4& ss, void* dst, const Shape4& sd, 
 void launch_cpy_f32_q8_0(const float* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream);
 void launch_cpy_f32_q4_0(const float* src, const Shape4& ss, void* dst, const Shape4& sd, cudaStream_t stream);
 
-// GET_ROWS: src [ne0, n_rows, B2, B3] packed rows of T (float, __half, __nv_bfloat16, or the block tags below),
+// GET_ROWS: src [ne0, n_rows, B2, B3] packed rows of T (float, __half, __nv_bfloat16, or a block tag of
+// cuda/quants.cuh: rows dequantized bit-identically to core's to_float),
 // ids I32 [n, B2, B3] (any strides) -> dst f32 contiguous [ne0, n, B2, B3].
 // An id outside [0, n_rows) yields a row of zeros (the CPU backend asserts; checking on the GPU
 // would cost a device-to-host sync per graph).
 template <typename T>
 void launch_get_rows(const void* src, const Shape4& ss, const int32_t* ids, const Shape4& si, float* dst,
                      cudaStream_t stream);
-
-// Tags naming the block formats in templates (the layouts are in cuda/common.cuh).
-struct BlockQ8_0 {};
-struct BlockQ4_0 {};
 
 // CONCAT: f32 a and b (any strides) joined along dim into dst f32 contiguous.
 void launch_concat_f32(const void* a, const Shape4& sa, const void* b, const Shape4& sb, int dim, float* dst,

@@ -11,17 +11,6 @@ namespace {
 constexpr int MATVEC_WARPS = 4;  // output rows per CUDA block, one warp each
 constexpr int MATVEC_COLS = 4;   // activation columns served by one pass over a weight row
 
-template <typename Block>
-struct BlockInfo;
-template <>
-struct BlockInfo<BlockQ8_0> {
-    static constexpr int bytes = Q8_0_BYTES;
-};
-template <>
-struct BlockInfo<BlockQ4_0> {
-    static constexpr int bytes = Q4_0_BYTES;
-};
-
 // True when p + every stride of a dimension that has more than one element is 16-byte aligned.
 bool aligned16(const void* p, const Shape4& s) {
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
@@ -116,52 +105,183 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     }
 }
 
-// Activations -> Q8_0 in a split layout: quants int8 [rows][K] (16-byte aligned, so a block's 32
-// quants are two int4 loads) and scales f32 [rows][K/32], already rounded through fp16 as the CPU's
-// block_q8_0 stores them. rows = N * C2 * C3 in (n, c2, c3) order. One warp per block.
-__global__ void quantize_act_kernel(const char* x, Shape4 sx, int8_t* xq, float* xd, int64_t n_blocks) {
+// ---- activations ---------------------------------------------------------------------------------
+
+// Activations quantized as the CPU does for the weight type, in a split layout. rows = N * C2 * C3 in
+// (n, c2, c3) order, K elements each:
+//   q  int8 [rows][K], 16-byte aligned, so 32 quants are two int4 loads;
+//   d  f32 [rows][K / 32] (Q8_0, Q8_1: each block's scale, already rounded through fp16 as the CPU's
+//      blocks store it) or [rows][K / 256] (Q8_K: each super-block's f32 scale);
+//   s  f32 [rows][K / 32] (Q8_1: each block's s = d * sum(q), rounded through fp16; Q8_K: the integer
+//      sum of each 32 quants, exact in f32, standing in for block_q8_K's bsums pairs; Q8_0: unused).
+struct ActQ {
+    int8_t* q;
+    float* d;
+    float* s;
+};
+
+size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+
+ActQ act_layout(void* scratch, const Shape4& sx) {
+    const size_t rows = size_t(sx.nrows()), K = size_t(sx.ne[0]);
+    char* base = static_cast<char*>(scratch);
+    float* d = reinterpret_cast<float*>(base + align16(rows * K));
+    return {reinterpret_cast<int8_t*>(base), d, d + rows * (K / QK)};
+}
+
+// Q8_0 (and Q8_1 when WITH_SUM): one warp per 32-element block, lane j quantizing element j.
+template <bool WITH_SUM>
+__global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, ActQ act, int64_t n_blocks) {
     const int64_t block = blockIdx.x * int64_t(blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
-    if (block >= n_blocks) return;
+    if (block >= n_blocks) return;  // warp-uniform
     const int lane = threadIdx.x % WARP_SIZE;
     const int64_t blocks_per_row = sx.ne[0] / QK;
     const int64_t row = block / blocks_per_row, kb = block % blocks_per_row;
     const float v = *reinterpret_cast<const float*>(x + sx.row_offset(row) + (kb * QK + lane) * sx.nb[0]);
     uint16_t d_bits;
-    xq[block * QK + lane] = int8_t(quantize_q8_0_lane(v, &d_bits));
-    if (lane == 0) xd[block] = fp16_bits_to_f32(d_bits);
+    float d;
+    const int q = quantize_q8_0_lane(v, &d_bits, &d);
+    act.q[block * QK + lane] = int8_t(q);
+    if (lane == 0) act.d[block] = fp16_bits_to_f32(d_bits);
+    if (WITH_SUM) {
+        // quantize_row_q8_1_ref: s = fp16(float(sum of the quants) * unrounded d).
+        const int sum = __reduce_add_sync(0xffffffffu, q);
+        if (lane == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
+    }
 }
 
-// One weight block as 8 ints of 4 signed bytes each (element order) and its scale. p may point into
-// shared or global memory; blocks are only 2-byte aligned, hence the 16-bit loads.
-__device__ __forceinline__ int load_word(const uint8_t* p) { return int(load_u16(p) | (uint32_t(load_u16(p + 2)) << 16)); }
-
-__device__ __forceinline__ float load_block(BlockQ8_0, const uint8_t* p, int* wq) {
+// Q8_K: one warp per 256-element super-block, lane j quantizing elements 8j .. 8j + 7.
+__global__ void quantize_act_q8_k_kernel(const char* x, Shape4 sx, ActQ act, int64_t n_blocks) {
+    const int64_t block = blockIdx.x * int64_t(blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
+    if (block >= n_blocks) return;  // warp-uniform
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int64_t blocks_per_row = sx.ne[0] / QK_K;
+    const int64_t row = block / blocks_per_row, kb = block % blocks_per_row;
+    const float* src = reinterpret_cast<const float*>(x + sx.row_offset(row)) + kb * QK_K + 8 * lane;
+    float v[8];
+    int q[8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) wq[i] = load_word(p + 2 + 4 * i);
-    return fp16_bits_to_f32(load_u16(p));
-}
-
-__device__ __forceinline__ float load_block(BlockQ4_0, const uint8_t* p, int* wq) {
+    for (int i = 0; i < 8; ++i) v[i] = src[i];
+    const float d = quantize_q8_k_warp(v, q);
+    int2 packed = {0, 0};
+    int sum = 0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const int v = load_word(p + 2 + 4 * i);
-        // Low nibbles are elements 0..15, high nibbles 16..31; q - 8 per byte gives signed int8.
-        wq[i] = int(__vsub4(uint32_t(v) & 0x0F0F0F0Fu, 0x08080808u));
-        wq[i + 4] = int(__vsub4((uint32_t(v) >> 4) & 0x0F0F0F0Fu, 0x08080808u));
+        packed.x |= (q[i] & 0xFF) << (8 * i);
+        packed.y |= (q[i + 4] & 0xFF) << (8 * i);
+        sum += q[i] + q[i + 4];
     }
-    return fp16_bits_to_f32(load_u16(p));
+    *reinterpret_cast<int2*>(act.q + block * QK_K + 8 * lane) = packed;
+    // Lanes 4g .. 4g + 3 hold the 32 quants of sub-block g.
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if (lane % 4 == 0) act.s[block * (QK_K / QK) + lane / 4] = float(sum);
+    if (lane == 0) act.d[block] = d;
+}
+
+void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const ActQ& act, cudaStream_t stream) {
+    const int64_t block_elems = kind == ActQuant::Q8_K ? QK_K : QK;
+    const int64_t n_blocks = sx.nrows() * (sx.ne[0] / block_elems);
+    if (n_blocks == 0) return;
+    constexpr int warps_per_block = 8;
+    const unsigned grid = grid_x(ceil_div(n_blocks, warps_per_block));
+    const char* xc = reinterpret_cast<const char*>(x);
+    switch (kind) {
+        case ActQuant::Q8_0:
+            quantize_act_q8_kernel<false><<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
+            break;
+        case ActQuant::Q8_1:
+            quantize_act_q8_kernel<true><<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
+            break;
+        case ActQuant::Q8_K:
+            quantize_act_q8_k_kernel<<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
+            break;
+    }
+    CUDA_CHECK_LAUNCH();
+}
+
+// ---- legacy weights (32-element blocks) ----------------------------------------------------------
+
+// One weight block as 8 ints of 4 bytes each (elements in order; signed for Q8_0 / Q4_0 / Q5_0, which
+// dot against Q8_0, unsigned 0..31 for Q4_1 / Q5_1, which add their min through Q8_1's s), its scale
+// and min. p may point into shared or global memory; only 2-byte loads are safe in either.
+struct QBlock {
+    int q[8];
+    float d, m;
+};
+
+__device__ __forceinline__ QBlock load_block(BlockQ8_0, const uint8_t* p) {
+    QBlock b;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) b.q[i] = int(load_u32(p + 2 + 4 * i));
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = 0.0f;
+    return b;
+}
+
+__device__ __forceinline__ QBlock load_block(BlockQ4_0, const uint8_t* p) {
+    QBlock b;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t v = load_u32(p + 2 + 4 * i);
+        // Low nibbles are elements 0..15, high nibbles 16..31; q - 8 per byte gives signed int8.
+        b.q[i] = int(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
+        b.q[i + 4] = int(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
+    }
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = 0.0f;
+    return b;
+}
+
+__device__ __forceinline__ QBlock load_block(BlockQ4_1, const uint8_t* p) {
+    QBlock b;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t v = load_u32(p + 4 + 4 * i);
+        b.q[i] = int(v & 0x0F0F0F0Fu);
+        b.q[i + 4] = int((v >> 4) & 0x0F0F0F0Fu);
+    }
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = fp16_bits_to_f32(load_u16(p + 2));
+    return b;
+}
+
+// Q5_0 / Q5_1: qh holds the fifth bit of element j at bit j; spread_bit4 moves four of them into place.
+__device__ __forceinline__ void unpack_q5(const uint8_t* qs, uint32_t qh, uint32_t bias, int* q) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t v = load_u32(qs + 4 * i);
+        q[i] = int(__vsub4((v & 0x0F0F0F0Fu) | spread_bit4(qh >> (4 * i)), bias));
+        q[i + 4] = int(__vsub4(((v >> 4) & 0x0F0F0F0Fu) | spread_bit4(qh >> (16 + 4 * i)), bias));
+    }
+}
+
+__device__ __forceinline__ QBlock load_block(BlockQ5_0, const uint8_t* p) {
+    QBlock b;
+    unpack_q5(p + 6, load_u32(p + 2), 0x10101010u, b.q);
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = 0.0f;
+    return b;
+}
+
+__device__ __forceinline__ QBlock load_block(BlockQ5_1, const uint8_t* p) {
+    QBlock b;
+    unpack_q5(p + 8, load_u32(p + 4), 0u, b.q);
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = fp16_bits_to_f32(load_u16(p + 2));
+    return b;
 }
 
 // grid.x = ceil(M / MATVEC_WARPS) * C2 * C3. Lane j owns block b0 + j of each 32-block chunk. When
-// rows are 16-byte aligned, a full chunk (576 or 1088 bytes, both multiples of 16) is first copied
-// by the warp into shared memory with 16-byte loads, because the blocks themselves (18 / 34 bytes)
-// only allow 2-byte loads; the tail chunk and unaligned rows read global memory directly.
+// rows are 16-byte aligned, a full chunk (32 blocks of 18..34 bytes: a multiple of 16 bytes) is first
+// copied by the warp into shared memory with 16-byte loads, because the blocks themselves only allow
+// 2-byte loads; the tail chunk and unaligned rows read global memory directly.
 template <typename Block>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
-    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, const int8_t* xq, const float* xd, float* dst,
-                    int64_t m_blocks, bool staged) {
-    constexpr int BYTES = BlockInfo<Block>::bytes;
+    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, int64_t m_blocks, bool staged) {
+    constexpr int BYTES = BlockTraits<Block>::bytes;
     constexpr int CHUNK_VECS = WARP_SIZE * BYTES / 16;
+    static_assert(WARP_SIZE * BYTES % 16 == 0, "a chunk of blocks must be whole 16-byte vectors");
     __shared__ uint4 stage[MATVEC_WARPS][CHUNK_VECS];
 
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
@@ -189,28 +309,214 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
                 p = reinterpret_cast<const uint8_t*>(stage[warp]) + lane * BYTES;
             }
             if (blk < n_blk) {
-                int wq[8];
-                const float dw = load_block(Block{}, p, wq);
+                const QBlock wb = load_block(Block{}, p);
 #pragma unroll
                 for (int c = 0; c < MATVEC_COLS; ++c) {
                     if (c >= ncols) break;
                     const int64_t a = (act_row0 + c) * n_blk + blk;
-                    const int4* xv = reinterpret_cast<const int4*>(xq + a * QK);
+                    const int4* xv = reinterpret_cast<const int4*>(act.q + a * QK);
                     const int4 x0 = xv[0], x1 = xv[1];
                     int sumi = 0;
-                    sumi = __dp4a(wq[0], x0.x, sumi);
-                    sumi = __dp4a(wq[1], x0.y, sumi);
-                    sumi = __dp4a(wq[2], x0.z, sumi);
-                    sumi = __dp4a(wq[3], x0.w, sumi);
-                    sumi = __dp4a(wq[4], x1.x, sumi);
-                    sumi = __dp4a(wq[5], x1.y, sumi);
-                    sumi = __dp4a(wq[6], x1.z, sumi);
-                    sumi = __dp4a(wq[7], x1.w, sumi);
-                    // The CPU's vec_dot multiplies the two scales first, then the integer sum.
-                    acc[c] += float(sumi) * (dw * xd[a]);
+                    sumi = __dp4a(wb.q[0], x0.x, sumi);
+                    sumi = __dp4a(wb.q[1], x0.y, sumi);
+                    sumi = __dp4a(wb.q[2], x0.z, sumi);
+                    sumi = __dp4a(wb.q[3], x0.w, sumi);
+                    sumi = __dp4a(wb.q[4], x1.x, sumi);
+                    sumi = __dp4a(wb.q[5], x1.y, sumi);
+                    sumi = __dp4a(wb.q[6], x1.z, sumi);
+                    sumi = __dp4a(wb.q[7], x1.w, sumi);
+                    // The CPU's vec_dot multiplies the two scales first, then the integer sum; the
+                    // Q8_1 types add min * s unfused, as the CPU's reference dot does.
+                    if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1) {
+                        acc[c] += __fadd_rn(__fmul_rn(float(sumi), __fmul_rn(wb.d, act.d[a])),
+                                            __fmul_rn(wb.m, act.s[a]));
+                    } else {
+                        acc[c] += float(sumi) * (wb.d * act.d[a]);
+                    }
                 }
             }
             __syncwarp();  // the next chunk overwrites this warp's stage
+        }
+#pragma unroll
+        for (int c = 0; c < MATVEC_COLS; ++c) {
+            if (c >= ncols) break;
+            const float v = warp_sum(acc[c]);
+            if (lane == 0) dst_batch[(n0 + c) * M + m] = v;
+        }
+    }
+}
+
+// ---- K-quant weights (256-element super-blocks) --------------------------------------------------
+
+// Four lanes share a super-block, 64 weights each, so a warp step covers 8 super-blocks (2048 weights):
+// a lane's 64 weights are whole sub-blocks (two of 32 in Q4_K / Q5_K, four of 16 in Q6_K), so it
+// applies their scales to exact integer sums, and its activations are 16-byte runs.
+constexpr int K_LANES = 4;
+constexpr int K_BLOCKS = WARP_SIZE / K_LANES;
+
+// 16 bytes at p as 4 words: one 16-byte load when VEC (p 16-byte aligned), else 2-byte loads.
+template <bool VEC>
+__device__ __forceinline__ uint4 load_bytes16(const uint8_t* p) {
+    if (VEC) return *reinterpret_cast<const uint4*>(p);
+    return make_uint4(load_u32(p), load_u32(p + 4), load_u32(p + 8), load_u32(p + 12));
+}
+
+// Part t (0..3) of a super-block: 64 quants as 16 words of 4 bytes, and what scales them.
+struct KPart {
+    int q[16];
+    int sc[4];    // Q4_K / Q5_K: sc[0..1], the scales of sub-blocks 2t, 2t + 1; Q6_K: four 16-element scales
+    int mn[2];    // Q4_K / Q5_K: the mins of sub-blocks 2t, 2t + 1
+    float d, dmin;
+};
+
+// Q4_K / Q5_K part t: elements 64t .. 64t + 63, the low (sub-block 2t) and high (2t + 1) nibbles of
+// qs[32t .. 32t + 31]; Q5_K adds bits 2t and 2t + 1 of qh[0 .. 31]. Blocks of 144 and 176 bytes keep
+// qh and qs 16-byte aligned whenever the row is.
+template <bool VEC, bool Q5>
+__device__ __forceinline__ KPart load_k45_part(const uint8_t* p, int t) {
+    constexpr int QS = Q5 ? 48 : 16;
+    const uint4 a = load_bytes16<VEC>(p + QS + 32 * t), b = load_bytes16<VEC>(p + QS + 32 * t + 16);
+    const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    uint32_t hw[8] = {};
+    if (Q5) {
+        const uint4 h0 = load_bytes16<VEC>(p + 16), h1 = load_bytes16<VEC>(p + 32);
+        const uint32_t h[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) hw[i] = h[i];
+    }
+    KPart kp;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        kp.q[i] = int((w[i] & 0x0F0F0F0Fu) | (((hw[i] >> (2 * t)) & 0x01010101u) << 4));
+        kp.q[8 + i] = int(((w[i] >> 4) & 0x0F0F0F0Fu) | (((hw[i] >> (2 * t + 1)) & 0x01010101u) << 4));
+    }
+    scale_min_k4(2 * t, p + 4, &kp.sc[0], &kp.mn[0]);
+    scale_min_k4(2 * t + 1, p + 4, &kp.sc[1], &kp.mn[1]);
+    kp.d = fp16_bits_to_f32(load_u16(p));
+    kp.dmin = fp16_bits_to_f32(load_u16(p + 2));
+    return kp;
+}
+
+template <bool VEC>
+__device__ __forceinline__ KPart load_k_part(BlockQ4_K, const uint8_t* p, int t) {
+    return load_k45_part<VEC, false>(p, t);
+}
+template <bool VEC>
+__device__ __forceinline__ KPart load_k_part(BlockQ5_K, const uint8_t* p, int t) {
+    return load_k45_part<VEC, true>(p, t);
+}
+
+// Q6_K part t: half h = t / 2, l in 16 (t % 2) .. + 15, elements 128h + 32k + l for k = 0..3: the
+// low nibbles of ql[64h + l] (k = 0) and ql[64h + 32 + l] (k = 1), their high nibbles (k = 2, 3),
+// bit pair k of qh[32h + l]; q - 32 per byte gives signed int8. 210-byte blocks allow 2-byte loads only.
+template <bool VEC>
+__device__ __forceinline__ KPart load_k_part(BlockQ6_K, const uint8_t* p, int t) {
+    static_assert(!VEC, "Q6_K blocks are 2-byte aligned");
+    const int h = t / 2, r = t % 2;
+    const uint4 a4 = load_bytes16<false>(p + 64 * h + 16 * r), b4 = load_bytes16<false>(p + 64 * h + 32 + 16 * r);
+    const uint4 h4 = load_bytes16<false>(p + 128 + 32 * h + 16 * r);
+    const uint32_t a[4] = {a4.x, a4.y, a4.z, a4.w}, b[4] = {b4.x, b4.y, b4.z, b4.w}, hh[4] = {h4.x, h4.y, h4.z, h4.w};
+    KPart kp;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        kp.q[i] = int(__vsub4((a[i] & 0x0F0F0F0Fu) | ((hh[i] & 0x03030303u) << 4), 0x20202020u));
+        kp.q[4 + i] = int(__vsub4((b[i] & 0x0F0F0F0Fu) | (((hh[i] >> 2) & 0x03030303u) << 4), 0x20202020u));
+        kp.q[8 + i] = int(__vsub4(((a[i] >> 4) & 0x0F0F0F0Fu) | (((hh[i] >> 4) & 0x03030303u) << 4), 0x20202020u));
+        kp.q[12 + i] = int(__vsub4(((b[i] >> 4) & 0x0F0F0F0Fu) | (((hh[i] >> 6) & 0x03030303u) << 4), 0x20202020u));
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) kp.sc[k] = int8_t(p[192 + 8 * h + r + 2 * k]);
+    kp.d = fp16_bits_to_f32(load_u16(p + 208));
+    return kp;
+}
+
+__device__ __forceinline__ int dot16(const int* q, int4 x, int acc) {
+    acc = __dp4a(q[0], x.x, acc);
+    acc = __dp4a(q[1], x.y, acc);
+    acc = __dp4a(q[2], x.z, acc);
+    return __dp4a(q[3], x.w, acc);
+}
+
+// Part t of super-block sb of weight row . activation row a. Same per-super-block formula as the
+// CPU's vec_dot_q{4,5}_K_q8_K (d * sumi - dmin * summ, d = dy * dw), applied to this lane's share.
+__device__ __forceinline__ float dot_k45_part(const KPart& kp, const ActQ& act, int64_t a, int64_t K, int64_t sb,
+                                              int t) {
+    const int4* xv = reinterpret_cast<const int4*>(act.q + a * K + sb * QK_K + 64 * t);
+    const int s0 = dot16(kp.q + 4, xv[1], dot16(kp.q, xv[0], 0));
+    const int s1 = dot16(kp.q + 12, xv[3], dot16(kp.q + 8, xv[2], 0));
+    const float* bsum = act.s + a * (K / QK) + sb * (QK_K / QK) + 2 * t;
+    const int sumi = kp.sc[0] * s0 + kp.sc[1] * s1;
+    const int summ = kp.mn[0] * int(bsum[0]) + kp.mn[1] * int(bsum[1]);
+    const float dy = act.d[a * (K / QK_K) + sb];
+    return __fsub_rn(__fmul_rn(__fmul_rn(dy, kp.d), float(sumi)), __fmul_rn(__fmul_rn(dy, kp.dmin), float(summ)));
+}
+
+__device__ __forceinline__ float dot_k_part(BlockQ4_K, const KPart& kp, const ActQ& act, int64_t a, int64_t K,
+                                            int64_t sb, int t) {
+    return dot_k45_part(kp, act, a, K, sb, t);
+}
+__device__ __forceinline__ float dot_k_part(BlockQ5_K, const KPart& kp, const ActQ& act, int64_t a, int64_t K,
+                                            int64_t sb, int t) {
+    return dot_k45_part(kp, act, a, K, sb, t);
+}
+// vec_dot_q6_K_q8_K: dw * dy * sumi.
+__device__ __forceinline__ float dot_k_part(BlockQ6_K, const KPart& kp, const ActQ& act, int64_t a, int64_t K,
+                                            int64_t sb, int t) {
+    const int8_t* x = act.q + a * K + sb * QK_K + 128 * (t / 2) + 16 * (t % 2);
+    int sumi = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) sumi += kp.sc[k] * dot16(kp.q + 4 * k, *reinterpret_cast<const int4*>(x + 32 * k), 0);
+    return __fmul_rn(__fmul_rn(kp.d, act.d[a * (K / QK_K) + sb]), float(sumi));
+}
+
+// grid.x = ceil(M / MATVEC_WARPS) * C2 * C3; lanes 4s .. 4s + 3 take super-block b0 + s of each
+// 8-block step. ALIGNED (16-byte aligned rows): Q4_K / Q5_K read their blocks straight from global
+// memory with 16-byte loads; Q6_K's 210-byte blocks are not 16-byte aligned, but 8 of them (1680
+// bytes) are, so the warp first copies a full step into shared memory with 16-byte loads.
+template <typename Block, bool ALIGNED>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+    matvec_k_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, int64_t m_blocks) {
+    constexpr int BYTES = BlockTraits<Block>::bytes;
+    constexpr bool STAGE = ALIGNED && BYTES % 16 != 0;
+    constexpr bool VEC = ALIGNED && BYTES % 16 == 0;
+    constexpr int CHUNK_VECS = K_BLOCKS * BYTES / 16;
+    static_assert(K_BLOCKS * BYTES % 16 == 0, "a step of super-blocks must be whole 16-byte vectors");
+    __shared__ uint4 stage[MATVEC_WARPS][STAGE ? CHUNK_VECS : 1];
+
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int part = lane % K_LANES, sub = lane / K_LANES;
+    const int64_t K = sw.ne[0], M = sw.ne[1], N = sx.ne[1];
+    const int64_t n_sb = K / QK_K;
+    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + warp;
+    const int64_t batch = blockIdx.x / m_blocks;
+    if (m >= M) return;  // warp-uniform
+    const int64_t c2 = batch % sx.ne[2], c3 = batch / sx.ne[2];
+    const uint8_t* w_row = reinterpret_cast<const uint8_t*>(weight_row(w, sw, sx, m, c2, c3));
+    float* dst_batch = dst + batch * N * M;
+
+    for (int64_t n0 = 0; n0 < N; n0 += MATVEC_COLS) {
+        const int ncols = int(N - n0 < MATVEC_COLS ? N - n0 : MATVEC_COLS);
+        const int64_t act_row0 = batch * N + n0;
+        float acc[MATVEC_COLS] = {};
+        for (int64_t b0 = 0; b0 < n_sb; b0 += K_BLOCKS) {
+            const int64_t sb = b0 + sub;
+            const uint8_t* p = w_row + sb * BYTES;
+            if (STAGE && b0 + K_BLOCKS <= n_sb) {
+                const uint4* src = reinterpret_cast<const uint4*>(w_row + b0 * BYTES);
+#pragma unroll
+                for (int i = lane; i < CHUNK_VECS; i += WARP_SIZE) stage[warp][i] = src[i];
+                __syncwarp();
+                p = reinterpret_cast<const uint8_t*>(stage[warp]) + sub * BYTES;
+            }
+            if (sb < n_sb) {
+                const KPart kp = load_k_part<VEC>(Block{}, p, part);
+#pragma unroll
+                for (int c = 0; c < MATVEC_COLS; ++c) {
+                    if (c >= ncols) break;
+                    acc[c] += dot_k_part(Block{}, kp, act, act_row0 + c, K, sb, part);
+                }
+            }
+            __syncwarp();  // the next step overwrites this warp's stage
         }
 #pragma unroll
         for (int c = 0; c < MATVEC_COLS; ++c) {
@@ -225,8 +531,6 @@ void check_shapes(const Shape4& sw, const Shape4& sx) {
     MF_ASSERT(sw.ne[0] == sx.ne[0] && sx.nb[0] == sizeof(float));
     MF_ASSERT(sw.ne[2] > 0 && sw.ne[3] > 0 && sx.ne[2] % sw.ne[2] == 0 && sx.ne[3] % sw.ne[3] == 0);
 }
-
-size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 
 }  // namespace
 
@@ -252,30 +556,34 @@ void launch_matvec_float(const void* w, const Shape4& sw, const float* x, const 
 
 size_t matvec_q_scratch_bytes(const Shape4& sx) {
     const size_t rows = size_t(sx.nrows());
-    return align16(rows * size_t(sx.ne[0])) + rows * size_t(sx.ne[0] / QK) * sizeof(float);
+    return align16(rows * size_t(sx.ne[0])) + 2 * rows * size_t(sx.ne[0] / QK) * sizeof(float);
 }
 
 template <typename Block>
 void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
                      size_t scratch_bytes, float* dst, cudaStream_t stream) {
+    using Traits = BlockTraits<Block>;
     check_shapes(sw, sx);
-    MF_ASSERT(sw.ne[0] % QK == 0 && sw.nb[0] == BlockInfo<Block>::bytes);
+    MF_ASSERT(sw.ne[0] % Traits::elems == 0 && sw.nb[0] == Traits::bytes);
     MF_ASSERT(scratch_bytes >= matvec_q_scratch_bytes(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
     const int64_t M = sw.ne[1];
     if (M == 0 || sx.nrows() == 0) return;
-    int8_t* xq = static_cast<int8_t*>(scratch);
-    float* xd = reinterpret_cast<float*>(static_cast<char*>(scratch) + align16(size_t(sx.nrows() * sx.ne[0])));
+    const ActQ act = act_layout(scratch, sx);
+    quantize_activations(Traits::act, x, sx, act, stream);
 
-    const int64_t n_act_blocks = sx.nrows() * (sx.ne[0] / QK);
-    if (n_act_blocks > 0) {
-        constexpr int warps_per_block = 8;
-        quantize_act_kernel<<<grid_x(ceil_div(n_act_blocks, warps_per_block)), warps_per_block * WARP_SIZE, 0,
-                              stream>>>(reinterpret_cast<const char*>(x), sx, xq, xd, n_act_blocks);
-        CUDA_CHECK_LAUNCH();
-    }
     const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
-    matvec_q_kernel<Block><<<grid_x(m_blocks * sx.ne[2] * sx.ne[3]), MATVEC_WARPS * WARP_SIZE, 0, stream>>>(
-        static_cast<const char*>(w), sw, sx, xq, xd, dst, m_blocks, aligned16(w, sw));
+    const unsigned grid = grid_x(m_blocks * sx.ne[2] * sx.ne[3]);
+    const char* wc = static_cast<const char*>(w);
+    const bool aligned = aligned16(w, sw);
+    if constexpr (Traits::elems == QK_K) {
+        if (aligned) {
+            matvec_k_kernel<Block, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, act, dst, m_blocks);
+        } else {
+            matvec_k_kernel<Block, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, act, dst, m_blocks);
+        }
+    } else {
+        matvec_q_kernel<Block><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, act, dst, m_blocks, aligned);
+    }
     CUDA_CHECK_LAUNCH();
 }
 
@@ -287,6 +595,18 @@ template void launch_matvec_float<__nv_bfloat16>(const void*, const Shape4&, con
 template void launch_matvec_q<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
                                          float*, cudaStream_t);
 template void launch_matvec_q<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         float*, cudaStream_t);
+template void launch_matvec_q<BlockQ4_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         float*, cudaStream_t);
+template void launch_matvec_q<BlockQ5_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         float*, cudaStream_t);
+template void launch_matvec_q<BlockQ5_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         float*, cudaStream_t);
+template void launch_matvec_q<BlockQ4_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         float*, cudaStream_t);
+template void launch_matvec_q<BlockQ5_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         float*, cudaStream_t);
+template void launch_matvec_q<BlockQ6_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
                                          float*, cudaStream_t);
 
 }  // namespace mf

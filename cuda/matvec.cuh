@@ -1,11 +1,12 @@
-// Launchers for MUL_MAT in its decode shape (few activation columns): weights F32, F16, BF16, Q8_0, Q4_0
-// times f32 activations. Prefill-sized products will get a tensor-core kernel of their own (cuda/matmul).
+// Launchers for MUL_MAT in its decode shape (few activation columns): weights F32, F16, BF16, Q8_0, Q4_0,
+// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K times f32 activations. Prefill-sized products will get a
+// tensor-core kernel of their own (cuda/matmul).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include "cuda/common.cuh"
-#include "cuda/elementwise.cuh"
+#include "cuda/quants.cuh"
 
 namespace mf {
 
@@ -16,12 +17,14 @@ template <typename T>
 void launch_matvec_float(const void* w, const Shape4& sw, const float* x, const Shape4& sx, float* dst,
                          cudaStream_t stream);
 
-// Bytes of device scratch launch_matvec_q needs for activations of shape sx (their Q8_0 copy).
+// Bytes of device scratch launch_matvec_q needs for activations of shape sx (their quantized copy).
 size_t matvec_q_scratch_bytes(const Shape4& sx);
 
-// As launch_matvec_float for weights of Block (BlockQ8_0 or BlockQ4_0; K % 32 == 0). The activations
-// are first quantized to Q8_0 in scratch (16-byte aligned, >= matvec_q_scratch_bytes(sx)) exactly as
-// the CPU backend does, then dotted with int8 dp4a, so both backends compute the same integer sums.
+// As launch_matvec_float for weights of Block (a block tag of cuda/quants.cuh; K a multiple of its
+// block size). The activations are first quantized in scratch (16-byte aligned, at least
+// matvec_q_scratch_bytes(sx)) to the weight type's CPU vec_dot_type (Q8_0, Q8_1 or Q8_K) with the CPU's
+// reference arithmetic, then dotted with int8 dp4a, so both backends compute the same integer block
+// sums and differ only in how the scaled sums are added up.
 template <typename Block>
 void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
                      size_t scratch_bytes, float* dst, cudaStream_t stream);

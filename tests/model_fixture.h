@@ -69,8 +69,10 @@ struct TinyLlama {
             if (reshape.count(name)) ne = reshape[name];
             int64_t n = 1;
             for (int64_t d : ne) n *= d;
-            data_.push_back(random_floats(size_t(n), -scale, scale));
-            if (scale == 0.0f)  // norm weights: around 1
+            // scale 0: a norm weight, 1.05 +- 0.1 (varied per channel as in real models, so normalized
+            // activations are not all one multiple of the input)
+            data_.push_back(scale == 0.0f ? random_floats(size_t(n)) : random_floats(size_t(n), -scale, scale));
+            if (scale == 0.0f)
                 for (auto& x : data_.back()) x = 1.0f + 0.1f * x + 0.05f;
             w.add_tensor(name, mf::DType::F32, int(ne.size()), ne.data(), data_.back().data());
         };

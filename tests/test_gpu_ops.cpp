@@ -160,9 +160,12 @@ void check_vs_cpu(const std::vector<Input>& inputs, const Build& build, double t
     CHECK(err <= tol);  // false for NaN, too
 }
 
-const DType kWeightTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
+const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
+                              DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
-bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+bool is_quant(DType t) { return dtype_traits(t).is_quantized; }
+// K-quants: rows are whole 256-element super-blocks.
+bool is_k_quant(DType t) { return dtype_traits(t).block_size == 256; }
 
 }  // namespace
 
@@ -174,25 +177,36 @@ TEST_CASE("cuda_available is true on the GPU test machine") {
 }
 
 // Tolerances: F32/F16/BF16 weights multiply the same f32 activations on both backends and differ only
-// in summation order and precision (the CPU sums f16/bf16 dots in double), ~1e-6. Q8_0/Q4_0: both
-// quantize the activations to Q8_0 with the same reference arithmetic and form the same integer block
-// sums, so only the f32 accumulation of the scaled block sums differs; 1e-4 leaves room for a rounding
-// tie going the other way in one activation quant.
+// in summation order and precision (the CPU sums f16/bf16 dots in double), ~1e-6. Quantized weights:
+// both backends quantize the activations to the weight type's vec_dot_type (Q8_0, Q8_1 or Q8_K) with
+// the same reference arithmetic and form the same integer block sums, so only the f32 scaling and
+// accumulation of those sums differs (~1e-6); 1e-4 leaves room for a rounding tie going the other way
+// in one activation quant, and a wrong quantizer or unpacking is off by 1e-3 or far more.
 TEST_CASE("mul_mat matches the CPU for every weight type, aligned and unaligned rows, N = 1 and N > 1") {
     struct Case {
         int64_t K, M, N;
         const char* why;
     };
-    const Case cases[] = {
+    // Rows of 32-element blocks (and the float types).
+    const std::vector<Case> cases = {
         {256, 67, 1, "decode: one column; M not a multiple of the rows per CUDA block"},
         {256, 67, 6, "two column groups, the second partial"},
         {2048, 33, 1, "quant rows of 64 blocks: two full 16-byte staged chunks"},
-        {1120, 17, 3, "35 blocks a row: rows not 16-byte aligned, so blocks are read directly"},
+        {1120, 17, 3, "35 blocks a row: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 rows not 16-byte aligned, read directly"},
         {96, 9, 2, "fewer blocks than lanes"},
     };
+    // Rows of 256-element super-blocks (the K-quants; four lanes per super-block, eight per warp step).
+    const std::vector<Case> k_cases = {
+        {256, 67, 1, "one super-block a row: one partial warp step"},
+        {256, 67, 6, "two column groups, the second partial"},
+        {768, 17, 3, "3 super-blocks: Q6_K rows (630 bytes) not 16-byte aligned, read directly"},
+        {2048, 33, 1, "8 super-blocks: one full warp step, staged through shared memory for Q6_K"},
+        {2560, 9, 5, "10 super-blocks: a full step and a partial one"},
+    };
     for (DType type : kWeightTypes) {
-        for (const Case& c : cases) {
-            CAPTURE(dtype_name(type));
+        for (const Case& c : is_k_quant(type) ? k_cases : cases) {
+            const std::string type_name = dtype_name(type);
+            CAPTURE(type_name);
             CAPTURE(c.K);
             CAPTURE(c.M);
             CAPTURE(c.N);
@@ -203,7 +217,8 @@ TEST_CASE("mul_mat matches the CPU for every weight type, aligned and unaligned 
         }
         if (is_quant(type)) continue;
         // Odd K: the float kernel's one-element-per-lane path instead of 16-byte loads.
-        CAPTURE(dtype_name(type));
+        const std::string type_name = dtype_name(type);
+        CAPTURE(type_name);
         check_vs_cpu({random(type, {37, 11}), random(DType::F32, {37, 3})},
                      [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); }, 1e-5);
     }
@@ -211,25 +226,27 @@ TEST_CASE("mul_mat matches the CPU for every weight type, aligned and unaligned 
 
 TEST_CASE("mul_mat broadcasts weights over dims 2 and 3 (GQA) and reads strided and permuted views") {
     for (DType type : kWeightTypes) {
-        CAPTURE(dtype_name(type));
+        const std::string type_name = dtype_name(type);
+        CAPTURE(type_name);
         const double tol = is_quant(type) ? 1e-4 : 1e-5;
-        // w [64, 12, 2, 1] serves x [64, 3, 4, 2]: ratio 2 over dim 2, 2 over dim 3.
-        check_vs_cpu({random(type, {64, 12, 2, 1}), random(DType::F32, {64, 3, 4, 2})},
+        const int64_t K = is_k_quant(type) ? 256 : 64;  // one row of the type's largest block
+        // w [K, 12, 2, 1] serves x [K, 3, 4, 2]: ratio 2 over dim 2, 2 over dim 3.
+        check_vs_cpu({random(type, {K, 12, 2, 1}), random(DType::F32, {K, 3, 4, 2})},
                      [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); }, tol);
-        // Activations as a view of every other 64-wide half of wider rows, 4 bytes in: the base is
+        // Activations as a view of every other K-wide half of wider rows, 4 bytes in: the base is
         // no longer 16-byte aligned, so float kernels take their scalar path.
-        check_vs_cpu({random(type, {64, 10}), random(DType::F32, {129, 5})},
-                     [](Context& ctx, const std::vector<Tensor*>& in) {
-                         Tensor* x = view_2d(ctx, in[1], 64, 5, in[1]->nb[1], sizeof(float));
+        check_vs_cpu({random(type, {K, 10}), random(DType::F32, {2 * K + 1, 5})},
+                     [K](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* x = view_2d(ctx, in[1], K, 5, in[1]->nb[1], sizeof(float));
                          return mul_mat(ctx, in[0], x);
                      },
                      tol);
-        // KV-cache style: weights a window of a bigger cache [64, 16 positions, 2 heads], activations
-        // q permuted from [64, heads 4, tokens 3] to [64, tokens, heads].
-        check_vs_cpu({random(type, {64, 16, 2}), random(DType::F32, {64, 4, 3})},
-                     [](Context& ctx, const std::vector<Tensor*>& in) {
+        // KV-cache style: weights a window of a bigger cache [K, 16 positions, 2 heads], activations
+        // q permuted from [K, heads 4, tokens 3] to [K, tokens, heads].
+        check_vs_cpu({random(type, {K, 16, 2}), random(DType::F32, {K, 4, 3})},
+                     [K](Context& ctx, const std::vector<Tensor*>& in) {
                          Tensor* cache = in[0];
-                         Tensor* k = view_3d(ctx, cache, 64, 7, 2, cache->nb[1], cache->nb[2], cache->nb[1]);
+                         Tensor* k = view_3d(ctx, cache, K, 7, 2, cache->nb[1], cache->nb[2], cache->nb[1]);
                          Tensor* q = permute(ctx, in[1], 0, 2, 1, 3);
                          return mul_mat(ctx, k, q);
                      },
@@ -239,9 +256,12 @@ TEST_CASE("mul_mat broadcasts weights over dims 2 and 3 (GQA) and reads strided 
 
 TEST_CASE("get_rows returns the same dequantized rows for every weight type, per batch") {
     for (DType type : kWeightTypes) {
-        CAPTURE(dtype_name(type));
-        // Dequantization is one f32 multiply on both backends, so the rows are bit-identical.
-        check_vs_cpu({random(type, {64, 10, 2}), ids({3, 2}, random_ids(6, 10))},
+        const std::string type_name = dtype_name(type);
+        CAPTURE(type_name);
+        // Dequantization rounds after each f32 multiply and add on both backends (no FMA), in the same
+        // order, so the rows are bit-identical. K-quant rows hold two super-blocks.
+        const int64_t ne0 = is_k_quant(type) ? 512 : 64;
+        check_vs_cpu({random(type, {ne0, 10, 2}), ids({3, 2}, random_ids(6, 10))},
                      [](Context& ctx, const std::vector<Tensor*>& in) { return get_rows(ctx, in[0], in[1]); }, 0.0);
     }
 }
@@ -357,8 +377,10 @@ TEST_CASE("cpy converts between f32, f16 and bf16 with any strides, bit-identica
     const DType floats[] = {DType::F32, DType::F16, DType::BF16};
     for (DType from : floats) {
         for (DType to : floats) {
-            CAPTURE(dtype_name(from));
-            CAPTURE(dtype_name(to));
+            const std::string from_name = dtype_name(from);
+            CAPTURE(from_name);
+            const std::string to_name = dtype_name(to);
+            CAPTURE(to_name);
             check_vs_cpu({random(from, {40, 6, 3})},
                          [to](Context& ctx, const std::vector<Tensor*>& in) { return cast(ctx, in[0], to); }, 0.0);
         }
@@ -381,7 +403,8 @@ TEST_CASE("cpy converts between f32, f16 and bf16 with any strides, bit-identica
 
 TEST_CASE("cpy quantizes f32 into q8_0 and q4_0 exactly as the CPU's reference quantizer") {
     for (DType to : {DType::Q8_0, DType::Q4_0}) {
-        CAPTURE(dtype_name(to));
+        const std::string to_name = dtype_name(to);
+        CAPTURE(to_name);
         // The same scale, reciprocal and rounding in f32 on both: bit-identical blocks. A block of zeros
         // checks the zero-scale branch.
         std::vector<float> x = random_floats(128 * 6);
@@ -415,35 +438,52 @@ TEST_CASE("concat joins along dims 0, 1 and 2") {
     }
 }
 
-TEST_CASE("a norm -> matmul -> swiglu -> matmul -> residual block (Q4_0 and Q8_0 weights) matches the CPU") {
+TEST_CASE("a norm -> matmul -> swiglu -> matmul -> residual block with quantized weights matches the CPU") {
     // The second matmul requantizes activations the two backends computed ~1e-7 apart; now and then
-    // (a few percent of runs) that moves one Q8_0 quant across a rounding boundary, a one-step change
-    // that shifts its column by ~1e-3 relative. A wrong kernel is off by O(1), so 3e-3 still catches it.
+    // (a few percent of runs) that moves one activation quant across a rounding boundary, a one-step
+    // change that shifts its column by ~1e-3 relative. A wrong kernel is off by O(1), so 3e-3 still
+    // catches it.
     const int64_t n_embd = 256, n_ff = 512, n_tokens = 3;
-    check_vs_cpu({random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
-                  random(DType::Q4_0, {n_embd, n_ff}), random(DType::Q4_0, {n_embd, n_ff}),
-                  random(DType::Q8_0, {n_ff, n_embd})},
-                 [](Context& ctx, const std::vector<Tensor*>& in) {
-                     Tensor* x = in[0];
-                     Tensor* h = mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]);
-                     Tensor* act = swiglu(ctx, mul_mat(ctx, in[2], h), mul_mat(ctx, in[3], h));
-                     return add(ctx, x, mul_mat(ctx, in[4], act));
-                 },
-                 3e-3);
+    const DType pairs[][2] = {{DType::Q4_0, DType::Q8_0}, {DType::Q4_1, DType::Q5_0}, {DType::Q5_1, DType::Q4_K},
+                              {DType::Q5_K, DType::Q6_K}};
+    for (const auto& pair : pairs) {
+        const DType up_type = pair[0], down_type = pair[1];
+        const std::string up_type_name = dtype_name(up_type);
+        CAPTURE(up_type_name);
+        const std::string down_type_name = dtype_name(down_type);
+        CAPTURE(down_type_name);
+        check_vs_cpu({random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
+                      random(up_type, {n_embd, n_ff}), random(up_type, {n_embd, n_ff}),
+                      random(down_type, {n_ff, n_embd})},
+                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* x = in[0];
+                         Tensor* h = mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]);
+                         Tensor* act = swiglu(ctx, mul_mat(ctx, in[2], h), mul_mat(ctx, in[3], h));
+                         return add(ctx, x, mul_mat(ctx, in[4], act));
+                     },
+                     3e-3);
+    }
 }
 
 TEST_CASE("supports_op refuses what the kernels lack, and compute_graph then throws naming the op") {
     Context ctx;
+    Tensor* q2k = ctx.new_tensor_2d(DType::Q2_K, 256, 4);  // a type minfer only dequantizes
     Tensor* w = ctx.new_tensor_2d(DType::Q6_K, 256, 4);
     Tensor* x = ctx.new_tensor_2d(DType::F32, 256, 2);
+    Tensor* xt = ctx.new_tensor_2d(DType::F32, 2, 256);
     Tensor* q8 = ctx.new_tensor_2d(DType::Q8_0, 256, 2);
-    for (Tensor* t : {w, x, q8}) t->flags |= TENSOR_INPUT;
-    CHECK_FALSE(gpu().supports_op(get_rows(ctx, w, ctx.new_tensor_1d(DType::I32, 1))));
+    for (Tensor* t : {q2k, w, x, xt, q8}) t->flags |= TENSOR_INPUT;
+    Tensor* row_ids = ctx.new_tensor_1d(DType::I32, 1);
+    CHECK_FALSE(gpu().supports_op(get_rows(ctx, q2k, row_ids)));
+    CHECK(gpu().supports_op(get_rows(ctx, w, row_ids)));
     CHECK_FALSE(gpu().supports_op(cast(ctx, x, DType::Q6_K)));
     CHECK_FALSE(gpu().supports_op(cast(ctx, q8, DType::F32)));  // no dequantizing copy yet
     CHECK(gpu().supports_op(cast(ctx, x, DType::Q8_0)));         // a test that can tell the two apart
+    CHECK(gpu().supports_op(mul_mat(ctx, w, x)));
 
-    Tensor* y = mul_mat(ctx, w, x);
+    // Activations whose elements are not adjacent (a transposed view): the CPU gathers them, the
+    // matvec kernels do not.
+    Tensor* y = mul_mat(ctx, w, transpose(ctx, xt));
     CHECK_FALSE(gpu().supports_op(y));
     Graph g = build_graph({y});
     auto arena = allocate_graph(gpu(), g);
