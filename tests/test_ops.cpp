@@ -16,6 +16,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/graph.h"
 #include "core/ops.h"
+#include "row_codec.h"
 #include "test_util.h"
 
 using namespace mf;
@@ -29,48 +30,8 @@ const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0
 
 // ---- host-side conversions (only through the dtype table's function pointers) ------------------
 
-std::vector<uint8_t> encode(DType type, const std::vector<float>& x, int64_t ne0) {
-    const int64_t rows = int64_t(x.size()) / ne0;
-    const size_t row_size = dtype_row_size(type, ne0);
-    std::vector<uint8_t> out(row_size * size_t(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-        const float* src = x.data() + r * ne0;
-        uint8_t* dst = out.data() + size_t(r) * row_size;
-        if (type == DType::F32) {
-            std::memcpy(dst, src, row_size);
-        } else if (type == DType::F16 || type == DType::BF16) {
-            for (int64_t i = 0; i < ne0; ++i) {
-                const uint16_t h = type == DType::F16 ? fp32_to_fp16(src[i]) : fp32_to_bf16(src[i]);
-                std::memcpy(dst + 2 * i, &h, 2);
-            }
-        } else {
-            dtype_traits(type).from_float(src, dst, ne0);
-        }
-    }
-    return out;
-}
-
-std::vector<float> decode(DType type, const std::vector<uint8_t>& bytes, int64_t ne0) {
-    const size_t row_size = dtype_row_size(type, ne0);
-    const int64_t rows = int64_t(bytes.size() / row_size);
-    std::vector<float> out(size_t(rows * ne0));
-    for (int64_t r = 0; r < rows; ++r) {
-        const uint8_t* src = bytes.data() + size_t(r) * row_size;
-        float* dst = out.data() + r * ne0;
-        if (type == DType::F32) {
-            std::memcpy(dst, src, row_size);
-        } else if (type == DType::F16 || type == DType::BF16) {
-            for (int64_t i = 0; i < ne0; ++i) {
-                uint16_t h;
-                std::memcpy(&h, src + 2 * i, 2);
-                dst[i] = type == DType::F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
-            }
-        } else {
-            dtype_traits(type).to_float(src, dst, ne0);
-        }
-    }
-    return out;
-}
+using mf_test::decode;
+using mf_test::encode;
 
 // The values a (possibly strided) f32 view shows, in its logical row-major order, read from the
 // host copy of the contiguous f32 tensor that owns its memory.
