@@ -58,7 +58,7 @@ int tool_run(int argc, char** argv) {
                      backend->name(), load_s, tokens.size(), session.n_ctx());
 
     GenerateStats st;
-    generate(session, sampler, tokens, args.n_predict < 0 ? 128 : args.n_predict,
+    generate(session, sampler, tokens, args.n_predict,
              [](const std::string& piece) {
                  std::fwrite(piece.data(), 1, piece.size(), stdout);
                  std::fflush(stdout);
