@@ -136,6 +136,15 @@ public:
 
     size_t alignment() const override { return 256; }
 
+    // DRAM peak: two transfers per memory clock (DDR) across the bus width.
+    double peak_bandwidth() const override {
+        int clock_khz = 0, bus_bits = 0;
+        if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device_) != cudaSuccess ||
+            cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device_) != cudaSuccess)
+            return 0.0;
+        return 2.0 * double(clock_khz) * 1e3 * double(bus_bits) / 8.0;
+    }
+
     // From pageable host memory cudaMemcpyAsync returns once src has been staged, so the caller may
     // reuse src at once; the copy itself is ordered before later kernels on the stream.
     void upload(Tensor* t, const void* src, size_t offset, size_t size) override {
