@@ -23,6 +23,7 @@ const Command kCommands[] = {
     {"bench", mf::tool_bench, "measure prompt and generation speed"},
     {"info", mf::tool_info, "print a GGUF file's metadata and tensor table"},
     {"tokenize", mf::tool_tokenize, "print the token ids of a text"},
+    {"synth", mf::tool_synth, "write a random-weight GGUF in the shape of a real model"},
 };
 
 void usage(FILE* out) {

@@ -9,5 +9,6 @@ int tool_run(int argc, char** argv);   // minfer run -m MODEL -p TEXT
 int tool_chat(int argc, char** argv);  // minfer chat -m MODEL
 int tool_bench(int argc, char** argv); // minfer bench -m MODEL [-p N] [-n N] [-r N]
 int tool_tokenize(int argc, char** argv);  // minfer tokenize -m MODEL (-p TEXT | -f FILE)
+int tool_synth(int argc, char** argv);     // minfer synth --shape NAME --type TYPE -o FILE.gguf
 
 }  // namespace mf

@@ -1,0 +1,48 @@
+// Synthetic models: GGUF files with seeded random weights in the exact shape of a real model
+// (Llama 3, SmolLM2, Qwen2) and an SPM vocabulary of its size, so speed work needs no download.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace mf {
+
+struct SynthOptions {
+    std::string shape;          // a name from synth_shape_names(), e.g. "llama-1b"
+    std::string type;           // the weight matrices' type, a name from synth_type_names(), e.g. "q4_0"
+    std::string path;           // the GGUF file to write (replaced if it exists)
+    uint64_t seed = 1;          // equal options give equal bytes, whatever n_threads is
+    uint32_t n_layer = 0;       // 0: the shape's own layer count; else 1..4096
+    int n_threads = 0;          // <= 0: every hardware thread
+    // Called once per notice before any weight is drawn, e.g. tensors whose rows a K-quant cannot
+    // hold and that are written as q8_0 instead.
+    std::function<void(const std::string& notice)> on_notice;
+    // Called after each tensor is generated and written (done = 1 .. total).
+    std::function<void(size_t done, size_t total)> on_progress;
+};
+
+struct SynthSummary {
+    size_t n_tensors = 0;
+    uint64_t n_params = 0;   // elements over all tensors
+    uint64_t file_bytes = 0; // size of the written file
+};
+
+// The shapes write_synth_model knows, in table order: "llama-1b", "llama-8b", ...
+std::vector<std::string> synth_shape_names();
+// The weight types it writes: "f32", "f16", "bf16", "q8_0", "q4_0", ...
+std::vector<std::string> synth_type_names();
+// One line per shape for a tool's help: name, the model it mirrors, and its dimensions.
+std::string synth_shapes_help();
+
+// Writes opts.path: llama.cpp's metadata keys and tensor names for the shape, the matrices and the
+// token embedding in opts.type (q8_0 where a K-quant's 256-element blocks do not divide a row),
+// norm weights ~1 and biases in f32. Memory stays near 64 MiB (one chunk of rows) whatever the
+// model's size: the file is laid out first, then the weights are written in place. Throws Error
+// on an unknown shape or type (listing the choices), a bad layer count, or an I/O failure (a
+// partial file is removed).
+SynthSummary write_synth_model(const SynthOptions& opts);
+
+}  // namespace mf
