@@ -152,6 +152,21 @@ Tensor* cast(Context& ctx, Tensor* a, DType type) {
 
 Tensor* cont(Context& ctx, Tensor* a) { return cast(ctx, a, a->type); }
 
+Tensor* set_rows(Context& ctx, Tensor* dst, Tensor* src, Tensor* ids) {
+    MF_ASSERT(src->type == DType::F32 && ids->type == DType::I32);
+    MF_ASSERT_MSG(dst->ne[2] == 1 && dst->ne[3] == 1 && src->ne[2] == 1 && src->ne[3] == 1, "set_rows is 2-D");
+    MF_ASSERT_MSG(src->ne[0] == dst->ne[0], "set_rows: row lengths differ");
+    MF_ASSERT_MSG(ids->ne[0] == src->ne[1] && ids->nelements() == ids->ne[0], "set_rows: one id per source row");
+    Tensor* t = new_node(ctx, Op::SET_ROWS, dst->type, dst->ne);
+    for (int i = 0; i < MAX_DIMS; ++i) t->nb[i] = dst->nb[i];
+    t->src[0] = dst;
+    t->src[1] = src;
+    t->src[2] = ids;
+    t->view_src = dst->view_src ? dst->view_src : dst;
+    t->view_offs = dst->view_src ? dst->view_offs : 0;
+    return t;
+}
+
 Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim) {
     MF_ASSERT(dim >= 0 && dim < MAX_DIMS);
     MF_ASSERT(a->type == DType::F32 && b->type == DType::F32);

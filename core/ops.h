@@ -35,6 +35,9 @@ Tensor* cpy(Context& ctx, Tensor* a, Tensor* b);
 Tensor* cast(Context& ctx, Tensor* a, DType type);
 // a made contiguous (a copy when a is a strided view)
 Tensor* cont(Context& ctx, Tensor* a);
+// Writes row i of src (f32 [ne0, n], converted to dst's type) into row ids[i] of dst [ne0, R];
+// returns a view of dst that must be in the graph for the write to happen. ids: I32 [n].
+Tensor* set_rows(Context& ctx, Tensor* dst, Tensor* src, Tensor* ids);
 // a and b joined along dim
 Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim);
 

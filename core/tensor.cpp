@@ -22,6 +22,7 @@ const char* op_name(Op op) {
         case Op::GEGLU: return "GEGLU";
         case Op::CPY: return "CPY";
         case Op::CONCAT: return "CONCAT";
+        case Op::SET_ROWS: return "SET_ROWS";
         case Op::VIEW: return "VIEW";
         case Op::COUNT: break;
     }

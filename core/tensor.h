@@ -36,6 +36,9 @@ enum class Op : uint8_t {
     CPY,        // convert src0 into this tensor's type and shape order (same element count). When made by
                 //   cpy(a, b) the result is a view of b (writes into b); when made by cast() it is new memory
     CONCAT,     // f32 src0 and src1 joined along dimension p0 (int); other dims equal
+    SET_ROWS,   // writes f32 src1 [ne0, n] row i, converted, into row src2[i] (I32 [n]) of src0 [ne0, R]
+                //   (2-D). The result is a view of src0: the write position is data, not graph shape,
+                //   so a KV-cache store at a moving position keeps one graph across decode steps
     VIEW,       // no computation: a window onto view_src (view, reshape, permute, transpose)
     COUNT
 };

@@ -2,6 +2,10 @@
 // exact supports_op table, and the dispatch from graph nodes to the launchers in cuda/*.cuh.
 #include "cuda/cuda_backend.h"
 
+#include <cstdlib>
+#include <string>
+#include <vector>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -107,6 +111,8 @@ public:
         if (!check_device(device, &why)) throw Error("cuda: " + why);
         CUDA_CHECK(cudaSetDevice(device_));
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        const char* env = std::getenv("MINFER_CUDA_GRAPHS");
+        use_graphs_ = !(env && std::string(env) == "0");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -115,6 +121,7 @@ public:
     ~CudaBackend() override {
         if (cudaSetDevice(device_) == cudaErrorCudartUnloading) return;
         CUDA_CHECK(cudaStreamSynchronize(stream_));
+        drop_captured_graph();
         if (scratch_) CUDA_CHECK(cudaFree(scratch_));
         CUDA_CHECK(cudaStreamDestroy(stream_));
     }
@@ -177,6 +184,10 @@ private:
     }
     void reserve_scratch(size_t bytes);
     void run_node(const Tensor* node);
+    void run_nodes(const Graph& g) {
+        for (const Tensor* n : g.nodes) run_node(n);
+    }
+    void drop_captured_graph();
 
     int device_;
     cudaStream_t stream_ = nullptr;
@@ -184,7 +195,37 @@ private:
     // kernel so nothing is allocated while kernels run (and a captured CUDA graph can reuse it).
     void* scratch_ = nullptr;
     size_t scratch_size_ = 0;
+
+    // CUDA graphs: a decode step launches hundreds of small kernels, and launching them one by one
+    // from the host costs more than many of them take to run. A graph whose signature (every node's
+    // op, shape, strides, parameters and memory) equals the previous compute's is captured once and
+    // then replayed with one launch per step. The session keeps the KV-cache write position in input
+    // data and pads attention spans, so a decode graph repeats for up to 256 steps.
+    // MINFER_CUDA_GRAPHS=0 turns this off (to measure what it buys).
+    bool use_graphs_ = true;
+    std::vector<uint64_t> last_signature_;
+    bool captured_ = false;  // graph_exec_ holds last_signature_'s graph
+    cudaGraphExec_t graph_exec_ = nullptr;
 };
+
+// Everything that decides what a graph's kernels do: equal signatures launch identical kernels.
+std::vector<uint64_t> graph_signature(const Graph& g) {
+    std::vector<uint64_t> sig;
+    sig.reserve(g.nodes.size() * 24);
+    for (const Tensor* n : g.nodes) {
+        sig.push_back(uint64_t(n->op) | uint64_t(n->type) << 8);
+        sig.push_back(reinterpret_cast<uintptr_t>(n->data));
+        for (int i = 0; i < MAX_DIMS; ++i) sig.push_back(uint64_t(n->ne[i]) ^ uint64_t(n->nb[i]) << 24);
+        for (int i = 0; i < MAX_OP_PARAMS; i += 2)
+            sig.push_back(uint64_t(uint32_t(n->op_params[i])) | uint64_t(uint32_t(n->op_params[i + 1])) << 32);
+        for (const Tensor* src : n->src) {
+            if (!src) continue;
+            sig.push_back(reinterpret_cast<uintptr_t>(src->data) ^ uint64_t(src->type) << 56);
+            for (int i = 0; i < MAX_DIMS; ++i) sig.push_back(uint64_t(src->ne[i]) ^ uint64_t(src->nb[i]) << 24);
+        }
+    }
+    return sig;
+}
 
 bool supports_mul_mat(const Tensor* node) {
     const Tensor* w = node->src[0];
@@ -248,6 +289,16 @@ bool supports_concat(const Tensor* node) {
     return true;
 }
 
+bool supports_set_rows(const Tensor* node) {
+    const Tensor* src = node->src[1];
+    const Tensor* ids = node->src[2];
+    const DType t = node->type;
+    if (t != DType::F32 && t != DType::F16 && t != DType::BF16) return false;
+    if (!is_f32(src) || !ids || ids->type != DType::I32 || !ids->is_contiguous()) return false;
+    return node->ne[2] == 1 && node->ne[3] == 1 && src->ne[2] == 1 && src->ne[3] == 1 && src->ne[0] == node->ne[0] &&
+           ids->ne[0] == src->ne[1];
+}
+
 bool CudaBackend::supports_op(const Tensor* node) const {
     const Tensor* a = node->src[0];
     const Tensor* b = node->src[1];
@@ -257,6 +308,7 @@ bool CudaBackend::supports_op(const Tensor* node) const {
         case Op::MUL_MAT: return supports_mul_mat(node);
         case Op::GET_ROWS: return supports_get_rows(node);
         case Op::CPY: return supports_cpy(node);
+        case Op::SET_ROWS: return supports_set_rows(node);
         case Op::ROPE: return supports_rope(node);
         case Op::SOFT_MAX: return supports_soft_max(node);
         case Op::CONCAT: return supports_concat(node);
@@ -284,6 +336,9 @@ bool CudaBackend::supports_op(const Tensor* node) const {
 
 void CudaBackend::reserve_scratch(size_t bytes) {
     if (bytes <= scratch_size_) return;
+    // A captured graph points at the old scratch.
+    drop_captured_graph();
+    last_signature_.clear();
     // Kernels queued by an earlier compute may still read the old scratch.
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     if (scratch_) CUDA_CHECK(cudaFree(scratch_));
@@ -303,7 +358,38 @@ void CudaBackend::compute(const Graph& g) {
         }
     }
     reserve_scratch(scratch);
-    for (const Tensor* n : g.nodes) run_node(n);
+    if (!use_graphs_) {
+        run_nodes(g);
+        return;
+    }
+    std::vector<uint64_t> sig = graph_signature(g);
+    if (sig != last_signature_) {
+        // A graph seen once (a prefill, the first step of an attention span) runs directly:
+        // capturing pays off only for graphs that come again.
+        run_nodes(g);
+        last_signature_ = std::move(sig);
+        captured_ = false;
+        return;
+    }
+    if (!captured_) {
+        drop_captured_graph();
+        cudaGraph_t graph = nullptr;
+        CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+        run_nodes(g);
+        CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+        CUDA_CHECK(cudaGraphInstantiate(&graph_exec_, graph, 0));
+        CUDA_CHECK(cudaGraphDestroy(graph));
+        captured_ = true;
+    }
+    CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
+}
+
+void CudaBackend::drop_captured_graph() {
+    if (!graph_exec_) return;
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // it may still be running
+    CUDA_CHECK(cudaGraphExecDestroy(graph_exec_));
+    graph_exec_ = nullptr;
+    captured_ = false;
 }
 
 // CPY from Src into a float type of any strides.
@@ -413,6 +499,17 @@ void CudaBackend::run_node(const Tensor* node) {
         case Op::CONCAT:
             launch_concat_f32(a->data, shape_of(a), b->data, shape_of(b), node->op_param_i(0), out, s);
             return;
+        case Op::SET_ROWS: {
+            const float* src = static_cast<const float*>(b->data);
+            const int32_t* ids = static_cast<const int32_t*>(node->src[2]->data);
+            switch (node->type) {
+                case DType::F32: launch_set_rows<float>(src, shape_of(b), ids, node->data, sd, s); return;
+                case DType::F16: launch_set_rows<__half>(src, shape_of(b), ids, node->data, sd, s); return;
+                case DType::BF16: launch_set_rows<__nv_bfloat16>(src, shape_of(b), ids, node->data, sd, s); return;
+                default: break;
+            }
+            break;
+        }
         case Op::CPY: {
             const Shape4 ss = shape_of(a);
             switch (node->type) {

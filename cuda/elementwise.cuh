@@ -1,5 +1,5 @@
 // Launchers for the element-wise and row-moving kernels: broadcast binary ops, unary activations,
-// CPY between F32/F16/BF16 (any strides) and from F32 into Q8_0/Q4_0 blocks, GET_ROWS, CONCAT.
+// CPY between F32/F16/BF16 (any strides) and from F32 into Q8_0/Q4_0 blocks, GET_ROWS, SET_ROWS, CONCAT.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,6 +36,13 @@ void launch_cpy_f32_q4_0(const float* src, const Shape4& ss, void* dst, const Sh
 // would cost a device-to-host sync per graph).
 template <typename T>
 void launch_get_rows(const void* src, const Shape4& ss, const int32_t* ids, const Shape4& si, float* dst,
+                     cudaStream_t stream);
+
+// SET_ROWS: row i of f32 src [ne0, n] (any strides) converted into row ids[i] of dst [ne0, R] of Dst
+// (float, __half or __nv_bfloat16; any strides); ids I32 [n] contiguous. An id outside [0, R) is
+// skipped (the CPU asserts; see GET_ROWS for why the GPU does not).
+template <typename Dst>
+void launch_set_rows(const float* src, const Shape4& ss, const int32_t* ids, void* dst, const Shape4& sd,
                      cudaStream_t stream);
 
 // CONCAT: f32 a and b (any strides) joined along dim into dst f32 contiguous.

@@ -10,6 +10,16 @@ namespace mf {
 
 Tensor* build_forward_llama(ForwardState& s);
 
+Tensor* ForwardState::v_slots_for(int64_t channels) {
+    Tensor*& t = v_slots[channels];
+    if (!t) {
+        t = ctx.new_tensor_1d(DType::I32, channels * n_tokens);
+        t->flags |= TENSOR_INPUT;
+        t->name = "v_slots";
+    }
+    return t;
+}
+
 Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps) {
     return mul(s.ctx, rms_norm(s.ctx, x, eps), weight);
 }
@@ -24,16 +34,16 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     const HParams& hp = s.model.hp;
     const int64_t hd_k = hp.head_dim_k, hd_v = hp.head_dim_v;
     const int64_t n_head = hp.n_head, n_head_kv = hp.n_head_kv[il];
-    const int64_t T = s.n_tokens, n_kv = int64_t(s.n_past) + T;
+    const int64_t T = s.n_tokens, n_kv = s.n_kv;
     Tensor* kc = s.kv.k[il];
     Tensor* vc = s.kv.v[il];
 
-    // Store the new keys (one row per position) and values (transposed: one row per channel).
-    Tensor* k_rows = reshape_2d(ctx, k, hd_k * n_head_kv, T);
-    Tensor* k_dst = view_2d(ctx, kc, hd_k * n_head_kv, T, kc->nb[1], size_t(s.n_past) * kc->nb[1]);
-    graph_expand(s.graph, cpy(ctx, k_rows, k_dst));
-    Tensor* v_dst = view_2d(ctx, vc, T, hd_v * n_head_kv, vc->nb[1], size_t(s.n_past) * vc->nb[0]);
-    graph_expand(s.graph, cpy(ctx, transpose(ctx, v), v_dst));
+    // Store the new keys (a row per position) and values (transposed: a row per channel, so each value
+    // is its own one-element row). Positions are data, so decode steps share one graph.
+    graph_expand(s.graph, set_rows(ctx, kc, reshape_2d(ctx, k, hd_k * n_head_kv, T), s.positions));
+    const int64_t channels = hd_v * n_head_kv;
+    Tensor* v_elems = reshape_2d(ctx, cont(ctx, transpose(ctx, v)), 1, channels * T);
+    graph_expand(s.graph, set_rows(ctx, reshape_2d(ctx, vc, 1, vc->nelements()), v_elems, s.v_slots_for(channels)));
 
     // All cached positions, per KV head: K [hd_k, n_kv, n_head_kv], V [n_kv, hd_v, n_head_kv].
     Tensor* K = view_3d(ctx, kc, hd_k, n_kv, n_head_kv, kc->nb[1], size_t(hd_k) * kc->nb[0], 0);

@@ -2,6 +2,8 @@
 // and the state one forward pass is built in.
 #pragma once
 
+#include <map>
+
 #include "core/graph.h"
 #include "core/ops.h"
 #include "models/kv_cache.h"
@@ -9,17 +11,24 @@
 
 namespace mf {
 
-// Everything a graph builder needs for one forward pass over n_tokens new tokens.
+// Everything a graph builder needs for one forward pass over n_tokens new tokens. Where the tokens
+// sit in the cache is input data (positions, v_slots, the mask), never graph shape, so one graph
+// serves many decode steps.
 struct ForwardState {
     Context& ctx;        // where this pass's nodes are recorded
     Graph& graph;        // cache stores are expanded into it as they are built, in layer order
     const Model& model;
     KVCache& kv;
-    uint32_t n_past;     // positions already in the cache
     uint32_t n_tokens;   // new tokens in this pass
+    uint32_t n_kv;       // cache positions attention spans: n_past + n_tokens rounded up (session.cpp)
     Tensor* tokens;      // I32 [n_tokens] input
-    Tensor* positions;   // I32 [n_tokens] input: n_past .. n_past + n_tokens - 1
-    Tensor* kq_mask;     // f32 [n_past + n_tokens, n_tokens] input: 0 where visible, -inf elsewhere
+    Tensor* positions;   // I32 [n_tokens] input: n_past .. n_past + n_tokens - 1 (also the K cache rows)
+    Tensor* kq_mask;     // f32 [n_kv, n_tokens] input: 0 where visible, -inf elsewhere
+    // Per V-cache width C (channels): I32 [C * n_tokens] input, the V cache element each new value
+    // goes to (the V cache is transposed); made on first use, filled by the session.
+    std::map<int64_t, Tensor*> v_slots;
+
+    Tensor* v_slots_for(int64_t channels);
 };
 
 // rms_norm(x) * weight; x: [n_embd, T] -> [n_embd, T]

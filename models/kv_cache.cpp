@@ -1,6 +1,9 @@
 // KV cache sizing and allocation.
 #include "models/kv_cache.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "core/common.h"
 
 namespace mf {
@@ -30,6 +33,12 @@ std::unique_ptr<KVCache> make_kv_cache(const HParams& hp, Backend& backend, uint
         all.push_back(v);
     }
     kv->buffer = allocate_tensors(backend, all);
+    // Attention reads spans padded past the last written position, masked out; they must hold finite
+    // numbers (0 * NaN is NaN), and fresh device memory may hold anything.
+    size_t largest = 0;
+    for (Tensor* t : all) largest = std::max(largest, t->nbytes());
+    const std::vector<uint8_t> zeros(largest, 0);
+    for (Tensor* t : all) tensor_set(t, zeros.data());
     kv->bytes = kv_cache_bytes(hp, n_ctx);
     return kv;
 }

@@ -46,35 +46,55 @@ const std::vector<float>& Session::decode(int32_t token) {
     return logits_;
 }
 
-void Session::eval(const int32_t* tokens, uint32_t n) {
-    Context ctx;
-    Graph graph;
-    const uint32_t n_kv = n_past_ + n;
-    Tensor* tok = ctx.new_tensor_1d(DType::I32, n);
-    Tensor* pos = ctx.new_tensor_1d(DType::I32, n);
-    Tensor* mask = ctx.new_tensor_2d(DType::F32, n_kv, n);
-    for (Tensor* t : {tok, pos, mask}) t->flags |= TENSOR_INPUT;
-    tok->name = "tokens", pos->name = "positions", mask->name = "kq_mask";
+// Attention spans the cache rounded up to this many positions (the rest masked out), so that
+// consecutive decode steps have the same graph.
+constexpr uint32_t kKvPad = 256;
 
-    ForwardState state{ctx, graph, model_, *kv_, n_past_, n, tok, pos, mask};
-    Tensor* logits = build_forward(state);
-    logits->flags |= TENSOR_OUTPUT;
-    graph_expand(graph, logits);
-    allocate_graph(backend_, graph, arena_);
+void Session::build_step(uint32_t n, uint32_t n_kv) {
+    step_ = StepGraph{};
+    step_.ctx = std::make_unique<Context>();
+    Context& ctx = *step_.ctx;
+    step_.n_tokens = n;
+    step_.n_kv = n_kv;
+    step_.tokens = ctx.new_tensor_1d(DType::I32, n);
+    step_.positions = ctx.new_tensor_1d(DType::I32, n);
+    step_.kq_mask = ctx.new_tensor_2d(DType::F32, n_kv, n);
+    for (Tensor* t : {step_.tokens, step_.positions, step_.kq_mask}) t->flags |= TENSOR_INPUT;
+    step_.tokens->name = "tokens", step_.positions->name = "positions", step_.kq_mask->name = "kq_mask";
+
+    ForwardState state{ctx, step_.graph, model_, *kv_, n, n_kv, step_.tokens, step_.positions,
+                       step_.kq_mask, {}};
+    step_.logits = build_forward(state);
+    step_.logits->flags |= TENSOR_OUTPUT;
+    graph_expand(step_.graph, step_.logits);
+    step_.v_slots = state.v_slots;
+    allocate_graph(backend_, step_.graph, arena_);
+}
+
+void Session::eval(const int32_t* tokens, uint32_t n) {
+    const uint32_t n_kv = std::min(kv_->n_ctx, (n_past_ + n + kKvPad - 1) / kKvPad * kKvPad);
+    if (!step_.ctx || step_.n_tokens != n || step_.n_kv != n_kv) build_step(n, n_kv);
 
     std::vector<int32_t> positions(n);
     for (uint32_t i = 0; i < n; ++i) positions[i] = int32_t(n_past_ + i);
     // Causal mask: token i (at position n_past + i) sees cache positions 0 .. n_past + i.
-    std::vector<float> m(size_t(n_kv) * n);
+    std::vector<float> mask(size_t(n_kv) * n);
     for (uint32_t i = 0; i < n; ++i)
-        for (uint32_t j = 0; j < n_kv; ++j) m[size_t(i) * n_kv + j] = j <= n_past_ + i ? 0.0f : -INFINITY;
-    tensor_set(tok, tokens);
-    tensor_set(pos, positions.data());
-    tensor_set(mask, m.data());
+        for (uint32_t j = 0; j < n_kv; ++j) mask[size_t(i) * n_kv + j] = j <= n_past_ + i ? 0.0f : -INFINITY;
+    tensor_set(step_.tokens, tokens);
+    tensor_set(step_.positions, positions.data());
+    tensor_set(step_.kq_mask, mask.data());
+    // V is cached transposed: the value of channel c at position p is element c * n_ctx + p.
+    for (auto& [channels, slots] : step_.v_slots) {
+        std::vector<int32_t> v(size_t(channels) * n);
+        for (int64_t c = 0; c < channels; ++c)
+            for (uint32_t t = 0; t < n; ++t) v[size_t(c) * n + t] = int32_t(c * kv_->n_ctx + n_past_ + t);
+        tensor_set(slots, v.data());
+    }
 
-    compute_graph(backend_, graph);
+    compute_graph(backend_, step_.graph);
     logits_.resize(model_.hp.n_vocab);
-    tensor_get(logits, logits_.data());
+    tensor_get(step_.logits, logits_.data());
     n_past_ += n;
     tokens_.insert(tokens_.end(), tokens, tokens + n);
 }

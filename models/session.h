@@ -2,6 +2,7 @@
 // position counter, and prefill/decode steps that return the last token's logits.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -38,13 +39,29 @@ public:
     void reset() { truncate(0); }
 
 private:
+    // One forward graph with its inputs. Decode steps with the same attention span reuse it as
+    // built and allocated (the backend sees the very same graph; the CUDA backend replays it).
+    struct StepGraph {
+        std::unique_ptr<Context> ctx;
+        Graph graph;
+        Tensor* tokens = nullptr;     // I32 [n_tokens]
+        Tensor* positions = nullptr;  // I32 [n_tokens]
+        Tensor* kq_mask = nullptr;    // f32 [n_kv, n_tokens]
+        std::map<int64_t, Tensor*> v_slots;
+        Tensor* logits = nullptr;     // f32 [n_vocab, 1]
+        uint32_t n_tokens = 0;
+        uint32_t n_kv = 0;
+    };
+
     void eval(const int32_t* tokens, uint32_t n);
+    void build_step(uint32_t n, uint32_t n_kv);
 
     const Model& model_;
     Backend& backend_;
     SessionParams params_;
     std::unique_ptr<KVCache> kv_;
     std::unique_ptr<Buffer> arena_;
+    StepGraph step_;  // the graph last built; valid while arena_ holds its memory
     std::vector<float> logits_;
     uint32_t n_past_ = 0;
     std::vector<int32_t> tokens_;

@@ -362,6 +362,21 @@ TEST_CASE("cpy converts between f32, f16 and bf16 with any strides, bit-identica
                  [](Context& ctx, const std::vector<Tensor*>& in) { return cpy(ctx, in[0], in[1]); }, 0.0);
 }
 
+TEST_CASE("set_rows writes rows at the positions its ids name, converting like the CPU") {
+    // Whole destination compared, so rows the op must not touch are checked too. One rounding: exact.
+    for (DType to : {DType::F32, DType::F16, DType::BF16}) {
+        const std::string to_name = dtype_name(to);
+        CAPTURE(to_name);
+        check_vs_cpu({random(to, {48, 20}), random(DType::F32, {48, 4}), ids({4}, {17, 3, 0, 9})},
+                     [](Context& ctx, const std::vector<Tensor*>& in) { return set_rows(ctx, in[0], in[1], in[2]); },
+                     0.0);
+    }
+    // One-element rows: the transposed V-cache store the session builds.
+    check_vs_cpu({random(DType::F16, {1, 64}), random(DType::F32, {1, 6}), ids({6}, {5, 21, 37, 53, 2, 60})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return set_rows(ctx, in[0], in[1], in[2]); },
+                 0.0);
+}
+
 TEST_CASE("cpy quantizes f32 into q8_0 and q4_0 exactly as the CPU's reference quantizer") {
     for (DType to : {DType::Q8_0, DType::Q4_0}) {
         const std::string to_name = dtype_name(to);

@@ -211,6 +211,29 @@ TEST_CASE("tiny llama and qwen2 match the double-precision reference, decode and
     }
 }
 
+TEST_CASE("a session rewound with truncate continues exactly like a fresh one") {
+    mf_test::TinyLlama tiny;
+    const std::string path = mf_test::temp_path("truncate.gguf");
+    tiny.write(path);
+    auto backend = make_cpu_backend(2);
+    auto model = load_model(path, *backend);
+    const std::vector<int32_t> a = random_tokens(7, 40), b = random_tokens(5, 40);
+    // Fresh: a[0..4) then b, decoded one by one after a prefill.
+    Session fresh(*model, SessionParams{64, 256});
+    fresh.prefill(std::vector<int32_t>(a.begin(), a.begin() + 4));
+    std::vector<std::vector<float>> want;
+    for (int32_t t : b) want.push_back(fresh.decode(t));
+    // Rewound: all of a and some decodes, back to 4 positions, then the same steps.
+    Session s(*model, SessionParams{64, 256});
+    s.prefill(a);
+    s.decode(b[0]);
+    s.decode(b[1]);
+    s.truncate(4);
+    CHECK(s.tokens() == std::vector<int32_t>(a.begin(), a.begin() + 4));
+    for (size_t i = 0; i < b.size(); ++i) CHECK(s.decode(b[i]) == want[i]);  // bit-identical on one backend
+    std::remove(path.c_str());
+}
+
 TEST_CASE("a qwen2 file without its Q/K/V biases fails to load, naming the tensor") {
     mf_test::TinyLlama tiny;
     tiny.arch = "qwen2";

@@ -661,3 +661,37 @@ TEST_CASE("compute_graph throws an Error naming an op the CPU backend cannot run
         CHECK(std::string(e.what()).find("CPY") != std::string::npos);
     }
 }
+
+TEST_CASE("set_rows writes each source row, converted, at the row its id names") {
+    for (DType type : {DType::F32, DType::F16, DType::Q8_0}) {
+        CAPTURE(dtype_name(type));
+        const int64_t ne0 = 64, n_dst = 10, n_src = 3;
+        const std::vector<float> init = random_floats(size_t(ne0 * n_dst));
+        const std::vector<float> rows = random_floats(size_t(ne0 * n_src));
+        const std::vector<int32_t> ids = {7, 2, 9};
+        Context ctx;
+        Tensor* dst = ctx.new_tensor_2d(type, ne0, n_dst);
+        Tensor* src = ctx.new_tensor_2d(DType::F32, ne0, n_src);
+        Tensor* idx = ctx.new_tensor_1d(DType::I32, n_src);
+        for (Tensor* t : {dst, src, idx}) t->flags |= TENSOR_INPUT;
+        Tensor* out = set_rows(ctx, dst, src, idx);
+        CHECK(out->view_src == dst);
+        Graph g = build_graph({out});
+        auto backend = make_cpu_backend(2);
+        auto arena = allocate_graph(*backend, g);
+        const std::vector<uint8_t> init_bytes = encode(type, init, ne0);
+        tensor_set(dst, init_bytes.data());
+        tensor_set(src, rows.data());
+        tensor_set(idx, ids.data());
+        compute_graph(*backend, g);
+        std::vector<uint8_t> got(init_bytes.size());
+        tensor_get(dst, got.data());
+        // Expected: the untouched rows as they were, the written rows as the dtype table converts them.
+        std::vector<uint8_t> want = init_bytes;
+        const size_t row = dtype_row_size(type, ne0);
+        const std::vector<uint8_t> written = encode(type, rows, ne0);
+        for (size_t i = 0; i < ids.size(); ++i)
+            std::memcpy(want.data() + size_t(ids[i]) * row, written.data() + i * row, row);
+        CHECK(got == want);
+    }
+}

@@ -66,6 +66,7 @@ public:
             case Op::ROPE:
             case Op::SOFT_MAX: return supports_norm_rope(node);
             case Op::GET_ROWS:
+            case Op::SET_ROWS:
             case Op::CPY: return supports_rows(node);
             case Op::COUNT: break;
         }
@@ -91,6 +92,7 @@ public:
                 case Op::ROPE:
                 case Op::SOFT_MAX: compute_norm_rope(ctx_, node); break;
                 case Op::GET_ROWS:
+                case Op::SET_ROWS:
                 case Op::CPY: compute_rows(ctx_, node); break;
                 case Op::COUNT: MF_ASSERT_MSG(false, "compute: Op::COUNT is not an op");
             }

@@ -1,5 +1,6 @@
-// CPU kernels that move rows between types: GET_ROWS (embedding lookup from any computable type) and
-// CPY (convert, make contiguous, write into a view such as a KV-cache slot), plus the row converters.
+// CPU kernels that move rows between types: GET_ROWS (embedding lookup from any computable type),
+// SET_ROWS (rows written at positions given as data: KV-cache stores), CPY (convert, make contiguous,
+// write into a view), plus the row converters.
 #include <algorithm>
 #include <cstring>
 
@@ -210,9 +211,36 @@ void store_row_f32(DType type, const float* in, char* row, size_t nb0, int64_t n
     dtype_traits(type).from_float(in, row, n);
 }
 
+// ---- SET_ROWS --------------------------------------------------------------------------------------
+
+bool supports_set_rows(const Tensor* dst) {
+    const Tensor* src = dst->src[1];
+    const Tensor* ids = dst->src[2];
+    if (!src || !ids || src->type != DType::F32 || ids->type != DType::I32) return false;
+    if (!row_loadable(DType::F32, src->nb[0]) || !row_storable(dst->type, dst->nb[0])) return false;
+    return dst->ne[2] == 1 && dst->ne[3] == 1 && src->ne[0] == dst->ne[0] && ids->ne[0] == src->ne[1];
+}
+
+void compute_set_rows(CpuContext& ctx, Tensor* dst) {
+    const Tensor* src = dst->src[1];
+    const Tensor* ids = dst->src[2];
+    const int64_t ne0 = dst->ne[0];
+    ctx.reserve_per_thread(size_t(ne0) * sizeof(float));
+    ctx.pool.parallel_for(src->ne[1], [&](int64_t begin, int64_t end, int thread) {
+        float* tmp = reinterpret_cast<float*>(ctx.per_thread_scratch(thread));
+        for (int64_t i = begin; i < end; ++i) {
+            const int32_t id = *reinterpret_cast<const int32_t*>(tensor_at(ids, i, 0, 0, 0));
+            MF_ASSERT_MSG(id >= 0 && id < dst->ne[1], "set_rows: row id out of range");
+            load_row_f32(DType::F32, tensor_at(src, 0, i, 0, 0), src->nb[0], ne0, tmp);
+            store_row_f32(dst->type, tmp, tensor_at(dst, 0, id, 0, 0), dst->nb[0], ne0);
+        }
+    }, min_rows_per_chunk(ne0));
+}
+
 bool supports_rows(const Tensor* dst) {
     switch (dst->op) {
         case Op::GET_ROWS: return supports_get_rows(dst);
+        case Op::SET_ROWS: return supports_set_rows(dst);
         case Op::CPY: return supports_cpy(dst);
         default: return false;
     }
@@ -221,6 +249,7 @@ bool supports_rows(const Tensor* dst) {
 void compute_rows(CpuContext& ctx, Tensor* dst) {
     switch (dst->op) {
         case Op::GET_ROWS: compute_get_rows(ctx, dst); break;
+        case Op::SET_ROWS: compute_set_rows(ctx, dst); break;
         case Op::CPY: compute_cpy(ctx, dst); break;
         default: MF_ASSERT_MSG(false, "compute_rows: not a row op");
     }
