@@ -175,6 +175,8 @@ std::vector<GoldenCase> read_golden(const std::string& path) {
 
 }  // namespace
 
+constexpr double kTinyTolerance = 1e-3;  // see the comment in the test below
+
 TEST_CASE("tiny llama and qwen2 match the double-precision reference, decode and prefill alike") {
     for (const std::string arch : {"llama", "qwen2"}) {
         for (uint32_t n_head_kv : {4u, 2u, 1u}) {  // MHA, GQA, MQA
@@ -194,17 +196,20 @@ TEST_CASE("tiny llama and qwen2 match the double-precision reference, decode and
             ReferenceLlama ref(path);
             const auto expect = ref.run(tokens);
 
-            // Token by token: every step's logits. f32 accumulation over 64-wide dots: 1e-4 relative.
+            // Token by token: every step's logits. f32 arithmetic alone stays near 1e-5; the f16 cache
+            // adds more: a K or V value whose f32 and float64 computations fall on either side of an
+            // f16 rounding boundary differs by one f16 step (2^-11 relative) and carries through the
+            // layers. Measured over 40 seeds: at most 2.6e-4. A broken op is off by O(1).
             Session s1(*model, SessionParams{64, 256});
             for (size_t i = 0; i < tokens.size(); ++i) {
                 const auto& logits = i == 0 ? s1.prefill({tokens[0]}) : s1.decode(tokens[i]);
-                CHECK(max_rel_diff(logits, expect[i]) < 1e-4);
+                CHECK(max_rel_diff(logits, expect[i]) < kTinyTolerance);
             }
             // One prefill, and a prefill chunked by n_batch = 4: the last token's logits.
             Session s2(*model, SessionParams{64, 256});
-            CHECK(max_rel_diff(s2.prefill(tokens), expect.back()) < 1e-4);
+            CHECK(max_rel_diff(s2.prefill(tokens), expect.back()) < kTinyTolerance);
             Session s3(*model, SessionParams{64, 4});
-            CHECK(max_rel_diff(s3.prefill(tokens), expect.back()) < 1e-4);
+            CHECK(max_rel_diff(s3.prefill(tokens), expect.back()) < kTinyTolerance);
             CHECK(s3.n_past() == tokens.size());
             std::remove(path.c_str());
         }
