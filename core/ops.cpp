@@ -103,12 +103,16 @@ Tensor* rms_norm(Context& ctx, Tensor* a, float eps) {
 }
 
 Tensor* rope(Context& ctx, Tensor* a, Tensor* pos, int n_dims, RopeMode mode, float freq_base,
-             float freq_scale) {
+             float freq_scale, Tensor* freq_factors) {
     MF_ASSERT(a->type == DType::F32 && pos->type == DType::I32);
     MF_ASSERT_MSG(pos->ne[0] == a->ne[2], "rope: one position per token");
     MF_ASSERT(n_dims > 0 && n_dims % 2 == 0 && n_dims <= a->ne[0]);
     Tensor* t = unary(ctx, Op::ROPE, a);
     t->src[1] = pos;
+    if (freq_factors) {
+        MF_ASSERT(freq_factors->type == DType::F32 && freq_factors->ne[0] >= n_dims / 2);
+        t->src[2] = freq_factors;
+    }
     t->op_params[0] = n_dims;
     t->op_params[1] = mode;
     set_param_f(t, 2, freq_base);

@@ -18,9 +18,10 @@ Tensor* mul(Context& ctx, Tensor* a, Tensor* b);
 Tensor* scale(Context& ctx, Tensor* a, float s);
 // a / rms(a) along ne0
 Tensor* rms_norm(Context& ctx, Tensor* a, float eps);
-// a [head_dim, n_head, n_tokens], pos I32 [n_tokens]: rotate the first n_dims of each head
+// a [head_dim, n_head, n_tokens], pos I32 [n_tokens]: rotate the first n_dims of each head;
+// freq_factors (optional) f32 [n_dims / 2] divide each pair's angle
 Tensor* rope(Context& ctx, Tensor* a, Tensor* pos, int n_dims, RopeMode mode, float freq_base,
-             float freq_scale);
+             float freq_scale, Tensor* freq_factors = nullptr);
 // softmax over ne0 of (a * s + mask); mask may be null, else f32 [a.ne0, >= a.ne1]
 Tensor* soft_max(Context& ctx, Tensor* a, Tensor* mask, float s);
 Tensor* silu(Context& ctx, Tensor* a);

@@ -25,8 +25,10 @@ enum class Op : uint8_t {
     MUL,        // f32 src0 * src1, broadcast as ADD
     SCALE,      // f32 src0 * p0 (float)
     RMS_NORM,   // f32 src0 / sqrt(mean(src0^2 over ne0) + eps), eps = p0 (float)
-    ROPE,       // f32 src0 [head_dim, n_head, n_tokens], src1 I32 positions [n_tokens];
-                //   p0 n_dims (int), p1 mode (int, ROPE_NORMAL|ROPE_NEOX), p2 freq_base, p3 freq_scale (floats)
+    ROPE,       // f32 src0 [head_dim, n_head, n_tokens], src1 I32 positions [n_tokens], src2 optional f32
+                //   frequency factors [n_dims / 2] (Llama 3.1 rope scaling: pair i's angle is divided by
+                //   src2[i]); p0 n_dims (int), p1 mode (int, ROPE_NORMAL|ROPE_NEOX), p2 freq_base,
+                //   p3 freq_scale (floats): angle_i = pos * freq_scale * freq_base^(-2i / n_dims) / src2[i]
     SOFT_MAX,   // f32 softmax over ne0 of (src0 * p0 + src1), src1 optional mask f32 [ne0, >=ne1] broadcast
                 //   over dims 2 and 3 (-INFINITY masks out)
     SILU,       // f32 x * sigmoid(x)

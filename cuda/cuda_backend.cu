@@ -263,6 +263,8 @@ bool supports_rope(const Tensor* node) {
     if (pos->ne[0] != a->ne[2] || pos->ne[1] != 1 || pos->ne[2] != 1 || pos->ne[3] != 1) return false;
     const int n_dims = node->op_param_i(0);
     const int mode = node->op_param_i(1);
+    const Tensor* factors = node->src[2];
+    if (factors && (!is_f32(factors) || !factors->is_contiguous() || factors->ne[0] < n_dims / 2)) return false;
     return n_dims > 0 && n_dims % 2 == 0 && n_dims <= a->ne[0] && (mode == ROPE_NORMAL || mode == ROPE_NEOX);
 }
 
@@ -487,7 +489,7 @@ void CudaBackend::run_node(const Tensor* node) {
             return;
         case Op::ROPE:
             launch_rope_f32(static_cast<const float*>(a->data), shape_of(a), static_cast<const int32_t*>(b->data),
-                            node->op_param_i(0), node->op_param_i(1) == ROPE_NEOX, node->op_param_f(2),
+                            node->src[2] ? static_cast<const float*>(node->src[2]->data) : nullptr, node->op_param_i(0), node->op_param_i(1) == ROPE_NEOX, node->op_param_f(2),
                             node->op_param_f(3), out, s);
             return;
         case Op::SOFT_MAX: {

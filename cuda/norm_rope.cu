@@ -22,8 +22,8 @@ __global__ void rms_norm_kernel(const char* x, Shape4 sx, float eps, float* dst)
 // position 4096 is already off by ~2e-4 rad, which would show as a 1e-4 relative error in q and k.
 // Each thread redoes pow/sincos for its pairs; at a few heads x tokens x 64 pairs that is cheap next
 // to launching a separate table kernel.
-__global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, int n_dims, bool neox, double freq_base,
-                            double freq_scale, float* dst) {
+__global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, const float* factors, int n_dims,
+                            bool neox, double freq_base, double freq_scale, float* dst) {
     const int64_t row = blockIdx.x;
     const int64_t token = (row / sx.ne[1]) % sx.ne[2];
     const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
@@ -31,7 +31,9 @@ __global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, int n_
     const int n_pairs = n_dims / 2;
     const double p = double(pos[token]);
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) {
-        const double theta = p * freq_scale * pow(freq_base, -2.0 * i / n_dims);
+        double inv_freq = pow(freq_base, -2.0 * i / n_dims);
+        if (factors) inv_freq /= double(factors[i]);
+        const double theta = p * freq_scale * inv_freq;
         const float c = float(cos(theta));
         const float s = float(sin(theta));
         const int j = neox ? i : 2 * i;
@@ -88,13 +90,13 @@ void launch_rms_norm_f32(const float* x, const Shape4& sx, float eps, float* dst
     CUDA_CHECK_LAUNCH();
 }
 
-void launch_rope_f32(const float* x, const Shape4& sx, const int32_t* pos, int n_dims, bool neox, float freq_base,
-                     float freq_scale, float* dst, cudaStream_t stream) {
+void launch_rope_f32(const float* x, const Shape4& sx, const int32_t* pos, const float* factors, int n_dims,
+                     bool neox, float freq_base, float freq_scale, float* dst, cudaStream_t stream) {
     MF_ASSERT(sx.nb[0] == sizeof(float));
     MF_ASSERT(n_dims > 0 && n_dims % 2 == 0 && n_dims <= sx.ne[0]);
     if (sx.nelements() == 0) return;
     rope_kernel<<<grid_x(sx.nrows()), row_block_size(sx.ne[0] / 2, 256), 0, stream>>>(
-        reinterpret_cast<const char*>(x), sx, pos, n_dims, neox, double(freq_base), double(freq_scale), dst);
+        reinterpret_cast<const char*>(x), sx, pos, factors, n_dims, neox, double(freq_base), double(freq_scale), dst);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -20,8 +20,8 @@ Tensor* build_forward_llama(ForwardState& s) {
         Tensor* q = reshape_3d(ctx, build_linear(s, h, l.wq, l.bq), hp.head_dim_k, hp.n_head, T);
         Tensor* k = reshape_3d(ctx, build_linear(s, h, l.wk, l.bk), hp.head_dim_k, n_head_kv, T);
         Tensor* v = build_linear(s, h, l.wv, l.bv);  // [head_dim_v * n_head_kv, T]
-        q = rope(ctx, q, s.positions, int(hp.n_rot), hp.rope_mode, hp.rope_freq_base, hp.rope_freq_scale);
-        k = rope(ctx, k, s.positions, int(hp.n_rot), hp.rope_mode, hp.rope_freq_base, hp.rope_freq_scale);
+        q = rope(ctx, q, s.positions, int(hp.n_rot), hp.rope_mode, hp.rope_freq_base, hp.rope_freq_scale, m.rope_freqs);
+        k = rope(ctx, k, s.positions, int(hp.n_rot), hp.rope_mode, hp.rope_freq_base, hp.rope_freq_scale, m.rope_freqs);
 
         Tensor* attn = build_attn(s, il, q, k, v);
         x = add(ctx, x, build_linear(s, attn, l.wo, nullptr));

@@ -97,6 +97,7 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
     model->output_norm = w.vector_f32("output_norm.weight", n_embd, true);
     model->output = w.optional("output.weight", {n_embd, n_vocab});
     if (!model->output) model->output = model->tok_embd;  // tied embeddings
+    model->rope_freqs = w.vector_f32("rope_freqs.weight", hp.n_rot / 2, false);
 
     model->layers.resize(hp.n_layer);
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
@@ -120,9 +121,6 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
         l.ffn_up = w.require(p + "ffn_up.weight", {n_embd, n_ff});
         l.ffn_down = w.require(p + "ffn_down.weight", {n_ff, n_embd});
     }
-    if (file.find_tensor("rope_freqs.weight"))
-        throw Error(strfmt("%s: rope frequency factors (rope_freqs.weight, Llama 3.1-style rope scaling) are not "
-                           "supported yet", path.c_str()));
     w.upload(backend);
     return model;
 }

@@ -41,6 +41,7 @@ struct Model {
     Tensor* tok_embd = nullptr;     // [n_embd, n_vocab]
     Tensor* output_norm = nullptr;  // [n_embd]
     Tensor* output = nullptr;       // [n_embd, n_vocab]; tok_embd when the embeddings are tied
+    Tensor* rope_freqs = nullptr;   // [n_rot / 2] f32 frequency factors (Llama 3.1 rope scaling), or null
     std::vector<LayerWeights> layers;
 };
 

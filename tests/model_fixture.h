@@ -28,6 +28,7 @@ struct TinyLlama {
     std::vector<std::string> drop_keys;                 // keys left out
     std::vector<std::string> drop_tensors;              // tensors left out
     std::map<std::string, std::vector<int64_t>> reshape;  // tensors written with another shape
+    bool rope_freqs = false;  // write Llama 3.1-style frequency factors (rope_freqs.weight)
 
     // Writes the file; the weights are random, small enough that activations stay finite.
     void write(const std::string& path) {
@@ -79,6 +80,10 @@ struct TinyLlama {
         add("token_embd.weight", {n_embd, n_vocab}, 1.0f);
         add("output_norm.weight", {n_embd}, 0.0f);
         add("output.weight", {n_embd, n_vocab}, 0.3f);
+        if (rope_freqs) {
+            add("rope_freqs.weight", {hd / 2}, 1.0f);
+            for (auto& f : data_.back()) f = 4.5f + 3.5f * f;  // factors in [1, 8)
+        }
         for (uint32_t il = 0; il < n_layer; ++il) {
             const std::string p = "blk." + std::to_string(il) + ".";
             add(p + "attn_norm.weight", {n_embd}, 0.0f);

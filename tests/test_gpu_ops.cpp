@@ -312,6 +312,13 @@ TEST_CASE("rope, normal and NeoX, full and partial rotation, on a strided view o
                              return rope(ctx, q, in[1], n_dims, mode, 500000.0f, 0.25f);
                          },
                          1e-5);
+            // Llama 3.1-style frequency factors divide each pair's angle.
+            const Input factors = values(DType::F32, {n_dims / 2}, random_floats(size_t(n_dims / 2), 1.0f, 8.0f));
+            check_vs_cpu({random(DType::F32, {head_dim, n_head, n_tokens}), pos, factors},
+                         [=](Context& ctx, const std::vector<Tensor*>& in) {
+                             return rope(ctx, in[0], in[1], n_dims, mode, 500000.0f, 1.0f, in[2]);
+                         },
+                         1e-5);
         }
     }
 }

@@ -64,8 +64,10 @@ private:
     }
     void rope(double* v, int pos) {
         const int n = int(hp_.n_rot);
+        const GGUFTensorInfo* ff = file_.find_tensor("rope_freqs.weight");
         for (int i = 0; i < n / 2; ++i) {
-            const double theta = pos * std::pow(double(hp_.rope_freq_base), -2.0 * i / n);
+            const double factor = ff ? double(static_cast<const float*>(ff->data)[i]) : 1.0;
+            const double theta = pos * std::pow(double(hp_.rope_freq_base), -2.0 * i / n) / factor;
             const int a = hp_.rope_mode == ROPE_NEOX ? i : 2 * i;
             const int b = hp_.rope_mode == ROPE_NEOX ? i + n / 2 : 2 * i + 1;
             const double x0 = v[a], x1 = v[b];
@@ -214,6 +216,22 @@ TEST_CASE("tiny llama and qwen2 match the double-precision reference, decode and
             std::remove(path.c_str());
         }
     }
+}
+
+TEST_CASE("Llama 3.1-style rope frequency factors (rope_freqs.weight) divide the angles") {
+    mf_test::TinyLlama tiny;
+    tiny.rope_freqs = true;
+    const std::string path = mf_test::temp_path("rope_freqs.gguf");
+    tiny.write(path);
+    auto backend = make_cpu_backend(2);
+    auto model = load_model(path, *backend);
+    REQUIRE(model->rope_freqs != nullptr);
+    const std::vector<int32_t> tokens = random_tokens(40, int32_t(tiny.n_vocab));  // far enough to matter
+    ReferenceLlama ref(path);
+    const auto expect = ref.run(tokens);
+    Session s(*model, SessionParams{64, 256});
+    CHECK(max_rel_diff(s.prefill(tokens), expect.back()) < kTinyTolerance);
+    std::remove(path.c_str());
 }
 
 TEST_CASE("a session rewound with truncate continues exactly like a fresh one") {

@@ -376,24 +376,28 @@ TEST_CASE("rms_norm divides each row by its root mean square") {
     CHECK(rel_error(got.data(), ref.data(), ref.size()) < 1e-6);
 }
 
-TEST_CASE("rope rotates the first n_dims of each head, normal and NeoX pairing") {
+TEST_CASE("rope rotates the first n_dims of each head, normal and NeoX pairing, with frequency factors") {
     const int64_t head_dim = 64, n_head = 3, n_tokens = 5;
     const int n_dims = 32;  // partial rotation: dims 32..63 must pass through
     const float freq_base = 10000.0f, freq_scale = 0.5f;
+    for (bool with_factors : {false, true})
     for (RopeMode mode : {ROPE_NORMAL, ROPE_NEOX}) {
-        INFO("mode " << int(mode));
+        INFO("mode " << int(mode) << ", frequency factors " << with_factors);
         Harness h;
         const auto x = random_floats(size_t(head_dim * n_head * n_tokens));
         const auto pos = random_ids(size_t(n_tokens), 4096);
+        const auto factors = random_floats(size_t(n_dims / 2), 1.0f, 8.0f);
         Tensor* xt = h.f32({head_dim, n_head, n_tokens}, x);
         Tensor* pt = h.i32({n_tokens}, pos);
-        const auto got = h.run(rope(h.ctx, xt, pt, n_dims, mode, freq_base, freq_scale));
+        Tensor* ft = with_factors ? h.f32({n_dims / 2}, factors) : nullptr;
+        const auto got = h.run(rope(h.ctx, xt, pt, n_dims, mode, freq_base, freq_scale, ft));
         std::vector<double> ref(x.begin(), x.end());
         for (int64_t t = 0; t < n_tokens; ++t)
             for (int64_t hd = 0; hd < n_head; ++hd) {
                 double* row = &ref[size_t(head_dim * (hd + n_head * t))];
                 for (int i = 0; i < n_dims / 2; ++i) {
-                    const double theta = pos[size_t(t)] * double(freq_scale) * std::pow(double(freq_base), -2.0 * i / n_dims);
+                    const double theta = pos[size_t(t)] * double(freq_scale) * std::pow(double(freq_base), -2.0 * i / n_dims) /
+                                         (with_factors ? double(factors[size_t(i)]) : 1.0);
                     const int j0 = mode == ROPE_NEOX ? i : 2 * i;
                     const int j1 = mode == ROPE_NEOX ? i + n_dims / 2 : 2 * i + 1;
                     const double x0 = row[j0], x1 = row[j1];

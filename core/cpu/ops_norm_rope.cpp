@@ -51,6 +51,7 @@ void compute_rms_norm(CpuContext& ctx, Tensor* dst) {
 void compute_rope(CpuContext& ctx, Tensor* dst) {
     const Tensor* a = dst->src[0];
     const Tensor* pos = dst->src[1];
+    const Tensor* factors = dst->src[2];
     const int64_t ne0 = dst->ne[0];
     const int n_dims = dst->op_param_i(0);
     const bool neox = dst->op_param_i(1) == ROPE_NEOX;
@@ -59,7 +60,10 @@ void compute_rope(CpuContext& ctx, Tensor* dst) {
     const int n_pairs = n_dims / 2;
 
     double* inv_freq = static_cast<double*>(ctx.shared_scratch(size_t(n_pairs) * sizeof(double)));
-    for (int i = 0; i < n_pairs; ++i) inv_freq[i] = std::pow(freq_base, -2.0 * i / n_dims);
+    for (int i = 0; i < n_pairs; ++i) {
+        inv_freq[i] = std::pow(freq_base, -2.0 * i / n_dims);
+        if (factors) inv_freq[i] /= double(*reinterpret_cast<const float*>(tensor_at(factors, i, 0, 0, 0)));
+    }
 
     // Per thread: cos and sin of the current token's angles, then one row in f32.
     ctx.reserve_per_thread(size_t(2 * n_pairs + ne0) * sizeof(float));
@@ -104,6 +108,8 @@ bool supports_rope(const Tensor* dst) {
     if (pos->ne[0] != a->ne[2] || pos->ne[1] != 1 || pos->ne[2] != 1 || pos->ne[3] != 1) return false;
     const int n_dims = dst->op_param_i(0);
     const int mode = dst->op_param_i(1);
+    const Tensor* factors = dst->src[2];
+    if (factors && (!is_f32(factors) || factors->ne[0] < n_dims / 2)) return false;
     return n_dims > 0 && n_dims % 2 == 0 && n_dims <= a->ne[0] && (mode == ROPE_NORMAL || mode == ROPE_NEOX);
 }
 
