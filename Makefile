@@ -10,7 +10,8 @@ BUILD_TYPE ?= Release
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 # Debian packages the build and tests need (the CUDA toolkit is used when already installed).
-DEB_PACKAGES := cmake ninja-build g++ doctest-dev libstb-dev libpcre2-dev python3
+DEB_PACKAGES := cmake ninja-build g++ doctest-dev libstb-dev libpcre2-dev nlohmann-json3-dev \
+                libsentencepiece-dev python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test chat bench model fuzz clean
