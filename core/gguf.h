@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -218,6 +219,13 @@ public:
     // (dtype_row_size(type, ne[0]) bytes each) and must stay valid until write() returns. Throws
     // mf::Error on a duplicate name, a bad shape, or ne[0] not a multiple of the block size.
     void add_tensor(const std::string& name, DType type, int n_dims, const int64_t* ne, const void* data);
+    // The same, with the data produced during write(): fill(dst) writes the tensor's bytes into dst
+    // (n_bytes of them, see tensor_bytes) when the writer reaches it, so a converter holds one
+    // converted tensor at a time, never the whole output. fill may throw Error (the file is removed).
+    using FillFn = std::function<void(void* dst, uint64_t n_bytes)>;
+    void add_tensor(const std::string& name, DType type, int n_dims, const int64_t* ne, FillFn fill);
+    // The byte size of a tensor of this type and shape as the writer lays it out (throws like add_tensor).
+    static uint64_t tensor_bytes(const std::string& name, DType type, int n_dims, const int64_t* ne);
     // Writes the file; throws mf::Error naming path on any I/O failure (a partial file is removed).
     void write(const std::string& path) const;
 
@@ -235,8 +243,10 @@ private:
         int n_dims;
         int64_t ne[GGUF_MAX_DIMS];
         uint64_t n_bytes;
-        const void* data;
+        const void* data;  // or, when null, fill produces the bytes
+        FillFn fill;
     };
+    Tensor make_tensor(const std::string& name, DType type, int n_dims, const int64_t* ne) const;
     uint64_t alignment() const;
     std::vector<KV> kvs_;
     std::vector<Tensor> tensors_;

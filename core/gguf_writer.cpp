@@ -80,7 +80,9 @@ public:
     OutFile(const OutFile&) = delete;
     OutFile& operator=(const OutFile&) = delete;
     ~OutFile() {
-        if (f_) std::fclose(f_);  // only on an error path; remove_partial has run
+        if (!f_) return;  // closed, or a failed write already removed the file
+        std::fclose(f_);  // an exception from elsewhere (a tensor's fill) left the file half-written
+        remove_partial();
     }
 
     void write(const void* p, size_t n) {
@@ -208,8 +210,8 @@ void GGUFWriter::set(const std::string& key, GGUFMetaValue v) {
     kvs_.push_back({key, std::move(v)});
 }
 
-void GGUFWriter::add_tensor(const std::string& name, DType type, int n_dims, const int64_t* ne,
-                            const void* data) {
+GGUFWriter::Tensor GGUFWriter::make_tensor(const std::string& name, DType type, int n_dims,
+                                           const int64_t* ne) const {
     for (const auto& t : tensors_) {
         if (t.name == name) throw Error(strfmt("gguf writer: duplicate tensor name '%s'", name.c_str()));
     }
@@ -217,7 +219,7 @@ void GGUFWriter::add_tensor(const std::string& name, DType type, int n_dims, con
         throw Error(strfmt("gguf writer: tensor '%s' has %d dimensions (1 to %d are supported)", name.c_str(),
                            n_dims, GGUF_MAX_DIMS));
     }
-    Tensor t{name, type, n_dims, {1, 1, 1, 1}, 0, data};
+    Tensor t{name, type, n_dims, {1, 1, 1, 1}, 0, nullptr, nullptr};
     uint64_t n_rows = 1;
     for (int d = 0; d < n_dims; ++d) {
         if (ne[d] < 1) {
@@ -243,8 +245,26 @@ void GGUFWriter::add_tensor(const std::string& name, DType type, int n_dims, con
         throw Error(strfmt("gguf writer: tensor '%s' byte size overflows", name.c_str()));
     }
     t.n_bytes = row_bytes * n_rows;
+    return t;
+}
+
+uint64_t GGUFWriter::tensor_bytes(const std::string& name, DType type, int n_dims, const int64_t* ne) {
+    return GGUFWriter().make_tensor(name, type, n_dims, ne).n_bytes;
+}
+
+void GGUFWriter::add_tensor(const std::string& name, DType type, int n_dims, const int64_t* ne,
+                            const void* data) {
+    Tensor t = make_tensor(name, type, n_dims, ne);
     MF_ASSERT_MSG(data != nullptr, "add_tensor: data is null");
-    tensors_.push_back(t);
+    t.data = data;
+    tensors_.push_back(std::move(t));
+}
+
+void GGUFWriter::add_tensor(const std::string& name, DType type, int n_dims, const int64_t* ne, FillFn fill) {
+    Tensor t = make_tensor(name, type, n_dims, ne);
+    MF_ASSERT_MSG(fill != nullptr, "add_tensor: fill is null");
+    t.fill = std::move(fill);
+    tensors_.push_back(std::move(t));
 }
 
 uint64_t GGUFWriter::alignment() const {
@@ -286,8 +306,15 @@ void GGUFWriter::write(const std::string& path) const {
         offset += t.n_bytes + (align - t.n_bytes % align) % align;
     }
     out.pad_to(align);
+    std::vector<uint8_t> scratch;  // one produced tensor at a time
     for (const auto& t : tensors_) {
-        out.write(t.data, t.n_bytes);
+        if (t.data) {
+            out.write(t.data, t.n_bytes);
+        } else {
+            scratch.resize(t.n_bytes);
+            t.fill(scratch.data(), t.n_bytes);
+            out.write(scratch.data(), t.n_bytes);
+        }
         out.pad_to(align);
     }
     out.close();

@@ -354,6 +354,33 @@ TEST_CASE("the writer rejects bad tensors and a bad alignment") {
           std::string::npos);
 }
 
+TEST_CASE("tensors produced at write time land byte-exact; a failing producer leaves no file") {
+    const std::vector<uint8_t> a = random_bytes(dtype_row_size(DType::Q8_0, 64) * 3);
+    const int64_t ne_a[2] = {64, 3};
+    const int64_t ne_b[1] = {5};
+    CHECK(GGUFWriter::tensor_bytes("a", DType::Q8_0, 2, ne_a) == a.size());
+    TempPath tmp("fill");
+    GGUFWriter w;
+    w.add_tensor("a", DType::Q8_0, 2, ne_a, [&](void* dst, uint64_t n) {
+        REQUIRE(n == a.size());
+        std::memcpy(dst, a.data(), n);
+    });
+    w.add_tensor("b", DType::F32, 1, ne_b, [](void* dst, uint64_t n) {
+        for (int i = 0; i < 5; ++i) static_cast<float*>(dst)[i] = float(i) * 0.5f;
+    });
+    w.write(tmp.path);
+    const GGUFFile f = GGUFFile::open(tmp.path);
+    REQUIRE(f.n_tensors() == 2);
+    CHECK(std::memcmp(f.tensor(0).data, a.data(), a.size()) == 0);
+    CHECK(static_cast<const float*>(f.tensor(1).data)[3] == 1.5f);
+
+    GGUFWriter bad;
+    bad.add_tensor("b", DType::F32, 1, ne_b, [](void*, uint64_t) { throw Error("source tensor is corrupt"); });
+    TempPath out("fill_fails");
+    CHECK(error_of([&] { bad.write(out.path); }) == "source tensor is corrupt");
+    CHECK(access(out.path.c_str(), F_OK) != 0);
+}
+
 TEST_CASE("the writer names the path when it cannot write") {
     GGUFWriter w;
     w.set_u32("a", 1);
