@@ -30,10 +30,7 @@ Tensor* build_forward_llama(ForwardState& s) {
         x = add(ctx, x, build_ffn_swiglu(s, h, l.ffn_gate, l.ffn_up, l.ffn_down));
     }
 
-    // Only the last token's logits are needed to pick the next token.
-    Tensor* last = view_2d(ctx, x, hp.n_embd, 1, x->nb[1], size_t(T - 1) * x->nb[1]);
-    last = build_norm(s, last, m.output_norm, hp.norm_eps);
-    return mul_mat(ctx, m.output, last);  // [n_vocab, 1]
+    return build_output(s, x, m.output_norm, hp.norm_eps);
 }
 
 }  // namespace mf

@@ -64,6 +64,12 @@ Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, T
     return mul_mat(s.ctx, down, swiglu(s.ctx, g, u));
 }
 
+Tensor* build_output(ForwardState& s, Tensor* x, Tensor* norm, float eps) {
+    // Picking the next token needs only the last token's logits.
+    if (!s.all_logits) x = view_2d(s.ctx, x, x->ne[0], 1, x->nb[1], size_t(s.n_tokens - 1) * x->nb[1]);
+    return mul_mat(s.ctx, s.model.output, build_norm(s, x, norm, eps));
+}
+
 Tensor* build_forward(ForwardState& s) {
     const std::string& arch = s.model.hp.arch;
     if (arch == "llama" || arch == "qwen2") return build_forward_llama(s);

@@ -21,6 +21,7 @@ struct ForwardState {
     KVCache& kv;
     uint32_t n_tokens;   // new tokens in this pass
     uint32_t n_kv;       // cache positions attention spans: n_past + n_tokens rounded up (session.cpp)
+    bool all_logits;     // logits for every new token (perplexity), not only the last
     Tensor* tokens;      // I32 [n_tokens] input
     Tensor* positions;   // I32 [n_tokens] input: n_past .. n_past + n_tokens - 1 (also the K cache rows)
     Tensor* kq_mask;     // f32 [n_kv, n_tokens] input: 0 where visible, -inf elsewhere
@@ -42,7 +43,11 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
 // SwiGLU feed-forward: down(silu(gate x) * up x); x: [n_embd, T] -> [n_embd, T]
 Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down);
 
-// The architecture's forward pass: returns the logits of the last new token, f32 [n_vocab, 1].
+// Final norm and output projection of the last token, or of every token when s.all_logits.
+// x: [n_embd, T] -> f32 [n_vocab, 1] (or [n_vocab, T])
+Tensor* build_output(ForwardState& s, Tensor* x, Tensor* norm, float eps);
+
+// The architecture's forward pass: the logits build_output returns.
 Tensor* build_forward(ForwardState& s);
 
 }  // namespace mf

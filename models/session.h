@@ -25,6 +25,9 @@ public:
     // Appends tokens at the current position; returns the logits after the last one [n_vocab].
     // Throws Error when the tokens do not fit in the remaining context.
     const std::vector<float>& prefill(const std::vector<int32_t>& tokens);
+    // Like prefill, but returns the logits after every token: [tokens.size() * n_vocab], token-major
+    // (row i predicts token i + 1). For perplexity.
+    std::vector<float> prefill_all(const std::vector<int32_t>& tokens);
     // Appends one token; returns the logits that follow it [n_vocab].
     const std::vector<float>& decode(int32_t token);
 
@@ -48,13 +51,16 @@ private:
         Tensor* positions = nullptr;  // I32 [n_tokens]
         Tensor* kq_mask = nullptr;    // f32 [n_kv, n_tokens]
         std::map<int64_t, Tensor*> v_slots;
-        Tensor* logits = nullptr;     // f32 [n_vocab, 1]
+        Tensor* logits = nullptr;     // f32 [n_vocab, 1], or [n_vocab, n_tokens] with all_logits
         uint32_t n_tokens = 0;
         uint32_t n_kv = 0;
+        bool all_logits = false;
     };
 
-    void eval(const int32_t* tokens, uint32_t n);
-    void build_step(uint32_t n, uint32_t n_kv);
+    // Runs n tokens; with all_logits, appends their logits to *all (else keeps the last in logits_).
+    void eval(const int32_t* tokens, uint32_t n, std::vector<float>* all = nullptr);
+    void build_step(uint32_t n, uint32_t n_kv, bool all_logits);
+    void check_prompt(const std::vector<int32_t>& tokens) const;
 
     const Model& model_;
     Backend& backend_;

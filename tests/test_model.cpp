@@ -257,6 +257,26 @@ TEST_CASE("a session rewound with truncate continues exactly like a fresh one") 
     std::remove(path.c_str());
 }
 
+TEST_CASE("prefill_all returns every position's logits, the same as decoding one token at a time") {
+    mf_test::TinyLlama tiny;
+    const std::string path = mf_test::temp_path("all_logits.gguf");
+    tiny.write(path);
+    auto backend = make_cpu_backend(2);
+    auto model = load_model(path, *backend);
+    const std::vector<int32_t> toks = random_tokens(11, 40);
+    Session one(*model, SessionParams{64, 256});
+    // Batches of 4 cross chunk boundaries; the last chunk is shorter.
+    Session all(*model, SessionParams{64, 4});
+    const std::vector<float> got = all.prefill_all(toks);
+    REQUIRE(got.size() == toks.size() * 40);
+    for (size_t i = 0; i < toks.size(); ++i) {
+        const std::vector<float>& want = one.decode(toks[i]);
+        for (size_t j = 0; j < 40; ++j) CHECK(got[i * 40 + j] == doctest::Approx(want[j]).epsilon(1e-4));
+    }
+    CHECK(all.n_past() == toks.size());
+    std::remove(path.c_str());
+}
+
 TEST_CASE("a qwen2 file without its Q/K/V biases fails to load, naming the tensor") {
     mf_test::TinyLlama tiny;
     tiny.arch = "qwen2";
