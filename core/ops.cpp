@@ -131,6 +131,23 @@ Tensor* soft_max(Context& ctx, Tensor* a, Tensor* mask, float s) {
     return t;
 }
 
+Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale) {
+    MF_ASSERT(q->type == DType::F32 && mask->type == DType::F32);
+    MF_ASSERT_MSG(q->ne[0] == k->ne[0], "flash_attn: q and k head sizes differ");
+    MF_ASSERT_MSG(k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2], "flash_attn: k and v spans differ");
+    MF_ASSERT_MSG(q->ne[1] % k->ne[2] == 0, "flash_attn: query heads are not a multiple of the KV heads");
+    MF_ASSERT_MSG(mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[2], "flash_attn: mask shape");
+    MF_ASSERT(q->ne[3] == 1 && k->ne[3] == 1 && v->ne[3] == 1);
+    const int64_t ne[MAX_DIMS] = {v->ne[0], q->ne[1], q->ne[2], 1};
+    Tensor* t = new_node(ctx, Op::FLASH_ATTN, DType::F32, ne);
+    t->src[0] = q;
+    t->src[1] = k;
+    t->src[2] = v;
+    t->src[3] = mask;
+    set_param_f(t, 0, scale);
+    return t;
+}
+
 Tensor* silu(Context& ctx, Tensor* a) { return unary(ctx, Op::SILU, a); }
 Tensor* gelu(Context& ctx, Tensor* a) { return unary(ctx, Op::GELU, a); }
 Tensor* swiglu(Context& ctx, Tensor* a, Tensor* b) { return gated(ctx, Op::SWIGLU, a, b); }

@@ -23,6 +23,7 @@ const char* op_name(Op op) {
         case Op::CPY: return "CPY";
         case Op::CONCAT: return "CONCAT";
         case Op::SET_ROWS: return "SET_ROWS";
+        case Op::FLASH_ATTN: return "FLASH_ATTN";
         case Op::VIEW: return "VIEW";
         case Op::COUNT: break;
     }

@@ -12,7 +12,7 @@
 namespace mf {
 
 constexpr int MAX_DIMS = 4;
-constexpr int MAX_SRC = 3;
+constexpr int MAX_SRC = 4;
 constexpr int MAX_OP_PARAMS = 8;
 
 // Op semantics (shapes use ggml order: ne[0] is the fastest-varying dimension):
@@ -41,6 +41,12 @@ enum class Op : uint8_t {
     SET_ROWS,   // writes f32 src1 [ne0, n] row i, converted, into row src2[i] (I32 [n]) of src0 [ne0, R]
                 //   (2-D). The result is a view of src0: the write position is data, not graph shape,
                 //   so a KV-cache store at a moving position keeps one graph across decode steps
+    FLASH_ATTN, // attention over a KV cache with an online softmax (no materialized scores):
+                //   src0 q f32 [hd_k, n_head, T]; src1 k [hd_k, n_kv, n_head_kv] and src2 v [hd_v, n_kv,
+                //   n_head_kv] (f32, f16, q8_0 or q4_0; rows strided: views of the cache, one row per
+                //   position and head); src3 mask f32 [n_kv, >= T] (-INFINITY masks out); p0 scale (float)
+                //   -> f32 [hd_v, n_head, T] = softmax(k . q * scale + mask) . v, where query head h reads
+                //   KV head h / (n_head / n_head_kv) (GQA/MQA groups are consecutive query heads)
     VIEW,       // no computation: a window onto view_src (view, reshape, permute, transpose)
     COUNT
 };
@@ -63,7 +69,7 @@ struct Tensor {
     size_t nb[MAX_DIMS] = {0, 0, 0, 0};   // byte stride per dimension (nb[0] = block bytes for quantized rows)
     Op op = Op::NONE;
     int32_t op_params[MAX_OP_PARAMS] = {};  // op-specific; floats stored bit-cast (see op_param_f)
-    Tensor* src[MAX_SRC] = {nullptr, nullptr, nullptr};
+    Tensor* src[MAX_SRC] = {nullptr, nullptr, nullptr, nullptr};
     Tensor* view_src = nullptr;  // set for views and cpy(a, b): memory belongs to view_src
     size_t view_offs = 0;        // byte offset into view_src
     void* data = nullptr;        // in the owning backend's address space; null until allocated

@@ -699,3 +699,77 @@ TEST_CASE("set_rows writes each source row, converted, at the row its id names")
         CHECK(got == want);
     }
 }
+
+// ---- FLASH_ATTN ---------------------------------------------------------------------------------
+
+// Attention of q over a cache of `type` (K and V rows per position, heads side by side, as the KV
+// cache lays them out) against softmax(K q * scale + mask) V in double over the dequantized cache.
+TEST_CASE("flash_attn matches the double reference for every cache type, GQA group and mask") {
+    struct Case {
+        DType type_k, type_v;
+        int64_t n_head, n_head_kv, T, n_kv;
+    };
+    const Case cases[] = {
+        {DType::F32, DType::F32, 4, 4, 1, 37},    // MHA, decode
+        {DType::F16, DType::F16, 8, 2, 5, 64},    // GQA, a batch of 5 new tokens
+        {DType::Q8_0, DType::Q8_0, 6, 1, 3, 50},  // MQA
+        {DType::Q4_0, DType::Q8_0, 4, 2, 1, 96},  // K and V of different types
+        {DType::F16, DType::Q4_0, 4, 2, 7, 33},
+    };
+    const int64_t hd_k = 64, hd_v = 32;
+    for (const Case& c : cases) {
+        CAPTURE(dtype_name(c.type_k));
+        CAPTURE(dtype_name(c.type_v));
+        CAPTURE(c.n_head_kv);
+        const int64_t n_slots = c.n_kv + 3;  // the cache is longer than the span attention reads
+        Harness h;
+        const std::vector<float> qv = random_floats(size_t(hd_k * c.n_head * c.T), -2.0f, 2.0f);
+        const std::vector<float> kv = random_floats(size_t(hd_k * c.n_head_kv * n_slots), -2.0f, 2.0f);
+        const std::vector<float> vv = random_floats(size_t(hd_v * c.n_head_kv * n_slots));
+        // Causal over the last T positions, plus random holes (a window or ring leaves such gaps).
+        std::vector<float> mask(size_t(c.n_kv * c.T));
+        std::uniform_int_distribution<int> coin(0, 5);
+        for (int64_t t = 0; t < c.T; ++t)
+            for (int64_t j = 0; j < c.n_kv; ++j) {
+                const bool visible = j <= c.n_kv - c.T + t && (coin(mf_test::rng()) != 0 || j == 0);
+                mask[size_t(t * c.n_kv + j)] = visible ? 0.0f : -INFINITY;
+            }
+        Tensor* q = h.f32({hd_k, c.n_head, c.T}, qv);
+        Tensor* kc = h.typed(c.type_k, {hd_k * c.n_head_kv, n_slots}, kv);
+        Tensor* vc = h.typed(c.type_v, {hd_v * c.n_head_kv, n_slots}, vv);
+        Tensor* m = h.f32({c.n_kv, c.T}, mask);
+        Tensor* K = view_3d(h.ctx, kc, hd_k, c.n_kv, c.n_head_kv, kc->nb[1], dtype_row_size(c.type_k, hd_k), 0);
+        Tensor* V = view_3d(h.ctx, vc, hd_v, c.n_kv, c.n_head_kv, vc->nb[1], dtype_row_size(c.type_v, hd_v), 0);
+        const float sc = 1.0f / std::sqrt(float(hd_k));
+        const std::vector<float> got = h.run(flash_attn(h.ctx, q, K, V, m, sc));
+
+        const std::vector<float> kd = decode(c.type_k, encode(c.type_k, kv, hd_k * c.n_head_kv), hd_k * c.n_head_kv);
+        const std::vector<float> vd = decode(c.type_v, encode(c.type_v, vv, hd_v * c.n_head_kv), hd_v * c.n_head_kv);
+        std::vector<double> want(size_t(hd_v * c.n_head * c.T));
+        const int64_t group = c.n_head / c.n_head_kv;
+        for (int64_t t = 0; t < c.T; ++t)
+            for (int64_t hq = 0; hq < c.n_head; ++hq) {
+                const int64_t hk = hq / group;
+                std::vector<double> s(size_t(c.n_kv));
+                double mx = -INFINITY;
+                for (int64_t j = 0; j < c.n_kv; ++j) {
+                    double dot = 0;
+                    for (int64_t i = 0; i < hd_k; ++i)
+                        dot += double(qv[size_t(i + hd_k * (hq + c.n_head * t))]) *
+                               kd[size_t(i + hd_k * hk + hd_k * c.n_head_kv * j)];
+                    s[size_t(j)] = dot * sc + mask[size_t(t * c.n_kv + j)];
+                    mx = std::max(mx, s[size_t(j)]);
+                }
+                double sum = 0;
+                for (auto& x : s) sum += (x = std::exp(x - mx));
+                for (int64_t i = 0; i < hd_v; ++i) {
+                    double o = 0;
+                    for (int64_t j = 0; j < c.n_kv; ++j)
+                        o += s[size_t(j)] / sum * vd[size_t(i + hd_v * hk + hd_v * c.n_head_kv * j)];
+                    want[size_t(i + hd_v * (hq + c.n_head * t))] = o;
+                }
+            }
+        // The reference reads the same dequantized cache, so only f32 accumulation order differs.
+        CHECK(rel_error(got.data(), want.data(), want.size()) < 1e-5);
+    }
+}

@@ -68,6 +68,7 @@ public:
             case Op::GET_ROWS:
             case Op::SET_ROWS:
             case Op::CPY: return supports_rows(node);
+            case Op::FLASH_ATTN: return supports_attention(node);
             case Op::COUNT: break;
         }
         return false;
@@ -94,6 +95,7 @@ public:
                 case Op::GET_ROWS:
                 case Op::SET_ROWS:
                 case Op::CPY: compute_rows(ctx_, node); break;
+                case Op::FLASH_ATTN: compute_attention(ctx_, node); break;
                 case Op::COUNT: MF_ASSERT_MSG(false, "compute: Op::COUNT is not an op");
             }
         }

@@ -1,0 +1,88 @@
+// FLASH_ATTN on the CPU: attention of new queries over a KV cache of any row type, one pass with an
+// online softmax, so no score matrix is materialized and a quantized cache is read in place.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/common.h"
+#include "core/cpu/cpu_ops.h"
+
+namespace mf {
+
+bool supports_attention(const Tensor* dst) {
+    const Tensor* q = dst->src[0];
+    const Tensor* k = dst->src[1];
+    const Tensor* v = dst->src[2];
+    const Tensor* mask = dst->src[3];
+    if (!q || !k || !v || !mask || q->type != DType::F32 || mask->type != DType::F32) return false;
+    if (q->nb[0] != sizeof(float) || mask->nb[0] != sizeof(float) || !dst->is_contiguous()) return false;
+    for (DType t : {k->type, v->type})
+        if (t != DType::F32 && t != DType::F16 && t != DType::Q8_0 && t != DType::Q4_0) return false;
+    return row_loadable(k->type, k->nb[0]) && row_loadable(v->type, v->nb[0]);
+}
+
+// One task is one KV head at one query token: every query head of its group is served by the same
+// dequantized K and V rows, so a GQA/MQA cache row is converted once per token, not once per head.
+void compute_attention(CpuContext& ctx, Tensor* dst) {
+    const Tensor* q = dst->src[0];
+    const Tensor* k = dst->src[1];
+    const Tensor* v = dst->src[2];
+    const Tensor* mask = dst->src[3];
+    const float scale = dst->op_param_f(0);
+    const int64_t hd_k = k->ne[0], hd_v = v->ne[0], n_kv = k->ne[1], n_head_kv = k->ne[2];
+    const int64_t n_head = q->ne[1], T = q->ne[2], group = n_head / n_head_kv;
+
+    // Per thread: K row, V row, and per query head of the group its scores' running max, sum, and
+    // weighted V sum.
+    const size_t floats = size_t(hd_k + hd_v + group * (2 + hd_v));
+    ctx.reserve_per_thread(floats * sizeof(float));
+    ctx.pool.parallel_for(n_head_kv * T, [&](int64_t begin, int64_t end, int thread) {
+        float* k_row = reinterpret_cast<float*>(ctx.per_thread_scratch(thread));
+        float* v_row = k_row + hd_k;
+        float* run_max = v_row + hd_v;
+        float* run_sum = run_max + group;
+        float* acc = run_sum + group;
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t hk = task % n_head_kv, t = task / n_head_kv;
+            const float* mrow = reinterpret_cast<const float*>(tensor_at(mask, 0, t, 0, 0));
+            std::fill(run_max, run_max + group, -INFINITY);
+            std::fill(run_sum, run_sum + group, 0.0f);
+            std::fill(acc, acc + group * hd_v, 0.0f);
+            for (int64_t j = 0; j < n_kv; ++j) {
+                if (mrow[j] == -INFINITY) continue;
+                load_row_f32(k->type, tensor_at(k, 0, j, hk, 0), k->nb[0], hd_k, k_row);
+                bool v_loaded = false;
+                for (int64_t g = 0; g < group; ++g) {
+                    const float* qh = reinterpret_cast<const float*>(tensor_at(q, 0, hk * group + g, t, 0));
+                    float dot = 0.0f;
+                    for (int64_t i = 0; i < hd_k; ++i) dot += qh[i] * k_row[i];
+                    const float s = dot * scale + mrow[j];
+                    if (s == -INFINITY) continue;
+                    if (!v_loaded) {
+                        load_row_f32(v->type, tensor_at(v, 0, j, hk, 0), v->nb[0], hd_v, v_row);
+                        v_loaded = true;
+                    }
+                    // Online softmax: rescale what was summed under the old maximum.
+                    float* a = acc + g * hd_v;
+                    if (s > run_max[g]) {
+                        const float c = std::exp(run_max[g] - s);
+                        run_sum[g] *= c;
+                        for (int64_t i = 0; i < hd_v; ++i) a[i] *= c;
+                        run_max[g] = s;
+                    }
+                    const float p = std::exp(s - run_max[g]);
+                    run_sum[g] += p;
+                    for (int64_t i = 0; i < hd_v; ++i) a[i] += p * v_row[i];
+                }
+            }
+            for (int64_t g = 0; g < group; ++g) {
+                float* out = reinterpret_cast<float*>(tensor_at(dst, 0, hk * group + g, t, 0));
+                // A query that sees no position (fully masked) gets zeros, not 0/0.
+                const float inv = run_sum[g] > 0.0f ? 1.0f / run_sum[g] : 0.0f;
+                for (int64_t i = 0; i < hd_v; ++i) out[i] = acc[g * hd_v + i] * inv;
+            }
+        }
+    });
+}
+
+}  // namespace mf
