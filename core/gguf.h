@@ -67,7 +67,7 @@ public:
     // Copies of a whole array, converting each element as the scalar accessors do.
     std::vector<int32_t> to_i32_vector() const;
     std::vector<float> to_f32_vector() const;
-    std::vector<uint8_t> to_u8_vector() const;  // u8 or i8 elements, as bytes
+    std::vector<uint8_t> to_u8_vector() const;  // u8, i8 or bool elements, as bytes
 
     // "u32", "str", "arr[str,32000]", "arr[arr,2]": the type column of `minfer info`.
     std::string type_str() const;

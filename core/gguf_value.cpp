@@ -243,7 +243,8 @@ std::vector<float> GGUFValue::to_f32_vector() const {
 
 std::vector<uint8_t> GGUFValue::to_u8_vector() const {
     require_array("an array of u8");
-    if (elem_type_ != GGUFType::UINT8 && elem_type_ != GGUFType::INT8) type_error("an array of u8");
+    if (elem_type_ != GGUFType::UINT8 && elem_type_ != GGUFType::INT8 && elem_type_ != GGUFType::BOOL)
+        type_error("an array of u8");
     return std::vector<uint8_t>(data_, data_ + count_);
 }
 

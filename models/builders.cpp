@@ -1,5 +1,5 @@
-// Shared graph builders. Attention is written with plain ops (K^T Q, masked softmax, V P) over the
-// cache; the fused and flash kernels of later issues replace this subgraph without changing callers.
+// Shared graph builders: norm, linear, attention over the KV cache (one FLASH_ATTN node reading
+// the cache in its stored types), SwiGLU FFN, the output head.
 #include "models/builders.h"
 
 #include <cmath>
@@ -10,16 +10,6 @@ namespace mf {
 
 Tensor* build_forward_llama(ForwardState& s);
 
-Tensor* ForwardState::v_slots_for(int64_t channels) {
-    Tensor*& t = v_slots[channels];
-    if (!t) {
-        t = ctx.new_tensor_1d(DType::I32, channels * n_tokens);
-        t->flags |= TENSOR_INPUT;
-        t->name = "v_slots";
-    }
-    return t;
-}
-
 Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps) {
     return mul(s.ctx, rms_norm(s.ctx, x, eps), weight);
 }
@@ -29,33 +19,26 @@ Tensor* build_linear(ForwardState& s, Tensor* x, Tensor* w, Tensor* b) {
     return b ? add(s.ctx, y, b) : y;
 }
 
-Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v) {
+Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v, float kq_scale) {
     Context& ctx = s.ctx;
     const HParams& hp = s.model.hp;
-    const int64_t hd_k = hp.head_dim_k, hd_v = hp.head_dim_v;
-    const int64_t n_head = hp.n_head, n_head_kv = hp.n_head_kv[il];
-    const int64_t T = s.n_tokens, n_kv = s.n_kv;
+    const KVLayerPlan& lp = s.kv.plan.layers[il];
+    const KVStepInput& in = s.kv_in[s.layer_group[il]];
+    const int64_t hd_k = hp.head_dim_k, hd_v = hp.head_dim_v, n_head_kv = hp.n_head_kv[il];
     Tensor* kc = s.kv.k[il];
     Tensor* vc = s.kv.v[il];
 
-    // Store the new keys (a row per position) and values (transposed: a row per channel, so each value
-    // is its own one-element row). Positions are data, so decode steps share one graph.
-    graph_expand(s.graph, set_rows(ctx, kc, reshape_2d(ctx, k, hd_k * n_head_kv, T), s.positions));
-    const int64_t channels = hd_v * n_head_kv;
-    Tensor* v_elems = reshape_2d(ctx, cont(ctx, transpose(ctx, v)), 1, channels * T);
-    graph_expand(s.graph, set_rows(ctx, reshape_2d(ctx, vc, 1, vc->nelements()), v_elems, s.v_slots_for(channels)));
+    // Store the new keys (already roped, so a ring row keeps its true position) and values, a row
+    // per token, converted to the cache's types. The rows are data, so decode steps share one graph.
+    graph_expand(s.graph, set_rows(ctx, kc, reshape_2d(ctx, k, lp.width_k, s.n_tokens), in.rows));
+    graph_expand(s.graph, set_rows(ctx, vc, v, in.rows));
 
-    // All cached positions, per KV head: K [hd_k, n_kv, n_head_kv], V [n_kv, hd_v, n_head_kv].
-    Tensor* K = view_3d(ctx, kc, hd_k, n_kv, n_head_kv, kc->nb[1], size_t(hd_k) * kc->nb[0], 0);
-    Tensor* V = view_3d(ctx, vc, n_kv, hd_v, n_head_kv, vc->nb[1], size_t(hd_v) * vc->nb[1], 0);
-
-    // Query heads are grouped consecutively per KV head; mul_mat broadcasts K and V over each group.
-    Tensor* Q = permute(ctx, q, 0, 2, 1, 3);                        // [hd_k, T, n_head]
-    Tensor* kq = mul_mat(ctx, K, Q);                                 // [n_kv, T, n_head]
-    kq = soft_max(ctx, kq, s.kq_mask, 1.0f / std::sqrt(float(hd_k)));
-    Tensor* kqv = mul_mat(ctx, V, kq);                               // [hd_v, T, n_head]
-    Tensor* o = cont(ctx, permute(ctx, kqv, 0, 2, 1, 3));            // [hd_v, n_head, T]
-    return reshape_2d(ctx, o, hd_v * n_head, T);
+    // The rows attention reads, per KV head: K [hd_k, n_span, n_head_kv], V [hd_v, n_span, n_head_kv].
+    Tensor* K = view_3d(ctx, kc, hd_k, in.n_span, n_head_kv, kc->nb[1], dtype_row_size(lp.type_k, hd_k), 0);
+    Tensor* V = view_3d(ctx, vc, hd_v, in.n_span, n_head_kv, vc->nb[1], dtype_row_size(lp.type_v, hd_v), 0);
+    const float scale = kq_scale != 0.0f ? kq_scale : 1.0f / std::sqrt(float(hd_k));
+    Tensor* o = flash_attn(ctx, q, K, V, in.mask, scale);  // [hd_v, n_head, T]
+    return reshape_2d(ctx, o, hd_v * hp.n_head, s.n_tokens);
 }
 
 Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down) {

@@ -11,35 +11,39 @@
 
 namespace mf {
 
+// The per-step inputs of the layers that share one cache geometry (window, sinks, rows): where the
+// new tokens are stored and which cached rows each of them sees.
+struct KVStepInput {
+    uint32_t n_span = 0;       // cache rows attention reads: 0 .. n_span - 1
+    Tensor* rows = nullptr;    // I32 [n_tokens] input: the cache row each new token is stored in
+    Tensor* mask = nullptr;    // f32 [n_span, n_tokens] input: 0 where visible, -inf elsewhere
+};
+
 // Everything a graph builder needs for one forward pass over n_tokens new tokens. Where the tokens
-// sit in the cache is input data (positions, v_slots, the mask), never graph shape, so one graph
-// serves many decode steps.
+// sit in the cache is input data (positions, rows, masks), never graph shape, so one graph serves
+// many decode steps.
 struct ForwardState {
     Context& ctx;        // where this pass's nodes are recorded
     Graph& graph;        // cache stores are expanded into it as they are built, in layer order
     const Model& model;
     KVCache& kv;
     uint32_t n_tokens;   // new tokens in this pass
-    uint32_t n_kv;       // cache positions attention spans: n_past + n_tokens rounded up (session.cpp)
     bool all_logits;     // logits for every new token (perplexity), not only the last
     Tensor* tokens;      // I32 [n_tokens] input
-    Tensor* positions;   // I32 [n_tokens] input: n_past .. n_past + n_tokens - 1 (also the K cache rows)
-    Tensor* kq_mask;     // f32 [n_kv, n_tokens] input: 0 where visible, -inf elsewhere
-    // Per V-cache width C (channels): I32 [C * n_tokens] input, the V cache element each new value
-    // goes to (the V cache is transposed); made on first use, filled by the session.
-    std::map<int64_t, Tensor*> v_slots;
-
-    Tensor* v_slots_for(int64_t channels);
+    Tensor* positions;   // I32 [n_tokens] input: the tokens' true positions (RoPE)
+    std::vector<KVStepInput> kv_in;     // per cache geometry
+    std::vector<uint32_t> layer_group;  // per layer: its index in kv_in
 };
 
 // rms_norm(x) * weight; x: [n_embd, T] -> [n_embd, T]
 Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps);
 // x: [n_in, T] -> [n_out, T]: w x (+ b)
 Tensor* build_linear(ForwardState& s, Tensor* x, Tensor* w, Tensor* b);
-// Stores k, v of the new tokens in layer il's cache and attends q over all cached positions.
+// Stores k, v of the new tokens in layer il's cache and attends q over the cached positions the
+// layer sees (its window, if any). kq_scale 0 means 1 / sqrt(head_dim_k).
 // q: [head_dim_k, n_head, T], k: [head_dim_k, n_head_kv, T], v: [head_dim_v * n_head_kv, T]
 // -> [head_dim_v * n_head, T] (before the output projection)
-Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v);
+Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v, float kq_scale = 0.0f);
 // SwiGLU feed-forward: down(silu(gate x) * up x); x: [n_embd, T] -> [n_embd, T]
 Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down);
 

@@ -111,6 +111,30 @@ HParams load_hparams(const GGUFFile& f) {
         fail(a + "rope.scaling.type", ("rope scaling '" + scaling + "' is not supported (none, linear)").c_str());
     }
 
+    hp.sliding_window = f.get_u32(a + "attention.sliding_window", 0);
+    hp.swa_layers.assign(hp.n_layer, false);
+    if (hp.sliding_window > 0) {
+        const std::string pat_key = a + "attention.sliding_window_pattern";
+        const GGUFValue* pat = f.find(pat_key);
+        if (pat && pat->is_array()) {
+            const std::vector<uint8_t> v = pat->to_u8_vector();
+            if (v.size() != hp.n_layer) fail(pat_key, "array length differs from block_count");
+            for (uint32_t il = 0; il < hp.n_layer; ++il) hp.swa_layers[il] = v[il] != 0;
+        } else {
+            const uint32_t period = pat ? pat->as_u32() : hp.arch == "gemma3" ? 6 : 0;
+            for (uint32_t il = 0; il < hp.n_layer; ++il) hp.swa_layers[il] = period == 0 || il % period < period - 1;
+        }
+    }
+    HParams::KVMeta& km = hp.kv_meta;
+    km.type_k = f.get_str("minfer.kv.type_k", "");
+    km.type_v = f.get_str("minfer.kv.type_v", "");
+    km.local_type_k = f.get_str("minfer.kv.local.type_k", "");
+    km.local_type_v = f.get_str("minfer.kv.local.type_v", "");
+    km.global_type_k = f.get_str("minfer.kv.global.type_k", "");
+    km.global_type_v = f.get_str("minfer.kv.global.type_v", "");
+    if (f.has("minfer.kv.window")) km.window = f.get_u32("minfer.kv.window");
+    if (f.has("minfer.kv.sinks")) km.sinks = f.get_u32("minfer.kv.sinks");
+
     const GGUFValue* tokens = f.find("tokenizer.ggml.tokens");
     hp.n_vocab = f.get_u32(a + "vocab_size", tokens && tokens->is_array() ? uint32_t(tokens->size()) : 0);
     if (hp.n_vocab == 0) fail(a + "vocab_size", "missing, and the file has no tokenizer.ggml.tokens");

@@ -34,6 +34,22 @@ struct HParams {
     bool qkv_bias = false;         // qwen2: biases on the Q, K and V projections
     uint32_t kv_lora_rank = 0;     // deepseek2 (MLA) only; 0 elsewhere
 
+    // Sliding-window attention: {arch}.attention.sliding_window (0 = none) and which layers use it,
+    // from {arch}.attention.sliding_window_pattern (scalar period P: every P-th layer is global; or a
+    // bool per layer, true = local). Without a pattern every layer is local (Mistral), except that
+    // Gemma 3 files lacking the key use Gemma 3's period of 6.
+    uint32_t sliding_window = 0;
+    std::vector<bool> swa_layers;  // per layer; all false when sliding_window == 0
+
+    // The cache settings a converted file may carry (minfer.kv.*, docs/GGUF.md); "" / -1 = unset.
+    struct KVMeta {
+        std::string type_k, type_v;               // minfer.kv.type_k / type_v: f16, q8_0, q4_0
+        std::string local_type_k, local_type_v;   // minfer.kv.local.type_k / type_v: windowed layers
+        std::string global_type_k, global_type_v; // minfer.kv.global.type_k / type_v: full layers
+        int64_t window = -1;                      // minfer.kv.window: tokens, 0 = full
+        int64_t sinks = -1;                       // minfer.kv.sinks
+    } kv_meta;
+
     // head_count_kv == head_count: MHA; == 1: MQA; in between: GQA; kv_lora_rank set: MLA.
     AttnKind attn_kind(uint32_t il) const;
 };

@@ -1,5 +1,5 @@
-// The KV cache: per layer, the keys and values of every past position, in backend memory.
-// Plain f16 for now; the plan (kinds, windows, quantized types) grows in the KV-cache issue.
+// The KV cache: per layer, the keys and values of cached positions in backend memory, laid out as
+// its plan says (storage types, rows: n_ctx for full layers, sinks + a ring for windowed ones).
 #pragma once
 
 #include <memory>
@@ -7,23 +7,19 @@
 
 #include "core/backend.h"
 #include "core/tensor.h"
-#include "models/hparams.h"
+#include "models/kv_plan.h"
 
 namespace mf {
 
 struct KVCache {
-    uint32_t n_ctx = 0;            // positions it holds
-    Context ctx;                   // owns the cache tensors
-    std::vector<Tensor*> k;        // per layer f16 [head_dim_k * n_head_kv, n_ctx]: one row per position
-    std::vector<Tensor*> v;        // per layer f16 [n_ctx, head_dim_v * n_head_kv]: one row per channel
-                                   // (transposed, so attention's probability-times-V product reads rows)
+    KVPlan plan;
+    Context ctx;             // owns the cache tensors
+    std::vector<Tensor*> k;  // per layer type_k [head_dim_k * n_head_kv, n_slots]: a row per cached position
+    std::vector<Tensor*> v;  // per layer type_v [head_dim_v * n_head_kv, n_slots]: the same rows
     std::unique_ptr<Buffer> buffer;
-    size_t bytes = 0;
 };
 
-// Bytes a cache of n_ctx positions needs, computed before anything is allocated.
-size_t kv_cache_bytes(const HParams& hp, uint32_t n_ctx);
-// Allocates the cache on backend.
-std::unique_ptr<KVCache> make_kv_cache(const HParams& hp, Backend& backend, uint32_t n_ctx);
+// Allocates the cache the plan describes on backend (plan.total_bytes of it), zero-filled.
+std::unique_ptr<KVCache> make_kv_cache(const KVPlan& plan, Backend& backend);
 
 }  // namespace mf

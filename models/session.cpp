@@ -10,25 +10,61 @@
 
 namespace mf {
 
+KVPlan session_kv_plan(const HParams& hp, const SessionParams& params) {
+    uint32_t n_ctx = params.n_ctx ? params.n_ctx : std::min<uint32_t>(hp.n_ctx_train, 4096);
+    if (n_ctx == 0) n_ctx = 4096;
+    return plan_kv_cache(hp, params.kv, n_ctx, params.n_batch ? params.n_batch : 256);
+}
+
 Session::Session(const Model& model, const SessionParams& params)
     : model_(model), backend_(*model.backend), params_(params) {
-    uint32_t n_ctx = params.n_ctx ? params.n_ctx : std::min<uint32_t>(model.hp.n_ctx_train, 4096);
-    if (n_ctx == 0) n_ctx = 4096;
     if (params_.n_batch == 0) params_.n_batch = 256;
-    kv_ = make_kv_cache(model.hp, backend_, n_ctx);
+    kv_ = make_kv_cache(session_kv_plan(model.hp, params_), backend_);
+    for (const KVLayerPlan& l : kv_->plan.layers) {
+        size_t g = 0;
+        while (g < groups_.size() && !(groups_[g].geometry.window == l.window && groups_[g].geometry.sinks == l.sinks &&
+                                       groups_[g].geometry.n_slots == l.n_slots))
+            ++g;
+        if (g == groups_.size()) groups_.push_back(KVGroup{l, std::vector<int32_t>(l.n_slots, -1)});
+        layer_group_.push_back(uint32_t(g));
+    }
+}
+
+bool Session::cache_holds_context() const {
+    if (n_past_ == 0) return true;
+    const uint32_t last = n_past_ - 1;
+    for (const KVGroup& g : groups_) {
+        const KVLayerPlan& l = g.geometry;
+        const uint32_t first = l.windowed() && last + 1 > l.window ? last + 1 - l.window : 0;
+        for (uint32_t p = 0; p <= last; ++p) {
+            if (p >= l.sinks && p < first) p = first;  // between the sinks and the window: not needed
+            if (g.slot_pos[l.slot(p)] != int32_t(p)) return false;
+        }
+    }
+    return true;
 }
 
 void Session::truncate(uint32_t n) {
     MF_ASSERT(n <= n_past_);
     n_past_ = n;
     tokens_.resize(n);
+    for (KVGroup& g : groups_)
+        for (int32_t& p : g.slot_pos)
+            if (p >= int32_t(n)) p = -1;
+    if (cache_holds_context()) return;
+    // The ring wrapped over rows position n - 1 still needs: rebuild from the kept tokens.
+    const std::vector<int32_t> keep = tokens_;
+    n_past_ = 0;
+    tokens_.clear();
+    for (KVGroup& g : groups_) std::fill(g.slot_pos.begin(), g.slot_pos.end(), -1);
+    prefill(keep);
 }
 
 void Session::check_prompt(const std::vector<int32_t>& tokens) const {
     if (tokens.empty()) throw Error("prefill: no tokens");
-    if (size_t(n_past_) + tokens.size() > kv_->n_ctx)
+    if (!fits(tokens.size()))
         throw Error(strfmt("the prompt needs %zu positions but only %u of the context's %u are left (raise -c)",
-                           tokens.size(), kv_->n_ctx - n_past_, kv_->n_ctx));
+                           tokens.size(), n_ctx() - n_past_, n_ctx()));
     for (int32_t t : tokens)
         if (t < 0 || uint32_t(t) >= model_.hp.n_vocab) throw Error(strfmt("token id %d is outside the vocabulary", t));
 }
@@ -54,60 +90,83 @@ std::vector<float> Session::prefill_all(const std::vector<int32_t>& tokens) {
 }
 
 const std::vector<float>& Session::decode(int32_t token) {
-    if (n_past_ + 1 > kv_->n_ctx) throw Error(strfmt("the context is full (%u tokens; raise -c)", kv_->n_ctx));
+    if (!fits(1)) throw Error(strfmt("the context is full (%u tokens; raise -c)", n_ctx()));
     if (token < 0 || uint32_t(token) >= model_.hp.n_vocab)
         throw Error(strfmt("token id %d is outside the vocabulary", token));
     eval(&token, 1);
     return logits_;
 }
 
-// Attention spans the cache rounded up to this many positions (the rest masked out), so that
+// Attention spans the cache rounded up to this many rows (the rest masked out), so that
 // consecutive decode steps have the same graph.
 constexpr uint32_t kKvPad = 256;
 
-void Session::build_step(uint32_t n, uint32_t n_kv, bool all_logits) {
+void Session::build_step(uint32_t n, const std::vector<uint32_t>& spans, bool all_logits) {
     step_ = StepGraph{};
     step_.ctx = std::make_unique<Context>();
     Context& ctx = *step_.ctx;
     step_.n_tokens = n;
-    step_.n_kv = n_kv;
+    step_.spans = spans;
     step_.all_logits = all_logits;
     step_.tokens = ctx.new_tensor_1d(DType::I32, n);
     step_.positions = ctx.new_tensor_1d(DType::I32, n);
-    step_.kq_mask = ctx.new_tensor_2d(DType::F32, n_kv, n);
-    for (Tensor* t : {step_.tokens, step_.positions, step_.kq_mask}) t->flags |= TENSOR_INPUT;
-    step_.tokens->name = "tokens", step_.positions->name = "positions", step_.kq_mask->name = "kq_mask";
+    for (Tensor* t : {step_.tokens, step_.positions}) t->flags |= TENSOR_INPUT;
+    step_.tokens->name = "tokens", step_.positions->name = "positions";
+    for (uint32_t span : spans) {
+        KVStepInput in;
+        in.n_span = span;
+        in.rows = ctx.new_tensor_1d(DType::I32, n);
+        in.mask = ctx.new_tensor_2d(DType::F32, span, n);
+        in.rows->flags |= TENSOR_INPUT;
+        in.mask->flags |= TENSOR_INPUT;
+        in.rows->name = "kv_rows", in.mask->name = "kq_mask";
+        step_.kv_in.push_back(in);
+    }
 
-    ForwardState state{ctx, step_.graph, model_, *kv_, n, n_kv, all_logits, step_.tokens, step_.positions,
-                       step_.kq_mask, {}};
+    ForwardState state{ctx, step_.graph, model_, *kv_, n, all_logits, step_.tokens, step_.positions,
+                       step_.kv_in, layer_group_};
     step_.logits = build_forward(state);
     step_.logits->flags |= TENSOR_OUTPUT;
     graph_expand(step_.graph, step_.logits);
-    step_.v_slots = state.v_slots;
     allocate_graph(backend_, step_.graph, arena_);
 }
 
 void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
-    const uint32_t n_kv = std::min(kv_->n_ctx, (n_past_ + n + kKvPad - 1) / kKvPad * kKvPad);
+    MF_ASSERT(n <= params_.n_batch);  // windowed rings leave room for n_batch new rows, no more
+    std::vector<uint32_t> spans;
+    for (const KVGroup& g : groups_)
+        spans.push_back(std::min(g.geometry.n_slots, (n_past_ + n + kKvPad - 1) / kKvPad * kKvPad));
     const bool all_logits = all != nullptr;
-    if (!step_.ctx || step_.n_tokens != n || step_.n_kv != n_kv || step_.all_logits != all_logits)
-        build_step(n, n_kv, all_logits);
+    if (!step_.ctx || step_.n_tokens != n || step_.spans != spans || step_.all_logits != all_logits)
+        build_step(n, spans, all_logits);
 
     std::vector<int32_t> positions(n);
     for (uint32_t i = 0; i < n; ++i) positions[i] = int32_t(n_past_ + i);
-    // Causal mask: token i (at position n_past + i) sees cache positions 0 .. n_past + i.
-    std::vector<float> mask(size_t(n_kv) * n);
-    for (uint32_t i = 0; i < n; ++i)
-        for (uint32_t j = 0; j < n_kv; ++j) mask[size_t(i) * n_kv + j] = j <= n_past_ + i ? 0.0f : -INFINITY;
     tensor_set(step_.tokens, tokens);
     tensor_set(step_.positions, positions.data());
-    tensor_set(step_.kq_mask, mask.data());
-    // V is cached transposed: the value of channel c at position p is element c * n_ctx + p.
-    for (auto& [channels, slots] : step_.v_slots) {
-        std::vector<int32_t> v(size_t(channels) * n);
-        for (int64_t c = 0; c < channels; ++c)
-            for (uint32_t t = 0; t < n; ++t) v[size_t(c) * n + t] = int32_t(c * kv_->n_ctx + n_past_ + t);
-        tensor_set(slots, v.data());
+    for (size_t gi = 0; gi < groups_.size(); ++gi) {
+        KVGroup& g = groups_[gi];
+        const KVLayerPlan& l = g.geometry;
+        const uint32_t span = spans[gi];
+        // The new tokens' rows; the ring has room for them without overwriting what they attend to.
+        std::vector<int32_t> rows(n);
+        for (uint32_t i = 0; i < n; ++i) {
+            rows[i] = int32_t(l.slot(n_past_ + i));
+            MF_ASSERT(uint32_t(rows[i]) < span);
+            g.slot_pos[size_t(rows[i])] = int32_t(n_past_ + i);
+        }
+        // Token i (at position q) sees the rows holding positions p <= q within its window, and the sinks.
+        std::vector<float> mask(size_t(span) * n);
+        for (uint32_t i = 0; i < n; ++i) {
+            const int64_t q = int64_t(n_past_) + i;
+            for (uint32_t j = 0; j < span; ++j) {
+                const int64_t p = g.slot_pos[j];
+                const bool visible = p >= 0 && p <= q && (!l.windowed() || p < l.sinks || q - p < l.window);
+                mask[size_t(i) * span + j] = visible ? 0.0f : -INFINITY;
+            }
+        }
+        tensor_set(step_.kv_in[gi].rows, rows.data());
+        tensor_set(step_.kv_in[gi].mask, mask.data());
     }
 
     compute_graph(backend_, step_.graph);

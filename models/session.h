@@ -7,19 +7,24 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "models/builders.h"
 #include "models/kv_cache.h"
 #include "models/model.h"
 
 namespace mf {
 
 struct SessionParams {
-    uint32_t n_ctx = 0;      // positions the KV cache holds; 0: min(model's context_length, 4096)
+    uint32_t n_ctx = 0;      // positions a conversation may reach; 0: min(model's context_length, 4096)
     uint32_t n_batch = 256;  // prefill processes the prompt in chunks of at most this many tokens
+    KVOverrides kv;          // -ctk, -ctv, --kv-window, --kv-sinks
 };
+
+// The plan a session with these parameters would allocate (for printing before loading weights).
+KVPlan session_kv_plan(const HParams& hp, const SessionParams& params);
 
 class Session {
 public:
-    // Allocates the KV cache on the model's backend.
+    // Allocates the KV cache its plan describes on the model's backend.
     Session(const Model& model, const SessionParams& params);
 
     // Appends tokens at the current position; returns the logits after the last one [n_vocab].
@@ -34,10 +39,14 @@ public:
     uint32_t n_past() const { return n_past_; }  // tokens in the cache
     // The ids at positions 0 .. n_past - 1 (what the cache holds), for reusing a shared prefix.
     const std::vector<int32_t>& tokens() const { return tokens_; }
-    uint32_t n_ctx() const { return kv_->n_ctx; }
-    size_t kv_bytes() const { return kv_->bytes; }
+    uint32_t n_ctx() const { return kv_->plan.n_ctx; }
+    // Whether n more tokens fit: always, when every layer is windowed (streaming).
+    bool fits(size_t n) const { return kv_->plan.unbounded() || n_past_ + n <= kv_->plan.n_ctx; }
+    size_t kv_bytes() const { return kv_->plan.total_bytes; }
+    const KVPlan& kv_plan() const { return kv_->plan; }
     const Model& model() const { return model_; }
-    // Forgets every position from n on (n <= n_past); reset() forgets all.
+    // Forgets every position from n on (n <= n_past); reset() forgets all. A windowed cache whose
+    // ring has overwritten what position n needs is rebuilt by prefilling the kept tokens again.
     void truncate(uint32_t n);
     void reset() { truncate(0); }
 
@@ -49,17 +58,23 @@ private:
         Graph graph;
         Tensor* tokens = nullptr;     // I32 [n_tokens]
         Tensor* positions = nullptr;  // I32 [n_tokens]
-        Tensor* kq_mask = nullptr;    // f32 [n_kv, n_tokens]
-        std::map<int64_t, Tensor*> v_slots;
+        std::vector<KVStepInput> kv_in;  // per cache group: rows and mask
         Tensor* logits = nullptr;     // f32 [n_vocab, 1], or [n_vocab, n_tokens] with all_logits
         uint32_t n_tokens = 0;
-        uint32_t n_kv = 0;
+        std::vector<uint32_t> spans;  // per cache group: rows attention reads
         bool all_logits = false;
+    };
+    // Layers whose caches share a geometry (window, sinks, rows) share step inputs.
+    struct KVGroup {
+        KVLayerPlan geometry;           // a representative layer
+        std::vector<int32_t> slot_pos;  // per cache row: the position it holds, -1 = empty
     };
 
     // Runs n tokens; with all_logits, appends their logits to *all (else keeps the last in logits_).
     void eval(const int32_t* tokens, uint32_t n, std::vector<float>* all = nullptr);
-    void build_step(uint32_t n, uint32_t n_kv, bool all_logits);
+    void build_step(uint32_t n, const std::vector<uint32_t>& spans, bool all_logits);
+    // Whether every row position n_past - 1 attends to is still cached in every group.
+    bool cache_holds_context() const;
     void check_prompt(const std::vector<int32_t>& tokens) const;
 
     const Model& model_;
@@ -68,6 +83,8 @@ private:
     std::unique_ptr<KVCache> kv_;
     std::unique_ptr<Buffer> arena_;
     StepGraph step_;  // the graph last built; valid while arena_ holds its memory
+    std::vector<KVGroup> groups_;
+    std::vector<uint32_t> layer_group_;
     std::vector<float> logits_;
     uint32_t n_past_ = 0;
     std::vector<int32_t> tokens_;

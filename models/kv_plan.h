@@ -1,0 +1,57 @@
+// The KV-cache plan: per layer the attention kind, window, sinks, K/V storage types and bytes,
+// resolved from the model's metadata and the command line before anything is allocated.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "models/hparams.h"
+
+namespace mf {
+
+// Command-line overrides (-ctk, -ctv, --kv-window, --kv-sinks); "" / -1 = take the model's.
+struct KVOverrides {
+    std::string type_k, type_v;
+    int64_t window = -1;  // tokens; 0 = full attention on every layer
+    int64_t sinks = -1;   // first positions a windowed layer keeps forever
+};
+
+struct KVLayerPlan {
+    AttnKind kind = AttnKind::MHA;
+    uint32_t window = 0;    // 0: full attention; else the layer attends to the last `window` positions
+    uint32_t sinks = 0;     // plus positions 0 .. sinks - 1 (window > 0 only)
+    uint32_t n_slots = 0;   // rows its cache holds: n_ctx, or sinks + a ring of ring() rows
+    DType type_k = DType::F16, type_v = DType::F16;
+    uint32_t width_k = 0, width_v = 0;  // elements per cached position: head_dim * n_head_kv
+    size_t bytes = 0;                   // K + V bytes of this layer
+
+    uint32_t ring() const { return n_slots - sinks; }
+    // The cache row of position pos: sinks stay put, the rest wrap around the ring.
+    uint32_t slot(uint32_t pos) const { return pos < sinks ? pos : sinks + (pos - sinks) % ring(); }
+    bool windowed() const { return window > 0; }
+};
+
+struct KVPlan {
+    uint32_t n_ctx = 0;    // the -c limit on positions; unbounded() lifts it
+    uint32_t n_batch = 0;  // the largest number of tokens one step stores (rings leave room for it)
+    std::vector<KVLayerPlan> layers;
+    size_t total_bytes = 0;
+
+    // Every layer windowed: memory stays bounded however long a conversation runs (streaming).
+    bool unbounded() const;
+};
+
+// The K/V storage types a cache may use (every backend runs all of them): "f16, q8_0, q4_0".
+std::string supported_kv_types();
+
+// Resolves the plan: flags over minfer.kv.* metadata over the architecture's sliding window over
+// full f16. Throws Error on an unknown type, a type whose block does not fit the head size, or a
+// window/sinks that do not make sense, naming the flag or key.
+KVPlan plan_kv_cache(const HParams& hp, const KVOverrides& o, uint32_t n_ctx, uint32_t n_batch);
+
+// The plan as a table (one line per run of identical layers) and a total, for info and chat --verbose.
+std::string describe_kv_plan(const KVPlan& plan);
+
+}  // namespace mf
