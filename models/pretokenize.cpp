@@ -117,15 +117,35 @@ Pretokenizer::Pretokenizer(const std::string& pre_name) {
     add_bos_ = rule->add_bos;
     clean_spaces_ = rule->clean_spaces;
     for (const char* pattern : rule->regexes) {
-        int err = 0;
-        PCRE2_SIZE err_offset = 0;
-        auto re = std::make_unique<Regex>();
-        re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
-                                 PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY, &err, &err_offset, nullptr);
-        MF_ASSERT_MSG(re->code != nullptr, pattern);
-        pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);  // the interpreter runs when JIT is unavailable
-        regexes_.push_back(std::move(re));
+        std::string err;
+        MF_ASSERT_MSG(add_regex(pattern, err), pattern);
     }
+}
+
+std::unique_ptr<Pretokenizer> Pretokenizer::from_regexes(const std::vector<std::string>& regexes) {
+    std::unique_ptr<Pretokenizer> p(new Pretokenizer());
+    for (const std::string& pattern : regexes) {
+        std::string err;
+        if (!p->add_regex(pattern.c_str(), err)) throw Error("pre-tokenizer regex '" + pattern + "': " + err);
+    }
+    return p;
+}
+
+bool Pretokenizer::add_regex(const char* pattern, std::string& err) {
+    int code = 0;
+    PCRE2_SIZE err_offset = 0;
+    auto re = std::make_unique<Regex>();
+    re->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
+                             PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY, &code, &err_offset, nullptr);
+    if (!re->code) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(code, msg, sizeof(msg));
+        err = reinterpret_cast<char*>(msg);
+        return false;
+    }
+    pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);  // the interpreter runs when JIT is unavailable
+    regexes_.push_back(std::move(re));
+    return true;
 }
 
 Pretokenizer::~Pretokenizer() = default;

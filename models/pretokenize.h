@@ -13,6 +13,9 @@ public:
     // Compiles the rules for a tokenizer.ggml.pre value ("" means "default"). Throws mf::Error
     // listing the supported names when pre is unknown.
     explicit Pretokenizer(const std::string& pre);
+    // A cascade of the given regexes (no defaults attached): a converter emulating a tokenizer.json
+    // pre-tokenizer. Throws mf::Error naming a pattern PCRE2 cannot compile.
+    static std::unique_ptr<Pretokenizer> from_regexes(const std::vector<std::string>& regexes);
     ~Pretokenizer();
     Pretokenizer(const Pretokenizer&) = delete;
     Pretokenizer& operator=(const Pretokenizer&) = delete;
@@ -30,6 +33,9 @@ public:
     static std::string supported_names();
 
 private:
+    Pretokenizer() = default;
+    // Compiles pattern and appends it; false (and a message in err) when PCRE2 rejects it.
+    bool add_regex(const char* pattern, std::string& err);
     struct Regex;
     std::vector<std::unique_ptr<Regex>> regexes_;
     bool ignore_merges_ = false;
