@@ -64,6 +64,39 @@ bool is_weight_type(DType t) {
     return t == DType::F32 || t == DType::F16 || t == DType::BF16 || is_quant_weight(t);
 }
 
+// The activation format launch_matvec_q quantizes x to for weights of type t (is_quant_weight(t)).
+ActQuant act_quant_of(DType t) {
+    switch (t) {
+        case DType::Q8_0: return BlockTraits<BlockQ8_0>::act;
+        case DType::Q4_0: return BlockTraits<BlockQ4_0>::act;
+        case DType::Q4_1: return BlockTraits<BlockQ4_1>::act;
+        case DType::Q5_0: return BlockTraits<BlockQ5_0>::act;
+        case DType::Q5_1: return BlockTraits<BlockQ5_1>::act;
+        case DType::Q4_K: return BlockTraits<BlockQ4_K>::act;
+        case DType::Q5_K: return BlockTraits<BlockQ5_K>::act;
+        case DType::Q6_K: return BlockTraits<BlockQ6_K>::act;
+        default: MF_ASSERT_MSG(false, "act_quant_of: not a quantized weight type");
+    }
+    return ActQuant::Q8_0;
+}
+
+bool same_shape4(const Shape4& a, const Shape4& b) {
+    for (int i = 0; i < 4; ++i)
+        if (a.ne[i] != b.ne[i] || a.nb[i] != b.nb[i]) return false;
+    return true;
+}
+
+// One past the last byte t's elements can occupy (its first byte is t->data); for block types an
+// overestimate, which is all its one caller needs.
+const char* data_end(const Tensor* t) {
+    int64_t extent = int64_t(t->nb[0]);
+    for (int i = 0; i < MAX_DIMS; ++i) {
+        if (t->ne[i] == 0) return static_cast<const char*>(t->data);
+        extent += (t->ne[i] - 1) * int64_t(t->nb[i]);
+    }
+    return static_cast<const char*>(t->data) + extent;
+}
+
 // The CUDA error of a call that bad input (a size, a missing device) can make fail, as an Error.
 void throw_on_error(cudaError_t err, const char* what) {
     if (err == cudaSuccess) return;
@@ -113,6 +146,8 @@ public:
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
         const char* env = std::getenv("MINFER_CUDA_GRAPHS");
         use_graphs_ = !(env && std::string(env) == "0");
+        const char* reuse_env = std::getenv("MINFER_CUDA_ACT_REUSE");
+        reuse_act_ = !(reuse_env && std::string(reuse_env) == "0");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -184,9 +219,8 @@ private:
     }
     void reserve_scratch(size_t bytes);
     void run_node(const Tensor* node);
-    void run_nodes(const Graph& g) {
-        for (const Tensor* n : g.nodes) run_node(n);
-    }
+    void run_nodes(const Graph& g);
+    bool scratch_holds(const Tensor* x, ActQuant kind) const;
     void drop_captured_graph();
 
     int device_;
@@ -195,6 +229,19 @@ private:
     // kernel so nothing is allocated while kernels run (and a captured CUDA graph can reuse it).
     void* scratch_ = nullptr;
     size_t scratch_size_ = 0;
+
+    // What the scratch holds after the last quantized MUL_MAT of this run_nodes pass: its activations
+    // (data, shape) quantized to `kind`. q, k and v (and gate and up) multiply one activation, so
+    // the next MUL_MAT with the same x and kind skips quantizing it again, unless a node in between
+    // wrote into x's bytes. The decision follows from the node sequence alone (pointers, shapes,
+    // types), never from data, so a captured CUDA graph makes the same decisions on every replay.
+    // MINFER_CUDA_ACT_REUSE=0 turns this off (to measure what it buys).
+    bool reuse_act_ = true;
+    bool scratch_act_valid_ = false;
+    const char* scratch_act_begin_ = nullptr;
+    const char* scratch_act_end_ = nullptr;
+    Shape4 scratch_act_shape_{};
+    ActQuant scratch_act_kind_ = ActQuant::Q8_0;
 
     // CUDA graphs: a decode step launches hundreds of small kernels, and launching them one by one
     // from the host costs more than many of them take to run. A graph whose signature (every node's
@@ -386,6 +433,22 @@ void CudaBackend::compute(const Graph& g) {
     CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
 }
 
+void CudaBackend::run_nodes(const Graph& g) {
+    // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
+    scratch_act_valid_ = false;
+    for (const Tensor* n : g.nodes) {
+        run_node(n);
+        if (!scratch_act_valid_ || n->op == Op::NONE || n->op == Op::VIEW) continue;
+        const char* begin = static_cast<const char*>(n->data);
+        if (begin < scratch_act_end_ && scratch_act_begin_ < data_end(n)) scratch_act_valid_ = false;
+    }
+}
+
+bool CudaBackend::scratch_holds(const Tensor* x, ActQuant kind) const {
+    return reuse_act_ && scratch_act_valid_ && scratch_act_kind_ == kind && scratch_act_begin_ == x->data &&
+           same_shape4(scratch_act_shape_, shape_of(x));
+}
+
 void CudaBackend::drop_captured_graph() {
     if (!graph_exec_) return;
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // it may still be running
@@ -402,6 +465,40 @@ void cpy_float(DType dst_type, const void* src, const Shape4& ss, void* dst, con
         case DType::F16: launch_cpy<Src, __half>(src, ss, dst, sd, s); return;
         case DType::BF16: launch_cpy<Src, __nv_bfloat16>(src, ss, dst, sd, s); return;
         default: MF_ASSERT_MSG(false, "cpy_float: not a float type");
+    }
+}
+
+// MUL_MAT of quantized weights w by f32 x (see launch_matvec_q for x_quantized).
+void matvec_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
+              cudaStream_t s) {
+    const float* xd = static_cast<const float*>(x->data);
+    const Shape4 sw = shape_of(w), sx = shape_of(x);
+    switch (w->type) {
+        case DType::Q8_0:
+            launch_matvec_q<BlockQ8_0>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+            return;
+        case DType::Q4_0:
+            launch_matvec_q<BlockQ4_0>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+            return;
+        case DType::Q4_1:
+            launch_matvec_q<BlockQ4_1>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+            return;
+        case DType::Q5_0:
+            launch_matvec_q<BlockQ5_0>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+            return;
+        case DType::Q5_1:
+            launch_matvec_q<BlockQ5_1>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+            return;
+        case DType::Q4_K:
+            launch_matvec_q<BlockQ4_K>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+            return;
+        case DType::Q5_K:
+            launch_matvec_q<BlockQ5_K>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+            return;
+        case DType::Q6_K:
+            launch_matvec_q<BlockQ6_K>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+            return;
+        default: MF_ASSERT_MSG(false, "matvec_q: not a quantized weight type");
     }
 }
 
@@ -437,35 +534,22 @@ void CudaBackend::run_node(const Tensor* node) {
         }
         case Op::MUL_MAT: {
             const float* x = static_cast<const float*>(b->data);
+            if (is_quant_weight(a->type)) {
+                const ActQuant kind = act_quant_of(a->type);
+                const bool reuse = scratch_holds(b, kind);
+                scratch_act_valid_ = true;
+                scratch_act_begin_ = static_cast<const char*>(b->data);
+                scratch_act_end_ = data_end(b);
+                scratch_act_shape_ = shape_of(b);
+                scratch_act_kind_ = kind;
+                matvec_q(a, b, scratch_, scratch_size_, reuse, out, s);
+                return;
+            }
             switch (a->type) {
                 case DType::F32: launch_matvec_float<float>(a->data, shape_of(a), x, shape_of(b), out, s); return;
                 case DType::F16: launch_matvec_float<__half>(a->data, shape_of(a), x, shape_of(b), out, s); return;
                 case DType::BF16:
                     launch_matvec_float<__nv_bfloat16>(a->data, shape_of(a), x, shape_of(b), out, s);
-                    return;
-                case DType::Q8_0:
-                    launch_matvec_q<BlockQ8_0>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
-                    return;
-                case DType::Q4_0:
-                    launch_matvec_q<BlockQ4_0>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
-                    return;
-                case DType::Q4_1:
-                    launch_matvec_q<BlockQ4_1>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
-                    return;
-                case DType::Q5_0:
-                    launch_matvec_q<BlockQ5_0>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
-                    return;
-                case DType::Q5_1:
-                    launch_matvec_q<BlockQ5_1>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
-                    return;
-                case DType::Q4_K:
-                    launch_matvec_q<BlockQ4_K>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
-                    return;
-                case DType::Q5_K:
-                    launch_matvec_q<BlockQ5_K>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
-                    return;
-                case DType::Q6_K:
-                    launch_matvec_q<BlockQ6_K>(a->data, shape_of(a), x, shape_of(b), scratch_, scratch_size_, out, s);
                     return;
                 default: break;
             }

@@ -44,45 +44,141 @@ __device__ __forceinline__ float load_at(const char* base, int64_t offset) {
     return *reinterpret_cast<const float*>(base + offset);
 }
 
-// One block per destination row; the threads stride along the row. Sources are read through their
-// byte strides, so views (permuted, sliced) need no copy first. b's row and column repeat modulo its
-// shape; the modulo costs little next to the memory traffic of these kernels.
-template <typename Fn>
-__global__ void binary_kernel(const char* a, Shape4 sa, const char* b, Shape4 sb, float* dst, Fn fn) {
-    const int64_t row = blockIdx.x;
-    const int64_t i1 = row % sa.ne[1];
-    const int64_t i2 = (row / sa.ne[1]) % sa.ne[2];
-    const int64_t i3 = row / (sa.ne[1] * sa.ne[2]);
-    const char* a_row = a + i1 * sa.nb[1] + i2 * sa.nb[2] + i3 * sa.nb[3];
-    const char* b_row = b + (i1 % sb.ne[1]) * sb.nb[1] + (i2 % sb.ne[2]) * sb.nb[2] + (i3 % sb.ne[3]) * sb.nb[3];
-    float* dst_row = dst + row * sa.ne[0];
-    for (int64_t i0 = threadIdx.x; i0 < sa.ne[0]; i0 += blockDim.x)
-        dst_row[i0] = fn(load_at(a_row, i0 * sa.nb[0]), load_at(b_row, (i0 % sb.ne[0]) * sb.nb[0]));
+// Byte offsets of element i (row-major over a's shape) in a and, repeating modulo its shape, in b.
+struct BinaryOffsets {
+    int64_t a, b;
+};
+
+// Idx is uint32_t when every index fits: 64-bit division is a long subroutine, and this divides a
+// few times per element.
+template <typename Idx>
+__device__ __forceinline__ BinaryOffsets binary_offsets(Idx i, const Shape4& sa, const Shape4& sb) {
+    const Idx ne0 = Idx(sa.ne[0]), ne1 = Idx(sa.ne[1]), ne2 = Idx(sa.ne[2]);
+    const Idx i0 = i % ne0, row = i / ne0;
+    const Idx i1 = row % ne1, i2 = (row / ne1) % ne2, i3 = row / ne1 / ne2;
+    BinaryOffsets o;
+    o.a = int64_t(i0) * sa.nb[0] + int64_t(i1) * sa.nb[1] + int64_t(i2) * sa.nb[2] + int64_t(i3) * sa.nb[3];
+    o.b = int64_t(i0 % Idx(sb.ne[0])) * sb.nb[0] + int64_t(i1 % Idx(sb.ne[1])) * sb.nb[1] +
+          int64_t(i2 % Idx(sb.ne[2])) * sb.nb[2] + int64_t(i3 % Idx(sb.ne[3])) * sb.nb[3];
+    return o;
 }
 
-template <typename Fn>
-__global__ void unary_kernel(const char* a, Shape4 sa, float* dst, Fn fn) {
-    const int64_t row = blockIdx.x;
-    const char* a_row = a + sa.row_offset(row);
-    float* dst_row = dst + row * sa.ne[0];
-    for (int64_t i0 = threadIdx.x; i0 < sa.ne[0]; i0 += blockDim.x) dst_row[i0] = fn(load_at(a_row, i0 * sa.nb[0]));
+// Grid-stride over the destination's elements, VW consecutive elements of one row per thread and
+// step. The first version gave each row one CUDA block, so a decode step's single row of 4096 or
+// 14336 elements ran on one SM (SWIGLU 48.8 us on an H100); spread over elements, the row is a few
+// thousand threads across the GPU. Sources are read through their byte strides, so views (permuted,
+// sliced) need no copy first, and b repeats modulo its shape.
+// VW == 4 (the launcher checks): a's rows packed, 16-byte aligned, ne0 % 4 == 0; b either as wide as
+// a with packed 16-byte aligned rows, or one element wide; dst 16-byte aligned. Then every load and
+// store moves 16 bytes. VW == 1 covers everything else.
+template <typename Fn, int VW, typename Idx>
+__global__ void binary_kernel(const char* a, Shape4 sa, const char* b, Shape4 sb, float* dst, Idx n, Fn fn) {
+    const Idx stride = Idx(gridDim.x) * blockDim.x * VW;
+    for (Idx i = (Idx(blockIdx.x) * blockDim.x + threadIdx.x) * VW; i < n; i += stride) {
+        const BinaryOffsets o = binary_offsets(i, sa, sb);
+        if constexpr (VW == 4) {
+            const float4 va = *reinterpret_cast<const float4*>(a + o.a);
+            float4 vb;
+            if (sb.ne[0] == 1) {
+                const float s = load_at(b, o.b);
+                vb = make_float4(s, s, s, s);
+            } else {
+                vb = *reinterpret_cast<const float4*>(b + o.b);
+            }
+            *reinterpret_cast<float4*>(dst + i) =
+                make_float4(fn(va.x, vb.x), fn(va.y, vb.y), fn(va.z, vb.z), fn(va.w, vb.w));
+        } else {
+            dst[i] = fn(load_at(a, o.a), load_at(b, o.b));
+        }
+    }
+}
+
+// As binary_kernel, one source. VW == 4: a's rows packed and 16-byte aligned, ne0 % 4 == 0.
+template <typename Fn, int VW, typename Idx>
+__global__ void unary_kernel(const char* a, Shape4 sa, float* dst, Idx n, Fn fn) {
+    const Idx stride = Idx(gridDim.x) * blockDim.x * VW;
+    for (Idx i = (Idx(blockIdx.x) * blockDim.x + threadIdx.x) * VW; i < n; i += stride) {
+        const BinaryOffsets o = binary_offsets(i, sa, sa);
+        if constexpr (VW == 4) {
+            const float4 va = *reinterpret_cast<const float4*>(a + o.a);
+            *reinterpret_cast<float4*>(dst + i) = make_float4(fn(va.x), fn(va.y), fn(va.z), fn(va.w));
+        } else {
+            dst[i] = fn(load_at(a, o.a));
+        }
+    }
+}
+
+// True when p and every stride of a dimension with more than one element are 16-byte aligned.
+bool aligned16(const void* p, const Shape4& s) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+    for (int i = 1; i < 4; ++i)
+        if (s.ne[i] > 1 && s.nb[i] % 16 != 0) return false;
+    return true;
+}
+
+// a's rows as float4s: packed, ne0 % 4 == 0, aligned (see binary_kernel).
+bool rows_vec4(const void* p, const Shape4& s) {
+    return s.ne[0] % 4 == 0 && s.nb[0] == sizeof(float) && aligned16(p, s);
+}
+
+constexpr int ELEMENTWISE_THREADS = 256;
+
+// Blocks for n elements, VW per thread: enough to fill the GPU many times over; the grid-stride
+// loop covers the rest.
+unsigned elementwise_grid(int64_t n, int vw) {
+    const int64_t blocks = ceil_div(ceil_div(n, vw), ELEMENTWISE_THREADS);
+    return grid_x(blocks < 65536 ? blocks : 65536);
+}
+
+template <typename Fn, int VW>
+void binary_vw(Fn fn, const char* a, const Shape4& sa, const char* b, const Shape4& sb, float* dst,
+               cudaStream_t stream) {
+    const int64_t n = sa.nelements();
+    const unsigned grid = elementwise_grid(n, VW);
+    // n plus one grid stride must fit the index type.
+    if (n + int64_t(grid) * ELEMENTWISE_THREADS * VW < (int64_t(1) << 32)) {
+        binary_kernel<Fn, VW, uint32_t><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(a, sa, b, sb, dst, uint32_t(n), fn);
+    } else {
+        binary_kernel<Fn, VW, int64_t><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(a, sa, b, sb, dst, n, fn);
+    }
+    CUDA_CHECK_LAUNCH();
 }
 
 template <typename Fn>
 void binary(Fn fn, const void* a, const Shape4& sa, const void* b, const Shape4& sb, float* dst, cudaStream_t stream) {
     for (int i = 0; i < 4; ++i) MF_ASSERT(sb.ne[i] > 0 && sa.ne[i] % sb.ne[i] == 0);
     if (sa.nelements() == 0) return;
-    binary_kernel<<<grid_x(sa.nrows()), row_block_size(sa.ne[0]), 0, stream>>>(
-        static_cast<const char*>(a), sa, static_cast<const char*>(b), sb, dst, fn);
+    const char* ac = static_cast<const char*>(a);
+    const char* bc = static_cast<const char*>(b);
+    const bool b_vec = sb.ne[0] == 1 || (sb.ne[0] == sa.ne[0] && rows_vec4(b, sb));
+    if (rows_vec4(a, sa) && b_vec && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+        binary_vw<Fn, 4>(fn, ac, sa, bc, sb, dst, stream);
+    } else {
+        binary_vw<Fn, 1>(fn, ac, sa, bc, sb, dst, stream);
+    }
+}
+
+template <typename Fn, int VW>
+void unary_vw(Fn fn, const char* a, const Shape4& sa, float* dst, cudaStream_t stream) {
+    const int64_t n = sa.nelements();
+    const unsigned grid = elementwise_grid(n, VW);
+    if (n + int64_t(grid) * ELEMENTWISE_THREADS * VW < (int64_t(1) << 32)) {
+        unary_kernel<Fn, VW, uint32_t><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(a, sa, dst, uint32_t(n), fn);
+    } else {
+        unary_kernel<Fn, VW, int64_t><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(a, sa, dst, n, fn);
+    }
     CUDA_CHECK_LAUNCH();
 }
 
 template <typename Fn>
 void unary(Fn fn, const void* a, const Shape4& sa, float* dst, cudaStream_t stream) {
     if (sa.nelements() == 0) return;
-    unary_kernel<<<grid_x(sa.nrows()), row_block_size(sa.ne[0]), 0, stream>>>(static_cast<const char*>(a), sa,
-                                                                               dst, fn);
-    CUDA_CHECK_LAUNCH();
+    const char* ac = static_cast<const char*>(a);
+    if (rows_vec4(a, sa) && reinterpret_cast<uintptr_t>(dst) % 16 == 0) {
+        unary_vw<Fn, 4>(fn, ac, sa, dst, stream);
+    } else {
+        unary_vw<Fn, 1>(fn, ac, sa, dst, stream);
+    }
 }
 
 // Grid-stride over the destination's elements in row-major order; each side unravels the linear

@@ -561,15 +561,17 @@ size_t matvec_q_scratch_bytes(const Shape4& sx) {
 
 template <typename Block>
 void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
-                     size_t scratch_bytes, float* dst, cudaStream_t stream) {
+                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream) {
     using Traits = BlockTraits<Block>;
     check_shapes(sw, sx);
     MF_ASSERT(sw.ne[0] % Traits::elems == 0 && sw.nb[0] == Traits::bytes);
     MF_ASSERT(scratch_bytes >= matvec_q_scratch_bytes(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
     const int64_t M = sw.ne[1];
-    if (M == 0 || sx.nrows() == 0) return;
+    if (sx.nrows() == 0) return;
     const ActQ act = act_layout(scratch, sx);
-    quantize_activations(Traits::act, x, sx, act, stream);
+    // Even when M == 0: a later launch may be told the scratch holds x.
+    if (!x_quantized) quantize_activations(Traits::act, x, sx, act, stream);
+    if (M == 0) return;
 
     const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
     const unsigned grid = grid_x(m_blocks * sx.ne[2] * sx.ne[3]);
@@ -593,20 +595,20 @@ template void launch_matvec_float<__half>(const void*, const Shape4&, const floa
 template void launch_matvec_float<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&, float*,
                                                  cudaStream_t);
 template void launch_matvec_q<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         float*, cudaStream_t);
+                                         bool, float*, cudaStream_t);
 template void launch_matvec_q<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         float*, cudaStream_t);
+                                         bool, float*, cudaStream_t);
 template void launch_matvec_q<BlockQ4_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         float*, cudaStream_t);
+                                         bool, float*, cudaStream_t);
 template void launch_matvec_q<BlockQ5_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         float*, cudaStream_t);
+                                         bool, float*, cudaStream_t);
 template void launch_matvec_q<BlockQ5_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         float*, cudaStream_t);
+                                         bool, float*, cudaStream_t);
 template void launch_matvec_q<BlockQ4_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         float*, cudaStream_t);
+                                         bool, float*, cudaStream_t);
 template void launch_matvec_q<BlockQ5_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         float*, cudaStream_t);
+                                         bool, float*, cudaStream_t);
 template void launch_matvec_q<BlockQ6_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         float*, cudaStream_t);
+                                         bool, float*, cudaStream_t);
 
 }  // namespace mf

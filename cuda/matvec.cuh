@@ -25,8 +25,11 @@ size_t matvec_q_scratch_bytes(const Shape4& sx);
 // matvec_q_scratch_bytes(sx)) to the weight type's CPU vec_dot_type (Q8_0, Q8_1 or Q8_K) with the CPU's
 // reference arithmetic, then dotted with int8 dp4a, so both backends compute the same integer block
 // sums and differ only in how the scaled sums are added up.
+// x_quantized: scratch already holds x quantized to this Block's activation type (BlockTraits::act),
+// left there by an earlier launch on this stream with the same x, sx and unchanged x data; then the
+// quantization is skipped (q, k, v and gate, up read one activation: quantize it once).
 template <typename Block>
 void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
-                     size_t scratch_bytes, float* dst, cudaStream_t stream);
+                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream);
 
 }  // namespace mf

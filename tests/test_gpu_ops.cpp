@@ -6,6 +6,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -274,6 +275,117 @@ TEST_CASE("scale, silu, gelu, swiglu and geglu") {
     // A strided (transposed) source for the unary kernel.
     check_vs_cpu({random(DType::F32, {7, 100})},
                  [](Context& ctx, const std::vector<Tensor*>& in) { return silu(ctx, transpose(ctx, in[0])); }, 1e-5);
+}
+
+TEST_CASE("element-wise kernels over decode-sized rows, odd sizes, broadcasts and unaligned views") {
+    // The kernels walk elements, not rows: 16-byte vectors where a's rows are packed and aligned and
+    // b is as wide as a or one element wide, one element at a time otherwise. Each case below lands
+    // on one of the two paths; add and mul are one f32 operation (bit-identical), the gated ones go
+    // through expf / tanhf (an ulp or two).
+    struct Case {
+        std::vector<int64_t> a, b;
+        const char* why;
+    };
+    const std::vector<Case> cases = {
+        {{14336, 1}, {14336, 1}, "decode FFN row, one row over the whole GPU, 16-byte path"},
+        {{4096, 1}, {4096, 1}, "decode residual add"},
+        {{4096, 3}, {4096, 1}, "norm weight broadcast over rows, 16-byte path"},
+        {{1001, 3}, {1001, 3}, "odd row length: one element per step"},
+        {{1001, 3, 2}, {1, 3, 1}, "scalar per row broadcast, odd rows"},
+        {{64, 5, 3, 2}, {1, 1, 1, 1}, "one scalar for everything, 16-byte path with a broadcast b"},
+        {{64, 5, 3, 2}, {32, 5, 1, 2}, "b half as wide as a: one element per step"},
+        {{68, 7, 2}, {68, 1, 2}, "rows of 68 floats: 16-byte path across rows"},
+    };
+    for (const Case& c : cases) {
+        INFO(c.why);
+        CAPTURE(c.a[0]);
+        CAPTURE(c.b[0]);
+        for (int which = 0; which < 4; ++which) {
+            CAPTURE(which);
+            const bool gated = which >= 2;
+            if (gated && c.a != c.b) continue;  // swiglu and geglu take equal shapes
+            check_vs_cpu({values(DType::F32, c.a, random_floats(size_t(std::accumulate(c.a.begin(), c.a.end(),
+                                                                                      int64_t(1), std::multiplies<>())),
+                                                                 -6.0f, 6.0f)),
+                          random(DType::F32, c.b)},
+                         [which](Context& ctx, const std::vector<Tensor*>& in) {
+                             switch (which) {
+                                 case 0: return add(ctx, in[0], in[1]);
+                                 case 1: return mul(ctx, in[0], in[1]);
+                                 case 2: return swiglu(ctx, in[0], in[1]);
+                                 default: return geglu(ctx, in[0], in[1]);
+                             }
+                         },
+                         gated ? 1e-5 : 0.0);
+        }
+    }
+    // Views 4 bytes into a wider row (unaligned: one element per step) and a transposed a (strided
+    // elements) against a packed b.
+    for (bool is_add : {true, false}) {
+        CAPTURE(is_add);
+        check_vs_cpu({random(DType::F32, {4097, 2}), random(DType::F32, {4096, 2})},
+                     [is_add](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* a = view_2d(ctx, in[0], 4096, 2, in[0]->nb[1], sizeof(float));
+                         return is_add ? add(ctx, a, in[1]) : mul(ctx, a, in[1]);
+                     },
+                     0.0);
+        check_vs_cpu({random(DType::F32, {4096, 2}), random(DType::F32, {4096, 2})},
+                     [is_add](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* b = view_2d(ctx, in[1], 4092, 2, in[1]->nb[1], 4 * sizeof(float));
+                         Tensor* a = view_2d(ctx, in[0], 4092, 2, in[0]->nb[1], 0);
+                         return is_add ? add(ctx, a, b) : mul(ctx, a, b);
+                     },
+                     0.0);
+        check_vs_cpu({random(DType::F32, {3, 4096}), random(DType::F32, {3})},
+                     [is_add](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* at = transpose(ctx, in[0]);  // [4096, 3], elements 12 bytes apart
+                         Tensor* b = view_2d(ctx, in[1], 1, 3, sizeof(float), 0);
+                         return is_add ? add(ctx, at, b) : mul(ctx, at, b);
+                     },
+                     0.0);
+    }
+    // Unary kernels on both paths: a decode row, an odd size, an unaligned view.
+    check_vs_cpu({random(DType::F32, {14336})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return scale(ctx, in[0], 0.731f); }, 0.0);
+    check_vs_cpu({values(DType::F32, {14336}, random_floats(14336, -6.0f, 6.0f))},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return silu(ctx, in[0]); }, 1e-5);
+    check_vs_cpu({values(DType::F32, {1001, 3}, random_floats(3003, -6.0f, 6.0f))},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return gelu(ctx, in[0]); }, 1e-5);
+    check_vs_cpu({random(DType::F32, {4097, 2})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                     return scale(ctx, view_2d(ctx, in[0], 4096, 2, in[0]->nb[1], sizeof(float)), -2.5f);
+                 },
+                 0.0);
+}
+
+TEST_CASE("one quantized activation serves consecutive matmuls of the same input, and only those") {
+    // The backend quantizes x once for consecutive quantized MUL_MATs that read the same x with the
+    // same activation format (q, k, v; gate, up). Q4_0 and Q5_0 share Q8_0, Q4_1 needs Q8_1, the
+    // K-quants Q8_K: the chain below switches format and comes back, so a kept copy of the wrong
+    // format would show. Tolerance as for mul_mat.
+    const DType chain[] = {DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K, DType::Q4_1, DType::Q8_0};
+    std::vector<Input> inputs = {random(DType::F32, {512, 2})};
+    for (DType t : chain) inputs.push_back(random(t, {512, 40}));
+    check_vs_cpu(inputs,
+                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                     Tensor* sum = mul_mat(ctx, in[1], in[0]);
+                     for (size_t i = 2; i < in.size(); ++i) sum = add(ctx, sum, mul_mat(ctx, in[i], in[0]));
+                     return sum;
+                 },
+                 1e-4);
+    // A node that writes into x between two matmuls of x (same pointer, same shape) makes the second
+    // quantize again: reusing the first copy would give w.x twice instead of w.x + w.z.
+    for (DType t : {DType::Q4_0, DType::Q4_K}) {
+        const std::string type_name = dtype_name(t);
+        CAPTURE(type_name);
+        check_vs_cpu({random(DType::F32, {256, 3}), random(DType::F32, {256, 3}), random(t, {256, 24})},
+                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* y1 = mul_mat(ctx, in[2], in[0]);
+                         Tensor* x_overwritten = cpy(ctx, in[1], in[0]);
+                         return add(ctx, y1, mul_mat(ctx, in[2], x_overwritten));
+                     },
+                     1e-4);
+    }
 }
 
 TEST_CASE("rms_norm on wide, odd and strided rows") {
