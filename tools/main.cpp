@@ -24,6 +24,7 @@ const Command kCommands[] = {
     {"info", mf::tool_info, "print a GGUF file's metadata and tensor table"},
     {"tokenize", mf::tool_tokenize, "print the token ids of a text"},
     {"synth", mf::tool_synth, "write a random-weight GGUF in the shape of a real model"},
+    {"convert", mf::tool_convert, "convert a Hugging Face checkpoint to GGUF"},
     {"quantize", mf::tool_quantize, "requantize a GGUF model's weights (q8_0, q4_0, ..., q4_k_m)"},
 };
 

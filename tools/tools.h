@@ -10,6 +10,7 @@ int tool_chat(int argc, char** argv);  // minfer chat -m MODEL
 int tool_bench(int argc, char** argv); // minfer bench -m MODEL [-p N] [-n N] [-r N]
 int tool_tokenize(int argc, char** argv);  // minfer tokenize -m MODEL (-p TEXT | -f FILE)
 int tool_synth(int argc, char** argv);     // minfer synth --shape NAME --type TYPE -o FILE.gguf
+int tool_convert(int argc, char** argv);   // minfer convert HF_DIR -o OUT.gguf [--type TYPE]
 int tool_quantize(int argc, char** argv);  // minfer quantize [-t N] IN.gguf OUT.gguf TYPE
 
 }  // namespace mf
