@@ -85,7 +85,8 @@ std::string join(const std::vector<int32_t>& ids) {
 TEST_CASE("converted tokenizers give Hugging Face's ids for every test string") {
     TempDir tmp("ids");
     for (const char* name : kFixtures) {
-        CAPTURE(name);
+        const std::string fixture = name;
+        CAPTURE(fixture);
         const json expect = read_json(fixture_dir(name) + "/cases.json");
         const GGUFFile f = convert(fixture_dir(name), (tmp.path / (std::string(name) + ".gguf")).string());
         if (!expect["pre"].is_null()) CHECK(f.get_str("tokenizer.ggml.pre") == expect["pre"].get<std::string>());
@@ -98,6 +99,24 @@ TEST_CASE("converted tokenizers give Hugging Face's ids for every test string") 
             CAPTURE(text);
             CHECK_MESSAGE(got == want, "minfer " << join(got) << " vs HF " << join(want));
         }
+    }
+}
+
+TEST_CASE("the test strings tell the pre-tokenizers apart: a wrong --pre changes some ids") {
+    TempDir tmp("wrong");
+    const std::pair<const char*, const char*> wrong[] = {
+        {"gpt2", "starcoder"}, {"llama3", "qwen2"}, {"qwen2", "gpt-2"}, {"smollm", "llama-bpe"}};
+    for (const auto& [name, pre] : wrong) {
+        const std::string fixture = name, wrong_pre = pre;
+        CAPTURE(fixture);
+        CAPTURE(wrong_pre);
+        const json expect = read_json(fixture_dir(name) + "/cases.json");
+        const Vocab vocab = load_vocab(convert(fixture_dir(name), (tmp.path / "out.gguf").string(), pre));
+        int n_differ = 0;
+        for (const json& c : expect["cases"]) {
+            n_differ += tokenize(vocab, c["text"].get<std::string>(), false, true) != c["ids"].get<std::vector<int32_t>>();
+        }
+        CHECK(n_differ > 0);
     }
 }
 
