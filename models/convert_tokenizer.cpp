@@ -129,7 +129,11 @@ void add_added_tokens(VocabOut& v, const json& tok_json, const json& config, con
             continue;
         }
         if (i < v.tokens.size()) v.filled[i] = false;  // an added token replaces the model's text for its id
-        put_token(v, a.id, a.text, a.special ? TokenType::CONTROL : TokenType::USER_DEFINED, tok_file);
+        std::string text = a.text;
+        if (!a.special) {  // user-defined tokens are matched in the raw text: U+2581 stands for a space there
+            for (size_t p; (p = text.find("\xE2\x96\x81")) != std::string::npos;) text.replace(p, 3, " ");
+        }
+        put_token(v, a.id, text, a.special ? TokenType::CONTROL : TokenType::USER_DEFINED, tok_file);
         if (spm) v.scores[i] = -1000.0f;
     }
 }
@@ -357,6 +361,7 @@ void convert_hf_tokenizer(const std::string& hf_dir, const std::string& pre_over
     bool add_space_prefix = false;
     std::string pre = "default";
     if (spm) {
+        if (!pre_override.empty()) check_pre_name(pre_override);  // valid, but SentencePiece has no pre-tokenizer
         add_space_prefix = read_spm(spm_path.string(), v);
     } else {
         read_bpe(tok_json, json_path.string(), v, merges);

@@ -208,6 +208,30 @@ TEST_CASE("SentencePiece: pieces, scores, types and flags from tokenizer.model")
     CHECK(ids.front() == 1);
 }
 
+TEST_CASE("SentencePiece: added tokens past the model's pieces are control or user-defined") {
+    TempDir tmp("spm_added");
+    const fs::path dir = tmp.path / "tok";
+    fs::create_directories(dir);
+    copy_fixture("llama-spm", dir);
+    const int32_t n = load_vocab(convert(dir.string(), (tmp.path / "a.gguf").string())).n_vocab();
+    json config = read_json((dir / "tokenizer_config.json").string());
+    config["added_tokens_decoder"][std::to_string(n)] = {{"content", "<|im_start|>"}, {"special", true}};
+    config["added_tokens_decoder"][std::to_string(n + 2)] = {{"content", "\u2581tool\u2581call"}, {"special", false}};
+    write_json((dir / "tokenizer_config.json").string(), config);
+    const Vocab v = load_vocab(convert(dir.string(), (tmp.path / "b.gguf").string()));
+    REQUIRE(v.n_vocab() == n + 3);
+    CHECK(v.tokens[size_t(n)] == "<|im_start|>");
+    CHECK(v.token_types[size_t(n)] == TokenType::CONTROL);
+    CHECK(v.tokens[size_t(n + 1)] == "[PAD" + std::to_string(n + 1) + "]");
+    CHECK(v.tokens[size_t(n + 2)] == " tool call");  // U+2581 stands for a space in the text it matches
+    CHECK(v.token_types[size_t(n + 2)] == TokenType::USER_DEFINED);
+    CHECK(v.scores[size_t(n)] == -1000.0f);
+    const std::vector<int32_t> ids = tokenize(v, "<|im_start|>a tool call", false, true);
+    REQUIRE(ids.size() >= 3);
+    CHECK(ids.front() == n);
+    CHECK(ids.back() == n + 2);
+}
+
 TEST_CASE("the pre-tokenizer is detected from its structure; an unknown one is refused unless --pre names it") {
     TempDir tmp("pre");
     const fs::path dir = tmp.path / "tok";
@@ -254,6 +278,27 @@ TEST_CASE("the pre-tokenizer is detected from its structure; an unknown one is r
         CHECK(err.find("'no-such-pre'") != std::string::npos);
         CHECK(err.find("qwen2") != std::string::npos);
     }
+}
+
+TEST_CASE("a cascade of Split regexes and Digits (DeepSeek Coder's) is recognised") {
+    TempDir tmp("dscoder");
+    const fs::path dir = tmp.path / "tok";
+    fs::create_directories(dir);
+    copy_fixture("qwen2", dir);
+    json tok = read_json((dir / "tokenizer.json").string());
+    const auto split = [](const std::string& re) {
+        return json{{"type", "Split"}, {"pattern", {{"Regex", re}}}, {"behavior", "Isolated"}, {"invert", false}};
+    };
+    tok["normalizer"] = nullptr;
+    tok["pre_tokenizer"] = {
+        {"type", "Sequence"},
+        {"pretokenizers",
+         {split("[\r\n]"), split("\\s?\\p{L}+"), split("\\s?\\p{P}+"),
+          split("[\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+"),
+          {{"type", "Digits"}, {"individual_digits", true}},
+          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
+    write_json((dir / "tokenizer.json").string(), tok);
+    CHECK(convert(dir.string(), (tmp.path / "out.gguf").string()).get_str("tokenizer.ggml.pre") == "deepseek-coder");
 }
 
 TEST_CASE("clean_up_tokenization_spaces picks between pre-tokenizers that split alike") {
