@@ -183,7 +183,12 @@ bool read_spm(const std::string& file, VocabOut& v) {
         put_token(v, i, sp.IdToPiece(i), type, file);
         v.scores[size_t(i)] = sp.GetScore(i);
     }
-    // The normalizer spec is not exposed: a model with add_dummy_prefix turns "x" into "\u2581x".
+    // The normalizer spec is not exposed, so its effects are probed. minfer (as llama.cpp) keeps runs of
+    // spaces: a model whose normalizer collapses them would tokenize differently.
+    if (sp.DecodeIds(sp.EncodeAsIds("a  b")) != "a  b") {
+        throw Error(file + ": the SentencePiece normalizer removes extra whitespace, which minfer's tokenizer does not");
+    }
+    // A model with add_dummy_prefix turns "x" into "\u2581x".
     const std::vector<std::string> pieces = sp.EncodeAsPieces("x");
     return !pieces.empty() && (pieces[0].rfind("\xE2\x96\x81", 0) == 0 || pieces[0] == "<0xE2>");
 }

@@ -327,6 +327,9 @@ TEST_CASE("bad tokenizer directories are one clear error") {
         std::ofstream(tmp.path / "tokenizer.model") << "not a protobuf";
     }
     CHECK(error_of([&] { convert(tmp.path.string(), out); }).find("not a SentencePiece model") != std::string::npos);
+    fs::copy_file(fixture_dir("spm-collapse-ws") + "/tokenizer.model", tmp.path / "tokenizer.model",
+                  fs::copy_options::overwrite_existing);
+    CHECK(error_of([&] { convert(tmp.path.string(), out); }).find("removes extra whitespace") != std::string::npos);
     fs::remove(tmp.path / "tokenizer.model");
     copy_fixture("qwen2", tmp.path);
     json config = read_json((tmp.path / "tokenizer_config.json").string());
