@@ -2,6 +2,7 @@
 // exact supports_op table, and the dispatch from graph nodes to the launchers in cuda/*.cuh.
 #include "cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -12,8 +13,10 @@
 
 #include "core/common.h"
 #include "core/quants.h"
+#include "cuda/attention.cuh"
 #include "cuda/common.cuh"
 #include "cuda/elementwise.cuh"
+#include "cuda/kv.cuh"
 #include "cuda/matvec.cuh"
 #include "cuda/norm_rope.cuh"
 #include "cuda/quants.cuh"
@@ -229,6 +232,7 @@ private:
     // kernel so nothing is allocated while kernels run (and a captured CUDA graph can reuse it).
     void* scratch_ = nullptr;
     size_t scratch_size_ = 0;
+    size_t attn_ws_offset_ = 0;  // FLASH_ATTN's split partials live in the scratch past the activations
 
     // What the scratch holds after the last quantized MUL_MAT of this run_nodes pass: its activations
     // (data, shape) quantized to `kind`. q, k and v (and gate and up) multiply one activation, so
@@ -342,10 +346,23 @@ bool supports_set_rows(const Tensor* node) {
     const Tensor* src = node->src[1];
     const Tensor* ids = node->src[2];
     const DType t = node->type;
-    if (t != DType::F32 && t != DType::F16 && t != DType::BF16) return false;
+    const bool quant = t == DType::Q8_0 || t == DType::Q4_0;  // quantized KV cache rows
+    if (t != DType::F32 && t != DType::F16 && t != DType::BF16 && !quant) return false;
+    if (quant && (!packed_rows(node) || node->ne[0] % QK != 0 || src->nb[0] != sizeof(float))) return false;
     if (!is_f32(src) || !ids || ids->type != DType::I32 || !ids->is_contiguous()) return false;
     return node->ne[2] == 1 && node->ne[3] == 1 && src->ne[2] == 1 && src->ne[3] == 1 && src->ne[0] == node->ne[0] &&
            ids->ne[0] == src->ne[1];
+}
+
+bool supports_flash_attn(const Tensor* node) {
+    const Tensor* q = node->src[0];
+    const Tensor* k = node->src[1];
+    const Tensor* v = node->src[2];
+    const Tensor* mask = node->src[3];
+    if (!is_f32(q) || !is_f32(mask) || !is_f32(node) || !node->is_contiguous()) return false;
+    if (q->nb[0] != sizeof(float) || mask->nb[0] != sizeof(float)) return false;
+    if (k->nb[0] != dtype_traits(k->type).type_size || v->nb[0] != dtype_traits(v->type).type_size) return false;
+    return flash_attn_supported(k->type, v->type, k->ne[0], v->ne[0]);
 }
 
 bool CudaBackend::supports_op(const Tensor* node) const {
@@ -360,6 +377,7 @@ bool CudaBackend::supports_op(const Tensor* node) const {
         case Op::SET_ROWS: return supports_set_rows(node);
         case Op::ROPE: return supports_rope(node);
         case Op::SOFT_MAX: return supports_soft_max(node);
+        case Op::FLASH_ATTN: return supports_flash_attn(node);
         case Op::CONCAT: return supports_concat(node);
         case Op::RMS_NORM:
             return is_f32(a) && is_f32(node) && same_shape(a, node) && a->nb[0] == sizeof(float) &&
@@ -406,7 +424,15 @@ void CudaBackend::compute(const Graph& g) {
             scratch = need > scratch ? need : scratch;
         }
     }
-    reserve_scratch(scratch);
+    size_t attn_ws = 0;
+    for (const Tensor* n : g.nodes) {
+        if (n->op != Op::FLASH_ATTN) continue;
+        const Tensor* q = n->src[0];
+        const Tensor* k = n->src[1];
+        attn_ws = std::max(attn_ws, flash_attn_workspace_bytes(q->ne[1], k->ne[2], q->ne[2], k->ne[1], n->ne[0]));
+    }
+    attn_ws_offset_ = (scratch + 255) / 256 * 256;
+    reserve_scratch(attn_ws_offset_ + attn_ws);
     if (!use_graphs_) {
         run_nodes(g);
         return;
@@ -592,9 +618,21 @@ void CudaBackend::run_node(const Tensor* node) {
                 case DType::F32: launch_set_rows<float>(src, shape_of(b), ids, node->data, sd, s); return;
                 case DType::F16: launch_set_rows<__half>(src, shape_of(b), ids, node->data, sd, s); return;
                 case DType::BF16: launch_set_rows<__nv_bfloat16>(src, shape_of(b), ids, node->data, sd, s); return;
+                case DType::Q8_0:
+                case DType::Q4_0: launch_set_rows_quant(node->type, src, shape_of(b), ids, node->data, sd.nb[1], s); return;
                 default: break;
             }
             break;
+        }
+        case Op::FLASH_ATTN: {
+            const Tensor* k = node->src[1];
+            const Tensor* v = node->src[2];
+            const Tensor* mask = node->src[3];
+            float* ws = reinterpret_cast<float*>(static_cast<char*>(scratch_) + attn_ws_offset_);
+            launch_flash_attn(k->type, v->type, static_cast<const float*>(a->data), shape_of(a), k->data, shape_of(k),
+                              v->data, shape_of(v), static_cast<const float*>(mask->data), int64_t(mask->nb[1]), out, ws,
+                              node->op_param_f(0), s);
+            return;
         }
         case Op::CPY: {
             const Shape4 ss = shape_of(a);

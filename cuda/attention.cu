@@ -1,0 +1,256 @@
+// Flash attention for decode and prefill over a KV cache of f16, q8_0 or q4_0 rows.
+//
+// Grid: (KV head x group chunk, split, token). A block serves up to kGroupMax query heads that share
+// one KV head, so each cached K/V row is read once per group (GQA/MQA), not once per query head.
+// Its 4 warps take every 4th position of the block's split; a warp dequantizes one K row in
+// registers (lane l holds elements l, l + 32, ...: for q8_0/q4_0 that is one block per step, read
+// with one broadcast scale), scores all its query heads with warp sums, and keeps an online softmax
+// (running max, sum, weighted V) per head. Warps are merged in shared memory; with several splits
+// (decode at long context, where one block per head would leave most SMs idle) each split writes
+// (max, sum, acc) to scratch and a second kernel combines them.
+#include "cuda/attention.cuh"
+
+#include <algorithm>
+
+namespace mf {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kGroupMax = 8;
+constexpr int kMinSplitRows = 128;  // fewer positions per split than this is not worth a split
+
+struct KvF16 {};
+struct KvQ8_0 {};
+struct KvQ4_0 {};
+
+// Element e of a cached row, as f32.
+__device__ __forceinline__ float load_kv(KvF16, const char* row, int e) {
+    return __half2float(reinterpret_cast<const __half*>(row)[e]);
+}
+__device__ __forceinline__ float load_kv(KvQ8_0, const char* row, int e) {
+    const char* b = row + (e / 32) * 34;  // fp16 scale, 32 int8
+    return fp16_bits_to_f32(*reinterpret_cast<const uint16_t*>(b)) * float(int8_t(b[2 + e % 32]));
+}
+__device__ __forceinline__ float load_kv(KvQ4_0, const char* row, int e) {
+    const char* b = row + (e / 32) * 18;  // fp16 scale, 16 bytes: element r < 16 low nibble of byte r, else high of r - 16
+    const int r = e % 32;
+    const uint8_t byte = uint8_t(b[2 + (r & 15)]);
+    const int nib = r < 16 ? (byte & 15) : (byte >> 4);
+    return fp16_bits_to_f32(*reinterpret_cast<const uint16_t*>(b)) * float(nib - 8);
+}
+
+template <typename KT, typename VT, int HD>
+__global__ void __launch_bounds__(kWarps * WARP_SIZE)
+flash_attn_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ k, Shape4 ks,
+                  const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, int64_t mask_nb1,
+                  float* __restrict__ out, float* __restrict__ ws, int group, int n_kv, int split_rows,
+                  int n_splits, float scale) {
+    constexpr int E = (HD + WARP_SIZE - 1) / WARP_SIZE;  // elements per lane
+    const int n_head = int(qs.ne[1]);
+    const int group_chunks = (group + kGroupMax - 1) / kGroupMax;
+    const int hk = blockIdx.x / group_chunks;
+    const int h0 = hk * group + (blockIdx.x % group_chunks) * kGroupMax;  // first query head served
+    const int ng = min(kGroupMax, hk * group + group - h0);
+    const int split = blockIdx.y, t = blockIdx.z;
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+
+    __shared__ float q_sh[kGroupMax][HD];
+    for (int i = threadIdx.x; i < ng * HD; i += blockDim.x) {
+        const int g = i / HD, e = i % HD;
+        const char* qrow = reinterpret_cast<const char*>(q) + t * qs.nb[2] + (h0 + g) * qs.nb[1];
+        q_sh[g][e] = reinterpret_cast<const float*>(qrow)[e] * scale;  // scale folded into q once
+    }
+    __syncthreads();
+
+    float run_max[kGroupMax], run_sum[kGroupMax], acc[kGroupMax][E];
+#pragma unroll
+    for (int g = 0; g < kGroupMax; ++g) {
+        run_max[g] = -INFINITY;
+        run_sum[g] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < E; ++i) acc[g][i] = 0.0f;
+    }
+    const float* mrow = reinterpret_cast<const float*>(reinterpret_cast<const char*>(mask) + t * mask_nb1);
+    const int j_end = min(n_kv, (split + 1) * split_rows);
+    for (int j = split * split_rows + warp; j < j_end; j += kWarps) {
+        const float mk = mrow[j];
+        if (mk == -INFINITY) continue;  // the same for the whole warp
+        const char* krow = k + j * ks.nb[1] + hk * ks.nb[2];
+        const char* vrow = v + j * vs.nb[1] + hk * vs.nb[2];
+        float kf[E], vf[E];
+#pragma unroll
+        for (int i = 0; i < E; ++i) {
+            const int e = i * WARP_SIZE + lane;
+            kf[i] = e < HD ? load_kv(KT{}, krow, e) : 0.0f;
+            vf[i] = e < HD ? load_kv(VT{}, vrow, e) : 0.0f;
+        }
+#pragma unroll
+        for (int g = 0; g < kGroupMax; ++g) {
+            if (g >= ng) break;
+            float dot = 0.0f;
+#pragma unroll
+            for (int i = 0; i < E; ++i) {
+                const int e = i * WARP_SIZE + lane;
+                if (e < HD) dot += q_sh[g][e] * kf[i];
+            }
+            const float s = warp_sum(dot) + mk;
+            const float m_new = fmaxf(run_max[g], s);
+            const float c = __expf(run_max[g] - m_new);  // 0 on the first visible row
+            const float p = __expf(s - m_new);
+            run_sum[g] = run_sum[g] * c + p;
+#pragma unroll
+            for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * c + p * vf[i];
+            run_max[g] = m_new;
+        }
+    }
+
+    // Merge the warps.
+    __shared__ float max_sh[kWarps][kGroupMax], sum_sh[kWarps][kGroupMax];
+    __shared__ float acc_sh[kWarps][kGroupMax][HD];
+    for (int g = 0; g < ng; ++g) {
+        if (lane == 0) {
+            max_sh[warp][g] = run_max[g];
+            sum_sh[warp][g] = run_sum[g];
+        }
+#pragma unroll
+        for (int i = 0; i < E; ++i) {
+            const int e = i * WARP_SIZE + lane;
+            if (e < HD) acc_sh[warp][g][e] = acc[g][i];
+        }
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < ng * HD; idx += blockDim.x) {
+        const int g = idx / HD, e = idx % HD;
+        float m = -INFINITY;
+        for (int w = 0; w < kWarps; ++w) m = fmaxf(m, max_sh[w][g]);
+        float l = 0.0f, a = 0.0f;
+        if (m != -INFINITY) {
+            for (int w = 0; w < kWarps; ++w) {
+                if (max_sh[w][g] == -INFINITY) continue;
+                const float c = __expf(max_sh[w][g] - m);
+                l += sum_sh[w][g] * c;
+                a += acc_sh[w][g][e] * c;
+            }
+        }
+        const int64_t row = int64_t(t) * n_head + h0 + g;  // (token, query head)
+        if (n_splits == 1) {
+            out[row * HD + e] = l > 0.0f ? a / l : 0.0f;  // a query that sees nothing gets zeros
+        } else {
+            const int64_t part = row * n_splits + split;
+            ws[part * (HD + 2) + e] = a;
+            if (e == 0) {
+                ws[part * (HD + 2) + HD] = m;
+                ws[part * (HD + 2) + HD + 1] = l;
+            }
+        }
+    }
+}
+
+// One block per (token, query head): merges the splits' (max, sum, acc) into the output row.
+template <int HD>
+__global__ void flash_attn_combine_kernel(const float* __restrict__ ws, float* __restrict__ out, int n_splits) {
+    const int64_t row = blockIdx.x;
+    const float* parts = ws + row * n_splits * (HD + 2);
+    float m = -INFINITY;
+    for (int s = 0; s < n_splits; ++s) m = fmaxf(m, parts[s * (HD + 2) + HD]);
+    for (int e = threadIdx.x; e < HD; e += blockDim.x) {
+        float l = 0.0f, a = 0.0f;
+        if (m != -INFINITY) {
+            for (int s = 0; s < n_splits; ++s) {
+                const float ms = parts[s * (HD + 2) + HD];
+                if (ms == -INFINITY) continue;
+                const float c = __expf(ms - m);
+                l += parts[s * (HD + 2) + HD + 1] * c;
+                a += parts[s * (HD + 2) + e] * c;
+            }
+        }
+        out[row * HD + e] = l > 0.0f ? a / l : 0.0f;
+    }
+}
+
+// Splits so that the grid has at least ~2 blocks per SM of a large GPU, each split at least
+// kMinSplitRows positions long.
+int choose_splits(int64_t n_head, int64_t n_head_kv, int64_t n_tokens, int64_t n_kv) {
+    const int64_t group = n_head / n_head_kv;
+    const int64_t blocks = n_head_kv * ((group + kGroupMax - 1) / kGroupMax) * n_tokens;
+    const int64_t want = (264 + blocks - 1) / blocks;
+    const int64_t most = std::max<int64_t>(1, n_kv / kMinSplitRows);
+    return int(std::max<int64_t>(1, std::min(want, most)));
+}
+
+template <typename KT, typename VT, int HD>
+void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v, const Shape4& vs,
+                  const float* mask, int64_t mask_nb1, float* out, float* ws, float scale, cudaStream_t stream) {
+    const int64_t n_head = qs.ne[1], n_tokens = qs.ne[2], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
+    const int group = int(n_head / n_head_kv);
+    const int n_splits = choose_splits(n_head, n_head_kv, n_tokens, n_kv);
+    const int split_rows = int(ceil_div(n_kv, n_splits));
+    const dim3 grid(grid_x(n_head_kv * ceil_div(group, kGroupMax)), unsigned(n_splits), unsigned(n_tokens));
+    MF_ASSERT_MSG(n_tokens <= 65535, "flash_attn: too many tokens in one step");
+    flash_attn_kernel<KT, VT, HD><<<grid, kWarps * WARP_SIZE, 0, stream>>>(
+        q, qs, static_cast<const char*>(k), ks, static_cast<const char*>(v), vs, mask, mask_nb1, out, ws, group,
+        int(n_kv), split_rows, n_splits, scale);
+    CUDA_CHECK_LAUNCH();
+    if (n_splits > 1) {
+        flash_attn_combine_kernel<HD><<<grid_x(n_head * n_tokens), std::min(HD, 128), 0, stream>>>(ws, out, n_splits);
+        CUDA_CHECK_LAUNCH();
+    }
+}
+
+template <typename KT, typename VT>
+void launch_hd(int64_t hd, const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
+               const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws, float scale,
+               cudaStream_t s) {
+    switch (hd) {
+        case 16: launch_typed<KT, VT, 16>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case 32: launch_typed<KT, VT, 32>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case 64: launch_typed<KT, VT, 64>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case 128: launch_typed<KT, VT, 128>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case 256: launch_typed<KT, VT, 256>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        default: MF_ASSERT_MSG(false, "flash_attn: unsupported head size");
+    }
+}
+
+template <typename KT>
+void launch_v(DType type_v, int64_t hd, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
+              const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
+              float scale, cudaStream_t s) {
+    switch (type_v) {
+        case DType::F16: launch_hd<KT, KvF16>(hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::Q8_0: launch_hd<KT, KvQ8_0>(hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::Q4_0: launch_hd<KT, KvQ4_0>(hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        default: MF_ASSERT_MSG(false, "flash_attn: unsupported V type");
+    }
+}
+
+bool kv_type_ok(DType t) { return t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0; }
+
+}  // namespace
+
+bool flash_attn_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_t head_dim_v) {
+    if (!kv_type_ok(type_k) || !kv_type_ok(type_v) || head_dim_k != head_dim_v) return false;
+    if (head_dim_k != 16 && head_dim_k != 32 && head_dim_k != 64 && head_dim_k != 128 && head_dim_k != 256) return false;
+    // Block types need whole blocks per head.
+    return (type_k == DType::F16 || head_dim_k % 32 == 0) && (type_v == DType::F16 || head_dim_v % 32 == 0);
+}
+
+size_t flash_attn_workspace_bytes(int64_t n_head, int64_t n_head_kv, int64_t n_tokens, int64_t n_kv, int64_t head_dim_v) {
+    const int n_splits = choose_splits(n_head, n_head_kv, n_tokens, n_kv);
+    if (n_splits == 1) return 0;
+    return size_t(n_head * n_tokens * n_splits) * size_t(head_dim_v + 2) * sizeof(float);
+}
+
+void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
+                       const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
+                       float scale, cudaStream_t s) {
+    const int64_t hd = ks.ne[0];
+    switch (type_k) {
+        case DType::F16: launch_v<KvF16>(type_v, hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::Q8_0: launch_v<KvQ8_0>(type_v, hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::Q4_0: launch_v<KvQ4_0>(type_v, hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        default: MF_ASSERT_MSG(false, "flash_attn: unsupported K type");
+    }
+}
+
+}  // namespace mf
