@@ -26,6 +26,7 @@ const Command kCommands[] = {
     {"synth", mf::tool_synth, "write a random-weight GGUF in the shape of a real model"},
     {"convert", mf::tool_convert, "convert a Hugging Face checkpoint to GGUF"},
     {"quantize", mf::tool_quantize, "requantize a GGUF model's weights (q8_0, q4_0, ..., q4_k_m)"},
+    {"perplexity", mf::tool_perplexity, "perplexity of a model over a text (and KL divergence against a base run)"},
 };
 
 void usage(FILE* out) {

@@ -12,5 +12,6 @@ int tool_tokenize(int argc, char** argv);  // minfer tokenize -m MODEL (-p TEXT 
 int tool_synth(int argc, char** argv);     // minfer synth --shape NAME --type TYPE -o FILE.gguf
 int tool_convert(int argc, char** argv);   // minfer convert HF_DIR -o OUT.gguf [--type TYPE]
 int tool_quantize(int argc, char** argv);  // minfer quantize [-t N] IN.gguf OUT.gguf TYPE
+int tool_perplexity(int argc, char** argv);  // minfer perplexity -m MODEL -f TEXT [-c N] [--kl-base FILE]
 
 }  // namespace mf
