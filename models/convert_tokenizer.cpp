@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <map>
 #include <unordered_map>
 #include <vector>
 
@@ -151,11 +150,11 @@ void read_bpe(const json& tok, const std::string& file, VocabOut& v, std::vector
             throw Error(file + ": model." + key + " is set; minfer's BPE does not support it");
         }
     }
-    if (!model.contains("vocab") || !model["vocab"].is_object()) throw Error(file + ": model.vocab is missing");
+    if (!model.contains("vocab") || !model["vocab"].is_object()) throw Error(file + ": model.vocab is missing or not an object");
     for (const auto& [text, id] : model["vocab"].items()) {
         put_token(v, json_id(id, file, "model.vocab '" + gguf_escape(text, 40) + "'"), text, TokenType::NORMAL, file);
     }
-    if (!model.contains("merges") || !model["merges"].is_array()) throw Error(file + ": model.merges is missing");
+    if (!model.contains("merges") || !model["merges"].is_array()) throw Error(file + ": model.merges is missing or not a list");
     merges.reserve(model["merges"].size());
     for (const json& m : model["merges"]) {
         if (m.is_string() && m.get<std::string>().find(' ', 1) != std::string::npos) {
@@ -274,15 +273,15 @@ Specials read_specials(const fs::path& dir, const json& tok_json, const json& co
             eos_ids.push_back(json_id(e, gen_file, "eos_token_id"));
         }
     }
-    const json model_config = read_json(dir / "config.json", false);
+    const std::string model_config_file = (dir / "config.json").string();
+    const json model_config = read_json(model_config_file, false);
     for (const auto& [key, id] : {std::pair<const char*, int32_t*>{"bos_token_id", &s.bos}, {"eos_token_id", &s.eos}}) {
-        if (*id != TOKEN_NONE) continue;
-        for (const json* src : {&gen, &model_config}) {
-            if (!src->is_object() || !src->contains(key)) continue;
+        for (const auto& [src, src_file] : {std::pair<const json*, const std::string*>{&gen, &gen_file},
+                                            {&model_config, &model_config_file}}) {
+            if (*id != TOKEN_NONE || !src->is_object() || !src->contains(key)) continue;
             const json& x = (*src)[key];
-            if (x.is_number_integer()) *id = json_id(x, gen_file, key);
-            else if (x.is_array() && !x.empty()) *id = json_id(x[0], gen_file, key);
-            if (*id != TOKEN_NONE) break;
+            if (x.is_number_integer()) *id = json_id(x, *src_file, key);
+            else if (x.is_array() && !x.empty()) *id = json_id(x[0], *src_file, key);
         }
     }
     for (int32_t id : eos_ids) {
@@ -350,7 +349,9 @@ int64_t model_vocab_size(const fs::path& dir) {
 
 }  // namespace
 
-void convert_hf_tokenizer(const std::string& hf_dir, const std::string& pre_override, GGUFWriter& w) {
+namespace {
+
+void convert_tokenizer_files(const std::string& hf_dir, const std::string& pre_override, GGUFWriter& w) {
     const fs::path dir(hf_dir);
     const fs::path spm_path = dir / "tokenizer.model", json_path = dir / "tokenizer.json";
     const std::string config_file = (dir / "tokenizer_config.json").string();
@@ -381,7 +382,7 @@ void convert_hf_tokenizer(const std::string& hf_dir, const std::string& pre_over
             pre = detect_bpe_pre(tok_json, clean, json_path.string());
         }
     }
-    add_added_tokens(v, tok_json, config, spm ? config_file : json_path.string(), config_file, spm);
+    add_added_tokens(v, tok_json, config, json_path.string(), config_file, spm);
     v.grow(size_t(model_vocab_size(dir)));
     fill_gaps(v);
 
@@ -424,6 +425,16 @@ void convert_hf_tokenizer(const std::string& hf_dir, const std::string& pre_over
     w.set_bool("tokenizer.ggml.add_eos_token", s.add_eos > 0);
     if (spm) w.set_bool("tokenizer.ggml.add_space_prefix", add_space_prefix);
     write_chat_templates(dir, config, w);
+}
+
+}  // namespace
+
+void convert_hf_tokenizer(const std::string& hf_dir, const std::string& pre_override, GGUFWriter& w) {
+    try {
+        convert_tokenizer_files(hf_dir, pre_override, w);
+    } catch (const json::exception& e) {  // a field of an unexpected JSON type
+        throw Error(hf_dir + ": a tokenizer file has an unexpected structure (" + e.what() + ")");
+    }
 }
 
 }  // namespace mf

@@ -56,6 +56,13 @@ void copy_fixture(const std::string& name, const fs::path& to) {
     for (const auto& e : fs::directory_iterator(fixture_dir(name))) fs::copy_file(e.path(), to / e.path().filename());
 }
 
+// The same, replacing files already there.
+void copy_fixture_over(const std::string& name, const fs::path& to) {
+    for (const auto& e : fs::directory_iterator(fixture_dir(name))) {
+        fs::copy_file(e.path(), to / e.path().filename(), fs::copy_options::overwrite_existing);
+    }
+}
+
 // Converts dir's tokenizer into a vocab-only GGUF at out and opens it.
 GGUFFile convert(const std::string& dir, const std::string& out, const std::string& pre = "") {
     GGUFWriter w;
@@ -332,6 +339,15 @@ TEST_CASE("bad tokenizer directories are one clear error") {
     CHECK(error_of([&] { convert(tmp.path.string(), out); }).find("removes extra whitespace") != std::string::npos);
     fs::remove(tmp.path / "tokenizer.model");
     copy_fixture("qwen2", tmp.path);
+    json tok = read_json((tmp.path / "tokenizer.json").string());
+    tok["model"]["vocab"] = json::array({1, 2});
+    write_json((tmp.path / "tokenizer.json").string(), tok);
+    const std::string err = error_of([&] { convert(tmp.path.string(), out); });
+    CHECK(err.find("model.vocab is missing or not an object") != std::string::npos);
+    tok["model"] = "BPE";
+    write_json((tmp.path / "tokenizer.json").string(), tok);
+    CHECK(error_of([&] { convert(tmp.path.string(), out); }).find("unexpected structure") != std::string::npos);
+    copy_fixture_over("qwen2", tmp.path);
     json config = read_json((tmp.path / "tokenizer_config.json").string());
     config["eos_token"] = "<|missing|>";
     write_json((tmp.path / "tokenizer_config.json").string(), config);
