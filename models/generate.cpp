@@ -40,7 +40,7 @@ std::string generate(Session& session, Sampler& sampler, const std::vector<int32
         const std::string piece = detok.push(tok);
         reply += piece;
         if (!piece.empty()) keep_going = on_text(piece);
-        if (!keep_going || session.n_past() >= session.n_ctx()) break;
+        if (!keep_going || !session.fits(1)) break;
         logits = &session.decode(tok);
     }
     const std::string rest = detok.flush();

@@ -8,6 +8,7 @@
 
 #include "core/common.h"
 #include "core/cpu/cpu_backend.h"
+#include "core/gguf.h"
 
 namespace mf {
 
@@ -28,6 +29,11 @@ const FlagInfo kFlags[] = {
     {"--chat-template", nullptr, "NAME", "chatml, llama3, llama2, gemma, deepseek2, deepseek3, mistral, mistral-v7"},
     {"-n", "--n-predict", "N", "tokens to generate (-1: until the model ends its reply)"},
     {"-c", "--ctx-size", "N", "context size in tokens (0: the model's, at most 4096)"},
+    {"-b", "--batch-size", "N", "prompt tokens per step (default 256)"},
+    {"-ctk", "--cache-type-k", "TYPE", "KV cache type for K: f16, q8_0, q4_0 (default: the model's, else f16)"},
+    {"-ctv", "--cache-type-v", "TYPE", "KV cache type for V: f16, q8_0, q4_0 (default: the model's, else f16)"},
+    {"--kv-window", nullptr, "N", "attend to the last N tokens on every layer (0: full; default: the model's)"},
+    {"--kv-sinks", nullptr, "N", "with a window, also keep the first N tokens (StreamingLLM)"},
     {"-t", "--threads", "N", "CPU threads (0: all)"},
     {"--device", nullptr, "NAME", "auto, cpu or cuda"},
     {"-ngl", "--n-gpu-layers", "N", "0 runs on the CPU; more offloads the whole model to the GPU"},
@@ -91,6 +97,11 @@ ModelArgs parse_model_args(int argc, char** argv, const std::vector<std::string>
         else if (n == "--chat-template") a.chat_template = v;
         else if (n == "-n") a.n_predict = int(to_int(f->name, v, -1, 1 << 30));
         else if (n == "-c") a.n_ctx = int(to_int(f->name, v, 0, 1 << 24));
+        else if (n == "-b") a.n_batch = int(to_int(f->name, v, 1, 1 << 16));
+        else if (n == "-ctk") a.kv.type_k = v;
+        else if (n == "-ctv") a.kv.type_v = v;
+        else if (n == "--kv-window") a.kv.window = to_int(f->name, v, 0, 1 << 24);
+        else if (n == "--kv-sinks") a.kv.sinks = to_int(f->name, v, 0, 1 << 20);
         else if (n == "-t") a.n_threads = int(to_int(f->name, v, 0, 1024));
         else if (n == "--device") {
             if (v != "auto" && v != "cpu" && v != "cuda") throw Error("--device expects auto, cpu or cuda, got '" + v + "'");
@@ -120,6 +131,18 @@ std::string model_args_help(const std::vector<std::string>& flags) {
         out += strfmt("  %-28s %s\n", left.c_str(), f->help);
     }
     return out;
+}
+
+SessionParams session_params(const ModelArgs& args) {
+    SessionParams p;
+    p.n_ctx = uint32_t(args.n_ctx);
+    p.n_batch = uint32_t(args.n_batch);
+    p.kv = args.kv;
+    return p;
+}
+
+KVPlan kv_plan_for(const ModelArgs& args) {
+    return session_kv_plan(load_hparams(GGUFFile::open(args.model)), session_params(args));
 }
 
 std::unique_ptr<Backend> make_backend(const ModelArgs& args) {

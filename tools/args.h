@@ -8,6 +8,7 @@
 
 #include "core/backend.h"
 #include "models/sampler.h"
+#include "models/session.h"
 
 namespace mf {
 
@@ -20,6 +21,8 @@ struct ModelArgs {
     std::string device = "auto"; // --device auto|cpu|cuda (-ngl N: N > 0 cuda, 0 cpu)
     int n_predict = -1;          // -n: tokens to generate, -1 until end of generation
     int n_ctx = 0;               // -c: 0 = the model's context_length, at most 4096
+    int n_batch = 256;           // -b: prompt tokens per step
+    KVOverrides kv;              // -ctk, -ctv, --kv-window, --kv-sinks
     int n_threads = 0;           // -t: 0 = every hardware thread
     bool verbose = false;        // --verbose
     bool help = false;           // -h, --help
@@ -31,6 +34,13 @@ struct ModelArgs {
 ModelArgs parse_model_args(int argc, char** argv, const std::vector<std::string>& allowed_flags);
 // The help lines of the given flags, for a tool's --help.
 std::string model_args_help(const std::vector<std::string>& flags);
+
+// The session settings the flags give (-c, -b, the KV-cache flags).
+SessionParams session_params(const ModelArgs& args);
+
+// The KV-cache plan the flags give for the model file, resolved from its metadata before any weight
+// is loaded (so a bad -ctk fails at once, and --verbose can print it first).
+KVPlan kv_plan_for(const ModelArgs& args);
 
 // The backend ModelArgs::device names; "auto" takes the best available one.
 std::unique_ptr<Backend> make_backend(const ModelArgs& args);

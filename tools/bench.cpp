@@ -17,7 +17,8 @@ namespace mf {
 
 namespace {
 
-const std::vector<std::string> kBenchModelFlags = {"-m", "-t", "--device", "-ngl", "-h"};
+const std::vector<std::string> kBenchModelFlags = {"-m", "-t", "--device", "-ngl", "-ctk", "-ctv", "--kv-window",
+                                                   "--kv-sinks", "-h"};
 
 struct BenchArgs {
     ModelArgs model;
@@ -81,14 +82,15 @@ double now_s() {
 
 // Bytes one decode step reads: every weight matrix once (the embedding table only for the one row
 // get_rows takes, unless it doubles as the output matrix), plus the K and V rows of every cached
-// position at the average depth of the run.
-double bytes_per_token(const Model& m, double avg_kv_positions) {
+// position at the average depth of the run that the layer still sees (its window), in the cache's types.
+double bytes_per_token(const Model& m, const KVPlan& plan, double avg_kv_positions) {
     double bytes = 0;
     for (const Tensor& t : m.ctx.tensors()) bytes += double(t.nbytes());
     if (m.output != m.tok_embd) bytes -= double(m.tok_embd->nbytes()) - double(m.tok_embd->nb[1]);
-    const HParams& hp = m.hp;
-    for (uint32_t il = 0; il < hp.n_layer; ++il)
-        bytes += avg_kv_positions * hp.n_head_kv[il] * (hp.head_dim_k + hp.head_dim_v) * 2.0;
+    for (const KVLayerPlan& l : plan.layers) {
+        const double seen = l.windowed() ? std::min(avg_kv_positions, double(l.window + l.sinks)) : avg_kv_positions;
+        bytes += seen * double(dtype_row_size(l.type_k, l.width_k) + dtype_row_size(l.type_v, l.width_v));
+    }
     return bytes;
 }
 
@@ -120,7 +122,9 @@ int tool_bench(int argc, char** argv) {
         return v;
     };
 
-    Session session(*model, SessionParams{n_ctx, 512});
+    SessionParams sp{n_ctx, 512};
+    sp.kv = args.model.kv;
+    Session session(*model, sp);
     std::vector<double> pp, tg;
     for (int r = 0; r <= args.reps; ++r) {  // repetition 0 warms up
         if (args.n_prompt > 0) {
@@ -140,7 +144,7 @@ int tool_bench(int argc, char** argv) {
         }
     }
 
-    const double bpt = bytes_per_token(*model, args.depth + (args.n_gen + 1) / 2.0);
+    const double bpt = bytes_per_token(*model, session.kv_plan(), args.depth + (args.n_gen + 1) / 2.0);
     const double peak = backend->peak_bandwidth();
     const Stat spp = pp.empty() ? Stat{} : stats(pp), stg = tg.empty() ? Stat{} : stats(tg);
     const double bw = stg.mean * bpt;

@@ -20,7 +20,7 @@ namespace mf {
 
 namespace {
 
-const std::vector<std::string> kChatFlags = {"-m", "-sys", "--chat-template", "-n", "-c", "-t", "--device", "-ngl",
+const std::vector<std::string> kChatFlags = {"-m", "-sys", "--chat-template", "-n", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks", "-t", "--device", "-ngl",
                                              "-s", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
                                              "--repeat-last-n", "--verbose", "-h"};
 
@@ -46,13 +46,15 @@ int tool_chat(int argc, char** argv) {
     }
     if (args.model.empty()) throw Error("no model given (-m FILE)");
 
+    const KVPlan plan = kv_plan_for(args);
+    if (args.verbose) std::fputs(describe_kv_plan(plan).c_str(), stderr);
     const auto t0 = std::chrono::steady_clock::now();
     auto backend = make_backend(args);
     auto model = load_model(args.model, *backend);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const ChatTemplate tmpl = args.chat_template.empty() ? chat_template_from_text(model->chat_template)
                                                          : chat_template_from_name(args.chat_template);
-    Session session(*model, SessionParams{uint32_t(args.n_ctx), 256});
+    Session session(*model, session_params(args));
     Sampler sampler(args.sampling);
     std::fprintf(stderr, "minfer chat: %s (%s, %u layers) on %s; template %s; context %u tokens\n", args.model.c_str(),
                  model->hp.arch.c_str(), model->hp.n_layer, backend->name(), chat_family_name(tmpl.family),
@@ -86,13 +88,27 @@ int tool_chat(int argc, char** argv) {
         if (line.empty()) continue;
 
         messages.push_back({"user", line});
-        const std::string text = render_chat(tmpl, messages, true);
-        const std::vector<int32_t> all = tokenize(model->vocab, text, true, true);
-        if (all.size() >= session.n_ctx()) {
-            messages.pop_back();
-            std::fprintf(stdout, "(the conversation has reached the context size of %u tokens; /reset starts over, "
-                                 "or raise -c)\n", session.n_ctx());
-            continue;
+        std::vector<int32_t> all = tokenize(model->vocab, render_chat(tmpl, messages, true), true, true);
+        if (!session.kv_plan().unbounded()) {
+            // Past -c, drop the oldest turns (never the system prompt or the new message) until the
+            // conversation takes at most 3/4 of the context, leaving the reply room; the cache is
+            // then re-prefilled from the first changed token.
+            const size_t first = args.system_prompt.empty() ? 0 : 1;
+            size_t dropped = 0;
+            while (all.size() >= session.n_ctx() * 3 / 4 && messages.size() > first + 1) {
+                messages.erase(messages.begin() + long(first));
+                ++dropped;
+                all = tokenize(model->vocab, render_chat(tmpl, messages, true), true, true);
+            }
+            if (dropped)
+                std::fprintf(stdout, "(the conversation reached the context of %u tokens: dropped the oldest %zu "
+                                     "message%s)\n", session.n_ctx(), dropped, dropped == 1 ? "" : "s");
+            if (all.size() >= session.n_ctx()) {
+                messages.pop_back();
+                std::fprintf(stdout, "(this message alone needs %zu of the context's %u tokens; shorten it or raise "
+                                     "-c)\n", all.size(), session.n_ctx());
+                continue;
+            }
         }
         // Keep the cached prefix the new rendering shares; prefill only the rest.
         size_t keep = common_prefix(session.tokens(), all);
@@ -112,9 +128,9 @@ int tool_chat(int argc, char** argv) {
         std::fflush(stdout);
         messages.push_back({"assistant", reply});
         if (g_interrupted) std::fprintf(stdout, "(stopped)\n");
-        if (!st.hit_eog && session.n_past() >= session.n_ctx())
-            std::fprintf(stdout, "(the reply filled the context of %u tokens; /reset starts over, or raise -c)\n",
-                         session.n_ctx());
+        if (!st.hit_eog && !session.fits(1))
+            std::fprintf(stdout, "(the reply filled the context of %u tokens; the next message drops the oldest "
+                                 "turns)\n", session.n_ctx());
         if (args.verbose)
             std::fprintf(stderr, "[prompt %d tok, %.1f tok/s | generation %d tok, %.1f tok/s | context %u/%u]\n",
                          st.n_prompt, st.n_prompt / std::max(st.prompt_s, 1e-9), st.n_gen,

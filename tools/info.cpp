@@ -4,9 +4,11 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/common.h"
 #include "core/gguf.h"
+#include "tools/args.h"
 #include "tools/tools.h"
 
 namespace mf {
@@ -14,13 +16,17 @@ namespace mf {
 namespace {
 
 const char* kUsage =
-    "usage: minfer info FILE.gguf\n"
+    "usage: minfer info FILE.gguf [-c N] [-b N] [-ctk TYPE] [-ctv TYPE] [--kv-window N] [--kv-sinks N]\n"
     "\n"
     "Prints a GGUF file's version, metadata (arrays shown as type, length and first items) and\n"
     "tensor table (name, dtype, shape, bytes), then the totals: tensor count, bytes, bits per weight.\n"
+    "For a model minfer runs, also the KV-cache plan those flags give: per layer the attention kind,\n"
+    "window, K/V types and bytes, and the total.\n"
     "\n"
     "options:\n"
     "  -h, --help   show this help\n";
+
+const std::vector<std::string> kPlanFlags = {"-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks"};
 
 std::string shape_str(const GGUFTensorInfo& t) {
     std::string out = "[";
@@ -90,18 +96,25 @@ void print_totals(const GGUFFile& f) {
 
 int tool_info(int argc, char** argv) {
     const char* path = nullptr;
+    std::vector<char*> flags = {argv[0]};  // the cache flags, for parse_model_args
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
             std::fputs(kUsage, stdout);
             return 0;
         }
         if (argv[i][0] == '-' && argv[i][1] != '\0') {
-            throw Error(strfmt("unknown option '%s' (usage: minfer info FILE.gguf)", argv[i]));
+            if (std::find(kPlanFlags.begin(), kPlanFlags.end(), argv[i]) == kPlanFlags.end())
+                throw Error(strfmt("unknown option '%s' (usage: minfer info FILE.gguf)", argv[i]));
+            flags.push_back(argv[i]);
+            if (i + 1 < argc) flags.push_back(argv[++i]);
+            continue;
         }
         if (path) throw Error("expected one file (usage: minfer info FILE.gguf)");
         path = argv[i];
     }
     if (!path) throw Error("missing FILE.gguf (usage: minfer info FILE.gguf)");
+    ModelArgs args = parse_model_args(int(flags.size()), flags.data(), kPlanFlags);
+    args.model = path;
 
     const GGUFFile f = GGUFFile::open(path);
     std::printf("file:        %s\n", f.name().c_str());
@@ -115,6 +128,14 @@ int tool_info(int argc, char** argv) {
     print_metadata(f);
     print_tensors(f);
     print_totals(f);
+    // The KV plan, for files minfer can run (others: the reason, on one line).
+    std::string plan;
+    try {
+        plan = describe_kv_plan(kv_plan_for(args));
+    } catch (const Error& e) {
+        plan = strfmt("KV cache: no plan (%s)\n", e.what());
+    }
+    std::printf("\n%s", plan.c_str());
     return 0;
 }
 

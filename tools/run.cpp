@@ -16,7 +16,7 @@
 namespace mf {
 
 namespace {
-const std::vector<std::string> kRunFlags = {"-m", "-p", "-f", "-n", "-c", "-t", "--device", "-ngl", "-s", "--temp",
+const std::vector<std::string> kRunFlags = {"-m", "-p", "-f", "-n", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks", "-t", "--device", "-ngl", "-s", "--temp",
                                             "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",
                                             "--verbose", "-h"};
 
@@ -46,11 +46,13 @@ int tool_run(int argc, char** argv) {
     }
     if (prompt.empty()) throw Error("the prompt is empty");
 
+    const KVPlan plan = kv_plan_for(args);
+    if (args.verbose) std::fputs(describe_kv_plan(plan).c_str(), stderr);
     const auto t0 = std::chrono::steady_clock::now();
     auto backend = make_backend(args);
     auto model = load_model(args.model, *backend);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    Session session(*model, SessionParams{uint32_t(args.n_ctx), 256});
+    Session session(*model, session_params(args));
     Sampler sampler(args.sampling);
     const std::vector<int32_t> tokens = tokenize(model->vocab, prompt, true, true);
     if (args.verbose)
