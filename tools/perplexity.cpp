@@ -7,6 +7,7 @@
 #include <iterator>
 
 #include "core/common.h"
+#include "models/kv_plan.h"
 #include "models/model.h"
 #include "models/perplexity.h"
 #include "tools/args.h"
@@ -16,12 +17,12 @@ namespace mf {
 
 namespace {
 
-const std::vector<std::string> kPplModelFlags = {"-m", "-f", "-c", "-t", "--device", "-ngl", "--verbose", "-h"};
+const std::vector<std::string> kPplModelFlags = {"-m", "-f", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks",
+                                                 "-t", "--device", "-ngl", "--verbose", "-h"};
 
 struct PplArgs {
     ModelArgs model;
     uint32_t max_chunks = 0;  // --chunks: 0 = all
-    uint32_t n_batch = 0;     // -b: 0 = the chunk size
     std::string kl_base;      // --kl-base
 };
 
@@ -38,15 +39,14 @@ PplArgs parse(int argc, char** argv) {
     std::vector<char*> rest = {argv[0]};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a != "--chunks" && a != "-b" && a != "--batch-size" && a != "--kl-base") {
+        if (a != "--chunks" && a != "--kl-base") {
             rest.push_back(argv[i]);
             continue;
         }
         if (i + 1 >= argc) throw Error(a + " needs a value");
         const char* v = argv[++i];
         if (a == "--chunks") p.max_chunks = to_uint("--chunks", v, 1);
-        else if (a == "--kl-base") p.kl_base = v;
-        else p.n_batch = to_uint("-b", v, 1);
+        else p.kl_base = v;
     }
     p.model = parse_model_args(int(rest.size()), rest.data(), kPplModelFlags);
     return p;
@@ -72,7 +72,7 @@ int tool_perplexity(int argc, char** argv) {
     const PplArgs args = parse(argc, argv);
     const ModelArgs& ma = args.model;
     if (ma.help) {
-        std::printf("usage: minfer perplexity -m MODEL -f TEXT [-c 512] [--chunks N] [-b N] [--kl-base FILE]\n"
+        std::printf("usage: minfer perplexity -m MODEL -f TEXT [-c 512] [--chunks N] [--kl-base FILE] [options]\n"
                     "Perplexity over non-overlapping chunks of -c tokens, each evaluated from an empty cache; the\n"
                     "second half of each chunk is scored (the first half is context). Prints the running estimate\n"
                     "per chunk on stderr and `PPL = X +/- Y` on stdout.\n"
@@ -80,7 +80,6 @@ int tool_perplexity(int argc, char** argv) {
                     "does, compares this run with it (KL divergence, same top token, PPL ratio; -f optional).\n"
                     "See docs/PERPLEXITY.md.\n\n"
                     "  --chunks N                   evaluate at most N chunks (default: all)\n"
-                    "  -b, --batch-size N           tokens per forward pass (default: -c)\n"
                     "  --kl-base FILE               save or compare a KL-divergence base\n%s",
                     model_args_help(kPplModelFlags).c_str());
         return 0;
@@ -96,6 +95,10 @@ int tool_perplexity(int argc, char** argv) {
             throw Error(strfmt("the KL base '%s' was made with -c %u, not %d", args.kl_base.c_str(), base->n_ctx(), ma.n_ctx));
     }
     const uint32_t n_ctx = base ? base->n_ctx() : ma.n_ctx ? uint32_t(ma.n_ctx) : 512;
+    ModelArgs session_args = ma;
+    session_args.n_ctx = int(n_ctx);
+    const KVPlan plan = kv_plan_for(session_args);  // a bad -ctk fails here, before the weights load
+    if (ma.verbose) std::fputs(describe_kv_plan(plan).c_str(), stderr);
 
     const double t_load = now_s();
     auto backend = make_backend(ma);
@@ -117,10 +120,7 @@ int tool_perplexity(int argc, char** argv) {
     std::unique_ptr<KLBaseWriter> save;
     if (!args.kl_base.empty() && !compare) save = std::make_unique<KLBaseWriter>(args.kl_base, model->hp.n_vocab, chunks);
 
-    SessionParams sp;
-    sp.n_ctx = n_ctx;
-    sp.n_batch = args.n_batch ? args.n_batch : n_ctx;
-    Session session(*model, sp);
+    Session session(*model, session_params(session_args));
     std::fprintf(stderr, "minfer perplexity: %zu chunks of %u tokens, %u scored per chunk, on %s\n", chunks.size(),
                  n_ctx, scored_per_chunk(n_ctx), backend->name());
     const double t0 = now_s();
