@@ -213,7 +213,8 @@ FromFloatFn reference_quantizer(DType to) {
 void convert_rows_on(ThreadPool& pool, const std::string& what, DType from, const void* src, DType to, void* dst,
                      int64_t n_rows, int64_t ne0) {
     const ToFloatFn to_float = dtype_traits(from).to_float;
-    if (!to_float) throw Error(strfmt("%s: cannot read type %s (minfer has no converter for it)", what.c_str(), dtype_name(from)));
+    if (!to_float)
+        throw Error(strfmt("%s: cannot read type %s (minfer has no converter for it)", what.c_str(), dtype_name(from)));
     const FromFloatFn quantize = reference_quantizer(to);
     MF_ASSERT_MSG(quantize != nullptr, "convert_rows: no reference quantizer for the planned type");
     const size_t src_row = dtype_row_size(from, ne0), dst_row = dtype_row_size(to, ne0);
@@ -328,7 +329,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& opts) {
         summary.in_bytes += t.n_bytes;
         summary.out_bytes += GGUFWriter::tensor_bytes(t.name, plan.to, n_dims, t.ne);
         ++summary.out_type_counts[dtype_name(plan.to)];
-        w.add_tensor(t.name, plan.to, n_dims, t.ne, [&opts, &in, &plans, &pool, &warned, i](void* dst, uint64_t n_bytes) {
+        auto fill = [&opts, &in, &plans, &pool, &warned, i](void* dst, uint64_t n_bytes) {
             const GGUFTensorInfo& src = in.tensor(i);
             const TensorPlan& p = plans[i];
             if (opts.on_tensor) opts.on_tensor(i + 1, plans.size(), p);
@@ -344,14 +345,16 @@ QuantizeSummary quantize_model(const QuantizeOptions& opts) {
             }
             convert_rows_on(pool, in.name() + ": tensor '" + src.name + "'", p.from, src.data, p.to, dst,
                             src.n_elements / src.ne[0], src.ne[0]);
-        });
+        };
+        w.add_tensor(t.name, plan.to, n_dims, t.ne, fill);
     }
 
     const std::string tmp = opts.out_path + ".tmp";
     try {
         w.write(tmp);
         if (std::rename(tmp.c_str(), opts.out_path.c_str()) != 0)
-            throw Error(strfmt("%s: cannot rename to %s: %s", tmp.c_str(), opts.out_path.c_str(), std::strerror(errno)));
+            throw Error(strfmt("%s: cannot rename to %s: %s", tmp.c_str(), opts.out_path.c_str(),
+                               std::strerror(errno)));
     } catch (...) {
         if (is_regular_file(tmp)) std::remove(tmp.c_str());
         throw;

@@ -313,7 +313,8 @@ TEST_CASE("each type: the planned types, the metadata, reference bytes, and logi
             uint64_t bytes = 0;
             for (size_t i = 0; i < f_out.n_tensors(); ++i) bytes += f_out.tensor(i).n_bytes;
             CHECK(s.out_bytes == bytes);
-            CHECK(s.n_elements == 2 * 256 * 40 + 8 * (2 * 256 + 256 * 256 + 2 * 256 * 128 + 256 * 256 + 3 * 256 * 512) + 256);
+            const uint64_t per_layer = 2 * 256 + 2 * 256 * 256 + 2 * 256 * 128 + 3 * 256 * 512;
+            CHECK(s.n_elements == 2 * 256 * 40 + 8 * per_layer + 256);
         }
         err[type] = rel_rms(run_logits(out), want);
         MESSAGE(type, ": relative RMS error of the logits ", err[type]);

@@ -79,7 +79,9 @@ int tool_quantize(int argc, char** argv) {
     opts.type = positional[2];
     quant_scheme_from_name(opts.type);  // a bad TYPE is refused before the input is read
 
-    opts.on_notice = [](const std::string& notice) { std::fprintf(stderr, "minfer quantize: warning: %s\n", notice.c_str()); };
+    opts.on_notice = [](const std::string& notice) {
+        std::fprintf(stderr, "minfer quantize: warning: %s\n", notice.c_str());
+    };
     if (isatty(STDERR_FILENO)) {
         opts.on_tensor = [](size_t i, size_t n, const TensorPlan& p) {
             std::fprintf(stderr, "\r\033[K[%zu/%zu] %s %s -> %s%s", i, n, p.name.c_str(), dtype_name(p.from),
@@ -96,7 +98,8 @@ int tool_quantize(int argc, char** argv) {
     std::printf("  input:  %10.2f MiB  %6.2f bits per weight\n", mib(s.in_bytes), 8.0 * double(s.in_bytes) / n);
     std::printf("  output: %10.2f MiB  %6.2f bits per weight\n", mib(s.out_bytes), 8.0 * double(s.out_bytes) / n);
     std::string counts;
-    for (const auto& [type, count] : s.out_type_counts) counts += strfmt("%s%s: %zu", counts.empty() ? "" : ", ", type.c_str(), count);
+    for (const auto& [type, count] : s.out_type_counts)
+        counts += strfmt("%s%s: %zu", counts.empty() ? "" : ", ", type.c_str(), count);
     std::printf("  tensors: %s\n", counts.c_str());
     return 0;
 }
