@@ -14,6 +14,7 @@
 #include "core/common.h"
 #include "core/quants.h"
 #include "models/convert_arch.h"
+#include "models/kv_plan.h"
 
 namespace mf {
 
@@ -114,12 +115,11 @@ void convert_hf_checkpoint_with(const ConvertOptions& opts, const TokenizerFn& t
     const OutType& out_type = find_out_type(opts.type);
     DType kv_dtype = DType::F16;
     if (!opts.kv_type.empty()) {
-        // the KV cache types llama.cpp offers (--cache-type-k/-v)
-        static const DType kv_types[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0,
-                                         DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1};
+        // only the cache types minfer runs on every backend (a file must not ask for one it refuses)
+        static const DType kv_types[] = {DType::F16, DType::Q8_0, DType::Q4_0};
         if (!dtype_from_name(opts.kv_type.c_str(), &kv_dtype) ||
             std::find(std::begin(kv_types), std::end(kv_types), kv_dtype) == std::end(kv_types))
-            throw Error("unknown KV cache type '" + opts.kv_type + "' (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1)");
+            throw Error("unknown KV cache type '" + opts.kv_type + "' (supported: " + supported_kv_types() + ")");
     }
     struct stat st;
     if (stat(opts.out_path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
