@@ -2,6 +2,8 @@
 // crash or a silent wrong answer later.
 #include "models/hparams.h"
 
+#include <cmath>
+
 #include "core/common.h"
 #include "core/gguf.h"
 
@@ -19,6 +21,7 @@ struct ArchInfo {
 const ArchInfo kArchs[] = {
     {"llama", ROPE_NORMAL, false},
     {"qwen2", ROPE_NEOX, true},
+    {"gemma3", ROPE_NEOX, false},
 };
 
 }  // namespace
@@ -109,6 +112,17 @@ HParams load_hparams(const GGUFFile& f) {
         hp.rope_freq_scale = 1.0f / factor;
     } else if (scaling != "none") {
         fail(a + "rope.scaling.type", ("rope scaling '" + scaling + "' is not supported (none, linear)").c_str());
+    }
+    hp.rope_freq_base_swa = hp.rope_freq_base;
+    hp.rope_freq_scale_swa = hp.rope_freq_scale;
+    if (hp.arch == "gemma3") {
+        // As llama.cpp and Gemma's reference code: local layers rope with base 10000 and no scaling;
+        // queries are scaled by 1/sqrt(head_dim), except in the 27B (62 layers): 1/sqrt(n_embd / n_head).
+        hp.rope_freq_base_swa = 10000.0f;
+        hp.rope_freq_scale_swa = 1.0f;
+        hp.kq_scale = 1.0f / std::sqrt(float(hp.n_layer == 62 ? hp.n_embd / hp.n_head : hp.head_dim_k));
+        if (f.get_f32(a + "final_logit_softcapping", 0.0f) != 0.0f)
+            fail(a + "final_logit_softcapping", "logit soft-capping is not supported");
     }
 
     hp.sliding_window = f.get_u32(a + "attention.sliding_window", 0);

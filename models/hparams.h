@@ -16,7 +16,7 @@ enum class AttnKind { MHA, GQA, MQA, MLA };
 const char* attn_kind_name(AttnKind k);
 
 struct HParams {
-    std::string arch;             // general.architecture: "llama", "qwen2"
+    std::string arch;             // general.architecture: "llama", "qwen2", "gemma3"
     uint32_t n_vocab = 0;
     uint32_t n_ctx_train = 0;     // {arch}.context_length
     uint32_t n_embd = 0;          // {arch}.embedding_length
@@ -30,6 +30,10 @@ struct HParams {
     RopeMode rope_mode = ROPE_NORMAL;  // by architecture: llama rotates pairs, qwen2 halves (NeoX)
     float rope_freq_base = 10000.0f;
     float rope_freq_scale = 1.0f;  // 1 / {arch}.rope.scaling.factor for linear scaling
+    // RoPE of the sliding-window layers: the same as above, except gemma3 (local base 10000, unscaled).
+    float rope_freq_base_swa = 10000.0f;
+    float rope_freq_scale_swa = 1.0f;
+    float kq_scale = 0.0f;         // attention scale; 0 = 1 / sqrt(head_dim_k) (gemma3 27B: 1 / sqrt(n_embd / n_head))
     float norm_eps = 1e-5f;        // {arch}.attention.layer_norm_rms_epsilon
     bool qkv_bias = false;         // qwen2: biases on the Q, K and V projections
     uint32_t kv_lora_rank = 0;     // deepseek2 (MLA) only; 0 elsewhere
