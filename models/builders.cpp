@@ -9,6 +9,7 @@
 namespace mf {
 
 Tensor* build_forward_llama(ForwardState& s);
+Tensor* build_forward_gemma3(ForwardState& s);
 
 Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps) {
     return mul(s.ctx, rms_norm(s.ctx, x, eps), weight);
@@ -28,6 +29,13 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     Tensor* kc = s.kv.k[il];
     Tensor* vc = s.kv.v[il];
 
+    if (lp.rotate_k) {
+        // The same orthonormal rotation of every query and key head keeps q.k and makes the keys'
+        // outlier channels quantize well (KVLayerPlan::rotate_k).
+        q = reshape_3d(ctx, mul_mat(ctx, s.kv.hadamard, reshape_2d(ctx, q, hd_k, q->nelements() / hd_k)), hd_k,
+                       hp.n_head, s.n_tokens);
+        k = mul_mat(ctx, s.kv.hadamard, reshape_2d(ctx, k, hd_k, k->nelements() / hd_k));
+    }
     // Store the new keys (already roped, so a ring row keeps its true position) and values, a row
     // per token, converted to the cache's types. The rows are data, so decode steps share one graph.
     graph_expand(s.graph, set_rows(ctx, kc, reshape_2d(ctx, k, lp.width_k, s.n_tokens), in.rows));
@@ -56,6 +64,7 @@ Tensor* build_output(ForwardState& s, Tensor* x, Tensor* norm, float eps) {
 Tensor* build_forward(ForwardState& s) {
     const std::string& arch = s.model.hp.arch;
     if (arch == "llama" || arch == "qwen2") return build_forward_llama(s);
+    if (arch == "gemma3") return build_forward_gemma3(s);
     MF_ASSERT_MSG(false, "load_hparams accepted an architecture with no graph builder");
     return nullptr;
 }

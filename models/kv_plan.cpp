@@ -69,6 +69,10 @@ KVPlan plan_kv_cache(const HParams& hp, const KVOverrides& o, uint32_t n_ctx, ui
         };
         check_block(l.type_k, hp.head_dim_k, "-ctk");
         check_block(l.type_v, hp.head_dim_v, "-ctv");
+        const uint32_t hd = hp.head_dim_k;
+        l.rotate_k = l.type_k != DType::F16 && hd >= 2 && (hd & (hd - 1)) == 0;
+        l.head_dim_k = hp.head_dim_k;
+        l.head_dim_v = hp.head_dim_v;
         l.width_k = hp.head_dim_k * hp.n_head_kv[il];
         l.width_v = hp.head_dim_v * hp.n_head_kv[il];
         // A windowed layer needs the window, the sinks, and room for one step's new tokens, which are
@@ -90,6 +94,7 @@ std::string describe_kv_plan(const KVPlan& plan) {
     std::string out = strfmt("KV cache: %s, n_ctx %u%s\n", plan.unbounded() ? "every layer windowed (streaming)" : "bounded by -c",
                              plan.n_ctx, plan.unbounded() ? " (not a limit)" : "");
     out += "  layers  attention  window      sinks  rows    K type  V type  bytes/token  bytes\n";
+    bool rotated = false;
     auto same = [](const KVLayerPlan& a, const KVLayerPlan& b) {
         return a.kind == b.kind && a.window == b.window && a.sinks == b.sinks && a.n_slots == b.n_slots &&
                a.type_k == b.type_k && a.type_v == b.type_v && a.width_k == b.width_k && a.width_v == b.width_v;
@@ -98,6 +103,7 @@ std::string describe_kv_plan(const KVPlan& plan) {
         size_t j = i + 1;
         while (j < plan.layers.size() && same(plan.layers[i], plan.layers[j])) ++j;
         const KVLayerPlan& l = plan.layers[i];
+        rotated |= l.rotate_k;
         const std::string range = j - i == 1 ? strfmt("%zu", i) : strfmt("%zu-%zu", i, j - 1);
         const size_t per_token = dtype_row_size(l.type_k, l.width_k) + dtype_row_size(l.type_v, l.width_v);
         out += strfmt("  %-7s %-10s %-11s %-6u %-7u %-7s %-7s %-12zu %.2f MiB each\n", range.c_str(),
@@ -105,7 +111,8 @@ std::string describe_kv_plan(const KVPlan& plan) {
                       l.n_slots, dtype_name(l.type_k), dtype_name(l.type_v), per_token, l.bytes / 1048576.0);
         i = j;
     }
-    out += strfmt("  total   %.2f MiB\n", plan.total_bytes / 1048576.0);
+    out += strfmt("  total   %.2f MiB%s\n", plan.total_bytes / 1048576.0,
+                  rotated ? " (quantized keys Hadamard-rotated)" : "");
     return out;
 }
 

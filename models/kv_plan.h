@@ -24,7 +24,12 @@ struct KVLayerPlan {
     uint32_t sinks = 0;     // plus positions 0 .. sinks - 1 (window > 0 only)
     uint32_t n_slots = 0;   // rows its cache holds: n_ctx, or sinks + a ring of ring() rows
     DType type_k = DType::F16, type_v = DType::F16;
+    uint32_t head_dim_k = 0, head_dim_v = 0;
     uint32_t width_k = 0, width_v = 0;  // elements per cached position: head_dim * n_head_kv
+    // A quantized K cache stores keys rotated by an orthonormal Hadamard matrix (queries get the same
+    // rotation, so q.k is unchanged): it spreads the few outlier channels keys have over the whole
+    // head, so a 32-value block's scale fits the typical values (head sizes that are powers of two).
+    bool rotate_k = false;
     size_t bytes = 0;                   // K + V bytes of this layer
 
     uint32_t ring() const { return n_slots - sinks; }
