@@ -120,6 +120,12 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
         l.ffn_gate = w.require(p + "ffn_gate.weight", {n_embd, n_ff});
         l.ffn_up = w.require(p + "ffn_up.weight", {n_embd, n_ff});
         l.ffn_down = w.require(p + "ffn_down.weight", {n_ff, n_embd});
+        if (hp.arch == "gemma3") {
+            l.attn_q_norm = w.vector_f32(p + "attn_q_norm.weight", hp.head_dim_k, true);
+            l.attn_k_norm = w.vector_f32(p + "attn_k_norm.weight", hp.head_dim_k, true);
+            l.post_attention_norm = w.vector_f32(p + "post_attention_norm.weight", n_embd, true);
+            l.post_ffw_norm = w.vector_f32(p + "post_ffw_norm.weight", n_embd, true);
+        }
     }
     w.upload(backend);
     return model;

@@ -26,6 +26,12 @@ struct LayerWeights {
     Tensor* ffn_gate = nullptr;   // [n_embd, n_ff]
     Tensor* ffn_up = nullptr;     // [n_embd, n_ff]
     Tensor* ffn_down = nullptr;   // [n_ff, n_embd]
+    // gemma3 only: per-head RMSNorm of q and k, and norms of the attention and FFN outputs before
+    // each residual add.
+    Tensor* attn_q_norm = nullptr;          // [head_dim_k]
+    Tensor* attn_k_norm = nullptr;          // [head_dim_k]
+    Tensor* post_attention_norm = nullptr;  // [n_embd]
+    Tensor* post_ffw_norm = nullptr;        // [n_embd]
 };
 
 struct Model {
