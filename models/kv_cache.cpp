@@ -28,7 +28,7 @@ std::unique_ptr<KVCache> make_kv_cache(const KVPlan& plan, Backend& backend) {
     }
     uint32_t hd = 0;
     for (const KVLayerPlan& l : plan.layers)
-        if (l.rotate_k) hd = l.head_dim_k;
+        if (l.rotate_k || l.rotate_v) hd = l.head_dim_k;
     if (hd) {
         kv->hadamard = kv->ctx.new_tensor_2d(DType::F32, hd, hd);
         kv->hadamard->name = "kv_hadamard";

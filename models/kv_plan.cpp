@@ -70,7 +70,9 @@ KVPlan plan_kv_cache(const HParams& hp, const KVOverrides& o, uint32_t n_ctx, ui
         check_block(l.type_k, hp.head_dim_k, "-ctk");
         check_block(l.type_v, hp.head_dim_v, "-ctv");
         const uint32_t hd = hp.head_dim_k;
-        l.rotate_k = l.type_k != DType::F16 && hd >= 2 && (hd & (hd - 1)) == 0;
+        const bool pow2 = hd >= 2 && (hd & (hd - 1)) == 0;
+        l.rotate_k = l.type_k != DType::F16 && pow2;
+        l.rotate_v = l.type_v != DType::F16 && pow2 && hp.head_dim_v == hd;
         l.head_dim_k = hp.head_dim_k;
         l.head_dim_v = hp.head_dim_v;
         l.width_k = hp.head_dim_k * hp.n_head_kv[il];
@@ -103,7 +105,7 @@ std::string describe_kv_plan(const KVPlan& plan) {
         size_t j = i + 1;
         while (j < plan.layers.size() && same(plan.layers[i], plan.layers[j])) ++j;
         const KVLayerPlan& l = plan.layers[i];
-        rotated |= l.rotate_k;
+        rotated |= l.rotate_k || l.rotate_v;
         const std::string range = j - i == 1 ? strfmt("%zu", i) : strfmt("%zu-%zu", i, j - 1);
         const size_t per_token = dtype_row_size(l.type_k, l.width_k) + dtype_row_size(l.type_v, l.width_v);
         out += strfmt("  %-7s %-10s %-11s %-6u %-7u %-7s %-7s %-12zu %.2f MiB each\n", range.c_str(),
@@ -112,7 +114,7 @@ std::string describe_kv_plan(const KVPlan& plan) {
         i = j;
     }
     out += strfmt("  total   %.2f MiB%s\n", plan.total_bytes / 1048576.0,
-                  rotated ? " (quantized keys Hadamard-rotated)" : "");
+                  rotated ? " (quantized K/V Hadamard-rotated)" : "");
     return out;
 }
 

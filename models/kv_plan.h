@@ -30,6 +30,7 @@ struct KVLayerPlan {
     // rotation, so q.k is unchanged): it spreads the few outlier channels keys have over the whole
     // head, so a 32-value block's scale fits the typical values (head sizes that are powers of two).
     bool rotate_k = false;
+    bool rotate_v = false;  // the same for a quantized V (the attention output is rotated back)
     size_t bytes = 0;                   // K + V bytes of this layer
 
     uint32_t ring() const { return n_slots - sinks; }
