@@ -47,6 +47,13 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
 // SwiGLU feed-forward: down(silu(gate x) * up x); x: [n_embd, T] -> [n_embd, T]
 Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down);
 
+// Mixture-of-experts feed-forward of layer l (models/moe.cpp): router logits, gating (softmax or
+// sigmoid, HParams::expert_gating), top-n_expert_used selection (plus ffn_exp_probs_b for selection
+// only, when present), optional renormalization and expert_weights_scale, the selected experts'
+// SwiGLU FFNs (reading only their weights), their weighted sum, plus the shared experts' SwiGLU FFN.
+// x: [n_embd, T] -> [n_embd, T]
+Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l);
+
 // Final norm and output projection of the last token, or of every token when s.all_logits.
 // x: [n_embd, T] -> f32 [n_vocab, 1] (or [n_vocab, T])
 Tensor* build_output(ForwardState& s, Tensor* x, Tensor* norm, float eps);

@@ -38,6 +38,17 @@ struct HParams {
     bool qkv_bias = false;         // qwen2: biases on the Q, K and V projections
     uint32_t kv_lora_rank = 0;     // deepseek2 (MLA) only; 0 elsewhere
 
+    // Mixture of experts (deepseek2): 0 experts = a dense model.
+    enum class ExpertGating { SOFTMAX = 1, SIGMOID = 2 };  // llama.cpp's expert_gating_func values
+    uint32_t n_expert = 0;              // {arch}.expert_count
+    uint32_t n_expert_used = 0;         // {arch}.expert_used_count: top-k
+    uint32_t n_expert_shared = 0;       // {arch}.expert_shared_count
+    uint32_t n_ff_exp = 0;              // {arch}.expert_feed_forward_length
+    uint32_t n_layer_dense_lead = 0;    // {arch}.leading_dense_block_count: the first layers are dense
+    float expert_weights_scale = 1.0f;  // {arch}.expert_weights_scale
+    bool expert_weights_norm = false;   // {arch}.expert_weights_norm: renormalize the top-k weights
+    ExpertGating expert_gating = ExpertGating::SOFTMAX;  // {arch}.expert_gating_func
+
     // Sliding-window attention: {arch}.attention.sliding_window (0 = none) and which layers use it,
     // from {arch}.attention.sliding_window_pattern (scalar period P: every P-th layer is global; or a
     // bool per layer, true = local). Without a pattern every layer is local (Mistral), except that
