@@ -113,13 +113,14 @@ HParams load_hparams(const GGUFFile& f) {
     } else if (scaling != "none") {
         fail(a + "rope.scaling.type", ("rope scaling '" + scaling + "' is not supported (none, linear)").c_str());
     }
-    hp.rope_freq_base_swa = hp.rope_freq_base;
-    hp.rope_freq_scale_swa = hp.rope_freq_scale;
-    if (hp.arch == "gemma3") {
-        // As llama.cpp and Gemma's reference code: local layers rope with base 10000 and no scaling;
-        // queries are scaled by 1/sqrt(head_dim), except in the 27B (62 layers): 1/sqrt(n_embd / n_head).
-        hp.rope_freq_base_swa = 10000.0f;
-        hp.rope_freq_scale_swa = 1.0f;
+    const bool gemma3 = hp.arch == "gemma3";
+    // As llama.cpp and Gemma's reference code: gemma3's local layers rope with base 10000 (unless
+    // {arch}.rope.freq_base_swa says otherwise) and no scaling.
+    hp.rope_freq_base_swa = f.get_f32(a + "rope.freq_base_swa", gemma3 ? 10000.0f : hp.rope_freq_base);
+    hp.rope_freq_scale_swa = gemma3 ? 1.0f : hp.rope_freq_scale;
+    if (!(hp.rope_freq_base_swa > 0.0f)) fail(a + "rope.freq_base_swa", "must be positive");
+    if (gemma3) {
+        // Queries are scaled by 1/sqrt(head_dim), except in the 27B (62 layers): 1/sqrt(n_embd / n_head).
         hp.kq_scale = 1.0f / std::sqrt(float(hp.n_layer == 62 ? hp.n_embd / hp.n_head : hp.head_dim_k));
         if (f.get_f32(a + "final_logit_softcapping", 0.0f) != 0.0f)
             fail(a + "final_logit_softcapping", "logit soft-capping is not supported");

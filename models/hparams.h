@@ -31,7 +31,7 @@ struct HParams {
     float rope_freq_base = 10000.0f;
     float rope_freq_scale = 1.0f;  // 1 / {arch}.rope.scaling.factor for linear scaling
     // RoPE of the sliding-window layers: the same as above, except gemma3 (local base 10000, unscaled).
-    float rope_freq_base_swa = 10000.0f;
+    float rope_freq_base_swa = 10000.0f;  // {arch}.rope.freq_base_swa when the file has it
     float rope_freq_scale_swa = 1.0f;
     float kq_scale = 0.0f;         // attention scale; 0 = 1 / sqrt(head_dim_k) (gemma3 27B: 1 / sqrt(n_embd / n_head))
     float norm_eps = 1e-5f;        // {arch}.attention.layer_norm_rms_epsilon
