@@ -10,6 +10,7 @@ namespace mf {
 
 Tensor* build_forward_llama(ForwardState& s);
 Tensor* build_forward_gemma3(ForwardState& s);
+Tensor* build_forward_deepseek2(ForwardState& s);
 
 Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps) {
     return mul(s.ctx, rms_norm(s.ctx, x, eps), weight);
@@ -52,6 +53,20 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     return reshape_2d(ctx, o, hd_v * hp.n_head, s.n_tokens);
 }
 
+Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* kv_row, float kq_scale) {
+    Context& ctx = s.ctx;
+    const KVLayerPlan& lp = s.kv.plan.layers[il];
+    const KVStepInput& in = s.kv_in[s.layer_group[il]];
+    MF_ASSERT(lp.kind == AttnKind::MLA && lp.width_v == 0);
+    const int64_t width = lp.width_k, kv_lora = lp.head_dim_v;
+    Tensor* kc = s.kv.k[il];
+    graph_expand(s.graph, set_rows(ctx, kc, kv_row, in.rows));
+    // One read of a cached row serves every head: K [width, n_span, 1], V = its first kv_lora values.
+    Tensor* K = view_3d(ctx, kc, width, in.n_span, 1, kc->nb[1], kc->nb[1] * in.n_span, 0);
+    Tensor* V = view_3d(ctx, kc, kv_lora, in.n_span, 1, kc->nb[1], kc->nb[1] * in.n_span, 0);
+    return flash_attn(ctx, q, K, V, in.mask, kq_scale);
+}
+
 Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down) {
     Tensor* g = mul_mat(s.ctx, gate, x);
     Tensor* u = mul_mat(s.ctx, up, x);
@@ -68,6 +83,7 @@ Tensor* build_forward(ForwardState& s) {
     const std::string& arch = s.model.hp.arch;
     if (arch == "llama" || arch == "qwen2") return build_forward_llama(s);
     if (arch == "gemma3") return build_forward_gemma3(s);
+    if (arch == "deepseek2") return build_forward_deepseek2(s);
     MF_ASSERT_MSG(false, "load_hparams accepted an architecture with no graph builder");
     return nullptr;
 }

@@ -44,6 +44,11 @@ Tensor* build_linear(ForwardState& s, Tensor* x, Tensor* w, Tensor* b);
 // q: [head_dim_k, n_head, T], k: [head_dim_k, n_head_kv, T], v: [head_dim_v * n_head_kv, T]
 // -> [head_dim_v * n_head, T] (before the output projection)
 Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v, float kq_scale = 0.0f);
+// MLA (absorbed): stores each new token's latent row [c_kv ; k_pe] in layer il's cache and attends
+// the absorbed queries over the cached rows as one KV head: K is the whole row, V its first
+// kv_lora_rank values. q: [kv_lora_rank + n_rot, n_head, T], kv_row: [kv_lora_rank + n_rot, T]
+// -> [kv_lora_rank, n_head, T] (still in the latent space: W_UV comes after)
+Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* kv_row, float kq_scale);
 // SwiGLU feed-forward: down(silu(gate x) * up x); x: [n_embd, T] -> [n_embd, T]
 Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down);
 

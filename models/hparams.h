@@ -36,7 +36,21 @@ struct HParams {
     float kq_scale = 0.0f;         // attention scale; 0 = 1 / sqrt(head_dim_k) (gemma3 27B: 1 / sqrt(n_embd / n_head))
     float norm_eps = 1e-5f;        // {arch}.attention.layer_norm_rms_epsilon
     bool qkv_bias = false;         // qwen2: biases on the Q, K and V projections
-    uint32_t kv_lora_rank = 0;     // deepseek2 (MLA) only; 0 elsewhere
+    // MLA (deepseek2; 0 elsewhere). The cache geometry above is the latent one, as llama.cpp writes
+    // it: head_dim_k = kv_lora_rank + n_rot, head_dim_v = kv_lora_rank, one KV head; the per-head
+    // sizes of the expanded form are these two.
+    uint32_t kv_lora_rank = 0;     // {arch}.attention.kv_lora_rank: the compressed KV latent c_kv
+    uint32_t q_lora_rank = 0;      // {arch}.attention.q_lora_rank; 0 = plain attn_q
+    uint32_t head_dim_k_mla = 0;   // {arch}.attention.key_length_mla: qk_nope + n_rot per query head
+    uint32_t head_dim_v_mla = 0;   // {arch}.attention.value_length_mla: v_head_dim
+    // YaRN rope scaling (deepseek2): pair i's angle is divided by yarn_freq_factors(hp)[i] and the
+    // attention scale carries mscale^2 (kq_scale); 0 = none.
+    float yarn_factor = 0.0f;           // {arch}.rope.scaling.factor
+    uint32_t yarn_n_ctx_orig = 0;       // {arch}.rope.scaling.original_context_length
+    float yarn_ext_factor = 1.0f;       // {arch}.rope.scaling.yarn_ext_factor
+    float yarn_beta_fast = 32.0f;       // {arch}.rope.scaling.yarn_beta_fast
+    float yarn_beta_slow = 1.0f;        // {arch}.rope.scaling.yarn_beta_slow
+    float yarn_log_mul = 0.0f;          // {arch}.rope.scaling.yarn_log_multiplier (0.1 * mscale_all_dim)
 
     // Mixture of experts (deepseek2): 0 experts = a dense model.
     enum class ExpertGating { SOFTMAX = 1, SIGMOID = 2 };  // llama.cpp's expert_gating_func values
@@ -72,6 +86,10 @@ struct HParams {
 // Reads and checks the hyperparameters; throws Error naming a missing or inconsistent key, or the
 // architecture when minfer does not know it.
 HParams load_hparams(const GGUFFile& file);
+
+// YaRN's per-pair frequency divisors [n_rot / 2] for the ROPE op (ggml's ramp between the
+// beta_fast/beta_slow correction dims, freq_scale folded in); empty when hp.yarn_factor is 0.
+std::vector<float> yarn_freq_factors(const HParams& hp);
 
 // The architectures load_hparams accepts, for messages ("llama, qwen2").
 std::string supported_architectures();

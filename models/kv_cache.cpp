@@ -16,15 +16,18 @@ std::unique_ptr<KVCache> make_kv_cache(const KVPlan& plan, Backend& backend) {
     for (size_t il = 0; il < plan.layers.size(); ++il) {
         const KVLayerPlan& l = plan.layers[il];
         Tensor* k = kv->ctx.new_tensor_2d(l.type_k, l.width_k, l.n_slots);
-        Tensor* v = kv->ctx.new_tensor_2d(l.type_v, l.width_v, l.n_slots);
         k->name = strfmt("cache_k.%zu", il);
-        v->name = strfmt("cache_v.%zu", il);
         k->flags |= TENSOR_PARAM;
-        v->flags |= TENSOR_PARAM;
         kv->k.push_back(k);
-        kv->v.push_back(v);
         all.push_back(k);
-        all.push_back(v);
+        Tensor* v = nullptr;
+        if (l.width_v > 0) {  // MLA layers have none: V is a view of the K rows
+            v = kv->ctx.new_tensor_2d(l.type_v, l.width_v, l.n_slots);
+            v->name = strfmt("cache_v.%zu", il);
+            v->flags |= TENSOR_PARAM;
+            all.push_back(v);
+        }
+        kv->v.push_back(v);
     }
     uint32_t hd = 0;
     for (const KVLayerPlan& l : plan.layers)

@@ -67,6 +67,18 @@ KVPlan plan_kv_cache(const HParams& hp, const KVOverrides& o, uint32_t n_ctx, ui
                 throw Error(strfmt("%s %s: the head size %u is not a multiple of its block of %lld", flag,
                                    dtype_name(type), head_dim, (long long)dtype_traits(type).block_size));
         };
+        if (l.kind == AttnKind::MLA) {
+            // One latent row per token, [c_kv ; k_pe] (kv_lora_rank + n_rot), is every head's K and
+            // its first kv_lora_rank values their V: V has no tensor of its own and takes K's type.
+            // A quantized row must break into whole blocks at the c_kv/k_pe boundary, so no block
+            // mixes the normed c_kv with the roped k_pe (each gets its own scales).
+            l.type_v = l.type_k;
+            const int64_t block = dtype_traits(l.type_k).block_size;
+            if (hp.kv_lora_rank % block != 0 || hp.n_rot % block != 0)
+                throw Error(strfmt("-ctk %s: an MLA latent row (kv_lora_rank %u + %u rope values) does not split into "
+                                   "blocks of %lld at the c_kv/k_pe boundary; use f16", dtype_name(l.type_k),
+                                   hp.kv_lora_rank, hp.n_rot, (long long)block));
+        }
         check_block(l.type_k, hp.head_dim_k, "-ctk");
         check_block(l.type_v, hp.head_dim_v, "-ctv");
         const uint32_t hd = hp.head_dim_k;
@@ -77,6 +89,10 @@ KVPlan plan_kv_cache(const HParams& hp, const KVOverrides& o, uint32_t n_ctx, ui
         l.head_dim_v = hp.head_dim_v;
         l.width_k = hp.head_dim_k * hp.n_head_kv[il];
         l.width_v = hp.head_dim_v * hp.n_head_kv[il];
+        if (l.kind == AttnKind::MLA) {
+            l.width_v = 0;  // V is a view of the K rows
+            l.rotate_k = l.rotate_v = false;  // the queries are absorbed per head; nothing to rotate alike
+        }
         // A windowed layer needs the window, the sinks, and room for one step's new tokens, which are
         // stored before the step attends (so the oldest token of the step still sees its window).
         // Within the -c limit a layer never needs more than n_ctx rows.
@@ -96,7 +112,7 @@ std::string describe_kv_plan(const KVPlan& plan) {
     std::string out = strfmt("KV cache: %s, n_ctx %u%s\n", plan.unbounded() ? "every layer windowed (streaming)" : "bounded by -c",
                              plan.n_ctx, plan.unbounded() ? " (not a limit)" : "");
     out += "  layers  attention  window      sinks  rows    K type  V type  bytes/token  bytes\n";
-    bool rotated = false;
+    bool rotated = false, mla = false;
     auto same = [](const KVLayerPlan& a, const KVLayerPlan& b) {
         return a.kind == b.kind && a.window == b.window && a.sinks == b.sinks && a.n_slots == b.n_slots &&
                a.type_k == b.type_k && a.type_v == b.type_v && a.width_k == b.width_k && a.width_v == b.width_v;
@@ -106,15 +122,23 @@ std::string describe_kv_plan(const KVPlan& plan) {
         while (j < plan.layers.size() && same(plan.layers[i], plan.layers[j])) ++j;
         const KVLayerPlan& l = plan.layers[i];
         rotated |= l.rotate_k || l.rotate_v;
+        mla |= l.kind == AttnKind::MLA;
         const std::string range = j - i == 1 ? strfmt("%zu", i) : strfmt("%zu-%zu", i, j - 1);
         const size_t per_token = dtype_row_size(l.type_k, l.width_k) + dtype_row_size(l.type_v, l.width_v);
         out += strfmt("  %-7s %-10s %-11s %-6u %-7u %-7s %-7s %-12zu %.2f MiB each\n", range.c_str(),
                       attn_kind_name(l.kind), l.windowed() ? strfmt("%u", l.window).c_str() : "full", l.sinks,
-                      l.n_slots, dtype_name(l.type_k), dtype_name(l.type_v), per_token, l.bytes / 1048576.0);
+                      l.n_slots, dtype_name(l.type_k), l.width_v == 0 ? "in K" : dtype_name(l.type_v), per_token,
+                      l.bytes / 1048576.0);
         i = j;
     }
     out += strfmt("  total   %.2f MiB%s\n", plan.total_bytes / 1048576.0,
                   rotated ? " (quantized K/V Hadamard-rotated)" : "");
+    for (const KVLayerPlan& l : plan.layers)
+        if (mla && l.kind == AttnKind::MLA) {
+            out += strfmt("  MLA: 1 latent row of %u values per token (c_kv %u + rope %u), shared by all heads; "
+                          "V is its first %u\n", l.width_k, l.head_dim_v, l.width_k - l.head_dim_v, l.head_dim_v);
+            break;
+        }
     return out;
 }
 

@@ -26,6 +26,7 @@ struct KVLayerPlan {
     DType type_k = DType::F16, type_v = DType::F16;
     uint32_t head_dim_k = 0, head_dim_v = 0;
     uint32_t width_k = 0, width_v = 0;  // elements per cached position: head_dim * n_head_kv
+                                        // (MLA: width_k = kv_lora_rank + n_rot, width_v = 0: V is in K)
     // A quantized K cache stores keys rotated by an orthonormal Hadamard matrix (queries get the same
     // rotation, so q.k is unchanged): it spreads the few outlier channels keys have over the whole
     // head, so a 32-value block's scale fits the typical values (head sizes that are powers of two).

@@ -53,16 +53,44 @@ public:
         return t;
     }
 
+    // An f32 tensor computed at load from the file (YaRN factors, a transposed weight), not read.
+    Tensor* computed(const std::string& name, std::initializer_list<int64_t> shape, std::vector<float> values) {
+        int64_t ne[4] = {1, 1, 1, 1};
+        int i = 0;
+        for (int64_t d : shape) ne[i++] = d;
+        Tensor* t = model_.ctx.new_tensor(DType::F32, i, ne);
+        MF_ASSERT(size_t(t->nelements()) == values.size());
+        t->name = name;
+        t->flags |= TENSOR_PARAM;
+        computed_.push_back({t, std::move(values)});
+        return t;
+    }
+
+    // Row r of the file's tensor called name, as f32 (the tensor was checked by require()).
+    std::vector<float> row_f32(const std::string& name, int64_t r) const {
+        const GGUFTensorInfo* info = file_.find_tensor(name);
+        MF_ASSERT(info && r < info->ne[1]);
+        std::vector<float> out(size_t(info->ne[0]));
+        const char* row = static_cast<const char*>(info->data) + size_t(r) * dtype_row_size(info->type, info->ne[0]);
+        dtype_traits(info->type).to_float(row, out.data(), info->ne[0]);
+        return out;
+    }
+
     // Allocates every created tensor on the backend in one buffer and uploads the bytes.
     void upload(Backend& backend) {
         std::vector<Tensor*> ts;
         for (auto& s : sources_) ts.push_back(s.tensor);
+        for (auto& c : computed_) ts.push_back(c.tensor);
         model_.weight_buffer = allocate_tensors(backend, ts);
         model_.weight_bytes = 0;
         for (auto& s : sources_) {
             MF_ASSERT(s.tensor->nbytes() == s.info->n_bytes);
             tensor_set(s.tensor, s.info->data);
             model_.weight_bytes += s.info->n_bytes;
+        }
+        for (auto& c : computed_) {
+            tensor_set(c.tensor, c.values.data());
+            model_.weight_bytes += c.tensor->nbytes();
         }
     }
 
@@ -71,10 +99,69 @@ private:
         Tensor* tensor;
         const GGUFTensorInfo* info;
     };
+    struct Computed {
+        Tensor* tensor;
+        std::vector<float> values;
+    };
     const GGUFFile& file_;
     Model& model_;
     std::vector<Source> sources_;
+    std::vector<Computed> computed_;
 };
+
+// deepseek2's attention (MLA) and FFN (dense, or experts from layer n_layer_dense_lead on).
+void load_deepseek2_layer(WeightLoader& w, const HParams& hp, uint32_t il, LayerWeights& l) {
+    const std::string p = strfmt("blk.%u.", il);
+    const int64_t n_embd = hp.n_embd, n_head = hp.n_head, kv_lora = hp.kv_lora_rank;
+    const int64_t nope = int64_t(hp.head_dim_k_mla) - hp.n_rot, v_dim = hp.head_dim_v_mla;
+    const int64_t q_dim = n_head * hp.head_dim_k_mla;
+    l.attn_norm = w.vector_f32(p + "attn_norm.weight", n_embd, true);
+    if (hp.q_lora_rank > 0) {
+        l.wq_a = w.require(p + "attn_q_a.weight", {n_embd, hp.q_lora_rank});
+        l.attn_q_a_norm = w.vector_f32(p + "attn_q_a_norm.weight", hp.q_lora_rank, true);
+        l.wq_b = w.require(p + "attn_q_b.weight", {hp.q_lora_rank, q_dim});
+    } else {
+        l.wq = w.require(p + "attn_q.weight", {n_embd, q_dim});
+    }
+    l.wkv_a_mqa = w.require(p + "attn_kv_a_mqa.weight", {n_embd, kv_lora + hp.n_rot});
+    l.attn_kv_a_norm = w.vector_f32(p + "attn_kv_a_norm.weight", kv_lora, true);
+    l.wk_b = w.optional(p + "attn_k_b.weight", {nope, kv_lora, n_head});
+    l.wv_b = w.optional(p + "attn_v_b.weight", {kv_lora, v_dim, n_head});
+    if (!l.wk_b || !l.wv_b) {
+        // Older files: kv_b [kv_lora, n_head * (nope + v)] in one. W_UV per head is a view of its rows
+        // (arch_deepseek2.cpp); W_UK must be transposed for the query absorption, done here in f32.
+        const std::string kv_b = p + "attn_kv_b.weight";
+        if (l.wk_b) w.require(p + "attn_v_b.weight", {kv_lora, v_dim, n_head});  // throws: half a split
+        if (l.wv_b) w.require(p + "attn_k_b.weight", {nope, kv_lora, n_head});
+        l.wkv_b = w.require(kv_b, {kv_lora, n_head * (nope + v_dim)});
+        std::vector<float> k_b(size_t(nope * kv_lora * n_head));
+        for (int64_t h = 0; h < n_head; ++h)
+            for (int64_t n = 0; n < nope; ++n) {
+                const std::vector<float> row = w.row_f32(kv_b, h * (nope + v_dim) + n);
+                for (int64_t r = 0; r < kv_lora; ++r) k_b[size_t((h * kv_lora + r) * nope + n)] = row[size_t(r)];
+            }
+        l.wk_b = w.computed(p + "attn_k_b.weight", {nope, kv_lora, n_head}, std::move(k_b));
+    }
+    l.wo = w.require(p + "attn_output.weight", {n_head * v_dim, n_embd});
+    l.ffn_norm = w.vector_f32(p + "ffn_norm.weight", n_embd, true);
+    if (hp.n_expert == 0 || il < hp.n_layer_dense_lead) {
+        l.ffn_gate = w.require(p + "ffn_gate.weight", {n_embd, hp.n_ff});
+        l.ffn_up = w.require(p + "ffn_up.weight", {n_embd, hp.n_ff});
+        l.ffn_down = w.require(p + "ffn_down.weight", {hp.n_ff, n_embd});
+        return;
+    }
+    const int64_t n_expert = hp.n_expert, n_ff_exp = hp.n_ff_exp, n_ff_sh = n_ff_exp * hp.n_expert_shared;
+    l.ffn_gate_inp = w.require(p + "ffn_gate_inp.weight", {n_embd, n_expert});
+    l.ffn_exp_probs_b = w.vector_f32(p + "exp_probs_b.bias", n_expert, false);
+    l.ffn_gate_exps = w.require(p + "ffn_gate_exps.weight", {n_embd, n_ff_exp, n_expert});
+    l.ffn_up_exps = w.require(p + "ffn_up_exps.weight", {n_embd, n_ff_exp, n_expert});
+    l.ffn_down_exps = w.require(p + "ffn_down_exps.weight", {n_ff_exp, n_embd, n_expert});
+    if (n_ff_sh > 0) {
+        l.ffn_gate_shexp = w.require(p + "ffn_gate_shexp.weight", {n_embd, n_ff_sh});
+        l.ffn_up_shexp = w.require(p + "ffn_up_shexp.weight", {n_embd, n_ff_sh});
+        l.ffn_down_shexp = w.require(p + "ffn_down_shexp.weight", {n_ff_sh, n_embd});
+    }
+}
 
 }  // namespace
 
@@ -98,10 +185,18 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
     model->output = w.optional("output.weight", {n_embd, n_vocab});
     if (!model->output) model->output = model->tok_embd;  // tied embeddings
     model->rope_freqs = w.vector_f32("rope_freqs.weight", hp.n_rot / 2, false);
+    if (hp.yarn_factor > 0.0f) {
+        if (model->rope_freqs) throw Error(path + ": rope_freqs.weight and yarn rope scaling together are not supported");
+        model->rope_freqs = w.computed("rope_freqs.yarn", {hp.n_rot / 2}, yarn_freq_factors(hp));
+    }
 
     model->layers.resize(hp.n_layer);
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
         LayerWeights& l = model->layers[il];
+        if (hp.arch == "deepseek2") {
+            load_deepseek2_layer(w, hp, il, l);
+            continue;
+        }
         const std::string p = strfmt("blk.%u.", il);
         const int64_t q_dim = int64_t(hp.n_head) * hp.head_dim_k;
         const int64_t k_dim = int64_t(hp.n_head_kv[il]) * hp.head_dim_k;

@@ -32,6 +32,24 @@ struct LayerWeights {
     Tensor* attn_k_norm = nullptr;          // [head_dim_k]
     Tensor* post_attention_norm = nullptr;  // [n_embd]
     Tensor* post_ffw_norm = nullptr;        // [n_embd]
+    // deepseek2 MLA (wq is [n_embd, n_head * head_dim_k_mla] there, wo [n_head * head_dim_v_mla, n_embd]):
+    Tensor* wq_a = nullptr;            // [n_embd, q_lora_rank], with q_lora_rank (wq null then)
+    Tensor* attn_q_a_norm = nullptr;   // [q_lora_rank]
+    Tensor* wq_b = nullptr;            // [q_lora_rank, n_head * head_dim_k_mla]
+    Tensor* wkv_a_mqa = nullptr;       // [n_embd, kv_lora_rank + n_rot]: c_kv, then the shared k_pe
+    Tensor* attn_kv_a_norm = nullptr;  // [kv_lora_rank]
+    Tensor* wk_b = nullptr;            // [qk_nope, kv_lora_rank, n_head]: W_UK per head, transposed
+    Tensor* wv_b = nullptr;            // [kv_lora_rank, head_dim_v_mla, n_head]: W_UV per head
+    Tensor* wkv_b = nullptr;           // [kv_lora_rank, n_head * (qk_nope + head_dim_v_mla)], older files
+    // Mixture of experts (deepseek2 layers il >= n_layer_dense_lead; ffn_gate/up/down null there):
+    Tensor* ffn_gate_inp = nullptr;     // [n_embd, n_expert] router
+    Tensor* ffn_exp_probs_b = nullptr;  // [n_expert] selection bias, or null
+    Tensor* ffn_gate_exps = nullptr;    // [n_embd, n_ff_exp, n_expert]
+    Tensor* ffn_up_exps = nullptr;      // [n_embd, n_ff_exp, n_expert]
+    Tensor* ffn_down_exps = nullptr;    // [n_ff_exp, n_embd, n_expert]
+    Tensor* ffn_gate_shexp = nullptr;   // [n_embd, n_ff_exp * n_expert_shared], or null
+    Tensor* ffn_up_shexp = nullptr;     // [n_embd, n_ff_exp * n_expert_shared], or null
+    Tensor* ffn_down_shexp = nullptr;   // [n_ff_exp * n_expert_shared, n_embd], or null
 };
 
 struct Model {

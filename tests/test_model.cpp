@@ -300,7 +300,7 @@ TEST_CASE("bad model files are one clear error naming the problem") {
     SUBCASE("unknown architecture") {
         auto t = base;
         t.arch = "gptj";
-        expect_error(t, "unknown architecture 'gptj' (supported: llama, qwen2, gemma3)");
+        expect_error(t, "unknown architecture 'gptj' (supported: llama, qwen2, gemma3, deepseek2)");
     }
     SUBCASE("missing key") {
         auto t = base;

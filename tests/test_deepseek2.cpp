@@ -1,0 +1,245 @@
+// deepseek2 (DeepSeek-V2 MLA): the tiny HF fixtures converted and run against transformers' logits,
+// absorbed decode against an expanded-K/V double reference, and the latent KV-cache plan.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/common.h"
+#include "core/cpu/cpu_backend.h"
+#include "core/gguf.h"
+#include "models/convert.h"
+#include "models/convert_arch.h"
+#include "models/kv_plan.h"
+#include "models/model.h"
+#include "models/session.h"
+#include "model_fixture.h"
+#include "test_util.h"
+
+using namespace mf;
+using json = nlohmann::json;
+
+namespace {
+
+std::string fixture_dir(const std::string& name) { return mf_test::source_path("tests/fixtures/hf/" + name); }
+
+// transformers' float32 outputs for one fixture (expected.json; MLA fixtures have no f16-KV variant).
+struct Expected {
+    std::vector<int32_t> ids;                 // the sequence fed
+    std::vector<std::vector<double>> logits;  // [position][n_vocab], 6 significant digits
+    std::vector<int32_t> greedy;              // 16 tokens after ids, argmax each step
+    std::vector<double> margins;              // transformers' top-1 minus top-2 at each greedy step
+};
+
+Expected read_expected(const std::string& name) {
+    std::ifstream in(fixture_dir(name) + "/expected.json");
+    REQUIRE_MESSAGE(in.good(), "missing fixture ", name);
+    const json j = json::parse(in);
+    Expected e;
+    e.ids = j.at("ids").get<std::vector<int32_t>>();
+    e.logits = j.at("logits").get<std::vector<std::vector<double>>>();
+    e.greedy = j.at("greedy").get<std::vector<int32_t>>();
+    e.margins = j.at("greedy_margins").get<std::vector<double>>();
+    REQUIRE(e.logits.size() == e.ids.size());
+    return e;
+}
+
+std::string convert(const std::string& name, DType type) {
+    ConvertOptions opts;
+    opts.hf_dir = fixture_dir(name);
+    opts.out_path = mf_test::temp_path(name + "_ds2_" + dtype_name(type) + ".gguf");
+    opts.type = type;
+    convert_hf_checkpoint(opts);
+    return opts.out_path;
+}
+
+// max_i |a_i - b_i| / max_i |b_i|: the worst logit error on the scale of the largest logit.
+template <class A>
+double max_rel_diff(const std::vector<A>& a, const std::vector<double>& b) {
+    REQUIRE(a.size() == b.size());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        num = std::max(num, std::fabs(double(a[i]) - b[i]));
+        den = std::max(den, std::fabs(b[i]));
+    }
+    return num / den;
+}
+
+SessionParams session_params() {
+    SessionParams p;
+    p.n_ctx = 64;
+    return p;
+}
+
+int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); }
+
+// The logits after each of ids, fed one by one (the decode path).
+std::vector<std::vector<float>> decode_each(const Model& model, const std::vector<int32_t>& ids) {
+    Session s(model, session_params());
+    std::vector<std::vector<float>> out;
+    for (size_t i = 0; i < ids.size(); ++i) out.push_back(i == 0 ? s.prefill({ids[0]}) : s.decode(ids[i]));
+    return out;
+}
+
+// The expanded form of MLA in double, from an f32 deepseek2 GGUF (dense FFNs only): per head
+// k = [W_UK c_kv ; k_pe], v = W_UV c_kv, plain causal softmax attention. With round_latent, c_kv and
+// k_pe are rounded to f16 first, as minfer's f16 latent cache holds them. Returns [position][n_vocab].
+std::vector<std::vector<double>> expanded_reference(const std::string& path, const std::vector<int32_t>& ids,
+                                                    bool round_latent) {
+    const GGUFFile f = GGUFFile::open(path);
+    const std::string a = "deepseek2.";
+    const int64_t n_embd = f.get_u32(a + "embedding_length"), n_head = f.get_u32(a + "attention.head_count");
+    const int64_t n_layer = f.get_u32(a + "block_count"), n_ff = f.get_u32(a + "feed_forward_length");
+    const int64_t kv_lora = f.get_u32(a + "attention.kv_lora_rank"), n_rot = f.get_u32(a + "rope.dimension_count");
+    const int64_t hd_q = f.get_u32(a + "attention.key_length_mla"), v_dim = f.get_u32(a + "attention.value_length_mla");
+    const int64_t q_lora = f.get_u32(a + "attention.q_lora_rank", 0), nope = hd_q - n_rot;
+    const double eps = f.get_f32(a + "attention.layer_norm_rms_epsilon"), base = f.get_f32(a + "rope.freq_base");
+    const int64_t n_vocab = f.find_tensor("output.weight")->ne[1];
+    auto w = [&](const std::string& name) {
+        const GGUFTensorInfo* t = f.find_tensor(name);
+        REQUIRE_MESSAGE(t, "missing tensor ", name);
+        REQUIRE(t->type == DType::F32);
+        return static_cast<const float*>(t->data);
+    };
+    using Vec = std::vector<double>;
+    auto matvec = [](const float* W, const Vec& x, int64_t n_out) {  // W: ne = {x.size(), n_out}
+        Vec y(size_t(n_out), 0.0);
+        for (int64_t o = 0; o < n_out; ++o)
+            for (size_t i = 0; i < x.size(); ++i) y[size_t(o)] += double(W[size_t(o) * x.size() + i]) * x[i];
+        return y;
+    };
+    auto norm = [eps](const Vec& x, const float* g) {
+        double ss = 0;
+        for (double v : x) ss += v * v;
+        const double s = 1.0 / std::sqrt(ss / double(x.size()) + eps);
+        Vec y(x.size());
+        for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * s * g[i];
+        return y;
+    };
+    auto rope = [&](double* x, int64_t pos) {  // adjacent pairs (llama.cpp's NORM mode)
+        for (int64_t i = 0; i < n_rot / 2; ++i) {
+            const double th = double(pos) * std::pow(base, -2.0 * double(i) / double(n_rot));
+            const double x0 = x[2 * i], x1 = x[2 * i + 1];
+            x[2 * i] = x0 * std::cos(th) - x1 * std::sin(th);
+            x[2 * i + 1] = x0 * std::sin(th) + x1 * std::cos(th);
+        }
+    };
+    auto f16 = [&](double v) { return round_latent ? double(fp16_to_fp32(fp32_to_fp16(float(v)))) : v; };
+
+    const size_t T = ids.size();
+    std::vector<Vec> x(T);
+    for (size_t t = 0; t < T; ++t) {
+        const float* e = w("token_embd.weight") + size_t(ids[t]) * size_t(n_embd);
+        x[t].assign(e, e + n_embd);
+    }
+    for (int64_t il = 0; il < n_layer; ++il) {
+        const std::string p = "blk." + std::to_string(il) + ".";
+        const float* k_b = w(p + "attn_k_b.weight");  // [nope, kv_lora, n_head]
+        const float* v_b = w(p + "attn_v_b.weight");  // [kv_lora, v_dim, n_head]
+        std::vector<Vec> q(T), k(T), v(T);             // per token: [n_head * hd_q], [n_head * hd_q], [n_head * v_dim]
+        for (size_t t = 0; t < T; ++t) {
+            const Vec h = norm(x[t], w(p + "attn_norm.weight"));
+            q[t] = q_lora ? matvec(w(p + "attn_q_b.weight"),
+                                   norm(matvec(w(p + "attn_q_a.weight"), h, q_lora), w(p + "attn_q_a_norm.weight")),
+                                   n_head * hd_q)
+                          : matvec(w(p + "attn_q.weight"), h, n_head * hd_q);
+            for (int64_t hh = 0; hh < n_head; ++hh) rope(&q[t][size_t(hh * hd_q + nope)], int64_t(t));
+            Vec kv = matvec(w(p + "attn_kv_a_mqa.weight"), h, kv_lora + n_rot);
+            Vec c_kv = norm(Vec(kv.begin(), kv.begin() + kv_lora), w(p + "attn_kv_a_norm.weight"));
+            Vec k_pe(kv.begin() + kv_lora, kv.end());
+            rope(k_pe.data(), int64_t(t));
+            for (double& c : c_kv) c = f16(c);
+            for (double& c : k_pe) c = f16(c);
+            k[t].assign(size_t(n_head * hd_q), 0.0);
+            v[t].assign(size_t(n_head * v_dim), 0.0);
+            for (int64_t hh = 0; hh < n_head; ++hh) {
+                for (int64_t n = 0; n < nope; ++n)
+                    for (int64_t r = 0; r < kv_lora; ++r)
+                        k[t][size_t(hh * hd_q + n)] += double(k_b[size_t((hh * kv_lora + r) * nope + n)]) * c_kv[size_t(r)];
+                for (int64_t i = 0; i < n_rot; ++i) k[t][size_t(hh * hd_q + nope + i)] = k_pe[size_t(i)];
+                for (int64_t j = 0; j < v_dim; ++j)
+                    for (int64_t r = 0; r < kv_lora; ++r)
+                        v[t][size_t(hh * v_dim + j)] += double(v_b[size_t((hh * v_dim + j) * kv_lora + r)]) * c_kv[size_t(r)];
+            }
+        }
+        for (size_t t = 0; t < T; ++t) {
+            Vec o(size_t(n_head * v_dim), 0.0);
+            for (int64_t hh = 0; hh < n_head; ++hh) {
+                std::vector<double> s(t + 1);
+                double mx = -INFINITY, sum = 0;
+                for (size_t j = 0; j <= t; ++j) {
+                    double d = 0;
+                    for (int64_t i = 0; i < hd_q; ++i) d += q[t][size_t(hh * hd_q + i)] * k[j][size_t(hh * hd_q + i)];
+                    s[j] = d / std::sqrt(double(hd_q));
+                    mx = std::max(mx, s[j]);
+                }
+                for (double& sj : s) sum += (sj = std::exp(sj - mx));
+                for (size_t j = 0; j <= t; ++j)
+                    for (int64_t i = 0; i < v_dim; ++i) o[size_t(hh * v_dim + i)] += s[j] / sum * v[j][size_t(hh * v_dim + i)];
+            }
+            const Vec attn = matvec(w(p + "attn_output.weight"), o, n_embd);
+            for (int64_t i = 0; i < n_embd; ++i) x[t][size_t(i)] += attn[size_t(i)];
+            const Vec h = norm(x[t], w(p + "ffn_norm.weight"));
+            const Vec g = matvec(w(p + "ffn_gate.weight"), h, n_ff), u = matvec(w(p + "ffn_up.weight"), h, n_ff);
+            Vec act(g.size());
+            for (size_t i = 0; i < act.size(); ++i) act[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+            const Vec d = matvec(w(p + "ffn_down.weight"), act, n_embd);
+            for (int64_t i = 0; i < n_embd; ++i) x[t][size_t(i)] += d[size_t(i)];
+        }
+    }
+    std::vector<Vec> logits;
+    for (size_t t = 0; t < T; ++t) logits.push_back(matvec(w("output.weight"), norm(x[t], w("output_norm.weight")), n_vocab));
+    return logits;
+}
+
+}  // namespace
+
+TEST_CASE("deepseek2 dense: f32 conversion decodes every position within tolerance of transformers, greedy exactly") {
+    auto backend = make_cpu_backend(2);
+    const Expected e = read_expected("deepseek2_dense");
+    const std::string path = convert("deepseek2_dense", DType::F32);
+    auto model = load_model(path, *backend);
+    REQUIRE(model->hp.attn_kind(0) == AttnKind::MLA);
+
+    const auto logits = decode_each(*model, e.ids);
+    double worst = 0;
+    for (size_t i = 0; i < e.ids.size(); ++i) {
+        CAPTURE(i);
+        const double d = max_rel_diff(logits[i], e.logits[i]);
+        worst = std::max(worst, d);
+        CHECK(d < 1e-2);
+    }
+    Session batch(*model, session_params());
+    const std::vector<float> all = batch.prefill_all(e.ids);
+    const size_t nv = e.logits[0].size();
+    REQUIRE(all.size() == e.ids.size() * nv);
+    double worst_batch = 0;
+    for (size_t i = 0; i < e.ids.size(); ++i) {
+        const double d = max_rel_diff(std::vector<float>(all.begin() + long(i * nv), all.begin() + long((i + 1) * nv)), e.logits[i]);
+        worst_batch = std::max(worst_batch, d);
+    }
+    Session s(*model, session_params());
+    const std::vector<float>* l = &s.prefill(e.ids);
+    std::vector<int32_t> greedy;
+    for (size_t i = 0; i < e.greedy.size(); ++i) {
+        greedy.push_back(argmax(*l));
+        l = &s.decode(greedy.back());
+    }
+    CHECK(greedy == e.greedy);
+
+    const auto ref = expanded_reference(path, e.ids, false);
+    const auto ref16 = expanded_reference(path, e.ids, true);
+    double ref_vs_hf = 0, minfer_vs_ref16 = 0;
+    for (size_t i = 0; i < e.ids.size(); ++i) {
+        ref_vs_hf = std::max(ref_vs_hf, max_rel_diff(ref[i], e.logits[i]));
+        minfer_vs_ref16 = std::max(minfer_vs_ref16, max_rel_diff(logits[i], ref16[i]));
+    }
+    MESSAGE("deepseek2_dense f32: worst max-relative error decode ", worst, " prefill ", worst_batch,
+            "; expanded reference vs transformers ", ref_vs_hf, "; minfer vs f16-latent expanded reference ", minfer_vs_ref16);
+    std::remove(path.c_str());
+}
