@@ -52,8 +52,11 @@ int tool_chat(int argc, char** argv) {
     auto backend = make_backend(args);
     auto model = load_model(args.model, *backend);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const ChatTemplate tmpl = args.chat_template.empty() ? chat_template_from_text(model->chat_template)
-                                                         : chat_template_from_name(args.chat_template);
+    // A gemma3 file without a template (Gemma 3 270M base) still speaks in Gemma's turns, not ChatML.
+    const bool gemma_turns = model->chat_template.empty() && model->hp.arch == "gemma3";
+    const ChatTemplate tmpl = !args.chat_template.empty() ? chat_template_from_name(args.chat_template)
+                              : gemma_turns               ? chat_template_from_name("gemma")
+                                                          : chat_template_from_text(model->chat_template);
     Session session(*model, session_params(args));
     Sampler sampler(args.sampling);
     std::fprintf(stderr, "minfer chat: %s (%s, %u layers) on %s; template %s; context %u tokens\n", args.model.c_str(),
