@@ -12,6 +12,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/gguf.h"
 #include "model_fixture.h"
+#include "models/chat_template.h"
 #include "models/model.h"
 #include "models/session.h"
 #include "models/tokenizer.h"
@@ -437,6 +438,13 @@ TEST_CASE("Gemma 3 270M Q4_K_M: the tokenizer and greedy decoding match llama.cp
     const auto cases = read_golden(mf_test::source_path("tests/fixtures/golden/gemma3_greedy.txt"));
     REQUIRE(cases.size() >= 6);
     REQUIRE(cases.back().prompt.size() > model->hp.sliding_window);  // the local layers' window slides
+    // What `minfer chat` sends for a first question (the file has no template: Gemma's turns), and
+    // where a reply ends.
+    CHECK(model->chat_template.empty());
+    CHECK(render_chat(chat_template_from_name("gemma"), {{"user", "What is the capital of France?"}}, true) ==
+          cases[0].text);
+    CHECK(model->vocab.is_eog(model->vocab.find("<end_of_turn>")));
+    CHECK(model->vocab.is_eog(model->vocab.eos_id));
     size_t steps = 0, same = 0, free_run = 0;
     float worst_logit = 0, widest_disagreement = 0;
     for (const auto& c : cases) {
