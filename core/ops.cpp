@@ -203,6 +203,43 @@ Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim) {
     return t;
 }
 
+Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids) {
+    MF_ASSERT(b->type == DType::F32 && ids->type == DType::I32);
+    MF_ASSERT_MSG(experts->ne[0] == b->ne[0], "mul_mat_id: inner dimensions differ");
+    MF_ASSERT_MSG(experts->ne[3] == 1 && b->ne[3] == 1 && ids->ne[2] == 1 && ids->ne[3] == 1, "mul_mat_id is 3-D");
+    MF_ASSERT_MSG(b->ne[1] == 1 || b->ne[1] == ids->ne[0], "mul_mat_id: one activation row per used expert, or one");
+    MF_ASSERT_MSG(b->ne[2] == ids->ne[1], "mul_mat_id: one id column per token");
+    MF_ASSERT_MSG(experts->rows_contiguous(), "mul_mat_id: weight rows must be contiguous");
+    MF_ASSERT(dtype_traits(experts->type).computable);
+    const int64_t ne[4] = {experts->ne[1], ids->ne[0], ids->ne[1], 1};
+    Tensor* t = new_node(ctx, Op::MUL_MAT_ID, DType::F32, ne);
+    t->src[0] = experts;
+    t->src[1] = b;
+    t->src[2] = ids;
+    return t;
+}
+
+Tensor* top_k(Context& ctx, Tensor* a, int k) {
+    MF_ASSERT(a->type == DType::F32);
+    MF_ASSERT_MSG(k >= 1 && k <= a->ne[0], "top_k: k must be in 1..ne0");
+    const int64_t ne[4] = {k, a->ne[1], a->ne[2], a->ne[3]};
+    Tensor* t = new_node(ctx, Op::TOP_K, DType::I32, ne);
+    t->src[0] = a;
+    t->op_params[0] = k;
+    return t;
+}
+
+Tensor* sum_rows(Context& ctx, Tensor* a) {
+    MF_ASSERT(a->type == DType::F32);
+    const int64_t ne[4] = {1, a->ne[1], a->ne[2], a->ne[3]};
+    Tensor* t = new_node(ctx, Op::SUM_ROWS, DType::F32, ne);
+    t->src[0] = a;
+    return t;
+}
+
+Tensor* div(Context& ctx, Tensor* a, Tensor* b) { return binary(ctx, Op::DIV, a, b); }
+Tensor* sigmoid(Context& ctx, Tensor* a) { return unary(ctx, Op::SIGMOID, a); }
+
 Tensor* view_1d(Context& ctx, Tensor* a, int64_t ne0, size_t offset) {
     const int64_t ne[4] = {ne0, 1, 1, 1};
     size_t nb[4] = {0, 0, 0, 0};

@@ -44,6 +44,16 @@ Tensor* set_rows(Context& ctx, Tensor* dst, Tensor* src, Tensor* ids);
 Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale);
 // a and b joined along dim
 Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim);
+// Expert-indexed matmul (see Op::MUL_MAT_ID): experts [K, M, n_expert], b f32 [K, n_used or 1, T],
+// ids I32 [n_used, T] -> f32 [M, n_used, T]
+Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids);
+// a f32 [n, ...] -> I32 [k, ...]: the indices of the k largest values per row, largest first, ties by index
+Tensor* top_k(Context& ctx, Tensor* a, int k);
+// a f32 [ne0, ...] (any strides) -> f32 [1, ...]: the sum of each row
+Tensor* sum_rows(Context& ctx, Tensor* a);
+// a / b, b broadcast to a's shape
+Tensor* div(Context& ctx, Tensor* a, Tensor* b);
+Tensor* sigmoid(Context& ctx, Tensor* a);
 
 // Views share a's memory. Strides nb1..nb3 are in bytes; offset in bytes from a's first element.
 Tensor* view_1d(Context& ctx, Tensor* a, int64_t ne0, size_t offset);

@@ -47,6 +47,16 @@ enum class Op : uint8_t {
                 //   position and head); src3 mask f32 [n_kv, >= T] (-INFINITY masks out); p0 scale (float)
                 //   -> f32 [hd_v, n_head, T] = softmax(k . q * scale + mask) . v, where query head h reads
                 //   KV head h / (n_head / n_head_kv) (GQA/MQA groups are consecutive query heads)
+    MUL_MAT_ID, // expert-indexed MUL_MAT (mixture of experts): src0 experts [K, M, n_expert] (a MUL_MAT weight
+                //   type, packed rows), src1 f32 [K, n_b, T] with n_b = n_used or 1, src2 I32 ids [n_used, T]
+                //   -> f32 [M, n_used, T], row (u, t) = experts[ids[u, t]] rows . src1[:, n_b == 1 ? 0 : u, t].
+                //   Only the selected experts' rows are read; ids must be in [0, n_expert)
+    TOP_K,      // f32 src0 [n, ne1, ne2, ne3] -> I32 [k, ne1, ne2, ne3], k = p0 (int) <= n: per row the
+                //   indices of the k largest values, largest first; equal values in index order (a stable
+                //   descending sort); NaN sorts below every number
+    SUM_ROWS,   // f32 src0 [ne0, ne1, ne2, ne3] (any strides) -> f32 [1, ne1, ne2, ne3]: the sum over ne0
+    DIV,        // f32 src0 / src1, broadcast as ADD
+    SIGMOID,    // f32 1 / (1 + exp(-x))
     VIEW,       // no computation: a window onto view_src (view, reshape, permute, transpose)
     COUNT
 };

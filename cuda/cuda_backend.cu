@@ -18,6 +18,7 @@
 #include "cuda/elementwise.cuh"
 #include "cuda/kv.cuh"
 #include "cuda/matvec.cuh"
+#include "cuda/moe.cuh"
 #include "cuda/norm_rope.cuh"
 #include "cuda/quants.cuh"
 
@@ -288,6 +289,27 @@ bool supports_mul_mat(const Tensor* node) {
     return node->ne[0] == w->ne[1] && node->ne[1] == x->ne[1] && node->ne[2] == x->ne[2] && node->ne[3] == x->ne[3];
 }
 
+bool supports_mul_mat_id(const Tensor* node) {
+    const Tensor* w = node->src[0];
+    const Tensor* x = node->src[1];
+    const Tensor* ids = node->src[2];
+    if (!w || !mul_mat_id_supported(w->type) || !is_f32(x) || !ids || ids->type != DType::I32 || !is_f32(node))
+        return false;
+    if (!packed_rows(w) || x->nb[0] != sizeof(float) || !node->is_contiguous()) return false;
+    if (w->ne[0] != x->ne[0] || w->ne[0] % dtype_traits(w->type).block_size != 0) return false;
+    const int64_t n_used = ids->ne[0], T = ids->ne[1];
+    if (w->ne[3] != 1 || x->ne[3] != 1 || ids->ne[2] != 1 || ids->ne[3] != 1) return false;
+    if ((x->ne[1] != 1 && x->ne[1] != n_used) || x->ne[2] != T) return false;
+    return node->ne[0] == w->ne[1] && node->ne[1] == n_used && node->ne[2] == T && node->ne[3] == 1;
+}
+
+bool supports_top_k(const Tensor* node) {
+    const Tensor* a = node->src[0];
+    const int64_t k = node->op_param_i(0);
+    if (!is_f32(a) || node->type != DType::I32 || !node->is_contiguous() || k < 1 || k > a->ne[0]) return false;
+    return node->ne[0] == k && node->ne[1] == a->ne[1] && node->ne[2] == a->ne[2] && node->ne[3] == a->ne[3];
+}
+
 bool supports_get_rows(const Tensor* node) {
     const Tensor* a = node->src[0];
     const Tensor* ids = node->src[1];
@@ -379,6 +401,12 @@ bool CudaBackend::supports_op(const Tensor* node) const {
         case Op::SOFT_MAX: return supports_soft_max(node);
         case Op::FLASH_ATTN: return supports_flash_attn(node);
         case Op::CONCAT: return supports_concat(node);
+        case Op::MUL_MAT_ID: return supports_mul_mat_id(node);
+        case Op::TOP_K: return supports_top_k(node);
+        case Op::SUM_ROWS:
+            return is_f32(a) && is_f32(node) && node->is_contiguous() && node->ne[0] == 1 && node->ne[1] == a->ne[1] &&
+                   node->ne[2] == a->ne[2] && node->ne[3] == a->ne[3];
+        case Op::SIGMOID: return is_f32(a) && is_f32(node) && same_shape(a, node) && node->is_contiguous();
         case Op::RMS_NORM:
             return is_f32(a) && is_f32(node) && same_shape(a, node) && a->nb[0] == sizeof(float) &&
                    node->is_contiguous();
@@ -387,6 +415,7 @@ bool CudaBackend::supports_op(const Tensor* node) const {
         case Op::GELU: return is_f32(a) && is_f32(node) && same_shape(a, node) && node->is_contiguous();
         case Op::ADD:
         case Op::MUL:
+        case Op::DIV:
             if (!is_f32(a) || !is_f32(b) || !is_f32(node) || !same_shape(a, node) || !node->is_contiguous())
                 return false;
             for (int i = 0; i < MAX_DIMS; ++i)
@@ -419,7 +448,7 @@ void CudaBackend::compute(const Graph& g) {
     CUDA_CHECK(cudaSetDevice(device_));
     size_t scratch = 0;
     for (const Tensor* n : g.nodes) {
-        if (n->op == Op::MUL_MAT && is_quant_weight(n->src[0]->type)) {
+        if ((n->op == Op::MUL_MAT || n->op == Op::MUL_MAT_ID) && is_quant_weight(n->src[0]->type)) {
             const size_t need = matvec_q_scratch_bytes(shape_of(n->src[1]));
             scratch = need > scratch ? need : scratch;
         }
@@ -581,6 +610,29 @@ void CudaBackend::run_node(const Tensor* node) {
             }
             break;
         }
+        case Op::MUL_MAT_ID: {
+            const Tensor* ids = node->src[2];
+            bool reuse = false;
+            if (is_quant_weight(a->type)) {
+                const ActQuant kind = act_quant_of(a->type);
+                reuse = scratch_holds(b, kind);
+                scratch_act_valid_ = true;
+                scratch_act_begin_ = static_cast<const char*>(b->data);
+                scratch_act_end_ = data_end(b);
+                scratch_act_shape_ = shape_of(b);
+                scratch_act_kind_ = kind;
+            }
+            launch_mul_mat_id(a->type, a->data, shape_of(a), static_cast<const float*>(b->data), shape_of(b),
+                              static_cast<const int32_t*>(ids->data), shape_of(ids), scratch_, scratch_size_, reuse,
+                              out, s);
+            return;
+        }
+        case Op::TOP_K:
+            launch_top_k_f32(a->data, shape_of(a), node->op_param_i(0), static_cast<int32_t*>(node->data), s);
+            return;
+        case Op::SUM_ROWS: launch_sum_rows_f32(a->data, shape_of(a), out, s); return;
+        case Op::DIV: launch_div_f32(a->data, shape_of(a), b->data, shape_of(b), out, s); return;
+        case Op::SIGMOID: launch_sigmoid_f32(a->data, shape_of(a), out, s); return;
         case Op::ADD: launch_binary_f32(BinaryOp::ADD, a->data, shape_of(a), b->data, shape_of(b), out, s); return;
         case Op::MUL: launch_binary_f32(BinaryOp::MUL, a->data, shape_of(a), b->data, shape_of(b), out, s); return;
         case Op::SWIGLU:

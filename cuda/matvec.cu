@@ -612,3 +612,210 @@ template void launch_matvec_q<BlockQ6_K>(const void*, const Shape4&, const float
                                          bool, float*, cudaStream_t);
 
 }  // namespace mf
+
+// ---- MUL_MAT_ID (declared in cuda/moe.cuh) ------------------------------------------------------
+// The expert-indexed products live here to share this file's activation quantizers and per-type dots
+// with MUL_MAT. Pair p = u + n_used * t of ids [n_used, T] multiplies expert ids[u, t] by activation
+// row (n_b == 1 ? 0 : u, t); one warp computes one output row of one pair, so only the chosen experts'
+// rows are read. A DeepSeek-V2-Lite decode step has 6 pairs of 1408 (gate, up) or 2048 (down) rows:
+// 8448..12288 warps, enough to fill an H200 without splitting rows.
+namespace mf {
+
+namespace {
+
+// ids[u, t] of pair p; an id outside [0, n_expert) gives -1, whose rows come out as zeros (as GET_ROWS:
+// checking on the host would cost a sync per graph).
+__device__ __forceinline__ int64_t expert_of(const int32_t* ids, const Shape4& si, int64_t n_expert, int64_t p) {
+    const int64_t u = p % si.ne[0], t = p / si.ne[0];
+    const int32_t e = *reinterpret_cast<const int32_t*>(reinterpret_cast<const char*>(ids) + u * si.nb[0] + t * si.nb[1]);
+    return e >= 0 && e < n_expert ? e : -1;
+}
+
+// The activation row of pair p in x's (n, t) row order: x has one row per used slot, or one shared.
+__device__ __forceinline__ int64_t act_row_of(const Shape4& sx, const Shape4& si, int64_t p) {
+    const int64_t u = p % si.ne[0], t = p / si.ne[0];
+    return (sx.ne[1] == 1 ? 0 : u) + sx.ne[1] * t;
+}
+
+// grid.x = ceil(M / MATVEC_WARPS) * n_pairs. VEC as matvec_float_kernel.
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+    matvec_float_id_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
+                           float* dst, int64_t m_blocks) {
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int64_t K = sw.ne[0], M = sw.ne[1];
+    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + warp;
+    const int64_t p = blockIdx.x / m_blocks;
+    if (m >= M) return;  // warp-uniform
+    const int64_t e = expert_of(ids, si, sw.ne[2], p);
+    float acc = 0.0f;
+    if (e >= 0) {
+        const T* w_row = reinterpret_cast<const T*>(w + m * sw.nb[1] + e * sw.nb[2]);
+        const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(act_row_of(sx, si, p)));
+        if (VEC) {
+            constexpr int VW = 16 / sizeof(T);
+            for (int64_t k = lane * VW; k < K; k += WARP_SIZE * VW) {
+                float wv[VW];
+                load16(w_row + k, wv);
+#pragma unroll
+                for (int v = 0; v < VW; v += 4) {
+                    const float4 xv = *reinterpret_cast<const float4*>(x_row + k + v);
+                    acc += wv[v] * xv.x + wv[v + 1] * xv.y + wv[v + 2] * xv.z + wv[v + 3] * xv.w;
+                }
+            }
+        } else {
+            for (int64_t k = lane; k < K; k += WARP_SIZE) acc += load_f32(w_row + k) * x_row[k];
+        }
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) dst[p * M + m] = acc;
+}
+
+// Weight block blk (at p) . activation block blk of act row a, with matvec_q_kernel's arithmetic.
+template <typename Block>
+__device__ __forceinline__ float dot_block_id(const uint8_t* p, const ActQ& act, int64_t a, int64_t n_blk,
+                                              int64_t blk) {
+    const QBlock wb = load_block(Block{}, p);
+    const int64_t ab = a * n_blk + blk;
+    const int4* xv = reinterpret_cast<const int4*>(act.q + ab * QK);
+    const int4 x0 = xv[0], x1 = xv[1];
+    const int xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    int sumi = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sumi = __dp4a(wb.q[i], xs[i], sumi);
+    if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1)
+        return __fadd_rn(__fmul_rn(float(sumi), __fmul_rn(wb.d, act.d[ab])), __fmul_rn(wb.m, act.s[ab]));
+    return float(sumi) * (wb.d * act.d[ab]);
+}
+
+// grid.x = ceil(M / MATVEC_WARPS) * n_pairs. The chunk loops of matvec_q_kernel (32-element blocks,
+// one per lane, a full chunk staged through shared memory when STAGED) and matvec_k_kernel
+// (super-blocks shared by K_LANES lanes, Q6_K staged), for one activation row.
+template <typename Block, bool STAGED>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+    matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
+                       int64_t m_blocks) {
+    constexpr int BYTES = BlockTraits<Block>::bytes;
+    constexpr bool SUPER = BlockTraits<Block>::elems == QK_K;
+    constexpr int CHUNK_BLOCKS = SUPER ? K_BLOCKS : WARP_SIZE;  // blocks a warp covers per step
+    constexpr int CHUNK_VECS = CHUNK_BLOCKS * BYTES / 16;
+    constexpr bool STAGE = STAGED && BYTES % 16 != 0;  // Q4_K / Q5_K rows load 16 bytes directly
+    static_assert(CHUNK_BLOCKS * BYTES % 16 == 0, "a step of blocks must be whole 16-byte vectors");
+    __shared__ uint4 stage[MATVEC_WARPS][STAGE ? CHUNK_VECS : 1];
+
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int64_t K = sw.ne[0], M = sw.ne[1];
+    const int64_t n_blk = K / BlockTraits<Block>::elems;
+    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + warp;
+    const int64_t p = blockIdx.x / m_blocks;
+    if (m >= M) return;  // warp-uniform
+    const int64_t e = expert_of(ids, si, sw.ne[2], p);
+    float acc = 0.0f;
+    if (e >= 0) {
+        const uint8_t* w_row = reinterpret_cast<const uint8_t*>(w + m * sw.nb[1] + e * sw.nb[2]);
+        const int64_t a = act_row_of(sx, si, p);
+        const int sub = SUPER ? lane / K_LANES : lane, part = lane % K_LANES;
+        for (int64_t b0 = 0; b0 < n_blk; b0 += CHUNK_BLOCKS) {
+            const int64_t blk = b0 + sub;
+            const uint8_t* q = w_row + blk * BYTES;
+            if (STAGE && b0 + CHUNK_BLOCKS <= n_blk) {
+                const uint4* src = reinterpret_cast<const uint4*>(w_row + b0 * BYTES);
+#pragma unroll
+                for (int i = lane; i < CHUNK_VECS; i += WARP_SIZE) stage[warp][i] = src[i];
+                __syncwarp();
+                q = reinterpret_cast<const uint8_t*>(stage[warp]) + sub * BYTES;
+            }
+            if (blk < n_blk) {
+                if constexpr (SUPER) {
+                    const KPart kp = load_k_part<STAGED && !STAGE>(Block{}, q, part);
+                    acc += dot_k_part(Block{}, kp, act, a, K, blk, part);
+                } else {
+                    acc += dot_block_id<Block>(q, act, a, n_blk, blk);
+                }
+            }
+            __syncwarp();  // the next step overwrites this warp's stage
+        }
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) dst[p * M + m] = acc;
+}
+
+void check_id_shapes(const Shape4& sw, const Shape4& sx, const Shape4& si) {
+    MF_ASSERT(sw.ne[0] == sx.ne[0] && sx.nb[0] == sizeof(float) && sw.ne[3] == 1 && sx.ne[3] == 1);
+    MF_ASSERT((sx.ne[1] == 1 || sx.ne[1] == si.ne[0]) && sx.ne[2] == si.ne[1] && si.ne[2] == 1 && si.ne[3] == 1);
+}
+
+}  // namespace
+
+template <typename T>
+void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
+                            const Shape4& si, float* dst, cudaStream_t stream) {
+    check_id_shapes(sw, sx, si);
+    MF_ASSERT(sw.nb[0] == sizeof(T));
+    const int64_t M = sw.ne[1], n_pairs = si.ne[0] * si.ne[1];
+    if (M == 0 || n_pairs == 0) return;
+    const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
+    const unsigned grid = grid_x(m_blocks * n_pairs);
+    const bool vec = sw.ne[0] % (16 / sizeof(T)) == 0 && aligned16(w, sw) && aligned16(x, sx);
+    const char* wc = static_cast<const char*>(w);
+    const char* xc = reinterpret_cast<const char*>(x);
+    if (vec) {
+        matvec_float_id_kernel<T, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, ids, si, dst,
+                                                                                       m_blocks);
+    } else {
+        matvec_float_id_kernel<T, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, ids, si, dst,
+                                                                                        m_blocks);
+    }
+    CUDA_CHECK_LAUNCH();
+}
+
+template <typename Block>
+void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
+                        const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized, float* dst,
+                        cudaStream_t stream) {
+    using Traits = BlockTraits<Block>;
+    check_id_shapes(sw, sx, si);
+    MF_ASSERT(sw.ne[0] % Traits::elems == 0 && sw.nb[0] == Traits::bytes);
+    MF_ASSERT(scratch_bytes >= matvec_q_scratch_bytes(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
+    const int64_t M = sw.ne[1], n_pairs = si.ne[0] * si.ne[1];
+    if (sx.nrows() == 0) return;
+    const ActQ act = act_layout(scratch, sx);
+    if (!x_quantized) quantize_activations(Traits::act, x, sx, act, stream);
+    if (M == 0 || n_pairs == 0) return;
+    const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
+    const unsigned grid = grid_x(m_blocks * n_pairs);
+    const char* wc = static_cast<const char*>(w);
+    if (aligned16(w, sw)) {
+        matvec_q_id_kernel<Block, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, ids, si, act, dst,
+                                                                                       m_blocks);
+    } else {
+        matvec_q_id_kernel<Block, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, ids, si, act, dst,
+                                                                                        m_blocks);
+    }
+    CUDA_CHECK_LAUNCH();
+}
+
+template void launch_matvec_float_id<float>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, float*, cudaStream_t);
+template void launch_matvec_float_id<__half>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                             const Shape4&, float*, cudaStream_t);
+template void launch_matvec_float_id<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&,
+                                                    const int32_t*, const Shape4&, float*, cudaStream_t);
+template void launch_matvec_q_id<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+template void launch_matvec_q_id<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+template void launch_matvec_q_id<BlockQ4_1>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+template void launch_matvec_q_id<BlockQ5_0>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+template void launch_matvec_q_id<BlockQ5_1>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+template void launch_matvec_q_id<BlockQ4_K>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+template void launch_matvec_q_id<BlockQ5_K>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+template void launch_matvec_q_id<BlockQ6_K>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+
+}  // namespace mf

@@ -69,6 +69,11 @@ public:
             case Op::SET_ROWS:
             case Op::CPY: return supports_rows(node);
             case Op::FLASH_ATTN: return supports_attention(node);
+            case Op::MUL_MAT_ID:
+            case Op::TOP_K:
+            case Op::SUM_ROWS:
+            case Op::DIV:
+            case Op::SIGMOID: return supports_moe(node);
             case Op::COUNT: break;
         }
         return false;
@@ -96,6 +101,11 @@ public:
                 case Op::SET_ROWS:
                 case Op::CPY: compute_rows(ctx_, node); break;
                 case Op::FLASH_ATTN: compute_attention(ctx_, node); break;
+                case Op::MUL_MAT_ID:
+                case Op::TOP_K:
+                case Op::SUM_ROWS:
+                case Op::DIV:
+                case Op::SIGMOID: compute_moe(ctx_, node); break;
                 case Op::COUNT: MF_ASSERT_MSG(false, "compute: Op::COUNT is not an op");
             }
         }

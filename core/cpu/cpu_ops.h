@@ -63,6 +63,9 @@ void compute_attention(CpuContext& ctx, Tensor* dst);
 // ops_rows.cpp: GET_ROWS, CPY
 bool supports_rows(const Tensor* dst);
 void compute_rows(CpuContext& ctx, Tensor* dst);
+// ops_moe.cpp: MUL_MAT_ID, TOP_K, SUM_ROWS, DIV, SIGMOID
+bool supports_moe(const Tensor* dst);
+void compute_moe(CpuContext& ctx, Tensor* dst);
 
 // ---- helpers shared by the op families (ops_rows.cpp) --------------------------------------------
 // A row of `type` with element (or block) stride nb0 can be read as f32 / written from f32:

@@ -1,0 +1,52 @@
+// Launchers for the ops the mixture-of-experts FFN added: MUL_MAT_ID (expert-indexed matvec), TOP_K
+// (routing), SUM_ROWS, DIV and SIGMOID (gate weights). Semantics as the Op enum in core/tensor.h.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "core/dtype.h"
+#include "cuda/common.cuh"
+#include "cuda/quants.cuh"
+
+namespace mf {
+
+// ---- MUL_MAT_ID ----------------------------------------------------------------------------------
+// w experts [K, M, n_expert] (packed rows, dims 1..2 any byte strides) times x f32 [K, n_b, T] (packed
+// rows; n_b = n_used or 1), ids I32 [n_used, T] (any strides) -> dst f32 contiguous [M, n_used, T]:
+// dst[:, u, t] = expert ids[u, t] . x[:, n_b == 1 ? 0 : u, t]. Only the chosen experts' rows are read.
+// An id outside [0, n_expert) gives a zero row (the CPU asserts; checking here would cost a sync).
+// These two are defined in cuda/matvec.cu, beside the per-type dot code they share with MUL_MAT.
+
+// T: float, __half or __nv_bfloat16.
+template <typename T>
+void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
+                            const Shape4& si, float* dst, cudaStream_t stream);
+// Block: a block tag of cuda/quants.cuh. x is quantized in scratch (matvec_q_scratch_bytes(sx)) in
+// the layout launch_matvec_q uses, so x_quantized (scratch already holds x quantized to the Block's
+// activation type) works across MUL_MAT and MUL_MAT_ID nodes alike.
+template <typename Block>
+void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
+                        const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized, float* dst,
+                        cudaStream_t stream);
+
+// True for the weight types the two launchers above cover.
+bool mul_mat_id_supported(DType type);
+// Dispatches on the weight type (mul_mat_id_supported); scratch and x_quantized are used by the
+// quantized types only.
+void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, const float* x, const Shape4& sx,
+                       const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
+                       float* dst, cudaStream_t stream);
+
+// ---- routing and gate weights --------------------------------------------------------------------
+// TOP_K: a f32 [n, ne1, ne2, ne3] (any strides) -> dst I32 contiguous [k, ne1, ne2, ne3], per row the
+// indices of the k largest values, largest first, ties by index, NaN below every number.
+void launch_top_k_f32(const void* a, const Shape4& sa, int k, int32_t* dst, cudaStream_t stream);
+// SUM_ROWS: a f32 (any strides) -> dst f32 contiguous [1, ne1, ne2, ne3].
+void launch_sum_rows_f32(const void* a, const Shape4& sa, float* dst, cudaStream_t stream);
+// DIV: dst f32 contiguous [a.ne] = a / b, b repeated where smaller (a.ne[i] % b.ne[i] == 0); any strides.
+void launch_div_f32(const void* a, const Shape4& sa, const void* b, const Shape4& sb, float* dst,
+                    cudaStream_t stream);
+// SIGMOID: dst f32 contiguous [a.ne] = 1 / (1 + exp(-a)); a any strides.
+void launch_sigmoid_f32(const void* a, const Shape4& sa, float* dst, cudaStream_t stream);
+
+}  // namespace mf

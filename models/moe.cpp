@@ -1,0 +1,43 @@
+// The mixture-of-experts feed-forward (deepseek2), as llama.cpp's build_moe_ffn: router, gating,
+// top-k routing, the chosen experts' SwiGLU FFNs through MUL_MAT_ID, their weighted sum, shared experts.
+#include "core/common.h"
+#include "models/builders.h"
+
+namespace mf {
+
+Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
+    Context& ctx = s.ctx;
+    const HParams& hp = s.model.hp;
+    const int64_t n_embd = x->ne[0], T = x->ne[1];
+    const int64_t n_expert = hp.n_expert, n_used = hp.n_expert_used;
+    MF_ASSERT(l.ffn_gate_inp && l.ffn_gate_exps && l.ffn_up_exps && l.ffn_down_exps);
+    MF_ASSERT(n_used >= 1 && n_used <= n_expert && l.ffn_gate_inp->ne[1] == n_expert);
+
+    // Routing: a probability per expert; the selection bias (DeepSeek-V3's load balancing) changes which
+    // experts are chosen, never their weights.
+    Tensor* logits = mul_mat(ctx, l.ffn_gate_inp, x);  // [n_expert, T]
+    Tensor* probs = hp.expert_gating == HParams::ExpertGating::SIGMOID ? sigmoid(ctx, logits)
+                                                                       : soft_max(ctx, logits, nullptr, 1.0f);
+    Tensor* selection = l.ffn_exp_probs_b ? add(ctx, probs, l.ffn_exp_probs_b) : probs;
+    Tensor* ids = top_k(ctx, selection, int(n_used));                                // I32 [n_used, T]
+    Tensor* weights = get_rows(ctx, reshape_3d(ctx, probs, 1, n_expert, T), ids);  // [1, n_used, T]
+    if (hp.expert_weights_norm) {
+        Tensor* w = reshape_2d(ctx, weights, n_used, T);
+        weights = reshape_3d(ctx, div(ctx, w, sum_rows(ctx, w)), 1, n_used, T);
+    }
+    if (hp.expert_weights_scale != 1.0f) weights = scale(ctx, weights, hp.expert_weights_scale);
+
+    // The chosen experts, each token's activation shared by its n_used slots.
+    Tensor* xe = view_3d(ctx, x, n_embd, 1, T, x->nb[1], x->nb[1], 0);              // [n_embd, 1, T]
+    Tensor* gate = mul_mat_id(ctx, l.ffn_gate_exps, xe, ids);                         // [n_ff_exp, n_used, T]
+    Tensor* up = mul_mat_id(ctx, l.ffn_up_exps, xe, ids);                             // [n_ff_exp, n_used, T]
+    Tensor* experts = mul_mat_id(ctx, l.ffn_down_exps, swiglu(ctx, gate, up), ids);  // [n_embd, n_used, T]
+    experts = mul(ctx, experts, weights);
+    // Their weighted sum: the slots are the rows of the [n_used, n_embd, T] view.
+    Tensor* out = reshape_2d(ctx, sum_rows(ctx, permute(ctx, experts, 1, 0, 2, 3)), n_embd, T);
+
+    if (l.ffn_gate_shexp) out = add(ctx, out, build_ffn_swiglu(s, x, l.ffn_gate_shexp, l.ffn_up_shexp, l.ffn_down_shexp));
+    return out;
+}
+
+}  // namespace mf
