@@ -1,6 +1,6 @@
 # minfer's front door. CMake is the build; these targets only call it (one source of truth).
 #   make          build everything (core, cuda when nvcc exists, tools, tests)
-#   make test     build and run every CPU test
+#   make test     build, fetch the test models (SmolLM2, Gemma 3 270M), run every CPU test
 #   make chat     build, fetch the default model, start a chat
 #   make bench    build and benchmark the default model
 #   make deps     install missing Debian packages (every other target runs it first)
@@ -20,6 +20,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MINFER_CACHE ?= $(HOME)/.cache/minfer
 export MINFER_CACHE
 MODEL ?= smollm2
+# The real models the CPU tests compare with llama.cpp's golden outputs (fetched once, then cached):
+# SmolLM2 (98 MB) and Gemma 3 270M (253 MB, the sliding-window architecture).
+TEST_MODELS := smollm2 gemma3
 
 all: build
 
@@ -40,7 +43,8 @@ build: deps $(BUILD_DIR)/build.ninja
 model:
 	@bash tools/fetch-model.sh $(MODEL) >/dev/null
 
-test: build model
+test: build
+	@for m in $(TEST_MODELS); do bash tools/fetch-model.sh $$m >/dev/null || exit 1; done
 	ctest --test-dir $(BUILD_DIR) -L cpu --output-on-failure -j $(JOBS)
 
 chat: build model
