@@ -274,21 +274,24 @@ TEST_CASE("deepseek2: absorbed decode equals the expanded form (per-head K and V
 
 namespace {
 
-// The dense fixture written as older llama.cpp conversions are: one attn_kv_b per layer
-// ([kv_lora, n_head * (qk_nope + v_head)], HF's kv_b_proj rows), key/value_length the expanded head
-// sizes (24, 16), no _mla keys, head_count_kv = head_count. Built from the converter's own plan.
-std::string write_legacy_kv_b(const std::string& name) {
+// Fixture `name` converted to f32 from the converter's own plan, with extra keys set. With legacy_kv_b
+// it is written as older llama.cpp conversions are: one attn_kv_b per layer ([kv_lora, n_head *
+// (qk_nope + v_head)], HF's kv_b_proj rows), key/value_length the expanded head sizes (24, 16), no
+// _mla keys, head_count_kv = head_count.
+std::string write_variant(const std::string& name, bool legacy_kv_b,
+                          const std::vector<std::pair<std::string, GGUFMetaValue>>& extra = {}) {
     const std::string dir = fixture_dir(name);
     ConvertPlan plan = plan_hf_conversion(dir);
     GGUFWriter w;
     w.set_str("general.architecture", plan.arch);
     for (auto& [key, value] : plan.kv) {
-        if (key.find("_mla") != std::string::npos) continue;
-        if (key == "deepseek2.attention.key_length") w.set_u32(key, 24);
-        else if (key == "deepseek2.attention.value_length") w.set_u32(key, 16);
-        else if (key == "deepseek2.attention.head_count_kv") w.set_u32(key, 4);
+        if (legacy_kv_b && key.find("_mla") != std::string::npos) continue;
+        if (legacy_kv_b && key == "deepseek2.attention.key_length") w.set_u32(key, 24);
+        else if (legacy_kv_b && key == "deepseek2.attention.value_length") w.set_u32(key, 16);
+        else if (legacy_kv_b && key == "deepseek2.attention.head_count_kv") w.set_u32(key, 4);
         else w.set(key, value);
     }
+    for (const auto& [key, value] : extra) w.set(key, value);
     convert_hf_tokenizer(dir, "", w);
     const int64_t nope = 16, v_dim = 16, kv_lora = 32, n_head = 4;
     std::vector<ConvertTensor*> k_b, v_b;
@@ -298,8 +301,8 @@ std::string write_legacy_kv_b(const std::string& name) {
     }
     REQUIRE(k_b.size() == v_b.size());
     for (ConvertTensor& t : plan.tensors) {
-        if (t.name.find("attn_v_b") != std::string::npos) continue;
-        if (t.name.find("attn_k_b") != std::string::npos) {
+        if (legacy_kv_b && t.name.find("attn_v_b") != std::string::npos) continue;
+        if (legacy_kv_b && t.name.find("attn_k_b") != std::string::npos) {
             // kv_b row h * (nope + v) + i: k_b[h][.][i] for i < nope, else v_b row (h, i - nope).
             const ConvertTensor* kb = &t;
             const ConvertTensor* vb = nullptr;  // the same layer's
@@ -326,7 +329,7 @@ std::string write_legacy_kv_b(const std::string& name) {
             for (int64_t r = 0; r < src->n_rows(); ++r) src->row(r, static_cast<float*>(dst) + size_t(r * src->ne[0]));
         });
     }
-    const std::string path = mf_test::temp_path(name + "_legacy_kv_b.gguf");
+    const std::string path = mf_test::temp_path(name + (legacy_kv_b ? "_legacy_kv_b.gguf" : "_variant.gguf"));
     w.write(path);
     return path;
 }
@@ -337,7 +340,7 @@ TEST_CASE("deepseek2: an older file with one attn_kv_b per layer gives the split
     auto backend = make_cpu_backend(2);
     const Expected e = read_expected("deepseek2_dense");
     const std::string split = convert("deepseek2_dense", DType::F32);
-    const std::string legacy = write_legacy_kv_b("deepseek2_dense");
+    const std::string legacy = write_variant("deepseek2_dense", true);
     auto a = load_model(split, *backend);
     auto b = load_model(legacy, *backend);
     CHECK(b->hp.head_dim_k == 40);  // the latent geometry, whatever the file's key_length says
@@ -401,4 +404,135 @@ TEST_CASE("deepseek2 MoE (q_lora_rank 48, experts after layer 0): f32 conversion
     CHECK(greedy == e.greedy);
     MESSAGE("deepseek2_moe f32: worst max-relative error vs transformers ", worst);
     std::remove(path.c_str());
+}
+
+namespace {
+
+// DeepSeek-V2-Lite's attention shape as load_hparams leaves it: 27 layers, 16 heads, kv_lora_rank
+// 512, 64 rope dims, qk_nope 128, v_head 128; the cache geometry is the latent one.
+HParams v2_lite_hparams() {
+    HParams hp;
+    hp.arch = "deepseek2";
+    hp.n_layer = 27;
+    hp.n_embd = 2048;
+    hp.n_head = 16;
+    hp.n_head_kv.assign(27, 1);
+    hp.kv_lora_rank = 512;
+    hp.n_rot = 64;
+    hp.head_dim_k = 576;
+    hp.head_dim_v = 512;
+    hp.head_dim_k_mla = 192;
+    hp.head_dim_v_mla = 128;
+    hp.swa_layers.assign(27, false);
+    return hp;
+}
+
+}  // namespace
+
+TEST_CASE("deepseek2 KV plan: one latent row per token and layer, no V tensor, V2-Lite's 576 values") {
+    const HParams hp = v2_lite_hparams();
+    const KVPlan plan = plan_kv_cache(hp, KVOverrides{}, 4096, 256);
+    REQUIRE(plan.layers.size() == 27);
+    for (const KVLayerPlan& l : plan.layers) {
+        CHECK(l.kind == AttnKind::MLA);
+        CHECK(l.width_k == 576);  // c_kv 512 + k_pe 64
+        CHECK(l.width_v == 0);    // V is the first 512 values of the same row
+        CHECK_FALSE(l.rotate_k);
+        CHECK(l.bytes == size_t(4096) * 1152);  // 1152 f16 bytes per token
+    }
+    CHECK(plan.total_bytes == size_t(27) * 4096 * 1152);
+    // Without MLA every head would cache K (qk_nope + rope = 192) and V (128): 16 * 320 * 2 bytes.
+    const size_t expanded = size_t(16) * (192 + 128) * 2;
+    MESSAGE("V2-Lite KV bytes per token per layer: MLA latent 1152, expanded per-head K/V ", expanded, " (",
+            double(expanded) / 1152.0, "x)");
+    const std::string text = describe_kv_plan(plan);
+    CHECK(text.find("0-26    MLA") != std::string::npos);
+    CHECK(text.find("in K    1152") != std::string::npos);
+    CHECK(text.find("1 latent row of 576 values per token (c_kv 512 + rope 64)") != std::string::npos);
+
+    // -ctk quantizes the latent: whole 32-blocks on both sides of the c_kv/k_pe boundary.
+    KVOverrides q8;
+    q8.type_k = "q8_0";
+    const KVPlan p8 = plan_kv_cache(hp, q8, 4096, 256);
+    CHECK(p8.layers[0].type_k == DType::Q8_0);
+    CHECK(p8.layers[0].type_v == DType::Q8_0);  // V reads the same rows
+    CHECK(p8.layers[0].bytes == size_t(4096) * 18 * 34);
+
+    // The cache allocates exactly the plan: one tensor per layer.
+    auto backend = make_cpu_backend(1);
+    const KVPlan small = plan_kv_cache(hp, KVOverrides{}, 64, 16);
+    auto kv = make_kv_cache(small, *backend);
+    for (size_t il = 0; il < 27; ++il) {
+        CHECK(kv->v[il] == nullptr);
+        CHECK(kv->k[il]->ne[0] == 576);
+        CHECK(kv->k[il]->ne[1] == 64);
+    }
+    CHECK(kv->hadamard == nullptr);
+}
+
+TEST_CASE("deepseek2 KV plan: a quantized latent must split into whole blocks at the c_kv/k_pe boundary") {
+    HParams hp = v2_lite_hparams();
+    hp.kv_lora_rank = 32, hp.n_rot = 8, hp.head_dim_k = 40, hp.head_dim_v = 32;  // the fixtures' 40-value row
+    KVOverrides q8;
+    q8.type_k = "q8_0";
+    CHECK_THROWS_WITH_AS(plan_kv_cache(hp, q8, 64, 16),
+                         "-ctk q8_0: an MLA latent row (kv_lora_rank 32 + 8 rope values) does not split into blocks "
+                         "of 32 at the c_kv/k_pe boundary; use f16",
+                         Error);
+    CHECK(plan_kv_cache(hp, KVOverrides{}, 64, 16).layers[0].bytes == size_t(64) * 80);
+}
+
+TEST_CASE("deepseek2 YaRN: per-pair angles and the attention scale as transformers computes them") {
+    // DeepSeek-V2-Lite's rope_scaling (factor 40, original 4096, betas 32/1, mscale_all_dim 0.707) on
+    // the fixture's 8 rope dims and 24-wide query heads; the converter writes 0.1 * mscale_all_dim.
+    const double factor = 40, orig = 4096, base = 10000, mscale_all_dim = 0.707;
+    const std::string path = write_variant("deepseek2_dense", false, {
+        {"deepseek2.rope.scaling.type", GGUFMetaValue::str("yarn")},
+        {"deepseek2.rope.scaling.factor", GGUFMetaValue::f32(float(factor))},
+        {"deepseek2.rope.scaling.original_context_length", GGUFMetaValue::u32(uint32_t(orig))},
+        {"deepseek2.rope.scaling.yarn_log_multiplier", GGUFMetaValue::f32(float(0.1 * mscale_all_dim))},
+    });
+    auto backend = make_cpu_backend(2);
+    auto model = load_model(path, *backend);
+    const HParams& hp = model->hp;
+    const int dim = int(hp.n_rot);
+    REQUIRE(dim == 8);
+    // transformers' _compute_yarn_parameters (truncate = true) and DeepseekV2Attention's scaling.
+    auto corr_dim = [&](double rot) { return dim * std::log(orig / (rot * 2 * M_PI)) / (2 * std::log(base)); };
+    const double low = std::max(0.0, std::floor(corr_dim(32))), high = std::min(dim - 1.0, std::ceil(corr_dim(1)));
+    const std::vector<float> f = yarn_freq_factors(hp);
+    REQUIRE(f.size() == size_t(dim / 2));
+    for (int i = 0; i < dim / 2; ++i) {
+        CAPTURE(i);
+        const double extrap = std::pow(base, -2.0 * i / dim), interp = extrap / factor;
+        const double ramp = std::clamp((i - low) / (high == low ? 0.001 : high - low), 0.0, 1.0);
+        const double hf = interp * ramp + extrap * (1 - ramp);  // 1 - ramp: the extrapolation share
+        CHECK(extrap / f[size_t(i)] == doctest::Approx(hf).epsilon(1e-6));  // minfer's angle per position
+    }
+    const double m = 0.1 * mscale_all_dim * std::log(factor) + 1.0;
+    CHECK(hp.kq_scale == doctest::Approx(m * m / std::sqrt(24.0)).epsilon(1e-6));
+    REQUIRE(model->rope_freqs != nullptr);  // the factors reach the ROPE ops
+    Session s(*model, session_params());
+    for (float v : s.prefill({0, 312, 325})) REQUIRE(std::isfinite(v));
+    std::remove(path.c_str());
+}
+
+TEST_CASE("deepseek2: bad MLA metadata is one clear error naming the key") {
+    auto backend = make_cpu_backend(1);
+    auto expect = [&](const std::vector<std::pair<std::string, GGUFMetaValue>>& extra, const char* fragment) {
+        const std::string path = write_variant("deepseek2_dense", false, extra);
+        CHECK_THROWS_WITH_AS(load_model(path, *backend), doctest::Contains(fragment), Error);
+        std::remove(path.c_str());
+    };
+    expect({{"deepseek2.attention.key_length", GGUFMetaValue::u32(24)}},
+           "'deepseek2.attention.key_length': must be kv_lora_rank + rope.dimension_count in an MLA file");
+    expect({{"deepseek2.rope.scaling.type", GGUFMetaValue::str("yarn")},
+            {"deepseek2.rope.scaling.factor", GGUFMetaValue::f32(40.0f)},
+            {"deepseek2.rope.scaling.original_context_length", GGUFMetaValue::u32(4096)}},
+           "missing metadata key 'deepseek2.rope.scaling.yarn_log_multiplier'");
+    expect({{"deepseek2.rope.scaling.type", GGUFMetaValue::str("longrope")}},
+           "'deepseek2.rope.scaling.type': rope scaling 'longrope' is not supported (none, linear, yarn)");
+    expect({{"deepseek2.expert_count", GGUFMetaValue::u32(4)}, {"deepseek2.leading_dense_block_count", GGUFMetaValue::u32(1)},
+            {"deepseek2.expert_gating_func", GGUFMetaValue::u32(3)}},
+           "'deepseek2.expert_gating_func': must be 1 (softmax) or 2 (sigmoid)");
 }
