@@ -131,6 +131,11 @@ Tensor* soft_max(Context& ctx, Tensor* a, Tensor* mask, float s) {
     return t;
 }
 
+Tensor* hadamard(Context& ctx, Tensor* a) {
+    MF_ASSERT_MSG(a->ne[0] >= 1 && (a->ne[0] & (a->ne[0] - 1)) == 0, "hadamard: row length is not a power of two");
+    return unary(ctx, Op::HADAMARD, a);
+}
+
 Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale) {
     MF_ASSERT(q->type == DType::F32 && mask->type == DType::F32);
     MF_ASSERT_MSG(q->ne[0] == k->ne[0], "flash_attn: q and k head sizes differ");

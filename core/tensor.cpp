@@ -29,6 +29,7 @@ const char* op_name(Op op) {
         case Op::SUM_ROWS: return "SUM_ROWS";
         case Op::DIV: return "DIV";
         case Op::SIGMOID: return "SIGMOID";
+        case Op::HADAMARD: return "HADAMARD";
         case Op::VIEW: return "VIEW";
         case Op::COUNT: break;
     }

@@ -17,8 +17,11 @@ namespace mf {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kGroupMax = 8;
-constexpr int kMinSplitRows = 128;  // fewer positions per split than this is not worth a split
+// Query heads one block serves. MLA's wide latent rows (576/512) keep 4, so the per-warp partial
+// sums still fit in 48 KB of shared memory.
+template <int HDV>
+constexpr int group_max() { return HDV > 256 ? 4 : 8; }
+constexpr int kMinSplitRows = 32;  // fewer positions per split than this is not worth a split
 
 struct KvF16 {};
 struct KvQ8_0 {};
@@ -40,13 +43,15 @@ __device__ __forceinline__ float load_kv(KvQ4_0, const char* row, int e) {
     return fp16_bits_to_f32(*reinterpret_cast<const uint16_t*>(b)) * float(nib - 8);
 }
 
-template <typename KT, typename VT, int HD>
+template <typename KT, typename VT, int HDK, int HDV>
 __global__ void __launch_bounds__(kWarps * WARP_SIZE)
 flash_attn_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ k, Shape4 ks,
                   const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, int64_t mask_nb1,
                   float* __restrict__ out, float* __restrict__ ws, int group, int n_kv, int split_rows,
                   int n_splits, float scale) {
-    constexpr int E = (HD + WARP_SIZE - 1) / WARP_SIZE;  // elements per lane
+    constexpr int kGroupMax = group_max<HDV>();
+    constexpr int EK = (HDK + WARP_SIZE - 1) / WARP_SIZE;  // elements per lane
+    constexpr int EV = (HDV + WARP_SIZE - 1) / WARP_SIZE;
     const int n_head = int(qs.ne[1]);
     const int group_chunks = (group + kGroupMax - 1) / kGroupMax;
     const int hk = blockIdx.x / group_chunks;
@@ -55,73 +60,88 @@ flash_attn_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict
     const int split = blockIdx.y, t = blockIdx.z;
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
 
-    __shared__ float q_sh[kGroupMax][HD];
-    for (int i = threadIdx.x; i < ng * HD; i += blockDim.x) {
-        const int g = i / HD, e = i % HD;
+    __shared__ float q_sh[kGroupMax][HDK];
+    for (int i = threadIdx.x; i < ng * HDK; i += blockDim.x) {
+        const int g = i / HDK, e = i % HDK;
         const char* qrow = reinterpret_cast<const char*>(q) + t * qs.nb[2] + (h0 + g) * qs.nb[1];
         q_sh[g][e] = reinterpret_cast<const float*>(qrow)[e] * scale;  // scale folded into q once
     }
     __syncthreads();
 
-    float run_max[kGroupMax], run_sum[kGroupMax], acc[kGroupMax][E];
+    float run_max[kGroupMax], run_sum[kGroupMax], acc[kGroupMax][EV];
 #pragma unroll
     for (int g = 0; g < kGroupMax; ++g) {
         run_max[g] = -INFINITY;
         run_sum[g] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < E; ++i) acc[g][i] = 0.0f;
+        for (int i = 0; i < EV; ++i) acc[g][i] = 0.0f;
     }
     const float* mrow = reinterpret_cast<const float*>(reinterpret_cast<const char*>(mask) + t * mask_nb1);
     const int j_end = min(n_kv, (split + 1) * split_rows);
-    for (int j = split * split_rows + warp; j < j_end; j += kWarps) {
-        const float mk = mrow[j];
-        if (mk == -INFINITY) continue;  // the same for the whole warp
-        const char* krow = k + j * ks.nb[1] + hk * ks.nb[2];
-        const char* vrow = v + j * vs.nb[1] + hk * vs.nb[2];
-        float kf[E], vf[E];
+    // Two positions per step, both rows' loads issued before either is used: at long depth a warp
+    // is bound by load latency, and this doubles the bytes it has in flight.
+    constexpr int kUnroll = 2;
+    for (int j0 = split * split_rows + warp; j0 < j_end; j0 += kWarps * kUnroll) {
+        float kf[kUnroll][EK], vf[kUnroll][EV], mk[kUnroll];
 #pragma unroll
-        for (int i = 0; i < E; ++i) {
-            const int e = i * WARP_SIZE + lane;
-            kf[i] = e < HD ? load_kv(KT{}, krow, e) : 0.0f;
-            vf[i] = e < HD ? load_kv(VT{}, vrow, e) : 0.0f;
+        for (int u = 0; u < kUnroll; ++u) {
+            const int j = j0 + u * kWarps;
+            mk[u] = j < j_end ? mrow[j] : -INFINITY;  // the same for the whole warp
+            if (mk[u] == -INFINITY) continue;
+            const char* krow = k + j * ks.nb[1] + hk * ks.nb[2];
+            const char* vrow = v + j * vs.nb[1] + hk * vs.nb[2];
+#pragma unroll
+            for (int i = 0; i < EK; ++i) {
+                const int e = i * WARP_SIZE + lane;
+                kf[u][i] = e < HDK ? load_kv(KT{}, krow, e) : 0.0f;
+            }
+#pragma unroll
+            for (int i = 0; i < EV; ++i) {
+                const int e = i * WARP_SIZE + lane;
+                vf[u][i] = e < HDV ? load_kv(VT{}, vrow, e) : 0.0f;
+            }
         }
 #pragma unroll
-        for (int g = 0; g < kGroupMax; ++g) {
-            if (g >= ng) break;
-            float dot = 0.0f;
+        for (int u = 0; u < kUnroll; ++u) {
+            if (mk[u] == -INFINITY) continue;
 #pragma unroll
-            for (int i = 0; i < E; ++i) {
-                const int e = i * WARP_SIZE + lane;
-                if (e < HD) dot += q_sh[g][e] * kf[i];
+            for (int g = 0; g < kGroupMax; ++g) {
+                if (g >= ng) break;
+                float dot = 0.0f;
+#pragma unroll
+                for (int i = 0; i < EK; ++i) {
+                    const int e = i * WARP_SIZE + lane;
+                    if (e < HDK) dot += q_sh[g][e] * kf[u][i];
+                }
+                const float s = warp_sum(dot) + mk[u];
+                const float m_new = fmaxf(run_max[g], s);
+                const float c = __expf(run_max[g] - m_new);  // 0 on the first visible row
+                const float p = __expf(s - m_new);
+                run_sum[g] = run_sum[g] * c + p;
+#pragma unroll
+                for (int i = 0; i < EV; ++i) acc[g][i] = acc[g][i] * c + p * vf[u][i];
+                run_max[g] = m_new;
             }
-            const float s = warp_sum(dot) + mk;
-            const float m_new = fmaxf(run_max[g], s);
-            const float c = __expf(run_max[g] - m_new);  // 0 on the first visible row
-            const float p = __expf(s - m_new);
-            run_sum[g] = run_sum[g] * c + p;
-#pragma unroll
-            for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * c + p * vf[i];
-            run_max[g] = m_new;
         }
     }
 
     // Merge the warps.
     __shared__ float max_sh[kWarps][kGroupMax], sum_sh[kWarps][kGroupMax];
-    __shared__ float acc_sh[kWarps][kGroupMax][HD];
+    __shared__ float acc_sh[kWarps][kGroupMax][HDV];
     for (int g = 0; g < ng; ++g) {
         if (lane == 0) {
             max_sh[warp][g] = run_max[g];
             sum_sh[warp][g] = run_sum[g];
         }
 #pragma unroll
-        for (int i = 0; i < E; ++i) {
+        for (int i = 0; i < EV; ++i) {
             const int e = i * WARP_SIZE + lane;
-            if (e < HD) acc_sh[warp][g][e] = acc[g][i];
+            if (e < HDV) acc_sh[warp][g][e] = acc[g][i];
         }
     }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < ng * HD; idx += blockDim.x) {
-        const int g = idx / HD, e = idx % HD;
+    for (int idx = threadIdx.x; idx < ng * HDV; idx += blockDim.x) {
+        const int g = idx / HDV, e = idx % HDV;
         float m = -INFINITY;
         for (int w = 0; w < kWarps; ++w) m = fmaxf(m, max_sh[w][g]);
         float l = 0.0f, a = 0.0f;
@@ -135,13 +155,13 @@ flash_attn_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict
         }
         const int64_t row = int64_t(t) * n_head + h0 + g;  // (token, query head)
         if (n_splits == 1) {
-            out[row * HD + e] = l > 0.0f ? a / l : 0.0f;  // a query that sees nothing gets zeros
+            out[row * HDV + e] = l > 0.0f ? a / l : 0.0f;  // a query that sees nothing gets zeros
         } else {
             const int64_t part = row * n_splits + split;
-            ws[part * (HD + 2) + e] = a;
+            ws[part * (HDV + 2) + e] = a;
             if (e == 0) {
-                ws[part * (HD + 2) + HD] = m;
-                ws[part * (HD + 2) + HD + 1] = l;
+                ws[part * (HDV + 2) + HDV] = m;
+                ws[part * (HDV + 2) + HDV + 1] = l;
             }
         }
     }
@@ -169,59 +189,85 @@ __global__ void flash_attn_combine_kernel(const float* __restrict__ ws, float* _
     }
 }
 
-// Splits so that the grid has at least ~2 blocks per SM of a large GPU, each split at least
-// kMinSplitRows positions long.
-int choose_splits(int64_t n_head, int64_t n_head_kv, int64_t n_tokens, int64_t n_kv) {
+// Splits so that the grid has ~8 blocks (32 warps) per SM of a large GPU, each split at least
+// kMinSplitRows positions long: decode attention is latency-bound, and with 2 blocks per SM (the
+// first version) an 8B decode step at depth 16K read its cache at ~10% of the HBM bandwidth.
+int choose_splits(int64_t n_head, int64_t n_head_kv, int64_t n_tokens, int64_t n_kv, int gmax) {
     const int64_t group = n_head / n_head_kv;
-    const int64_t blocks = n_head_kv * ((group + kGroupMax - 1) / kGroupMax) * n_tokens;
-    const int64_t want = (264 + blocks - 1) / blocks;
+    const int64_t blocks = n_head_kv * ((group + gmax - 1) / gmax) * n_tokens;
+    const int64_t want = (1056 + blocks - 1) / blocks;
     const int64_t most = std::max<int64_t>(1, n_kv / kMinSplitRows);
     return int(std::max<int64_t>(1, std::min(want, most)));
 }
 
-template <typename KT, typename VT, int HD>
+template <typename KT, typename VT, int HDK, int HDV>
 void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v, const Shape4& vs,
                   const float* mask, int64_t mask_nb1, float* out, float* ws, float scale, cudaStream_t stream) {
     const int64_t n_head = qs.ne[1], n_tokens = qs.ne[2], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
     const int group = int(n_head / n_head_kv);
-    const int n_splits = choose_splits(n_head, n_head_kv, n_tokens, n_kv);
+    const int n_splits = choose_splits(n_head, n_head_kv, n_tokens, n_kv, group_max<HDV>());
     const int split_rows = int(ceil_div(n_kv, n_splits));
-    const dim3 grid(grid_x(n_head_kv * ceil_div(group, kGroupMax)), unsigned(n_splits), unsigned(n_tokens));
+    const dim3 grid(grid_x(n_head_kv * ceil_div(group, group_max<HDV>())), unsigned(n_splits), unsigned(n_tokens));
     MF_ASSERT_MSG(n_tokens <= 65535, "flash_attn: too many tokens in one step");
-    flash_attn_kernel<KT, VT, HD><<<grid, kWarps * WARP_SIZE, 0, stream>>>(
+    flash_attn_kernel<KT, VT, HDK, HDV><<<grid, kWarps * WARP_SIZE, 0, stream>>>(
         q, qs, static_cast<const char*>(k), ks, static_cast<const char*>(v), vs, mask, mask_nb1, out, ws, group,
         int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
-        flash_attn_combine_kernel<HD><<<grid_x(n_head * n_tokens), std::min(HD, 128), 0, stream>>>(ws, out, n_splits);
+        flash_attn_combine_kernel<HDV><<<grid_x(n_head * n_tokens), std::min(HDV, 128), 0, stream>>>(ws, out, n_splits);
         CUDA_CHECK_LAUNCH();
     }
 }
 
+// The (K, V) head sizes with kernels: equal sizes for MHA/GQA/MQA; MLA's latent rows (kv_lora_rank
+// + rope dims for K, kv_lora_rank for V): DeepSeek-V2/V3 576/512 and the test fixtures' 40/32.
+#define MF_FLASH_ATTN_HEAD_SIZES(X) X(16, 16) X(32, 32) X(64, 64) X(128, 128) X(256, 256) X(40, 32) X(576, 512)
+
 template <typename KT, typename VT>
-void launch_hd(int64_t hd, const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
-               const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws, float scale,
-               cudaStream_t s) {
-    switch (hd) {
-        case 16: launch_typed<KT, VT, 16>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
-        case 32: launch_typed<KT, VT, 32>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
-        case 64: launch_typed<KT, VT, 64>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
-        case 128: launch_typed<KT, VT, 128>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
-        case 256: launch_typed<KT, VT, 256>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
-        default: MF_ASSERT_MSG(false, "flash_attn: unsupported head size");
+void launch_hd(int64_t hdk, int64_t hdv, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
+               const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
+               float scale, cudaStream_t s) {
+#define MF_CASE(K, V)                                                                                    \
+    if (hdk == K && hdv == V) {                                                                          \
+        launch_typed<KT, VT, K, V>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);              \
+        return;                                                                                          \
     }
+    MF_FLASH_ATTN_HEAD_SIZES(MF_CASE)
+#undef MF_CASE
+    MF_ASSERT_MSG(false, "flash_attn: unsupported head sizes");
 }
 
 template <typename KT>
-void launch_v(DType type_v, int64_t hd, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
+void launch_v(DType type_v, int64_t hdk, int64_t hdv, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
               const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
               float scale, cudaStream_t s) {
     switch (type_v) {
-        case DType::F16: launch_hd<KT, KvF16>(hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
-        case DType::Q8_0: launch_hd<KT, KvQ8_0>(hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
-        case DType::Q4_0: launch_hd<KT, KvQ4_0>(hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::F16: launch_hd<KT, KvF16>(hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::Q8_0: launch_hd<KT, KvQ8_0>(hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::Q4_0: launch_hd<KT, KvQ4_0>(hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
         default: MF_ASSERT_MSG(false, "flash_attn: unsupported V type");
     }
+}
+
+// One block per row: the fast Walsh-Hadamard transform in shared memory, n/2 butterflies per
+// stage, log2(n) stages, then the orthonormal 1/sqrt(n).
+__global__ void hadamard_kernel(const float* __restrict__ x, float* __restrict__ y, int n) {
+    extern __shared__ float buf[];
+    const float* xr = x + int64_t(blockIdx.x) * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) buf[i] = xr[i];
+    __syncthreads();
+    for (int h = 1; h < n; h *= 2) {
+        for (int b = threadIdx.x; b < n / 2; b += blockDim.x) {
+            const int j = (b / h) * 2 * h + b % h;
+            const float u = buf[j], v = buf[j + h];
+            buf[j] = u + v;
+            buf[j + h] = u - v;
+        }
+        __syncthreads();
+    }
+    const float norm = rsqrtf(float(n));
+    float* yr = y + int64_t(blockIdx.x) * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = buf[i] * norm;
 }
 
 bool kv_type_ok(DType t) { return t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0; }
@@ -229,14 +275,26 @@ bool kv_type_ok(DType t) { return t == DType::F16 || t == DType::Q8_0 || t == DT
 }  // namespace
 
 bool flash_attn_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_t head_dim_v) {
-    if (!kv_type_ok(type_k) || !kv_type_ok(type_v) || head_dim_k != head_dim_v) return false;
-    if (head_dim_k != 16 && head_dim_k != 32 && head_dim_k != 64 && head_dim_k != 128 && head_dim_k != 256) return false;
+    if (!kv_type_ok(type_k) || !kv_type_ok(type_v)) return false;
+    bool sizes = false;
+#define MF_CASE(K, V) sizes = sizes || (head_dim_k == K && head_dim_v == V);
+    MF_FLASH_ATTN_HEAD_SIZES(MF_CASE)
+#undef MF_CASE
+    if (!sizes) return false;
     // Block types need whole blocks per head.
     return (type_k == DType::F16 || head_dim_k % 32 == 0) && (type_v == DType::F16 || head_dim_v % 32 == 0);
 }
 
+void launch_hadamard(const float* x, float* y, int64_t n, int64_t rows, cudaStream_t stream) {
+    MF_ASSERT_MSG(n >= 2 && n <= 1024 && (n & (n - 1)) == 0, "hadamard: row length");
+    if (rows == 0) return;
+    const int threads = int(std::min<int64_t>(std::max<int64_t>(n / 2, 32), 256));
+    hadamard_kernel<<<grid_x(rows), threads, size_t(n) * sizeof(float), stream>>>(x, y, int(n));
+    CUDA_CHECK_LAUNCH();
+}
+
 size_t flash_attn_workspace_bytes(int64_t n_head, int64_t n_head_kv, int64_t n_tokens, int64_t n_kv, int64_t head_dim_v) {
-    const int n_splits = choose_splits(n_head, n_head_kv, n_tokens, n_kv);
+    const int n_splits = choose_splits(n_head, n_head_kv, n_tokens, n_kv, head_dim_v > 256 ? 4 : 8);
     if (n_splits == 1) return 0;
     return size_t(n_head * n_tokens * n_splits) * size_t(head_dim_v + 2) * sizeof(float);
 }
@@ -244,11 +302,11 @@ size_t flash_attn_workspace_bytes(int64_t n_head, int64_t n_head_kv, int64_t n_t
 void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
                        const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
                        float scale, cudaStream_t s) {
-    const int64_t hd = ks.ne[0];
+    const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
     switch (type_k) {
-        case DType::F16: launch_v<KvF16>(type_v, hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
-        case DType::Q8_0: launch_v<KvQ8_0>(type_v, hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
-        case DType::Q4_0: launch_v<KvQ4_0>(type_v, hd, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::F16: launch_v<KvF16>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::Q8_0: launch_v<KvQ8_0>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
+        case DType::Q4_0: launch_v<KvQ4_0>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
         default: MF_ASSERT_MSG(false, "flash_attn: unsupported K type");
     }
 }

@@ -19,4 +19,8 @@ void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4&
                        const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
                        float scale, cudaStream_t stream);
 
+// Each of `rows` contiguous rows of n floats (n a power of two, at most 1024) times the orthonormal
+// Sylvester-Hadamard matrix (Op::HADAMARD); in place when x == y.
+void launch_hadamard(const float* x, float* y, int64_t n, int64_t rows, cudaStream_t stream);
+
 }  // namespace mf

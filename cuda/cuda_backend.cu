@@ -400,6 +400,9 @@ bool CudaBackend::supports_op(const Tensor* node) const {
         case Op::ROPE: return supports_rope(node);
         case Op::SOFT_MAX: return supports_soft_max(node);
         case Op::FLASH_ATTN: return supports_flash_attn(node);
+        case Op::HADAMARD:
+            return is_f32(a) && is_f32(node) && same_shape(a, node) && a->is_contiguous() && node->is_contiguous() &&
+                   a->ne[0] >= 2 && a->ne[0] <= 1024 && (a->ne[0] & (a->ne[0] - 1)) == 0;
         case Op::CONCAT: return supports_concat(node);
         case Op::MUL_MAT_ID: return supports_mul_mat_id(node);
         case Op::TOP_K: return supports_top_k(node);
@@ -676,6 +679,9 @@ void CudaBackend::run_node(const Tensor* node) {
             }
             break;
         }
+        case Op::HADAMARD:
+            launch_hadamard(static_cast<const float*>(a->data), out, a->ne[0], a->nrows(), s);
+            return;
         case Op::FLASH_ATTN: {
             const Tensor* k = node->src[1];
             const Tensor* v = node->src[2];

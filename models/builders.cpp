@@ -33,12 +33,11 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     if (lp.rotate_k) {
         // The same orthonormal rotation of every query and key head keeps q.k and makes the keys'
         // outlier channels quantize well (KVLayerPlan::rotate_k).
-        q = reshape_3d(ctx, mul_mat(ctx, s.kv.hadamard, reshape_2d(ctx, q, hd_k, q->nelements() / hd_k)), hd_k,
-                       hp.n_head, s.n_tokens);
-        k = mul_mat(ctx, s.kv.hadamard, reshape_2d(ctx, k, hd_k, k->nelements() / hd_k));
+        q = hadamard(ctx, q);
+        k = hadamard(ctx, k);
     }
-    if (lp.rotate_v) v = reshape_2d(ctx, mul_mat(ctx, s.kv.hadamard, reshape_2d(ctx, v, hd_v, v->nelements() / hd_v)),
-                                    lp.width_v, s.n_tokens);
+    if (lp.rotate_v) v = reshape_2d(ctx, hadamard(ctx, reshape_2d(ctx, v, hd_v, v->nelements() / hd_v)), lp.width_v,
+                                    s.n_tokens);
     // Store the new keys (already roped, so a ring row keeps its true position) and values, a row
     // per token, converted to the cache's types. The rows are data, so decode steps share one graph.
     graph_expand(s.graph, set_rows(ctx, kc, reshape_2d(ctx, k, lp.width_k, s.n_tokens), in.rows));
@@ -49,7 +48,7 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     Tensor* V = view_3d(ctx, vc, hd_v, in.n_span, n_head_kv, vc->nb[1], dtype_row_size(lp.type_v, hd_v), 0);
     const float scale = kq_scale != 0.0f ? kq_scale : 1.0f / std::sqrt(float(hd_k));
     Tensor* o = flash_attn(ctx, q, K, V, in.mask, scale);  // [hd_v, n_head, T]
-    if (lp.rotate_v) o = mul_mat(ctx, s.kv.hadamard, reshape_2d(ctx, o, hd_v, hp.n_head * s.n_tokens));  // H H = I
+    if (lp.rotate_v) o = hadamard(ctx, o);  // H H = I: back from the rotated values
     return reshape_2d(ctx, o, hd_v * hp.n_head, s.n_tokens);
 }
 

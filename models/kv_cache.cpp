@@ -29,25 +29,7 @@ std::unique_ptr<KVCache> make_kv_cache(const KVPlan& plan, Backend& backend) {
         }
         kv->v.push_back(v);
     }
-    uint32_t hd = 0;
-    for (const KVLayerPlan& l : plan.layers)
-        if (l.rotate_k || l.rotate_v) hd = l.head_dim_k;
-    if (hd) {
-        kv->hadamard = kv->ctx.new_tensor_2d(DType::F32, hd, hd);
-        kv->hadamard->name = "kv_hadamard";
-        kv->hadamard->flags |= TENSOR_PARAM;
-    }
-    std::vector<Tensor*> all_with_h = all;
-    if (kv->hadamard) all_with_h.push_back(kv->hadamard);
-    kv->buffer = allocate_tensors(backend, all_with_h);
-    if (kv->hadamard) {
-        // Sylvester's construction: H[i][j] = (-1)^popcount(i & j) / sqrt(hd), symmetric and orthonormal.
-        std::vector<float> h(size_t(hd) * hd);
-        const float norm = 1.0f / std::sqrt(float(hd));
-        for (uint32_t i = 0; i < hd; ++i)
-            for (uint32_t j = 0; j < hd; ++j) h[size_t(i) * hd + j] = (__builtin_popcount(i & j) & 1) ? -norm : norm;
-        tensor_set(kv->hadamard, h.data());
-    }
+    kv->buffer = allocate_tensors(backend, all);
     // Rows never written are masked out, but keep them finite anyway: fresh device memory may hold
     // anything, and a kernel that multiplies a masked row by zero would turn NaN into NaN.
     size_t largest = 0;

@@ -17,7 +17,6 @@ struct KVCache {
     std::vector<Tensor*> k;  // per layer type_k [head_dim_k * n_head_kv, n_slots]: a row per cached position
     std::vector<Tensor*> v;  // per layer type_v [head_dim_v * n_head_kv, n_slots]: the same rows (null for
                              // MLA: V is a view of the latent rows in k)
-    Tensor* hadamard = nullptr;  // f32 [head_dim_k, head_dim_k], orthonormal, when a layer rotates K or V
     std::unique_ptr<Buffer> buffer;
 };
 

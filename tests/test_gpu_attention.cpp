@@ -91,6 +91,7 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
     const DType types[] = {DType::F16, DType::Q8_0, DType::Q4_0};
     struct Shape {
         int64_t hd, n_head, n_head_kv, T, n_kv;
+        int64_t hdv = 0;  // 0: hd; else MLA: V is the first hdv values of each K row
     };
     const Shape shapes[] = {
         {64, 8, 8, 1, 37},     // MHA decode, one split
@@ -99,6 +100,9 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
         {256, 4, 1, 3, 700},   // Gemma-3-sized heads, MQA
         {128, 12, 1, 2, 1000}, // MQA with a group larger than one block serves (8)
         {32, 4, 2, 17, 64},    // prefill-like
+        {576, 16, 1, 1, 700, 512},  // DeepSeek-V2-Lite MLA decode: latent rows shared by 16 heads
+        {576, 16, 1, 3, 50, 512},
+        {40, 4, 1, 4, 30, 32},      // the MLA test fixtures' latent (32 + 8 rope dims)
     };
     for (const Shape& sh : shapes)
         for (DType tk : types)
@@ -108,6 +112,9 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
                 CAPTURE(sh.n_kv);
                 CAPTURE(dtype_name(tk));
                 CAPTURE(dtype_name(tv));
+                const bool mla = sh.hdv != 0;
+                if (mla && (tv != tk || (tk != DType::F16 && sh.hd % 32 != 0))) continue;  // V is K's rows
+                const int64_t hdv = mla ? sh.hdv : sh.hd;
                 const int64_t slots = sh.n_kv + 5;
                 std::vector<float> mask(size_t(sh.n_kv * sh.T));
                 std::uniform_int_distribution<int> coin(0, 4);
@@ -117,16 +124,17 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
                 // The last token sees nothing: its output must be zeros, not NaN.
                 if (sh.T > 1)
                     for (int64_t j = 0; j < sh.n_kv; ++j) mask[size_t((sh.T - 1) * sh.n_kv + j)] = -INFINITY;
-                const std::vector<Leaf> leaves = {
+                std::vector<Leaf> leaves = {
                     leaf_of(DType::F32, {sh.hd, sh.n_head, sh.T}, random_floats(size_t(sh.hd * sh.n_head * sh.T), -2, 2)),
-                    leaf_of(tk, {sh.hd * sh.n_head_kv, slots}, random_floats(size_t(sh.hd * sh.n_head_kv * slots), -2, 2)),
-                    leaf_of(tv, {sh.hd * sh.n_head_kv, slots}, random_floats(size_t(sh.hd * sh.n_head_kv * slots))),
                     leaf_of(DType::F32, {sh.n_kv, sh.T}, mask),
+                    leaf_of(tk, {sh.hd * sh.n_head_kv, slots}, random_floats(size_t(sh.hd * sh.n_head_kv * slots), -2, 2)),
                 };
+                if (!mla) leaves.push_back(leaf_of(tv, {hdv * sh.n_head_kv, slots}, random_floats(size_t(hdv * sh.n_head_kv * slots))));
                 auto build = [&](Context& ctx, const std::vector<Tensor*>& t) {
-                    Tensor* K = view_3d(ctx, t[1], sh.hd, sh.n_kv, sh.n_head_kv, t[1]->nb[1], dtype_row_size(tk, sh.hd), 0);
-                    Tensor* V = view_3d(ctx, t[2], sh.hd, sh.n_kv, sh.n_head_kv, t[2]->nb[1], dtype_row_size(tv, sh.hd), 0);
-                    return flash_attn(ctx, t[0], K, V, t[3], 1.0f / std::sqrt(float(sh.hd)));
+                    Tensor* K = view_3d(ctx, t[2], sh.hd, sh.n_kv, sh.n_head_kv, t[2]->nb[1], dtype_row_size(tk, sh.hd), 0);
+                    Tensor* V = mla ? view_3d(ctx, t[2], hdv, sh.n_kv, 1, t[2]->nb[1], t[2]->nb[1] * slots, 0)
+                                    : view_3d(ctx, t[3], hdv, sh.n_kv, sh.n_head_kv, t[3]->nb[1], dtype_row_size(tv, hdv), 0);
+                    return flash_attn(ctx, t[0], K, V, t[1], 1.0f / std::sqrt(float(sh.hd)));
                 };
                 const std::vector<float> want = as_floats(run(cpu(), leaves, build));
                 const std::vector<float> got = as_floats(run(gpu(), leaves, build));
@@ -136,10 +144,22 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
                 CHECK(err < 1e-4);
                 if (sh.T > 1) {
                     bool zeros = true;
-                    for (size_t i = got.size() - size_t(sh.hd * sh.n_head); i < got.size(); ++i) zeros &= got[i] == 0.0f;
+                    for (size_t i = got.size() - size_t(hdv * sh.n_head); i < got.size(); ++i) zeros &= got[i] == 0.0f;
                     CHECK(zeros);
                 }
             }
+}
+
+TEST_CASE("hadamard on CUDA matches the CPU for every power-of-two row length up to 1024") {
+    for (int64_t n : {2, 32, 64, 128, 256, 1024}) {
+        CAPTURE(n);
+        const std::vector<Leaf> leaves = {leaf_of(DType::F32, {n, 37}, random_floats(size_t(n * 37), -3, 3))};
+        auto build = [](Context& ctx, const std::vector<Tensor*>& t) { return hadamard(ctx, t[0]); };
+        const std::vector<float> want = as_floats(run(cpu(), leaves, build));
+        const std::vector<float> got = as_floats(run(gpu(), leaves, build));
+        const std::vector<double> want_d(want.begin(), want.end());
+        CHECK(mf_test::rel_error(got.data(), want_d.data(), want.size()) < 1e-6);
+    }
 }
 
 TEST_CASE("quantized KV stores write the same bytes as the CPU's reference quantizers") {

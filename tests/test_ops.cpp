@@ -773,3 +773,27 @@ TEST_CASE("flash_attn matches the double reference for every cache type, GQA gro
         CHECK(rel_error(got.data(), want.data(), want.size()) < 1e-5);
     }
 }
+
+TEST_CASE("hadamard multiplies each row by the orthonormal Sylvester-Hadamard matrix; twice is identity") {
+    for (int64_t n : {2, 16, 64, 128, 256}) {
+        CAPTURE(n);
+        const int64_t rows = 5;
+        const std::vector<float> x = random_floats(size_t(n * rows), -3.0f, 3.0f);
+        Harness h;
+        Tensor* a = h.f32({n, rows}, x);
+        Tensor* once = hadamard(h.ctx, a);
+        Tensor* twice = hadamard(h.ctx, once);
+        h.compute({once, twice});
+        const std::vector<float> got = h.read_f32(once), back = h.read_f32(twice);
+        std::vector<double> want(size_t(n * rows));
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < n; ++i) {
+                double s = 0;
+                for (int64_t j = 0; j < n; ++j)
+                    s += ((__builtin_popcountll(uint64_t(i & j)) & 1) ? -1.0 : 1.0) * x[size_t(r * n + j)];
+                want[size_t(r * n + i)] = s / std::sqrt(double(n));
+            }
+        CHECK(rel_error(got.data(), want.data(), want.size()) < 1e-6);
+        CHECK(rel_error(back.data(), to_double(x).data(), x.size()) < 1e-6);
+    }
+}

@@ -68,7 +68,8 @@ public:
             case Op::GET_ROWS:
             case Op::SET_ROWS:
             case Op::CPY: return supports_rows(node);
-            case Op::FLASH_ATTN: return supports_attention(node);
+            case Op::FLASH_ATTN:
+            case Op::HADAMARD: return supports_attention(node);
             case Op::MUL_MAT_ID:
             case Op::TOP_K:
             case Op::SUM_ROWS:
@@ -100,7 +101,8 @@ public:
                 case Op::GET_ROWS:
                 case Op::SET_ROWS:
                 case Op::CPY: compute_rows(ctx_, node); break;
-                case Op::FLASH_ATTN: compute_attention(ctx_, node); break;
+                case Op::FLASH_ATTN:
+                case Op::HADAMARD: compute_attention(ctx_, node); break;
                 case Op::MUL_MAT_ID:
                 case Op::TOP_K:
                 case Op::SUM_ROWS:

@@ -1,5 +1,6 @@
 // FLASH_ATTN on the CPU: attention of new queries over a KV cache of any row type, one pass with an
-// online softmax, so no score matrix is materialized and a quantized cache is read in place.
+// online softmax, so no score matrix is materialized and a quantized cache is read in place; and
+// HADAMARD, the rotation a quantized cache stores its keys and values in.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -9,7 +10,37 @@
 
 namespace mf {
 
-bool supports_attention(const Tensor* dst) {
+namespace {
+
+bool supports_hadamard(const Tensor* dst) {
+    const Tensor* a = dst->src[0];
+    return a && a->type == DType::F32 && a->is_contiguous() && dst->is_contiguous() && (a->ne[0] & (a->ne[0] - 1)) == 0;
+}
+
+// The fast Walsh-Hadamard transform in place (Sylvester order), then the 1/sqrt(n) that makes it
+// orthonormal: n log n adds instead of an n x n matrix product.
+void compute_hadamard(CpuContext& ctx, Tensor* dst) {
+    const Tensor* a = dst->src[0];
+    const int64_t n = a->ne[0], rows = a->nrows();
+    const float norm = 1.0f / std::sqrt(float(n));
+    ctx.pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
+        for (int64_t r = begin; r < end; ++r) {
+            const float* x = static_cast<const float*>(a->data) + r * n;
+            float* y = static_cast<float*>(dst->data) + r * n;
+            if (y != x) std::copy(x, x + n, y);
+            for (int64_t h = 1; h < n; h *= 2)
+                for (int64_t i = 0; i < n; i += 2 * h)
+                    for (int64_t j = i; j < i + h; ++j) {
+                        const float u = y[j], v = y[j + h];
+                        y[j] = u + v;
+                        y[j + h] = u - v;
+                    }
+            for (int64_t i = 0; i < n; ++i) y[i] *= norm;
+        }
+    }, min_rows_per_chunk(n));
+}
+
+bool supports_flash_attn(const Tensor* dst) {
     const Tensor* q = dst->src[0];
     const Tensor* k = dst->src[1];
     const Tensor* v = dst->src[2];
@@ -23,7 +54,7 @@ bool supports_attention(const Tensor* dst) {
 
 // One task is one KV head at one query token: every query head of its group is served by the same
 // dequantized K and V rows, so a GQA/MQA cache row is converted once per token, not once per head.
-void compute_attention(CpuContext& ctx, Tensor* dst) {
+void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     const Tensor* q = dst->src[0];
     const Tensor* k = dst->src[1];
     const Tensor* v = dst->src[2];
@@ -83,6 +114,17 @@ void compute_attention(CpuContext& ctx, Tensor* dst) {
             }
         }
     });
+}
+
+}  // namespace
+
+bool supports_attention(const Tensor* dst) {
+    return dst->op == Op::HADAMARD ? supports_hadamard(dst) : supports_flash_attn(dst);
+}
+
+void compute_attention(CpuContext& ctx, Tensor* dst) {
+    if (dst->op == Op::HADAMARD) compute_hadamard(ctx, dst);
+    else compute_flash_attn(ctx, dst);
 }
 
 }  // namespace mf
