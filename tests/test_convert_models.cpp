@@ -1,7 +1,8 @@
 // minfer convert against Hugging Face transformers: the tiny random checkpoints of tests/fixtures/hf
 // (tools/fixtures/make_model_fixtures.py) converted, run on the CPU and compared with transformers'
-// float32 logits and greedy tokens; Gemma 3 and DeepSeek-V2 (not runnable yet) checked key by key
-// and tensor by tensor against what llama.cpp's convert_hf_to_gguf.py writes.
+// float32 logits and greedy tokens (Gemma 3 included: its window of 8 is shorter than the 28 positions
+// run); Gemma 3 and DeepSeek-V2 files also checked key by key and tensor by tensor against what
+// llama.cpp's convert_hf_to_gguf.py writes (DeepSeek-V2's logits: tests/test_deepseek2.cpp).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -105,8 +106,9 @@ std::vector<std::vector<float>> decode_each(const Model& model, const std::vecto
     return out;
 }
 
-// The runnable fixtures: llama.cpp converts Mistral as "llama" (its window is longer than the test).
-const char* const kRunnable[] = {"llama_mha", "llama_gqa", "llama_mqa", "llama_tied", "mistral", "qwen2"};
+// The fixtures compared here: llama.cpp converts Mistral as "llama" (its window is longer than the
+// test); Gemma 3's local layers use their window of 8.
+const char* const kRunnable[] = {"llama_mha", "llama_gqa", "llama_mqa", "llama_tied", "mistral", "qwen2", "gemma3"};
 
 }  // namespace
 
