@@ -1,0 +1,295 @@
+// The CUDA backend's mixture-of-experts ops against the CPU backend (the reference): MUL_MAT_ID for
+// every weight type it claims, TOP_K, SUM_ROWS, DIV, SIGMOID, a whole build_ffn_moe layer, decode timing.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/common.h"
+#include "core/cpu/cpu_backend.h"
+#include "core/graph.h"
+#include "core/ops.h"
+#include "cuda/cuda_backend.h"
+#include "models/builders.h"
+#include "row_codec.h"
+#include "test_util.h"
+
+using namespace mf;
+using mf_test::encode;
+using mf_test::random_floats;
+
+namespace {
+
+// A leaf's type, shape and bytes; the same Input feeds both backends.
+struct Input {
+    DType type;
+    int64_t ne[4];
+    std::vector<uint8_t> bytes;
+};
+
+Input values(DType type, const std::vector<int64_t>& shape, const std::vector<float>& v) {
+    Input in{type, {1, 1, 1, 1}, {}};
+    int n = 0;
+    for (int64_t d : shape) in.ne[n++] = d;
+    REQUIRE(int64_t(v.size()) == in.ne[0] * in.ne[1] * in.ne[2] * in.ne[3]);
+    in.bytes = encode(type, v, in.ne[0]);
+    return in;
+}
+
+Input random(DType type, const std::vector<int64_t>& shape, float lo = -1.0f, float hi = 1.0f) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return values(type, shape, random_floats(size_t(n), lo, hi));
+}
+
+// A random n_used-subset of [0, n_expert) per token: I32 [n_used, T].
+Input routes(int64_t n_used, int64_t T, int64_t n_expert) {
+    std::vector<int32_t> v;
+    for (int64_t t = 0; t < T; ++t) {
+        std::vector<int32_t> all(static_cast<size_t>(n_expert));
+        std::iota(all.begin(), all.end(), 0);
+        std::shuffle(all.begin(), all.end(), mf_test::rng());
+        v.insert(v.end(), all.begin(), all.begin() + n_used);
+    }
+    Input in{DType::I32, {n_used, T, 1, 1}, std::vector<uint8_t>(v.size() * 4)};
+    std::memcpy(in.bytes.data(), v.data(), in.bytes.size());
+    return in;
+}
+
+using Build = std::function<Tensor*(Context&, const std::vector<Tensor*>&)>;
+
+Backend& cpu() {
+    static std::unique_ptr<Backend> b = make_cpu_backend(4);
+    return *b;
+}
+
+Backend& gpu() {
+    static std::unique_ptr<Backend> b = make_cuda_backend();
+    return *b;
+}
+
+// Builds, allocates, uploads and computes the graph on be; returns the result's bytes.
+std::vector<uint8_t> run(Backend& be, const std::vector<Input>& inputs, const Build& build, DType* type = nullptr) {
+    Context ctx;
+    std::vector<Tensor*> leaves;
+    for (const Input& in : inputs) {
+        Tensor* t = ctx.new_tensor(in.type, 4, in.ne);
+        t->flags |= TENSOR_INPUT;
+        leaves.push_back(t);
+    }
+    Tensor* out = build(ctx, leaves);
+    Graph g = build_graph({out});
+    auto arena = allocate_graph(be, g);
+    for (size_t i = 0; i < leaves.size(); ++i) {
+        REQUIRE(leaves[i]->nbytes() == inputs[i].bytes.size());
+        tensor_set(leaves[i], inputs[i].bytes.data());
+    }
+    compute_graph(be, g);
+    REQUIRE(out->is_contiguous());
+    std::vector<uint8_t> bytes(out->nbytes());
+    tensor_get(out, bytes.data());
+    if (type) *type = out->type;
+    return bytes;
+}
+
+std::vector<float> as_f32(const std::vector<uint8_t>& bytes) {
+    std::vector<float> v(bytes.size() / 4);
+    std::memcpy(v.data(), bytes.data(), bytes.size());
+    return v;
+}
+
+// ||gpu - cpu|| / ||cpu|| <= tol for an f32 result.
+void check_vs_cpu(const std::vector<Input>& inputs, const Build& build, double tol) {
+    const std::vector<float> ref = as_f32(run(cpu(), inputs, build));
+    const std::vector<float> got = as_f32(run(gpu(), inputs, build));
+    REQUIRE(got.size() == ref.size());
+    REQUIRE(!ref.empty());
+    const std::vector<double> ref_d(ref.begin(), ref.end());
+    const double err = mf_test::rel_error(got.data(), ref_d.data(), ref.size());
+    INFO("relative error " << err << ", tolerance " << tol);
+    CHECK(err <= tol);  // false for NaN, too
+}
+
+const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
+                              DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+}  // namespace
+
+// Tolerances as MUL_MAT's (tests/test_gpu_ops.cpp): both backends quantize the activations bit-identically
+// and compute the same integer block sums, so only the order of adding the scaled sums differs (~1e-6);
+// float weights differ in summation order and precision (~1e-6).
+TEST_CASE("mul_mat_id on CUDA matches the CPU for every weight type") {
+    const int64_t M = 37, n_expert = 6;  // M: not a multiple of the 4 rows a CUDA block takes
+    for (DType type : kWeightTypes) {
+        const int64_t bs = dtype_traits(type).block_size;
+        // Small rows (unaligned rows for the 18..34-byte blocks and K % 8 != 0 floats), then rows of whole
+        // staged chunks (2048: 64 legacy blocks, 8 super-blocks) and of whole chunks plus a tail (2304).
+        const int64_t small = bs == 256 ? 256 : bs == 32 ? 96 : 100;
+        for (int64_t K : {small, int64_t(2048), int64_t(2304)}) {
+            for (int64_t T : {1, 5}) {
+                for (int64_t n_used : {1, 4}) {
+                    for (bool shared_x : {true, false}) {
+                        INFO(dtype_name(type) << " K=" << K << " T=" << T << " n_used=" << n_used
+                                              << " shared_x=" << shared_x);
+                        const int64_t n_b = shared_x ? 1 : n_used;
+                        check_vs_cpu({random(type, {K, M, n_expert}), random(DType::F32, {K, n_b, T}),
+                                      routes(n_used, T, n_expert)},
+                                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                                         return mul_mat_id(ctx, in[0], in[1], in[2]);
+                                     },
+                                     dtype_traits(type).is_quantized ? 1e-4 : 1e-5);
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("top_k on CUDA picks exactly the CPU's indices, ties and NaN included") {
+    struct Case {
+        int64_t n, rows;
+        int k;
+        bool transposed;
+    };
+    for (const Case& c : {Case{64, 7, 6, false}, Case{64, 3, 64, false}, Case{64, 5, 1, false},
+                          Case{1000, 4, 8, false}, Case{160, 2, 8, false}, Case{10, 6, 3, true}}) {
+        INFO("n=" << c.n << " rows=" << c.rows << " k=" << c.k << " transposed=" << c.transposed);
+        // Eight levels and a few NaNs: ties at the top-k boundary in most rows.
+        std::vector<float> v = random_floats(size_t(c.n * c.rows));
+        for (auto& x : v) x = std::floor(x * 4.0f) / 4.0f;
+        v[3] = std::nanf("");
+        v[v.size() / 2] = std::nanf("");
+        const std::vector<int64_t> shape =
+            c.transposed ? std::vector<int64_t>{c.rows, c.n} : std::vector<int64_t>{c.n, c.rows};
+        const int k = c.k;
+        const bool tr = c.transposed;
+        const Build build = [k, tr](Context& ctx, const std::vector<Tensor*>& in) {
+            return top_k(ctx, tr ? transpose(ctx, in[0]) : in[0], k);
+        };
+        const Input in = values(DType::F32, shape, v);
+        CHECK(run(gpu(), {in}, build) == run(cpu(), {in}, build));
+    }
+}
+
+TEST_CASE("sum_rows, div and sigmoid on CUDA match the CPU") {
+    // Sums in f32 (GPU) vs double (CPU): ~1e-7. Division: one correctly rounded op on both. Sigmoid:
+    // expf on each side, an ulp or two.
+    check_vs_cpu({random(DType::F32, {6, 2048, 3})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                     return sum_rows(ctx, permute(ctx, in[0], 1, 0, 2, 3));
+                 },
+                 1e-6);
+    check_vs_cpu({random(DType::F32, {1000, 3})},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return sum_rows(ctx, in[0]); }, 1e-6);
+    check_vs_cpu({random(DType::F32, {6, 5, 3}), random(DType::F32, {1, 5, 3}, 0.5f, 2.0f)},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return div(ctx, in[0], in[1]); }, 0.0);
+    check_vs_cpu({random(DType::F32, {64, 4}), random(DType::F32, {1, 64}, 0.5f, 2.0f)},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return div(ctx, transpose(ctx, in[0]), in[1]); },
+                 0.0);
+    check_vs_cpu({random(DType::F32, {100, 7}, -12.0f, 12.0f)},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return sigmoid(ctx, transpose(ctx, in[0])); },
+                 1e-6);
+}
+
+namespace {
+
+// The leaves of one MoE layer: x [n_embd, T], router, bias, experts, shared experts.
+std::vector<Input> moe_inputs(DType type, int64_t D, int64_t F, int64_t E, int64_t n_shared, int64_t T) {
+    return {random(DType::F32, {D, T}),
+            random(DType::F32, {D, E}, -0.3f, 0.3f),
+            random(DType::F32, {E}, -0.1f, 0.1f),
+            random(type, {D, F, E}),
+            random(type, {D, F, E}),
+            random(type, {F, D, E}),
+            random(type, {D, F * n_shared}),
+            random(type, {D, F * n_shared}),
+            random(type, {F * n_shared, D})};
+}
+
+Build moe_build(const Model& model) {
+    return [&model](Context& ctx, const std::vector<Tensor*>& in) {
+        LayerWeights l;
+        l.ffn_gate_inp = in[1];
+        l.ffn_exp_probs_b = in[2];
+        l.ffn_gate_exps = in[3];
+        l.ffn_up_exps = in[4];
+        l.ffn_down_exps = in[5];
+        l.ffn_gate_shexp = in[6];
+        l.ffn_up_shexp = in[7];
+        l.ffn_down_shexp = in[8];
+        Graph graph;  // build_ffn_moe stores nothing in the cache, so neither outlives the build
+        KVCache kv;
+        ForwardState s{ctx, graph, model, kv, uint32_t(in[0]->ne[1]), true, nullptr, nullptr, {}, {}};
+        return build_ffn_moe(s, in[0], l);
+    };
+}
+
+}  // namespace
+
+TEST_CASE("a whole build_ffn_moe layer on CUDA matches the CPU (softmax and sigmoid gating)") {
+    const int64_t D = 256, F = 256, E = 16, n_shared = 2;
+    for (auto gating : {HParams::ExpertGating::SOFTMAX, HParams::ExpertGating::SIGMOID}) {
+        for (DType type : {DType::F16, DType::Q4_0, DType::Q6_K}) {
+            for (int64_t T : {1, 6}) {
+                INFO("gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
+                Model model;
+                model.hp.n_embd = uint32_t(D);
+                model.hp.n_expert = uint32_t(E);
+                model.hp.n_expert_used = 4;
+                model.hp.n_expert_shared = uint32_t(n_shared);
+                model.hp.n_ff_exp = uint32_t(F);
+                model.hp.expert_gating = gating;
+                model.hp.expert_weights_norm = gating == HParams::ExpertGating::SIGMOID;
+                model.hp.expert_weights_scale = 2.0f;
+                // Routing is computed on each backend: with random inputs a near tie at the top-k boundary
+                // (which f32 rounding could break either way) is a ~1e-6 event per token. The layer chains
+                // matmuls: their ~1e-6 differences can round an element of the next quantized activation
+                // the other way (~1e-4 chance each, ~1e-4 of the output each time), so 2e-3 is the bound;
+                // a wrong expert or weight is off by 1e-1 or more.
+                check_vs_cpu(moe_inputs(type, D, F, E, n_shared, T), moe_build(model), 2e-3);
+            }
+        }
+    }
+}
+
+TEST_CASE("decode-shape mul_mat_id (DeepSeek-V2-Lite gate_exps, 6 of 64 experts) matches the CPU; its time") {
+    const int64_t K = 2048, M = 1408, n_expert = 64, n_used = 6;
+    for (DType type : {DType::Q4_0, DType::Q8_0}) {
+        INFO(dtype_name(type));
+        const std::vector<Input> inputs = {random(type, {K, M, n_expert}), random(DType::F32, {K, 1, 1}),
+                                           routes(n_used, 1, n_expert)};
+        const Build build = [](Context& ctx, const std::vector<Tensor*>& in) {
+            return mul_mat_id(ctx, in[0], in[1], in[2]);
+        };
+        check_vs_cpu(inputs, build, 1e-4);
+
+        Context ctx;
+        std::vector<Tensor*> leaves;
+        for (const Input& in : inputs) {
+            Tensor* t = ctx.new_tensor(in.type, 4, in.ne);
+            t->flags |= TENSOR_INPUT;
+            leaves.push_back(t);
+        }
+        Graph g = build_graph({build(ctx, leaves)});
+        auto arena = allocate_graph(gpu(), g);
+        for (size_t i = 0; i < leaves.size(); ++i) tensor_set(leaves[i], inputs[i].bytes.data());
+        for (int i = 0; i < 3; ++i) compute_graph(gpu(), g);  // the third run replays a captured CUDA graph
+        gpu().synchronize();
+        const int reps = 200;
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < reps; ++i) compute_graph(gpu(), g);
+        gpu().synchronize();
+        const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / reps;
+        const double bytes = double(n_used) * double(dtype_row_size(type, K)) * double(M);
+        MESSAGE(std::string(dtype_name(type)) << " mul_mat_id [2048, 1408, 64] x 6 used: " << us << " us per step (quantize + matvec, "
+                                 << bytes / us * 1e-3 << " GB/s of expert weights)");
+    }
+}
