@@ -210,14 +210,6 @@ std::vector<std::vector<double>> hf_reference(const HfModel& m, const std::vecto
     return out;
 }
 
-double max_rel_diff(const std::vector<float>& a, const std::vector<double>& b) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        num = std::max(num, std::fabs(double(a[i]) - b[i]));
-        den = std::max(den, std::fabs(b[i]));
-    }
-    return num / den;
-}
 
 std::vector<int32_t> some_tokens(size_t n) {
     std::vector<int32_t> t;

@@ -26,6 +26,8 @@
 #include "test_util.h"
 
 using namespace mf;
+using mf_test::max_rel_diff;
+using mf_test::random_tokens;
 using json = nlohmann::json;
 
 namespace {
@@ -72,16 +74,6 @@ std::string convert(const std::string& name, DType type) {
     return opts.out_path;
 }
 
-// max_i |a_i - b_i| / max_i |b_i|: the worst logit error on the scale of the largest logit.
-double max_rel_diff(const std::vector<float>& a, const std::vector<double>& b) {
-    REQUIRE(a.size() == b.size());
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        num = std::max(num, std::fabs(double(a[i]) - b[i]));
-        den = std::max(den, std::fabs(b[i]));
-    }
-    return num / den;
-}
 
 // ||a - b|| / ||b||.
 double rms_rel_diff(const std::vector<float>& a, const std::vector<double>& b) {

@@ -18,6 +18,8 @@
 #include "models/tokenizer.h"
 
 using namespace mf;
+using mf_test::max_rel_diff;
+using mf_test::random_tokens;
 using mf_test::gemma3_path;
 using mf_test::TinyGemma3;
 
@@ -140,21 +142,7 @@ private:
     std::vector<std::vector<std::vector<double>>> kcache_, vcache_;  // [layer][pos][kv_dim]
 };
 
-std::vector<int32_t> random_tokens(size_t n, int32_t n_vocab) {
-    std::uniform_int_distribution<int32_t> d(3, n_vocab - 1);
-    std::vector<int32_t> t(n);
-    for (auto& x : t) x = d(mf_test::rng());
-    return t;
-}
 
-double max_rel_diff(const std::vector<float>& a, const std::vector<double>& b) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        num = std::max(num, std::fabs(double(a[i]) - b[i]));
-        den = std::max(den, std::fabs(b[i]));
-    }
-    return num / den;
-}
 
 struct GoldenCase {
     std::string text;

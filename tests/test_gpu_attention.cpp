@@ -21,6 +21,8 @@
 #include "test_util.h"
 
 using namespace mf;
+using mf_test::max_rel_diff;
+using mf_test::random_tokens;
 using mf_test::random_floats;
 
 namespace {
@@ -70,12 +72,6 @@ std::vector<uint8_t> run(Backend& be, const std::vector<Leaf>& leaves, Build bui
     return bytes;
 }
 
-std::vector<int32_t> random_tokens(size_t n, int32_t n_vocab) {
-    std::uniform_int_distribution<int32_t> d(0, n_vocab - 1);
-    std::vector<int32_t> v(n);
-    for (auto& x : v) x = d(mf_test::rng());
-    return v;
-}
 
 std::vector<float> as_floats(const std::vector<uint8_t>& b) {
     std::vector<float> v(b.size() / 4);

@@ -16,26 +16,12 @@
 #include "models/session.h"
 
 using namespace mf;
+using mf_test::max_rel_diff;
+using mf_test::random_tokens;
 
 namespace {
 
-std::vector<int32_t> random_tokens(size_t n, int32_t n_vocab) {
-    std::uniform_int_distribution<int32_t> d(3, n_vocab - 1);
-    std::vector<int32_t> t(n);
-    for (auto& x : t) x = d(mf_test::rng());
-    return t;
-}
 
-// max |got - want| / max |want|: logits are compared on the scale of the largest one.
-double max_rel_diff(const std::vector<float>& got, const std::vector<float>& want) {
-    REQUIRE(got.size() == want.size());
-    double num = 0, den = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-        num = std::max(num, std::fabs(double(got[i]) - double(want[i])));
-        den = std::max(den, std::fabs(double(want[i])));
-    }
-    return den > 0 ? num / den : num;
-}
 
 Backend& gpu() {
     static std::unique_ptr<Backend> b = make_cuda_backend();

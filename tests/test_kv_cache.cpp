@@ -17,15 +17,11 @@
 #include "test_util.h"
 
 using namespace mf;
+using mf_test::max_rel_diff;
+using mf_test::random_tokens;
 
 namespace {
 
-std::vector<int32_t> random_tokens(size_t n, int32_t n_vocab) {
-    std::uniform_int_distribution<int32_t> d(0, n_vocab - 1);
-    std::vector<int32_t> v(n);
-    for (auto& x : v) x = d(mf_test::rng());
-    return v;
-}
 
 HParams hparams_of(mf_test::TinyLlama tiny) {
     const std::string path = mf_test::temp_path("plan.gguf");
@@ -35,14 +31,6 @@ HParams hparams_of(mf_test::TinyLlama tiny) {
     return hp;
 }
 
-double max_rel_diff(const std::vector<float>& got, const std::vector<float>& want) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-        num = std::max(num, std::fabs(double(got[i]) - double(want[i])));
-        den = std::max(den, std::fabs(double(want[i])));
-    }
-    return num / den;
-}
 
 }  // namespace
 

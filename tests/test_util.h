@@ -1,4 +1,5 @@
-// Helpers shared by the doctest suites: a seeded RNG whose seed is printed, and error measures.
+// Helpers shared by the doctest suites: a seeded RNG whose seed is printed, random inputs, and error
+// measures.
 #pragma once
 
 #include <cmath>
@@ -44,6 +45,27 @@ inline double rel_error(const float* a, const double* b, size_t n) {
         den += b[i] * b[i];
     }
     return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// max_i |got_i - want_i| / max_i |want_i|: the worst logit error on the scale of the largest logit.
+template <class A, class B>
+double max_rel_diff(const std::vector<A>& got, const std::vector<B>& want) {
+    double num = 0, den = 0;
+    const size_t n = got.size() < want.size() ? got.size() : want.size();
+    for (size_t i = 0; i < n; ++i) {
+        num = std::fmax(num, std::fabs(double(got[i]) - double(want[i])));
+        den = std::fmax(den, std::fabs(double(want[i])));
+    }
+    if (got.size() != want.size()) return INFINITY;  // a size mismatch is never "close"
+    return den > 0 ? num / den : num;
+}
+
+// n token ids uniform in [3, n_vocab): above the ids the tiny test vocabularies give special tokens.
+inline std::vector<int32_t> random_tokens(size_t n, int32_t n_vocab) {
+    std::uniform_int_distribution<int32_t> d(3, n_vocab - 1);
+    std::vector<int32_t> t(n);
+    for (auto& x : t) x = d(rng());
+    return t;
 }
 
 inline std::string source_path(const std::string& rel) { return std::string(MINFER_SOURCE_DIR) + "/" + rel; }
