@@ -79,42 +79,68 @@ const SynthType& find_type(const std::string& name) {
     throw Error(strfmt("unknown type '%s' (types: %s)", name.c_str(), join(synth_type_names()).c_str()));
 }
 
-bool is_k_quant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
+SynthDims to_dims(const SynthShape& s) {
+    SynthDims d;
+    d.arch = s.arch;
+    d.n_embd = s.n_embd, d.n_layer = s.n_layer, d.n_head = s.n_head, d.n_head_kv = s.n_head_kv;
+    d.n_ff = s.n_ff, d.n_vocab = s.n_vocab, d.n_ctx_train = s.n_ctx_train;
+    d.rope_freq_base = s.rope_freq_base, d.norm_eps = s.norm_eps, d.tied = s.tied, d.qkv_bias = s.qkv_bias;
+    return d;
+}
 
 // One tensor of the file and how its values are drawn: mean + std * z, z unit-variance.
 struct PlannedTensor {
     std::string name;
     DType type;
     int n_dims;
-    int64_t ne[2];  // ggml order: ne[0] elements per row, ne[1] rows
+    int64_t ne[3];  // ggml order: ne[0] elements per row, ne[1] rows, ne[2] matrices (3-D tensors)
     float mean;
     float std;
+
+    int64_t n_rows() const { return ne[1] * ne[2]; }
 };
 
-// llama.cpp's tensor names and shapes for the shape (as models/model.cpp loads them).
-std::vector<PlannedTensor> plan_tensors(const SynthShape& s, uint32_t n_layer, DType type) {
+// MLA's attention tensors of one layer, as llama.cpp's deepseek2 files name them (q_lora none).
+void plan_mla_layer(std::vector<PlannedTensor>& ts, const std::string& p, const SynthDims& s, uint32_t kv_lora,
+                    DType type) {
+    const int64_t n_embd = s.n_embd, n_head = s.n_head, head_dim = s.n_embd / s.n_head;
+    const int64_t n_rot = synth_mla_rope_dims(uint32_t(head_dim)), nope = head_dim - n_rot;
+    ts.push_back({p + "attn_q.weight", type, 2, {n_embd, n_head * head_dim, 1}, 0.0f, MATRIX_STD});
+    ts.push_back({p + "attn_kv_a_mqa.weight", type, 2, {n_embd, kv_lora + n_rot, 1}, 0.0f, MATRIX_STD});
+    ts.push_back({p + "attn_kv_a_norm.weight", DType::F32, 1, {kv_lora, 1, 1}, 1.0f, NORM_STD});
+    ts.push_back({p + "attn_k_b.weight", type, 3, {nope, kv_lora, n_head}, 0.0f, MATRIX_STD});
+    ts.push_back({p + "attn_v_b.weight", type, 3, {kv_lora, head_dim, n_head}, 0.0f, MATRIX_STD});
+}
+
+// llama.cpp's tensor names and shapes for the shape (as models/model.cpp loads them); with
+// kv_lora_rank, MLA attention in deepseek2's names instead of attn_k/attn_v.
+std::vector<PlannedTensor> plan_tensors(const SynthDims& s, uint32_t n_layer, uint32_t kv_lora_rank, DType type) {
     const int64_t n_embd = s.n_embd, n_ff = s.n_ff;
     const int64_t head_dim = s.n_embd / s.n_head;
     const int64_t q_dim = head_dim * s.n_head, kv_dim = head_dim * s.n_head_kv;
     std::vector<PlannedTensor> ts;
     const auto matrix = [&](std::string name, int64_t n_in, int64_t n_out) {
-        ts.push_back({std::move(name), type, 2, {n_in, n_out}, 0.0f, MATRIX_STD});
+        ts.push_back({std::move(name), type, 2, {n_in, n_out, 1}, 0.0f, MATRIX_STD});
     };
     const auto norm = [&](std::string name) {
-        ts.push_back({std::move(name), DType::F32, 1, {n_embd, 1}, 1.0f, NORM_STD});
+        ts.push_back({std::move(name), DType::F32, 1, {n_embd, 1, 1}, 1.0f, NORM_STD});
     };
     const auto bias = [&](std::string name, int64_t n) {
-        ts.push_back({std::move(name), DType::F32, 1, {n, 1}, 0.0f, BIAS_STD});
+        ts.push_back({std::move(name), DType::F32, 1, {n, 1, 1}, 0.0f, BIAS_STD});
     };
 
     matrix("token_embd.weight", n_embd, s.n_vocab);
     for (uint32_t il = 0; il < n_layer; ++il) {
         const std::string p = "blk." + std::to_string(il) + ".";
         norm(p + "attn_norm.weight");
-        matrix(p + "attn_q.weight", n_embd, q_dim);
-        matrix(p + "attn_k.weight", n_embd, kv_dim);
-        matrix(p + "attn_v.weight", n_embd, kv_dim);
-        if (s.qkv_bias) {
+        if (kv_lora_rank > 0) {
+            plan_mla_layer(ts, p, s, kv_lora_rank, type);
+        } else {
+            matrix(p + "attn_q.weight", n_embd, q_dim);
+            matrix(p + "attn_k.weight", n_embd, kv_dim);
+            matrix(p + "attn_v.weight", n_embd, kv_dim);
+        }
+        if (s.qkv_bias && kv_lora_rank == 0) {
             bias(p + "attn_q.bias", q_dim);
             bias(p + "attn_k.bias", kv_dim);
             bias(p + "attn_v.bias", kv_dim);
@@ -130,22 +156,25 @@ std::vector<PlannedTensor> plan_tensors(const SynthShape& s, uint32_t n_layer, D
     return ts;
 }
 
-// K-quant rows must be whole 256-element super-blocks; other rows become q8_0 (as llama.cpp's
-// quantizer falls back for such tensors). Returns one notice per row length that fell back.
+// Quantized rows must be whole blocks (a K-quant's 256-element super-blocks); other rows become
+// q8_0 (as llama.cpp's quantizer falls back for such tensors), or f16 where q8_0's 32 do not divide
+// them either (MLA's per-head matrices). Returns one notice per row length that fell back.
 std::vector<std::string> apply_fallbacks(std::vector<PlannedTensor>& ts, DType type) {
-    if (!is_k_quant(type)) return {};
-    std::map<int64_t, size_t> fallen;  // row length -> tensors
     const int64_t block = dtype_traits(type).block_size;
+    if (block <= 1) return {};
+    std::map<int64_t, size_t> fallen;  // row length -> tensors
     for (auto& t : ts) {
         if (t.type != type || t.ne[0] % block == 0) continue;
-        t.type = DType::Q8_0;
+        t.type = t.ne[0] % dtype_traits(DType::Q8_0).block_size == 0 ? DType::Q8_0 : DType::F16;
         ++fallen[t.ne[0]];
     }
     std::vector<std::string> notices;
     for (const auto& [row, n] : fallen) {
+        const bool q8 = row % dtype_traits(DType::Q8_0).block_size == 0;
         notices.push_back(strfmt("%s needs rows that are a multiple of %lld elements: %zu tensor%s with rows of %lld "
-                                 "written as q8_0",
-                                 dtype_name(type), (long long)block, n, n == 1 ? "" : "s", (long long)row));
+                                 "written as %s",
+                                 dtype_name(type), (long long)block, n, n == 1 ? "" : "s", (long long)row,
+                                 q8 ? "q8_0" : "f16"));
     }
     return notices;
 }
@@ -227,7 +256,7 @@ void generate_rows(const PlannedTensor& t, uint64_t seed, size_t tensor_index, i
                    uint8_t* dst, std::vector<float>& scratch) {
     const FromFloatFn from_float = dtype_traits(t.type).from_float;
     const size_t row_bytes = dtype_row_size(t.type, t.ne[0]);
-    MF_ASSERT(scratch.size() == size_t(t.ne[0]));
+    MF_ASSERT(scratch.size() == size_t(t.ne[0]) && row1 <= t.n_rows());
     for (int64_t r = row0; r < row1; ++r) {
         RowRng rng(seed, tensor_index, uint64_t(r));
         for (float& x : scratch) x = t.mean + t.std * rng.normalish();
@@ -297,10 +326,29 @@ private:
     bool committed_ = false;
 };
 
-void set_metadata(GGUFWriter& w, const SynthShape& s, const SynthType& type, uint32_t n_layer) {
-    const std::string a = std::string(s.arch) + ".";
-    w.set_str("general.architecture", s.arch);
-    w.set_str("general.name", std::string("minfer synth ") + s.name);
+// deepseek2's MLA keys for a dense model (llama.cpp's names): the cache geometry is the latent row
+// (key_length = kv_lora_rank + rope dims, value_length = kv_lora_rank, one KV head), the _mla keys
+// the per-head sizes.
+void set_mla_metadata(GGUFWriter& w, const SynthDims& s, uint32_t kv_lora, uint32_t n_layer) {
+    const std::string a = "deepseek2.";
+    const uint32_t head_dim = s.n_embd / s.n_head, n_rot = synth_mla_rope_dims(head_dim);
+    w.set_u32(a + "attention.head_count_kv", 1);
+    w.set_u32(a + "attention.kv_lora_rank", kv_lora);
+    w.set_u32(a + "attention.key_length", kv_lora + n_rot);
+    w.set_u32(a + "attention.value_length", kv_lora);
+    w.set_u32(a + "attention.key_length_mla", head_dim);
+    w.set_u32(a + "attention.value_length_mla", head_dim);
+    w.set_u32(a + "rope.dimension_count", n_rot);
+    w.set_u32(a + "leading_dense_block_count", n_layer);
+    w.set_u32(a + "expert_count", 0);
+}
+
+void set_metadata(GGUFWriter& w, const SynthDims& s, const std::string& name, const SynthType& type,
+                  uint32_t n_layer, uint32_t kv_lora) {
+    const std::string arch = kv_lora > 0 ? "deepseek2" : s.arch;
+    const std::string a = arch + ".";
+    w.set_str("general.architecture", arch);
+    w.set_str("general.name", "minfer synth " + name);
     w.set_u32("general.file_type", type.file_type);
     if (dtype_traits(type.dtype).is_quantized) w.set_u32("general.quantization_version", GGML_QUANTIZATION_VERSION);
     w.set_u32(a + "vocab_size", s.n_vocab);
@@ -309,10 +357,14 @@ void set_metadata(GGUFWriter& w, const SynthShape& s, const SynthType& type, uin
     w.set_u32(a + "block_count", n_layer);
     w.set_u32(a + "feed_forward_length", s.n_ff);
     w.set_u32(a + "attention.head_count", s.n_head);
-    w.set_u32(a + "attention.head_count_kv", s.n_head_kv);
     w.set_f32(a + "rope.freq_base", s.rope_freq_base);
     w.set_f32(a + "attention.layer_norm_rms_epsilon", s.norm_eps);
-    w.set_u32(a + "rope.dimension_count", s.n_embd / s.n_head);
+    if (kv_lora > 0) {
+        set_mla_metadata(w, s, kv_lora, n_layer);
+    } else {
+        w.set_u32(a + "attention.head_count_kv", s.n_head_kv);
+        w.set_u32(a + "rope.dimension_count", s.n_embd / s.n_head);
+    }
 
     const SynthVocab v = make_vocab(s.n_vocab);
     w.set_str("tokenizer.ggml.model", "llama");
@@ -327,6 +379,10 @@ void set_metadata(GGUFWriter& w, const SynthShape& s, const SynthType& type, uin
 }
 
 }  // namespace
+
+uint32_t synth_mla_rope_dims(uint32_t head_dim) { return std::min<uint32_t>(64, head_dim / 2); }
+
+SynthDims synth_shape_dims(const std::string& shape) { return to_dims(find_shape(shape)); }
 
 std::vector<std::string> synth_shape_names() {
     std::vector<std::string> names;
@@ -351,31 +407,44 @@ std::string synth_shapes_help() {
 }
 
 SynthSummary write_synth_model(const SynthOptions& opts) {
-    const SynthShape& shape = find_shape(opts.shape);
+    SynthDims dims = opts.dims ? *opts.dims : to_dims(find_shape(opts.shape));
+    const std::string name = opts.dims ? (opts.shape.empty() ? "custom" : opts.shape) : opts.shape;
     const SynthType& type = find_type(opts.type);
     if (opts.n_layer > 4096) throw Error(strfmt("layer count %u is out of range (1..4096)", opts.n_layer));
     if (opts.path.empty()) throw Error("no output file given");
+    if (dims.n_head == 0 || dims.n_embd % dims.n_head != 0 || dims.n_layer == 0 || dims.n_ff == 0 || dims.n_vocab < 3)
+        throw Error(strfmt("bad dimensions: n_embd %u, %u heads, %u layers, n_ff %u, vocab %u", dims.n_embd, dims.n_head,
+                           dims.n_layer, dims.n_ff, dims.n_vocab));
+    if (opts.n_head_kv > 0) {
+        if (dims.n_head % opts.n_head_kv != 0)
+            throw Error(strfmt("KV head count %u does not divide the %u query heads", opts.n_head_kv, dims.n_head));
+        dims.n_head_kv = opts.n_head_kv;
+    }
+    const uint32_t head_dim = dims.n_embd / dims.n_head;
+    if (opts.kv_lora_rank > 0 && (opts.kv_lora_rank > 4096 || head_dim < 4 || opts.n_head_kv > 0))
+        throw Error(strfmt("MLA latent rank %u: must be 1..4096, with heads of at least 4 and no KV head count",
+                           opts.kv_lora_rank));
     struct stat st;
     if (stat(opts.path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
         throw Error(strfmt("%s: not a regular file (the weights are written in place)", opts.path.c_str()));
-    const uint32_t n_layer = opts.n_layer ? opts.n_layer : shape.n_layer;
+    const uint32_t n_layer = opts.n_layer ? opts.n_layer : dims.n_layer;
     const int n_threads = opts.n_threads > 0 ? opts.n_threads : int(std::max(1u, std::thread::hardware_concurrency()));
 
-    std::vector<PlannedTensor> plan = plan_tensors(shape, n_layer, type.dtype);
+    std::vector<PlannedTensor> plan = plan_tensors(dims, n_layer, opts.kv_lora_rank, type.dtype);
     for (const std::string& notice : apply_fallbacks(plan, type.dtype))
         if (opts.on_notice) opts.on_notice(notice);
 
     // Pass 1: the writer lays out metadata, tensor infos and alignment, over zero placeholders.
     GGUFWriter w;
-    set_metadata(w, shape, type, n_layer);
+    set_metadata(w, dims, name, type, n_layer, opts.kv_lora_rank);
     uint64_t max_bytes = 0;
-    for (const auto& t : plan) max_bytes = std::max<uint64_t>(max_bytes, dtype_row_size(t.type, t.ne[0]) * t.ne[1]);
+    for (const auto& t : plan) max_bytes = std::max<uint64_t>(max_bytes, dtype_row_size(t.type, t.ne[0]) * t.n_rows());
     SynthSummary summary;
     {
         const ZeroPages zeros(max_bytes);
         for (const auto& t : plan) {
             w.add_tensor(t.name, t.type, t.n_dims, t.ne, zeros.data());
-            summary.n_params += uint64_t(t.ne[0] * t.ne[1]);
+            summary.n_params += uint64_t(t.ne[0] * t.n_rows());
         }
         w.write(opts.path);
     }
@@ -400,8 +469,8 @@ SynthSummary write_synth_model(const SynthOptions& opts) {
         const size_t row_bytes = dtype_row_size(t.type, t.ne[0]);
         const int64_t chunk_rows = std::max<int64_t>(1, int64_t(CHUNK_BYTES / row_bytes));
         for (auto& s : scratch) s.resize(size_t(t.ne[0]));  // here, so no thread allocates
-        for (int64_t row0 = 0; row0 < t.ne[1]; row0 += chunk_rows) {
-            const int64_t n_rows = std::min(chunk_rows, t.ne[1] - row0);
+        for (int64_t row0 = 0; row0 < t.n_rows(); row0 += chunk_rows) {
+            const int64_t n_rows = std::min(chunk_rows, t.n_rows() - row0);
             chunk.resize(size_t(n_rows) * row_bytes);
             const int n = int(std::min<int64_t>(n_threads, n_rows));
             const auto work = [&](int ith) {

@@ -5,13 +5,32 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace mf {
 
+// A model's dimensions as synth writes them: a table shape's, or another model's (attn-lab -m).
+struct SynthDims {
+    std::string arch = "llama";  // general.architecture of the base: "llama" or "qwen2"
+    uint32_t n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_ff = 0, n_vocab = 0, n_ctx_train = 0;
+    float rope_freq_base = 10000.0f;
+    float norm_eps = 1e-5f;
+    bool tied = false;     // no output.weight: the token embedding is also the output matrix
+    bool qkv_bias = false; // attn_{q,k,v}.bias tensors (qwen2)
+};
+
+// MLA as written for an attention variant (DeepSeek-V2's latent attention, a deepseek2 file, every
+// layer dense): rope dims min(64, head_dim / 2), per-head q/k size head_dim (nope = head_dim - rope
+// dims), value size head_dim, no q_lora; the same hidden size, heads and FFN as the base.
+uint32_t synth_mla_rope_dims(uint32_t head_dim);
+
 struct SynthOptions {
-    std::string shape;          // a name from synth_shape_names(), e.g. "llama-1b"
+    std::string shape;          // a name from synth_shape_names(), e.g. "llama-1b" (or empty with dims)
+    std::optional<SynthDims> dims;  // when set, these dimensions instead of a table shape
+    uint32_t n_head_kv = 0;     // 0: the shape's own KV head count; else a divisor of n_head (MHA/GQA/MQA)
+    uint32_t kv_lora_rank = 0;  // > 0: MLA of this latent rank instead of K/V heads (a deepseek2 file)
     std::string type;           // the weight matrices' type, a name from synth_type_names(), e.g. "q4_0"
     std::string path;           // the GGUF file to write (replaced if it exists)
     uint64_t seed = 1;          // equal options give equal bytes, whatever n_threads is
@@ -37,12 +56,16 @@ std::vector<std::string> synth_type_names();
 // One line per shape for a tool's help: name, the model it mirrors, and its dimensions.
 std::string synth_shapes_help();
 
+// The dimensions of a table shape; throws Error on an unknown name (listing the choices).
+SynthDims synth_shape_dims(const std::string& shape);
+
 // Writes opts.path: llama.cpp's metadata keys and tensor names for the shape, the matrices and the
-// token embedding in opts.type (q8_0 where a K-quant's 256-element blocks do not divide a row),
-// norm weights ~1 and biases in f32. Memory stays near 64 MiB (one chunk of rows) whatever the
-// model's size: the file is laid out first, then the weights are written in place. Throws Error
-// on an unknown shape or type (listing the choices), a bad layer count, or an I/O failure (a
-// partial file is removed).
+// token embedding in opts.type (q8_0 where the type's blocks do not divide a row, f16 where q8_0's
+// do not either; an MLA variant drops qwen2's QKV biases), norm weights ~1 and biases in f32.
+// Memory stays near 64 MiB (one chunk of rows) whatever the model's size: the file is laid out
+// first, then the weights are written in place. Throws Error on an unknown shape or type (listing
+// the choices), a bad layer count, KV head count or latent rank, or an I/O failure (a partial
+// file is removed).
 SynthSummary write_synth_model(const SynthOptions& opts);
 
 }  // namespace mf

@@ -27,6 +27,7 @@ const Command kCommands[] = {
     {"convert", mf::tool_convert, "convert a Hugging Face checkpoint to GGUF"},
     {"quantize", mf::tool_quantize, "requantize a GGUF model's weights (q8_0, q4_0, ..., q4_k_m)"},
     {"perplexity", mf::tool_perplexity, "perplexity of a model over a text (and KL divergence against a base run)"},
+    {"attn-lab", mf::tool_attn_lab, "compare MHA, GQA, MQA and MLA variants of one shape: parameters, KV bytes, speed"},
 };
 
 void usage(FILE* out) {

@@ -13,5 +13,6 @@ int tool_synth(int argc, char** argv);     // minfer synth --shape NAME --type T
 int tool_convert(int argc, char** argv);   // minfer convert HF_DIR -o OUT.gguf [--type TYPE]
 int tool_quantize(int argc, char** argv);  // minfer quantize [-t N] IN.gguf OUT.gguf TYPE
 int tool_perplexity(int argc, char** argv);  // minfer perplexity -m MODEL -f TEXT [-c N] [--kl-base FILE]
+int tool_attn_lab(int argc, char** argv);    // minfer attn-lab [--shape NAME | -m MODEL] [-o DIR]
 
 }  // namespace mf
