@@ -1,5 +1,5 @@
-// `minfer convert HF_DIR -o OUT.gguf`: a Hugging Face checkpoint to GGUF (models/convert.h). Flags,
-// the progress line (on a terminal only) and the summary; the conversion itself lives in models/.
+// `minfer convert HF_DIR -o OUT.gguf`: a Hugging Face checkpoint to GGUF (models/convert.h), and
+// `minfer convert --attn SPEC IN.gguf OUT.gguf` (models/convert_attn.h). Flags, progress and summary only.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,9 +9,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "core/common.h"
 #include "models/convert.h"
+#include "models/convert_attn.h"
 #include "tools/tools.h"
 
 namespace mf {
@@ -21,6 +23,7 @@ namespace {
 const char* kUsage =
     "usage: minfer convert HF_DIR -o OUT.gguf [--type TYPE] [--kv-type TYPE] [--kv-window N]\n"
     "                      [--kv-sinks N] [--pre NAME]\n"
+    "       minfer convert --attn gqa:K|mqa|mla:R[:D] IN.gguf OUT.gguf [--type TYPE] [--mla-norm linear|rms]\n"
     "\n"
     "Converts a Hugging Face checkpoint folder (config.json, *.safetensors, the tokenizer files) to a\n"
     "GGUF file with llama.cpp's architecture, metadata keys and tensor names, so that minfer and\n"
@@ -36,7 +39,18 @@ const char* kUsage =
     "  --kv-type TYPE      record minfer.kv.type_k/type_v: the KV cache type to run with (f16, q8_0, ...)\n"
     "  --kv-window N       record minfer.kv.window: attend to the last N positions\n"
     "  --kv-sinks N        record minfer.kv.sinks: positions always kept with the window\n"
-    "  -h, --help          show this help\n";
+    "  -h, --help          show this help\n"
+    "\n"
+    "Attention conversion (--attn, a llama or qwen2 GGUF in; training-free, expect a quality cost):\n"
+    "  gqa:K               n_head_kv = n_head / K: the K/V heads of each group mean-pooled\n"
+    "  mqa                 one KV head (the mean of all)\n"
+    "  mla:R[:D]           a deepseek2 (MLA) file, llama only: [K_nope; V] factorized by a truncated SVD into a\n"
+    "                      latent of rank R; the first D/2 rotary pairs (default n_rot/4 pairs) kept as the\n"
+    "                      shared k_pe (the mean over KV heads). Recomputed tensors take --type (default f16),\n"
+    "                      the others keep their bytes\n"
+    "  --mla-norm MODE     linear (default): the latent runs far below attn_kv_a_norm's eps, so the norm is an\n"
+    "                      exact linear scale; rms: unit-RMS latent, exact only when R = n_embd\n"
+    "  -t, --threads N     threads (default: all)\n";
 
 int64_t to_count(const std::string& flag, const std::string& v) {
     char* end = nullptr;
@@ -49,7 +63,64 @@ int64_t to_count(const std::string& flag, const std::string& v) {
 
 }  // namespace
 
+namespace {
+
+// minfer convert --attn SPEC IN.gguf OUT.gguf [--type T] [--mla-norm M] [-t N]
+int convert_attn_tool(int argc, char** argv) {
+    AttnConvertOptions opts;
+    std::string type_name = "f16", spec;
+    std::vector<std::string> paths;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        const auto value = [&]() -> std::string {
+            if (i + 1 >= argc) throw Error("option " + arg + " needs a value (see --help)");
+            return argv[++i];
+        };
+        if (arg == "-h" || arg == "--help") {
+            std::fputs(kUsage, stdout);
+            return 0;
+        } else if (arg == "--attn") {
+            spec = value();
+        } else if (arg == "--type" || arg == "--outtype") {
+            type_name = value();
+        } else if (arg == "--mla-norm") {
+            const std::string m = value();
+            if (m != "linear" && m != "rms") throw Error("--mla-norm expects linear or rms, got '" + m + "'");
+            opts.mla_norm = m == "rms" ? MlaNorm::RMS : MlaNorm::LINEAR;
+        } else if (arg == "-t" || arg == "--threads") {
+            opts.n_threads = int(to_count(arg, value()));
+        } else if (arg == "-o" || arg == "--output") {
+            paths.push_back(value());
+        } else if (!arg.empty() && arg[0] == '-') {
+            throw Error("unknown option '" + arg + "' for --attn (see --help)");
+        } else {
+            paths.push_back(arg);
+        }
+    }
+    if (paths.size() != 2) throw Error("--attn needs IN.gguf and OUT.gguf (see --help)");
+    opts.in_path = paths[0];
+    opts.out_path = paths[1];
+    opts.spec = parse_attn_spec(spec);
+    if (!dtype_from_name(type_name.c_str(), &opts.type))
+        throw Error("unknown --type '" + type_name + "' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+    const auto t0 = std::chrono::steady_clock::now();
+    const AttnConvertSummary s = convert_attention(opts);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("wrote %s: %s -> %s, KV heads %u -> %u (of %u query heads), cached values per token and layer "
+                "%llu -> %llu, in %.1f s\n", opts.out_path.c_str(), s.arch_in.c_str(), s.arch_out.c_str(),
+                s.n_head_kv_in, s.n_head_kv_out, s.n_head, (unsigned long long)s.kv_values_in,
+                (unsigned long long)s.kv_values_out, seconds);
+    if (opts.spec.kind == AttnSpec::Kind::MLA)
+        std::printf("mla: mean over layers of ||A - A_R|| / ||A|| for A = [K_nope; V]: %.4f; of the K rope rows vs "
+                    "their mean over KV heads (the shared k_pe): %.4f\n", s.svd_rel_error, s.k_pe_rel_error);
+    return 0;
+}
+
+}  // namespace
+
 int tool_convert(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) == "--attn") return convert_attn_tool(argc, argv);
     ConvertOptions opts;
     std::string type_name = "f16";
     for (int i = 1; i < argc; ++i) {
