@@ -136,21 +136,34 @@ Tensor* hadamard(Context& ctx, Tensor* a) {
     return unary(ctx, Op::HADAMARD, a);
 }
 
-Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale) {
+namespace {
+
+// FLASH_ATTN and ATTN_FUSED: one contract, two kernels.
+Tensor* attention_node(Context& ctx, Op op, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale) {
     MF_ASSERT(q->type == DType::F32 && mask->type == DType::F32);
-    MF_ASSERT_MSG(q->ne[0] == k->ne[0], "flash_attn: q and k head sizes differ");
-    MF_ASSERT_MSG(k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2], "flash_attn: k and v spans differ");
-    MF_ASSERT_MSG(q->ne[1] % k->ne[2] == 0, "flash_attn: query heads are not a multiple of the KV heads");
-    MF_ASSERT_MSG(mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[2], "flash_attn: mask shape");
+    MF_ASSERT_MSG(q->ne[0] == k->ne[0], "attention: q and k head sizes differ");
+    MF_ASSERT_MSG(k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2], "attention: k and v spans differ");
+    MF_ASSERT_MSG(q->ne[1] % k->ne[2] == 0, "attention: query heads are not a multiple of the KV heads");
+    MF_ASSERT_MSG(mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[2], "attention: mask shape");
     MF_ASSERT(q->ne[3] == 1 && k->ne[3] == 1 && v->ne[3] == 1);
     const int64_t ne[MAX_DIMS] = {v->ne[0], q->ne[1], q->ne[2], 1};
-    Tensor* t = new_node(ctx, Op::FLASH_ATTN, DType::F32, ne);
+    Tensor* t = new_node(ctx, op, DType::F32, ne);
     t->src[0] = q;
     t->src[1] = k;
     t->src[2] = v;
     t->src[3] = mask;
     set_param_f(t, 0, scale);
     return t;
+}
+
+}  // namespace
+
+Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale) {
+    return attention_node(ctx, Op::FLASH_ATTN, q, k, v, mask, scale);
+}
+
+Tensor* attn_fused(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale) {
+    return attention_node(ctx, Op::ATTN_FUSED, q, k, v, mask, scale);
 }
 
 Tensor* silu(Context& ctx, Tensor* a) { return unary(ctx, Op::SILU, a); }

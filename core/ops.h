@@ -44,6 +44,8 @@ Tensor* hadamard(Context& ctx, Tensor* a);
 // Attention of q over a KV cache (see Op::FLASH_ATTN): q f32 [hd_k, n_head, T], k [hd_k, n_kv, n_head_kv],
 // v [hd_v, n_kv, n_head_kv], mask f32 [n_kv, >= T] -> f32 [hd_v, n_head, T]
 Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale);
+// The same attention as flash_attn with every score of the span materialized (see Op::ATTN_FUSED)
+Tensor* attn_fused(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale);
 // a and b joined along dim
 Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim);
 // Expert-indexed matmul (see Op::MUL_MAT_ID): experts [K, M, n_expert], b f32 [K, n_used or 1, T],

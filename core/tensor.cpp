@@ -24,6 +24,7 @@ const char* op_name(Op op) {
         case Op::CONCAT: return "CONCAT";
         case Op::SET_ROWS: return "SET_ROWS";
         case Op::FLASH_ATTN: return "FLASH_ATTN";
+        case Op::ATTN_FUSED: return "ATTN_FUSED";
         case Op::MUL_MAT_ID: return "MUL_MAT_ID";
         case Op::TOP_K: return "TOP_K";
         case Op::SUM_ROWS: return "SUM_ROWS";

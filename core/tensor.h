@@ -47,6 +47,9 @@ enum class Op : uint8_t {
                 //   position and head); src3 mask f32 [n_kv, >= T] (-INFINITY masks out); p0 scale (float)
                 //   -> f32 [hd_v, n_head, T] = softmax(k . q * scale + mask) . v, where query head h reads
                 //   KV head h / (n_head / n_head_kv) (GQA/MQA groups are consecutive query heads)
+    ATTN_FUSED, // FLASH_ATTN's sources, parameters and result, computed the plain way: all scores of the span
+                //   kept whole (scratch / shared memory), then an exact softmax over them, then the weighted
+                //   V sum; no online rescaling. The `--attn fused` backend (models/builders.h AttnImpl)
     MUL_MAT_ID, // expert-indexed MUL_MAT (mixture of experts): src0 experts [K, M, n_expert] (a MUL_MAT weight
                 //   type, packed rows), src1 f32 [K, n_b, T] with n_b = n_used or 1, src2 I32 ids [n_used, T]
                 //   -> f32 [M, n_used, T], row (u, t) = experts[ids[u, t]] rows . src1[:, n_b == 1 ? 0 : u, t].

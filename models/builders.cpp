@@ -1,5 +1,5 @@
-// Shared graph builders: norm, linear, attention over the KV cache (one FLASH_ATTN node reading
-// the cache in its stored types), SwiGLU FFN, the output head.
+// Shared graph builders: norm, linear, attention over the KV cache (by default one FLASH_ATTN node
+// reading the cache in its stored types; --attn picks ATTN_FUSED or an explicit graph), SwiGLU FFN, the output head.
 #include "models/builders.h"
 
 #include <cmath>
@@ -11,6 +11,49 @@ namespace mf {
 Tensor* build_forward_llama(ForwardState& s);
 Tensor* build_forward_gemma3(ForwardState& s);
 Tensor* build_forward_deepseek2(ForwardState& s);
+
+AttnImpl attn_impl_from_name(const std::string& name) {
+    if (name == "naive") return AttnImpl::NAIVE;
+    if (name == "fused") return AttnImpl::FUSED;
+    if (name == "flash") return AttnImpl::FLASH;
+    throw Error("unknown attention backend '" + name + "' (naive, fused or flash)");
+}
+
+const char* attn_impl_name(AttnImpl impl) {
+    switch (impl) {
+        case AttnImpl::NAIVE: return "naive";
+        case AttnImpl::FUSED: return "fused";
+        case AttnImpl::FLASH: return "flash";
+    }
+    return "?";
+}
+
+namespace {
+
+// Attention as textbook matrix products. The scores are K rows dotted with the queries: mul_mat
+// over the cache view, whose dim-2 broadcast gives query head h the KV head h / group, as FLASH_ATTN
+// does. V is cached a row per position, so the probabilities need V^T [n_span, hd_v] per KV head:
+// a quantized block cannot be transposed, so V is first converted to f32 rows (a copy), then
+// transposed into contiguous f32 (a second copy; for f16 one converting copy does both).
+Tensor* build_attn_naive(Context& ctx, Tensor* q, Tensor* K, Tensor* V, Tensor* mask, float scale) {
+    Tensor* qt = permute(ctx, q, 0, 2, 1, 3);                         // [hd_k, T, n_head]
+    Tensor* kq = soft_max(ctx, mul_mat(ctx, K, qt), mask, scale);     // [n_span, T, n_head]
+    Tensor* v32 = dtype_traits(V->type).is_quantized ? cast(ctx, V, DType::F32) : V;
+    Tensor* vt = cast(ctx, transpose(ctx, v32), DType::F32);          // [n_span, hd_v, n_head_kv]
+    Tensor* kqv = mul_mat(ctx, vt, kq);                               // [hd_v, T, n_head]
+    return cont(ctx, permute(ctx, kqv, 0, 2, 1, 3));                  // [hd_v, n_head, T]
+}
+
+}  // namespace
+
+Tensor* build_attn_core(Context& ctx, AttnImpl impl, Tensor* q, Tensor* K, Tensor* V, Tensor* mask, float scale) {
+    switch (impl) {
+        case AttnImpl::NAIVE: return build_attn_naive(ctx, q, K, V, mask, scale);
+        case AttnImpl::FUSED: return attn_fused(ctx, q, K, V, mask, scale);
+        case AttnImpl::FLASH: break;
+    }
+    return flash_attn(ctx, q, K, V, mask, scale);
+}
 
 Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps) {
     return mul(s.ctx, rms_norm(s.ctx, x, eps), weight);
@@ -47,7 +90,7 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     Tensor* K = view_3d(ctx, kc, hd_k, in.n_span, n_head_kv, kc->nb[1], dtype_row_size(lp.type_k, hd_k), 0);
     Tensor* V = view_3d(ctx, vc, hd_v, in.n_span, n_head_kv, vc->nb[1], dtype_row_size(lp.type_v, hd_v), 0);
     const float scale = kq_scale != 0.0f ? kq_scale : 1.0f / std::sqrt(float(hd_k));
-    Tensor* o = flash_attn(ctx, q, K, V, in.mask, scale);  // [hd_v, n_head, T]
+    Tensor* o = build_attn_core(ctx, s.attn, q, K, V, in.mask, scale);  // [hd_v, n_head, T]
     if (lp.rotate_v) o = hadamard(ctx, o);  // H H = I: back from the rotated values
     return reshape_2d(ctx, o, hd_v * hp.n_head, s.n_tokens);
 }
@@ -63,7 +106,7 @@ Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* kv_row, 
     // One read of a cached row serves every head: K [width, n_span, 1], V = its first kv_lora values.
     Tensor* K = view_3d(ctx, kc, width, in.n_span, 1, kc->nb[1], kc->nb[1] * in.n_span, 0);
     Tensor* V = view_3d(ctx, kc, kv_lora, in.n_span, 1, kc->nb[1], kc->nb[1] * in.n_span, 0);
-    return flash_attn(ctx, q, K, V, in.mask, kq_scale);
+    return build_attn_core(ctx, s.attn, q, K, V, in.mask, kq_scale);
 }
 
 Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down) {

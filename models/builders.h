@@ -11,6 +11,20 @@
 
 namespace mf {
 
+// How attention over the KV cache is computed (`--attn`); all three give the same result up to
+// rounding (tests/test_attn_backends.cpp) and read the cache rows in their stored type.
+enum class AttnImpl {
+    NAIVE,  // explicit graph: scores = mul_mat(K, q), soft_max(scores, mask), mul_mat(V^T, probabilities);
+            //   the scores [n_span, T, n_head] are a tensor, and V^T is made by copies (cast, transpose, cont)
+    FUSED,  // one ATTN_FUSED node: per KV head group, all scores in scratch / shared memory, then an exact
+            //   softmax, then the V sum (CUDA: spans up to what a block's shared memory holds)
+    FLASH,  // one FLASH_ATTN node: online softmax, no scores kept (the default)
+};
+
+// "naive", "fused", "flash" -> AttnImpl; anything else throws Error naming the choices.
+AttnImpl attn_impl_from_name(const std::string& name);
+const char* attn_impl_name(AttnImpl impl);
+
 // The per-step inputs of the layers that share one cache geometry (window, sinks, rows): where the
 // new tokens are stored and which cached rows each of them sees.
 struct KVStepInput {
@@ -33,6 +47,7 @@ struct ForwardState {
     Tensor* positions;   // I32 [n_tokens] input: the tokens' true positions (RoPE)
     std::vector<KVStepInput> kv_in;     // per cache geometry
     std::vector<uint32_t> layer_group;  // per layer: its index in kv_in
+    AttnImpl attn = AttnImpl::FLASH;    // how build_attn / build_attn_mla compute attention
 };
 
 // rms_norm(x) * weight; x: [n_embd, T] -> [n_embd, T]
@@ -44,6 +59,10 @@ Tensor* build_linear(ForwardState& s, Tensor* x, Tensor* w, Tensor* b);
 // q: [head_dim_k, n_head, T], k: [head_dim_k, n_head_kv, T], v: [head_dim_v * n_head_kv, T]
 // -> [head_dim_v * n_head, T] (before the output projection)
 Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v, float kq_scale = 0.0f);
+// Attention of q over cache views with impl's kernels (see Op::FLASH_ATTN for the contract):
+// q f32 [hd_k, n_head, T], K [hd_k, n_span, n_head_kv], V [hd_v, n_span, n_head_kv] (cache row types),
+// mask f32 [n_span, >= T] -> f32 [hd_v, n_head, T]
+Tensor* build_attn_core(Context& ctx, AttnImpl impl, Tensor* q, Tensor* K, Tensor* V, Tensor* mask, float scale);
 // MLA (absorbed): stores each new token's latent row [c_kv ; k_pe] in layer il's cache and attends
 // the absorbed queries over the cached rows as one KV head: K is the whole row, V its first
 // kv_lora_rank values. q: [kv_lora_rank + n_rot, n_head, T], kv_row: [kv_lora_rank + n_rot, T]

@@ -124,7 +124,7 @@ void Session::build_step(uint32_t n, const std::vector<uint32_t>& spans, bool al
     }
 
     ForwardState state{ctx, step_.graph, model_, *kv_, n, all_logits, step_.tokens, step_.positions,
-                       step_.kv_in, layer_group_};
+                       step_.kv_in, layer_group_, params_.attn};
     step_.logits = build_forward(state);
     step_.logits->flags |= TENSOR_OUTPUT;
     graph_expand(step_.graph, step_.logits);

@@ -17,6 +17,7 @@ struct SessionParams {
     uint32_t n_ctx = 0;      // positions a conversation may reach; 0: min(model's context_length, 4096)
     uint32_t n_batch = 256;  // prefill processes the prompt in chunks of at most this many tokens
     KVOverrides kv;          // -ctk, -ctv, --kv-window, --kv-sinks
+    AttnImpl attn = AttnImpl::FLASH;  // --attn: attention kernels (models/builders.h; attn_impl_from_name)
 };
 
 // The plan a session with these parameters would allocate (for printing before loading weights).

@@ -34,6 +34,9 @@ const FlagInfo kFlags[] = {
     {"-ctv", "--cache-type-v", "TYPE", "KV cache type for V: f16, q8_0, q4_0 (default: the model's, else f16)"},
     {"--kv-window", nullptr, "N", "attend to the last N tokens on every layer (0: full; default: the model's)"},
     {"--kv-sinks", nullptr, "N", "with a window, also keep the first N tokens (StreamingLLM)"},
+    {"--attn", nullptr, "NAME", "attention kernels: flash (default: online softmax), fused (scores kept whole per KV\n"
+     "                               head group; CUDA: spans up to its shared memory), naive (mul_mat, soft_max,\n"
+     "                               mul_mat: scores materialized). MLA layers take the same choice"},
     {"-t", "--threads", "N", "CPU threads (0: all)"},
     {"--device", nullptr, "NAME", "auto, cpu or cuda"},
     {"-ngl", "--n-gpu-layers", "N", "0 runs on the CPU; more offloads the whole model to the GPU"},
@@ -102,6 +105,10 @@ ModelArgs parse_model_args(int argc, char** argv, const std::vector<std::string>
         else if (n == "-ctv") a.kv.type_v = v;
         else if (n == "--kv-window") a.kv.window = to_int(f->name, v, 0, 1 << 24);
         else if (n == "--kv-sinks") a.kv.sinks = to_int(f->name, v, 0, 1 << 20);
+        else if (n == "--attn") {
+            if (v != "naive" && v != "fused" && v != "flash") throw Error("--attn expects naive, fused or flash, got '" + v + "'");
+            a.attn = attn_impl_from_name(v);
+        }
         else if (n == "-t") a.n_threads = int(to_int(f->name, v, 0, 1024));
         else if (n == "--device") {
             if (v != "auto" && v != "cpu" && v != "cuda") throw Error("--device expects auto, cpu or cuda, got '" + v + "'");
@@ -138,6 +145,7 @@ SessionParams session_params(const ModelArgs& args) {
     p.n_ctx = uint32_t(args.n_ctx);
     p.n_batch = uint32_t(args.n_batch);
     p.kv = args.kv;
+    p.attn = args.attn;
     return p;
 }
 

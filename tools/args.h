@@ -23,6 +23,7 @@ struct ModelArgs {
     int n_ctx = 0;               // -c: 0 = the model's context_length, at most 4096
     int n_batch = 256;           // -b: prompt tokens per step
     KVOverrides kv;              // -ctk, -ctv, --kv-window, --kv-sinks
+    AttnImpl attn = AttnImpl::FLASH;  // --attn naive|fused|flash
     int n_threads = 0;           // -t: 0 = every hardware thread
     bool verbose = false;        // --verbose
     bool help = false;           // -h, --help
@@ -35,7 +36,7 @@ ModelArgs parse_model_args(int argc, char** argv, const std::vector<std::string>
 // The help lines of the given flags, for a tool's --help.
 std::string model_args_help(const std::vector<std::string>& flags);
 
-// The session settings the flags give (-c, -b, the KV-cache flags).
+// The session settings the flags give (-c, -b, the KV-cache flags, --attn).
 SessionParams session_params(const ModelArgs& args);
 
 // The KV-cache plan the flags give for the model file, resolved from its metadata before any weight

@@ -18,7 +18,7 @@ namespace mf {
 namespace {
 
 const std::vector<std::string> kBenchModelFlags = {"-m", "-t", "--device", "-ngl", "-ctk", "-ctv", "--kv-window",
-                                                   "--kv-sinks", "-h"};
+                                                   "--kv-sinks", "--attn", "-h"};
 
 struct BenchArgs {
     ModelArgs model;
@@ -45,7 +45,8 @@ BenchArgs parse(int argc, char** argv) {
         if (!ours) {
             rest.push_back(argv[i]);
             // Flags of ModelArgs that take a value keep it.
-            if ((a == "-m" || a == "-t" || a == "--device" || a == "-ngl") && i + 1 < argc) rest.push_back(argv[++i]);
+            if ((a == "-m" || a == "-t" || a == "--device" || a == "-ngl" || a == "--attn") && i + 1 < argc)
+                rest.push_back(argv[++i]);
             continue;
         }
         if (i + 1 >= argc) throw Error(a + " needs a value");
@@ -102,7 +103,8 @@ int tool_bench(int argc, char** argv) {
         std::printf("usage: minfer bench -m MODEL [-p 512] [-n 128] [-r 5] [--depth D] [-o md|json] [options]\n"
                     "Measures prompt processing of -p tokens (pp) and generation of -n tokens after --depth tokens\n"
                     "of context (tg): tokens/s as mean ± sd over -r repetitions (after one warm-up), and for tg\n"
-                    "the effective bandwidth (weight + KV bytes read per token / time).\n\n%s",
+                    "the effective bandwidth (weight + KV bytes read per token / time). The attention backend\n"
+                    "(--attn) is printed with the results.\n\n%s",
                     model_args_help(kBenchModelFlags).c_str());
         return 0;
     }
@@ -124,6 +126,7 @@ int tool_bench(int argc, char** argv) {
 
     SessionParams sp{n_ctx, 512};
     sp.kv = args.model.kv;
+    sp.attn = args.model.attn;
     Session session(*model, sp);
     std::vector<double> pp, tg;
     for (int r = 0; r <= args.reps; ++r) {  // repetition 0 warms up
@@ -149,24 +152,25 @@ int tool_bench(int argc, char** argv) {
     const Stat spp = pp.empty() ? Stat{} : stats(pp), stg = tg.empty() ? Stat{} : stats(tg);
     const double bw = stg.mean * bpt;
     if (args.format == "json") {
-        std::printf("{\"model\": \"%s\", \"backend\": \"%s\", \"weight_bytes\": %zu, \"reps\": %d, \"depth\": %d,\n"
+        std::printf("{\"model\": \"%s\", \"backend\": \"%s\", \"attn\": \"%s\", \"weight_bytes\": %zu, \"reps\": %d, \"depth\": %d,\n"
                     " \"pp\": {\"n\": %d, \"tok_s\": %.3f, \"sd\": %.3f},\n"
                     " \"tg\": {\"n\": %d, \"tok_s\": %.3f, \"sd\": %.3f, \"bytes_per_token\": %.0f, \"gb_s\": %.3f, "
                     "\"peak_gb_s\": %.1f}}\n",
-                    args.model.model.c_str(), backend->name(), model->weight_bytes, args.reps, args.depth,
+                    args.model.model.c_str(), backend->name(), attn_impl_name(sp.attn), model->weight_bytes, args.reps, args.depth,
                     args.n_prompt, spp.mean, spp.sd, args.n_gen, stg.mean, stg.sd, bpt, bw / 1e9, peak / 1e9);
         return 0;
     }
-    std::printf("| model | backend | size | test | t/s | GB/s | of peak |\n");
-    std::printf("| --- | --- | ---: | --- | ---: | ---: | ---: |\n");
+    std::printf("| model | backend | attn | size | test | t/s | GB/s | of peak |\n");
+    std::printf("| --- | --- | --- | ---: | --- | ---: | ---: | ---: |\n");
+    const char* attn = attn_impl_name(sp.attn);
     const double mib = model->weight_bytes / 1048576.0;
     if (args.n_prompt > 0)
-        std::printf("| %s | %s | %.1f MiB | pp%d | %.2f ± %.2f | | |\n", model->hp.arch.c_str(), backend->name(), mib,
+        std::printf("| %s | %s | %s | %.1f MiB | pp%d | %.2f ± %.2f | | |\n", model->hp.arch.c_str(), backend->name(), attn, mib,
                     args.n_prompt, spp.mean, spp.sd);
     if (args.n_gen > 0) {
         const std::string of_peak = peak > 0 ? strfmt("%.1f%%", 100.0 * bw / peak) : "n/a";
-        std::printf("| %s | %s | %.1f MiB | tg%d%s | %.2f ± %.2f | %.2f | %s |\n", model->hp.arch.c_str(),
-                    backend->name(), mib, args.n_gen, args.depth ? strfmt(" @ d%d", args.depth).c_str() : "",
+        std::printf("| %s | %s | %s | %.1f MiB | tg%d%s | %.2f ± %.2f | %.2f | %s |\n", model->hp.arch.c_str(),
+                    backend->name(), attn, mib, args.n_gen, args.depth ? strfmt(" @ d%d", args.depth).c_str() : "",
                     stg.mean, stg.sd, bw / 1e9, of_peak.c_str());
     }
     return 0;

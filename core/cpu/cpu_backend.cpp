@@ -69,6 +69,7 @@ public:
             case Op::SET_ROWS:
             case Op::CPY: return supports_rows(node);
             case Op::FLASH_ATTN:
+            case Op::ATTN_FUSED:
             case Op::HADAMARD: return supports_attention(node);
             case Op::MUL_MAT_ID:
             case Op::TOP_K:
@@ -102,6 +103,7 @@ public:
                 case Op::SET_ROWS:
                 case Op::CPY: compute_rows(ctx_, node); break;
                 case Op::FLASH_ATTN:
+                case Op::ATTN_FUSED:
                 case Op::HADAMARD: compute_attention(ctx_, node); break;
                 case Op::MUL_MAT_ID:
                 case Op::TOP_K:

@@ -57,7 +57,7 @@ void compute_elementwise(CpuContext& ctx, Tensor* dst);
 // ops_norm_rope.cpp: RMS_NORM, ROPE, SOFT_MAX
 bool supports_norm_rope(const Tensor* dst);
 void compute_norm_rope(CpuContext& ctx, Tensor* dst);
-// ops_attention.cpp: FLASH_ATTN, HADAMARD
+// ops_attention.cpp: FLASH_ATTN, ATTN_FUSED, HADAMARD
 bool supports_attention(const Tensor* dst);
 void compute_attention(CpuContext& ctx, Tensor* dst);
 // ops_rows.cpp: GET_ROWS, CPY

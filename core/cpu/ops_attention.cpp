@@ -1,6 +1,7 @@
 // FLASH_ATTN on the CPU: attention of new queries over a KV cache of any row type, one pass with an
-// online softmax, so no score matrix is materialized and a quantized cache is read in place; and
-// HADAMARD, the rotation a quantized cache stores its keys and values in.
+// online softmax, so no score matrix is materialized and a quantized cache is read in place;
+// ATTN_FUSED, the same attention with a group's scores kept whole in scratch (three passes, no
+// rescaling); and HADAMARD, the rotation a quantized cache stores its keys and values in.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -116,14 +117,88 @@ void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     });
 }
 
+// ATTN_FUSED: the task split of compute_flash_attn (one KV head at one token), but in three passes
+// over the span: every query head's scores into scratch, an exact softmax over each head's row (max,
+// then exp and sum), then the weighted V sum. The scores cost group * n_kv floats per thread; a row
+// that scores no position keeps probability 0 everywhere and gets zeros, as FLASH_ATTN does.
+void compute_attn_fused(CpuContext& ctx, Tensor* dst) {
+    const Tensor* q = dst->src[0];
+    const Tensor* k = dst->src[1];
+    const Tensor* v = dst->src[2];
+    const Tensor* mask = dst->src[3];
+    const float scale = dst->op_param_f(0);
+    const int64_t hd_k = k->ne[0], hd_v = v->ne[0], n_kv = k->ne[1], n_head_kv = k->ne[2];
+    const int64_t n_head = q->ne[1], T = q->ne[2], group = n_head / n_head_kv;
+
+    // Per thread: K row, V row, the group's scores [group][n_kv] and its V sums [group][hd_v].
+    const size_t floats = size_t(hd_k + hd_v + group * (n_kv + hd_v));
+    ctx.reserve_per_thread(floats * sizeof(float));
+    ctx.pool.parallel_for(n_head_kv * T, [&](int64_t begin, int64_t end, int thread) {
+        float* k_row = reinterpret_cast<float*>(ctx.per_thread_scratch(thread));
+        float* v_row = k_row + hd_k;
+        float* scores = v_row + hd_v;
+        float* acc = scores + group * n_kv;
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t hk = task % n_head_kv, t = task / n_head_kv;
+            const float* mrow = reinterpret_cast<const float*>(tensor_at(mask, 0, t, 0, 0));
+            // Pass 1: scores. A masked position is -inf for every head without reading its K row.
+            for (int64_t j = 0; j < n_kv; ++j) {
+                if (mrow[j] == -INFINITY) {
+                    for (int64_t g = 0; g < group; ++g) scores[g * n_kv + j] = -INFINITY;
+                    continue;
+                }
+                load_row_f32(k->type, tensor_at(k, 0, j, hk, 0), k->nb[0], hd_k, k_row);
+                for (int64_t g = 0; g < group; ++g) {
+                    const float* qh = reinterpret_cast<const float*>(tensor_at(q, 0, hk * group + g, t, 0));
+                    float dot = 0.0f;
+                    for (int64_t i = 0; i < hd_k; ++i) dot += qh[i] * k_row[i];
+                    scores[g * n_kv + j] = dot * scale + mrow[j];
+                }
+            }
+            // Pass 2: each head's row becomes probabilities, normalized here so pass 3 only sums.
+            for (int64_t g = 0; g < group; ++g) {
+                float* s = scores + g * n_kv;
+                float max = -INFINITY;
+                for (int64_t j = 0; j < n_kv; ++j) max = s[j] > max ? s[j] : max;
+                if (max == -INFINITY) {
+                    std::fill(s, s + n_kv, 0.0f);
+                    continue;
+                }
+                double sum = 0.0;
+                for (int64_t j = 0; j < n_kv; ++j) sum += (s[j] = std::exp(s[j] - max));
+                const float inv = float(1.0 / sum);
+                for (int64_t j = 0; j < n_kv; ++j) s[j] *= inv;
+            }
+            // Pass 3: V rows weighted by the probabilities, each row read once for the whole group.
+            std::fill(acc, acc + group * hd_v, 0.0f);
+            for (int64_t j = 0; j < n_kv; ++j) {
+                if (mrow[j] == -INFINITY) continue;
+                load_row_f32(v->type, tensor_at(v, 0, j, hk, 0), v->nb[0], hd_v, v_row);
+                for (int64_t g = 0; g < group; ++g) {
+                    const float p = scores[g * n_kv + j];
+                    if (p == 0.0f) continue;
+                    float* a = acc + g * hd_v;
+                    for (int64_t i = 0; i < hd_v; ++i) a[i] += p * v_row[i];
+                }
+            }
+            for (int64_t g = 0; g < group; ++g) {
+                float* out = reinterpret_cast<float*>(tensor_at(dst, 0, hk * group + g, t, 0));
+                std::copy(acc + g * hd_v, acc + (g + 1) * hd_v, out);
+            }
+        }
+    });
+}
+
 }  // namespace
 
+// ATTN_FUSED takes exactly the operands FLASH_ATTN does.
 bool supports_attention(const Tensor* dst) {
     return dst->op == Op::HADAMARD ? supports_hadamard(dst) : supports_flash_attn(dst);
 }
 
 void compute_attention(CpuContext& ctx, Tensor* dst) {
     if (dst->op == Op::HADAMARD) compute_hadamard(ctx, dst);
+    else if (dst->op == Op::ATTN_FUSED) compute_attn_fused(ctx, dst);
     else compute_flash_attn(ctx, dst);
 }
 
