@@ -8,6 +8,9 @@
 // (running max, sum, weighted V) per head. Warps are merged in shared memory; with several splits
 // (decode at long context, where one block per head would leave most SMs idle) each split writes
 // (max, sum, acc) to scratch and a second kernel combines them.
+//
+// ATTN_FUSED (the `--attn fused` backend) is the plain alternative: one block per (KV head, chunk of
+// its query heads, token) holds every score of the span in shared memory and normalizes them whole.
 #include "cuda/attention.cuh"
 
 #include <algorithm>
@@ -249,6 +252,169 @@ void launch_v(DType type_v, int64_t hdk, int64_t hdv, const float* q, const Shap
     }
 }
 
+constexpr int kFusedThreads = 128;
+constexpr int kFusedGroupMax = 8;   // query heads one block serves at most (registers of phase 3)
+constexpr size_t kFusedStaticSmem = 512;  // block_max / block_sum's static partials, with room to spare
+
+// ATTN_FUSED. A block serves `heads` query heads of one KV head (a group's chunk: fewer than
+// kFusedGroupMax when a long span's scores would not fit), so K and V rows are read once per chunk.
+// Shared memory: the scaled queries [heads][HDK], then the scores [heads][n_kv].
+// Phase 1: warp w scores positions w, w + 4, ..., lanes splitting the K row as flash_attn_kernel
+// does. Phase 2: each head's row becomes probabilities with one block max and one block sum: the
+// whole row is at hand, so there is no running maximum to rescale by. Phase 3: thread e sums V
+// element e over the span for every head at once; p_sh[g][j] is the same address for the whole warp
+// (a broadcast) and consecutive threads read consecutive elements of one V row.
+template <typename KT, typename VT, int HDK, int HDV>
+__global__ void __launch_bounds__(kFusedThreads)
+attn_fused_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ k, Shape4 ks,
+                  const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, int64_t mask_nb1,
+                  float* __restrict__ out, int group, int heads, int n_kv, float scale) {
+    extern __shared__ float fused_sh[];
+    float* q_sh = fused_sh;               // [heads][HDK]
+    float* p_sh = fused_sh + heads * HDK;  // [heads][n_kv]
+    constexpr int EK = (HDK + WARP_SIZE - 1) / WARP_SIZE;
+    constexpr int kWarpsF = kFusedThreads / WARP_SIZE;
+    const int n_head = int(qs.ne[1]);
+    const int chunks = (group + heads - 1) / heads;
+    const int hk = blockIdx.x / chunks;
+    const int h0 = hk * group + (blockIdx.x % chunks) * heads;  // first query head served
+    const int ng = min(heads, hk * group + group - h0);
+    const int t = blockIdx.y;
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+
+    for (int i = threadIdx.x; i < ng * HDK; i += blockDim.x) {
+        const int g = i / HDK, e = i % HDK;
+        const char* qrow = reinterpret_cast<const char*>(q) + t * qs.nb[2] + (h0 + g) * qs.nb[1];
+        q_sh[g * HDK + e] = reinterpret_cast<const float*>(qrow)[e] * scale;
+    }
+    __syncthreads();
+
+    const float* mrow = reinterpret_cast<const float*>(reinterpret_cast<const char*>(mask) + t * mask_nb1);
+    for (int j = warp; j < n_kv; j += kWarpsF) {
+        const float m = mrow[j];  // the same for the whole warp
+        if (m == -INFINITY) {
+            if (lane < ng) p_sh[lane * n_kv + j] = -INFINITY;  // ng <= kFusedGroupMax < WARP_SIZE
+            continue;
+        }
+        const char* krow = k + j * ks.nb[1] + hk * ks.nb[2];
+        float kf[EK];
+#pragma unroll
+        for (int i = 0; i < EK; ++i) {
+            const int e = i * WARP_SIZE + lane;
+            kf[i] = e < HDK ? load_kv(KT{}, krow, e) : 0.0f;
+        }
+        for (int g = 0; g < ng; ++g) {
+            float dot = 0.0f;
+#pragma unroll
+            for (int i = 0; i < EK; ++i) {
+                const int e = i * WARP_SIZE + lane;
+                if (e < HDK) dot += q_sh[g * HDK + e] * kf[i];
+            }
+            dot = warp_sum(dot);
+            if (lane == 0) p_sh[g * n_kv + j] = dot + m;
+        }
+    }
+    __syncthreads();
+
+    // Each thread rescales only the entries it reads, so the heads need no barrier between them
+    // beyond the ones inside block_max / block_sum.
+    for (int g = 0; g < ng; ++g) {
+        float* p = p_sh + g * n_kv;
+        float mx = -INFINITY;
+        for (int j = threadIdx.x; j < n_kv; j += blockDim.x) mx = fmaxf(mx, p[j]);
+        mx = block_max(mx);
+        float sum = 0.0f;
+        for (int j = threadIdx.x; j < n_kv; j += blockDim.x) {
+            const float e = mx == -INFINITY ? 0.0f : __expf(p[j] - mx);  // -inf scores give 0
+            p[j] = e;
+            sum += e;
+        }
+        sum = block_sum(sum);
+        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;  // a query that sees nothing gets zeros
+        for (int j = threadIdx.x; j < n_kv; j += blockDim.x) p[j] *= inv;
+    }
+    __syncthreads();
+
+    for (int e = threadIdx.x; e < HDV; e += blockDim.x) {
+        float acc[kFusedGroupMax];
+#pragma unroll
+        for (int g = 0; g < kFusedGroupMax; ++g) acc[g] = 0.0f;
+        for (int j = 0; j < n_kv; ++j) {
+            if (mrow[j] == -INFINITY) continue;
+            const float x = load_kv(VT{}, v + j * vs.nb[1] + hk * vs.nb[2], e);
+#pragma unroll
+            for (int g = 0; g < kFusedGroupMax; ++g)
+                if (g < ng) acc[g] += p_sh[g * n_kv + j] * x;
+        }
+#pragma unroll
+        for (int g = 0; g < kFusedGroupMax; ++g)
+            if (g < ng) out[(int64_t(t) * n_head + h0 + g) * HDV + e] = acc[g];
+    }
+}
+
+// The most query heads (<= kFusedGroupMax, <= group) whose scores fit in smem_limit; 0 if not even one.
+int fused_heads(int64_t group, int64_t hdk, int64_t n_kv, size_t smem_limit) {
+    for (int64_t h = std::min<int64_t>(group, kFusedGroupMax); h >= 1; --h)
+        if (attn_fused_smem_bytes(h, hdk, n_kv) + kFusedStaticSmem <= smem_limit) return int(h);
+    return 0;
+}
+
+template <typename KT, typename VT, int HDK, int HDV>
+void launch_fused_typed(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
+                        const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float scale,
+                        size_t smem_limit, cudaStream_t stream) {
+    const int64_t n_head = qs.ne[1], n_tokens = qs.ne[2], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
+    const int group = int(n_head / n_head_kv);
+    const int heads = fused_heads(group, HDK, n_kv, smem_limit);
+    MF_ASSERT_MSG(heads > 0, "attn_fused: the span's scores do not fit in shared memory (supports_op checks this)");
+    MF_ASSERT_MSG(n_tokens <= 65535, "attn_fused: too many tokens in one step");
+    const size_t smem = attn_fused_smem_bytes(heads, HDK, n_kv);
+    auto kernel = attn_fused_kernel<KT, VT, HDK, HDV>;
+    // Past the default 48 KB a kernel must opt in to more dynamic shared memory (up to ~227 KB).
+    if (smem > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    const dim3 grid(grid_x(n_head_kv * ceil_div(group, heads)), unsigned(n_tokens));
+    kernel<<<grid, kFusedThreads, smem, stream>>>(q, qs, static_cast<const char*>(k), ks, static_cast<const char*>(v),
+                                                   vs, mask, mask_nb1, out, group, heads, int(n_kv), scale);
+    CUDA_CHECK_LAUNCH();
+}
+
+template <typename KT, typename VT>
+void launch_fused_hd(int64_t hdk, int64_t hdv, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
+                     const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float scale,
+                     size_t smem_limit, cudaStream_t s) {
+#define MF_CASE(K, V)                                                                                      \
+    if (hdk == K && hdv == V) {                                                                            \
+        launch_fused_typed<KT, VT, K, V>(q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, smem_limit, s);  \
+        return;                                                                                            \
+    }
+    MF_FLASH_ATTN_HEAD_SIZES(MF_CASE)
+#undef MF_CASE
+    MF_ASSERT_MSG(false, "attn_fused: unsupported head sizes");
+}
+
+template <typename KT>
+void launch_fused_v(DType type_v, int64_t hdk, int64_t hdv, const float* q, const Shape4& qs, const void* k,
+                    const Shape4& ks, const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out,
+                    float scale, size_t lim, cudaStream_t s) {
+    switch (type_v) {
+        case DType::F16: launch_fused_hd<KT, KvF16>(hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, lim, s); return;
+        case DType::Q8_0: launch_fused_hd<KT, KvQ8_0>(hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, lim, s); return;
+        case DType::Q4_0: launch_fused_hd<KT, KvQ4_0>(hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, lim, s); return;
+        default: MF_ASSERT_MSG(false, "attn_fused: unsupported V type");
+    }
+}
+
+// One thread per element: q8_0 / q4_0 row elements (read as the attention kernels read them) into
+// f32 at the destination's strides; linear index i is row-major on both sides, as CPY defines.
+template <typename KT>
+__global__ void cpy_kv_to_f32_kernel(const char* __restrict__ src, Shape4 ss, float* __restrict__ dst, Shape4 sd,
+                                     int64_t n) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float x = load_kv(KT{}, src + ss.row_offset(i / ss.ne[0]), int(i % ss.ne[0]));
+    *reinterpret_cast<float*>(reinterpret_cast<char*>(dst) + sd.element_offset(i)) = x;
+}
+
 // One block per row: the fast Walsh-Hadamard transform in shared memory, n/2 butterflies per
 // stage, log2(n) stages, then the orthonormal 1/sqrt(n).
 __global__ void hadamard_kernel(const float* __restrict__ x, float* __restrict__ y, int n) {
@@ -290,6 +456,43 @@ void launch_hadamard(const float* x, float* y, int64_t n, int64_t rows, cudaStre
     if (rows == 0) return;
     const int threads = int(std::min<int64_t>(std::max<int64_t>(n / 2, 32), 256));
     hadamard_kernel<<<grid_x(rows), threads, size_t(n) * sizeof(float), stream>>>(x, y, int(n));
+    CUDA_CHECK_LAUNCH();
+}
+
+size_t attn_fused_smem_bytes(int64_t heads, int64_t head_dim_k, int64_t n_kv) {
+    return size_t(heads) * size_t(head_dim_k + n_kv) * sizeof(float);
+}
+
+bool attn_fused_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_t head_dim_v, int64_t n_kv,
+                          size_t smem_limit) {
+    if (!flash_attn_supported(type_k, type_v, head_dim_k, head_dim_v)) return false;
+    return n_kv >= 1 && n_kv <= 0x7fffffff && fused_heads(1, head_dim_k, n_kv, smem_limit) == 1;
+}
+
+void launch_attn_fused(DType type_k, DType type_v, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
+                       const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float scale,
+                       size_t lim, cudaStream_t s) {
+    const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
+    switch (type_k) {
+        case DType::F16: launch_fused_v<KvF16>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, lim, s); return;
+        case DType::Q8_0: launch_fused_v<KvQ8_0>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, lim, s); return;
+        case DType::Q4_0: launch_fused_v<KvQ4_0>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, lim, s); return;
+        default: MF_ASSERT_MSG(false, "attn_fused: unsupported K type");
+    }
+}
+
+void launch_cpy_kv_to_f32(DType type, const void* src, const Shape4& ss, float* dst, const Shape4& sd,
+                          cudaStream_t stream) {
+    const int64_t n = ss.nelements();
+    MF_ASSERT_MSG(n == sd.nelements() && ss.ne[0] % 32 == 0, "cpy_kv_to_f32: shapes");
+    if (n == 0) return;
+    const char* s = static_cast<const char*>(src);
+    const unsigned blocks = grid_x(ceil_div(n, 256));
+    switch (type) {
+        case DType::Q8_0: cpy_kv_to_f32_kernel<KvQ8_0><<<blocks, 256, 0, stream>>>(s, ss, dst, sd, n); break;
+        case DType::Q4_0: cpy_kv_to_f32_kernel<KvQ4_0><<<blocks, 256, 0, stream>>>(s, ss, dst, sd, n); break;
+        default: MF_ASSERT_MSG(false, "cpy_kv_to_f32: q8_0 or q4_0 rows only");
+    }
     CUDA_CHECK_LAUNCH();
 }
 

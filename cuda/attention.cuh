@@ -1,5 +1,5 @@
-// Flash attention over the KV cache (FLASH_ATTN): split along the cached positions, an online
-// softmax per split, and a combine step; K and V rows are read in their stored types.
+// Attention over the KV cache: FLASH_ATTN (split along the cached positions, an online softmax per
+// split, a combine step) and ATTN_FUSED (scores in shared memory); K and V rows read in their stored types.
 #pragma once
 
 #include "core/dtype.h"
@@ -18,6 +18,24 @@ size_t flash_attn_workspace_bytes(int64_t n_head, int64_t n_head_kv, int64_t n_t
 void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
                        const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
                        float scale, cudaStream_t stream);
+
+// ATTN_FUSED: one block per (KV head, chunk of its query heads, token) keeps every score of the span
+// in shared memory. Shared bytes a block serving `heads` query heads needs.
+size_t attn_fused_smem_bytes(int64_t heads, int64_t head_dim_k, int64_t n_kv);
+// Whether the kernel covers this combination: flash_attn_supported's types and head sizes, and a span
+// whose scores for one query head fit in smem_limit bytes (the device's opt-in shared memory per block:
+// about 56K positions at 227 KB). Longer spans are refused, not chunked.
+bool attn_fused_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_t head_dim_v, int64_t n_kv,
+                          size_t smem_limit);
+// Same operands as launch_flash_attn; no workspace. smem_limit: as for attn_fused_supported.
+void launch_attn_fused(DType type_k, DType type_v, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
+                       const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float scale,
+                       size_t smem_limit, cudaStream_t stream);
+
+// CPY of q8_0 / q4_0 rows (packed, any row strides) into f32 of any strides, elements matched in
+// row-major order: the naive attention path's dequantized V.
+void launch_cpy_kv_to_f32(DType type, const void* src, const Shape4& ss, float* dst, const Shape4& sd,
+                          cudaStream_t stream);
 
 // Each of `rows` contiguous rows of n floats (n a power of two, at most 1024) times the orthonormal
 // Sylvester-Hadamard matrix (Op::HADAMARD); in place when x == y.

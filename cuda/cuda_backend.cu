@@ -148,6 +148,9 @@ public:
         if (!check_device(device, &why)) throw Error("cuda: " + why);
         CUDA_CHECK(cudaSetDevice(device_));
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        int smem = 0;
+        CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_));
+        smem_optin_ = size_t(smem);
         const char* env = std::getenv("MINFER_CUDA_GRAPHS");
         use_graphs_ = !(env && std::string(env) == "0");
         const char* reuse_env = std::getenv("MINFER_CUDA_ACT_REUSE");
@@ -255,6 +258,7 @@ private:
     // data and pads attention spans, so a decode graph repeats for up to 256 steps.
     // MINFER_CUDA_GRAPHS=0 turns this off (to measure what it buys).
     bool use_graphs_ = true;
+    size_t smem_optin_ = 0;  // shared memory a block may opt in to: bounds ATTN_FUSED's span
     std::vector<uint64_t> last_signature_;
     bool captured_ = false;  // graph_exec_ holds last_signature_'s graph
     cudaGraphExec_t graph_exec_ = nullptr;
@@ -325,6 +329,8 @@ bool supports_cpy(const Tensor* node) {
     if (is_float(a) && is_float(node)) return true;  // any strides on both sides
     if (is_f32(a) && (node->type == DType::Q8_0 || node->type == DType::Q4_0))
         return packed_rows(node) && node->ne[0] % QK == 0;
+    if ((a->type == DType::Q8_0 || a->type == DType::Q4_0) && is_f32(node))  // naive attention's V
+        return packed_rows(a) && a->ne[0] % QK == 0;
     return false;
 }
 
@@ -400,6 +406,10 @@ bool CudaBackend::supports_op(const Tensor* node) const {
         case Op::ROPE: return supports_rope(node);
         case Op::SOFT_MAX: return supports_soft_max(node);
         case Op::FLASH_ATTN: return supports_flash_attn(node);
+        case Op::ATTN_FUSED:
+            return supports_flash_attn(node) && attn_fused_supported(node->src[1]->type, node->src[2]->type,
+                                                                     node->src[1]->ne[0], node->src[2]->ne[0],
+                                                                     node->src[1]->ne[1], smem_optin_);
         case Op::HADAMARD:
             return is_f32(a) && is_f32(node) && same_shape(a, node) && a->is_contiguous() && node->is_contiguous() &&
                    a->ne[0] >= 2 && a->ne[0] <= 1024 && (a->ne[0] & (a->ne[0] - 1)) == 0;
@@ -692,6 +702,15 @@ void CudaBackend::run_node(const Tensor* node) {
                               node->op_param_f(0), s);
             return;
         }
+        case Op::ATTN_FUSED: {
+            const Tensor* k = node->src[1];
+            const Tensor* v = node->src[2];
+            const Tensor* mask = node->src[3];
+            launch_attn_fused(k->type, v->type, static_cast<const float*>(a->data), shape_of(a), k->data, shape_of(k),
+                              v->data, shape_of(v), static_cast<const float*>(mask->data), int64_t(mask->nb[1]), out,
+                              node->op_param_f(0), smem_optin_, s);
+            return;
+        }
         case Op::CPY: {
             const Shape4 ss = shape_of(a);
             switch (node->type) {
@@ -703,6 +722,8 @@ void CudaBackend::run_node(const Tensor* node) {
                 case DType::F32: cpy_float<float>(node->type, a->data, ss, node->data, sd, s); return;
                 case DType::F16: cpy_float<__half>(node->type, a->data, ss, node->data, sd, s); return;
                 case DType::BF16: cpy_float<__nv_bfloat16>(node->type, a->data, ss, node->data, sd, s); return;
+                case DType::Q8_0:
+                case DType::Q4_0: launch_cpy_kv_to_f32(a->type, a->data, ss, out, sd, s); return;
                 default: break;
             }
             break;

@@ -217,7 +217,9 @@ TEST_CASE("sessions give the same logits with each --attn: f16, q8_0 and a windo
         CAPTURE(setup);
         std::vector<std::vector<float>> logits[3];
         for (int i = 0; i < 3; ++i) {
-            SessionParams sp{64, 4};
+            SessionParams sp;
+            sp.n_ctx = 64;
+            sp.n_batch = 4;
             sp.kv = su.kv;
             sp.attn = kImpls[i];
             Session s(*model, sp);
