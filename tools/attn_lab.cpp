@@ -14,12 +14,16 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <iterator>
+#include <memory>
 #include <random>
 #include <thread>
 
 #include "core/common.h"
 #include "core/gguf.h"
 #include "models/attn_lab.h"
+#include "models/convert_attn.h"
+#include "models/perplexity.h"
 #include "models/session.h"
 #include "tools/args.h"
 #include "tools/plot.h"
@@ -60,6 +64,11 @@ const char* kUsage =
     "  --max-kv-gib G      skip context lengths whose cache exceeds G GiB (default: a quarter of\n"
     "                      RAM on the CPU, 64 on a GPU)\n"
     "  --seed N            seed of the weights (default 1)\n"
+    "  --quality-model F   a real llama/qwen2 model converted to each variant (`minfer convert --attn`) for\n"
+    "                      perplexity and KL vs the original (default ~/.cache/minfer/SmolLM2-135M-\n"
+    "                      Instruct.Q4_1.gguf when present; none: skip)\n"
+    "  --quality-text F    its text (default tests/data/botchan.txt); --quality-chunks N chunks of 512\n"
+    "                      tokens (default 2)\n"
     "  -o DIR              output folder (default docs/attention)\n"
     "  --work-dir DIR      where the variant files are written (default: a temporary folder)\n"
     "  -h, --help          show this help\n";
@@ -71,6 +80,8 @@ struct LabArgs {
     uint32_t n_layer = 0;
     uint64_t seed = 1;
     std::string type = "q4_0", kv_type = "f16", device = "auto", out_dir = "docs/attention", work_dir;
+    std::string quality_model = "default", quality_text = "tests/data/botchan.txt";
+    uint32_t quality_chunks = 2;
     double max_seconds = -1, max_kv_gib = -1;  // -1: the device's default
     std::string command;                      // as typed, for the report
 };
@@ -132,6 +143,9 @@ LabArgs parse(int argc, char** argv) {
         else if (arg == "--max-kv-gib") a.max_kv_gib = to_double(arg, value());
         else if (arg == "--seed") a.seed = to_uint(arg, value(), 0, UINT64_MAX);
         else if (arg == "-o") a.out_dir = value();
+        else if (arg == "--quality-model") a.quality_model = value();
+        else if (arg == "--quality-text") a.quality_text = value();
+        else if (arg == "--quality-chunks") a.quality_chunks = uint32_t(to_uint(arg, value(), 1, 1000));
         else if (arg == "--work-dir") a.work_dir = value();
         else throw Error("unknown option '" + arg + "' (see --help)");
     }
@@ -229,7 +243,113 @@ struct VariantResult {
     std::map<std::string, std::string> kv_error;
     uint64_t weight_bytes = 0;
     std::vector<SpeedPoint> speed;
-    std::string quality = "n/a (convert --attn)";
+    std::string quality = "n/a (no quality model)";
+    nlohmann::json quality_json;  // ppl, ppl_err, kl, kl_err, same_top; or the reason there is none
+};
+
+// Output agreement: a real model converted to each variant's attention, perplexity over a text and
+// KL divergence of its next-token distributions against the original's.
+struct QualityRun {
+    std::string model_path, text_path, work;
+    uint32_t n_chunks = 2, n_ctx = 512;
+    int n_threads = 0;
+    std::string summary;  // the source and its own perplexity, for the report
+
+    std::string base_kl;  // the original's KL base file
+    HParams hp;
+    NllStats base_nll;
+
+    static std::string fmt(const PerplexityResult& r, bool base) {
+        if (base) return strfmt("PPL %.2f +- %.2f (the source)", r.nll.ppl(), r.nll.ppl_err());
+        return strfmt("PPL %.2f +- %.2f, KL %.4f +- %.4f, same top %.1f%%", r.nll.ppl(), r.nll.ppl_err(),
+                      r.kl.mean_kl(), r.kl.kl_err(), 100.0 * r.kl.same_top());
+    }
+    static nlohmann::json to_json(const PerplexityResult& r, bool base) {
+        nlohmann::json j = {{"ppl", r.nll.ppl()}, {"ppl_err", r.nll.ppl_err()}};
+        if (base) j["kl"] = 0.0, j["same_top"] = 1.0, j["is_source"] = true;
+        else j["kl"] = r.kl.mean_kl(), j["kl_err"] = r.kl.kl_err(), j["same_top"] = r.kl.same_top();
+        return j;
+    }
+
+    // Runs the original once, saving its distributions as the KL base.
+    void start(Backend& backend) {
+        std::ifstream in(text_path, std::ios::binary);
+        if (!in) throw Error("cannot read the quality text '" + text_path + "'");
+        const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        auto model = load_model(model_path, backend);
+        hp = model->hp;
+        const auto chunks = text_chunks(model->vocab, text, n_ctx, n_chunks);
+        base_kl = work + "/quality-base.kl";
+        KLBaseWriter save(base_kl, hp.n_vocab, chunks);
+        SessionParams sp;
+        sp.n_ctx = n_ctx;
+        sp.n_batch = n_ctx;
+        Session session(*model, sp);
+        const PerplexityResult r = run_perplexity(session, chunks, &save, nullptr);
+        save.finish();
+        base_nll = r.nll;
+        const std::string name = model_path.substr(model_path.find_last_of('/') + 1);
+        const std::string text_name = text_path.substr(text_path.find_last_of('/') + 1);
+        summary = strfmt("%s (%s, %u heads, %u KV heads) converted with `minfer convert --attn`, perplexity on %s, "
+                         "%zu chunks of %u tokens: the source's PPL %.2f +- %.2f",
+                         name.c_str(), hp.arch.c_str(), hp.n_head, hp.n_head_kv[0], text_name.c_str(), chunks.size(),
+                         n_ctx, r.nll.ppl(), r.nll.ppl_err());
+    }
+
+    // The convert spec of a variant for this source, or "" with *why saying why there is none; "=" when
+    // the variant is the source's own attention.
+    std::string spec_for(const AttnVariant& v, std::string* why) const {
+        const uint32_t n_head = hp.n_head, src_kv = hp.n_head_kv[0], head_dim = hp.head_dim_k;
+        if (v.kind == AttnKind::MLA) {
+            if (v.kv_lora_rank > hp.n_embd) return *why = strfmt("n/a: rank above n_embd %u", hp.n_embd), "";
+            return strfmt("mla:%u:%u", v.kv_lora_rank, synth_mla_rope_dims(head_dim));
+        }
+        uint32_t target = 0;
+        if (v.kind == AttnKind::MHA) target = n_head;
+        else if (v.kind == AttnKind::MQA) target = 1;
+        else {
+            const uint32_t k = uint32_t(std::stoul(v.name.substr(4)));  // "GQA-k"
+            if (n_head % k != 0) return *why = strfmt("n/a: the source's %u heads do not split by %u", n_head, k), "";
+            target = n_head / k;
+        }
+        if (target == src_kv) return "=";
+        if (target > src_kv) return *why = strfmt("n/a: the source has %u KV heads", src_kv), "";
+        return target == 1 ? "mqa" : strfmt("gqa:%u", n_head / target);
+    }
+
+    void measure(Backend& backend, VariantResult& r) {
+        std::string why;
+        const std::string spec = spec_for(r.v, &why);
+        if (spec.empty()) {
+            r.quality = why;
+            r.quality_json = {{"skipped", why}};
+            return;
+        }
+        PerplexityResult res;
+        KLBaseReader base(base_kl);
+        std::string path = model_path;
+        if (spec != "=") {
+            AttnConvertOptions o;
+            o.in_path = model_path;
+            o.out_path = work + "/quality-" + r.v.name + ".gguf";
+            o.spec = parse_attn_spec(spec);
+            o.n_threads = n_threads;
+            convert_attention(o);
+            path = o.out_path;
+        }
+        {
+            auto model = load_model(path, backend);
+            SessionParams sp;
+            sp.n_ctx = n_ctx;
+            sp.n_batch = n_ctx;
+            Session session(*model, sp);
+            res = run_perplexity(session, base.chunks(), nullptr, &base);
+        }
+        if (spec != "=") std::remove(path.c_str());
+        r.quality = fmt(res, spec == "=");
+        r.quality_json = to_json(res, spec == "=");
+        r.quality_json["convert"] = spec == "=" ? "none (the source)" : "--attn " + spec;
+    }
 };
 
 class OverBudget {};
@@ -323,7 +443,8 @@ std::string variant_shape(const VariantResult& r, uint32_t n_head) {
 
 void write_markdown(const std::string& path, const LabArgs& a, const std::string& base_name, const SynthDims& d,
                     uint32_t n_layer, const std::string& device, const std::string& date, const std::string& commit,
-                    const std::vector<VariantResult>& rs, const std::vector<std::string>& skipped) {
+                    const std::vector<VariantResult>& rs, const std::vector<std::string>& skipped,
+                    const std::string& quality) {
     std::string md;
     md += "# Attention lab: " + base_name + "\n\n";
     md += "Measured by `" + a.command + "`\n\n";
@@ -333,6 +454,7 @@ void write_markdown(const std::string& path, const LabArgs& a, const std::string
     md += strfmt("- MLA: rope dims %u, q/k head size %u, value head size %u, q_lora none, every layer dense\n",
                  synth_mla_rope_dims(d.n_embd / d.n_head), d.n_embd / d.n_head, d.n_embd / d.n_head);
     for (const auto& s : skipped) md += "- not run: " + s + "\n";
+    md += "- quality: " + quality + "\n";
     md += "\n## Parameters and KV cache\n\n";
     md += "Attention parameters: every `blk.N.attn_*` tensor except `attn_norm`. KV bytes per cached token "
           "(K + V, or MLA's one latent row), per layer and over all layers.\n\n";
@@ -385,7 +507,8 @@ nlohmann::json stat_json(const Stat& s) {
 
 void write_json(const std::string& path, const LabArgs& a, const std::string& base_name, const SynthDims& d,
                 uint32_t n_layer, const std::string& device, const std::string& date, const std::string& commit,
-                const std::vector<VariantResult>& rs, const std::vector<std::string>& skipped) {
+                const std::vector<VariantResult>& rs, const std::vector<std::string>& skipped,
+                const std::string& quality) {
     using nlohmann::json;
     json j;
     j["command"] = a.command;
@@ -399,6 +522,7 @@ void write_json(const std::string& path, const LabArgs& a, const std::string& ba
     j["n_gen"] = a.n_gen;
     j["reps"] = a.reps;
     j["not_run"] = skipped;
+    j["quality_source"] = quality;
     const ParamCounts base = rs.front().params;
     for (const auto& r : rs) {
         json v;
@@ -413,7 +537,7 @@ void write_json(const std::string& path, const LabArgs& a, const std::string& ba
         v["weight_bytes"] = r.weight_bytes;
         for (const auto& [t, b] : r.kv) v["kv_bytes_per_token"][t] = {{"layer", b.layer}, {"model", b.model}};
         for (const auto& [t, why] : r.kv_error) v["kv_bytes_per_token"][t] = {{"error", why}};
-        v["quality"] = r.quality;
+        v["quality"] = r.quality_json.is_null() ? nlohmann::json({{"skipped", r.quality}}) : r.quality_json;
         for (const auto& p : r.speed) {
             json s = {{"ctx", p.ctx}, {"seconds", p.seconds}};
             if (!p.skipped.empty()) {
@@ -535,6 +659,28 @@ int tool_attn_lab(int argc, char** argv) {
                  variants.size(), work.c_str());
     for (const auto& s : skipped) std::fprintf(stderr, "minfer attn-lab: not run: %s\n", s.c_str());
 
+    // Quality first (one real model, converted per variant), so a failure there shows before the long part.
+    std::string quality_model = a.quality_model;
+    if (quality_model == "default") {
+        const char* home = std::getenv("HOME");
+        const std::string def = std::string(home ? home : "") + "/.cache/minfer/SmolLM2-135M-Instruct.Q4_1.gguf";
+        quality_model = access(def.c_str(), R_OK) == 0 ? def : "none";
+    }
+    std::string quality_summary = "none (no --quality-model)";
+    std::unique_ptr<QualityRun> quality;
+    if (quality_model != "none") {
+        quality = std::make_unique<QualityRun>();
+        quality->model_path = quality_model;
+        quality->text_path = a.quality_text;
+        quality->work = work;
+        quality->n_chunks = a.quality_chunks;
+        quality->n_threads = a.n_threads;
+        const double t0 = now_s();
+        quality->start(*backend);
+        quality_summary = quality->summary;
+        std::fprintf(stderr, "minfer attn-lab: quality: %s (%.1f s)\n", quality_summary.c_str(), now_s() - t0);
+    }
+
     SynthOptions base;
     base.shape = a.model_path.empty() ? a.shape : base_name;
     if (!a.model_path.empty()) base.dims = dims;
@@ -547,6 +693,17 @@ int tool_attn_lab(int argc, char** argv) {
     for (const AttnVariant& v : variants) {
         VariantResult r;
         r.v = v;
+        if (quality) {
+            const double tq = now_s();
+            try {
+                quality->measure(*backend, r);
+            } catch (const Error& e) {
+                r.quality = std::string("failed: ") + e.what();
+                r.quality_json = {{"failed", e.what()}};
+            }
+            std::fprintf(stderr, "minfer attn-lab: %s quality: %s (%.1f s)\n", v.name.c_str(), r.quality.c_str(),
+                         now_s() - tq);
+        }
         const std::string path = work + "/" + v.name + ".gguf";
         const double t0 = now_s();
         write_attn_variant(base, v, path);
@@ -588,14 +745,15 @@ int tool_attn_lab(int argc, char** argv) {
         if (own_work) std::remove(path.c_str());
         results.push_back(std::move(r));
     }
+    if (quality) std::remove(quality->base_kl.c_str());
     if (own_work) rmdir(work.c_str());
 
     char date[64];
     const std::time_t now = std::time(nullptr);
     std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
     const std::string commit = first_line_of("git rev-parse --short HEAD 2>/dev/null");
-    write_markdown(a.out_dir + "/attn-lab.md", a, base_name, dims, n_layer, device, date, commit, results, skipped);
-    write_json(a.out_dir + "/attn-lab.json", a, base_name, dims, n_layer, device, date, commit, results, skipped);
+    write_markdown(a.out_dir + "/attn-lab.md", a, base_name, dims, n_layer, device, date, commit, results, skipped, quality_summary);
+    write_json(a.out_dir + "/attn-lab.json", a, base_name, dims, n_layer, device, date, commit, results, skipped, quality_summary);
     write_charts(a.out_dir, base_name, device, a, results);
     std::printf("wrote %s/attn-lab.md, attn-lab.json and 4 charts: %zu variants x %zu context lengths\n",
                 a.out_dir.c_str(), results.size(), a.ctx.size());
