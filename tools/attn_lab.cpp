@@ -384,8 +384,10 @@ struct Measurer {
             return p;
         }
         if (max_seconds > 0 && prev && prev->skipped.empty()) {
-            // At least linear in the context (the fill); attention makes it worse, so this under-estimates.
-            const double estimate = prev->seconds * double(ctx) / double(prev->ctx);
+            // The fill and the repetitions at the shorter context's rates, times 1.5 for the longer
+            // attention (a guess; a measurement that overruns is stopped anyway).
+            const double reps = double(args.reps + 1);
+            const double estimate = 1.5 * ((ctx - m) / prev->prefill.mean + reps * (m / prev->prefill.mean + n / prev->decode.mean));
             if (estimate > max_seconds) {
                 p.skipped = strfmt("skipped: about %.0f s > %.0f s budget", estimate, max_seconds);
                 return p;
@@ -725,13 +727,19 @@ int tool_attn_lab(int argc, char** argv) {
             auto model = load_model(path, *backend);
             r.weight_bytes = model->weight_bytes;
             int prev = -1;  // the last measured point
+            bool over_budget = false;  // a context took too long: the longer ones would too
             for (uint32_t ctx : a.ctx) {
                 SpeedPoint p;
-                try {
-                    p = meas.measure(*model, ctx, prev >= 0 ? &r.speed[size_t(prev)] : nullptr);
-                } catch (const Error& e) {  // e.g. an op or head size this backend does not run
-                    p.ctx = ctx;
-                    p.skipped = std::string("failed: ") + e.what();
+                p.ctx = ctx;
+                if (over_budget) {
+                    p.skipped = "skipped: a shorter context was over the time budget";
+                } else {
+                    try {
+                        p = meas.measure(*model, ctx, prev >= 0 ? &r.speed[size_t(prev)] : nullptr);
+                    } catch (const Error& e) {  // e.g. an op or head size this backend does not run
+                        p.skipped = std::string("failed: ") + e.what();
+                    }
+                    over_budget = p.skipped.find(" s budget") != std::string::npos;
                 }
                 r.speed.push_back(p);
                 if (p.skipped.empty()) prev = int(r.speed.size()) - 1;
