@@ -362,26 +362,35 @@ MlaLayer convert_mla_layer(const GGUFFile& in, const HParams& hp, const MlaGeome
     return L;
 }
 
-// Converted layers computed a batch at a time on n_threads threads (one layer each), kept until the
-// writer has moved past them.
+// Converted layers computed a batch at a time on n_threads threads (one layer each), in the order the
+// writer asks for them (files list layers in name order: blk.0, blk.1, blk.10, ...), each dropped once
+// the writer has moved past it.
 class MlaLayers {
 public:
     MlaLayers(const GGUFFile& in, const HParams& hp, const MlaGeometry& geo, int n_threads)
-        : in_(in), hp_(hp), geo_(geo), n_threads_(std::max(1, n_threads)) {}
+        : in_(in), hp_(hp), geo_(geo), n_threads_(std::max(1, n_threads)), svd_err_(hp.n_layer), k_pe_err_(hp.n_layer) {}
+
+    // Records that the writer reaches layer il's tensors next (once per layer).
+    void schedule(uint32_t il) {
+        if (pos_.count(il)) return;
+        pos_[il] = order_.size();
+        order_.push_back(il);
+    }
 
     const MlaLayer& get(uint32_t il) {
         auto it = cache_.find(il);
         if (it != cache_.end()) return *it->second;
-        cache_.erase(cache_.begin(), cache_.lower_bound(il));
-        const uint32_t end = std::min<uint32_t>(hp_.n_layer, il + uint32_t(n_threads_));
-        std::vector<std::unique_ptr<MlaLayer>> done(end - il);
+        MF_ASSERT(pos_.count(il));
+        const size_t first = pos_[il], end = std::min(order_.size(), first + size_t(n_threads_));
+        for (auto c = cache_.begin(); c != cache_.end();) c = pos_[c->first] < first ? cache_.erase(c) : std::next(c);
+        std::vector<std::unique_ptr<MlaLayer>> done(end - first);
         std::vector<std::thread> threads;
         std::exception_ptr error;
         std::mutex mu;
-        for (uint32_t l = il; l < end; ++l)
-            threads.emplace_back([&, l] {
+        for (size_t k = first; k < end; ++k)
+            threads.emplace_back([&, k] {
                 try {
-                    done[l - il] = std::make_unique<MlaLayer>(convert_mla_layer(in_, hp_, geo_, l));
+                    done[k - first] = std::make_unique<MlaLayer>(convert_mla_layer(in_, hp_, geo_, order_[k]));
                 } catch (...) {
                     std::lock_guard<std::mutex> lock(mu);
                     if (!error) error = std::current_exception();
@@ -389,20 +398,30 @@ public:
             });
         for (auto& t : threads) t.join();
         if (error) std::rethrow_exception(error);
-        for (uint32_t l = il; l < end; ++l) {
-            svd_err_ += done[l - il]->svd_err;
-            k_pe_err_ += done[l - il]->k_pe_err;
-            cache_[l] = std::move(done[l - il]);
+        for (size_t k = first; k < end; ++k) {
+            svd_err_[order_[k]] = done[k - first]->svd_err;
+            k_pe_err_[order_[k]] = done[k - first]->k_pe_err;
+            cache_[order_[k]] = std::move(done[k - first]);
         }
         return *cache_[il];
     }
-    double svd_err_ = 0.0, k_pe_err_ = 0.0;  // sums over the layers computed
+    // Means over the layers of MlaLayer::svd_err and k_pe_err.
+    double mean_svd_err() const { return mean(svd_err_); }
+    double mean_k_pe_err() const { return mean(k_pe_err_); }
 
 private:
+    static double mean(const std::vector<double>& v) {
+        double s = 0.0;
+        for (double x : v) s += x;
+        return v.empty() ? 0.0 : s / double(v.size());
+    }
     const GGUFFile& in_;
     const HParams& hp_;
     const MlaGeometry& geo_;
     int n_threads_;
+    std::vector<double> svd_err_, k_pe_err_;  // [n_layer]
+    std::vector<uint32_t> order_;             // layers in the writer's order
+    std::map<uint32_t, size_t> pos_;          // layer -> index in order_
     std::map<uint32_t, std::unique_ptr<MlaLayer>> cache_;
 };
 
@@ -486,6 +505,7 @@ void convert_mla(const GGUFFile& in, const HParams& hp, const AttnConvertOptions
             continue;
         }
         const std::string p = strfmt("blk.%u.", il);
+        if (rest == "attn_norm.weight" || rest == "attn_q.weight") L->schedule(il);
         if (rest == "attn_norm.weight") {
             out.computed(t.name, {E}, [L, il] { return L->get(il).attn_norm; });
         } else if (rest == "attn_q.weight") {
@@ -614,8 +634,8 @@ AttnConvertSummary convert_attention(const AttnConvertOptions& opts) {
         convert_mla(in, hp, o, w, sum, layers, geo);
     write_atomically(w, o.out_path);
     if (layers) {
-        sum.svd_rel_error = layers->svd_err_ / hp.n_layer;
-        sum.k_pe_rel_error = layers->k_pe_err_ / hp.n_layer;
+        sum.svd_rel_error = layers->mean_svd_err();
+        sum.k_pe_rel_error = layers->mean_k_pe_err();
     }
     return sum;
 }
