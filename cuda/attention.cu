@@ -223,8 +223,10 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
 }
 
 // The (K, V) head sizes with kernels: equal sizes for MHA/GQA/MQA; MLA's latent rows (kv_lora_rank
-// + rope dims for K, kv_lora_rank for V): DeepSeek-V2/V3 576/512 and the test fixtures' 40/32.
-#define MF_FLASH_ATTN_HEAD_SIZES(X) X(16, 16) X(32, 32) X(64, 64) X(128, 128) X(256, 256) X(40, 32) X(576, 512)
+// + rope dims for K, kv_lora_rank for V): DeepSeek-V2/V3 576/512, attn-lab's llama-1b MLA-256/512
+// variants 288/256 and 544/512, and the test fixtures' 40/32.
+#define MF_FLASH_ATTN_HEAD_SIZES(X) \
+    X(16, 16) X(32, 32) X(64, 64) X(128, 128) X(256, 256) X(40, 32) X(288, 256) X(544, 512) X(576, 512)
 
 template <typename KT, typename VT>
 void launch_hd(int64_t hdk, int64_t hdv, const float* q, const Shape4& qs, const void* k, const Shape4& ks,

@@ -14,6 +14,9 @@
 namespace mf {
 
 struct SessionParams {
+    // SessionParams{n_ctx, n_batch}: the two most set; the cache and attention settings as members.
+    explicit SessionParams(uint32_t n_ctx_ = 0, uint32_t n_batch_ = 256) : n_ctx(n_ctx_), n_batch(n_batch_) {}
+
     uint32_t n_ctx = 0;      // positions a conversation may reach; 0: min(model's context_length, 4096)
     uint32_t n_batch = 256;  // prefill processes the prompt in chunks of at most this many tokens
     KVOverrides kv;          // -ctk, -ctv, --kv-window, --kv-sinks

@@ -62,7 +62,7 @@ std::vector<float> all_logits(const std::string& path, const std::vector<int32_t
     auto backend = make_cpu_backend(2);
     auto model = load_model(path, *backend);
     if (n_head_kv) *n_head_kv = model->hp.n_head_kv[0];
-    Session s(*model, SessionParams{64, 256, {}});
+    Session s(*model, SessionParams{64, 256});
     return s.prefill_all(tokens);
 }
 
@@ -240,7 +240,7 @@ TEST_CASE("mla from a GQA source loads as deepseek2 with one latent KV row and r
     CHECK(model->hp.kv_lora_rank == 32);
     CHECK(model->hp.n_rot == 4);
     CHECK(model->hp.head_dim_k_mla == 16);
-    Session sess(*model, SessionParams{64, 256, {}});
+    Session sess(*model, SessionParams{64, 256});
     for (float x : sess.prefill(f.toks)) REQUIRE(std::isfinite(x));
 }
 

@@ -99,6 +99,8 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
         {576, 16, 1, 1, 700, 512},  // DeepSeek-V2-Lite MLA decode: latent rows shared by 16 heads
         {576, 16, 1, 3, 50, 512},
         {40, 4, 1, 4, 30, 32},      // the MLA test fixtures' latent (32 + 8 rope dims)
+        {288, 32, 1, 1, 300, 256},  // attn-lab's llama-1b MLA-256 variant
+        {544, 32, 1, 2, 90, 512},   // and MLA-512
     };
     for (const Shape& sh : shapes)
         for (DType tk : types)
