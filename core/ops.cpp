@@ -131,9 +131,11 @@ Tensor* soft_max(Context& ctx, Tensor* a, Tensor* mask, float s) {
     return t;
 }
 
-Tensor* hadamard(Context& ctx, Tensor* a) {
+Tensor* hadamard(Context& ctx, Tensor* a, bool inverse) {
     MF_ASSERT_MSG(a->ne[0] >= 1 && (a->ne[0] & (a->ne[0] - 1)) == 0, "hadamard: row length is not a power of two");
-    return unary(ctx, Op::HADAMARD, a);
+    Tensor* t = unary(ctx, Op::HADAMARD, a);
+    t->op_params[0] = inverse ? 1 : 0;
+    return t;
 }
 
 namespace {

@@ -39,8 +39,11 @@ Tensor* cont(Context& ctx, Tensor* a);
 // Writes row i of src (f32 [ne0, n], converted to dst's type) into row ids[i] of dst [ne0, R];
 // returns a view of dst that must be in the graph for the write to happen. ids: I32 [n].
 Tensor* set_rows(Context& ctx, Tensor* dst, Tensor* src, Tensor* ids);
-// Each row times the orthonormal Hadamard matrix of its length (a power of two); a: f32 [n, ...]
-Tensor* hadamard(Context& ctx, Tensor* a);
+// Each row rotated by the orthonormal H S of its length (a power of two), or by its inverse
+// (see Op::HADAMARD); a: f32 [n, ...] -> [n, ...]
+Tensor* hadamard(Context& ctx, Tensor* a, bool inverse = false);
+// The sign S applies to element i of a HADAMARD row: a fixed pseudo-random +1 or -1.
+inline float hadamard_sign(uint32_t i) { return ((i * 2654435761u) >> 31) ? -1.0f : 1.0f; }
 // Attention of q over a KV cache (see Op::FLASH_ATTN): q f32 [hd_k, n_head, T], k [hd_k, n_kv, n_head_kv],
 // v [hd_v, n_kv, n_head_kv], mask f32 [n_kv, >= T] -> f32 [hd_v, n_head, T]
 Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale);

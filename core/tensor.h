@@ -60,9 +60,11 @@ enum class Op : uint8_t {
     SUM_ROWS,   // f32 src0 [ne0, ne1, ne2, ne3] (any strides) -> f32 [1, ne1, ne2, ne3]: the sum over ne0
     DIV,        // f32 src0 / src1, broadcast as ADD
     SIGMOID,    // f32 1 / (1 + exp(-x))
-    HADAMARD,   // f32 each row of src0 (ne0 a power of two, rows contiguous) times the orthonormal
-                //   Sylvester-Hadamard matrix H[i][j] = (-1)^popcount(i & j) / sqrt(ne0); H H = I. The KV
-                //   cache stores quantized keys/values rotated by it (outlier channels spread out)
+    HADAMARD,   // f32 each row x of src0 (ne0 a power of two, rows contiguous) rotated by R = H S, where H
+                //   is the orthonormal Sylvester-Hadamard matrix H[i][j] = (-1)^popcount(i & j) / sqrt(ne0)
+                //   and S = diag(hadamard_sign(i)) fixed pseudo-random signs: p0 = 0 gives R x = H (S x),
+                //   p0 = 1 the inverse R^T x = S (H x). The KV cache stores quantized keys/values rotated
+                //   by R (outliers, and a mean shared by all channels, spread over every channel)
     VIEW,       // no computation: a window onto view_src (view, reshape, permute, transpose)
     COUNT
 };

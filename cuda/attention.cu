@@ -417,12 +417,15 @@ __global__ void cpy_kv_to_f32_kernel(const char* __restrict__ src, Shape4 ss, fl
     *reinterpret_cast<float*>(reinterpret_cast<char*>(dst) + sd.element_offset(i)) = x;
 }
 
-// One block per row: the fast Walsh-Hadamard transform in shared memory, n/2 butterflies per
-// stage, log2(n) stages, then the orthonormal 1/sqrt(n).
-__global__ void hadamard_kernel(const float* __restrict__ x, float* __restrict__ y, int n) {
+// core/ops.h's hadamard_sign, the same bits on the device (test_gpu_attention compares the two).
+__device__ __forceinline__ float hadamard_sign_dev(uint32_t i) { return ((i * 2654435761u) >> 31) ? -1.0f : 1.0f; }
+
+// One block per row: the signs (forward), the fast Walsh-Hadamard transform in shared memory, n/2
+// butterflies per stage, log2(n) stages, then the orthonormal 1/sqrt(n) and the signs (inverse).
+__global__ void hadamard_kernel(const float* __restrict__ x, float* __restrict__ y, int n, bool inverse) {
     extern __shared__ float buf[];
     const float* xr = x + int64_t(blockIdx.x) * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) buf[i] = xr[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) buf[i] = inverse ? xr[i] : xr[i] * hadamard_sign_dev(i);
     __syncthreads();
     for (int h = 1; h < n; h *= 2) {
         for (int b = threadIdx.x; b < n / 2; b += blockDim.x) {
@@ -435,7 +438,7 @@ __global__ void hadamard_kernel(const float* __restrict__ x, float* __restrict__
     }
     const float norm = rsqrtf(float(n));
     float* yr = y + int64_t(blockIdx.x) * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = buf[i] * norm;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = buf[i] * (inverse ? norm * hadamard_sign_dev(i) : norm);
 }
 
 bool kv_type_ok(DType t) { return t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0; }
@@ -453,11 +456,11 @@ bool flash_attn_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_
     return (type_k == DType::F16 || head_dim_k % 32 == 0) && (type_v == DType::F16 || head_dim_v % 32 == 0);
 }
 
-void launch_hadamard(const float* x, float* y, int64_t n, int64_t rows, cudaStream_t stream) {
+void launch_hadamard(const float* x, float* y, int64_t n, int64_t rows, bool inverse, cudaStream_t stream) {
     MF_ASSERT_MSG(n >= 2 && n <= 1024 && (n & (n - 1)) == 0, "hadamard: row length");
     if (rows == 0) return;
     const int threads = int(std::min<int64_t>(std::max<int64_t>(n / 2, 32), 256));
-    hadamard_kernel<<<grid_x(rows), threads, size_t(n) * sizeof(float), stream>>>(x, y, int(n));
+    hadamard_kernel<<<grid_x(rows), threads, size_t(n) * sizeof(float), stream>>>(x, y, int(n), inverse);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -37,8 +37,8 @@ void launch_attn_fused(DType type_k, DType type_v, const float* q, const Shape4&
 void launch_cpy_kv_to_f32(DType type, const void* src, const Shape4& ss, float* dst, const Shape4& sd,
                           cudaStream_t stream);
 
-// Each of `rows` contiguous rows of n floats (n a power of two, at most 1024) times the orthonormal
-// Sylvester-Hadamard matrix (Op::HADAMARD); in place when x == y.
-void launch_hadamard(const float* x, float* y, int64_t n, int64_t rows, cudaStream_t stream);
+// Each of `rows` contiguous rows of n floats (n a power of two, at most 1024) rotated by H S, or by
+// its inverse S H (Op::HADAMARD); in place when x == y.
+void launch_hadamard(const float* x, float* y, int64_t n, int64_t rows, bool inverse, cudaStream_t stream);
 
 }  // namespace mf

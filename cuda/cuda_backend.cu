@@ -690,7 +690,7 @@ void CudaBackend::run_node(const Tensor* node) {
             break;
         }
         case Op::HADAMARD:
-            launch_hadamard(static_cast<const float*>(a->data), out, a->ne[0], a->nrows(), s);
+            launch_hadamard(static_cast<const float*>(a->data), out, a->ne[0], a->nrows(), node->op_param_i(0) != 0, s);
             return;
         case Op::FLASH_ATTN: {
             const Tensor* k = node->src[1];

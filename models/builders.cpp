@@ -91,7 +91,7 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     Tensor* V = view_3d(ctx, vc, hd_v, in.n_span, n_head_kv, vc->nb[1], dtype_row_size(lp.type_v, hd_v), 0);
     const float scale = kq_scale != 0.0f ? kq_scale : 1.0f / std::sqrt(float(hd_k));
     Tensor* o = build_attn_core(ctx, s.attn, q, K, V, in.mask, scale);  // [hd_v, n_head, T]
-    if (lp.rotate_v) o = hadamard(ctx, o);  // H H = I: back from the rotated values
+    if (lp.rotate_v) o = hadamard(ctx, o, true);  // back from the rotated values
     return reshape_2d(ctx, o, hd_v * hp.n_head, s.n_tokens);
 }
 

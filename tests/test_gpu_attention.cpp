@@ -152,7 +152,9 @@ TEST_CASE("hadamard on CUDA matches the CPU for every power-of-two row length up
     for (int64_t n : {2, 32, 64, 128, 256, 1024}) {
         CAPTURE(n);
         const std::vector<Leaf> leaves = {leaf_of(DType::F32, {n, 37}, random_floats(size_t(n * 37), -3, 3))};
-        auto build = [](Context& ctx, const std::vector<Tensor*>& t) { return hadamard(ctx, t[0]); };
+        auto build = [](Context& ctx, const std::vector<Tensor*>& t) {
+            return add(ctx, hadamard(ctx, t[0]), scale(ctx, hadamard(ctx, t[0], true), 0.5f));  // both directions
+        };
         const std::vector<float> want = as_floats(run(cpu(), leaves, build));
         const std::vector<float> got = as_floats(run(gpu(), leaves, build));
         const std::vector<double> want_d(want.begin(), want.end());

@@ -774,7 +774,7 @@ TEST_CASE("flash_attn matches the double reference for every cache type, GQA gro
     }
 }
 
-TEST_CASE("hadamard multiplies each row by the orthonormal Sylvester-Hadamard matrix; twice is identity") {
+TEST_CASE("hadamard rotates each row by H S (orthonormal Hadamard times fixed signs); the inverse undoes it") {
     for (int64_t n : {2, 16, 64, 128, 256}) {
         CAPTURE(n);
         const int64_t rows = 5;
@@ -782,18 +782,22 @@ TEST_CASE("hadamard multiplies each row by the orthonormal Sylvester-Hadamard ma
         Harness h;
         Tensor* a = h.f32({n, rows}, x);
         Tensor* once = hadamard(h.ctx, a);
-        Tensor* twice = hadamard(h.ctx, once);
-        h.compute({once, twice});
-        const std::vector<float> got = h.read_f32(once), back = h.read_f32(twice);
+        Tensor* back = hadamard(h.ctx, once, true);
+        h.compute({once, back});
+        const std::vector<float> got = h.read_f32(once), undone = h.read_f32(back);
         std::vector<double> want(size_t(n * rows));
+        int flips = 0;
+        for (int64_t j = 0; j < n; ++j) flips += hadamard_sign(uint32_t(j)) < 0;
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t i = 0; i < n; ++i) {
                 double s = 0;
                 for (int64_t j = 0; j < n; ++j)
-                    s += ((__builtin_popcountll(uint64_t(i & j)) & 1) ? -1.0 : 1.0) * x[size_t(r * n + j)];
+                    s += ((__builtin_popcountll(uint64_t(i & j)) & 1) ? -1.0 : 1.0) * hadamard_sign(uint32_t(j)) *
+                         x[size_t(r * n + j)];
                 want[size_t(r * n + i)] = s / std::sqrt(double(n));
             }
         CHECK(rel_error(got.data(), want.data(), want.size()) < 1e-6);
-        CHECK(rel_error(back.data(), to_double(x).data(), x.size()) < 1e-6);
+        CHECK(rel_error(undone.data(), to_double(x).data(), x.size()) < 1e-6);
+        if (n >= 16) CHECK((flips > 0 && flips < n));  // the signs are not all equal
     }
 }

@@ -8,6 +8,7 @@
 
 #include "core/common.h"
 #include "core/cpu/cpu_ops.h"
+#include "core/ops.h"
 
 namespace mf {
 
@@ -18,17 +19,18 @@ bool supports_hadamard(const Tensor* dst) {
     return a && a->type == DType::F32 && a->is_contiguous() && dst->is_contiguous() && (a->ne[0] & (a->ne[0] - 1)) == 0;
 }
 
-// The fast Walsh-Hadamard transform in place (Sylvester order), then the 1/sqrt(n) that makes it
-// orthonormal: n log n adds instead of an n x n matrix product.
+// The signs (forward: before), the fast Walsh-Hadamard transform in place (Sylvester order), the
+// 1/sqrt(n) that makes it orthonormal, the signs (inverse: after): n log n adds, no n x n product.
 void compute_hadamard(CpuContext& ctx, Tensor* dst) {
     const Tensor* a = dst->src[0];
     const int64_t n = a->ne[0], rows = a->nrows();
+    const bool inverse = dst->op_param_i(0) != 0;
     const float norm = 1.0f / std::sqrt(float(n));
     ctx.pool.parallel_for(rows, [&](int64_t begin, int64_t end, int) {
         for (int64_t r = begin; r < end; ++r) {
             const float* x = static_cast<const float*>(a->data) + r * n;
             float* y = static_cast<float*>(dst->data) + r * n;
-            if (y != x) std::copy(x, x + n, y);
+            for (int64_t i = 0; i < n; ++i) y[i] = inverse ? x[i] : x[i] * hadamard_sign(uint32_t(i));
             for (int64_t h = 1; h < n; h *= 2)
                 for (int64_t i = 0; i < n; i += 2 * h)
                     for (int64_t j = i; j < i + h; ++j) {
@@ -36,7 +38,7 @@ void compute_hadamard(CpuContext& ctx, Tensor* dst) {
                         y[j] = u + v;
                         y[j + h] = u - v;
                     }
-            for (int64_t i = 0; i < n; ++i) y[i] *= norm;
+            for (int64_t i = 0; i < n; ++i) y[i] *= inverse ? norm * hadamard_sign(uint32_t(i)) : norm;
         }
     }, min_rows_per_chunk(n));
 }
