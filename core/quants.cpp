@@ -11,6 +11,10 @@
 
 #include "core/quants.h"
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -26,7 +30,14 @@ void f32_from_float(const float* src, void* dst, int64_t n) { std::memcpy(dst, s
 
 void f16_to_float(const void* src, float* dst, int64_t n) {
     const uint16_t* x = static_cast<const uint16_t*>(src);
-    for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(x[i]);
+    int64_t i = 0;
+#if defined(__F16C__)
+    // Eight at a time in hardware (exact, as every f16 is an f32): f16 KV-cache rows are converted
+    // once per attended position, so this is on the CPU's decode path.
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
+#endif
+    for (; i < n; ++i) dst[i] = fp16_to_fp32(x[i]);
 }
 
 void f16_from_float(const float* src, void* dst, int64_t n) {

@@ -55,8 +55,24 @@ bool supports_flash_attn(const Tensor* dst) {
     return row_loadable(k->type, k->nb[0]) && row_loadable(v->type, v->nb[0]);
 }
 
-// One task is one KV head at one query token: every query head of its group is served by the same
-// dequantized K and V rows, so a GQA/MQA cache row is converted once per token, not once per head.
+// Eight independent partial sums: the compiler vectorizes this (a single running sum it may not
+// reorder).
+inline float dot_f32(const float* a, const float* b, int64_t n) {
+    float part[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; ++l) part[l] += a[i + l] * b[i + l];
+    float s = 0.0f;
+    for (; i < n; ++i) s += a[i] * b[i];
+    for (int l = 0; l < 8; ++l) s += part[l];
+    return s;
+}
+
+// One task is one KV head at one query token over one chunk of the span: every query head of its
+// group is served by the same dequantized K and V rows (a GQA/MQA cache row is converted once per
+// token, not once per head), and chunks give decode (one token, a few KV heads) enough tasks for
+// every thread. Each task leaves, per query head, its running max, sum and weighted V sum; a
+// second pass merges the chunks.
 void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     const Tensor* q = dst->src[0];
     const Tensor* k = dst->src[1];
@@ -65,56 +81,78 @@ void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     const float scale = dst->op_param_f(0);
     const int64_t hd_k = k->ne[0], hd_v = v->ne[0], n_kv = k->ne[1], n_head_kv = k->ne[2];
     const int64_t n_head = q->ne[1], T = q->ne[2], group = n_head / n_head_kv;
+    const int64_t want = (4 * int64_t(ctx.pool.n_threads()) + n_head_kv * T - 1) / (n_head_kv * T);
+    const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(want, (n_kv + 63) / 64));
+    const int64_t chunk = (n_kv + n_chunks - 1) / n_chunks;
 
-    // Per thread: K row, V row, and per query head of the group its scores' running max, sum, and
-    // weighted V sum.
-    const size_t floats = size_t(hd_k + hd_v + group * (2 + hd_v));
-    ctx.reserve_per_thread(floats * sizeof(float));
-    ctx.pool.parallel_for(n_head_kv * T, [&](int64_t begin, int64_t end, int thread) {
+    // Partials: per (task, query head of the group) max, sum, and hd_v accumulated values.
+    const int64_t part_floats = 2 + hd_v;
+    float* parts = static_cast<float*>(
+        ctx.shared_scratch(size_t(n_head_kv * T * n_chunks * group * part_floats) * sizeof(float)));
+    ctx.reserve_per_thread(size_t(hd_k + hd_v) * sizeof(float));
+    ctx.pool.parallel_for(n_head_kv * T * n_chunks, [&](int64_t begin, int64_t end, int thread) {
         float* k_row = reinterpret_cast<float*>(ctx.per_thread_scratch(thread));
         float* v_row = k_row + hd_k;
-        float* run_max = v_row + hd_v;
-        float* run_sum = run_max + group;
-        float* acc = run_sum + group;
         for (int64_t task = begin; task < end; ++task) {
-            const int64_t hk = task % n_head_kv, t = task / n_head_kv;
+            const int64_t c = task % n_chunks, hk = (task / n_chunks) % n_head_kv, t = task / (n_chunks * n_head_kv);
             const float* mrow = reinterpret_cast<const float*>(tensor_at(mask, 0, t, 0, 0));
-            std::fill(run_max, run_max + group, -INFINITY);
-            std::fill(run_sum, run_sum + group, 0.0f);
-            std::fill(acc, acc + group * hd_v, 0.0f);
-            for (int64_t j = 0; j < n_kv; ++j) {
+            float* part = parts + task * group * part_floats;
+            for (int64_t g = 0; g < group; ++g) {
+                part[g * part_floats] = -INFINITY;
+                std::fill(part + g * part_floats + 1, part + (g + 1) * part_floats, 0.0f);
+            }
+            for (int64_t j = c * chunk; j < std::min(n_kv, (c + 1) * chunk); ++j) {
                 if (mrow[j] == -INFINITY) continue;
                 load_row_f32(k->type, tensor_at(k, 0, j, hk, 0), k->nb[0], hd_k, k_row);
                 bool v_loaded = false;
                 for (int64_t g = 0; g < group; ++g) {
                     const float* qh = reinterpret_cast<const float*>(tensor_at(q, 0, hk * group + g, t, 0));
-                    float dot = 0.0f;
-                    for (int64_t i = 0; i < hd_k; ++i) dot += qh[i] * k_row[i];
-                    const float s = dot * scale + mrow[j];
+                    const float s = dot_f32(qh, k_row, hd_k) * scale + mrow[j];
                     if (s == -INFINITY) continue;
                     if (!v_loaded) {
                         load_row_f32(v->type, tensor_at(v, 0, j, hk, 0), v->nb[0], hd_v, v_row);
                         v_loaded = true;
                     }
                     // Online softmax: rescale what was summed under the old maximum.
-                    float* a = acc + g * hd_v;
-                    if (s > run_max[g]) {
-                        const float c = std::exp(run_max[g] - s);
-                        run_sum[g] *= c;
-                        for (int64_t i = 0; i < hd_v; ++i) a[i] *= c;
-                        run_max[g] = s;
+                    float& run_max = part[g * part_floats];
+                    float& run_sum = part[g * part_floats + 1];
+                    float* acc = part + g * part_floats + 2;
+                    if (s > run_max) {
+                        const float cf = std::exp(run_max - s);
+                        run_sum *= cf;
+                        for (int64_t i = 0; i < hd_v; ++i) acc[i] *= cf;
+                        run_max = s;
                     }
-                    const float p = std::exp(s - run_max[g]);
-                    run_sum[g] += p;
-                    for (int64_t i = 0; i < hd_v; ++i) a[i] += p * v_row[i];
+                    const float p = std::exp(s - run_max);
+                    run_sum += p;
+                    for (int64_t i = 0; i < hd_v; ++i) acc[i] += p * v_row[i];
                 }
             }
-            for (int64_t g = 0; g < group; ++g) {
-                float* out = reinterpret_cast<float*>(tensor_at(dst, 0, hk * group + g, t, 0));
-                // A query that sees no position (fully masked) gets zeros, not 0/0.
-                const float inv = run_sum[g] > 0.0f ? 1.0f / run_sum[g] : 0.0f;
-                for (int64_t i = 0; i < hd_v; ++i) out[i] = acc[g * hd_v + i] * inv;
+        }
+    });
+    // Merge the chunks of each (token, query head), in chunk order.
+    ctx.pool.parallel_for(T * n_head, [&](int64_t begin, int64_t end, int) {
+        for (int64_t r = begin; r < end; ++r) {
+            const int64_t t = r / n_head, h = r % n_head, hk = h / group, g = h % group;
+            const float* first = parts + ((t * n_head_kv + hk) * n_chunks * group + g) * part_floats;
+            const int64_t stride = group * part_floats;  // from one chunk's partial to the next
+            float m = -INFINITY;
+            for (int64_t c = 0; c < n_chunks; ++c) m = std::max(m, first[c * stride]);
+            float* out = reinterpret_cast<float*>(tensor_at(dst, 0, h, t, 0));
+            std::fill(out, out + hd_v, 0.0f);
+            float l = 0.0f;
+            if (m != -INFINITY) {
+                for (int64_t c = 0; c < n_chunks; ++c) {
+                    const float* p = first + c * stride;
+                    if (p[0] == -INFINITY) continue;
+                    const float w = std::exp(p[0] - m);
+                    l += p[1] * w;
+                    for (int64_t i = 0; i < hd_v; ++i) out[i] += p[2 + i] * w;
+                }
             }
+            // A query that sees no position (fully masked) gets zeros, not 0/0.
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            for (int64_t i = 0; i < hd_v; ++i) out[i] *= inv;
         }
     });
 }
