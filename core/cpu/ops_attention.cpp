@@ -71,8 +71,9 @@ inline float dot_f32(const float* a, const float* b, int64_t n) {
 // One task is one KV head at one query token over one chunk of the span: every query head of its
 // group is served by the same dequantized K and V rows (a GQA/MQA cache row is converted once per
 // token, not once per head), and chunks give decode (one token, a few KV heads) enough tasks for
-// every thread. Each task leaves, per query head, its running max, sum and weighted V sum; a
-// second pass merges the chunks.
+// every thread. Within a chunk: all scores, then the exponentials, then the V rows (no per-position
+// rescaling); each task leaves per query head its max, sum and weighted V sum, and a last pass
+// merges the chunks with the online-softmax rule.
 void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     const Tensor* q = dst->src[0];
     const Tensor* k = dst->src[1];
@@ -89,42 +90,48 @@ void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     const int64_t part_floats = 2 + hd_v;
     float* parts = static_cast<float*>(
         ctx.shared_scratch(size_t(n_head_kv * T * n_chunks * group * part_floats) * sizeof(float)));
-    ctx.reserve_per_thread(size_t(hd_k + hd_v) * sizeof(float));
+    // Per thread: a K row, a V row, and the chunk's scores for every query head of the group.
+    ctx.reserve_per_thread(size_t(hd_k + hd_v + group * chunk) * sizeof(float));
     ctx.pool.parallel_for(n_head_kv * T * n_chunks, [&](int64_t begin, int64_t end, int thread) {
         float* k_row = reinterpret_cast<float*>(ctx.per_thread_scratch(thread));
         float* v_row = k_row + hd_k;
+        float* scores = v_row + hd_v;  // [group][chunk]
         for (int64_t task = begin; task < end; ++task) {
             const int64_t c = task % n_chunks, hk = (task / n_chunks) % n_head_kv, t = task / (n_chunks * n_head_kv);
             const float* mrow = reinterpret_cast<const float*>(tensor_at(mask, 0, t, 0, 0));
+            const int64_t j0 = c * chunk, len = std::max<int64_t>(0, std::min(n_kv, j0 + chunk) - j0);
             float* part = parts + task * group * part_floats;
-            for (int64_t g = 0; g < group; ++g) {
-                part[g * part_floats] = -INFINITY;
-                std::fill(part + g * part_floats + 1, part + (g + 1) * part_floats, 0.0f);
-            }
-            for (int64_t j = c * chunk; j < std::min(n_kv, (c + 1) * chunk); ++j) {
-                if (mrow[j] == -INFINITY) continue;
-                load_row_f32(k->type, tensor_at(k, 0, j, hk, 0), k->nb[0], hd_k, k_row);
-                bool v_loaded = false;
+            // Pass 1: every visible position's score for every query head (one K row read each).
+            for (int64_t j = 0; j < len; ++j) {
+                if (mrow[j0 + j] == -INFINITY) {
+                    for (int64_t g = 0; g < group; ++g) scores[g * chunk + j] = -INFINITY;
+                    continue;
+                }
+                load_row_f32(k->type, tensor_at(k, 0, j0 + j, hk, 0), k->nb[0], hd_k, k_row);
                 for (int64_t g = 0; g < group; ++g) {
                     const float* qh = reinterpret_cast<const float*>(tensor_at(q, 0, hk * group + g, t, 0));
-                    const float s = dot_f32(qh, k_row, hd_k) * scale + mrow[j];
-                    if (s == -INFINITY) continue;
-                    if (!v_loaded) {
-                        load_row_f32(v->type, tensor_at(v, 0, j, hk, 0), v->nb[0], hd_v, v_row);
-                        v_loaded = true;
-                    }
-                    // Online softmax: rescale what was summed under the old maximum.
-                    float& run_max = part[g * part_floats];
-                    float& run_sum = part[g * part_floats + 1];
+                    scores[g * chunk + j] = dot_f32(qh, k_row, hd_k) * scale + mrow[j0 + j];
+                }
+            }
+            // Pass 2: per head, the chunk's max, the exponentials (in place) and their sum.
+            for (int64_t g = 0; g < group; ++g) {
+                float* sc = scores + g * chunk;
+                float m = -INFINITY;
+                for (int64_t j = 0; j < len; ++j) m = std::max(m, sc[j]);
+                float l = 0.0f;
+                for (int64_t j = 0; j < len; ++j) l += (sc[j] = m == -INFINITY ? 0.0f : std::exp(sc[j] - m));
+                part[g * part_floats] = m;
+                part[g * part_floats + 1] = l;
+                std::fill(part + g * part_floats + 2, part + (g + 1) * part_floats, 0.0f);
+            }
+            // Pass 3: the weighted V rows (one V row read per visible position for the whole group).
+            for (int64_t j = 0; j < len; ++j) {
+                if (mrow[j0 + j] == -INFINITY) continue;
+                load_row_f32(v->type, tensor_at(v, 0, j0 + j, hk, 0), v->nb[0], hd_v, v_row);
+                for (int64_t g = 0; g < group; ++g) {
+                    const float p = scores[g * chunk + j];
+                    if (p == 0.0f) continue;
                     float* acc = part + g * part_floats + 2;
-                    if (s > run_max) {
-                        const float cf = std::exp(run_max - s);
-                        run_sum *= cf;
-                        for (int64_t i = 0; i < hd_v; ++i) acc[i] *= cf;
-                        run_max = s;
-                    }
-                    const float p = std::exp(s - run_max);
-                    run_sum += p;
                     for (int64_t i = 0; i < hd_v; ++i) acc[i] += p * v_row[i];
                 }
             }
