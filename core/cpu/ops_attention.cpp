@@ -68,12 +68,24 @@ inline float dot_f32(const float* a, const float* b, int64_t n) {
     return s;
 }
 
-// One task is one KV head at one query token over one chunk of the span: every query head of its
-// group is served by the same dequantized K and V rows (a GQA/MQA cache row is converted once per
-// token, not once per head), and chunks give decode (one token, a few KV heads) enough tasks for
-// every thread. Within a chunk: all scores, then the exponentials, then the V rows (no per-position
-// rescaling); each task leaves per query head its max, sum and weighted V sum, and a last pass
-// merges the chunks with the online-softmax rule.
+// Loads cached row j of every KV head of x ([hd, n_kv, n_head_kv]) as f32 into out [hd * n_head_kv]:
+// one call when the heads sit side by side in the cache row (the KV cache's layout), else per head.
+void load_position(const Tensor* x, int64_t j, float* out) {
+    const int64_t hd = x->ne[0], n_heads = x->ne[2];
+    const char* row = static_cast<const char*>(x->data) + j * x->nb[1];
+    if (n_heads == 1 || x->nb[2] == dtype_row_size(x->type, hd)) {
+        load_row_f32(x->type, row, x->nb[0], hd * n_heads, out);
+        return;
+    }
+    for (int64_t h = 0; h < n_heads; ++h) load_row_f32(x->type, row + h * x->nb[2], x->nb[0], hd, out + h * hd);
+}
+
+// One task is one query token over one chunk of the span, for every head: a cached position's K and
+// V rows are read once, whole (all KV heads side by side, one contiguous row), and serve every
+// query head (GQA/MQA groups included); chunks give decode (one token) a task per thread or more.
+// Within a chunk: all scores, then the exponentials, then the V rows (no per-position rescaling);
+// each task leaves per query head its max, sum and weighted V sum, and a last pass merges the
+// chunks with the online-softmax rule.
 void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     const Tensor* q = dst->src[0];
     const Tensor* k = dst->src[1];
@@ -82,57 +94,57 @@ void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     const float scale = dst->op_param_f(0);
     const int64_t hd_k = k->ne[0], hd_v = v->ne[0], n_kv = k->ne[1], n_head_kv = k->ne[2];
     const int64_t n_head = q->ne[1], T = q->ne[2], group = n_head / n_head_kv;
-    const int64_t want = (4 * int64_t(ctx.pool.n_threads()) + n_head_kv * T - 1) / (n_head_kv * T);
+    const int64_t want = (4 * int64_t(ctx.pool.n_threads()) + T - 1) / T;
     const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(want, (n_kv + 63) / 64));
     const int64_t chunk = (n_kv + n_chunks - 1) / n_chunks;
 
-    // Partials: per (task, query head of the group) max, sum, and hd_v accumulated values.
+    // Partials: per (token, chunk, query head) max, sum, and hd_v accumulated values.
     const int64_t part_floats = 2 + hd_v;
-    float* parts = static_cast<float*>(
-        ctx.shared_scratch(size_t(n_head_kv * T * n_chunks * group * part_floats) * sizeof(float)));
-    // Per thread: a K row, a V row, and the chunk's scores for every query head of the group.
-    ctx.reserve_per_thread(size_t(hd_k + hd_v + group * chunk) * sizeof(float));
-    ctx.pool.parallel_for(n_head_kv * T * n_chunks, [&](int64_t begin, int64_t end, int thread) {
-        float* k_row = reinterpret_cast<float*>(ctx.per_thread_scratch(thread));
-        float* v_row = k_row + hd_k;
-        float* scores = v_row + hd_v;  // [group][chunk]
+    float* parts = static_cast<float*>(ctx.shared_scratch(size_t(T * n_chunks * n_head * part_floats) * sizeof(float)));
+    // Per thread: a position's K and V rows (all KV heads) and the chunk's scores for every head.
+    ctx.reserve_per_thread(size_t(n_head_kv * (hd_k + hd_v) + n_head * chunk) * sizeof(float));
+    ctx.pool.parallel_for(T * n_chunks, [&](int64_t begin, int64_t end, int thread) {
+        float* k_rows = reinterpret_cast<float*>(ctx.per_thread_scratch(thread));
+        float* v_rows = k_rows + n_head_kv * hd_k;
+        float* scores = v_rows + n_head_kv * hd_v;  // [n_head][chunk]
         for (int64_t task = begin; task < end; ++task) {
-            const int64_t c = task % n_chunks, hk = (task / n_chunks) % n_head_kv, t = task / (n_chunks * n_head_kv);
+            const int64_t c = task % n_chunks, t = task / n_chunks;
             const float* mrow = reinterpret_cast<const float*>(tensor_at(mask, 0, t, 0, 0));
             const int64_t j0 = c * chunk, len = std::max<int64_t>(0, std::min(n_kv, j0 + chunk) - j0);
-            float* part = parts + task * group * part_floats;
-            // Pass 1: every visible position's score for every query head (one K row read each).
+            float* part = parts + task * n_head * part_floats;
+            // Pass 1: every visible position's score for every query head.
             for (int64_t j = 0; j < len; ++j) {
                 if (mrow[j0 + j] == -INFINITY) {
-                    for (int64_t g = 0; g < group; ++g) scores[g * chunk + j] = -INFINITY;
+                    for (int64_t h = 0; h < n_head; ++h) scores[h * chunk + j] = -INFINITY;
                     continue;
                 }
-                load_row_f32(k->type, tensor_at(k, 0, j0 + j, hk, 0), k->nb[0], hd_k, k_row);
-                for (int64_t g = 0; g < group; ++g) {
-                    const float* qh = reinterpret_cast<const float*>(tensor_at(q, 0, hk * group + g, t, 0));
-                    scores[g * chunk + j] = dot_f32(qh, k_row, hd_k) * scale + mrow[j0 + j];
+                load_position(k, j0 + j, k_rows);
+                for (int64_t h = 0; h < n_head; ++h) {
+                    const float* qh = reinterpret_cast<const float*>(tensor_at(q, 0, h, t, 0));
+                    scores[h * chunk + j] = dot_f32(qh, k_rows + (h / group) * hd_k, hd_k) * scale + mrow[j0 + j];
                 }
             }
             // Pass 2: per head, the chunk's max, the exponentials (in place) and their sum.
-            for (int64_t g = 0; g < group; ++g) {
-                float* sc = scores + g * chunk;
+            for (int64_t h = 0; h < n_head; ++h) {
+                float* sc = scores + h * chunk;
                 float m = -INFINITY;
                 for (int64_t j = 0; j < len; ++j) m = std::max(m, sc[j]);
                 float l = 0.0f;
                 for (int64_t j = 0; j < len; ++j) l += (sc[j] = m == -INFINITY ? 0.0f : std::exp(sc[j] - m));
-                part[g * part_floats] = m;
-                part[g * part_floats + 1] = l;
-                std::fill(part + g * part_floats + 2, part + (g + 1) * part_floats, 0.0f);
+                part[h * part_floats] = m;
+                part[h * part_floats + 1] = l;
+                std::fill(part + h * part_floats + 2, part + (h + 1) * part_floats, 0.0f);
             }
-            // Pass 3: the weighted V rows (one V row read per visible position for the whole group).
+            // Pass 3: the weighted V rows (one read of a position's V row for every head).
             for (int64_t j = 0; j < len; ++j) {
                 if (mrow[j0 + j] == -INFINITY) continue;
-                load_row_f32(v->type, tensor_at(v, 0, j0 + j, hk, 0), v->nb[0], hd_v, v_row);
-                for (int64_t g = 0; g < group; ++g) {
-                    const float p = scores[g * chunk + j];
+                load_position(v, j0 + j, v_rows);
+                for (int64_t h = 0; h < n_head; ++h) {
+                    const float p = scores[h * chunk + j];
                     if (p == 0.0f) continue;
-                    float* acc = part + g * part_floats + 2;
-                    for (int64_t i = 0; i < hd_v; ++i) acc[i] += p * v_row[i];
+                    float* acc = part + h * part_floats + 2;
+                    const float* vr = v_rows + (h / group) * hd_v;
+                    for (int64_t i = 0; i < hd_v; ++i) acc[i] += p * vr[i];
                 }
             }
         }
@@ -140,9 +152,9 @@ void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     // Merge the chunks of each (token, query head), in chunk order.
     ctx.pool.parallel_for(T * n_head, [&](int64_t begin, int64_t end, int) {
         for (int64_t r = begin; r < end; ++r) {
-            const int64_t t = r / n_head, h = r % n_head, hk = h / group, g = h % group;
-            const float* first = parts + ((t * n_head_kv + hk) * n_chunks * group + g) * part_floats;
-            const int64_t stride = group * part_floats;  // from one chunk's partial to the next
+            const int64_t t = r / n_head, h = r % n_head;
+            const float* first = parts + (t * n_chunks * n_head + h) * part_floats;
+            const int64_t stride = n_head * part_floats;  // from one chunk's partial to the next
             float m = -INFINITY;
             for (int64_t c = 0; c < n_chunks; ++c) m = std::max(m, first[c * stride]);
             float* out = reinterpret_cast<float*>(tensor_at(dst, 0, h, t, 0));
@@ -164,7 +176,7 @@ void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     });
 }
 
-// ATTN_FUSED: the task split of compute_flash_attn (one KV head at one token), but in three passes
+// ATTN_FUSED: one KV head at one token per task, in three passes
 // over the span: every query head's scores into scratch, an exact softmax over each head's row (max,
 // then exp and sum), then the weighted V sum. The scores cost group * n_kv floats per thread; a row
 // that scores no position keeps probability 0 everywhere and gets zeros, as FLASH_ATTN does.
