@@ -572,8 +572,9 @@ TEST_CASE("supports_op refuses what the kernels lack, and compute_graph then thr
     CHECK_FALSE(gpu().supports_op(get_rows(ctx, q2k, row_ids)));
     CHECK(gpu().supports_op(get_rows(ctx, w, row_ids)));
     CHECK_FALSE(gpu().supports_op(cast(ctx, x, DType::Q6_K)));
-    CHECK_FALSE(gpu().supports_op(cast(ctx, q8, DType::F32)));  // no dequantizing copy yet
-    CHECK(gpu().supports_op(cast(ctx, x, DType::Q8_0)));         // a test that can tell the two apart
+    CHECK_FALSE(gpu().supports_op(cast(ctx, q2k, DType::F32)));  // dequantizing copies: KV cache types only
+    CHECK(gpu().supports_op(cast(ctx, q8, DType::F32)));          // a test that can tell the two apart
+    CHECK(gpu().supports_op(cast(ctx, x, DType::Q8_0)));
     CHECK(gpu().supports_op(mul_mat(ctx, w, x)));
 
     // Activations whose elements are not adjacent (a transposed view): the CPU gathers them, the
