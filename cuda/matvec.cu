@@ -4,6 +4,8 @@
 // N > 1, but prefill-sized N wants the tiled tensor-core kernel that a later issue adds (cuda/matmul).
 #include "cuda/matvec.cuh"
 
+#include "cuda/act_quant.cuh"
+
 namespace mf {
 
 namespace {
@@ -105,29 +107,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     }
 }
 
-// ---- activations ---------------------------------------------------------------------------------
-
-// Activations quantized as the CPU does for the weight type, in a split layout. rows = N * C2 * C3 in
-// (n, c2, c3) order, K elements each:
-//   q  int8 [rows][K], 16-byte aligned, so 32 quants are two int4 loads;
-//   d  f32 [rows][K / 32] (Q8_0, Q8_1: each block's scale, already rounded through fp16 as the CPU's
-//      blocks store it) or [rows][K / 256] (Q8_K: each super-block's f32 scale);
-//   s  f32 [rows][K / 32] (Q8_1: each block's s = d * sum(q), rounded through fp16; Q8_K: the integer
-//      sum of each 32 quants, exact in f32, standing in for block_q8_K's bsums pairs; Q8_0: unused).
-struct ActQ {
-    int8_t* q;
-    float* d;
-    float* s;
-};
-
-size_t align16(size_t n) { return (n + 15) / 16 * 16; }
-
-ActQ act_layout(void* scratch, const Shape4& sx) {
-    const size_t rows = size_t(sx.nrows()), K = size_t(sx.ne[0]);
-    char* base = static_cast<char*>(scratch);
-    float* d = reinterpret_cast<float*>(base + align16(rows * K));
-    return {reinterpret_cast<int8_t*>(base), d, d + rows * (K / QK)};
-}
+// ---- activation quantizers (the ActQ layout is in cuda/act_quant.cuh) ----------------------------
 
 // Q8_0 (and Q8_1 when WITH_SUM): one warp per 32-element block, lane j quantizing element j.
 template <bool WITH_SUM>
@@ -179,98 +159,7 @@ __global__ void quantize_act_q8_k_kernel(const char* x, Shape4 sx, ActQ act, int
     if (lane == 0) act.d[block] = d;
 }
 
-void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const ActQ& act, cudaStream_t stream) {
-    const int64_t block_elems = kind == ActQuant::Q8_K ? QK_K : QK;
-    const int64_t n_blocks = sx.nrows() * (sx.ne[0] / block_elems);
-    if (n_blocks == 0) return;
-    constexpr int warps_per_block = 8;
-    const unsigned grid = grid_x(ceil_div(n_blocks, warps_per_block));
-    const char* xc = reinterpret_cast<const char*>(x);
-    switch (kind) {
-        case ActQuant::Q8_0:
-            quantize_act_q8_kernel<false><<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
-            break;
-        case ActQuant::Q8_1:
-            quantize_act_q8_kernel<true><<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
-            break;
-        case ActQuant::Q8_K:
-            quantize_act_q8_k_kernel<<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
-            break;
-    }
-    CUDA_CHECK_LAUNCH();
-}
-
 // ---- legacy weights (32-element blocks) ----------------------------------------------------------
-
-// One weight block as 8 ints of 4 bytes each (elements in order; signed for Q8_0 / Q4_0 / Q5_0, which
-// dot against Q8_0, unsigned 0..31 for Q4_1 / Q5_1, which add their min through Q8_1's s), its scale
-// and min. p may point into shared or global memory; only 2-byte loads are safe in either.
-struct QBlock {
-    int q[8];
-    float d, m;
-};
-
-__device__ __forceinline__ QBlock load_block(BlockQ8_0, const uint8_t* p) {
-    QBlock b;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) b.q[i] = int(load_u32(p + 2 + 4 * i));
-    b.d = fp16_bits_to_f32(load_u16(p));
-    b.m = 0.0f;
-    return b;
-}
-
-__device__ __forceinline__ QBlock load_block(BlockQ4_0, const uint8_t* p) {
-    QBlock b;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t v = load_u32(p + 2 + 4 * i);
-        // Low nibbles are elements 0..15, high nibbles 16..31; q - 8 per byte gives signed int8.
-        b.q[i] = int(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
-        b.q[i + 4] = int(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
-    }
-    b.d = fp16_bits_to_f32(load_u16(p));
-    b.m = 0.0f;
-    return b;
-}
-
-__device__ __forceinline__ QBlock load_block(BlockQ4_1, const uint8_t* p) {
-    QBlock b;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t v = load_u32(p + 4 + 4 * i);
-        b.q[i] = int(v & 0x0F0F0F0Fu);
-        b.q[i + 4] = int((v >> 4) & 0x0F0F0F0Fu);
-    }
-    b.d = fp16_bits_to_f32(load_u16(p));
-    b.m = fp16_bits_to_f32(load_u16(p + 2));
-    return b;
-}
-
-// Q5_0 / Q5_1: qh holds the fifth bit of element j at bit j; spread_bit4 moves four of them into place.
-__device__ __forceinline__ void unpack_q5(const uint8_t* qs, uint32_t qh, uint32_t bias, int* q) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t v = load_u32(qs + 4 * i);
-        q[i] = int(__vsub4((v & 0x0F0F0F0Fu) | spread_bit4(qh >> (4 * i)), bias));
-        q[i + 4] = int(__vsub4(((v >> 4) & 0x0F0F0F0Fu) | spread_bit4(qh >> (16 + 4 * i)), bias));
-    }
-}
-
-__device__ __forceinline__ QBlock load_block(BlockQ5_0, const uint8_t* p) {
-    QBlock b;
-    unpack_q5(p + 6, load_u32(p + 2), 0x10101010u, b.q);
-    b.d = fp16_bits_to_f32(load_u16(p));
-    b.m = 0.0f;
-    return b;
-}
-
-__device__ __forceinline__ QBlock load_block(BlockQ5_1, const uint8_t* p) {
-    QBlock b;
-    unpack_q5(p + 8, load_u32(p + 4), 0u, b.q);
-    b.d = fp16_bits_to_f32(load_u16(p));
-    b.m = fp16_bits_to_f32(load_u16(p + 2));
-    return b;
-}
 
 // grid.x = ceil(M / MATVEC_WARPS) * C2 * C3. Lane j owns block b0 + j of each 32-block chunk. When
 // rows are 16-byte aligned, a full chunk (32 blocks of 18..34 bytes: a multiple of 16 bytes) is first
@@ -550,6 +439,27 @@ void launch_matvec_float(const void* w, const Shape4& sw, const float* x, const 
         matvec_float_kernel<T, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, dst, m_blocks);
     } else {
         matvec_float_kernel<T, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, dst, m_blocks);
+    }
+    CUDA_CHECK_LAUNCH();
+}
+
+void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const ActQ& act, cudaStream_t stream) {
+    const int64_t block_elems = kind == ActQuant::Q8_K ? QK_K : QK;
+    const int64_t n_blocks = sx.nrows() * (sx.ne[0] / block_elems);
+    if (n_blocks == 0) return;
+    constexpr int warps_per_block = 8;
+    const unsigned grid = grid_x(ceil_div(n_blocks, warps_per_block));
+    const char* xc = reinterpret_cast<const char*>(x);
+    switch (kind) {
+        case ActQuant::Q8_0:
+            quantize_act_q8_kernel<false><<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
+            break;
+        case ActQuant::Q8_1:
+            quantize_act_q8_kernel<true><<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
+            break;
+        case ActQuant::Q8_K:
+            quantize_act_q8_k_kernel<<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
+            break;
     }
     CUDA_CHECK_LAUNCH();
 }
