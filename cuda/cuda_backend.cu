@@ -17,6 +17,7 @@
 #include "cuda/common.cuh"
 #include "cuda/elementwise.cuh"
 #include "cuda/kv.cuh"
+#include "cuda/matmul.cuh"
 #include "cuda/matvec.cuh"
 #include "cuda/moe.cuh"
 #include "cuda/norm_rope.cuh"
@@ -536,36 +537,43 @@ void cpy_float(DType dst_type, const void* src, const Shape4& ss, void* dst, con
     }
 }
 
-// MUL_MAT of quantized weights w by f32 x (see launch_matvec_q for x_quantized).
-void matvec_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
-              cudaStream_t s) {
+// Activation columns from which MUL_MAT of 32-element block weights runs the tensor-core kernel
+// (cuda/matmul) instead of the matvec kernel. Decode (N = 1) and small batches stay on the matvec
+// kernel, which reads each weight row once per 4 columns and pads nothing; the tensor-core kernel reads
+// it once per 64-column tile but pads N up to a tile. 16 is where the matvec kernel already makes 4
+// passes over the weights; a first choice, to be tuned by measuring on the device.
+constexpr int64_t MATMUL_Q_MIN_COLS = 16;
+
+// MUL_MAT of weights w of Block by f32 x (see launch_matvec_q for x_quantized): prefill-sized 2-D
+// products of the block types the tensor-core kernel takes go to it, the rest to the matvec kernel;
+// both leave the same quantized x in scratch.
+template <typename Block>
+void mul_mat_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
+               cudaStream_t s) {
     const float* xd = static_cast<const float*>(x->data);
     const Shape4 sw = shape_of(w), sx = shape_of(x);
+    if constexpr (matmul_q_supported<Block>()) {
+        const bool two_d = sw.ne[2] == 1 && sw.ne[3] == 1 && sx.ne[2] == 1 && sx.ne[3] == 1;
+        if (two_d && sx.ne[1] >= MATMUL_Q_MIN_COLS) {
+            launch_matmul_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+            return;
+        }
+    }
+    launch_matvec_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+}
+
+// MUL_MAT of quantized weights w by f32 x, by weight type.
+void matvec_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
+              cudaStream_t s) {
     switch (w->type) {
-        case DType::Q8_0:
-            launch_matvec_q<BlockQ8_0>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
-            return;
-        case DType::Q4_0:
-            launch_matvec_q<BlockQ4_0>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
-            return;
-        case DType::Q4_1:
-            launch_matvec_q<BlockQ4_1>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
-            return;
-        case DType::Q5_0:
-            launch_matvec_q<BlockQ5_0>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
-            return;
-        case DType::Q5_1:
-            launch_matvec_q<BlockQ5_1>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
-            return;
-        case DType::Q4_K:
-            launch_matvec_q<BlockQ4_K>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
-            return;
-        case DType::Q5_K:
-            launch_matvec_q<BlockQ5_K>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
-            return;
-        case DType::Q6_K:
-            launch_matvec_q<BlockQ6_K>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
-            return;
+        case DType::Q8_0: mul_mat_q<BlockQ8_0>(w, x, scratch, scratch_size, x_quantized, out, s); return;
+        case DType::Q4_0: mul_mat_q<BlockQ4_0>(w, x, scratch, scratch_size, x_quantized, out, s); return;
+        case DType::Q4_1: mul_mat_q<BlockQ4_1>(w, x, scratch, scratch_size, x_quantized, out, s); return;
+        case DType::Q5_0: mul_mat_q<BlockQ5_0>(w, x, scratch, scratch_size, x_quantized, out, s); return;
+        case DType::Q5_1: mul_mat_q<BlockQ5_1>(w, x, scratch, scratch_size, x_quantized, out, s); return;
+        case DType::Q4_K: mul_mat_q<BlockQ4_K>(w, x, scratch, scratch_size, x_quantized, out, s); return;
+        case DType::Q5_K: mul_mat_q<BlockQ5_K>(w, x, scratch, scratch_size, x_quantized, out, s); return;
+        case DType::Q6_K: mul_mat_q<BlockQ6_K>(w, x, scratch, scratch_size, x_quantized, out, s); return;
         default: MF_ASSERT_MSG(false, "matvec_q: not a quantized weight type");
     }
 }

@@ -1,6 +1,6 @@
 // Launchers for MUL_MAT in its decode shape (few activation columns): weights F32, F16, BF16, Q8_0, Q4_0,
-// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K times f32 activations. Prefill-sized products will get a
-// tensor-core kernel of their own (cuda/matmul).
+// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K times f32 activations. Prefill-sized products of the 32-element
+// block types have a tensor-core kernel of their own (cuda/matmul).
 #pragma once
 
 #include <cuda_runtime.h>

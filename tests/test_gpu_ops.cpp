@@ -186,6 +186,51 @@ TEST_CASE("mul_mat matches the CPU for every weight type, aligned and unaligned 
     }
 }
 
+// From 16 activation columns on, MUL_MAT of the 32-element block types runs the tensor-core kernel
+// (cuda/matmul): tiles of 64 weight rows x 64 columns, 128 values of K (4 blocks) per stage. The shapes
+// leave partial tiles in M and N and a partial stage in K. Tolerance as for mul_mat: both backends form
+// the same exact integer block sums from the same quantized activations, so only the f32 scaling and
+// summation order differ (~1e-6); a wrong fragment layout or unpacking is off by far more than 1e-4.
+TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor-core kernel) matches the CPU") {
+    struct Case {
+        int64_t K, M, N;
+        const char* why;
+    };
+    const std::vector<Case> cases = {
+        {128, 64, 16, "one stage, one full M tile, the fewest columns that take the kernel"},
+        {4096, 200, 17, "32 stages; M and N tiles partial (200 = 3 * 64 + 8, 17)"},
+        {320, 1000, 100, "10 blocks: two stages and a half one; M and N partial"},
+        {4096, 64, 512, "prefill-sized N: 8 full column tiles"},
+        {320, 200, 512, "partial stage and M tile with full column tiles"},
+        {128, 1000, 16, "many weight tiles, one partial column tile"},
+    };
+    const auto product = [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); };
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
+        for (const Case& c : cases) {
+            INFO(dtype_name(type) << " K " << c.K << " M " << c.M << " N " << c.N << ": " << c.why);
+            check_vs_cpu({random(type, {c.K, c.M}), random(DType::F32, {c.K, c.N})}, product, 1e-4);
+        }
+    }
+}
+
+// The tensor-core kernel keeps the scratch contract of the matvec kernel: Q5_0 reuses the Q8_0 copy of
+// x that Q4_0's launch left, Q5_1 the Q8_1 copy of Q4_1's; Q4_1 and Q8_0 quantize again after a
+// K-quant's matvec overwrote the scratch with Q8_K. (With a 2-D x of 16+ columns every 32-element
+// block type takes this kernel, so a matvec-quantized x cannot reach it.) A stale or wrong-format
+// copy would be off by far more than the mul_mat tolerance.
+TEST_CASE("the tensor-core mul_mat reuses and leaves the quantized activation like the matvec kernel") {
+    const DType chain[] = {DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q4_1, DType::Q5_1, DType::Q6_K, DType::Q8_0};
+    std::vector<Input> inputs = {random(DType::F32, {512, 40})};
+    for (DType t : chain) inputs.push_back(random(t, {512, 72}));
+    check_vs_cpu(inputs,
+                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                     Tensor* sum = mul_mat(ctx, in[1], in[0]);
+                     for (size_t i = 2; i < in.size(); ++i) sum = add(ctx, sum, mul_mat(ctx, in[i], in[0]));
+                     return sum;
+                 },
+                 1e-4);
+}
+
 TEST_CASE("mul_mat broadcasts weights over dims 2 and 3 (GQA) and reads strided and permuted views") {
     for (DType type : kWeightTypes) {
         const std::string type_name = dtype_name(type);

@@ -1,0 +1,113 @@
+// The int8 operands the quantized MUL_MAT kernels (cuda/matvec, cuda/matmul) share: activations
+// quantized as the CPU does into a split layout (ActQ), and 32-element weight blocks unpacked (QBlock).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "cuda/common.cuh"
+#include "cuda/quants.cuh"
+
+namespace mf {
+
+// Activations quantized as the CPU does for the weight type, in a split layout. rows = N * C2 * C3 in
+// (n, c2, c3) order, K elements each:
+//   q  int8 [rows][K], 16-byte aligned, so 32 quants are two int4 loads;
+//   d  f32 [rows][K / 32] (Q8_0, Q8_1: each block's scale, already rounded through fp16 as the CPU's
+//      blocks store it) or [rows][K / 256] (Q8_K: each super-block's f32 scale);
+//   s  f32 [rows][K / 32] (Q8_1: each block's s = d * sum(q), rounded through fp16; Q8_K: the integer
+//      sum of each 32 quants, exact in f32, standing in for block_q8_K's bsums pairs; Q8_0: unused).
+// act_layout carves it out of the scratch; matvec_q_scratch_bytes (cuda/matvec.cuh) gives the bytes.
+struct ActQ {
+    int8_t* q;
+    float* d;
+    float* s;
+};
+
+inline size_t align16(size_t n) { return (n + 15) / 16 * 16; }
+
+inline ActQ act_layout(void* scratch, const Shape4& sx) {
+    const size_t rows = size_t(sx.nrows()), K = size_t(sx.ne[0]);
+    char* base = static_cast<char*>(scratch);
+    float* d = reinterpret_cast<float*>(base + align16(rows * K));
+    return {reinterpret_cast<int8_t*>(base), d, d + rows * (K / QK)};
+}
+
+// x f32 [K, N, C2, C3] (packed rows, dims 1..3 any byte strides; K a multiple of kind's block) -> act
+// laid out by act_layout(scratch, sx): every block quantized bit-identically with the CPU's reference
+// quantizer for kind. Defined in cuda/matvec.cu, beside its kernels.
+void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const ActQ& act, cudaStream_t stream);
+
+// One weight block as 8 ints of 4 bytes each (elements in order; signed for Q8_0 / Q4_0 / Q5_0, which
+// dot against Q8_0, unsigned 0..31 for Q4_1 / Q5_1, which add their min through Q8_1's s), its scale
+// and min. p may point into shared or global memory; only 2-byte loads are safe in either.
+struct QBlock {
+    int q[8];
+    float d, m;
+};
+
+__device__ __forceinline__ QBlock load_block(BlockQ8_0, const uint8_t* p) {
+    QBlock b;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) b.q[i] = int(load_u32(p + 2 + 4 * i));
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = 0.0f;
+    return b;
+}
+
+__device__ __forceinline__ QBlock load_block(BlockQ4_0, const uint8_t* p) {
+    QBlock b;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t v = load_u32(p + 2 + 4 * i);
+        // Low nibbles are elements 0..15, high nibbles 16..31; q - 8 per byte gives signed int8.
+        b.q[i] = int(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
+        b.q[i + 4] = int(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
+    }
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = 0.0f;
+    return b;
+}
+
+__device__ __forceinline__ QBlock load_block(BlockQ4_1, const uint8_t* p) {
+    QBlock b;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t v = load_u32(p + 4 + 4 * i);
+        b.q[i] = int(v & 0x0F0F0F0Fu);
+        b.q[i + 4] = int((v >> 4) & 0x0F0F0F0Fu);
+    }
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = fp16_bits_to_f32(load_u16(p + 2));
+    return b;
+}
+
+// Q5_0 / Q5_1: qh holds the fifth bit of element j at bit j; spread_bit4 moves four of them into place.
+__device__ __forceinline__ void unpack_q5(const uint8_t* qs, uint32_t qh, uint32_t bias, int* q) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const uint32_t v = load_u32(qs + 4 * i);
+        q[i] = int(__vsub4((v & 0x0F0F0F0Fu) | spread_bit4(qh >> (4 * i)), bias));
+        q[i + 4] = int(__vsub4(((v >> 4) & 0x0F0F0F0Fu) | spread_bit4(qh >> (16 + 4 * i)), bias));
+    }
+}
+
+__device__ __forceinline__ QBlock load_block(BlockQ5_0, const uint8_t* p) {
+    QBlock b;
+    unpack_q5(p + 6, load_u32(p + 2), 0x10101010u, b.q);
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = 0.0f;
+    return b;
+}
+
+__device__ __forceinline__ QBlock load_block(BlockQ5_1, const uint8_t* p) {
+    QBlock b;
+    unpack_q5(p + 8, load_u32(p + 4), 0u, b.q);
+    b.d = fp16_bits_to_f32(load_u16(p));
+    b.m = fp16_bits_to_f32(load_u16(p + 2));
+    return b;
+}
+
+}  // namespace mf

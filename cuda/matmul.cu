@@ -1,0 +1,226 @@
+// MUL_MAT for prefill with 32-element block weights: a CUDA block computes a 64 x 64 tile of outputs
+// from int8 tiles in shared memory with mma.sync m16n8k32, one weight block per mma K step.
+#include "cuda/matmul.cuh"
+
+#include "cuda/act_quant.cuh"
+#include "cuda/matvec.cuh"  // matvec_q_scratch_bytes: both kernels share one quantized x in scratch
+
+namespace mf {
+
+namespace {
+
+// Tiling. Each weight block is read once per 64 activation columns (the matvec kernel reads it once
+// per 4), and each mma K step is exactly one block, so its int32 result is the block's exact integer
+// sum, scaled like matvec_q_kernel's.
+constexpr int TILE_M = 64;                          // weight rows per CUDA block
+constexpr int TILE_N = 64;                          // activation rows (columns of the product) per CUDA block
+constexpr int STAGE_BLOCKS = 4;                     // weight blocks along K per shared-memory stage
+constexpr int STAGE_K = STAGE_BLOCKS * QK;          // 128 values of K per stage
+constexpr int ROW_BYTES = STAGE_K + 16;             // a tile row in shared memory, see Stage
+constexpr int WARPS_M = 2, WARPS_N = 2;             // warps per CUDA block, 2 x 2 over the tile
+constexpr int THREADS = WARPS_M * WARPS_N * WARP_SIZE;
+constexpr int WARP_M = TILE_M / WARPS_M;            // output rows per warp: 32
+constexpr int WARP_N = TILE_N / WARPS_N;            // output columns per warp: 32
+constexpr int FRAGS_M = WARP_M / 16;                // m16 tiles per warp: 2
+constexpr int FRAGS_N = WARP_N / 8;                 // n8 tiles per warp: 4
+static_assert(TILE_M * STAGE_BLOCKS % THREADS == 0 && TILE_N * STAGE_K / 16 % THREADS == 0,
+              "every thread loads the same number of blocks and 16-byte vectors per stage");
+
+// One stage of both operands, unpacked to int8 with one scale (and min / sum) per (row, block).
+// ROW_BYTES = 128 + 16: rows 36 words apart, so a fragment load (8 rows x 4 consecutive words per
+// warp) hits 32 different banks; the 16 keeps rows 16-byte aligned for the vector stores.
+struct Stage {
+    alignas(16) int8_t w_q[TILE_M][ROW_BYTES];
+    alignas(16) int8_t x_q[TILE_N][ROW_BYTES];
+    float w_d[TILE_M][STAGE_BLOCKS];
+    float w_m[TILE_M][STAGE_BLOCKS];  // Q4_1 / Q5_1 mins
+    float x_d[TILE_N][STAGE_BLOCKS];
+    float x_s[TILE_N][STAGE_BLOCKS];  // Q8_1 sums (d * sum(q)), for the mins
+};
+
+// d = a (16 x 32, row-major) . b (32 x 8, column-major) over int8, exact in int32. Fragments, with
+// g = lane / 4, t = lane % 4 (PTX ISA, mma.m16n8k32 .s8): a[0] row g, k 4t..4t+3; a[1] row g + 8,
+// same k; a[2], a[3] as a[0], a[1] at k + 16; b[0] column g, k 4t..4t+3; b[1] k + 16; d[0], d[1] row g,
+// columns 2t, 2t + 1; d[2], d[3] row g + 8. Four int8 per register, the lowest k in the low byte.
+__device__ __forceinline__ void mma_s8(int (&d)[4], const int (&a)[4], const int (&b)[2]) {
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%10, %10, %10, %10};"
+        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(0));
+}
+
+// Weight blocks b0 .. b0 + 3 of rows m0 .. m0 + 63 into the stage; rows past M and blocks past the row
+// are zeros (with zero scales), so they add nothing.
+template <typename Block>
+__device__ __forceinline__ void load_weight_stage(Stage& st, const uint8_t* w, int64_t w_row_bytes, int64_t M,
+                                                  int64_t n_blk, int64_t m0, int64_t b0) {
+#pragma unroll
+    for (int it = 0; it < TILE_M * STAGE_BLOCKS / THREADS; ++it) {
+        const int i = threadIdx.x + it * THREADS;
+        const int row = i / STAGE_BLOCKS, kb = i % STAGE_BLOCKS;  // 4 neighbouring threads read one row
+        const int64_t m = m0 + row, blk = b0 + kb;
+        QBlock b = {};
+        if (m < M && blk < n_blk) b = load_block(Block{}, w + m * w_row_bytes + blk * BlockTraits<Block>::bytes);
+        int4* q = reinterpret_cast<int4*>(&st.w_q[row][kb * QK]);
+        q[0] = make_int4(b.q[0], b.q[1], b.q[2], b.q[3]);
+        q[1] = make_int4(b.q[4], b.q[5], b.q[6], b.q[7]);
+        st.w_d[row][kb] = b.d;
+        if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1) st.w_m[row][kb] = b.m;
+    }
+}
+
+// Quantized activation rows n0 .. n0 + 63, blocks b0 .. b0 + 3, into the stage (16-byte loads: act.q
+// rows are K bytes, K a multiple of 32, from a 16-byte aligned base); out of range: zeros. WITH_SUM:
+// Q8_1, whose block sums the weights' mins need.
+template <bool WITH_SUM>
+__device__ __forceinline__ void load_act_stage(Stage& st, const ActQ& act, int64_t N, int64_t n_blk, int64_t n0,
+                                               int64_t b0) {
+    constexpr int VECS = STAGE_K / 16;  // 16-byte vectors per tile row
+#pragma unroll
+    for (int it = 0; it < TILE_N * VECS / THREADS; ++it) {
+        const int i = threadIdx.x + it * THREADS;
+        const int row = i / VECS, v = i % VECS;
+        const int64_t n = n0 + row, blk = b0 + v / 2;
+        int4 q = make_int4(0, 0, 0, 0);
+        if (n < N && blk < n_blk) q = *reinterpret_cast<const int4*>(act.q + (n * n_blk + blk) * QK + 16 * (v % 2));
+        *reinterpret_cast<int4*>(&st.x_q[row][16 * v]) = q;
+    }
+#pragma unroll
+    for (int it = 0; it < TILE_N * STAGE_BLOCKS / THREADS; ++it) {
+        const int i = threadIdx.x + it * THREADS;
+        const int row = i / STAGE_BLOCKS, kb = i % STAGE_BLOCKS;
+        const int64_t n = n0 + row, blk = b0 + kb;
+        const bool in = n < N && blk < n_blk;
+        st.x_d[row][kb] = in ? act.d[n * n_blk + blk] : 0.0f;
+        if (WITH_SUM) st.x_s[row][kb] = in ? act.s[n * n_blk + blk] : 0.0f;
+    }
+}
+
+// grid = (ceil(N / TILE_N), ceil(M / TILE_M)): the column tiles of one weight tile run side by side,
+// so the weight tile they share is fetched from DRAM about once. Warp (wm, wn) owns output rows
+// m0 + 32 wm .. + 31 and columns n0 + 32 wn .. + 31: per weight block, 2 x 4 mma tiles whose int32
+// sums are scaled into f32 accumulators with matvec_q_kernel's arithmetic. At most 128 registers:
+// four CUDA blocks (16 warps) per SM hide the stage loads, which nothing else overlaps.
+template <typename Block>
+__global__ void __launch_bounds__(THREADS, 4)
+    matmul_q_kernel(const uint8_t* w, int64_t w_row_bytes, int64_t M, int64_t N, int64_t n_blk, ActQ act,
+                    float* dst) {
+    constexpr bool MIN = BlockTraits<Block>::act == ActQuant::Q8_1;
+    __shared__ Stage st;
+
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int g = lane / 4, t = lane % 4;
+    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+    const int64_t n0 = int64_t(blockIdx.x) * TILE_N, m0 = int64_t(blockIdx.y) * TILE_M;
+
+    float acc[FRAGS_M][FRAGS_N][4] = {};
+    for (int64_t b0 = 0; b0 < n_blk; b0 += STAGE_BLOCKS) {
+        __syncthreads();  // the previous stage is consumed
+        load_weight_stage<Block>(st, w, w_row_bytes, M, n_blk, m0, b0);
+        load_act_stage<MIN>(st, act, N, n_blk, n0, b0);
+        __syncthreads();
+        const int stage_blocks = int(n_blk - b0 < STAGE_BLOCKS ? n_blk - b0 : STAGE_BLOCKS);
+        // Not unrolled: unrolling hoists the fragment loads of all four blocks and needs ~170
+        // registers, two CUDA blocks per SM instead of four.
+#pragma unroll 1
+        for (int kb = 0; kb < stage_blocks; ++kb) {
+            int a[FRAGS_M][4];
+            float w_d[FRAGS_M][2], w_m[FRAGS_M][2] = {};
+#pragma unroll
+            for (int fm = 0; fm < FRAGS_M; ++fm) {
+                const int row = WARP_M * wm + 16 * fm + g;
+                const int* lo = reinterpret_cast<const int*>(&st.w_q[row][kb * QK]);
+                const int* hi = reinterpret_cast<const int*>(&st.w_q[row + 8][kb * QK]);
+                a[fm][0] = lo[t];
+                a[fm][1] = hi[t];
+                a[fm][2] = lo[4 + t];
+                a[fm][3] = hi[4 + t];
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    w_d[fm][h] = st.w_d[row + 8 * h][kb];
+                    if (MIN) w_m[fm][h] = st.w_m[row + 8 * h][kb];
+                }
+            }
+#pragma unroll
+            for (int fn = 0; fn < FRAGS_N; ++fn) {
+                const int* col = reinterpret_cast<const int*>(&st.x_q[WARP_N * wn + 8 * fn + g][kb * QK]);
+                const int b[2] = {col[t], col[4 + t]};
+                float x_d[2], x_s[2] = {};
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    x_d[j] = st.x_d[WARP_N * wn + 8 * fn + 2 * t + j][kb];
+                    if (MIN) x_s[j] = st.x_s[WARP_N * wn + 8 * fn + 2 * t + j][kb];
+                }
+#pragma unroll
+                for (int fm = 0; fm < FRAGS_M; ++fm) {
+                    int sum[4];
+                    mma_s8(sum, a[fm], b);
+#pragma unroll
+                    for (int r = 0; r < 4; ++r) {
+                        const int h = r / 2, j = r % 2;
+                        // As matvec_q_kernel and the CPU's vec_dot: the two scales first, then the sum;
+                        // the Q8_1 types add min * s unfused.
+                        if constexpr (MIN) {
+                            acc[fm][fn][r] += __fadd_rn(__fmul_rn(float(sum[r]), __fmul_rn(w_d[fm][h], x_d[j])),
+                                                        __fmul_rn(w_m[fm][h], x_s[j]));
+                        } else {
+                            acc[fm][fn][r] += float(sum[r]) * (w_d[fm][h] * x_d[j]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int fm = 0; fm < FRAGS_M; ++fm) {
+#pragma unroll
+        for (int fn = 0; fn < FRAGS_N; ++fn) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int64_t m = m0 + WARP_M * wm + 16 * fm + g + 8 * (r / 2);
+                const int64_t n = n0 + WARP_N * wn + 8 * fn + 2 * t + r % 2;
+                if (m < M && n < N) dst[n * M + m] = acc[fm][fn][r];
+            }
+        }
+    }
+}
+
+}  // namespace
+
+template <typename Block>
+void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
+                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream) {
+    using Traits = BlockTraits<Block>;
+    static_assert(matmul_q_supported<Block>(), "launch_matmul_q takes 32-element blocks only");
+    MF_ASSERT(sw.ne[0] == sx.ne[0] && sx.nb[0] == sizeof(float));
+    MF_ASSERT(sw.ne[2] == 1 && sw.ne[3] == 1 && sx.ne[2] == 1 && sx.ne[3] == 1);
+    MF_ASSERT(sw.ne[0] % QK == 0 && sw.nb[0] == Traits::bytes);
+    MF_ASSERT(scratch_bytes >= matvec_q_scratch_bytes(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
+    const int64_t M = sw.ne[1], N = sx.ne[1];
+    if (N == 0) return;
+    const ActQ act = act_layout(scratch, sx);
+    // Even when M == 0: a later launch may be told the scratch holds x.
+    if (!x_quantized) quantize_activations(Traits::act, x, sx, act, stream);
+    if (M == 0) return;
+
+    const int64_t m_tiles = ceil_div(M, TILE_M);
+    MF_ASSERT_MSG(m_tiles <= 65535, "launch_matmul_q: more weight rows than grid.y allows");
+    const dim3 grid(grid_x(ceil_div(N, TILE_N)), unsigned(m_tiles));
+    matmul_q_kernel<Block><<<grid, THREADS, 0, stream>>>(static_cast<const uint8_t*>(w), sw.nb[1], M, N,
+                                                         sw.ne[0] / QK, act, dst);
+    CUDA_CHECK_LAUNCH();
+}
+
+template void launch_matmul_q<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         bool, float*, cudaStream_t);
+template void launch_matmul_q<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         bool, float*, cudaStream_t);
+template void launch_matmul_q<BlockQ4_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         bool, float*, cudaStream_t);
+template void launch_matmul_q<BlockQ5_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         bool, float*, cudaStream_t);
+template void launch_matmul_q<BlockQ5_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                         bool, float*, cudaStream_t);
+
+}  // namespace mf

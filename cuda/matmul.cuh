@@ -1,0 +1,28 @@
+// Launcher for MUL_MAT in its prefill shape (many activation columns) with weights of the 32-element
+// block types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: int8 tensor-core tiles ("MMQ"); decode stays in cuda/matvec.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/common.cuh"
+#include "cuda/quants.cuh"
+
+namespace mf {
+
+// True for the block types launch_matmul_q takes: those of 32 elements, one m16n8k32 mma's K each.
+template <typename Block>
+constexpr bool matmul_q_supported() {
+    return BlockTraits<Block>::elems == QK;
+}
+
+// w [K, M] of Block (matmul_q_supported; packed rows, any row stride) times x f32 [K, N] (packed rows)
+// -> dst f32 contiguous [M, N], dst[m, n] = w row m . x row n. Same contract as launch_matvec_q
+// (cuda/matvec.cuh) for 2-D operands: x is quantized into scratch (at least matvec_q_scratch_bytes(sx),
+// 16-byte aligned) with the CPU's reference arithmetic unless x_quantized says an earlier launch left
+// it there, and leaves it there for the next one; each block's integer sum is exact, so the result
+// differs from the CPU's only in how the scaled sums are added up.
+template <typename Block>
+void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
+                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream);
+
+}  // namespace mf
