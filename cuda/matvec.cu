@@ -1,7 +1,7 @@
 // MUL_MAT for decode: one warp per output row reads the weight row once with 16-byte coalesced loads,
 // dequantizes in registers and reduces with warp shuffles. It loops over the activation columns in
 // groups of MATVEC_COLS, re-reading the weight row (from L1/L2) per group: simple and correct for
-// N > 1, but prefill-sized N wants the tiled tensor-core kernel that a later issue adds (cuda/matmul).
+// N > 1; prefill-sized N of the 32-element block types goes to the tensor-core kernel (cuda/matmul).
 #include "cuda/matvec.cuh"
 
 #include "cuda/act_quant.cuh"

@@ -32,13 +32,40 @@ struct SynthShape {
     float norm_eps;
     bool tied;            // no output.weight: the token embedding is also the output matrix
     bool qkv_bias;        // attn_{q,k,v}.bias tensors (qwen2)
+    SynthMLA mla;         // deepseek2's latent attention and experts (kv_lora_rank 0: none)
 };
 
+// DeepSeek-V2-Lite's config.json as llama.cpp's converter writes it: q_lora_rank null (plain
+// attn_q), first_k_dense_replace 1, scoring_func softmax, norm_topk_prob false, rope_scaling yarn
+// (factor 40, original_max_position_embeddings 4096, mscale_all_dim 0.707).
+SynthMLA deepseek_v2_lite_mla() {
+    SynthMLA m;
+    m.kv_lora_rank = 512;
+    m.n_rot = 64;
+    m.head_dim_nope = 128;
+    m.head_dim_v = 128;
+    m.n_layer_dense_lead = 1;
+    m.n_expert = 64;
+    m.n_expert_used = 6;
+    m.n_expert_shared = 2;
+    m.n_ff_exp = 1408;
+    m.expert_weights_scale = 1.0f;
+    m.expert_weights_norm = false;
+    m.expert_gating_func = 1;
+    m.yarn_factor = 40.0f;
+    m.yarn_n_ctx_orig = 4096;
+    m.yarn_log_mul = 0.0707f;
+    return m;
+}
+
+// An MLA shape's n_head_kv is the file's: one latent row serves every head.
 const SynthShape kShapes[] = {
-    {"llama-1b", "Llama-3.2-1B", "llama", 2048, 16, 32, 8, 8192, 128256, 131072, 500000.0f, 1e-5f, true, false},
-    {"llama-8b", "Llama-3.1-8B", "llama", 4096, 32, 32, 8, 14336, 128256, 131072, 500000.0f, 1e-5f, false, false},
-    {"smollm2-135m", "SmolLM2-135M", "llama", 576, 30, 9, 3, 1536, 49152, 8192, 100000.0f, 1e-5f, true, false},
-    {"qwen2-0.5b", "Qwen2-0.5B", "qwen2", 896, 24, 14, 2, 4864, 151936, 32768, 1000000.0f, 1e-6f, true, true},
+    {"llama-1b", "Llama-3.2-1B", "llama", 2048, 16, 32, 8, 8192, 128256, 131072, 500000.0f, 1e-5f, true, false, {}},
+    {"llama-8b", "Llama-3.1-8B", "llama", 4096, 32, 32, 8, 14336, 128256, 131072, 500000.0f, 1e-5f, false, false, {}},
+    {"smollm2-135m", "SmolLM2-135M", "llama", 576, 30, 9, 3, 1536, 49152, 8192, 100000.0f, 1e-5f, true, false, {}},
+    {"qwen2-0.5b", "Qwen2-0.5B", "qwen2", 896, 24, 14, 2, 4864, 151936, 32768, 1000000.0f, 1e-6f, true, true, {}},
+    {"deepseek-v2-lite", "DeepSeek-V2-Lite", "deepseek2", 2048, 27, 16, 1, 10944, 102400, 163840, 10000.0f, 1e-6f,
+     false, false, deepseek_v2_lite_mla()},
 };
 
 // The weight types, with the llama_ftype each writes as general.file_type (mostly-TYPE files;
@@ -85,6 +112,7 @@ SynthDims to_dims(const SynthShape& s) {
     d.n_embd = s.n_embd, d.n_layer = s.n_layer, d.n_head = s.n_head, d.n_head_kv = s.n_head_kv;
     d.n_ff = s.n_ff, d.n_vocab = s.n_vocab, d.n_ctx_train = s.n_ctx_train;
     d.rope_freq_base = s.rope_freq_base, d.norm_eps = s.norm_eps, d.tied = s.tied, d.qkv_bias = s.qkv_bias;
+    d.mla = s.mla;
     return d;
 }
 
@@ -100,24 +128,44 @@ struct PlannedTensor {
     int64_t n_rows() const { return ne[1] * ne[2]; }
 };
 
-// MLA's attention tensors of one layer, as llama.cpp's deepseek2 files name them (q_lora none).
-void plan_mla_layer(std::vector<PlannedTensor>& ts, const std::string& p, const SynthDims& s, uint32_t kv_lora,
-                    DType type) {
-    const int64_t n_embd = s.n_embd, n_head = s.n_head, head_dim = s.n_embd / s.n_head;
-    const int64_t n_rot = synth_mla_rope_dims(uint32_t(head_dim)), nope = head_dim - n_rot;
-    ts.push_back({p + "attn_q.weight", type, 2, {n_embd, n_head * head_dim, 1}, 0.0f, MATRIX_STD});
+// MLA's attention tensors of one layer, as llama.cpp's deepseek2 files name them (q_lora none;
+// attn_kv_b split into attn_k_b and attn_v_b, as current conversions write it).
+void plan_mla_layer(std::vector<PlannedTensor>& ts, const std::string& p, const SynthDims& s, DType type) {
+    const SynthMLA& m = s.mla;
+    const int64_t n_embd = s.n_embd, n_head = s.n_head, kv_lora = m.kv_lora_rank, n_rot = m.n_rot;
+    const int64_t nope = m.head_dim_nope, v_dim = m.head_dim_v;
+    ts.push_back({p + "attn_q.weight", type, 2, {n_embd, n_head * (nope + n_rot), 1}, 0.0f, MATRIX_STD});
     ts.push_back({p + "attn_kv_a_mqa.weight", type, 2, {n_embd, kv_lora + n_rot, 1}, 0.0f, MATRIX_STD});
     ts.push_back({p + "attn_kv_a_norm.weight", DType::F32, 1, {kv_lora, 1, 1}, 1.0f, NORM_STD});
     ts.push_back({p + "attn_k_b.weight", type, 3, {nope, kv_lora, n_head}, 0.0f, MATRIX_STD});
-    ts.push_back({p + "attn_v_b.weight", type, 3, {kv_lora, head_dim, n_head}, 0.0f, MATRIX_STD});
+    ts.push_back({p + "attn_v_b.weight", type, 3, {kv_lora, v_dim, n_head}, 0.0f, MATRIX_STD});
+}
+
+// deepseek2's expert FFN of one layer: the router (f32, as the converter keeps it), the routed
+// experts stacked along ne[2], and the shared experts as one FFN.
+void plan_moe_layer(std::vector<PlannedTensor>& ts, const std::string& p, const SynthDims& s, DType type) {
+    const SynthMLA& m = s.mla;
+    const int64_t n_embd = s.n_embd, n_expert = m.n_expert, n_ff_exp = m.n_ff_exp;
+    const int64_t n_ff_sh = n_ff_exp * m.n_expert_shared;
+    ts.push_back({p + "ffn_gate_inp.weight", DType::F32, 2, {n_embd, n_expert, 1}, 0.0f, MATRIX_STD});
+    ts.push_back({p + "ffn_gate_exps.weight", type, 3, {n_embd, n_ff_exp, n_expert}, 0.0f, MATRIX_STD});
+    ts.push_back({p + "ffn_up_exps.weight", type, 3, {n_embd, n_ff_exp, n_expert}, 0.0f, MATRIX_STD});
+    ts.push_back({p + "ffn_down_exps.weight", type, 3, {n_ff_exp, n_embd, n_expert}, 0.0f, MATRIX_STD});
+    if (n_ff_sh == 0) return;
+    ts.push_back({p + "ffn_gate_shexp.weight", type, 2, {n_embd, n_ff_sh, 1}, 0.0f, MATRIX_STD});
+    ts.push_back({p + "ffn_up_shexp.weight", type, 2, {n_embd, n_ff_sh, 1}, 0.0f, MATRIX_STD});
+    ts.push_back({p + "ffn_down_shexp.weight", type, 2, {n_ff_sh, n_embd, 1}, 0.0f, MATRIX_STD});
 }
 
 // llama.cpp's tensor names and shapes for the shape (as models/model.cpp loads them); with
-// kv_lora_rank, MLA attention in deepseek2's names instead of attn_k/attn_v.
-std::vector<PlannedTensor> plan_tensors(const SynthDims& s, uint32_t n_layer, uint32_t kv_lora_rank, DType type) {
+// s.mla, MLA attention in deepseek2's names instead of attn_k/attn_v, and experts past the
+// leading dense layers.
+std::vector<PlannedTensor> plan_tensors(const SynthDims& s, uint32_t n_layer, DType type) {
+    const bool mla = s.mla.kv_lora_rank > 0;
     const int64_t n_embd = s.n_embd, n_ff = s.n_ff;
     const int64_t head_dim = s.n_embd / s.n_head;
     const int64_t q_dim = head_dim * s.n_head, kv_dim = head_dim * s.n_head_kv;
+    const int64_t attn_out_dim = mla ? int64_t(s.n_head) * s.mla.head_dim_v : q_dim;
     std::vector<PlannedTensor> ts;
     const auto matrix = [&](std::string name, int64_t n_in, int64_t n_out) {
         ts.push_back({std::move(name), type, 2, {n_in, n_out, 1}, 0.0f, MATRIX_STD});
@@ -133,20 +181,24 @@ std::vector<PlannedTensor> plan_tensors(const SynthDims& s, uint32_t n_layer, ui
     for (uint32_t il = 0; il < n_layer; ++il) {
         const std::string p = "blk." + std::to_string(il) + ".";
         norm(p + "attn_norm.weight");
-        if (kv_lora_rank > 0) {
-            plan_mla_layer(ts, p, s, kv_lora_rank, type);
+        if (mla) {
+            plan_mla_layer(ts, p, s, type);
         } else {
             matrix(p + "attn_q.weight", n_embd, q_dim);
             matrix(p + "attn_k.weight", n_embd, kv_dim);
             matrix(p + "attn_v.weight", n_embd, kv_dim);
         }
-        if (s.qkv_bias && kv_lora_rank == 0) {
+        if (s.qkv_bias && !mla) {
             bias(p + "attn_q.bias", q_dim);
             bias(p + "attn_k.bias", kv_dim);
             bias(p + "attn_v.bias", kv_dim);
         }
-        matrix(p + "attn_output.weight", q_dim, n_embd);
+        matrix(p + "attn_output.weight", attn_out_dim, n_embd);
         norm(p + "ffn_norm.weight");
+        if (s.mla.n_expert > 0 && il >= s.mla.n_layer_dense_lead) {
+            plan_moe_layer(ts, p, s, type);
+            continue;
+        }
         matrix(p + "ffn_gate.weight", n_embd, n_ff);
         matrix(p + "ffn_up.weight", n_embd, n_ff);
         matrix(p + "ffn_down.weight", n_ff, n_embd);
@@ -326,26 +378,40 @@ private:
     bool committed_ = false;
 };
 
-// deepseek2's MLA keys for a dense model (llama.cpp's names): the cache geometry is the latent row
-// (key_length = kv_lora_rank + rope dims, value_length = kv_lora_rank, one KV head), the _mla keys
-// the per-head sizes.
-void set_mla_metadata(GGUFWriter& w, const SynthDims& s, uint32_t kv_lora, uint32_t n_layer) {
+// deepseek2's MLA keys (llama.cpp's names): the cache geometry is the latent row (key_length =
+// kv_lora_rank + rope dims, value_length = kv_lora_rank, one KV head), the _mla keys the per-head
+// sizes; then the experts and YaRN where the shape has them (a dense file: expert_count 0 only).
+void set_mla_metadata(GGUFWriter& w, const SynthMLA& m, uint32_t n_layer) {
     const std::string a = "deepseek2.";
-    const uint32_t head_dim = s.n_embd / s.n_head, n_rot = synth_mla_rope_dims(head_dim);
     w.set_u32(a + "attention.head_count_kv", 1);
-    w.set_u32(a + "attention.kv_lora_rank", kv_lora);
-    w.set_u32(a + "attention.key_length", kv_lora + n_rot);
-    w.set_u32(a + "attention.value_length", kv_lora);
-    w.set_u32(a + "attention.key_length_mla", head_dim);
-    w.set_u32(a + "attention.value_length_mla", head_dim);
-    w.set_u32(a + "rope.dimension_count", n_rot);
-    w.set_u32(a + "leading_dense_block_count", n_layer);
-    w.set_u32(a + "expert_count", 0);
+    w.set_u32(a + "attention.kv_lora_rank", m.kv_lora_rank);
+    w.set_u32(a + "attention.key_length", m.kv_lora_rank + m.n_rot);
+    w.set_u32(a + "attention.value_length", m.kv_lora_rank);
+    w.set_u32(a + "attention.key_length_mla", m.head_dim_nope + m.n_rot);
+    w.set_u32(a + "attention.value_length_mla", m.head_dim_v);
+    w.set_u32(a + "rope.dimension_count", m.n_rot);
+    w.set_u32(a + "leading_dense_block_count", std::min(m.n_layer_dense_lead, n_layer));
+    w.set_u32(a + "expert_count", m.n_expert);
+    if (m.n_expert > 0) {
+        w.set_u32(a + "expert_used_count", m.n_expert_used);
+        w.set_u32(a + "expert_shared_count", m.n_expert_shared);
+        w.set_u32(a + "expert_feed_forward_length", m.n_ff_exp);
+        w.set_f32(a + "expert_weights_scale", m.expert_weights_scale);
+        w.set_bool(a + "expert_weights_norm", m.expert_weights_norm);
+        w.set_u32(a + "expert_gating_func", m.expert_gating_func);
+    }
+    if (m.yarn_factor > 0.0f) {
+        w.set_str(a + "rope.scaling.type", "yarn");
+        w.set_f32(a + "rope.scaling.factor", m.yarn_factor);
+        w.set_u32(a + "rope.scaling.original_context_length", m.yarn_n_ctx_orig);
+        w.set_f32(a + "rope.scaling.yarn_log_multiplier", m.yarn_log_mul);
+    }
 }
 
 void set_metadata(GGUFWriter& w, const SynthDims& s, const std::string& name, const SynthType& type,
-                  uint32_t n_layer, uint32_t kv_lora) {
-    const std::string arch = kv_lora > 0 ? "deepseek2" : s.arch;
+                  uint32_t n_layer) {
+    const bool mla = s.mla.kv_lora_rank > 0;
+    const std::string arch = mla ? "deepseek2" : s.arch;
     const std::string a = arch + ".";
     w.set_str("general.architecture", arch);
     w.set_str("general.name", "minfer synth " + name);
@@ -359,8 +425,8 @@ void set_metadata(GGUFWriter& w, const SynthDims& s, const std::string& name, co
     w.set_u32(a + "attention.head_count", s.n_head);
     w.set_f32(a + "rope.freq_base", s.rope_freq_base);
     w.set_f32(a + "attention.layer_norm_rms_epsilon", s.norm_eps);
-    if (kv_lora > 0) {
-        set_mla_metadata(w, s, kv_lora, n_layer);
+    if (mla) {
+        set_mla_metadata(w, s.mla, n_layer);
     } else {
         w.set_u32(a + "attention.head_count_kv", s.n_head_kv);
         w.set_u32(a + "rope.dimension_count", s.n_embd / s.n_head);
@@ -399,9 +465,19 @@ std::vector<std::string> synth_type_names() {
 std::string synth_shapes_help() {
     std::string out;
     for (const auto& s : kShapes) {
-        out += strfmt("  %-13s %s (%s): %u layers, n_embd %u, %u heads (%u KV) of %u, n_ff %u, vocab %u%s%s\n",
-                      s.name, s.model, s.arch, s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_embd / s.n_head,
-                      s.n_ff, s.n_vocab, s.tied ? ", tied embeddings" : "", s.qkv_bias ? ", QKV biases" : "");
+        const SynthMLA& m = s.mla;
+        if (m.kv_lora_rank == 0) {
+            out += strfmt("  %-16s %s (%s): %u layers, n_embd %u, %u heads (%u KV) of %u, n_ff %u, vocab %u%s%s\n",
+                          s.name, s.model, s.arch, s.n_layer, s.n_embd, s.n_head, s.n_head_kv, s.n_embd / s.n_head,
+                          s.n_ff, s.n_vocab, s.tied ? ", tied embeddings" : "", s.qkv_bias ? ", QKV biases" : "");
+            continue;
+        }
+        out += strfmt("  %-16s %s (%s): %u layers, n_embd %u, %u heads, MLA kv_lora_rank %u (q/k %u + rope %u, v %u), "
+                      "vocab %u\n  %-16s n_ff %u in the first %u layer%s, then %u experts of %u (top %u, %u shared)%s\n",
+                      s.name, s.model, s.arch, s.n_layer, s.n_embd, s.n_head, m.kv_lora_rank, m.head_dim_nope, m.n_rot,
+                      m.head_dim_v, s.n_vocab, "", s.n_ff, m.n_layer_dense_lead, m.n_layer_dense_lead == 1 ? "" : "s",
+                      m.n_expert, m.n_ff_exp, m.n_expert_used, m.n_expert_shared,
+                      m.yarn_factor > 0.0f ? strfmt(", YaRN x%g", double(m.yarn_factor)).c_str() : "");
     }
     return out;
 }
@@ -421,6 +497,8 @@ SynthSummary write_synth_model(const SynthOptions& opts) {
         dims.n_head_kv = opts.n_head_kv;
     }
     const uint32_t head_dim = dims.n_embd / dims.n_head;
+    if (dims.mla.kv_lora_rank > 0 && (opts.kv_lora_rank > 0 || opts.n_head_kv > 0))
+        throw Error(strfmt("shape '%s' has MLA attention already: no KV head count or latent rank", name.c_str()));
     if (opts.kv_lora_rank > 0 && (opts.kv_lora_rank > 4096 || head_dim < 4 || opts.n_head_kv > 0))
         throw Error(strfmt("MLA latent rank %u: must be 1..4096, with heads of at least 4 and no KV head count",
                            opts.kv_lora_rank));
@@ -428,15 +506,24 @@ SynthSummary write_synth_model(const SynthOptions& opts) {
     if (stat(opts.path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
         throw Error(strfmt("%s: not a regular file (the weights are written in place)", opts.path.c_str()));
     const uint32_t n_layer = opts.n_layer ? opts.n_layer : dims.n_layer;
+    if (opts.kv_lora_rank > 0) {
+        // The dense MLA variant of the base: its heads split into nope and rope dims, every layer dense.
+        SynthMLA& m = dims.mla;
+        m.kv_lora_rank = opts.kv_lora_rank;
+        m.n_rot = synth_mla_rope_dims(head_dim);
+        m.head_dim_nope = head_dim - m.n_rot;
+        m.head_dim_v = head_dim;
+        m.n_layer_dense_lead = n_layer;
+    }
     const int n_threads = opts.n_threads > 0 ? opts.n_threads : int(std::max(1u, std::thread::hardware_concurrency()));
 
-    std::vector<PlannedTensor> plan = plan_tensors(dims, n_layer, opts.kv_lora_rank, type.dtype);
+    std::vector<PlannedTensor> plan = plan_tensors(dims, n_layer, type.dtype);
     for (const std::string& notice : apply_fallbacks(plan, type.dtype))
         if (opts.on_notice) opts.on_notice(notice);
 
     // Pass 1: the writer lays out metadata, tensor infos and alignment, over zero placeholders.
     GGUFWriter w;
-    set_metadata(w, dims, name, type, n_layer, opts.kv_lora_rank);
+    set_metadata(w, dims, name, type, n_layer);
     uint64_t max_bytes = 0;
     for (const auto& t : plan) max_bytes = std::max<uint64_t>(max_bytes, dtype_row_size(t.type, t.ne[0]) * t.n_rows());
     SynthSummary summary;

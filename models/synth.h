@@ -1,5 +1,6 @@
 // Synthetic models: GGUF files with seeded random weights in the exact shape of a real model
-// (Llama 3, SmolLM2, Qwen2) and an SPM vocabulary of its size, so speed work needs no download.
+// (Llama 3, SmolLM2, Qwen2, DeepSeek-V2-Lite) and an SPM vocabulary of its size, so speed work
+// needs no download.
 #pragma once
 
 #include <cstddef>
@@ -11,14 +12,35 @@
 
 namespace mf {
 
+// deepseek2's latent attention (DeepSeek-V2's MLA, queries without a LoRA) and its experts, in
+// llama.cpp's terms; kv_lora_rank 0: plain K/V heads instead.
+struct SynthMLA {
+    uint32_t kv_lora_rank = 0;        // the cache holds kv_lora_rank + n_rot values per token and layer
+    uint32_t n_rot = 0;               // qk_rope_head_dim: the roped part of each query/key head
+    uint32_t head_dim_nope = 0;       // qk_nope_head_dim: a query/key head is nope + n_rot values
+    uint32_t head_dim_v = 0;          // v_head_dim
+    uint32_t n_layer_dense_lead = 0;  // layers 0 .. this - 1 have the dense FFN (n_ff), later ones experts
+    uint32_t n_expert = 0;            // routed experts; 0: every layer dense
+    uint32_t n_expert_used = 0;       // experts each token is routed to (top-k)
+    uint32_t n_expert_shared = 0;     // shared experts, written as one FFN of n_expert_shared * n_ff_exp
+    uint32_t n_ff_exp = 0;            // hidden size of one expert
+    float expert_weights_scale = 1.0f;
+    bool expert_weights_norm = false;
+    uint32_t expert_gating_func = 1;  // llama.cpp's numbering: 1 softmax, 2 sigmoid
+    float yarn_factor = 0.0f;         // > 0: YaRN rope scaling of this factor
+    uint32_t yarn_n_ctx_orig = 0;     // YaRN's original context length
+    float yarn_log_mul = 0.0f;        // 0.1 * mscale_all_dim: the attention scale's YaRN term
+};
+
 // A model's dimensions as synth writes them: a table shape's, or another model's (attn-lab -m).
 struct SynthDims {
-    std::string arch = "llama";  // general.architecture of the base: "llama" or "qwen2"
+    std::string arch = "llama";  // general.architecture: "llama", "qwen2", or "deepseek2" (with mla)
     uint32_t n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_ff = 0, n_vocab = 0, n_ctx_train = 0;
     float rope_freq_base = 10000.0f;
     float norm_eps = 1e-5f;
     bool tied = false;     // no output.weight: the token embedding is also the output matrix
     bool qkv_bias = false; // attn_{q,k,v}.bias tensors (qwen2)
+    SynthMLA mla;          // an MLA shape's attention and experts (deepseek-v2-lite); else none
 };
 
 // MLA as written for an attention variant (DeepSeek-V2's latent attention, a deepseek2 file, every
@@ -30,7 +52,8 @@ struct SynthOptions {
     std::string shape;          // a name from synth_shape_names(), e.g. "llama-1b" (or empty with dims)
     std::optional<SynthDims> dims;  // when set, these dimensions instead of a table shape
     uint32_t n_head_kv = 0;     // 0: the shape's own KV head count; else a divisor of n_head (MHA/GQA/MQA)
-    uint32_t kv_lora_rank = 0;  // > 0: MLA of this latent rank instead of K/V heads (a deepseek2 file)
+    uint32_t kv_lora_rank = 0;  // > 0: MLA of this latent rank instead of K/V heads (a deepseek2 file;
+                                // not for a shape that has MLA already)
     std::string type;           // the weight matrices' type, a name from synth_type_names(), e.g. "q4_0"
     std::string path;           // the GGUF file to write (replaced if it exists)
     uint64_t seed = 1;          // equal options give equal bytes, whatever n_threads is
@@ -61,7 +84,8 @@ SynthDims synth_shape_dims(const std::string& shape);
 
 // Writes opts.path: llama.cpp's metadata keys and tensor names for the shape, the matrices and the
 // token embedding in opts.type (q8_0 where the type's blocks do not divide a row, f16 where q8_0's
-// do not either; an MLA variant drops qwen2's QKV biases), norm weights ~1 and biases in f32.
+// do not either; an MLA variant drops qwen2's QKV biases), norm weights ~1, biases and expert
+// routers in f32. An MoE shape's n_layer layers keep its leading dense ones, the rest have experts.
 // Memory stays near 64 MiB (one chunk of rows) whatever the model's size: the file is laid out
 // first, then the weights are written in place. Throws Error on an unknown shape or type (listing
 // the choices), a bad layer count, KV head count or latent rank, or an I/O failure (a partial

@@ -11,6 +11,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/gguf.h"
 #include "model_fixture.h"
+#include "models/kv_plan.h"
 #include "models/model.h"
 #include "models/session.h"
 #include "models/synth.h"
@@ -37,23 +38,23 @@ bool all_finite(const std::vector<float>& v) {
     return true;
 }
 
-// Prefills the text's tokens, then decodes twice (greedy); every step's logits must be finite
-// and not all equal (a model whose weights were never written gives equal logits).
-void check_runs(const Model& model) {
+// Prefills the text's tokens, then decodes n_decode times (greedy); every step's logits must be
+// finite and not all equal (a model whose weights were never written gives equal logits).
+void check_runs(const Model& model, int n_decode = 2) {
     Session s(model, SessionParams{64, 256});
     const std::vector<int32_t> prompt = tokenize(model.vocab, "hello world, the quick brown fox", true, false);
     REQUIRE(prompt.size() >= 4);
     CHECK(prompt[0] == 1);  // BOS
     std::vector<float> logits = s.prefill(prompt);
-    for (int step = 0; step < 3; ++step) {
+    for (int step = 0; step <= n_decode; ++step) {
         CAPTURE(step);
         REQUIRE(logits.size() == model.hp.n_vocab);
         CHECK(all_finite(logits));
         const auto [lo, hi] = std::minmax_element(logits.begin(), logits.end());
         CHECK(*hi - *lo > 1e-3f);
-        if (step < 2) logits = s.decode(int32_t(hi - logits.begin()));
+        if (step < n_decode) logits = s.decode(int32_t(hi - logits.begin()));
     }
-    CHECK(s.n_past() == prompt.size() + 2);
+    CHECK(s.n_past() == prompt.size() + size_t(n_decode));
 }
 
 // Mean and standard deviation of a tensor's first rows, dequantized.
@@ -135,6 +136,85 @@ TEST_CASE("qwen2-0.5b at q8_0 with 1 layer loads with its biases and NeoX rope, 
     std::remove(o.path.c_str());
 }
 
+// Most of this test's time (about 3 of its 4 s on 2 threads) is writing: the 102400 x 2048
+// embedding and output matrices and layer 1's 64 experts (3 x 64 x 1408 x 2048 values) are 1.1 GB
+// of q8_0; fewer layers would drop the experts this test is for.
+TEST_CASE("deepseek-v2-lite at q8_0 with 2 layers: V2-Lite's MLA, a dense layer 0, experts after, and it runs") {
+    const SynthOptions o = options("deepseek-v2-lite", "q8_0", 2, "synth_deepseek_v2_lite.gguf");
+    const SynthSummary summary = write_synth_model(o);
+    CHECK(summary.n_tensors == 1 + 11 + 15 + 2);  // embedding, dense layer, MoE layer, output norm and matrix
+    auto backend = make_cpu_backend(2);
+    auto model = load_model(o.path, *backend);
+    const HParams& hp = model->hp;
+    CHECK(hp.arch == "deepseek2");
+    CHECK(hp.n_layer == 2);
+    CHECK(hp.n_embd == 2048);
+    CHECK(hp.n_head == 16);
+    CHECK(hp.n_head_kv == std::vector<uint32_t>{1, 1});  // one latent row serves every head
+    CHECK(hp.attn_kind(0) == AttnKind::MLA);
+    CHECK(hp.kv_lora_rank == 512);
+    CHECK(hp.q_lora_rank == 0);
+    CHECK(hp.n_rot == 64);
+    CHECK(hp.head_dim_k == 576);  // the cache row: c_kv 512 + k_pe 64
+    CHECK(hp.head_dim_v == 512);
+    CHECK(hp.head_dim_k_mla == 192);  // qk_nope 128 + rope 64
+    CHECK(hp.head_dim_v_mla == 128);
+    CHECK(hp.n_ff == 10944);
+    CHECK(hp.n_vocab == 102400);
+    CHECK(hp.n_ctx_train == 163840);
+    CHECK(hp.rope_freq_base == 10000.0f);
+    CHECK(hp.norm_eps == 1e-6f);
+    CHECK(hp.rope_mode == ROPE_NORMAL);
+    CHECK(hp.n_layer_dense_lead == 1);
+    CHECK(hp.n_expert == 64);
+    CHECK(hp.n_expert_used == 6);
+    CHECK(hp.n_expert_shared == 2);
+    CHECK(hp.n_ff_exp == 1408);
+    CHECK(hp.expert_weights_scale == 1.0f);
+    CHECK_FALSE(hp.expert_weights_norm);
+    CHECK(hp.expert_gating == HParams::ExpertGating::SOFTMAX);
+    CHECK(hp.yarn_factor == 40.0f);
+    CHECK(hp.yarn_n_ctx_orig == 4096);
+    CHECK(hp.yarn_log_mul == 0.0707f);
+    const double mscale = 1.0 + 0.0707 * std::log(40.0);
+    CHECK(hp.kq_scale == doctest::Approx(mscale * mscale / std::sqrt(192.0)).epsilon(1e-6));
+    REQUIRE(model->rope_freqs != nullptr);  // YaRN's per-pair factors
+
+    const LayerWeights& dense = model->layers[0];
+    const LayerWeights& moe = model->layers[1];
+    CHECK(dense.wq != nullptr);  // no q_lora: plain attn_q
+    CHECK(dense.wk_b != nullptr);
+    CHECK(dense.wv_b != nullptr);
+    CHECK(dense.wkv_b == nullptr);  // the split layout
+    CHECK(dense.ffn_gate != nullptr);
+    CHECK(dense.ffn_gate_inp == nullptr);
+    REQUIRE(moe.ffn_gate_inp != nullptr);
+    CHECK(moe.ffn_gate_inp->type == DType::F32);  // the router stays f32
+    CHECK(moe.ffn_gate == nullptr);
+    REQUIRE(moe.ffn_down_exps != nullptr);
+    CHECK(moe.ffn_down_exps->type == DType::Q8_0);
+    CHECK(moe.ffn_down_exps->ne[0] == 1408);
+    CHECK(moe.ffn_down_exps->ne[1] == 2048);
+    CHECK(moe.ffn_down_exps->ne[2] == 64);
+    REQUIRE(moe.ffn_gate_shexp != nullptr);
+    CHECK(moe.ffn_gate_shexp->ne[1] == 2 * 1408);  // the two shared experts as one FFN
+    CHECK(model->output != model->tok_embd);
+    CHECK(model->tok_embd->type == DType::Q8_0);
+
+    // The f16 cache holds one 576-value latent row per token and layer: 1152 bytes.
+    const KVPlan plan = plan_kv_cache(hp, KVOverrides{}, 64, 16);
+    REQUIRE(plan.layers.size() == 2);
+    for (const KVLayerPlan& l : plan.layers) {
+        CHECK(l.kind == AttnKind::MLA);
+        CHECK(l.type_k == DType::F16);
+        CHECK(l.width_k == 576);
+        CHECK(l.width_v == 0);
+        CHECK(l.bytes == size_t(64) * 1152);
+    }
+    check_runs(*model, 6);
+    std::remove(o.path.c_str());
+}
+
 TEST_CASE("the file carries llama.cpp's general keys and weights at the stated scales") {
     const SynthOptions o = options("smollm2-135m", "q8_0", 1, "synth_scales.gguf");
     write_synth_model(o);
@@ -208,13 +288,24 @@ TEST_CASE("bad options are one Error naming the choices") {
     SUBCASE("unknown shape") {
         o.shape = "llama-70b";
         CHECK_THROWS_WITH_AS(write_synth_model(o),
-                             "unknown shape 'llama-70b' (shapes: llama-1b, llama-8b, smollm2-135m, qwen2-0.5b)", Error);
+                             "unknown shape 'llama-70b' (shapes: llama-1b, llama-8b, smollm2-135m, qwen2-0.5b, "
+                             "deepseek-v2-lite)",
+                             Error);
     }
     SUBCASE("unknown type") {
         o.type = "q3_k";
         CHECK_THROWS_WITH_AS(
             write_synth_model(o),
             "unknown type 'q3_k' (types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)", Error);
+    }
+    SUBCASE("a KV head count or latent rank on a shape that has MLA already") {
+        o.shape = "deepseek-v2-lite";
+        o.kv_lora_rank = 256;
+        CHECK_THROWS_WITH_AS(write_synth_model(o),
+                             "shape 'deepseek-v2-lite' has MLA attention already: no KV head count or latent rank", Error);
+        o.kv_lora_rank = 0;
+        o.n_head_kv = 4;
+        CHECK_THROWS_AS(write_synth_model(o), Error);
     }
     SUBCASE("too many layers") {
         o.n_layer = 5000;

@@ -626,6 +626,8 @@ int tool_attn_lab(int argc, char** argv) {
     }
     if (a.shape.empty() && a.model_path.empty()) a.shape = "llama-1b";
     const SynthDims dims = a.model_path.empty() ? synth_shape_dims(a.shape) : dims_from_file(a.model_path);
+    if (dims.mla.kv_lora_rank > 0)
+        throw Error("attn-lab takes a llama or qwen2 shape as a base ('" + a.shape + "' has MLA attention already)");
     std::string base_name = a.shape;
     if (!a.model_path.empty()) {
         base_name = a.model_path.substr(a.model_path.find_last_of('/') + 1);
