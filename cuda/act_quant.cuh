@@ -42,72 +42,120 @@ void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const
 
 // One weight block as 8 ints of 4 bytes each (elements in order; signed for Q8_0 / Q4_0 / Q5_0, which
 // dot against Q8_0, unsigned 0..31 for Q4_1 / Q5_1, which add their min through Q8_1's s), its scale
-// and min. p may point into shared or global memory; only 2-byte loads are safe in either.
+// and min.
 struct QBlock {
     int q[8];
     float d, m;
 };
 
-__device__ __forceinline__ QBlock load_block(BlockQ8_0, const uint8_t* p) {
+// Where a block's bytes come from. Fields inside a block are only 2-byte aligned.
+// PtrBytes: shared or global memory, read with 2-byte loads.
+struct PtrBytes {
+    const uint8_t* p;
+    __device__ __forceinline__ uint16_t u16(int off) const { return load_u16(p + off); }
+    __device__ __forceinline__ uint32_t u32(int off) const { return load_u32(p + off); }
+};
+// RegBytes: a run of blocks already in registers as 4-byte words (w[0] = bytes 0..3 of the run), the
+// block starting at byte `base`. With unrolled callers every offset is a constant, so w stays in
+// registers.
+struct RegBytes {
+    const uint32_t* w;
+    int base;
+    __device__ __forceinline__ uint16_t u16(int off) const {
+        const int o = base + off;
+        return uint16_t(w[o / 4] >> (8 * (o % 4)));
+    }
+    __device__ __forceinline__ uint32_t u32(int off) const {
+        const int o = base + off;
+        return o % 4 == 0 ? w[o / 4] : __funnelshift_r(w[o / 4], w[o / 4 + 1], 8 * (o % 4));
+    }
+};
+
+template <typename Src>
+__device__ __forceinline__ QBlock unpack_block(BlockQ8_0, Src p) {
     QBlock b;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) b.q[i] = int(load_u32(p + 2 + 4 * i));
-    b.d = fp16_bits_to_f32(load_u16(p));
+    for (int i = 0; i < 8; ++i) b.q[i] = int(p.u32(2 + 4 * i));
+    b.d = fp16_bits_to_f32(p.u16(0));
     b.m = 0.0f;
     return b;
 }
 
-__device__ __forceinline__ QBlock load_block(BlockQ4_0, const uint8_t* p) {
+template <typename Src>
+__device__ __forceinline__ QBlock unpack_block(BlockQ4_0, Src p) {
     QBlock b;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const uint32_t v = load_u32(p + 2 + 4 * i);
+        const uint32_t v = p.u32(2 + 4 * i);
         // Low nibbles are elements 0..15, high nibbles 16..31; q - 8 per byte gives signed int8.
         b.q[i] = int(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
         b.q[i + 4] = int(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
     }
-    b.d = fp16_bits_to_f32(load_u16(p));
+    b.d = fp16_bits_to_f32(p.u16(0));
     b.m = 0.0f;
     return b;
 }
 
-__device__ __forceinline__ QBlock load_block(BlockQ4_1, const uint8_t* p) {
+template <typename Src>
+__device__ __forceinline__ QBlock unpack_block(BlockQ4_1, Src p) {
     QBlock b;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const uint32_t v = load_u32(p + 4 + 4 * i);
+        const uint32_t v = p.u32(4 + 4 * i);
         b.q[i] = int(v & 0x0F0F0F0Fu);
         b.q[i + 4] = int((v >> 4) & 0x0F0F0F0Fu);
     }
-    b.d = fp16_bits_to_f32(load_u16(p));
-    b.m = fp16_bits_to_f32(load_u16(p + 2));
+    b.d = fp16_bits_to_f32(p.u16(0));
+    b.m = fp16_bits_to_f32(p.u16(2));
     return b;
 }
 
 // Q5_0 / Q5_1: qh holds the fifth bit of element j at bit j; spread_bit4 moves four of them into place.
-__device__ __forceinline__ void unpack_q5(const uint8_t* qs, uint32_t qh, uint32_t bias, int* q) {
+template <typename Src>
+__device__ __forceinline__ void unpack_q5(Src p, int qs, uint32_t qh, uint32_t bias, int* q) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        const uint32_t v = load_u32(qs + 4 * i);
+        const uint32_t v = p.u32(qs + 4 * i);
         q[i] = int(__vsub4((v & 0x0F0F0F0Fu) | spread_bit4(qh >> (4 * i)), bias));
         q[i + 4] = int(__vsub4(((v >> 4) & 0x0F0F0F0Fu) | spread_bit4(qh >> (16 + 4 * i)), bias));
     }
 }
 
-__device__ __forceinline__ QBlock load_block(BlockQ5_0, const uint8_t* p) {
+template <typename Src>
+__device__ __forceinline__ QBlock unpack_block(BlockQ5_0, Src p) {
     QBlock b;
-    unpack_q5(p + 6, load_u32(p + 2), 0x10101010u, b.q);
-    b.d = fp16_bits_to_f32(load_u16(p));
+    unpack_q5(p, 6, p.u32(2), 0x10101010u, b.q);
+    b.d = fp16_bits_to_f32(p.u16(0));
     b.m = 0.0f;
     return b;
 }
 
-__device__ __forceinline__ QBlock load_block(BlockQ5_1, const uint8_t* p) {
+template <typename Src>
+__device__ __forceinline__ QBlock unpack_block(BlockQ5_1, Src p) {
     QBlock b;
-    unpack_q5(p + 8, load_u32(p + 4), 0u, b.q);
-    b.d = fp16_bits_to_f32(load_u16(p));
-    b.m = fp16_bits_to_f32(load_u16(p + 2));
+    unpack_q5(p, 8, p.u32(4), 0u, b.q);
+    b.d = fp16_bits_to_f32(p.u16(0));
+    b.m = fp16_bits_to_f32(p.u16(2));
     return b;
+}
+
+// A block at p in shared or global memory.
+template <typename Block>
+__device__ __forceinline__ QBlock load_block(Block blk, const uint8_t* p) {
+    return unpack_block(blk, PtrBytes{p});
+}
+
+// The integer dot of a weight block with 32 activation quants (8 words), scaled as the CPU's vec_dot
+// does: the two scales multiplied first, then the integer sum; the Q8_1 types add min * s unfused, as
+// the CPU's reference dot does.
+template <typename Block>
+__device__ __forceinline__ float block_dot(const QBlock& wb, const int* xq, float xd, float xs) {
+    int sumi = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sumi = __dp4a(wb.q[i], xq[i], sumi);
+    if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1)
+        return __fadd_rn(__fmul_rn(float(sumi), __fmul_rn(wb.d, xd)), __fmul_rn(wb.m, xs));
+    return float(sumi) * (wb.d * xd);
 }
 
 }  // namespace mf

@@ -161,77 +161,189 @@ __global__ void quantize_act_q8_k_kernel(const char* x, Shape4 sx, ActQ act, int
 
 // ---- legacy weights (32-element blocks) ----------------------------------------------------------
 
-// grid.x = ceil(M / MATVEC_WARPS) * C2 * C3. Lane j owns block b0 + j of each 32-block chunk. When
-// rows are 16-byte aligned, a full chunk (32 blocks of 18..34 bytes: a multiple of 16 bytes) is first
-// copied by the warp into shared memory with 16-byte loads, because the blocks themselves only allow
-// 2-byte loads; the tail chunk and unaligned rows read global memory directly.
-template <typename Block>
+// A lane owns two adjacent blocks of a 64-block chunk. Two blocks are BYTES / 2 words (9 for Q4_0,
+// 17 for Q8_0, 11 for Q5_0), so lane i reads words BYTES/2 * i ... of the staged chunk as whole words,
+// and for those odd word counts the 32 lanes hit 32 different banks on every load. The kernel this
+// replaced gave each lane one block and read it from shared memory with 2-byte loads at an 18-byte
+// stride (9 loads a Q4_0 block, each 4-5 way bank-conflicted) and re-read the activations for every
+// row: ~8 bytes of weights per L1 wavefront, a ceiling near the ~1.6 TB/s it measured
+// (docs/PERFORMANCE.md, "decode matvec: L1 wavefronts").
+constexpr int PAIR_CHUNK = 2 * WARP_SIZE;  // blocks per chunk
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    const unsigned s = unsigned(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// The activation quants of blocks ab .. ab + NB - 1 of the split layout (8 words a block), with their
+// scales and, for the Q8_1 types, sums.
+template <typename Block, int NB>
+struct ActBlocks {
+    int q[8 * NB];
+    float d[NB], s[NB];
+    __device__ __forceinline__ ActBlocks(const ActQ& act, int64_t ab) {
+        const int4* xv = reinterpret_cast<const int4*>(act.q + ab * QK);
+#pragma unroll
+        for (int i = 0; i < 2 * NB; ++i) {
+            const int4 v = xv[i];
+            q[4 * i] = v.x, q[4 * i + 1] = v.y, q[4 * i + 2] = v.z, q[4 * i + 3] = v.w;
+        }
+#pragma unroll
+        for (int i = 0; i < NB; ++i) {
+            d[i] = act.d[ab + i];
+            s[i] = BlockTraits<Block>::act == ActQuant::Q8_1 ? act.s[ab + i] : 0.0f;
+        }
+    }
+};
+
+// grid.x = ceil(M / (MATVEC_WARPS * R)) * C2 * C3. Each warp owns R consecutive rows (a short last
+// group re-reads row M - 1 and does not store it) and walks them in 64-block chunks. STAGED (rows
+// 16-byte aligned): the R rows' next chunk is copied into shared memory by cp.async while the current
+// one is used, so a warp keeps R chunks in flight without holding them in registers; a lane's
+// activation blocks are loaded once per chunk and serve all R rows. Unaligned rows and the tail
+// (< 64 blocks) read global memory directly, a lane's two blocks at a time.
+template <typename Block, int R, bool STAGED>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
-    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, int64_t m_blocks, bool staged) {
+    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, int64_t m_groups) {
     constexpr int BYTES = BlockTraits<Block>::bytes;
-    constexpr int CHUNK_VECS = WARP_SIZE * BYTES / 16;
-    static_assert(WARP_SIZE * BYTES % 16 == 0, "a chunk of blocks must be whole 16-byte vectors");
-    __shared__ uint4 stage[MATVEC_WARPS][CHUNK_VECS];
+    constexpr int PAIR_WORDS = BYTES / 2;
+    constexpr int CHUNK_VECS = PAIR_CHUNK * BYTES / 16;
+    static_assert(PAIR_CHUNK * BYTES % 16 == 0, "a chunk must be whole 16-byte vectors");
+    __shared__ uint4 stage[MATVEC_WARPS][STAGED ? 2 : 1][STAGED ? R : 1][STAGED ? CHUNK_VECS : 1];
 
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int64_t K = sw.ne[0], M = sw.ne[1], N = sx.ne[1];
     const int64_t n_blk = K / QK;
-    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + warp;
-    const int64_t batch = blockIdx.x / m_blocks;
-    if (m >= M) return;  // warp-uniform
+    const int64_t m0 = ((blockIdx.x % m_groups) * MATVEC_WARPS + warp) * R;
+    const int64_t batch = blockIdx.x / m_groups;
+    if (m0 >= M) return;  // warp-uniform
     const int64_t c2 = batch % sx.ne[2], c3 = batch / sx.ne[2];
-    const uint8_t* w_row = reinterpret_cast<const uint8_t*>(weight_row(w, sw, sx, m, c2, c3));
+    const uint8_t* rows[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int64_t m = m0 + r < M ? m0 + r : M - 1;
+        rows[r] = reinterpret_cast<const uint8_t*>(weight_row(w, sw, sx, m, c2, c3));
+    }
     float* dst_batch = dst + batch * N * M;
+    const int64_t n_chunks = STAGED ? n_blk / PAIR_CHUNK : 0;
 
     for (int64_t n0 = 0; n0 < N; n0 += MATVEC_COLS) {
         const int ncols = int(N - n0 < MATVEC_COLS ? N - n0 : MATVEC_COLS);
         const int64_t act_row0 = batch * N + n0;  // activation rows are in (n, c2, c3) order
-        float acc[MATVEC_COLS] = {};
-        for (int64_t b0 = 0; b0 < n_blk; b0 += WARP_SIZE) {
-            const int64_t blk = b0 + lane;
-            const uint8_t* p = w_row + blk * BYTES;
-            if (staged && b0 + WARP_SIZE <= n_blk) {
-                const uint4* src = reinterpret_cast<const uint4*>(w_row + b0 * BYTES);
+        float acc[R][MATVEC_COLS] = {};
+        if constexpr (STAGED) {
+            auto issue = [&](int64_t c, int buf) {
 #pragma unroll
-                for (int i = lane; i < CHUNK_VECS; i += WARP_SIZE) stage[warp][i] = src[i];
+                for (int r = 0; r < R; ++r) {
+                    const uint8_t* src = rows[r] + c * PAIR_CHUNK * BYTES;
+                    for (int i = lane; i < CHUNK_VECS; i += WARP_SIZE) cp_async16(&stage[warp][buf][r][i], src + 16 * i);
+                }
+                cp_async_commit();
+            };
+            if (n_chunks > 0) issue(0, 0);
+            for (int64_t c = 0; c < n_chunks; ++c) {
+                const int buf = int(c & 1);
+                if (c + 1 < n_chunks) {
+                    issue(c + 1, buf ^ 1);
+                    cp_async_wait<1>();
+                } else {
+                    cp_async_wait<0>();
+                }
                 __syncwarp();
-                p = reinterpret_cast<const uint8_t*>(stage[warp]) + lane * BYTES;
-            }
-            if (blk < n_blk) {
-                const QBlock wb = load_block(Block{}, p);
+                const int64_t blk = c * PAIR_CHUNK + 2 * lane;
 #pragma unroll
-                for (int c = 0; c < MATVEC_COLS; ++c) {
-                    if (c >= ncols) break;
-                    const int64_t a = (act_row0 + c) * n_blk + blk;
-                    const int4* xv = reinterpret_cast<const int4*>(act.q + a * QK);
-                    const int4 x0 = xv[0], x1 = xv[1];
-                    int sumi = 0;
-                    sumi = __dp4a(wb.q[0], x0.x, sumi);
-                    sumi = __dp4a(wb.q[1], x0.y, sumi);
-                    sumi = __dp4a(wb.q[2], x0.z, sumi);
-                    sumi = __dp4a(wb.q[3], x0.w, sumi);
-                    sumi = __dp4a(wb.q[4], x1.x, sumi);
-                    sumi = __dp4a(wb.q[5], x1.y, sumi);
-                    sumi = __dp4a(wb.q[6], x1.z, sumi);
-                    sumi = __dp4a(wb.q[7], x1.w, sumi);
-                    // The CPU's vec_dot multiplies the two scales first, then the integer sum; the
-                    // Q8_1 types add min * s unfused, as the CPU's reference dot does.
-                    if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1) {
-                        acc[c] += __fadd_rn(__fmul_rn(float(sumi), __fmul_rn(wb.d, act.d[a])),
-                                            __fmul_rn(wb.m, act.s[a]));
-                    } else {
-                        acc[c] += float(sumi) * (wb.d * act.d[a]);
+                for (int col = 0; col < MATVEC_COLS; ++col) {
+                    if (col >= ncols) break;
+                    const ActBlocks<Block, 2> x(act, (act_row0 + col) * n_blk + blk);
+#pragma unroll
+                    for (int r = 0; r < R; ++r) {
+                        uint32_t words[PAIR_WORDS];
+                        const uint32_t* sw32 = reinterpret_cast<const uint32_t*>(stage[warp][buf][r]) + PAIR_WORDS * lane;
+#pragma unroll
+                        for (int j = 0; j < PAIR_WORDS; ++j) words[j] = sw32[j];
+                        acc[r][col] += block_dot<Block>(unpack_block(Block{}, RegBytes{words, 0}), x.q, x.d[0], x.s[0]);
+                        acc[r][col] += block_dot<Block>(unpack_block(Block{}, RegBytes{words, BYTES}), x.q + 8, x.d[1],
+                                                        x.s[1]);
                     }
                 }
+                __syncwarp();  // the next issue overwrites this buffer
             }
-            __syncwarp();  // the next chunk overwrites this warp's stage
+        }
+        for (int64_t b0 = n_chunks * PAIR_CHUNK; b0 < n_blk; b0 += PAIR_CHUNK) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int64_t blk = b0 + 2 * lane + h;
+                if (blk >= n_blk) break;
+#pragma unroll
+                for (int col = 0; col < MATVEC_COLS; ++col) {
+                    if (col >= ncols) break;
+                    const ActBlocks<Block, 1> x(act, (act_row0 + col) * n_blk + blk);
+#pragma unroll
+                    for (int r = 0; r < R; ++r)
+                        acc[r][col] += block_dot<Block>(load_block(Block{}, rows[r] + blk * BYTES), x.q, x.d[0], x.s[0]);
+                }
+            }
         }
 #pragma unroll
-        for (int c = 0; c < MATVEC_COLS; ++c) {
-            if (c >= ncols) break;
-            const float v = warp_sum(acc[c]);
-            if (lane == 0) dst_batch[(n0 + c) * M + m] = v;
+        for (int r = 0; r < R; ++r) {
+#pragma unroll
+            for (int col = 0; col < MATVEC_COLS; ++col) {
+                if (col >= ncols) break;
+                const float v = warp_sum(acc[r][col]);
+                if (lane == 0 && m0 + r < M) dst_batch[(n0 + col) * M + m0 + r] = v;
+            }
         }
+    }
+}
+
+// Rows per warp for the legacy-block kernel: as many as keep at least MIN_WARPS_PER_SM warps per SM
+// busy (more rows a warp share its activation loads; fewer warps leave SMs idle), capped so two
+// stages of R chunks for 4 warps fit in 48 KB of static shared memory.
+constexpr int MIN_WARPS_PER_SM = 8;
+
+int sm_count() {
+    static const int n = [] {
+        int dev = 0, v = 0;
+        CUDA_CHECK(cudaGetDevice(&dev));
+        CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+        return v;
+    }();
+    return n;
+}
+
+template <typename Block>
+constexpr int max_rows_per_warp() {
+    return MATVEC_WARPS * 2 * 4 * (PAIR_CHUNK * BlockTraits<Block>::bytes) <= 48 * 1024 ? 4 : 2;
+}
+
+template <typename Block, int R>
+void launch_matvec_q_rows(const char* w, const Shape4& sw, const Shape4& sx, const ActQ& act, float* dst,
+                          bool aligned, cudaStream_t stream) {
+    const int64_t m_groups = ceil_div(sw.ne[1], MATVEC_WARPS * R);
+    const unsigned grid = grid_x(m_groups * sx.ne[2] * sx.ne[3]);
+    if (aligned) {
+        matvec_q_kernel<Block, R, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(w, sw, sx, act, dst, m_groups);
+    } else {
+        matvec_q_kernel<Block, R, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(w, sw, sx, act, dst, m_groups);
+    }
+}
+
+template <typename Block>
+void launch_matvec_q_legacy(const char* w, const Shape4& sw, const Shape4& sx, const ActQ& act, float* dst,
+                            bool aligned, cudaStream_t stream) {
+    const int64_t warps_wanted = int64_t(MIN_WARPS_PER_SM) * sm_count();
+    const int64_t rows = sw.ne[1] * sx.ne[2] * sx.ne[3];
+    if (max_rows_per_warp<Block>() >= 4 && rows / 4 >= warps_wanted) {
+        launch_matvec_q_rows<Block, max_rows_per_warp<Block>()>(w, sw, sx, act, dst, aligned, stream);
+    } else if (rows / 2 >= warps_wanted) {
+        launch_matvec_q_rows<Block, 2>(w, sw, sx, act, dst, aligned, stream);
+    } else {
+        launch_matvec_q_rows<Block, 1>(w, sw, sx, act, dst, aligned, stream);
     }
 }
 
@@ -483,18 +595,18 @@ void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shap
     if (!x_quantized) quantize_activations(Traits::act, x, sx, act, stream);
     if (M == 0) return;
 
-    const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
-    const unsigned grid = grid_x(m_blocks * sx.ne[2] * sx.ne[3]);
     const char* wc = static_cast<const char*>(w);
     const bool aligned = aligned16(w, sw);
     if constexpr (Traits::elems == QK_K) {
+        const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
+        const unsigned grid = grid_x(m_blocks * sx.ne[2] * sx.ne[3]);
         if (aligned) {
             matvec_k_kernel<Block, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, act, dst, m_blocks);
         } else {
             matvec_k_kernel<Block, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, act, dst, m_blocks);
         }
     } else {
-        matvec_q_kernel<Block><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, act, dst, m_blocks, aligned);
+        launch_matvec_q_legacy<Block>(wc, sw, sx, act, dst, aligned, stream);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -585,17 +697,8 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 template <typename Block>
 __device__ __forceinline__ float dot_block_id(const uint8_t* p, const ActQ& act, int64_t a, int64_t n_blk,
                                               int64_t blk) {
-    const QBlock wb = load_block(Block{}, p);
-    const int64_t ab = a * n_blk + blk;
-    const int4* xv = reinterpret_cast<const int4*>(act.q + ab * QK);
-    const int4 x0 = xv[0], x1 = xv[1];
-    const int xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-    int sumi = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) sumi = __dp4a(wb.q[i], xs[i], sumi);
-    if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1)
-        return __fadd_rn(__fmul_rn(float(sumi), __fmul_rn(wb.d, act.d[ab])), __fmul_rn(wb.m, act.s[ab]));
-    return float(sumi) * (wb.d * act.d[ab]);
+    const ActBlocks<Block, 1> x(act, a * n_blk + blk);
+    return block_dot<Block>(load_block(Block{}, p), x.q, x.d[0], x.s[0]);
 }
 
 // grid.x = ceil(M / MATVEC_WARPS) * n_pairs. The chunk loops of matvec_q_kernel (32-element blocks,
