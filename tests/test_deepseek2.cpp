@@ -18,6 +18,7 @@
 #include "models/kv_plan.h"
 #include "models/model.h"
 #include "models/session.h"
+#include "deepseek2_fixture.h"
 #include "model_fixture.h"
 #include "test_util.h"
 
@@ -25,57 +26,9 @@ using namespace mf;
 using mf_test::max_rel_diff;
 using mf_test::random_tokens;
 using json = nlohmann::json;
+using namespace mf_test::ds2;
 
 namespace {
-
-std::string fixture_dir(const std::string& name) { return mf_test::source_path("tests/fixtures/hf/" + name); }
-
-// transformers' float32 outputs for one fixture (expected.json; MLA fixtures have no f16-KV variant).
-struct Expected {
-    std::vector<int32_t> ids;                 // the sequence fed
-    std::vector<std::vector<double>> logits;  // [position][n_vocab], 6 significant digits
-    std::vector<int32_t> greedy;              // 16 tokens after ids, argmax each step
-    std::vector<double> margins;              // transformers' top-1 minus top-2 at each greedy step
-};
-
-Expected read_expected(const std::string& name) {
-    std::ifstream in(fixture_dir(name) + "/expected.json");
-    REQUIRE_MESSAGE(in.good(), "missing fixture ", name);
-    const json j = json::parse(in);
-    Expected e;
-    e.ids = j.at("ids").get<std::vector<int32_t>>();
-    e.logits = j.at("logits").get<std::vector<std::vector<double>>>();
-    e.greedy = j.at("greedy").get<std::vector<int32_t>>();
-    e.margins = j.at("greedy_margins").get<std::vector<double>>();
-    REQUIRE(e.logits.size() == e.ids.size());
-    return e;
-}
-
-std::string convert(const std::string& name, DType type) {
-    ConvertOptions opts;
-    opts.hf_dir = fixture_dir(name);
-    opts.out_path = mf_test::temp_path(name + "_ds2_" + dtype_name(type) + ".gguf");
-    opts.type = type;
-    convert_hf_checkpoint(opts);
-    return opts.out_path;
-}
-
-
-SessionParams session_params() {
-    SessionParams p;
-    p.n_ctx = 64;
-    return p;
-}
-
-int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); }
-
-// The logits after each of ids, fed one by one (the decode path).
-std::vector<std::vector<float>> decode_each(const Model& model, const std::vector<int32_t>& ids) {
-    Session s(model, session_params());
-    std::vector<std::vector<float>> out;
-    for (size_t i = 0; i < ids.size(); ++i) out.push_back(i == 0 ? s.prefill({ids[0]}) : s.decode(ids[i]));
-    return out;
-}
 
 // The expanded form of MLA in double, from an f32 deepseek2 GGUF (dense FFNs only): per head
 // k = [W_UK c_kv ; k_pe], v = W_UV c_kv, plain causal softmax attention. With round_latent, c_kv and
