@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <string>
 
 #include "core/cpu/cpu_backend.h"
 #include "cuda/cuda_backend.h"
@@ -30,7 +31,7 @@ constexpr double kVsCpu = 1e-3;
 }  // namespace
 
 TEST_CASE("deepseek2 fixtures on CUDA: decode and prefill match transformers and the CPU, greedy exactly") {
-    for (const char* name : {"deepseek2_dense", "deepseek2_moe"}) {
+    for (const std::string name : {"deepseek2_dense", "deepseek2_moe"}) {
         CAPTURE(name);
         const Expected e = read_expected(name);
         const std::string path = convert(name, DType::F32);
