@@ -1,5 +1,5 @@
 // The deepseek2 fixtures (tiny DeepseekV2 checkpoints made with transformers, tests/fixtures/hf/) for
-// the CPU and CUDA suites: transformers' expected outputs, conversion to GGUF, and the decode loop.
+// the CPU and CUDA suites: transformers' expected outputs and conversion to GGUF.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -15,11 +15,16 @@
 #include "models/model.h"
 #include "model_fixture.h"
 #include "models/session.h"
+#include "session_fixture.h"
 #include "test_util.h"
 
 namespace mf_test::ds2 {
 
 using namespace mf;
+using mf_test::argmax;
+using mf_test::decode_each;
+using mf_test::greedy_after;
+using mf_test::prefill_each;
 
 inline std::string fixture_dir(const std::string& name) { return mf_test::source_path("tests/fixtures/hf/" + name); }
 
@@ -51,23 +56,6 @@ inline std::string convert(const std::string& name, DType type) {
     opts.type = type;
     convert_hf_checkpoint(opts);
     return opts.out_path;
-}
-
-
-inline SessionParams session_params() {
-    SessionParams p;
-    p.n_ctx = 64;
-    return p;
-}
-
-inline int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); }
-
-// The logits after each of ids, fed one by one (the decode path).
-inline std::vector<std::vector<float>> decode_each(const Model& model, const std::vector<int32_t>& ids) {
-    Session s(model, session_params());
-    std::vector<std::vector<float>> out;
-    for (size_t i = 0; i < ids.size(); ++i) out.push_back(i == 0 ? s.prefill({ids[0]}) : s.decode(ids[i]));
-    return out;
 }
 
 }  // namespace mf_test::ds2

@@ -23,11 +23,17 @@
 #include "models/model.h"
 #include "models/session.h"
 #include "models/tokenizer.h"
+#include "session_fixture.h"
 #include "test_util.h"
 
 using namespace mf;
 using mf_test::max_rel_diff;
 using mf_test::random_tokens;
+using mf_test::argmax;
+using mf_test::decode_each;
+using mf_test::greedy_after;
+using mf_test::prefill_each;
+using mf_test::session64;
 using json = nlohmann::json;
 
 namespace {
@@ -81,22 +87,6 @@ double rms_rel_diff(const std::vector<float>& a, const std::vector<double>& b) {
     return mf_test::rel_error(a.data(), b.data(), a.size());
 }
 
-// A 64-position session with the default (f16) KV cache.
-SessionParams session_params() {
-    SessionParams p;
-    p.n_ctx = 64;
-    return p;
-}
-
-int32_t argmax(const std::vector<float>& v) { return int32_t(std::max_element(v.begin(), v.end()) - v.begin()); }
-
-// The logits after each of ids, fed one by one from position 0 (the decode path).
-std::vector<std::vector<float>> decode_each(const Model& model, const std::vector<int32_t>& ids) {
-    Session s(model, session_params());
-    std::vector<std::vector<float>> out;
-    for (size_t i = 0; i < ids.size(); ++i) out.push_back(i == 0 ? s.prefill({ids[0]}) : s.decode(ids[i]));
-    return out;
-}
 
 // The fixtures compared here: llama.cpp converts Mistral as "llama" (its window is longer than the
 // test); Gemma 3's local layers use their window of 8.
@@ -137,25 +127,16 @@ TEST_CASE("f32 conversions decode every position within tolerance of transformer
             CHECK(d32 < kF32VsF32);
         }
         // One prefill of the whole sequence: every position's logits, the batched path.
-        Session batch(*model, session_params());
-        const std::vector<float> all = batch.prefill_all(e.ids);
-        const size_t nv = e.logits[0].size();
-        REQUIRE(all.size() == e.ids.size() * nv);
+        const auto batched = prefill_each(*model, e.ids);
         for (size_t i = 0; i < e.ids.size(); ++i) {
             CAPTURE(i);
-            CHECK(max_rel_diff(std::vector<float>(all.begin() + long(i * nv), all.begin() + long((i + 1) * nv)),
+            CHECK(max_rel_diff(batched[i],
                                e.logits_kv_f16[i]) < kF32VsKvF16);
         }
 
         // Free-running greedy decoding: transformers' top-1 beats its runner-up by >= 0.05 at every
         // step (the fixture script re-seeds until it does), far above the f32 error, so exact.
-        Session s(*model, session_params());
-        const std::vector<float>* l = &s.prefill(e.ids);
-        std::vector<int32_t> greedy;
-        for (size_t i = 0; i < e.greedy.size(); ++i) {
-            greedy.push_back(argmax(*l));
-            l = &s.decode(greedy.back());
-        }
+        const std::vector<int32_t> greedy = greedy_after(*model, e.ids, e.greedy.size());
         CHECK(greedy == e.greedy);
         MESSAGE(name, " f32: worst max-relative logit error ", worst, " vs transformers with an f16 KV cache, ",
                 worst_f32, " vs plain float32");
@@ -199,7 +180,7 @@ TEST_CASE("f16 and q8_0 conversions stay within their bounds of transformers' lo
                 CHECK(d < qc.max_rel);
             }
             // Teacher-forced over transformers' greedy tokens.
-            Session s(*model, session_params());
+            Session s(*model, session64());
             const std::vector<float>* l = &s.prefill(e.ids);
             size_t checked = 0;
             for (size_t i = 0; i < e.greedy.size(); ++i) {

@@ -27,6 +27,7 @@ using mf_test::max_rel_diff;
 using mf_test::random_tokens;
 using json = nlohmann::json;
 using namespace mf_test::ds2;
+using mf_test::session64;
 
 namespace {
 
@@ -171,23 +172,14 @@ TEST_CASE("deepseek2 dense: f32 conversion decodes every position within toleran
         worst = std::max(worst, d);
         CHECK(d < kVsTransformers);
     }
-    Session batch(*model, session_params());
-    const std::vector<float> all = batch.prefill_all(e.ids);
-    const size_t nv = e.logits[0].size();
-    REQUIRE(all.size() == e.ids.size() * nv);
+    const auto batched = prefill_each(*model, e.ids);
     double worst_batch = 0;
     for (size_t i = 0; i < e.ids.size(); ++i) {
-        const double d = max_rel_diff(std::vector<float>(all.begin() + long(i * nv), all.begin() + long((i + 1) * nv)), e.logits[i]);
+        const double d = max_rel_diff(batched[i], e.logits[i]);
         worst_batch = std::max(worst_batch, d);
         CHECK(d < kVsTransformers);
     }
-    Session s(*model, session_params());
-    const std::vector<float>* l = &s.prefill(e.ids);
-    std::vector<int32_t> greedy;
-    for (size_t i = 0; i < e.greedy.size(); ++i) {
-        greedy.push_back(argmax(*l));
-        l = &s.decode(greedy.back());
-    }
+    const std::vector<int32_t> greedy = greedy_after(*model, e.ids, e.greedy.size());
     // transformers' top-1 beats its runner-up by >= 0.11 at every step, far above the f16-latent error.
     CHECK(greedy == e.greedy);
     MESSAGE("deepseek2_dense f32: worst max-relative error vs transformers: decode ", worst, ", prefill ", worst_batch);
@@ -329,22 +321,14 @@ TEST_CASE("deepseek2 MoE (q_lora_rank 48, experts after layer 0): f32 conversion
         worst = std::max(worst, d);
         CHECK(d < kVsTransformers);
     }
-    Session batch(*model, session_params());
-    const std::vector<float> all = batch.prefill_all(e.ids);
-    const size_t nv = e.logits[0].size();
+    const auto batched = prefill_each(*model, e.ids);
     for (size_t i = 0; i < e.ids.size(); ++i) {
         CAPTURE(i);
-        CHECK(max_rel_diff(std::vector<float>(all.begin() + long(i * nv), all.begin() + long((i + 1) * nv)), e.logits[i]) <
+        CHECK(max_rel_diff(batched[i], e.logits[i]) <
               kVsTransformers);
     }
     // The smallest margin between transformers' top two is 0.077, ~10x the f16-latent logit error.
-    Session s(*model, session_params());
-    const std::vector<float>* l = &s.prefill(e.ids);
-    std::vector<int32_t> greedy;
-    for (size_t i = 0; i < e.greedy.size(); ++i) {
-        greedy.push_back(argmax(*l));
-        l = &s.decode(greedy.back());
-    }
+    const std::vector<int32_t> greedy = greedy_after(*model, e.ids, e.greedy.size());
     CHECK(greedy == e.greedy);
     MESSAGE("deepseek2_moe f32: worst max-relative error vs transformers ", worst);
     std::remove(path.c_str());
@@ -456,7 +440,7 @@ TEST_CASE("deepseek2 YaRN: per-pair angles and the attention scale as transforme
     const double m = 0.1 * mscale_all_dim * std::log(factor) + 1.0;
     CHECK(hp.kq_scale == doctest::Approx(m * m / std::sqrt(24.0)).epsilon(1e-6));
     REQUIRE(model->rope_freqs != nullptr);  // the factors reach the ROPE ops
-    Session s(*model, session_params());
+    Session s(*model, session64());
     for (float v : s.prefill({0, 312, 325})) REQUIRE(std::isfinite(v));
     std::remove(path.c_str());
 }

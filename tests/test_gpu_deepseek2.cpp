@@ -14,6 +14,7 @@
 using namespace mf;
 using namespace mf_test::ds2;
 using mf_test::max_rel_diff;
+using mf_test::session64;
 
 namespace {
 
@@ -51,24 +52,15 @@ TEST_CASE("deepseek2 fixtures on CUDA: decode and prefill match transformers and
             CHECK(d < kVsTransformers);
             CHECK(dc < kVsCpu);
         }
-        Session batch(*gpu_model, session_params());
-        const std::vector<float> all = batch.prefill_all(e.ids);
-        const size_t nv = e.logits[0].size();
-        REQUIRE(all.size() == e.ids.size() * nv);
+        const auto batched = prefill_each(*gpu_model, e.ids);
         for (size_t i = 0; i < e.ids.size(); ++i) {
             CAPTURE(i);
-            CHECK(max_rel_diff(std::vector<float>(all.begin() + long(i * nv), all.begin() + long((i + 1) * nv)),
+            CHECK(max_rel_diff(batched[i],
                                e.logits[i]) < kVsTransformers);
         }
         // transformers' top-1 beats its runner-up by >= 0.077 at every step (the fixtures' margins),
         // ~10x the f16-latent logit error.
-        Session s(*gpu_model, session_params());
-        const std::vector<float>* l = &s.prefill(e.ids);
-        std::vector<int32_t> greedy;
-        for (size_t i = 0; i < e.greedy.size(); ++i) {
-            greedy.push_back(argmax(*l));
-            l = &s.decode(greedy.back());
-        }
+        const std::vector<int32_t> greedy = greedy_after(*gpu_model, e.ids, e.greedy.size());
         CHECK(greedy == e.greedy);
         MESSAGE(name, " on CUDA: worst max-relative error vs transformers ", worst, ", vs the CPU ", worst_cpu);
         std::remove(path.c_str());
