@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `minfer bench` on the CPU with a tiny synthesized model: a markdown row for pp and for tg (at a
+# depth, and with a window whose ring the generated tokens wrap), JSON output, and bad flags as one
+# error line with exit code 1.
+set -euo pipefail
+minfer="$1"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+"$minfer" synth --shape smollm2-135m --type q4_0 --layers 2 -t 2 -o "$tmp/s.gguf" >/dev/null
+
+out=$("$minfer" bench -m "$tmp/s.gguf" -p 32 -n 8 -r 2 --depth 40 --device cpu -t 2)
+grep -qE '^\| llama \| cpu \| flash \| .* \| pp32 \| [0-9.]+ ± [0-9.]+ \|' <<<"$out" || fail "no pp32 row: $out"
+grep -qE '^\| llama \| cpu \| flash \| .* \| tg8 @ d40 \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ \| n/a \|$' <<<"$out" || fail "no tg8 @ d40 row: $out"
+
+# A 16-token window with 2 sinks at depth 40: every repetition rewinds across a wrapped ring.
+out=$("$minfer" bench -m "$tmp/s.gguf" -p 0 -n 8 -r 2 --depth 40 --kv-window 16 --kv-sinks 2 --device cpu -t 2)
+grep -qE '\| tg8 @ d40 \| [0-9.]+ ± [0-9.]+ \|' <<<"$out" || fail "no windowed tg row: $out"
+! grep -q "pp0" <<<"$out" || fail "-p 0 printed a pp row: $out"
+
+json=$("$minfer" bench -m "$tmp/s.gguf" -p 16 -n 4 -r 1 -o json --device cpu -t 2)
+grep -q '"tg": {"n": 4, "tok_s": ' <<<"$json" || fail "json lacks tg: $json"
+
+check_error() {  # check_error WHAT FRAGMENT ARGS...: exit code 1, one line on stderr
+    local what="$1" fragment="$2"; shift 2
+    local rc=0
+    "$minfer" bench "$@" >"$tmp/out" 2>"$tmp/err" || rc=$?
+    [ "$rc" = 1 ] || fail "$what: exit code $rc, expected 1"
+    [ "$(wc -l <"$tmp/err")" = 1 ] || fail "$what: stderr is not one line: $(cat "$tmp/err")"
+    grep -qF -- "$fragment" "$tmp/err" || fail "$what: stderr lacks '$fragment': $(cat "$tmp/err")"
+}
+check_error "unknown flag" "--bogus" -m "$tmp/s.gguf" --bogus
+check_error "missing file" "$tmp/none.gguf" -m "$tmp/none.gguf" --device cpu
+check_error "bad depth" "--depth" -m "$tmp/s.gguf" --depth x --device cpu
+echo "bench CLI: ok"
