@@ -13,22 +13,19 @@ Tensor* build_forward_gemma3(ForwardState& s) {
     Context& ctx = s.ctx;
     const Model& m = s.model;
     const HParams& hp = m.hp;
-    const int64_t T = s.n_tokens;
 
     Tensor* x = scale(ctx, get_rows(ctx, m.tok_embd, s.tokens), std::sqrt(float(hp.n_embd)));  // [n_embd, T]
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
         const LayerWeights& l = m.layers[il];
-        const int64_t n_head_kv = hp.n_head_kv[il];
         const bool local = hp.swa_layers[il];
         const float freq_base = local ? hp.rope_freq_base_swa : hp.rope_freq_base;
         const float freq_scale = local ? hp.rope_freq_scale_swa : hp.rope_freq_scale;
 
         Tensor* h = build_norm(s, x, l.attn_norm, hp.norm_eps);
-        Tensor* q = reshape_3d(ctx, build_linear(s, h, l.wq, nullptr), hp.head_dim_k, hp.n_head, T);
-        Tensor* k = reshape_3d(ctx, build_linear(s, h, l.wk, nullptr), hp.head_dim_k, n_head_kv, T);
-        Tensor* v = build_linear(s, h, l.wv, nullptr);  // [head_dim_v * n_head_kv, T]
-        q = build_norm(s, q, l.attn_q_norm, hp.norm_eps);  // per head: rms over head_dim_k
-        k = build_norm(s, k, l.attn_k_norm, hp.norm_eps);
+        const QKV p = build_qkv(s, il, h, l);
+        Tensor* q = build_norm(s, p.q, l.attn_q_norm, hp.norm_eps);  // per head: rms over head_dim_k
+        Tensor* k = build_norm(s, p.k, l.attn_k_norm, hp.norm_eps);
+        Tensor* v = p.v;
         q = rope(ctx, q, s.positions, int(hp.n_rot), hp.rope_mode, freq_base, freq_scale, nullptr);
         k = rope(ctx, k, s.positions, int(hp.n_rot), hp.rope_mode, freq_base, freq_scale, nullptr);
 
@@ -36,7 +33,8 @@ Tensor* build_forward_gemma3(ForwardState& s) {
         x = add(ctx, x, build_norm(s, attn, l.post_attention_norm, hp.norm_eps));
 
         h = build_norm(s, x, l.ffn_norm, hp.norm_eps);
-        Tensor* ffn = mul_mat(ctx, l.ffn_down, geglu(ctx, mul_mat(ctx, l.ffn_gate, h), mul_mat(ctx, l.ffn_up, h)));
+        const GateUp gu = build_gate_up(s, h, l);
+        Tensor* ffn = mul_mat(ctx, l.ffn_down, geglu(ctx, gu.gate, gu.up));
         x = add(ctx, x, build_norm(s, ffn, l.post_ffw_norm, hp.norm_eps));
     }
 

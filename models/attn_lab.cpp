@@ -81,7 +81,15 @@ KVBytesPerToken kv_bytes_per_token(const HParams& hp, const std::string& type) {
 
 double decode_bytes_per_token(const Model& m, const KVPlan& plan, double avg_positions) {
     double bytes = 0;
-    for (const Tensor& t : m.ctx.tensors()) bytes += double(t.nbytes());
+    for (const Tensor& t : m.ctx.tensors())
+        if (!t.view_src) bytes += double(t.nbytes());  // a view (a stacked q/k/v part) shares its matrix's bytes
+    // Routed experts: a token reads only the n_expert_used experts it is sent to.
+    if (m.hp.n_expert > 0) {
+        const double unread = 1.0 - double(m.hp.n_expert_used) / double(m.hp.n_expert);
+        for (const LayerWeights& l : m.layers)
+            for (const Tensor* t : {l.ffn_gate_exps, l.ffn_up_exps, l.ffn_down_exps})
+                if (t) bytes -= unread * double(t->nbytes());
+    }
     if (m.output != m.tok_embd) bytes -= double(m.tok_embd->nbytes()) - double(m.tok_embd->nb[1]);
     for (const KVLayerPlan& l : plan.layers) {
         const double seen = l.windowed() ? std::min(avg_positions, double(l.window + l.sinks)) : avg_positions;

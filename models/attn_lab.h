@@ -47,7 +47,7 @@ struct KVBytesPerToken {
 KVBytesPerToken kv_bytes_per_token(const HParams& hp, const std::string& type);
 
 // Bytes one decode step reads: every weight once (only one row of a token embedding that is not
-// also the output matrix) plus the cached K/V rows of avg_positions positions in every layer (those
+// also the output matrix, only the n_expert_used routed experts of an MoE layer) plus the cached K/V rows of avg_positions positions in every layer (those
 // a windowed layer still sees), in the plan's types.
 double decode_bytes_per_token(const Model& model, const KVPlan& plan, double avg_positions);
 

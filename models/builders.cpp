@@ -64,6 +64,30 @@ Tensor* build_linear(ForwardState& s, Tensor* x, Tensor* w, Tensor* b) {
     return b ? add(s.ctx, y, b) : y;
 }
 
+QKV build_qkv(ForwardState& s, uint32_t il, Tensor* x, const LayerWeights& l) {
+    Context& ctx = s.ctx;
+    const HParams& hp = s.model.hp;
+    const int64_t T = s.n_tokens, n_head_kv = hp.n_head_kv[il], hd_k = hp.head_dim_k;
+    if (!l.wqkv) {
+        return {reshape_3d(ctx, build_linear(s, x, l.wq, l.bq), hd_k, hp.n_head, T),
+                reshape_3d(ctx, build_linear(s, x, l.wk, l.bk), hd_k, n_head_kv, T), build_linear(s, x, l.wv, l.bv)};
+    }
+    Tensor* qkv = build_linear(s, x, l.wqkv, l.bqkv);  // [q_dim + k_dim + v_dim, T]
+    const size_t f32 = sizeof(float), row = qkv->nb[1];
+    const int64_t q_dim = hp.n_head * hd_k, k_dim = n_head_kv * hd_k;
+    return {view_3d(ctx, qkv, hd_k, hp.n_head, T, hd_k * f32, row, 0),
+            view_3d(ctx, qkv, hd_k, n_head_kv, T, hd_k * f32, row, size_t(q_dim) * f32),
+            view_2d(ctx, qkv, n_head_kv * int64_t(hp.head_dim_v), T, row, size_t(q_dim + k_dim) * f32)};
+}
+
+GateUp build_gate_up(ForwardState& s, Tensor* x, const LayerWeights& l) {
+    if (!l.ffn_gate_up) return {mul_mat(s.ctx, l.ffn_gate, x), mul_mat(s.ctx, l.ffn_up, x)};
+    Tensor* gu = mul_mat(s.ctx, l.ffn_gate_up, x);  // [2 n_ff, T]
+    const int64_t n_ff = gu->ne[0] / 2;
+    return {view_2d(s.ctx, gu, n_ff, gu->ne[1], gu->nb[1], 0),
+            view_2d(s.ctx, gu, n_ff, gu->ne[1], gu->nb[1], size_t(n_ff) * sizeof(float))};
+}
+
 Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v, float kq_scale) {
     Context& ctx = s.ctx;
     const HParams& hp = s.model.hp;
@@ -79,8 +103,10 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
         q = hadamard(ctx, q);
         k = hadamard(ctx, k);
     }
-    if (lp.rotate_v) v = reshape_2d(ctx, hadamard(ctx, reshape_2d(ctx, v, hd_v, v->nelements() / hd_v)), lp.width_v,
-                                    s.n_tokens);
+    if (lp.rotate_v) {
+        if (!v->is_contiguous()) v = cont(ctx, v);  // a view of stacked q, k, v rows
+        v = reshape_2d(ctx, hadamard(ctx, reshape_2d(ctx, v, hd_v, v->nelements() / hd_v)), lp.width_v, s.n_tokens);
+    }
     // Store the new keys (already roped, so a ring row keeps its true position) and values, a row
     // per token, converted to the cache's types. The rows are data, so decode steps share one graph.
     graph_expand(s.graph, set_rows(ctx, kc, reshape_2d(ctx, k, lp.width_k, s.n_tokens), in.rows));

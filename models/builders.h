@@ -54,6 +54,23 @@ struct ForwardState {
 Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps);
 // x: [n_in, T] -> [n_out, T]: w x (+ b)
 Tensor* build_linear(ForwardState& s, Tensor* x, Tensor* w, Tensor* b);
+// The query, key and value projections of layer il: one matmul of l.wqkv (plus l.bqkv) whose rows
+// are viewed as q, k, v when the loader stacked them, else three. x: [n_embd, T] ->
+// q [head_dim_k, n_head, T], k [head_dim_k, n_head_kv, T], v [head_dim_v * n_head_kv, T]
+// (views with a row stride of q + k + v values when stacked).
+struct QKV {
+    Tensor* q;
+    Tensor* k;
+    Tensor* v;
+};
+QKV build_qkv(ForwardState& s, uint32_t il, Tensor* x, const LayerWeights& l);
+// The gate and up projections of a dense FFN: one matmul of l.ffn_gate_up viewed as two when the
+// loader stacked them, else two. x: [n_embd, T] -> gate, up: [n_ff, T]
+struct GateUp {
+    Tensor* gate;
+    Tensor* up;
+};
+GateUp build_gate_up(ForwardState& s, Tensor* x, const LayerWeights& l);
 // Stores k, v of the new tokens in layer il's cache and attends q over the cached positions the
 // layer sees (its window, if any). kq_scale 0 means 1 / sqrt(head_dim_k).
 // q: [head_dim_k, n_head, T], k: [head_dim_k, n_head_kv, T], v: [head_dim_v * n_head_kv, T]

@@ -2,6 +2,8 @@
 // weight's shape checked against the hyperparameters before anything is uploaded.
 #include "models/model.h"
 
+#include <algorithm>
+
 #include "core/common.h"
 #include "core/gguf.h"
 
@@ -66,6 +68,34 @@ public:
         return t;
     }
 
+    // One tensor holding parts (tensors this loader created, one type, equal ne[0]) back to back:
+    // 2-D parts stacked along rows, 1-D ones joined end to end. The parts become views of it, so
+    // the bytes are uploaded once and every user of a part still reads it. Null, and the parts left
+    // as they are, when a part is missing or the types or widths differ.
+    Tensor* stack(const std::string& name, const std::vector<Tensor*>& parts) {
+        const bool one_dim = parts.front() && parts.front()->ne[1] == 1;
+        int64_t rows = 0;
+        for (Tensor* t : parts) {
+            if (!t || t->type != parts.front()->type || (!one_dim && t->ne[0] != parts.front()->ne[0]) ||
+                t->ne[2] != 1 || t->ne[3] != 1 || (t->ne[1] == 1) != one_dim)
+                return nullptr;
+            rows += one_dim ? t->ne[0] : t->ne[1];
+        }
+        const int64_t ne[2] = {one_dim ? rows : parts.front()->ne[0], one_dim ? 1 : rows};
+        Tensor* fused = model_.ctx.new_tensor(parts.front()->type, one_dim ? 1 : 2, ne);
+        fused->name = name;
+        fused->flags |= TENSOR_PARAM;
+        Stack st{fused, {}};
+        for (Tensor* t : parts) {
+            auto it = std::find_if(sources_.begin(), sources_.end(), [t](const Source& src) { return src.tensor == t; });
+            MF_ASSERT(it != sources_.end());
+            st.parts.push_back(*it);
+            sources_.erase(it);
+        }
+        stacks_.push_back(std::move(st));
+        return fused;
+    }
+
     // Row r of the file's tensor called name, as f32 (the tensor was checked by require()).
     std::vector<float> row_f32(const std::string& name, int64_t r) const {
         const GGUFTensorInfo* info = file_.find_tensor(name);
@@ -81,6 +111,7 @@ public:
         std::vector<Tensor*> ts;
         for (auto& s : sources_) ts.push_back(s.tensor);
         for (auto& c : computed_) ts.push_back(c.tensor);
+        for (auto& st : stacks_) ts.push_back(st.fused);
         model_.weight_buffer = allocate_tensors(backend, ts);
         model_.weight_bytes = 0;
         for (auto& s : sources_) {
@@ -91,6 +122,20 @@ public:
         for (auto& c : computed_) {
             tensor_set(c.tensor, c.values.data());
             model_.weight_bytes += c.tensor->nbytes();
+        }
+        for (auto& st : stacks_) {
+            size_t offset = 0;
+            for (const Source& part : st.parts) {
+                MF_ASSERT(part.tensor->nbytes() == part.info->n_bytes);
+                backend.upload(st.fused, part.info->data, offset, part.info->n_bytes);
+                part.tensor->view_src = st.fused;
+                part.tensor->view_offs = offset;
+                part.tensor->data = static_cast<char*>(st.fused->data) + offset;
+                part.tensor->buffer = st.fused->buffer;
+                offset += part.info->n_bytes;
+            }
+            MF_ASSERT(offset == st.fused->nbytes());
+            model_.weight_bytes += offset;
         }
     }
 
@@ -103,10 +148,15 @@ private:
         Tensor* tensor;
         std::vector<float> values;
     };
+    struct Stack {
+        Tensor* fused;
+        std::vector<Source> parts;  // in order, back to back in fused
+    };
     const GGUFFile& file_;
     Model& model_;
     std::vector<Source> sources_;
     std::vector<Computed> computed_;
+    std::vector<Stack> stacks_;
 };
 
 // deepseek2's attention (MLA) and FFN (dense, or experts from layer n_layer_dense_lead on).
@@ -221,6 +271,9 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
             l.post_attention_norm = w.vector_f32(p + "post_attention_norm.weight", n_embd, true);
             l.post_ffw_norm = w.vector_f32(p + "post_ffw_norm.weight", n_embd, true);
         }
+        l.wqkv = w.stack(p + "attn_qkv.stacked", {l.wq, l.wk, l.wv});
+        if (l.wqkv && hp.qkv_bias) l.bqkv = w.stack(p + "attn_qkv_bias.stacked", {l.bq, l.bk, l.bv});
+        l.ffn_gate_up = w.stack(p + "ffn_gate_up.stacked", {l.ffn_gate, l.ffn_up});
     }
     w.upload(backend);
     return model;

@@ -26,6 +26,12 @@ struct LayerWeights {
     Tensor* ffn_gate = nullptr;   // [n_embd, n_ff]
     Tensor* ffn_up = nullptr;     // [n_embd, n_ff]
     Tensor* ffn_down = nullptr;   // [n_ff, n_embd]
+    // wq, wk and wv (and bq, bk, bv) stacked into one matrix when the file gives them one type, so
+    // a step runs one matmul instead of three; wq, wk and wv are then views of its rows. Likewise
+    // ffn_gate and ffn_up. Null when not stacked (types differ, or deepseek2).
+    Tensor* wqkv = nullptr;         // [n_embd, q_dim + k_dim + v_dim]: rows of wq, then wk, then wv
+    Tensor* bqkv = nullptr;         // [q_dim + k_dim + v_dim], with wqkv when the biases exist
+    Tensor* ffn_gate_up = nullptr;  // [n_embd, 2 * n_ff]: rows of ffn_gate, then ffn_up
     // gemma3 only: per-head RMSNorm of q and k, and norms of the attention and FFN outputs before
     // each residual add.
     Tensor* attn_q_norm = nullptr;          // [head_dim_k]

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -154,6 +155,21 @@ TEST_CASE("tiny llama and qwen2 match the double-precision reference, decode and
             auto model = load_model(path, *backend);
             CHECK(model->hp.attn_kind(0) == (n_head_kv == 4 ? AttnKind::MHA : n_head_kv == 1 ? AttnKind::MQA : AttnKind::GQA));
             if (arch == "qwen2") CHECK(model->layers[1].bv != nullptr);
+            // One type throughout: q, k, v (and their biases) and gate, up are stacked, one matmul
+            // each, and the parts still read their own rows of the file.
+            const LayerWeights& l1 = model->layers[1];
+            REQUIRE(l1.wqkv != nullptr);
+            CHECK(l1.ffn_gate_up != nullptr);
+            CHECK((l1.bqkv != nullptr) == (arch == "qwen2"));
+            CHECK(l1.wqkv->ne[1] == l1.wq->ne[1] + l1.wk->ne[1] + l1.wv->ne[1]);
+            {
+                const GGUFFile file = GGUFFile::open(path);
+                const GGUFTensorInfo* info = file.find_tensor("blk.1.attn_v.weight");
+                REQUIRE(info != nullptr);
+                std::vector<char> got(info->n_bytes);
+                tensor_get(l1.wv, got.data());
+                CHECK(std::memcmp(got.data(), info->data, info->n_bytes) == 0);
+            }
 
             const std::vector<int32_t> tokens = random_tokens(9, int32_t(tiny.n_vocab));
             ReferenceLlama ref(path);

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/common.h"
+#include "models/attn_lab.h"
 #include "models/model.h"
 #include "models/session.h"
 #include "tools/args.h"
@@ -81,20 +82,6 @@ double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Bytes one decode step reads: every weight matrix once (the embedding table only for the one row
-// get_rows takes, unless it doubles as the output matrix), plus the K and V rows of every cached
-// position at the average depth of the run that the layer still sees (its window), in the cache's types.
-double bytes_per_token(const Model& m, const KVPlan& plan, double avg_kv_positions) {
-    double bytes = 0;
-    for (const Tensor& t : m.ctx.tensors()) bytes += double(t.nbytes());
-    if (m.output != m.tok_embd) bytes -= double(m.tok_embd->nbytes()) - double(m.tok_embd->nb[1]);
-    for (const KVLayerPlan& l : plan.layers) {
-        const double seen = l.windowed() ? std::min(avg_kv_positions, double(l.window + l.sinks)) : avg_kv_positions;
-        bytes += seen * double(dtype_row_size(l.type_k, l.width_k) + dtype_row_size(l.type_v, l.width_v));
-    }
-    return bytes;
-}
-
 }  // namespace
 
 int tool_bench(int argc, char** argv) {
@@ -148,7 +135,7 @@ int tool_bench(int argc, char** argv) {
         if (r > 0) tg.push_back(args.n_gen / (now_s() - t0));
     }
 
-    const double bpt = bytes_per_token(*model, session.kv_plan(), args.depth + (args.n_gen + 1) / 2.0);
+    const double bpt = decode_bytes_per_token(*model, session.kv_plan(), args.depth + (args.n_gen + 1) / 2.0);
     const double peak = backend->peak_bandwidth();
     const Stat spp = pp.empty() ? Stat{} : stats(pp), stg = tg.empty() ? Stat{} : stats(tg);
     const double bw = stg.mean * bpt;
