@@ -8,7 +8,8 @@ set -euo pipefail
 minfer=$1 model=$2 depth=${3:-0}
 out=${OUT:-/tmp}
 # Two runs, 2 and 4 decode tokens after the same fill (bench -r 1: a warm-up pass and one measured): their difference in
-# kernel count is two decode steps, and the last that many kernels of the longer run are those steps.
+# kernel count is four decode steps (two passes of two more tokens), and the last that many kernels of
+# the longer run are four consecutive decode steps.
 for n in 2 4; do
     MINFER_CUDA_GRAPHS=0 ncu --clock-control none --csv --page raw --metrics gpu__time_duration.sum \
         "$minfer" bench -m "$model" -p 0 -n $n -r 1 --depth "$depth" > "$out/ncu-decode-$n.csv" 2>/dev/null || true
@@ -21,13 +22,13 @@ def kernels(path):
     name_i, t_i = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
     return [(r[name_i].split("(")[0].split("<")[0], float(r[t_i])) for r in rows[2:]]  # skip header, units
 short, long_ = kernels(sys.argv[1]), kernels(sys.argv[2])
-step = long_[len(short):]  # the two extra decode steps
+step = long_[len(short):]  # four consecutive decode steps
 agg = collections.defaultdict(lambda: [0, 0.0])
 for k, t in step:
     agg[k][0] += 1
     agg[k][1] += t
 total = sum(v[1] for v in agg.values())
-print("| kernel | launches (2 steps) | us | share |\n| --- | ---: | ---: | ---: |")
+print("| kernel | launches (4 steps) | us | share |\n| --- | ---: | ---: | ---: |")
 for k, (c, t) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
     print(f"| {k} | {c} | {t / 1000:.1f} | {100 * t / total:.1f}% |")
 print(f"| total | {len(step)} | {total / 1000:.1f} | |")
