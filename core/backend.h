@@ -42,6 +42,10 @@ public:
     virtual size_t alignment() const { return 64; }
     // The device's peak memory bandwidth in bytes/s, or 0 when unknown (bench reports the fraction).
     virtual double peak_bandwidth() const { return 0.0; }
+    // Bytes of device memory in use as the device itself reports it (CUDA: total minus free over the
+    // whole GPU; CPU: the bytes this backend's buffers hold), so a difference taken around an
+    // allocation measures what it really cost, allocator rounding included. 0 when unknown.
+    virtual size_t memory_used() const { return 0; }
     // Copies size bytes between host memory and t's data at byte offset.
     virtual void upload(Tensor* t, const void* src, size_t offset, size_t size) = 0;
     virtual void download(const Tensor* t, void* dst, size_t offset, size_t size) = 0;

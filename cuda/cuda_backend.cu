@@ -186,6 +186,13 @@ public:
 
     size_t alignment() const override { return 256; }
 
+    size_t memory_used() const override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        size_t free = 0, total = 0;
+        CUDA_CHECK(cudaMemGetInfo(&free, &total));
+        return total - free;
+    }
+
     // DRAM peak: two transfers per memory clock (DDR) across the bus width.
     double peak_bandwidth() const override {
         int clock_khz = 0, bus_bits = 0;

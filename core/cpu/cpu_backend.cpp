@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "core/common.h"
 #include "core/cpu/cpu_ops.h"
@@ -32,10 +34,29 @@ public:
     std::unique_ptr<Buffer> alloc(size_t size) override {
         void* p = aligned_host_alloc(size);
         if (!p) throw Error(strfmt("out of host memory: %zu bytes", size));
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            sizes_[p] = size;
+            in_use_ += size;
+        }
         return std::make_unique<Buffer>(this, p, size);
     }
 
-    void free_memory(void* base) override { std::free(base); }
+    void free_memory(void* base) override {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            const auto it = sizes_.find(base);
+            MF_ASSERT_MSG(it != sizes_.end(), "free_memory: not a buffer of this backend");
+            in_use_ -= it->second;
+            sizes_.erase(it);
+        }
+        std::free(base);
+    }
+
+    size_t memory_used() const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return in_use_;
+    }
 
     size_t alignment() const override { return kAlignment; }
 
@@ -120,6 +141,9 @@ public:
 
 private:
     CpuContext ctx_;
+    mutable std::mutex mutex_;                  // guards the two below (buffers may be freed anywhere)
+    std::unordered_map<void*, size_t> sizes_;  // live buffers and their sizes
+    size_t in_use_ = 0;                         // their sum
 };
 
 }  // namespace

@@ -13,6 +13,8 @@ trap 'rm -rf "$tmp"' EXIT
 out=$("$minfer" bench -m "$tmp/s.gguf" -p 32 -n 8 -r 2 --depth 40 --device cpu -t 2)
 grep -qE '^\| llama \| cpu \| flash \| .* \| pp32 \| [0-9.]+ ± [0-9.]+ \|' <<<"$out" || fail "no pp32 row: $out"
 grep -qE '^\| llama \| cpu \| flash \| .* \| tg8 @ d40 \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ \| n/a \|$' <<<"$out" || fail "no tg8 @ d40 row: $out"
+# 2 layers x 768 bytes (3 KV heads of 64, f16 K and V) x 49 positions (depth 40 + 8 + 1), measured as planned.
+grep -qF 'KV cache: 0.07 MiB planned, 0.07 MiB allocated' <<<"$out" || fail "no KV cache line: $out"
 
 # A 16-token window with 2 sinks at depth 40: every repetition rewinds across a wrapped ring.
 out=$("$minfer" bench -m "$tmp/s.gguf" -p 0 -n 8 -r 2 --depth 40 --kv-window 16 --kv-sinks 2 --device cpu -t 2)
@@ -21,6 +23,7 @@ grep -qE '\| tg8 @ d40 \| [0-9.]+ ± [0-9.]+ \|' <<<"$out" || fail "no windowed 
 
 json=$("$minfer" bench -m "$tmp/s.gguf" -p 16 -n 4 -r 1 -o json --device cpu -t 2)
 grep -q '"tg": {"n": 4, "tok_s": ' <<<"$json" || fail "json lacks tg: $json"
+grep -q '"kv_planned_bytes": 26112, "kv_allocated_bytes": 26112' <<<"$json" || fail "json lacks the KV bytes: $json"
 
 check_error() {  # check_error WHAT FRAGMENT ARGS...: exit code 1, one line on stderr
     local what="$1" fragment="$2"; shift 2
