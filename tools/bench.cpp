@@ -90,8 +90,10 @@ int tool_bench(int argc, char** argv) {
         std::printf("usage: minfer bench -m MODEL [-p 512] [-n 128] [-r 5] [--depth D] [-o md|json] [options]\n"
                     "Measures prompt processing of -p tokens (pp) and generation of -n tokens after --depth tokens\n"
                     "of context (tg): tokens/s as mean ± sd over -r repetitions (after one warm-up), and for tg\n"
-                    "the effective bandwidth (weight + KV bytes read per token / time). The attention backend\n"
-                    "(--attn) is printed with the results.\n\n%s",
+                    "the effective bandwidth (weight + KV bytes read per token / time; of an MoE model only the\n"
+                    "experts a token is routed to). The attention backend (--attn) is printed with the results,\n"
+                    "and so is the KV cache: the plan's bytes and what the backend's memory in use grew by when\n"
+                    "it was allocated (-p 0 -n 0 --depth D allocates a D + 1 position cache and runs nothing).\n\n%s",
                     model_args_help(kBenchModelFlags).c_str());
         return 0;
     }
