@@ -347,6 +347,17 @@ void launch_matvec_q_legacy(const char* w, const Shape4& sw, const Shape4& sx, c
     }
 }
 
+// Copies CHUNK_VECS 16-byte vectors from src (16-byte aligned) into this warp's stage with whole-warp
+// 16-byte loads, and returns the stage: blocks of 18..210 bytes allow only 2-byte loads where they lie.
+template <int CHUNK_VECS>
+__device__ __forceinline__ const uint8_t* stage_chunk(uint4* stage, const uint8_t* src, int lane) {
+    const uint4* s = reinterpret_cast<const uint4*>(src);
+#pragma unroll
+    for (int i = lane; i < CHUNK_VECS; i += WARP_SIZE) stage[i] = s[i];
+    __syncwarp();
+    return reinterpret_cast<const uint8_t*>(stage);
+}
+
 // ---- K-quant weights (256-element super-blocks) --------------------------------------------------
 
 // Four lanes share a super-block, 64 weights each, so a warp step covers 8 super-blocks (2048 weights):
@@ -502,13 +513,8 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
         for (int64_t b0 = 0; b0 < n_sb; b0 += K_BLOCKS) {
             const int64_t sb = b0 + sub;
             const uint8_t* p = w_row + sb * BYTES;
-            if (STAGE && b0 + K_BLOCKS <= n_sb) {
-                const uint4* src = reinterpret_cast<const uint4*>(w_row + b0 * BYTES);
-#pragma unroll
-                for (int i = lane; i < CHUNK_VECS; i += WARP_SIZE) stage[warp][i] = src[i];
-                __syncwarp();
-                p = reinterpret_cast<const uint8_t*>(stage[warp]) + sub * BYTES;
-            }
+            if (STAGE && b0 + K_BLOCKS <= n_sb)
+                p = stage_chunk<CHUNK_VECS>(stage[warp], w_row + b0 * BYTES, lane) + sub * BYTES;
             if (sb < n_sb) {
                 const KPart kp = load_k_part<VEC>(Block{}, p, part);
 #pragma unroll
@@ -731,13 +737,8 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
         for (int64_t b0 = 0; b0 < n_blk; b0 += CHUNK_BLOCKS) {
             const int64_t blk = b0 + sub;
             const uint8_t* q = w_row + blk * BYTES;
-            if (STAGE && b0 + CHUNK_BLOCKS <= n_blk) {
-                const uint4* src = reinterpret_cast<const uint4*>(w_row + b0 * BYTES);
-#pragma unroll
-                for (int i = lane; i < CHUNK_VECS; i += WARP_SIZE) stage[warp][i] = src[i];
-                __syncwarp();
-                q = reinterpret_cast<const uint8_t*>(stage[warp]) + sub * BYTES;
-            }
+            if (STAGE && b0 + CHUNK_BLOCKS <= n_blk)
+                q = stage_chunk<CHUNK_VECS>(stage[warp], w_row + b0 * BYTES, lane) + sub * BYTES;
             if (blk < n_blk) {
                 if constexpr (SUPER) {
                     const KPart kp = load_k_part<STAGED && !STAGE>(Block{}, q, part);
