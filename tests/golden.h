@@ -4,11 +4,17 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "models/model.h"
+#include "models/session.h"
+#include "models/tokenizer.h"
 
 namespace mf_test {
 
@@ -41,6 +47,53 @@ inline std::vector<GoldenCase> read_golden(const std::string& path) {
         }
     }
     return cases;
+}
+
+// What check_golden_case saw, summed over the cases of a suite.
+struct GoldenStats {
+    size_t steps = 0, same = 0, free_run = 0;  // teacher-forced steps, equal choices, free-running tokens
+    float worst_logit = 0;                       // largest |our logit - llama.cpp's top-1| at its choice
+    float widest_disagreement = 0;               // llama.cpp's widest top-1 margin where the choices differ
+};
+
+// One golden case against the model: the prompt tokenizes to llama.cpp's ids; teacher-forced on
+// llama.cpp's tokens, every step's choice equals its own where its top-1 beats the runner-up by
+// clear_margin, and our logit of its choice is within logit_tolerance of its top-1; free-running
+// greedy decoding gives its tokens up to the first step below clear_margin.
+inline void check_golden_case(const mf::Model& model, const GoldenCase& c, const mf::SessionParams& params,
+                              float clear_margin, float logit_tolerance, GoldenStats& stats) {
+    CAPTURE(c.text.substr(0, 60));
+    REQUIRE(c.top1.size() == c.greedy.size());
+    REQUIRE(c.top2.size() == c.greedy.size());
+    CHECK(mf::tokenize(model.vocab, c.text, true, true) == c.prompt);
+    auto argmax = [](const std::vector<float>& v) {
+        return int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+    };
+
+    mf::Session s(model, params);
+    const std::vector<float>* logits = &s.prefill(c.prompt);
+    for (size_t i = 0; i < c.greedy.size(); ++i) {
+        CAPTURE(i);
+        const int32_t ours = argmax(*logits);
+        if (c.top1[i] - c.top2[i] >= clear_margin) CHECK(ours == c.greedy[i]);
+        const float d = std::fabs((*logits)[size_t(c.greedy[i])] - c.top1[i]);
+        stats.worst_logit = std::max(stats.worst_logit, d);
+        CHECK(d <= logit_tolerance);
+        stats.same += ours == c.greedy[i];
+        if (ours != c.greedy[i]) stats.widest_disagreement = std::max(stats.widest_disagreement, c.top1[i] - c.top2[i]);
+        ++stats.steps;
+        logits = &s.decode(c.greedy[i]);
+    }
+
+    s.reset();
+    logits = &s.prefill(c.prompt);
+    for (size_t i = 0; i < c.greedy.size() && c.top1[i] - c.top2[i] >= clear_margin; ++i) {
+        CAPTURE(i);
+        const int32_t ours = argmax(*logits);
+        REQUIRE(ours == c.greedy[i]);
+        ++stats.free_run;
+        logits = &s.decode(ours);
+    }
 }
 
 }  // namespace mf_test

@@ -318,43 +318,10 @@ TEST_CASE("Gemma 3 270M Q4_K_M: the tokenizer and greedy decoding match llama.cp
           cases[0].text);
     CHECK(model->vocab.is_eog(model->vocab.find("<end_of_turn>")));
     CHECK(model->vocab.is_eog(model->vocab.eos_id));
-    size_t steps = 0, same = 0, free_run = 0;
-    float worst_logit = 0, widest_disagreement = 0;
-    for (const auto& c : cases) {
-        CAPTURE(c.text.substr(0, 60));
-        REQUIRE(c.top1.size() == c.greedy.size());
-        REQUIRE(c.top2.size() == c.greedy.size());
-        CHECK(tokenize(model->vocab, c.text, true, true) == c.prompt);
-
-        // Teacher-forced: feed llama.cpp's tokens, compare every step's choice and top logit.
-        Session s(*model, SessionParams{1024, 256});
-        const std::vector<float>* logits = &s.prefill(c.prompt);
-        for (size_t i = 0; i < c.greedy.size(); ++i) {
-            CAPTURE(i);
-            const int32_t ours = int32_t(std::max_element(logits->begin(), logits->end()) - logits->begin());
-            if (c.top1[i] - c.top2[i] >= kClearMargin) CHECK(ours == c.greedy[i]);
-            const float d = std::fabs((*logits)[size_t(c.greedy[i])] - c.top1[i]);
-            worst_logit = std::max(worst_logit, d);
-            CHECK(d <= kLogitTolerance);
-            same += ours == c.greedy[i];
-            if (ours != c.greedy[i]) widest_disagreement = std::max(widest_disagreement, c.top1[i] - c.top2[i]);
-            ++steps;
-            logits = &s.decode(c.greedy[i]);
-        }
-
-        // Free-running greedy: identical to llama.cpp's up to its first near tie.
-        s.reset();
-        logits = &s.prefill(c.prompt);
-        for (size_t i = 0; i < c.greedy.size() && c.top1[i] - c.top2[i] >= kClearMargin; ++i) {
-            CAPTURE(i);
-            const int32_t ours = int32_t(std::max_element(logits->begin(), logits->end()) - logits->begin());
-            REQUIRE(ours == c.greedy[i]);
-            ++free_run;
-            logits = &s.decode(ours);
-        }
-    }
-    MESSAGE("greedy choices equal to llama.cpp's: ", same, " of ", steps, "; free-running tokens identical before ",
-            "the first near tie: ", free_run, "; largest |logit - llama.cpp's| of its choice: ", worst_logit,
-            "; widest llama.cpp margin where the choices differ: ", widest_disagreement);
-    CHECK(double(same) >= 0.9 * double(steps));
+    mf_test::GoldenStats st;
+    for (const auto& c : cases) check_golden_case(*model, c, SessionParams{1024, 256}, kClearMargin, kLogitTolerance, st);
+    MESSAGE("greedy choices equal to llama.cpp's: ", st.same, " of ", st.steps, "; free-running tokens identical before ",
+            "the first near tie: ", st.free_run, "; largest |logit - llama.cpp's| of its choice: ", st.worst_logit,
+            "; widest llama.cpp margin where the choices differ: ", st.widest_disagreement);
+    CHECK(double(st.same) >= 0.9 * double(st.steps));
 }

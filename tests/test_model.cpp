@@ -335,38 +335,9 @@ TEST_CASE("SmolLM2-135M Q4_1: the tokenizer and greedy decoding match llama.cpp"
     auto model = load_model(path, *backend);
     const auto cases = read_golden(mf_test::source_path("tests/fixtures/golden/smollm2_greedy.txt"));
     REQUIRE(cases.size() >= 5);
-    size_t steps = 0, same = 0, free_run = 0;
-    for (const auto& c : cases) {
-        CAPTURE(c.text);
-        REQUIRE(c.top1.size() == c.greedy.size());
-        REQUIRE(c.top2.size() == c.greedy.size());
-        CHECK(tokenize(model->vocab, c.text, true, true) == c.prompt);
-
-        // Teacher-forced: feed llama.cpp's tokens, compare every step's choice and top logit.
-        Session s(*model, SessionParams{512, 256});
-        const std::vector<float>* logits = &s.prefill(c.prompt);
-        for (size_t i = 0; i < c.greedy.size(); ++i) {
-            CAPTURE(i);
-            const int32_t ours = int32_t(std::max_element(logits->begin(), logits->end()) - logits->begin());
-            if (c.top1[i] - c.top2[i] >= kClearMargin) CHECK(ours == c.greedy[i]);
-            CHECK(std::fabs((*logits)[size_t(c.greedy[i])] - c.top1[i]) <= kLogitTolerance);
-            same += ours == c.greedy[i];
-            ++steps;
-            logits = &s.decode(c.greedy[i]);
-        }
-
-        // Free-running greedy: identical to llama.cpp's up to its first near tie.
-        s.reset();
-        logits = &s.prefill(c.prompt);
-        for (size_t i = 0; i < c.greedy.size() && c.top1[i] - c.top2[i] >= kClearMargin; ++i) {
-            CAPTURE(i);
-            const int32_t ours = int32_t(std::max_element(logits->begin(), logits->end()) - logits->begin());
-            REQUIRE(ours == c.greedy[i]);
-            ++free_run;
-            logits = &s.decode(ours);
-        }
-    }
-    MESSAGE("greedy choices equal to llama.cpp's: ", same, " of ", steps, "; free-running tokens identical before ",
-            "the first near tie: ", free_run);
-    CHECK(double(same) >= 0.95 * double(steps));
+    mf_test::GoldenStats st;
+    for (const auto& c : cases) check_golden_case(*model, c, SessionParams{512, 256}, kClearMargin, kLogitTolerance, st);
+    MESSAGE("greedy choices equal to llama.cpp's: ", st.same, " of ", st.steps, "; free-running tokens identical before ",
+            "the first near tie: ", st.free_run, "; largest |logit - llama.cpp's| of its choice: ", st.worst_logit);
+    CHECK(double(st.same) >= 0.95 * double(st.steps));
 }
