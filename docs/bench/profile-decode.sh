@@ -20,7 +20,8 @@ def kernels(path):
     rows = [r for r in csv.reader(open(path)) if len(r) > 5]
     head = rows[0]
     name_i, t_i = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
-    return [(r[name_i].split("(")[0].split("<")[0], float(r[t_i])) for r in rows[2:]]  # skip header, units
+    return [(r[name_i].replace("void ", "").replace("unnamed>::", "").split("(")[0].split("<")[0], float(r[t_i].replace(",", "")))  # ncu prints 7,968
+            for r in rows[2:]]  # skip header, units
 short, long_ = kernels(sys.argv[1]), kernels(sys.argv[2])
 step = long_[len(short):]  # four consecutive decode steps
 agg = collections.defaultdict(lambda: [0, 0.0])
