@@ -52,6 +52,7 @@ flash_attn_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict
                   const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, int64_t mask_nb1,
                   float* __restrict__ out, float* __restrict__ ws, int group, int n_kv, int split_rows,
                   int n_splits, float scale) {
+    begin_overlapped_kernel();
     constexpr int kGroupMax = group_max<HDV>();
     constexpr int EK = (HDK + WARP_SIZE - 1) / WARP_SIZE;  // elements per lane
     constexpr int EV = (HDV + WARP_SIZE - 1) / WARP_SIZE;
@@ -173,6 +174,7 @@ flash_attn_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict
 // One block per (token, query head): merges the splits' (max, sum, acc) into the output row.
 template <int HD>
 __global__ void flash_attn_combine_kernel(const float* __restrict__ ws, float* __restrict__ out, int n_splits) {
+    begin_overlapped_kernel();
     const int64_t row = blockIdx.x;
     const float* parts = ws + row * n_splits * (HD + 2);
     float m = -INFINITY;
@@ -212,12 +214,13 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
     const int split_rows = int(ceil_div(n_kv, n_splits));
     const dim3 grid(grid_x(n_head_kv * ceil_div(group, group_max<HDV>())), unsigned(n_splits), unsigned(n_tokens));
     MF_ASSERT_MSG(n_tokens <= 65535, "flash_attn: too many tokens in one step");
-    flash_attn_kernel<KT, VT, HDK, HDV><<<grid, kWarps * WARP_SIZE, 0, stream>>>(
-        q, qs, static_cast<const char*>(k), ks, static_cast<const char*>(v), vs, mask, mask_nb1, out, ws, group,
-        int(n_kv), split_rows, n_splits, scale);
+    launch_overlapped(flash_attn_kernel<KT, VT, HDK, HDV>, grid, kWarps * WARP_SIZE, 0, stream, q, qs,
+                      static_cast<const char*>(k), ks, static_cast<const char*>(v), vs, mask, mask_nb1, out, ws, group,
+                      int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
-        flash_attn_combine_kernel<HDV><<<grid_x(n_head * n_tokens), std::min(HDV, 128), 0, stream>>>(ws, out, n_splits);
+        launch_overlapped(flash_attn_combine_kernel<HDV>, grid_x(n_head * n_tokens), std::min(HDV, 128), 0, stream, ws,
+                          out, n_splits);
         CUDA_CHECK_LAUNCH();
     }
 }

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <utility>
 
 #include "core/common.h"
 
@@ -58,6 +60,46 @@ struct Shape4 {
         return i0 * nb[0] + row_offset(i / ne[0]);
     }
 };
+
+// Overlapped launches (Hopper's programmatic dependent launch). A kernel started by launch_overlapped
+// may begin while the kernel before it in the stream is still running: it must call
+// wait_for_previous_kernel() before it reads anything an earlier kernel wrote or writes anything an
+// earlier kernel may still read. What it does before that, such as starting the loads of weights
+// that nothing writes, overlaps the previous kernel's tail and the gap between the two launches. A
+// kernel that calls allow_next_kernel() lets an overlapped successor start before it finishes.
+// Outside an overlapped launch both are no-ops. MINFER_CUDA_PDL=0 launches plainly (to measure what
+// the overlap buys).
+__device__ __forceinline__ void wait_for_previous_kernel() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void allow_next_kernel() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+// The start of a kernel that reads its inputs at once: wait, then let the next one start.
+__device__ __forceinline__ void begin_overlapped_kernel() {
+    wait_for_previous_kernel();
+    allow_next_kernel();
+}
+
+inline bool overlapped_launches_enabled() {
+    static const bool on = [] {
+        const char* env = std::getenv("MINFER_CUDA_PDL");
+        return !(env && std::strcmp(env, "0") == 0);
+    }();
+    return on;
+}
+
+template <typename... Params, typename... Args>
+void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                       Args&&... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = overlapped_launches_enabled() ? 1 : 0;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

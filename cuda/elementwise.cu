@@ -73,6 +73,7 @@ __device__ __forceinline__ BinaryOffsets binary_offsets(Idx i, const Shape4& sa,
 // store moves 16 bytes. VW == 1 covers everything else.
 template <typename Fn, int VW, typename Idx>
 __global__ void binary_kernel(const char* a, Shape4 sa, const char* b, Shape4 sb, float* dst, Idx n, Fn fn) {
+    begin_overlapped_kernel();
     const Idx stride = Idx(gridDim.x) * blockDim.x * VW;
     for (Idx i = (Idx(blockIdx.x) * blockDim.x + threadIdx.x) * VW; i < n; i += stride) {
         const BinaryOffsets o = binary_offsets(i, sa, sb);
@@ -96,6 +97,7 @@ __global__ void binary_kernel(const char* a, Shape4 sa, const char* b, Shape4 sb
 // As binary_kernel, one source. VW == 4: a's rows packed and 16-byte aligned, ne0 % 4 == 0.
 template <typename Fn, int VW, typename Idx>
 __global__ void unary_kernel(const char* a, Shape4 sa, float* dst, Idx n, Fn fn) {
+    begin_overlapped_kernel();
     const Idx stride = Idx(gridDim.x) * blockDim.x * VW;
     for (Idx i = (Idx(blockIdx.x) * blockDim.x + threadIdx.x) * VW; i < n; i += stride) {
         const BinaryOffsets o = binary_offsets(i, sa, sa);
@@ -137,9 +139,11 @@ void binary_vw(Fn fn, const char* a, const Shape4& sa, const char* b, const Shap
     const unsigned grid = elementwise_grid(n, VW);
     // n plus one grid stride must fit the index type.
     if (n + int64_t(grid) * ELEMENTWISE_THREADS * VW < (int64_t(1) << 32)) {
-        binary_kernel<Fn, VW, uint32_t><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(a, sa, b, sb, dst, uint32_t(n), fn);
+        launch_overlapped(binary_kernel<Fn, VW, uint32_t>, grid, ELEMENTWISE_THREADS, 0, stream, a, sa, b, sb, dst,
+                          uint32_t(n), fn);
     } else {
-        binary_kernel<Fn, VW, int64_t><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(a, sa, b, sb, dst, n, fn);
+        launch_overlapped(binary_kernel<Fn, VW, int64_t>, grid, ELEMENTWISE_THREADS, 0, stream, a, sa, b, sb, dst, n,
+                          fn);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -163,9 +167,10 @@ void unary_vw(Fn fn, const char* a, const Shape4& sa, float* dst, cudaStream_t s
     const int64_t n = sa.nelements();
     const unsigned grid = elementwise_grid(n, VW);
     if (n + int64_t(grid) * ELEMENTWISE_THREADS * VW < (int64_t(1) << 32)) {
-        unary_kernel<Fn, VW, uint32_t><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(a, sa, dst, uint32_t(n), fn);
+        launch_overlapped(unary_kernel<Fn, VW, uint32_t>, grid, ELEMENTWISE_THREADS, 0, stream, a, sa, dst, uint32_t(n),
+                          fn);
     } else {
-        unary_kernel<Fn, VW, int64_t><<<grid, ELEMENTWISE_THREADS, 0, stream>>>(a, sa, dst, n, fn);
+        launch_overlapped(unary_kernel<Fn, VW, int64_t>, grid, ELEMENTWISE_THREADS, 0, stream, a, sa, dst, n, fn);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -194,6 +199,7 @@ __global__ void cpy_kernel(const char* src, Shape4 ss, char* dst, Shape4 sd, int
 // One thread per element of the source rows; a KV-cache store is a few thousand elements.
 template <typename Dst>
 __global__ void set_rows_kernel(const char* src, Shape4 ss, const int32_t* ids, char* dst, Shape4 sd, int64_t n) {
+    begin_overlapped_kernel();
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t row = i / ss.ne[0], col = i % ss.ne[0];
         const int32_t id = ids[row];
@@ -291,6 +297,7 @@ __device__ __forceinline__ float row_element<BlockQ6_K>(const char* row, int64_t
 // source row element by element. Embedding lookups are a few rows per token, so this is not hot.
 template <typename T>
 __global__ void get_rows_kernel(const char* src, Shape4 ss, const char* ids, Shape4 si, float* dst, int64_t ne0) {
+    begin_overlapped_kernel();
     const int64_t row = blockIdx.x;  // over [n, B2, B3]
     const int64_t i1 = row % si.ne[0];
     const int64_t i2 = (row / si.ne[0]) % si.ne[1];
@@ -368,8 +375,8 @@ void launch_get_rows(const void* src, const Shape4& ss, const int32_t* ids, cons
     MF_ASSERT(si.ne[1] == ss.ne[2] && si.ne[2] == ss.ne[3] && si.ne[3] == 1);
     const int64_t rows = si.ne[0] * si.ne[1] * si.ne[2];
     if (rows == 0 || ss.ne[0] == 0) return;
-    get_rows_kernel<T><<<grid_x(rows), row_block_size(ss.ne[0]), 0, stream>>>(
-        static_cast<const char*>(src), ss, reinterpret_cast<const char*>(ids), si, dst, ss.ne[0]);
+    launch_overlapped(get_rows_kernel<T>, grid_x(rows), row_block_size(ss.ne[0]), 0, stream,
+                      static_cast<const char*>(src), ss, reinterpret_cast<const char*>(ids), si, dst, ss.ne[0]);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -381,8 +388,8 @@ void launch_set_rows(const float* src, const Shape4& ss, const int32_t* ids, voi
     if (n == 0) return;
     constexpr int threads = 256;
     const int64_t blocks = ceil_div(n, threads) < 65536 ? ceil_div(n, threads) : 65536;
-    set_rows_kernel<Dst><<<grid_x(blocks), threads, 0, stream>>>(reinterpret_cast<const char*>(src), ss, ids,
-                                                                  static_cast<char*>(dst), sd, n);
+    launch_overlapped(set_rows_kernel<Dst>, grid_x(blocks), threads, 0, stream, reinterpret_cast<const char*>(src), ss,
+                      ids, static_cast<char*>(dst), sd, n);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -38,6 +38,7 @@ __device__ __forceinline__ void quantize_block_q4_0(const float* x, int64_t stri
 template <bool Q8>
 __global__ void set_rows_quant_kernel(const char* __restrict__ src, Shape4 ss, const int32_t* __restrict__ ids,
                                       char* __restrict__ dst, int64_t dst_nb1, int64_t blocks_per_row, int64_t n) {
+    begin_overlapped_kernel();
     const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const int64_t row = i / blocks_per_row, b = i % blocks_per_row;
@@ -59,9 +60,11 @@ void launch_set_rows_quant(DType type, const float* src, const Shape4& ss, const
     const char* s = reinterpret_cast<const char*>(src);
     char* d = static_cast<char*>(dst);
     if (type == DType::Q8_0)
-        set_rows_quant_kernel<true><<<grid_x(ceil_div(n, threads)), threads, 0, stream>>>(s, ss, ids, d, dst_nb1, blocks_per_row, n);
+        launch_overlapped(set_rows_quant_kernel<true>, grid_x(ceil_div(n, threads)), threads, 0, stream, s, ss, ids, d,
+                          dst_nb1, blocks_per_row, n);
     else if (type == DType::Q4_0)
-        set_rows_quant_kernel<false><<<grid_x(ceil_div(n, threads)), threads, 0, stream>>>(s, ss, ids, d, dst_nb1, blocks_per_row, n);
+        launch_overlapped(set_rows_quant_kernel<false>, grid_x(ceil_div(n, threads)), threads, 0, stream, s, ss, ids, d,
+                          dst_nb1, blocks_per_row, n);
     else
         MF_ASSERT_MSG(false, "set_rows_quant: not q8_0 or q4_0");
     CUDA_CHECK_LAUNCH();

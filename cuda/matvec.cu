@@ -58,6 +58,7 @@ __device__ __forceinline__ void load16(const __nv_bfloat16* p, float* out) {
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_float_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, float* dst, int64_t m_blocks) {
+    begin_overlapped_kernel();
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int64_t K = sw.ne[0], M = sw.ne[1], N = sx.ne[1];
     const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + warp;
@@ -112,6 +113,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 // Q8_0 (and Q8_1 when WITH_SUM): one warp per 32-element block, lane j quantizing element j.
 template <bool WITH_SUM>
 __global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, ActQ act, int64_t n_blocks) {
+    begin_overlapped_kernel();  // and the matvec after it may start loading weights
     const int64_t block = blockIdx.x * int64_t(blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
     if (block >= n_blocks) return;  // warp-uniform
     const int lane = threadIdx.x % WARP_SIZE;
@@ -132,6 +134,7 @@ __global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, ActQ act, int64
 
 // Q8_K: one warp per 256-element super-block, lane j quantizing elements 8j .. 8j + 7.
 __global__ void quantize_act_q8_k_kernel(const char* x, Shape4 sx, ActQ act, int64_t n_blocks) {
+    begin_overlapped_kernel();
     const int64_t block = blockIdx.x * int64_t(blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
     if (block >= n_blocks) return;  // warp-uniform
     const int lane = threadIdx.x % WARP_SIZE;
@@ -201,14 +204,31 @@ struct ActBlocks {
     }
 };
 
-// grid.x = ceil(M / (MATVEC_WARPS * R)) * C2 * C3. Each warp owns R consecutive rows (a short last
-// group re-reads row M - 1 and does not store it) and walks them in 64-block chunks. STAGED (rows
-// 16-byte aligned): the R rows' next chunk is copied into shared memory by cp.async while the current
-// one is used, so a warp keeps R chunks in flight without holding them in registers; a lane's
-// activation blocks are loaded once per chunk and serve all R rows. Unaligned rows and the tail
-// (< 64 blocks) read global memory directly, a lane's two blocks at a time.
 template <typename Block, int R, bool STAGED>
-__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+constexpr int matvec_q_stage_bytes() {
+    return STAGED ? MATVEC_WARPS * 2 * R * PAIR_CHUNK * BlockTraits<Block>::bytes : 0;
+}
+
+// Blocks an SM should hold for decode (NC = 1): as many as the staging buffers fit in its 227 KB of
+// shared memory (each block also reserves 1 KB), at most 6 (80 registers a thread; 8 spills). The
+// register cap this sets is what lets them all in: uncapped, R = 4 took 167 registers a thread,
+// three blocks an SM. NC = 4 (2-15 columns) is left uncapped: capped, it spills.
+template <typename Block, int R, bool STAGED, int NC>
+constexpr int matvec_q_min_blocks() {
+    const int fit = 227 * 1024 / (matvec_q_stage_bytes<Block, R, STAGED>() + 1024);
+    return NC > 1 ? 1 : fit < 6 ? fit : 6;
+}
+
+// grid.x = ceil(M / (MATVEC_WARPS * R)) * C2 * C3. Each warp owns R consecutive rows (a short last
+// group re-reads row M - 1 and does not store it) and walks them in 64-block chunks, NC activation
+// columns a pass (1 for decode: with 4, the idle columns' registers took R = 4 to 234 a thread).
+// STAGED (rows 16-byte aligned): the R rows' next chunk is copied into shared memory by cp.async
+// while the current one is used, so a warp keeps R chunks in flight without holding them in
+// registers; a lane's activation blocks are loaded once per chunk and serve all R rows. Unaligned
+// rows and the tail (< 64 blocks) read global memory directly, a lane's two blocks at a time.
+// Launched overlapped: the first chunk's weights are requested before it waits for the activations.
+template <typename Block, int R, bool STAGED, int NC>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<Block, R, STAGED, NC>()))
     matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, int64_t m_groups) {
     constexpr int BYTES = BlockTraits<Block>::bytes;
     constexpr int PAIR_WORDS = BYTES / 2;
@@ -232,10 +252,10 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     float* dst_batch = dst + batch * N * M;
     const int64_t n_chunks = STAGED ? n_blk / PAIR_CHUNK : 0;
 
-    for (int64_t n0 = 0; n0 < N; n0 += MATVEC_COLS) {
-        const int ncols = int(N - n0 < MATVEC_COLS ? N - n0 : MATVEC_COLS);
+    for (int64_t n0 = 0; n0 < N; n0 += NC) {
+        const int ncols = int(N - n0 < NC ? N - n0 : NC);
         const int64_t act_row0 = batch * N + n0;  // activation rows are in (n, c2, c3) order
-        float acc[R][MATVEC_COLS] = {};
+        float acc[R][NC] = {};
         if constexpr (STAGED) {
             auto issue = [&](int64_t c, int buf) {
 #pragma unroll
@@ -246,6 +266,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
                 cp_async_commit();
             };
             if (n_chunks > 0) issue(0, 0);
+            begin_overlapped_kernel();  // the first chunk of weights is on its way; the activations may not be yet
             for (int64_t c = 0; c < n_chunks; ++c) {
                 const int buf = int(c & 1);
                 if (c + 1 < n_chunks) {
@@ -257,7 +278,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
                 __syncwarp();
                 const int64_t blk = c * PAIR_CHUNK + 2 * lane;
 #pragma unroll
-                for (int col = 0; col < MATVEC_COLS; ++col) {
+                for (int col = 0; col < NC; ++col) {
                     if (col >= ncols) break;
                     const ActBlocks<Block, 2> x(act, (act_row0 + col) * n_blk + blk);
 #pragma unroll
@@ -274,13 +295,14 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
                 __syncwarp();  // the next issue overwrites this buffer
             }
         }
+        begin_overlapped_kernel();  // unstaged: nothing to start first (a no-op after the one above)
         for (int64_t b0 = n_chunks * PAIR_CHUNK; b0 < n_blk; b0 += PAIR_CHUNK) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int64_t blk = b0 + 2 * lane + h;
                 if (blk >= n_blk) break;
 #pragma unroll
-                for (int col = 0; col < MATVEC_COLS; ++col) {
+                for (int col = 0; col < NC; ++col) {
                     if (col >= ncols) break;
                     const ActBlocks<Block, 1> x(act, (act_row0 + col) * n_blk + blk);
 #pragma unroll
@@ -292,7 +314,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 #pragma unroll
         for (int r = 0; r < R; ++r) {
 #pragma unroll
-            for (int col = 0; col < MATVEC_COLS; ++col) {
+            for (int col = 0; col < NC; ++col) {
                 if (col >= ncols) break;
                 const float v = warp_sum(acc[r][col]);
                 if (lane == 0 && m0 + r < M) dst_batch[(n0 + col) * M + m0 + r] = v;
@@ -326,11 +348,21 @@ void launch_matvec_q_rows(const char* w, const Shape4& sw, const Shape4& sx, con
                           bool aligned, cudaStream_t stream) {
     const int64_t m_groups = ceil_div(sw.ne[1], MATVEC_WARPS * R);
     const unsigned grid = grid_x(m_groups * sx.ne[2] * sx.ne[3]);
-    if (aligned) {
-        matvec_q_kernel<Block, R, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(w, sw, sx, act, dst, m_groups);
-    } else {
-        matvec_q_kernel<Block, R, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(w, sw, sx, act, dst, m_groups);
-    }
+    const dim3 block(MATVEC_WARPS * WARP_SIZE);
+    // matvec_q_min_blocks counts on all of an SM's shared memory (the default carveout favours L1).
+    static const bool carveout = [] {
+        for (auto k : {matvec_q_kernel<Block, R, true, 1>, matvec_q_kernel<Block, R, false, 1>,
+                       matvec_q_kernel<Block, R, true, MATVEC_COLS>, matvec_q_kernel<Block, R, false, MATVEC_COLS>})
+            CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                            cudaSharedmemCarveoutMaxShared));
+        return true;
+    }();
+    (void)carveout;
+    auto kernel =
+        sx.ne[1] == 1
+            ? (aligned ? matvec_q_kernel<Block, R, true, 1> : matvec_q_kernel<Block, R, false, 1>)
+            : (aligned ? matvec_q_kernel<Block, R, true, MATVEC_COLS> : matvec_q_kernel<Block, R, false, MATVEC_COLS>);
+    launch_overlapped(kernel, grid, block, 0, stream, w, sw, sx, act, dst, m_groups);
 }
 
 template <typename Block>
@@ -488,6 +520,7 @@ __device__ __forceinline__ float dot_k_part(BlockQ6_K, const KPart& kp, const Ac
 template <typename Block, bool ALIGNED>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_k_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, int64_t m_blocks) {
+    begin_overlapped_kernel();
     constexpr int BYTES = BlockTraits<Block>::bytes;
     constexpr bool STAGE = ALIGNED && BYTES % 16 != 0;
     constexpr bool VEC = ALIGNED && BYTES % 16 == 0;
@@ -554,9 +587,11 @@ void launch_matvec_float(const void* w, const Shape4& sw, const float* x, const 
     const char* wc = static_cast<const char*>(w);
     const char* xc = reinterpret_cast<const char*>(x);
     if (vec) {
-        matvec_float_kernel<T, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, dst, m_blocks);
+        launch_overlapped(matvec_float_kernel<T, true>, grid, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc, sx, dst,
+                          m_blocks);
     } else {
-        matvec_float_kernel<T, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, dst, m_blocks);
+        launch_overlapped(matvec_float_kernel<T, false>, grid, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc, sx, dst,
+                          m_blocks);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -570,13 +605,16 @@ void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const
     const char* xc = reinterpret_cast<const char*>(x);
     switch (kind) {
         case ActQuant::Q8_0:
-            quantize_act_q8_kernel<false><<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
+            launch_overlapped(quantize_act_q8_kernel<false>, grid, warps_per_block * WARP_SIZE, 0, stream, xc, sx, act,
+                              n_blocks);
             break;
         case ActQuant::Q8_1:
-            quantize_act_q8_kernel<true><<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
+            launch_overlapped(quantize_act_q8_kernel<true>, grid, warps_per_block * WARP_SIZE, 0, stream, xc, sx, act,
+                              n_blocks);
             break;
         case ActQuant::Q8_K:
-            quantize_act_q8_k_kernel<<<grid, warps_per_block * WARP_SIZE, 0, stream>>>(xc, sx, act, n_blocks);
+            launch_overlapped(quantize_act_q8_k_kernel, grid, warps_per_block * WARP_SIZE, 0, stream, xc, sx, act,
+                              n_blocks);
             break;
     }
     CUDA_CHECK_LAUNCH();
@@ -607,9 +645,11 @@ void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shap
         const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
         const unsigned grid = grid_x(m_blocks * sx.ne[2] * sx.ne[3]);
         if (aligned) {
-            matvec_k_kernel<Block, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, act, dst, m_blocks);
+            launch_overlapped(matvec_k_kernel<Block, true>, grid, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, sx, act,
+                              dst, m_blocks);
         } else {
-            matvec_k_kernel<Block, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, act, dst, m_blocks);
+            launch_overlapped(matvec_k_kernel<Block, false>, grid, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, sx, act,
+                              dst, m_blocks);
         }
     } else {
         launch_matvec_q_legacy<Block>(wc, sw, sx, act, dst, aligned, stream);

@@ -7,6 +7,7 @@ namespace mf {
 namespace {
 
 __global__ void rms_norm_kernel(const char* x, Shape4 sx, float eps, float* dst) {
+    begin_overlapped_kernel();
     const int64_t row = blockIdx.x;
     const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
     float* dst_row = dst + row * sx.ne[0];
@@ -24,6 +25,7 @@ __global__ void rms_norm_kernel(const char* x, Shape4 sx, float eps, float* dst)
 // to launching a separate table kernel.
 __global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, const float* factors, int n_dims,
                             bool neox, double freq_base, double freq_scale, float* dst) {
+    begin_overlapped_kernel();
     const int64_t row = blockIdx.x;
     const int64_t token = (row / sx.ne[1]) % sx.ne[2];
     const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
@@ -85,8 +87,8 @@ __global__ void soft_max_kernel(const char* x, Shape4 sx, const char* mask, Shap
 void launch_rms_norm_f32(const float* x, const Shape4& sx, float eps, float* dst, cudaStream_t stream) {
     MF_ASSERT(sx.nb[0] == sizeof(float));
     if (sx.nelements() == 0) return;
-    rms_norm_kernel<<<grid_x(sx.nrows()), row_block_size(sx.ne[0], 512), 0, stream>>>(
-        reinterpret_cast<const char*>(x), sx, eps, dst);
+    launch_overlapped(rms_norm_kernel, grid_x(sx.nrows()), row_block_size(sx.ne[0], 512), 0, stream,
+                      reinterpret_cast<const char*>(x), sx, eps, dst);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -95,8 +97,9 @@ void launch_rope_f32(const float* x, const Shape4& sx, const int32_t* pos, const
     MF_ASSERT(sx.nb[0] == sizeof(float));
     MF_ASSERT(n_dims > 0 && n_dims % 2 == 0 && n_dims <= sx.ne[0]);
     if (sx.nelements() == 0) return;
-    rope_kernel<<<grid_x(sx.nrows()), row_block_size(sx.ne[0] / 2, 256), 0, stream>>>(
-        reinterpret_cast<const char*>(x), sx, pos, factors, n_dims, neox, double(freq_base), double(freq_scale), dst);
+    launch_overlapped(rope_kernel, grid_x(sx.nrows()), row_block_size(sx.ne[0] / 2, 256), 0, stream,
+                      reinterpret_cast<const char*>(x), sx, pos, factors, n_dims, neox, double(freq_base),
+                      double(freq_scale), dst);
     CUDA_CHECK_LAUNCH();
 }
 
