@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <string>
 
 #include "core/common.h"
 #include "core/cpu/cpu_backend.h"
@@ -28,7 +29,7 @@ Backend& gpu() {
     return *b;
 }
 
-SessionParams params(uint32_t n_batch, const char* cache_type) {
+SessionParams params(uint32_t n_batch, const std::string& cache_type) {
     SessionParams p{64, n_batch};
     p.kv.type_k = p.kv.type_v = cache_type;
     return p;
@@ -40,8 +41,8 @@ SessionParams params(uint32_t n_batch, const char* cache_type) {
 // lands on the other side of an f16 (or q8_0) rounding boundary, which moves the logits by ~1e-5;
 // 1e-3 leaves room for several and still fails on a wrong kernel, view or dispatch (O(1)).
 TEST_CASE("tiny gemma3 on CUDA matches the CPU: decode past the window, prefill, chunked prefill") {
-    for (const char* cache_type : {"f16", "q8_0"}) {
-        CAPTURE(cache_type);
+    for (const std::string cache_type : {"f16", "q8_0"}) {
+        CAPTURE(cache_type);  // a std::string: doctest prints a const char* as its address
         mf_test::TinyGemma3 tiny;
         tiny.head_dim = 32;  // q8_0 rows are blocks of 32
         tiny.rope_scale_factor = 4.0f;
