@@ -38,11 +38,14 @@ SessionParams params(uint32_t n_batch, const std::string& cache_type) {
 }  // namespace
 
 // f32 weights: the backends sum in different orders (~1e-6), and now and then a cached K or V value
-// lands on the other side of an f16 (or q8_0) rounding boundary, which moves the logits by ~1e-5;
-// 1e-3 leaves room for several and still fails on a wrong kernel, view or dispatch (O(1)).
+// lands on the other side of an f16 rounding boundary, which moves the logits by ~1e-5, or of a q8_0
+// one: a whole quant step (1/127 of the block's largest value), seen to move them by 1.08e-3 (seed
+// 3962424991, the same with and without overlapped launches). 1e-3 (f16) and 4e-3 (q8_0) leave
+// room for that and still fail on a wrong kernel, view or dispatch (O(1)).
 TEST_CASE("tiny gemma3 on CUDA matches the CPU: decode past the window, prefill, chunked prefill") {
     for (const std::string cache_type : {"f16", "q8_0"}) {
         CAPTURE(cache_type);  // a std::string: doctest prints a const char* as its address
+        const double bound = cache_type == "f16" ? 1e-3 : 4e-3;
         mf_test::TinyGemma3 tiny;
         tiny.head_dim = 32;  // q8_0 rows are blocks of 32
         tiny.rope_scale_factor = 4.0f;
@@ -63,7 +66,7 @@ TEST_CASE("tiny gemma3 on CUDA matches the CPU: decode past the window, prefill,
                 const std::vector<float> want = i == 0 ? sc.prefill({tokens[0]}) : sc.decode(tokens[i]);
                 const double diff = max_rel_diff(i == 0 ? sg.prefill({tokens[0]}) : sg.decode(tokens[i]), want);
                 worst = std::max(worst, diff);
-                CHECK(diff <= 1e-3);
+                CHECK(diff <= bound);
             }
         }
         for (uint32_t n_batch : {256u, 4u}) {
@@ -73,7 +76,7 @@ TEST_CASE("tiny gemma3 on CUDA matches the CPU: decode past the window, prefill,
             const std::vector<float> want = sc.prefill(tokens);
             const double diff = max_rel_diff(sg.prefill(tokens), want);
             worst = std::max(worst, diff);
-            CHECK(diff <= 1e-3);
+            CHECK(diff <= bound);
         }
         MESSAGE(cache_type, " cache: max relative logit difference ", worst);
         std::remove(path.c_str());
