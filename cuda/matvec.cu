@@ -210,9 +210,10 @@ constexpr int matvec_q_stage_bytes() {
 }
 
 // Blocks an SM should hold for decode (NC = 1): as many as the staging buffers fit in its 227 KB of
-// shared memory (each block also reserves 1 KB), at most 6 (80 registers a thread; 8 spills). The
-// register cap this sets is what lets them all in: uncapped, R = 4 took 167 registers a thread,
-// three blocks an SM. NC = 4 (2-15 columns) is left uncapped: capped, it spills.
+// shared memory (each block also reserves 1 KB), at most 6 (80 registers a thread; 8 blocks, 64
+// registers, made some block types spill). The register cap this sets is what lets them all in:
+// uncapped, R = 4 took 167 registers a thread, three blocks an SM. NC = 4 (2-15 columns) is left
+// uncapped: capped, it spills.
 template <typename Block, int R, bool STAGED, int NC>
 constexpr int matvec_q_min_blocks() {
     const int fit = 227 * 1024 / (matvec_q_stage_bytes<Block, R, STAGED>() + 1024);
