@@ -23,6 +23,10 @@ using ToFloatFn = void (*)(const void* src, float* dst, int64_t n);
 using FromFloatFn = void (*)(const float* src, void* dst, int64_t n);
 // Dot product of a weight row (this type) with an activation row in vec_dot_type; n elements.
 using VecDotFn = float (*)(int64_t n, const void* w, const void* act);
+// The dots of one weight row with four activation rows act, act + stride, act + 2 stride, act + 3
+// stride (bytes) into out[0..3], each bit-identical with vec_dot of the same pair: the weight block is
+// unpacked once for the four (prefill's matmul).
+using VecDot4Fn = void (*)(int64_t n, const void* w, const void* act, size_t stride, float* out);
 
 struct DTypeTraits {
     const char* name;
@@ -34,6 +38,7 @@ struct DTypeTraits {
     ToFloatFn to_float;     // null for integer types and types minfer cannot compute
     FromFloatFn from_float;
     VecDotFn vec_dot;
+    VecDot4Fn vec_dot4;     // null: the matmul calls vec_dot for each pair
 };
 
 // Traits of a known type; asserts on an unknown one (check dtype_is_known first for file input).

@@ -193,6 +193,95 @@ float vec_dot_q4_0_q8_0_avx2(int64_t n, const void* w, const void* act) {
     return hsum_float_8(_mm256_add_ps(acc0, acc1));
 }
 
+// ---- four activation rows at once (prefill) ---------------------------------------------------
+// Each column repeats its single-row kernel's operations in the same order (the same accumulators,
+// the same pairing of blocks), so every result has the single kernel's bits; what the four share is
+// the weight block's load, unpacking, sign and scale.
+
+template <typename Act>
+inline const Act* act_row4(const void* act, size_t stride, int c) {
+    return reinterpret_cast<const Act*>(static_cast<const char*>(act) + size_t(c) * stride);
+}
+
+// The signed x signed pair sum of mul_sum_i8_pairs_float with x's |x| computed once by the caller.
+inline __m256 mul_sum_i8_pairs_float_ax(__m256i ax, __m256i x, __m256i y) {
+    return mul_sum_us8_pairs_float(ax, _mm256_sign_epi8(y, x));
+}
+
+// Q8_0 and Q4_0 (signed levels against Q8_0): blocks in pairs over two accumulators, as the single kernels.
+template <typename Unpack>
+void vec_dot4_signed_q8_0(int64_t n, const void* act, size_t stride, float* out, Unpack unpack) {
+    MF_ASSERT(n % QK8_0 == 0);
+    const block_q8_0* y[4];
+    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_0>(act, stride, c);
+    __m256 acc0[4], acc1[4];
+    for (int c = 0; c < 4; ++c) acc0[c] = acc1[c] = _mm256_setzero_ps();
+    const int64_t nb = n / QK8_0;
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        float xd0, xd1;
+        const __m256i qx0 = unpack(i, &xd0), qx1 = unpack(i + 1, &xd1);
+        const __m256i ax0 = _mm256_sign_epi8(qx0, qx0), ax1 = _mm256_sign_epi8(qx1, qx1);
+        for (int c = 0; c < 4; ++c) {
+            const __m256i qy0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
+            const __m256i qy1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i + 1].qs));
+            const __m256 d0 = _mm256_set1_ps(xd0 * half_to_float(y[c][i].d));
+            const __m256 d1 = _mm256_set1_ps(xd1 * half_to_float(y[c][i + 1].d));
+            acc0[c] = _mm256_fmadd_ps(d0, mul_sum_i8_pairs_float_ax(ax0, qx0, qy0), acc0[c]);
+            acc1[c] = _mm256_fmadd_ps(d1, mul_sum_i8_pairs_float_ax(ax1, qx1, qy1), acc1[c]);
+        }
+    }
+    for (; i < nb; ++i) {
+        float xd;
+        const __m256i qx = unpack(i, &xd);
+        const __m256i ax = _mm256_sign_epi8(qx, qx);
+        for (int c = 0; c < 4; ++c) {
+            const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
+            const __m256 d = _mm256_set1_ps(xd * half_to_float(y[c][i].d));
+            acc0[c] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float_ax(ax, qx, qy), acc0[c]);
+        }
+    }
+    for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(_mm256_add_ps(acc0[c], acc1[c]));
+}
+
+void vec_dot4_q8_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+    const block_q8_0* x = static_cast<const block_q8_0*>(w);
+    vec_dot4_signed_q8_0(n, act, stride, out, [x](int64_t i, float* xd) {
+        *xd = half_to_float(x[i].d);
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
+    });
+}
+
+void vec_dot4_q4_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+    const block_q4_0* x = static_cast<const block_q4_0*>(w);
+    const __m256i off = _mm256_set1_epi8(8);
+    vec_dot4_signed_q8_0(n, act, stride, out, [x, off](int64_t i, float* xd) {
+        *xd = half_to_float(x[i].d);
+        return _mm256_sub_epi8(bytes_from_nibbles_32(x[i].qs), off);
+    });
+}
+
+void vec_dot4_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+    MF_ASSERT(n % QK8_1 == 0);
+    const block_q4_1* x = static_cast<const block_q4_1*>(w);
+    const block_q8_1* y[4];
+    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_1>(act, stride, c);
+    __m256 acc[4];
+    float summs[4];
+    for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = 0.0f;
+    for (int64_t i = 0; i < n / QK8_1; ++i) {
+        const float xd = half_to_float(x[i].d), xm = half_to_float(x[i].m);
+        const __m256i qx = bytes_from_nibbles_32(x[i].qs);
+        for (int c = 0; c < 4; ++c) {
+            summs[c] += xm * half_to_float(y[c][i].s);
+            const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
+            const __m256 d = _mm256_set1_ps(xd * half_to_float(y[c][i].d));
+            acc[c] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc[c]);
+        }
+    }
+    for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]) + summs[c];
+}
+
 // Q4_1 / Q5_1 levels are unsigned, so they feed maddubs directly; the min enters through y.s.
 float vec_dot_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act) {
     MF_ASSERT(n % QK8_1 == 0);
@@ -501,6 +590,15 @@ VecDotFn vec_dot_avx2(DType t) {
     }
 }
 
+VecDot4Fn vec_dot4_avx2(DType t) {
+    switch (t) {
+        case DType::Q4_0: return vec_dot4_q4_0_q8_0_avx2;
+        case DType::Q4_1: return vec_dot4_q4_1_q8_1_avx2;
+        case DType::Q8_0: return vec_dot4_q8_0_q8_0_avx2;
+        default: return nullptr;
+    }
+}
+
 FromFloatFn from_float_avx2(DType t) {
     switch (t) {
         case DType::Q8_0: return quantize_row_q8_0_avx2;
@@ -517,6 +615,7 @@ FromFloatFn from_float_avx2(DType t) {
 namespace mf {
 
 VecDotFn vec_dot_avx2(DType) { return nullptr; }
+VecDot4Fn vec_dot4_avx2(DType) { return nullptr; }
 FromFloatFn from_float_avx2(DType) { return nullptr; }
 
 }  // namespace mf

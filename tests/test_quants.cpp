@@ -568,6 +568,40 @@ TEST_CASE("AVX2 fast paths agree with the scalar kernels") {
     }
 }
 
+TEST_CASE("the four-row AVX2 dots give each row the single-row dot's bits") {
+    bool any = false;
+    for (DType t : k_computable) any = any || vec_dot4_avx2(t) != nullptr;
+    if (!any) {
+        MESSAGE("this build has no four-row dots; nothing to compare");
+        return;
+    }
+    for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
+        CAPTURE(name(t));
+        const VecDot4Fn dot4 = vec_dot4_avx2(t);
+        REQUIRE((dot4 != nullptr));
+        CHECK((dtype_traits(t).vec_dot4 == dot4));
+        const DType vt = dtype_traits(t).vec_dot_type;
+        for (int64_t n : {32, 96, 4096, 4096 + 32}) {  // odd block counts reach the pair kernels' tails
+            CAPTURE(n);
+            const std::vector<uint8_t> w = quantize(t, mf_test::random_floats(size_t(n)));
+            // Four activation rows at a stride wider than a row, as a matmul's scratch may lay them out.
+            const size_t row = dtype_row_size(vt, n), stride = row + 64;
+            std::vector<uint8_t> act(4 * stride);
+            for (int c = 0; c < 4; ++c) {
+                const std::vector<uint8_t> a = quantize(vt, mf_test::random_floats(size_t(n)));
+                std::memcpy(act.data() + size_t(c) * stride, a.data(), row);
+            }
+            float got[4];
+            dot4(n, w.data(), act.data(), stride, got);
+            for (int c = 0; c < 4; ++c) {
+                CAPTURE(c);
+                const float want = dtype_traits(t).vec_dot(n, w.data(), act.data() + size_t(c) * stride);
+                CHECK(std::memcmp(&got[c], &want, sizeof(float)) == 0);
+            }
+        }
+    }
+}
+
 TEST_CASE("f16 conversion: exact when representable, round to nearest even, inf, nan, subnormals") {
     // Every finite half survives the round trip through f32 unchanged.
     for (uint32_t bits = 0; bits < 0x10000; ++bits) {

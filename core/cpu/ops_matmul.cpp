@@ -51,6 +51,7 @@ void compute_mul_mat(CpuContext& ctx, Tensor* dst) {
     const auto& wt = dtype_traits(w->type);
     const DType vt = wt.vec_dot_type;
     const VecDotFn vec_dot = wt.vec_dot;
+    const VecDot4Fn vec_dot4 = wt.vec_dot4;
 
     // Phase 1: every activation row in vec_dot_type, once, shared by all threads. An f32 vec_dot
     // type with packed rows reads the activations in place.
@@ -100,7 +101,20 @@ void compute_mul_mat(CpuContext& ctx, Tensor* dst) {
             const int64_t m0 = row_tile * kTileRows, m1 = std::min(s.M, m0 + kTileRows);
             const int64_t n0 = col_tile * kTileCols, n1 = std::min(s.N, n0 + kTileCols);
             const char* w_batch = tensor_at(w, 0, 0, c2 / s.r2, c3 / s.r3);
-            for (int64_t n = n0; n < n1; ++n) {
+            int64_t n = n0;
+            if (vec_dot4 && !in_place) {
+                // Four activation rows (adjacent in act) per weight row: its blocks unpacked once.
+                for (; n + 4 <= n1; n += 4) {
+                    const char* a = act_row(n, c2, c3);
+                    for (int64_t m = m0; m < m1; ++m) {
+                        float v[4];
+                        vec_dot4(s.K, w_batch + m * w->nb[1], a, act_row_size, v);
+                        for (int c = 0; c < 4; ++c)
+                            *reinterpret_cast<float*>(tensor_at(dst, 0, n + c, c2, c3) + m * dst->nb[0]) = v[c];
+                    }
+                }
+            }
+            for (; n < n1; ++n) {
                 const char* a = act_row(n, c2, c3);
                 char* out = tensor_at(dst, 0, n, c2, c3);
                 for (int64_t m = m0; m < m1; ++m) {
