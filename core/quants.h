@@ -157,7 +157,7 @@ float vec_dot_q6_K_q8_K_ref(int64_t n, const void* w, const void* act);
 VecDotFn vec_dot_ref(DType t);
 // The AVX2+FMA dot of weight type t; null when t has none or the build lacks AVX2/FMA.
 VecDotFn vec_dot_avx2(DType t);
-// The AVX2+FMA four-row dot (VecDot4Fn) of weight type t: Q4_0, Q4_1, Q8_0; null otherwise.
+// The AVX2+FMA four-row dot (VecDot4Fn) of weight type t: the legacy types, Q4_K and Q6_K; null otherwise.
 VecDot4Fn vec_dot4_avx2(DType t);
 // AVX2 activation quantizers (Q8_0, Q8_1, Q8_K), bit-identical to the *_ref ones; null otherwise.
 FromFloatFn from_float_avx2(DType t);

@@ -261,9 +261,33 @@ void vec_dot4_q4_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t s
     });
 }
 
-void vec_dot4_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+// Q5_0 (signed levels against Q8_0) has one accumulator, as its single kernel.
+void vec_dot4_q5_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+    MF_ASSERT(n % QK8_0 == 0);
+    const block_q5_0* x = static_cast<const block_q5_0*>(w);
+    const block_q8_0* y[4];
+    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_0>(act, stride, c);
+    const __m256i f0 = _mm256_set1_epi8(int8_t(0xF0));
+    __m256 acc[4];
+    for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK8_0; ++i) {
+        const float xd = half_to_float(x[i].d);
+        const __m256i hi = _mm256_andnot_si256(bytes_from_bits_32(x[i].qh), f0);
+        const __m256i qx = _mm256_or_si256(bytes_from_nibbles_32(x[i].qs), hi);
+        const __m256i ax = _mm256_sign_epi8(qx, qx);
+        for (int c = 0; c < 4; ++c) {
+            const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
+            const __m256 d = _mm256_set1_ps(xd * half_to_float(y[c][i].d));
+            acc[c] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float_ax(ax, qx, qy), acc[c]);
+        }
+    }
+    for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]);
+}
+
+// Q4_1 and Q5_1 (unsigned levels against Q8_1, the min through y.s).
+template <typename Block, typename Unpack>
+void vec_dot4_unsigned_q8_1(int64_t n, const Block* x, const void* act, size_t stride, float* out, Unpack unpack) {
     MF_ASSERT(n % QK8_1 == 0);
-    const block_q4_1* x = static_cast<const block_q4_1*>(w);
     const block_q8_1* y[4];
     for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_1>(act, stride, c);
     __m256 acc[4];
@@ -271,7 +295,7 @@ void vec_dot4_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t s
     for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = 0.0f;
     for (int64_t i = 0; i < n / QK8_1; ++i) {
         const float xd = half_to_float(x[i].d), xm = half_to_float(x[i].m);
-        const __m256i qx = bytes_from_nibbles_32(x[i].qs);
+        const __m256i qx = unpack(x[i]);
         for (int c = 0; c < 4; ++c) {
             summs[c] += xm * half_to_float(y[c][i].s);
             const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
@@ -280,6 +304,18 @@ void vec_dot4_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t s
         }
     }
     for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]) + summs[c];
+}
+
+void vec_dot4_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+    vec_dot4_unsigned_q8_1(n, static_cast<const block_q4_1*>(w), act, stride, out,
+                           [](const block_q4_1& b) { return bytes_from_nibbles_32(b.qs); });
+}
+
+void vec_dot4_q5_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+    const __m256i b4 = _mm256_set1_epi8(0x10);
+    vec_dot4_unsigned_q8_1(n, static_cast<const block_q5_1*>(w), act, stride, out, [b4](const block_q5_1& b) {
+        return _mm256_or_si256(bytes_from_nibbles_32(b.qs), _mm256_and_si256(bytes_from_bits_32(b.qh), b4));
+    });
 }
 
 // Q4_1 / Q5_1 levels are unsigned, so they feed maddubs directly; the min enters through y.s.
@@ -590,11 +626,113 @@ VecDotFn vec_dot_avx2(DType t) {
     }
 }
 
+// Q4_K and Q6_K: the super-block's scales and unpacked quants serve the four columns; the integer
+// sums are exact in any order, and each column's float steps are its single kernel's.
+void vec_dot4_q4_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+    MF_ASSERT(n % QK_K == 0);
+    const block_q4_K* x = static_cast<const block_q4_K*>(w);
+    const block_q8_K* y[4];
+    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_K>(act, stride, c);
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m256 acc[4];
+    __m128 acc_m[4];
+    for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps(), acc_m[c] = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        const float xd = half_to_float(x[i].d), xdmin = half_to_float(x[i].dmin);
+        const __m256i mins_and_scales = _mm256_cvtepu8_epi16(unpack_scales_mins_k4(x[i].scales));
+        const __m128i sc128 = _mm256_castsi256_si128(mins_and_scales);
+        const __m256i scales = _mm256_insertf128_si256(_mm256_castsi128_si256(sc128), sc128, 1);
+        __m256i sumi[4];
+        for (int c = 0; c < 4; ++c) {
+            const float dmin = -y[c][i].d * xdmin;
+            acc_m[c] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins_dot_bsums(mins_and_scales, y[c][i].bsums)),
+                                    acc_m[c]);
+            sumi[c] = _mm256_setzero_si256();
+        }
+        for (int j = 0; j < QK_K / 64; ++j) {
+            const __m256i scale_l = _mm256_shuffle_epi8(scales, broadcast_i16_mask(2 * j));
+            const __m256i scale_h = _mm256_shuffle_epi8(scales, broadcast_i16_mask(2 * j + 1));
+            const __m256i q4bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + 32 * j));
+            const __m256i q4l = _mm256_and_si256(q4bits, m4);
+            const __m256i q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+            for (int c = 0; c < 4; ++c) {
+                const int8_t* q8 = y[c][i].qs + 64 * j;
+                const __m256i q8l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8));
+                const __m256i q8h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32));
+                const __m256i p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+                const __m256i p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+                sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(p16l, p16h));
+            }
+        }
+        for (int c = 0; c < 4; ++c) {
+            const float d = y[c][i].d * xd;
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+        }
+    }
+    for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]) + hsum_float_4(acc_m[c]);
+}
+
+void vec_dot4_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+    MF_ASSERT(n % QK_K == 0);
+    const block_q6_K* x = static_cast<const block_q6_K*>(w);
+    const block_q8_K* y[4];
+    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_K>(act, stride, c);
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const __m256i m2 = _mm256_set1_epi8(3);
+    const __m256i m32s = _mm256_set1_epi8(32);
+    __m256 acc[4];
+    for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; ++i) {
+        const float xd = half_to_float(x[i].d);
+        const uint8_t* ql = x[i].ql;
+        const uint8_t* qh = x[i].qh;
+        const __m128i scales = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
+        __m256i sumi[4];
+        for (int c = 0; c < 4; ++c) sumi[c] = _mm256_setzero_si256();
+        for (int h = 0; h < QK_K / 128; ++h) {
+            const __m256i q4bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+            const __m256i q4bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+            const __m256i q4bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+            ql += 64;
+            qh += 32;
+            __m256i q6[4];
+            q6[0] = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), _mm256_slli_epi16(_mm256_and_si256(q4bitsH, m2), 4));
+            q6[1] = _mm256_or_si256(_mm256_and_si256(q4bits2, m4),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 2), m2), 4));
+            q6[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 4), m2), 4));
+            q6[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 6), m2), 4));
+            for (int k = 0; k < 4; ++k) {
+                const int s0 = 8 * h + 2 * k;
+                const __m128i pick = _mm_set_epi64x(0x0101010101010101LL * (s0 + 1), 0x0101010101010101LL * s0);
+                const __m256i scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                for (int c = 0; c < 4; ++c) {
+                    const __m256i q8k =
+                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs + 128 * h + 32 * k));
+                    const __m256i p16 =
+                        _mm256_sub_epi16(_mm256_maddubs_epi16(q6[k], q8k), _mm256_maddubs_epi16(m32s, q8k));
+                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(scale, p16));
+                }
+            }
+        }
+        for (int c = 0; c < 4; ++c) {
+            const float d = y[c][i].d * xd;
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+        }
+    }
+    for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]);
+}
+
 VecDot4Fn vec_dot4_avx2(DType t) {
     switch (t) {
         case DType::Q4_0: return vec_dot4_q4_0_q8_0_avx2;
         case DType::Q4_1: return vec_dot4_q4_1_q8_1_avx2;
+        case DType::Q5_0: return vec_dot4_q5_0_q8_0_avx2;
+        case DType::Q5_1: return vec_dot4_q5_1_q8_1_avx2;
         case DType::Q8_0: return vec_dot4_q8_0_q8_0_avx2;
+        case DType::Q4_K: return vec_dot4_q4_K_q8_K_avx2;
+        case DType::Q6_K: return vec_dot4_q6_K_q8_K_avx2;
         default: return nullptr;
     }
 }

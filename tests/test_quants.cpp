@@ -575,13 +575,14 @@ TEST_CASE("the four-row AVX2 dots give each row the single-row dot's bits") {
         MESSAGE("this build has no four-row dots; nothing to compare");
         return;
     }
-    for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q8_0}) {
+    for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
         CAPTURE(name(t));
         const VecDot4Fn dot4 = vec_dot4_avx2(t);
         REQUIRE((dot4 != nullptr));
         CHECK((dtype_traits(t).vec_dot4 == dot4));
         const DType vt = dtype_traits(t).vec_dot_type;
-        for (int64_t n : {32, 96, 4096, 4096 + 32}) {  // odd block counts reach the pair kernels' tails
+        for (int64_t n : {32, 96, 256, 4096, 4096 + 32}) {  // odd block counts reach the pair kernels' tails
+            if (n % dtype_traits(t).block_size != 0) continue;
             CAPTURE(n);
             const std::vector<uint8_t> w = quantize(t, mf_test::random_floats(size_t(n)));
             // Four activation rows at a stride wider than a row, as a matmul's scratch may lay them out.
