@@ -1,5 +1,6 @@
 // CPU MUL_MAT: weight rows of any computable type dotted with f32 activation rows, through the dtype
-// table's vec_dot. Activations are converted to the weight type's vec_dot_type once, then tiled.
+// table's vec_dot (vec_dot4, four activation rows a weight-row pass, where the type has one).
+// Activations are converted to the weight type's vec_dot_type once, then tiled.
 #include <algorithm>
 
 #include "core/common.h"
