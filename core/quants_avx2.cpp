@@ -81,6 +81,22 @@ inline __m128i unpack_scales_mins_k4(const uint8_t* scales) {
 // Shuffle mask that broadcasts int16 lane k of a 128-bit half to all 16 lanes of a 256-bit vector.
 inline __m256i broadcast_i16_mask(int k) { return _mm256_set1_epi16(int16_t(((2 * k + 1) << 8) | (2 * k))); }
 
+// Half h of a Q6_K block (ql + 64 h, qh + 32 h): its 128 six-bit levels (0..63) as four vectors of
+// 32 bytes, the order the activation's 128 quants of that half come in.
+inline void unpack_q6_K_half(const uint8_t* ql, const uint8_t* qh, __m256i q6[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+    const __m256i q4bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+    const __m256i q4bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+    const __m256i q4bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+    q6[0] = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), _mm256_slli_epi16(_mm256_and_si256(q4bitsH, m2), 4));
+    q6[1] = _mm256_or_si256(_mm256_and_si256(q4bits2, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 2), m2), 4));
+    q6[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 4), m2), 4));
+    q6[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 6), m2), 4));
+}
+
 // Q4_K/Q5_K min term for one block: sum_j mins[j] * (bsums[2j] + bsums[2j + 1]) as 4 int32 lanes.
 inline __m128i mins_dot_bsums(__m256i mins_and_scales, const int16_t* bsums) {
     const __m256i q8sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bsums));
@@ -461,8 +477,6 @@ float vec_dot_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act) {
     MF_ASSERT(n % QK_K == 0);
     const block_q6_K* x = static_cast<const block_q6_K*>(w);
     const block_q8_K* y = static_cast<const block_q8_K*>(act);
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const __m256i m2 = _mm256_set1_epi8(3);
     const __m256i m32s = _mm256_set1_epi8(32);
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; ++i) {
@@ -473,20 +487,10 @@ float vec_dot_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act) {
         const __m128i scales = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].scales));
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < QK_K / 128; ++h) {
-            const __m256i q4bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
-            const __m256i q4bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
-            const __m256i q4bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+            __m256i q6[4];
+            unpack_q6_K_half(ql, qh, q6);
             ql += 64;
             qh += 32;
-            __m256i q6[4];
-            q6[0] = _mm256_or_si256(_mm256_and_si256(q4bits1, m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(q4bitsH, m2), 4));
-            q6[1] = _mm256_or_si256(_mm256_and_si256(q4bits2, m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 2), m2), 4));
-            q6[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 4), m2), 4));
-            q6[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 6), m2), 4));
             for (int k = 0; k < 4; ++k) {
                 const __m256i q8k = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32 * k));
                 const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q6[k], q8k), _mm256_maddubs_epi16(m32s, q8k));
@@ -677,8 +681,6 @@ void vec_dot4_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t s
     const block_q6_K* x = static_cast<const block_q6_K*>(w);
     const block_q8_K* y[4];
     for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_K>(act, stride, c);
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    const __m256i m2 = _mm256_set1_epi8(3);
     const __m256i m32s = _mm256_set1_epi8(32);
     __m256 acc[4];
     for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps();
@@ -690,19 +692,10 @@ void vec_dot4_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t s
         __m256i sumi[4];
         for (int c = 0; c < 4; ++c) sumi[c] = _mm256_setzero_si256();
         for (int h = 0; h < QK_K / 128; ++h) {
-            const __m256i q4bits1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
-            const __m256i q4bits2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
-            const __m256i q4bitsH = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+            __m256i q6[4];
+            unpack_q6_K_half(ql, qh, q6);
             ql += 64;
             qh += 32;
-            __m256i q6[4];
-            q6[0] = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), _mm256_slli_epi16(_mm256_and_si256(q4bitsH, m2), 4));
-            q6[1] = _mm256_or_si256(_mm256_and_si256(q4bits2, m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 2), m2), 4));
-            q6[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 4), m2), 4));
-            q6[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bitsH, 6), m2), 4));
             for (int k = 0; k < 4; ++k) {
                 const int s0 = 8 * h + 2 * k;
                 const __m128i pick = _mm_set_epi64x(0x0101010101010101LL * (s0 + 1), 0x0101010101010101LL * s0);
