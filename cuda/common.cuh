@@ -77,11 +77,14 @@ __device__ __forceinline__ void begin_overlapped_kernel() {
     allow_next_kernel();
 }
 
+// A performance switch that is on unless the environment sets NAME=0 (to measure what it buys).
+inline bool switched_on(const char* name) {
+    const char* env = std::getenv(name);
+    return !(env && std::strcmp(env, "0") == 0);
+}
+
 inline bool overlapped_launches_enabled() {
-    static const bool on = [] {
-        const char* env = std::getenv("MINFER_CUDA_PDL");
-        return !(env && std::strcmp(env, "0") == 0);
-    }();
+    static const bool on = switched_on("MINFER_CUDA_PDL");
     return on;
 }
 

@@ -152,10 +152,8 @@ public:
         int smem = 0;
         CUDA_CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device_));
         smem_optin_ = size_t(smem);
-        const char* env = std::getenv("MINFER_CUDA_GRAPHS");
-        use_graphs_ = !(env && std::string(env) == "0");
-        const char* reuse_env = std::getenv("MINFER_CUDA_ACT_REUSE");
-        reuse_act_ = !(reuse_env && std::string(reuse_env) == "0");
+        use_graphs_ = switched_on("MINFER_CUDA_GRAPHS");
+        reuse_act_ = switched_on("MINFER_CUDA_ACT_REUSE");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
