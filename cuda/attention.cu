@@ -15,6 +15,8 @@
 
 #include <algorithm>
 
+#include "cuda/mma.cuh"
+
 namespace mf {
 
 namespace {
@@ -221,6 +223,275 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
     if (n_splits > 1) {
         launch_overlapped(flash_attn_combine_kernel<HDV>, grid_x(n_head * n_tokens), std::min(HDV, 128), 0, stream, ws,
                           out, n_splits);
+        CUDA_CHECK_LAUNCH();
+    }
+}
+
+
+// ---- Decode on the tensor cores: f16 K and V, one token, head size 64 or 128 ----
+//
+// A block serves up to 16 query heads of one KV head (the m16 of mma.m16n8k16; a smaller group pads
+// with zero queries) for one split of the positions. Each of its 4 warps streams tiles of 16 positions
+// (warp w: tiles w, w + 4, ... of the split), K and V rows copied to shared memory with cp.async two
+// tiles ahead of use; per tile, S = Q K^T (16 heads x 16 positions) and O += P V are mma.sync's, the
+// softmax is online per tile (one rescale per 16 positions instead of per position) and no value
+// crosses lanes but a row's max and sum within a quad. Q and P are split into f16 hi + lo parts, each
+// multiplied, so the scores and weights keep f32 precision (the CPU's) while K and V are the cache's
+// f16 values exactly. Scores are in log2 units (log2 e folded into the query scale) for exp2f.
+constexpr int kTilePos = 16;   // positions per warp tile
+constexpr int kTileHeads = 16; // query heads per block
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int D>
+struct TileAttnSmem {
+    static constexpr int ROW = D + 8;  // halves: rows 16 bytes apart mod 128, ldmatrix conflict-free
+    __half q_hi[kTileHeads][ROW];
+    __half q_lo[kTileHeads][ROW];
+    union {
+        struct {
+            __half k[2][kTilePos][ROW];
+            __half v[2][kTilePos][ROW];
+        } tiles[kWarps];
+        struct {  // the warps' results, merged once all are done
+            float max[kWarps][kTileHeads];
+            float sum[kWarps][kTileHeads];
+            float acc[kWarps][kTileHeads][D];
+        } merge;
+    };
+};
+
+template <int D>
+__global__ void __launch_bounds__(kWarps * WARP_SIZE)
+flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ k, Shape4 ks,
+                       const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, float* __restrict__ out,
+                       float* __restrict__ ws, int group, int n_kv, int split_rows, int n_splits, float scale) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    auto& sm = *reinterpret_cast<TileAttnSmem<D>*>(smem_raw);
+    constexpr int VECS = D / 8;  // 16-byte vectors per row
+    begin_overlapped_kernel();
+    const int group_chunks = (group + kTileHeads - 1) / kTileHeads;
+    const int hk = blockIdx.x / group_chunks;
+    const int h0 = hk * group + (blockIdx.x % group_chunks) * kTileHeads;
+    const int ng = min(kTileHeads, hk * group + group - h0);
+    const int split = blockIdx.y;
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int g = lane / 4, t = lane % 4;
+
+    for (int i = threadIdx.x; i < kTileHeads * D; i += blockDim.x) {
+        const int h = i / D, e = i % D;
+        const float x = h < ng ? q[int64_t(h0 + h) * (qs.nb[1] / 4) + e] * (scale * kLog2e) : 0.0f;
+        const __half hi = __float2half_rn(x);
+        sm.q_hi[h][e] = hi;
+        sm.q_lo[h][e] = __float2half_rn(x - __half2float(hi));
+    }
+
+    const int j_begin = split * split_rows, j_end = min(n_kv, j_begin + split_rows);
+    const char* k_head = k + int64_t(hk) * ks.nb[2];
+    const char* v_head = v + int64_t(hk) * vs.nb[2];
+    auto& tl = sm.tiles[warp];
+    // Tile i of this warp: positions j_begin + kTilePos (warp + kWarps i) ...; rows past the split are zeros.
+    auto issue = [&](int i, int buf) {
+        const int j0 = j_begin + kTilePos * (warp + kWarps * i);
+#pragma unroll
+        for (int it = 0; it < kTilePos * VECS / WARP_SIZE; ++it) {
+            const int idx = lane + it * WARP_SIZE;
+            const int r = idx / VECS, c = idx % VECS;
+            const bool in = j0 + r < j_end;
+            const int64_t j = in ? j0 + r : j_begin;
+            cp_async16_or_zero(&tl.k[buf][r][8 * c], k_head + j * ks.nb[1] + 16 * c, in);
+            cp_async16_or_zero(&tl.v[buf][r][8 * c], v_head + j * vs.nb[1] + 16 * c, in);
+        }
+        cp_async_commit();
+    };
+    const int n_tiles = j_end > j_begin + kTilePos * warp
+                            ? (j_end - j_begin - kTilePos * warp + kTilePos * kWarps - 1) / (kTilePos * kWarps)
+                            : 0;
+    if (n_tiles > 0) issue(0, 0);
+    __syncthreads();  // the queries are in shared memory
+
+    float o[D / 8][4] = {};
+    float m_row[2] = {-INFINITY, -INFINITY};  // rows g and g + 8, log2 units, equal across a quad
+    float l_row[2] = {0.0f, 0.0f};            // this lane's part of the row sums
+    for (int i = 0; i < n_tiles; ++i) {
+        const int buf = i & 1;
+        if (i + 1 < n_tiles) {
+            issue(i + 1, buf ^ 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncwarp();
+        // S = Q K^T: s[nf] holds rows g, g + 8 at positions 8 nf + 2t, + 1.
+        float s[2][4] = {};
+#pragma unroll
+        for (int k0 = 0; k0 < D; k0 += 16) {
+            uint32_t qh[4], ql[4], kb[4];
+            ldmatrix_x4<false>(qh, &sm.q_hi[lane % 16][k0 + 8 * (lane / 16)]);
+            ldmatrix_x4<false>(ql, &sm.q_lo[lane % 16][k0 + 8 * (lane / 16)]);
+            ldmatrix_x4<false>(kb, &tl.k[buf][lane % 8 + 8 * (lane / 16)][k0 + 8 * ((lane / 8) % 2)]);
+            const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
+            mma_16816<__half>(s[0], qh, b0);
+            mma_16816<__half>(s[0], ql, b0);
+            mma_16816<__half>(s[1], qh, b1);
+            mma_16816<__half>(s[1], ql, b1);
+        }
+        // Mask, then the online softmax of the tile.
+        const int j0 = j_begin + kTilePos * (warp + kWarps * i);
+        float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nf = 0; nf < 2; ++nf) {
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+                const int j = j0 + 8 * nf + 2 * t + c;
+                const float mk = j < j_end ? mask[j] * kLog2e : -INFINITY;  // -inf stays -inf
+                s[nf][c] += mk;
+                s[nf][2 + c] += mk;
+                tile_max[0] = fmaxf(tile_max[0], s[nf][c]);
+                tile_max[1] = fmaxf(tile_max[1], s[nf][2 + c]);
+            }
+        }
+        float c_row[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+            const float m_new = fmaxf(m_row[r], tile_max[r]);
+            // Nothing visible yet in this row: keep everything at zero (and exp2f(-inf - -inf) away).
+            c_row[r] = m_new == -INFINITY ? 1.0f : exp2f(m_row[r] - m_new);
+            m_row[r] = m_new;
+            l_row[r] *= c_row[r];
+        }
+        float p[2][4];
+#pragma unroll
+        for (int nf = 0; nf < 2; ++nf) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int r = e / 2;
+                p[nf][e] = m_row[r] == -INFINITY ? 0.0f : exp2f(s[nf][e] - m_row[r]);
+                l_row[r] += p[nf][e];
+            }
+        }
+#pragma unroll
+        for (int nf = 0; nf < D / 8; ++nf) {
+            o[nf][0] *= c_row[0];
+            o[nf][1] *= c_row[0];
+            o[nf][2] *= c_row[1];
+            o[nf][3] *= c_row[1];
+        }
+        // P as the A operand (rows = heads, k = the 16 positions), in hi and lo halves.
+        uint32_t ph[4], pl[4];
+#pragma unroll
+        for (int a = 0; a < 4; ++a) {
+            const int nf = a / 2, e = 2 * (a % 2);  // a0: nf 0 row g, a1: nf 0 row g + 8, a2/a3: nf 1
+            const float x0 = p[nf][e], x1 = p[nf][e + 1];
+            ph[a] = pack_half2(x0, x1);
+            const __half2 h = *reinterpret_cast<const __half2*>(&ph[a]);
+            pl[a] = pack_half2(x0 - __low2float(h), x1 - __high2float(h));
+        }
+        // O += P V, two 8-column fragments of V per ldmatrix.
+#pragma unroll
+        for (int n0 = 0; n0 < D; n0 += 16) {
+            uint32_t vb[4];
+            ldmatrix_x4<true>(vb, &tl.v[buf][lane % 8 + 8 * ((lane / 8) % 2)][n0 + 8 * (lane / 16)]);
+            const uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
+            mma_16816<__half>(o[n0 / 8], ph, b0);
+            mma_16816<__half>(o[n0 / 8], pl, b0);
+            mma_16816<__half>(o[n0 / 8 + 1], ph, b1);
+            mma_16816<__half>(o[n0 / 8 + 1], pl, b1);
+        }
+        __syncwarp();  // the next issue overwrites this buffer
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l_row[r] += __shfl_xor_sync(0xffffffffu, l_row[r], 1);
+        l_row[r] += __shfl_xor_sync(0xffffffffu, l_row[r], 2);
+    }
+
+    // Merge the warps (the tiles' shared memory is free once every warp is here).
+    __syncthreads();
+    auto& mg = sm.merge;
+    if (t == 0) {
+        mg.max[warp][g] = m_row[0], mg.max[warp][g + 8] = m_row[1];
+        mg.sum[warp][g] = l_row[0], mg.sum[warp][g + 8] = l_row[1];
+    }
+#pragma unroll
+    for (int nf = 0; nf < D / 8; ++nf) {
+        mg.acc[warp][g][8 * nf + 2 * t] = o[nf][0];
+        mg.acc[warp][g][8 * nf + 2 * t + 1] = o[nf][1];
+        mg.acc[warp][g + 8][8 * nf + 2 * t] = o[nf][2];
+        mg.acc[warp][g + 8][8 * nf + 2 * t + 1] = o[nf][3];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
+        const int h = idx / D, e = idx % D;
+        float m = -INFINITY;
+        for (int w = 0; w < kWarps; ++w) m = fmaxf(m, mg.max[w][h]);
+        float l = 0.0f, a = 0.0f;
+        if (m != -INFINITY) {
+            for (int w = 0; w < kWarps; ++w) {
+                if (mg.max[w][h] == -INFINITY) continue;
+                const float c = exp2f(mg.max[w][h] - m);
+                l += mg.sum[w][h] * c;
+                a += mg.acc[w][h][e] * c;
+            }
+        }
+        const int64_t row = h0 + h;  // one token: the row is the query head
+        if (n_splits == 1) {
+            out[row * D + e] = l > 0.0f ? a / l : 0.0f;
+        } else {
+            const int64_t part = row * n_splits + split;
+            ws[part * (D + 2) + e] = a;
+            if (e == 0) {
+                ws[part * (D + 2) + D] = m / kLog2e;  // natural-log units, as the combine kernel expects
+                ws[part * (D + 2) + D + 1] = l;
+            }
+        }
+    }
+}
+
+// Splits for the tile kernel: ~4 blocks per SM of a large GPU, at least one tile per warp each.
+int choose_tile_splits(int64_t n_head, int64_t n_head_kv, int64_t n_kv) {
+    const int64_t group = n_head / n_head_kv;
+    const int64_t blocks = n_head_kv * ((group + kTileHeads - 1) / kTileHeads);
+    const int64_t want = (528 + blocks - 1) / blocks;
+    const int64_t most = std::max<int64_t>(1, n_kv / (kTilePos * kWarps));
+    return int(std::max<int64_t>(1, std::min(want, most)));
+}
+
+// True when the tile kernel takes this attention: f16 K and V of equal head size 64 or 128, one token,
+// rows and head offsets 16-byte aligned. MINFER_CUDA_FA_TILE=0 keeps every call on flash_attn_kernel.
+bool tile_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
+                      const Shape4& vs) {
+    static const bool on = switched_on("MINFER_CUDA_FA_TILE");
+    const int64_t d = ks.ne[0];
+    const bool aligned = reinterpret_cast<uintptr_t>(k) % 16 == 0 && reinterpret_cast<uintptr_t>(v) % 16 == 0 &&
+                         ks.nb[1] % 16 == 0 && ks.nb[2] % 16 == 0 && vs.nb[1] % 16 == 0 && vs.nb[2] % 16 == 0;
+    return on && type_k == DType::F16 && type_v == DType::F16 && (d == 64 || d == 128) && vs.ne[0] == d &&
+           qs.ne[2] == 1 && qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && ks.nb[0] == 2 && vs.nb[0] == 2 && aligned;
+}
+
+template <int D>
+void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v, const Shape4& vs,
+                 const float* mask, float* out, float* ws, float scale, cudaStream_t stream) {
+    const int64_t n_head = qs.ne[1], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
+    const int group = int(n_head / n_head_kv);
+    const int n_splits = choose_tile_splits(n_head, n_head_kv, n_kv);
+    const int split_rows = int(ceil_div(n_kv, n_splits));
+    constexpr size_t smem = sizeof(TileAttnSmem<D>);
+    static const bool attr = [] {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_attn_tile_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(smem)));
+        return true;
+    }();
+    (void)attr;
+    const dim3 grid(grid_x(n_head_kv * ceil_div(group, kTileHeads)), unsigned(n_splits));
+    launch_overlapped(flash_attn_tile_kernel<D>, grid, kWarps * WARP_SIZE, smem, stream, q, qs,
+                      static_cast<const char*>(k), ks, static_cast<const char*>(v), vs, mask, out, ws, group,
+                      int(n_kv), split_rows, n_splits, scale);
+    CUDA_CHECK_LAUNCH();
+    if (n_splits > 1) {
+        launch_overlapped(flash_attn_combine_kernel<D>, grid_x(n_head), std::min(D, 128), 0, stream, ws, out,
+                          n_splits);
         CUDA_CHECK_LAUNCH();
     }
 }
@@ -514,6 +785,10 @@ void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4&
                        const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
                        float scale, cudaStream_t s) {
     const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
+    if (tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
+        if (hdk == 64) return launch_tile<64>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
+        return launch_tile<128>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
+    }
     switch (type_k) {
         case DType::F16: launch_v<KvF16>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
         case DType::Q8_0: launch_v<KvQ8_0>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;

@@ -542,7 +542,7 @@ void cpy_float(DType dst_type, const void* src, const Shape4& ss, void* dst, con
     }
 }
 
-// Activation columns from which MUL_MAT of 32-element block weights runs the tensor-core kernel
+// Activation columns from which MUL_MAT of 32-element block (and F16 / BF16) weights runs a tensor-core kernel
 // (cuda/matmul) instead of the matvec kernel. Decode (N = 1) and small batches stay on the matvec
 // kernel, which reads each weight row once per 4 columns and pads nothing; the tensor-core kernel reads
 // it once per 64-column tile but pads N up to a tile. 16 is where the matvec kernel already makes 4
@@ -565,6 +565,19 @@ void mul_mat_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_s
         }
     }
     launch_matvec_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+}
+
+// MUL_MAT of F16 / BF16 weights by f32 x: prefill-sized 2-D products on the tensor cores, the rest
+// (decode, batched, unaligned) on the matvec kernel.
+template <typename T>
+void mul_mat_float(const Tensor* w, const Tensor* x, float* out, cudaStream_t s) {
+    const float* xd = static_cast<const float*>(x->data);
+    const Shape4 sw = shape_of(w), sx = shape_of(x);
+    if (sx.ne[1] >= MATMUL_Q_MIN_COLS && matmul_float_fits<T>(w->data, sw, xd, sx)) {
+        launch_matmul_float<T>(w->data, sw, xd, sx, out, s);
+        return;
+    }
+    launch_matvec_float<T>(w->data, sw, xd, sx, out, s);
 }
 
 // MUL_MAT of quantized weights w by f32 x, by weight type.
@@ -628,10 +641,8 @@ void CudaBackend::run_node(const Tensor* node) {
             }
             switch (a->type) {
                 case DType::F32: launch_matvec_float<float>(a->data, shape_of(a), x, shape_of(b), out, s); return;
-                case DType::F16: launch_matvec_float<__half>(a->data, shape_of(a), x, shape_of(b), out, s); return;
-                case DType::BF16:
-                    launch_matvec_float<__nv_bfloat16>(a->data, shape_of(a), x, shape_of(b), out, s);
-                    return;
+                case DType::F16: mul_mat_float<__half>(a, b, out, s); return;
+                case DType::BF16: mul_mat_float<__nv_bfloat16>(a, b, out, s); return;
                 default: break;
             }
             break;

@@ -1,8 +1,12 @@
-// MUL_MAT for prefill with 32-element block weights: a CUDA block computes a 64 x 64 tile of outputs
-// from int8 tiles in shared memory with mma.sync m16n8k32, one weight block per mma K step.
+// MUL_MAT for prefill: a CUDA block computes a 64 x 64 tile of outputs with mma.sync from tiles in
+// shared memory. 32-element block weights: int8 tiles, m16n8k32, one weight block per mma K step.
+// F16 / BF16 weights: half tiles, m16n8k16, the f32 activations split into two halves (see below).
 #include "cuda/matmul.cuh"
 
+#include <type_traits>
+
 #include "cuda/act_quant.cuh"
+#include "cuda/mma.cuh"
 #include "cuda/matvec.cuh"  // matvec_q_scratch_bytes: both kernels share one quantized x in scratch
 
 namespace mf {
@@ -96,6 +100,23 @@ __device__ __forceinline__ void load_act_stage(Stage& st, const ActQ& act, int64
     }
 }
 
+// A warp's 32 x 32 accumulators (mma_s8's d layout) into dst [M, N] (n-major), inside the matrix only.
+__device__ __forceinline__ void store_tile(const float (&acc)[FRAGS_M][FRAGS_N][4], float* dst, int64_t M, int64_t N,
+                                           int64_t m0, int64_t n0, int wm, int wn, int g, int t) {
+#pragma unroll
+    for (int fm = 0; fm < FRAGS_M; ++fm) {
+#pragma unroll
+        for (int fn = 0; fn < FRAGS_N; ++fn) {
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int64_t m = m0 + WARP_M * wm + 16 * fm + g + 8 * (r / 2);
+                const int64_t n = n0 + WARP_N * wn + 8 * fn + 2 * t + r % 2;
+                if (m < M && n < N) dst[n * M + m] = acc[fm][fn][r];
+            }
+        }
+    }
+}
+
 // grid = (ceil(N / TILE_N), ceil(M / TILE_M)): the column tiles of one weight tile run side by side,
 // so the weight tile they share is fetched from DRAM about once. Warp (wm, wn) owns output rows
 // m0 + 32 wm .. + 31 and columns n0 + 32 wn .. + 31: per weight block, 2 x 4 mma tiles whose int32
@@ -172,18 +193,125 @@ __global__ void __launch_bounds__(THREADS, 4)
         }
     }
 
+    store_tile(acc, dst, M, N, m0, n0, wm, wn, g, t);
+}
+
+
+// ---- F16 / BF16 weights ----
+//
+// The CPU multiplies f16 / bf16 weights by the f32 activations as they are. Here each activation is
+// split into hi = T(x) and lo = T(x - hi) and both are multiplied on the tensor cores: a weight times
+// hi + lo is exact in the f32 accumulator's precision for f16 (11 + 11 bits of x), and leaves 2^-17 of
+// x for bf16 (8 + 8 bits), far below what summation order already moves. (|x| beyond f16's range,
+// 65504, would overflow hi; llama.cpp converts activations to f16 for its f16 GEMMs too.)
+constexpr int F_STAGE_K = 64;                  // values of K per shared-memory stage: 4 mma K steps
+constexpr int F_ROW = F_STAGE_K + 8;           // a tile row in shared memory: 144 bytes, 36 words apart,
+                                               // so a fragment load (8 rows x 4 words) hits 32 banks
+template <typename T>
+struct FloatStage {
+    alignas(16) T w[TILE_M][F_ROW];
+    alignas(16) T x_hi[TILE_N][F_ROW];
+    alignas(16) T x_lo[TILE_N][F_ROW];
+};
+
+template <typename T>
+__device__ __forceinline__ T to_half_type(float v);
+template <>
+__device__ __forceinline__ __half to_half_type<__half>(float v) {
+    return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 to_half_type<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+template <typename T>
+__device__ __forceinline__ float from_half_type(T v) {
+    if constexpr (std::is_same_v<T, __half>) {
+        return __half2float(v);
+    } else {
+        return __bfloat162float(v);
+    }
+}
+
+// K values k0 .. k0 + 63 of weight rows m0 .. m0 + 63 and activation rows n0 .. n0 + 63 into the stage,
+// 16 bytes a load (K % 8 == 0, rows 16-byte aligned: matmul_float_fits); outside the matrices: zeros.
+template <typename T>
+__device__ __forceinline__ void load_float_stage(FloatStage<T>& st, const char* w, int64_t w_row_bytes,
+                                                 const char* x, int64_t x_row_bytes, int64_t K, int64_t M,
+                                                 int64_t N, int64_t m0, int64_t n0, int64_t k0) {
+    constexpr int W_VECS = F_STAGE_K / 8;  // 16-byte vectors per weight tile row
 #pragma unroll
-    for (int fm = 0; fm < FRAGS_M; ++fm) {
+    for (int it = 0; it < TILE_M * W_VECS / THREADS; ++it) {
+        const int i = threadIdx.x + it * THREADS;
+        const int row = i / W_VECS, v = i % W_VECS;
+        const int64_t m = m0 + row, k = k0 + 8 * v;
+        uint4 q = make_uint4(0, 0, 0, 0);
+        if (m < M && k < K) q = *reinterpret_cast<const uint4*>(w + m * w_row_bytes + k * int64_t(sizeof(T)));
+        *reinterpret_cast<uint4*>(&st.w[row][8 * v]) = q;
+    }
+    constexpr int X_VECS = F_STAGE_K / 4;  // float4s per activation tile row
 #pragma unroll
-        for (int fn = 0; fn < FRAGS_N; ++fn) {
+    for (int it = 0; it < TILE_N * X_VECS / THREADS; ++it) {
+        const int i = threadIdx.x + it * THREADS;
+        const int row = i / X_VECS, v = i % X_VECS;
+        const int64_t n = n0 + row, k = k0 + 4 * v;
+        float4 f = make_float4(0, 0, 0, 0);
+        if (n < N && k < K) f = *reinterpret_cast<const float4*>(x + n * x_row_bytes + k * int64_t(sizeof(float)));
+        const float in[4] = {f.x, f.y, f.z, f.w};
+        T hi[4], lo[4];
 #pragma unroll
-            for (int r = 0; r < 4; ++r) {
-                const int64_t m = m0 + WARP_M * wm + 16 * fm + g + 8 * (r / 2);
-                const int64_t n = n0 + WARP_N * wn + 8 * fn + 2 * t + r % 2;
-                if (m < M && n < N) dst[n * M + m] = acc[fm][fn][r];
+        for (int j = 0; j < 4; ++j) {
+            hi[j] = to_half_type<T>(in[j]);
+            lo[j] = to_half_type<T>(in[j] - from_half_type(hi[j]));
+        }
+        *reinterpret_cast<uint2*>(&st.x_hi[row][4 * v]) = *reinterpret_cast<const uint2*>(hi);
+        *reinterpret_cast<uint2*>(&st.x_lo[row][4 * v]) = *reinterpret_cast<const uint2*>(lo);
+    }
+}
+
+// grid and warps as matmul_q_kernel: warp (wm, wn) owns 32 x 32 outputs, 2 x 4 mma tiles, each fed
+// twice per K step (hi and lo activations).
+template <typename T>
+__global__ void __launch_bounds__(THREADS, 4)
+    matmul_float_kernel(const char* w, int64_t w_row_bytes, const char* x, int64_t x_row_bytes, int64_t K,
+                        int64_t M, int64_t N, float* dst) {
+    __shared__ FloatStage<T> st;
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int g = lane / 4, t = lane % 4;
+    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+    const int64_t n0 = int64_t(blockIdx.x) * TILE_N, m0 = int64_t(blockIdx.y) * TILE_M;
+    auto word = [](const T* p) { return *reinterpret_cast<const uint32_t*>(p); };
+
+    float acc[FRAGS_M][FRAGS_N][4] = {};
+    for (int64_t k0 = 0; k0 < K; k0 += F_STAGE_K) {
+        __syncthreads();  // the previous stage is consumed
+        load_float_stage<T>(st, w, w_row_bytes, x, x_row_bytes, K, M, N, m0, n0, k0);
+        __syncthreads();
+#pragma unroll
+        for (int ks = 0; ks < F_STAGE_K; ks += 16) {
+            uint32_t a[FRAGS_M][4];
+#pragma unroll
+            for (int fm = 0; fm < FRAGS_M; ++fm) {
+                const int row = WARP_M * wm + 16 * fm + g;
+                a[fm][0] = word(&st.w[row][ks + 2 * t]);
+                a[fm][1] = word(&st.w[row + 8][ks + 2 * t]);
+                a[fm][2] = word(&st.w[row][ks + 2 * t + 8]);
+                a[fm][3] = word(&st.w[row + 8][ks + 2 * t + 8]);
+            }
+#pragma unroll
+            for (int fn = 0; fn < FRAGS_N; ++fn) {
+                const int col = WARP_N * wn + 8 * fn + g;
+                const uint32_t hi[2] = {word(&st.x_hi[col][ks + 2 * t]), word(&st.x_hi[col][ks + 2 * t + 8])};
+                const uint32_t lo[2] = {word(&st.x_lo[col][ks + 2 * t]), word(&st.x_lo[col][ks + 2 * t + 8])};
+#pragma unroll
+                for (int fm = 0; fm < FRAGS_M; ++fm) {
+                    mma_16816<T>(acc[fm][fn], a[fm], hi);
+                    mma_16816<T>(acc[fm][fn], a[fm], lo);
+                }
             }
         }
     }
+    store_tile(acc, dst, M, N, m0, n0, wm, wn, g, t);
 }
 
 }  // namespace
@@ -222,5 +350,33 @@ template void launch_matmul_q<BlockQ5_0>(const void*, const Shape4&, const float
                                          bool, float*, cudaStream_t);
 template void launch_matmul_q<BlockQ5_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
                                          bool, float*, cudaStream_t);
+
+template <typename T>
+bool matmul_float_fits(const void* w, const Shape4& sw, const float* x, const Shape4& sx) {
+    const bool two_d = sw.ne[2] == 1 && sw.ne[3] == 1 && sx.ne[2] == 1 && sx.ne[3] == 1;
+    const bool packed = sw.nb[0] == sizeof(T) && sx.nb[0] == sizeof(float);
+    const bool aligned = reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                         sw.nb[1] % 16 == 0 && sx.nb[1] % 16 == 0;
+    return two_d && packed && aligned && sw.ne[0] == sx.ne[0] && sw.ne[0] % 8 == 0 && sw.ne[1] <= 65535 * TILE_M;
+}
+
+template <typename T>
+void launch_matmul_float(const void* w, const Shape4& sw, const float* x, const Shape4& sx, float* dst,
+                         cudaStream_t stream) {
+    MF_ASSERT(matmul_float_fits<T>(w, sw, x, sx));
+    const int64_t K = sw.ne[0], M = sw.ne[1], N = sx.ne[1];
+    if (M == 0 || N == 0) return;
+    const dim3 grid(grid_x(ceil_div(N, TILE_N)), unsigned(ceil_div(M, TILE_M)));
+    matmul_float_kernel<T><<<grid, THREADS, 0, stream>>>(static_cast<const char*>(w), sw.nb[1],
+                                                         reinterpret_cast<const char*>(x), sx.nb[1], K, M, N, dst);
+    CUDA_CHECK_LAUNCH();
+}
+
+template bool matmul_float_fits<__half>(const void*, const Shape4&, const float*, const Shape4&);
+template bool matmul_float_fits<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&);
+template void launch_matmul_float<__half>(const void*, const Shape4&, const float*, const Shape4&, float*,
+                                          cudaStream_t);
+template void launch_matmul_float<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&, float*,
+                                                 cudaStream_t);
 
 }  // namespace mf

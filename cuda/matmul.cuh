@@ -1,5 +1,6 @@
-// Launcher for MUL_MAT in its prefill shape (many activation columns) with weights of the 32-element
-// block types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: int8 tensor-core tiles ("MMQ"); decode stays in cuda/matvec.
+// Launchers for MUL_MAT in its prefill shape (many activation columns) on the tensor cores: weights of
+// the 32-element block types Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 in int8 tiles ("MMQ"), and F16 / BF16 weights
+// in half tiles; decode stays in cuda/matvec.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,5 +25,17 @@ constexpr bool matmul_q_supported() {
 template <typename Block>
 void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
                      size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream);
+
+// True when launch_matmul_float takes these operands: 2-D, packed rows 16-byte aligned, K % 8 == 0.
+template <typename T>
+bool matmul_float_fits(const void* w, const Shape4& sw, const float* x, const Shape4& sx);
+
+// w [K, M] of T (__half or __nv_bfloat16) times x f32 [K, N] -> dst f32 contiguous [M, N], dst[m, n] =
+// w row m . x row n, for operands matmul_float_fits accepts. Each activation is multiplied as T(x) +
+// T(x - T(x)), so the result keeps f32 activations' precision (to 2^-17 of x for bf16) and differs from
+// the CPU's only in summation order.
+template <typename T>
+void launch_matmul_float(const void* w, const Shape4& sw, const float* x, const Shape4& sx, float* dst,
+                         cudaStream_t stream);
 
 }  // namespace mf

@@ -173,16 +173,6 @@ __global__ void quantize_act_q8_k_kernel(const char* x, Shape4 sx, ActQ act, int
 // (docs/PERFORMANCE.md, "decode matvec: L1 wavefronts").
 constexpr int PAIR_CHUNK = 2 * WARP_SIZE;  // blocks per chunk
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-    const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // The activation quants of blocks ab .. ab + NB - 1 of the split layout (8 words a block), with their
 // scales and, for the Q8_1 types, sums.
 template <typename Block, int NB>

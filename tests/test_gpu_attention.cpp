@@ -82,7 +82,8 @@ std::vector<float> as_floats(const std::vector<uint8_t>& b) {
 }  // namespace
 
 // Both backends read the same dequantized values; they differ in summation order and exp (the GPU
-// uses __expf, ~2 ulp), so 1e-4 relative error is generous for f32 sums over <= 4096 positions.
+// uses __expf, ~2 ulp), so 1e-4 relative error is generous for f32 sums over <= 4096 positions. The
+// tile kernel's queries and weights are hi + lo halves, f32 precision to ~2^-22, so it is held to the same.
 TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size, group and split") {
     const DType types[] = {DType::F16, DType::Q8_0, DType::Q4_0};
     struct Shape {
@@ -92,6 +93,10 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
     const Shape shapes[] = {
         {64, 8, 8, 1, 37},     // MHA decode, one split
         {128, 32, 8, 1, 4096}, // 8B-shaped decode at depth: many splits, combine kernel
+        // f16 decode with head size 64 or 128 runs the tensor-core tile kernel (16 heads a block):
+        {128, 32, 1, 1, 500},  // MQA, two blocks of 16 heads; partial last tiles
+        {64, 9, 3, 1, 1000},   // a group of 3 padded to 16
+        {128, 8, 8, 1, 5},     // fewer positions than one tile
         {64, 9, 3, 5, 300},    // SmolLM2-shaped GQA, a batch of 5
         {256, 4, 1, 3, 700},   // Gemma-3-sized heads, MQA
         {128, 12, 1, 2, 1000}, // MQA with a group larger than one block serves (8)

@@ -218,6 +218,31 @@ TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor
     }
 }
 
+// F16 / BF16 weights by 16 or more columns take the half-precision tensor-core kernel (cuda/matmul):
+// the same 64 x 64 tiles, 64 values of K a stage, every activation split into two halves (hi + lo).
+// Tolerance as for the float matvec: the products keep f32 activations' precision (bf16: to 2^-17 of
+// x), so only summation order differs; a wrong fragment layout or a dropped lo half is off by far more.
+TEST_CASE("mul_mat of F16 and BF16 weights by 16 or more columns (the tensor-core kernel) matches the CPU") {
+    struct Case {
+        int64_t K, M, N;
+        const char* why;
+    };
+    const std::vector<Case> cases = {
+        {64, 64, 16, "one stage, one full tile, the fewest columns that take the kernel"},
+        {2048, 200, 17, "32 stages; M and N tiles partial"},
+        {200, 130, 100, "a partial last stage (200 = 3 * 64 + 8); M and N partial"},
+        {1024, 64, 512, "prefill-sized N: 8 full column tiles"},
+        {36, 70, 20, "K % 8 != 0: not 16-byte vectors of halves, the matvec kernel instead"},
+    };
+    const auto product = [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); };
+    for (DType type : {DType::F16, DType::BF16}) {
+        for (const Case& c : cases) {
+            INFO(dtype_name(type) << " K " << c.K << " M " << c.M << " N " << c.N << ": " << c.why);
+            check_vs_cpu({random(type, {c.K, c.M}), random(DType::F32, {c.K, c.N})}, product, 1e-5);
+        }
+    }
+}
+
 // The tensor-core kernel keeps the scratch contract of the matvec kernel: Q5_0 reuses the Q8_0 copy of
 // x that Q4_0's launch left, Q5_1 the Q8_1 copy of Q4_1's; Q4_1 and Q8_0 quantize again after a
 // K-quant's matvec overwrote the scratch with Q8_K. (With a 2-D x of 16+ columns every 32-element
