@@ -496,6 +496,250 @@ void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& 
     }
 }
 
+
+// ---- MLA decode on the tensor cores: a latent row of DK f16 values, V its first DV ----
+//
+// All query heads of a latent (16 a block) against one read of each row. The block moves through its
+// split in tiles of 64 positions, copied to shared memory with cp.async one tile ahead, once for K
+// and V alike (V is the row's prefix). Warp w scores positions 16w .. 16w + 15 of the tile for all
+// 16 heads (S = Q K^T, mma.sync over DK); the tile's row maxima meet in shared memory, every warp
+// applies the same running max, and the weights P go to shared memory; then warp w adds P V for its
+// DV / 4 output columns over all 64 positions. Precision as flash_attn_tile_kernel: hi + lo halves
+// for Q and P, log2 units.
+constexpr int kMlaTile = kTilePos * kWarps;  // positions per block step: 64
+
+template <int DK, int DV>
+struct MlaSmem {
+    static constexpr int ROW = DK + 8;
+    static constexpr int P_ROW = kMlaTile + 8;
+    __half q_hi[kTileHeads][ROW];
+    __half q_lo[kTileHeads][ROW];
+    __half kv[2][kMlaTile][ROW];
+    __half p_hi[kTileHeads][P_ROW];
+    __half p_lo[kTileHeads][P_ROW];
+    float tile_max[kWarps][kTileHeads];
+    float sum[kWarps][kTileHeads];
+};
+
+template <int DK, int DV>
+__global__ void __launch_bounds__(kWarps * WARP_SIZE, 1)
+flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ kv, Shape4 ks,
+                      const float* __restrict__ mask, float* __restrict__ out, float* __restrict__ ws, int group,
+                      int n_kv, int split_rows, int n_splits, float scale) {
+    static_assert(DK % 16 == 0 && DV % (16 * kWarps) == 0 && DV <= DK, "tile shapes");
+    constexpr int COLS = DV / kWarps;  // output columns a warp owns
+    constexpr int VECS = DK / 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    auto& sm = *reinterpret_cast<MlaSmem<DK, DV>*>(smem_raw);
+    begin_overlapped_kernel();
+    const int group_chunks = (group + kTileHeads - 1) / kTileHeads;
+    const int hk = blockIdx.x / group_chunks;
+    const int h0 = hk * group + (blockIdx.x % group_chunks) * kTileHeads;
+    const int ng = min(kTileHeads, hk * group + group - h0);
+    const int split = blockIdx.y;
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int g = lane / 4, t = lane % 4;
+
+    for (int i = threadIdx.x; i < kTileHeads * DK; i += blockDim.x) {
+        const int h = i / DK, e = i % DK;
+        const float x = h < ng ? q[int64_t(h0 + h) * (qs.nb[1] / 4) + e] * (scale * kLog2e) : 0.0f;
+        const __half hi = __float2half_rn(x);
+        sm.q_hi[h][e] = hi;
+        sm.q_lo[h][e] = __float2half_rn(x - __half2float(hi));
+    }
+
+    const int j_begin = split * split_rows, j_end = min(n_kv, j_begin + split_rows);
+    const char* head = kv + int64_t(hk) * ks.nb[2];
+    auto issue = [&](int i, int buf) {
+        const int j0 = j_begin + kMlaTile * i;
+        for (int idx = threadIdx.x; idx < kMlaTile * VECS; idx += blockDim.x) {
+            const int r = idx / VECS, c = idx % VECS;
+            const bool in = j0 + r < j_end;
+            const int64_t j = in ? j0 + r : j_begin;
+            cp_async16_or_zero(&sm.kv[buf][r][8 * c], head + j * ks.nb[1] + 16 * c, in);
+        }
+        cp_async_commit();
+    };
+    const int n_tiles = j_end > j_begin ? (j_end - j_begin + kMlaTile - 1) / kMlaTile : 0;
+    if (n_tiles > 0) issue(0, 0);
+
+    float o[COLS / 8][4] = {};
+    float m_row[2] = {-INFINITY, -INFINITY};  // rows g, g + 8; the same in every warp
+    float l_row[2] = {0.0f, 0.0f};            // this lane's part of the row sums (its positions)
+    for (int i = 0; i < n_tiles; ++i) {
+        const int buf = i & 1;
+        __syncthreads();  // every warp is done with tile i - 1 (its buffer is refilled next) and its P
+        if (i + 1 < n_tiles) {
+            issue(i + 1, buf ^ 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // tile i (and, the first time, the queries) visible to every warp
+        const int pw = kTilePos * warp;  // this warp's positions in the tile
+        float s[2][4] = {};
+#pragma unroll 4
+        for (int k0 = 0; k0 < DK; k0 += 16) {
+            uint32_t qh[4], ql[4], kb[4];
+            ldmatrix_x4<false>(qh, &sm.q_hi[lane % 16][k0 + 8 * (lane / 16)]);
+            ldmatrix_x4<false>(ql, &sm.q_lo[lane % 16][k0 + 8 * (lane / 16)]);
+            ldmatrix_x4<false>(kb, &sm.kv[buf][pw + lane % 8 + 8 * (lane / 16)][k0 + 8 * ((lane / 8) % 2)]);
+            const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
+            mma_16816<__half>(s[0], qh, b0);
+            mma_16816<__half>(s[0], ql, b0);
+            mma_16816<__half>(s[1], qh, b1);
+            mma_16816<__half>(s[1], ql, b1);
+        }
+        const int j0 = j_begin + kMlaTile * i + pw;
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nf = 0; nf < 2; ++nf) {
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+                const int j = j0 + 8 * nf + 2 * t + c;
+                const float mk = j < j_end ? mask[j] * kLog2e : -INFINITY;
+                s[nf][c] += mk;
+                s[nf][2 + c] += mk;
+                mx[0] = fmaxf(mx[0], s[nf][c]);
+                mx[1] = fmaxf(mx[1], s[nf][2 + c]);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        }
+        if (t == 0) sm.tile_max[warp][g] = mx[0], sm.tile_max[warp][g + 8] = mx[1];
+        __syncthreads();
+        float c_row[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float m_new = m_row[r];
+            for (int w = 0; w < kWarps; ++w) m_new = fmaxf(m_new, sm.tile_max[w][g + 8 * r]);
+            c_row[r] = m_new == -INFINITY ? 1.0f : exp2f(m_row[r] - m_new);
+            m_row[r] = m_new;
+            l_row[r] *= c_row[r];
+        }
+#pragma unroll
+        for (int nf = 0; nf < 2; ++nf) {
+            float p[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int r = e / 2;
+                p[e] = m_row[r] == -INFINITY ? 0.0f : exp2f(s[nf][e] - m_row[r]);
+                l_row[r] += p[e];
+            }
+            const int col = pw + 8 * nf + 2 * t;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const uint32_t hi = pack_half2(p[2 * r], p[2 * r + 1]);
+                const __half2 h = *reinterpret_cast<const __half2*>(&hi);
+                *reinterpret_cast<uint32_t*>(&sm.p_hi[g + 8 * r][col]) = hi;
+                *reinterpret_cast<uint32_t*>(&sm.p_lo[g + 8 * r][col]) =
+                    pack_half2(p[2 * r] - __low2float(h), p[2 * r + 1] - __high2float(h));
+            }
+        }
+#pragma unroll
+        for (int nf = 0; nf < COLS / 8; ++nf) {
+            o[nf][0] *= c_row[0];
+            o[nf][1] *= c_row[0];
+            o[nf][2] *= c_row[1];
+            o[nf][3] *= c_row[1];
+        }
+        __syncthreads();  // every warp's P is in shared memory
+        const int c0 = COLS * warp;
+#pragma unroll
+        for (int ks0 = 0; ks0 < kMlaTile; ks0 += 16) {
+            uint32_t ph[4], pl[4];
+            ldmatrix_x4<false>(ph, &sm.p_hi[lane % 16][ks0 + 8 * (lane / 16)]);
+            ldmatrix_x4<false>(pl, &sm.p_lo[lane % 16][ks0 + 8 * (lane / 16)]);
+#pragma unroll
+            for (int n0 = 0; n0 < COLS; n0 += 16) {
+                uint32_t vb[4];
+                ldmatrix_x4<true>(vb, &sm.kv[buf][ks0 + lane % 8 + 8 * ((lane / 8) % 2)][c0 + n0 + 8 * (lane / 16)]);
+                const uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
+                mma_16816<__half>(o[n0 / 8], ph, b0);
+                mma_16816<__half>(o[n0 / 8], pl, b0);
+                mma_16816<__half>(o[n0 / 8 + 1], ph, b1);
+                mma_16816<__half>(o[n0 / 8 + 1], pl, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l_row[r] += __shfl_xor_sync(0xffffffffu, l_row[r], 1);
+        l_row[r] += __shfl_xor_sync(0xffffffffu, l_row[r], 2);
+    }
+    __syncthreads();
+    if (t == 0) sm.sum[warp][g] = l_row[0], sm.sum[warp][g + 8] = l_row[1];
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int h = g + 8 * r;
+        if (h >= ng) continue;
+        float l = 0.0f;
+        for (int w = 0; w < kWarps; ++w) l += sm.sum[w][h];
+        const int64_t row = h0 + h;
+#pragma unroll
+        for (int nf = 0; nf < COLS / 8; ++nf) {
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+                const int e = COLS * warp + 8 * nf + 2 * t + c;
+                const float a = o[nf][2 * r + c];
+                if (n_splits == 1) {
+                    out[row * DV + e] = l > 0.0f ? a / l : 0.0f;
+                } else {
+                    const int64_t part = row * n_splits + split;
+                    ws[part * (DV + 2) + e] = a;
+                    if (e == 0) {
+                        ws[part * (DV + 2) + DV] = m_row[r] / kLog2e;
+                        ws[part * (DV + 2) + DV + 1] = l;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MLA shapes with a tensor-core kernel: DeepSeek-V2/V3's 576/512 and attn-lab's 288/256 and 544/512.
+bool mla_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
+                     const Shape4& vs) {
+    static const bool on = switched_on("MINFER_CUDA_FA_TILE");
+    const int64_t dk = ks.ne[0], dv = vs.ne[0];
+    const bool shape = (dk == 576 && dv == 512) || (dk == 288 && dv == 256) || (dk == 544 && dv == 512);
+    // V is each K row's start (dim 2's stride matters only with several latents)
+    const bool prefix = k == v && ks.nb[1] == vs.nb[1] && (ks.ne[2] == 1 || ks.nb[2] == vs.nb[2]);
+    const bool aligned = reinterpret_cast<uintptr_t>(k) % 16 == 0 && ks.nb[1] % 16 == 0 && ks.nb[2] % 16 == 0;
+    return on && type_k == DType::F16 && type_v == DType::F16 && shape && prefix && aligned && qs.ne[2] == 1 &&
+           qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && ks.nb[0] == 2;
+}
+
+template <int DK, int DV>
+void launch_mla(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask, float* out,
+                float* ws, float scale, cudaStream_t stream) {
+    const int64_t n_head = qs.ne[1], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
+    const int group = int(n_head / n_head_kv);
+    const int64_t blocks = n_head_kv * ceil_div(group, kTileHeads);
+    // One block an SM fits (the tiles take ~190 KB); about one wave of them, a tile each at least.
+    const int n_splits = int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(132, blocks), n_kv / kMlaTile)));
+    const int split_rows = int(ceil_div(n_kv, n_splits));
+    constexpr size_t smem = sizeof(MlaSmem<DK, DV>);
+    static const bool attr = [] {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_attn_mla_kernel<DK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(smem)));
+        return true;
+    }();
+    (void)attr;
+    const dim3 grid(grid_x(blocks), unsigned(n_splits));
+    launch_overlapped(flash_attn_mla_kernel<DK, DV>, grid, kWarps * WARP_SIZE, smem, stream, q, qs,
+                      static_cast<const char*>(k), ks, mask, out, ws, group, int(n_kv), split_rows, n_splits, scale);
+    CUDA_CHECK_LAUNCH();
+    if (n_splits > 1) {
+        launch_overlapped(flash_attn_combine_kernel<DV>, grid_x(n_head), 128, 0, stream, ws, out, n_splits);
+        CUDA_CHECK_LAUNCH();
+    }
+}
+
 // The (K, V) head sizes with kernels: equal sizes for MHA/GQA/MQA; MLA's latent rows (kv_lora_rank
 // + rope dims for K, kv_lora_rank for V): DeepSeek-V2/V3 576/512, attn-lab's llama-1b MLA-256/512
 // variants 288/256 and 544/512, and the test fixtures' 40/32.
@@ -788,6 +1032,11 @@ void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4&
     if (tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
         if (hdk == 64) return launch_tile<64>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
         return launch_tile<128>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
+    }
+    if (mla_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
+        if (hdk == 576) return launch_mla<576, 512>(q, qs, k, ks, mask, out, ws, scale, s);
+        if (hdk == 288) return launch_mla<288, 256>(q, qs, k, ks, mask, out, ws, scale, s);
+        return launch_mla<544, 512>(q, qs, k, ks, mask, out, ws, scale, s);
     }
     switch (type_k) {
         case DType::F16: launch_v<KvF16>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;

@@ -83,7 +83,8 @@ std::vector<float> as_floats(const std::vector<uint8_t>& b) {
 
 // Both backends read the same dequantized values; they differ in summation order and exp (the GPU
 // uses __expf, ~2 ulp), so 1e-4 relative error is generous for f32 sums over <= 4096 positions. The
-// tile kernel's queries and weights are hi + lo halves, f32 precision to ~2^-22, so it is held to the same.
+// tile and MLA kernels' queries and weights are hi + lo halves, f32 precision to ~2^-22, so they are
+// held to the same.
 TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size, group and split") {
     const DType types[] = {DType::F16, DType::Q8_0, DType::Q4_0};
     struct Shape {
@@ -102,6 +103,10 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
         {128, 12, 1, 2, 1000}, // MQA with a group larger than one block serves (8)
         {32, 4, 2, 17, 64},    // prefill-like
         {576, 16, 1, 1, 700, 512},  // DeepSeek-V2-Lite MLA decode: latent rows shared by 16 heads
+        // f16 MLA decode (576/512, 288/256, 544/512) runs the tensor-core MLA kernel: 64-position tiles
+        {576, 16, 1, 1, 5000, 512}, // at depth: many splits, a partial last tile
+        {576, 8, 1, 1, 40, 512},    // 8 heads padded to 16; fewer positions than a tile
+        {544, 32, 1, 1, 200, 512},  // two blocks of 16 heads
         {576, 16, 1, 3, 50, 512},
         {40, 4, 1, 4, 30, 32},      // the MLA test fixtures' latent (32 + 8 rope dims)
         {288, 32, 1, 1, 300, 256},  // attn-lab's llama-1b MLA-256 variant
