@@ -228,7 +228,7 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
 }
 
 
-// ---- Decode on the tensor cores: f16 K and V, one token, head size 64 or 128 ----
+// ---- Decode on the tensor cores: f16 K and V, one token, head sizes 64, 128 or 192/128 ----
 //
 // A block serves up to 16 query heads of one KV head (the m16 of mma.m16n8k16; a smaller group pads
 // with zero queries) for one split of the positions. Each of its 4 warps streams tiles of 16 positions
@@ -242,32 +242,33 @@ constexpr int kTilePos = 16;   // positions per warp tile
 constexpr int kTileHeads = 16; // query heads per block
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int D>
+template <int DK, int DV>
 struct TileAttnSmem {
-    static constexpr int ROW = D + 8;  // halves: rows 16 bytes apart mod 128, ldmatrix conflict-free
-    __half q_hi[kTileHeads][ROW];
-    __half q_lo[kTileHeads][ROW];
+    // Rows in halves, padded so rows start 16 bytes apart mod 128: ldmatrix conflict-free.
+    static constexpr int ROW_K = DK + 8, ROW_V = DV + 8;
+    __half q_hi[kTileHeads][ROW_K];
+    __half q_lo[kTileHeads][ROW_K];
     union {
         struct {
-            __half k[2][kTilePos][ROW];
-            __half v[2][kTilePos][ROW];
+            __half k[2][kTilePos][ROW_K];
+            __half v[2][kTilePos][ROW_V];
         } tiles[kWarps];
         struct {  // the warps' results, merged once all are done
             float max[kWarps][kTileHeads];
             float sum[kWarps][kTileHeads];
-            float acc[kWarps][kTileHeads][D];
+            float acc[kWarps][kTileHeads][DV];
         } merge;
     };
 };
 
-template <int D>
+template <int DK, int DV>
 __global__ void __launch_bounds__(kWarps * WARP_SIZE)
 flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ k, Shape4 ks,
                        const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, float* __restrict__ out,
                        float* __restrict__ ws, int group, int n_kv, int split_rows, int n_splits, float scale) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    auto& sm = *reinterpret_cast<TileAttnSmem<D>*>(smem_raw);
-    constexpr int VECS = D / 8;  // 16-byte vectors per row
+    auto& sm = *reinterpret_cast<TileAttnSmem<DK, DV>*>(smem_raw);
+    constexpr int VECS_K = DK / 8, VECS_V = DV / 8;  // 16-byte vectors per row
     begin_overlapped_kernel();
     const int group_chunks = (group + kTileHeads - 1) / kTileHeads;
     const int hk = blockIdx.x / group_chunks;
@@ -277,8 +278,8 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
 
-    for (int i = threadIdx.x; i < kTileHeads * D; i += blockDim.x) {
-        const int h = i / D, e = i % D;
+    for (int i = threadIdx.x; i < kTileHeads * DK; i += blockDim.x) {
+        const int h = i / DK, e = i % DK;
         const float x = h < ng ? q[int64_t(h0 + h) * (qs.nb[1] / 4) + e] * (scale * kLog2e) : 0.0f;
         const __half hi = __float2half_rn(x);
         sm.q_hi[h][e] = hi;
@@ -293,13 +294,18 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
     auto issue = [&](int i, int buf) {
         const int j0 = j_begin + kTilePos * (warp + kWarps * i);
 #pragma unroll
-        for (int it = 0; it < kTilePos * VECS / WARP_SIZE; ++it) {
+        for (int it = 0; it < kTilePos * VECS_K / WARP_SIZE; ++it) {
             const int idx = lane + it * WARP_SIZE;
-            const int r = idx / VECS, c = idx % VECS;
+            const int r = idx / VECS_K, c = idx % VECS_K;
             const bool in = j0 + r < j_end;
-            const int64_t j = in ? j0 + r : j_begin;
-            cp_async16_or_zero(&tl.k[buf][r][8 * c], k_head + j * ks.nb[1] + 16 * c, in);
-            cp_async16_or_zero(&tl.v[buf][r][8 * c], v_head + j * vs.nb[1] + 16 * c, in);
+            cp_async16_or_zero(&tl.k[buf][r][8 * c], k_head + (in ? j0 + r : j_begin) * ks.nb[1] + 16 * c, in);
+        }
+#pragma unroll
+        for (int it = 0; it < kTilePos * VECS_V / WARP_SIZE; ++it) {
+            const int idx = lane + it * WARP_SIZE;
+            const int r = idx / VECS_V, c = idx % VECS_V;
+            const bool in = j0 + r < j_end;
+            cp_async16_or_zero(&tl.v[buf][r][8 * c], v_head + (in ? j0 + r : j_begin) * vs.nb[1] + 16 * c, in);
         }
         cp_async_commit();
     };
@@ -309,7 +315,7 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
     if (n_tiles > 0) issue(0, 0);
     __syncthreads();  // the queries are in shared memory
 
-    float o[D / 8][4] = {};
+    float o[DV / 8][4] = {};
     float m_row[2] = {-INFINITY, -INFINITY};  // rows g and g + 8, log2 units, equal across a quad
     float l_row[2] = {0.0f, 0.0f};            // this lane's part of the row sums
     for (int i = 0; i < n_tiles; ++i) {
@@ -324,7 +330,7 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
         // S = Q K^T: s[nf] holds rows g, g + 8 at positions 8 nf + 2t, + 1.
         float s[2][4] = {};
 #pragma unroll
-        for (int k0 = 0; k0 < D; k0 += 16) {
+        for (int k0 = 0; k0 < DK; k0 += 16) {
             uint32_t qh[4], ql[4], kb[4];
             ldmatrix_x4<false>(qh, &sm.q_hi[lane % 16][k0 + 8 * (lane / 16)]);
             ldmatrix_x4<false>(ql, &sm.q_lo[lane % 16][k0 + 8 * (lane / 16)]);
@@ -372,7 +378,7 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
             }
         }
 #pragma unroll
-        for (int nf = 0; nf < D / 8; ++nf) {
+        for (int nf = 0; nf < DV / 8; ++nf) {
             o[nf][0] *= c_row[0];
             o[nf][1] *= c_row[0];
             o[nf][2] *= c_row[1];
@@ -390,7 +396,7 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
         }
         // O += P V, two 8-column fragments of V per ldmatrix.
 #pragma unroll
-        for (int n0 = 0; n0 < D; n0 += 16) {
+        for (int n0 = 0; n0 < DV; n0 += 16) {
             uint32_t vb[4];
             ldmatrix_x4<true>(vb, &tl.v[buf][lane % 8 + 8 * ((lane / 8) % 2)][n0 + 8 * (lane / 16)]);
             const uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
@@ -415,15 +421,15 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
         mg.sum[warp][g] = l_row[0], mg.sum[warp][g + 8] = l_row[1];
     }
 #pragma unroll
-    for (int nf = 0; nf < D / 8; ++nf) {
+    for (int nf = 0; nf < DV / 8; ++nf) {
         mg.acc[warp][g][8 * nf + 2 * t] = o[nf][0];
         mg.acc[warp][g][8 * nf + 2 * t + 1] = o[nf][1];
         mg.acc[warp][g + 8][8 * nf + 2 * t] = o[nf][2];
         mg.acc[warp][g + 8][8 * nf + 2 * t + 1] = o[nf][3];
     }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < ng * D; idx += blockDim.x) {
-        const int h = idx / D, e = idx % D;
+    for (int idx = threadIdx.x; idx < ng * DV; idx += blockDim.x) {
+        const int h = idx / DV, e = idx % DV;
         float m = -INFINITY;
         for (int w = 0; w < kWarps; ++w) m = fmaxf(m, mg.max[w][h]);
         float l = 0.0f, a = 0.0f;
@@ -437,13 +443,13 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
         }
         const int64_t row = h0 + h;  // one token: the row is the query head
         if (n_splits == 1) {
-            out[row * D + e] = l > 0.0f ? a / l : 0.0f;
+            out[row * DV + e] = l > 0.0f ? a / l : 0.0f;
         } else {
             const int64_t part = row * n_splits + split;
-            ws[part * (D + 2) + e] = a;
+            ws[part * (DV + 2) + e] = a;
             if (e == 0) {
-                ws[part * (D + 2) + D] = m / kLog2e;  // natural-log units, as the combine kernel expects
-                ws[part * (D + 2) + D + 1] = l;
+                ws[part * (DV + 2) + DV] = m / kLog2e;  // natural-log units, as the combine kernel expects
+                ws[part * (DV + 2) + DV + 1] = l;
             }
         }
     }
@@ -458,39 +464,41 @@ int choose_tile_splits(int64_t n_head, int64_t n_head_kv, int64_t n_kv) {
     return int(std::max<int64_t>(1, std::min(want, most)));
 }
 
-// True when the tile kernel takes this attention: f16 K and V of equal head size 64 or 128, one token,
-// rows and head offsets 16-byte aligned. MINFER_CUDA_FA_TILE=0 keeps every call on flash_attn_kernel.
+// True when the tile kernel takes this attention: f16 K and V with head sizes 64/64, 128/128 or 192/128
+// (expanded MLA, --mla-expanded), one token, rows and head offsets 16-byte aligned.
+// MINFER_CUDA_FA_TILE=0 keeps every call on flash_attn_kernel (and MLA on it too).
 bool tile_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
                       const Shape4& vs) {
     static const bool on = switched_on("MINFER_CUDA_FA_TILE");
-    const int64_t d = ks.ne[0];
+    const int64_t dk = ks.ne[0], dv = vs.ne[0];
     const bool aligned = reinterpret_cast<uintptr_t>(k) % 16 == 0 && reinterpret_cast<uintptr_t>(v) % 16 == 0 &&
                          ks.nb[1] % 16 == 0 && ks.nb[2] % 16 == 0 && vs.nb[1] % 16 == 0 && vs.nb[2] % 16 == 0;
-    return on && type_k == DType::F16 && type_v == DType::F16 && (d == 64 || d == 128) && vs.ne[0] == d &&
+    const bool shape = (dk == 64 && dv == 64) || (dk == 128 && dv == 128) || (dk == 192 && dv == 128);
+    return on && type_k == DType::F16 && type_v == DType::F16 && shape &&
            qs.ne[2] == 1 && qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && ks.nb[0] == 2 && vs.nb[0] == 2 && aligned;
 }
 
-template <int D>
+template <int DK, int DV>
 void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v, const Shape4& vs,
                  const float* mask, float* out, float* ws, float scale, cudaStream_t stream) {
     const int64_t n_head = qs.ne[1], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
     const int group = int(n_head / n_head_kv);
     const int n_splits = choose_tile_splits(n_head, n_head_kv, n_kv);
     const int split_rows = int(ceil_div(n_kv, n_splits));
-    constexpr size_t smem = sizeof(TileAttnSmem<D>);
+    constexpr size_t smem = sizeof(TileAttnSmem<DK, DV>);
     static const bool attr = [] {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_attn_tile_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_attn_tile_kernel<DK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         int(smem)));
         return true;
     }();
     (void)attr;
     const dim3 grid(grid_x(n_head_kv * ceil_div(group, kTileHeads)), unsigned(n_splits));
-    launch_overlapped(flash_attn_tile_kernel<D>, grid, kWarps * WARP_SIZE, smem, stream, q, qs,
+    launch_overlapped(flash_attn_tile_kernel<DK, DV>, grid, kWarps * WARP_SIZE, smem, stream, q, qs,
                       static_cast<const char*>(k), ks, static_cast<const char*>(v), vs, mask, out, ws, group,
                       int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
-        launch_overlapped(flash_attn_combine_kernel<D>, grid_x(n_head), std::min(D, 128), 0, stream, ws, out,
+        launch_overlapped(flash_attn_combine_kernel<DV>, grid_x(n_head), std::min(DV, 128), 0, stream, ws, out,
                           n_splits);
         CUDA_CHECK_LAUNCH();
     }
@@ -742,9 +750,11 @@ void launch_mla(const float* q, const Shape4& qs, const void* k, const Shape4& k
 
 // The (K, V) head sizes with kernels: equal sizes for MHA/GQA/MQA; MLA's latent rows (kv_lora_rank
 // + rope dims for K, kv_lora_rank for V): DeepSeek-V2/V3 576/512, attn-lab's llama-1b MLA-256/512
-// variants 288/256 and 544/512, and the test fixtures' 40/32.
+// variants 288/256 and 544/512, and the test fixtures' 40/32; --mla-expanded's per-head rows
+// (qk_nope + rope for K, v_head for V): DeepSeek-V2 192/128, the fixtures' 24/16.
 #define MF_FLASH_ATTN_HEAD_SIZES(X) \
-    X(16, 16) X(32, 32) X(64, 64) X(128, 128) X(256, 256) X(40, 32) X(288, 256) X(544, 512) X(576, 512)
+    X(16, 16) X(32, 32) X(64, 64) X(128, 128) X(256, 256) X(40, 32) X(288, 256) X(544, 512) X(576, 512) \
+    X(24, 16) X(192, 128)
 
 template <typename KT, typename VT>
 void launch_hd(int64_t hdk, int64_t hdv, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
@@ -1030,8 +1040,9 @@ void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4&
                        float scale, cudaStream_t s) {
     const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
     if (tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
-        if (hdk == 64) return launch_tile<64>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
-        return launch_tile<128>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
+        if (hdk == 64) return launch_tile<64, 64>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
+        if (hdk == 192) return launch_tile<192, 128>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
+        return launch_tile<128, 128>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
     }
     if (mla_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
         if (hdk == 576) return launch_mla<576, 512>(q, qs, k, ks, mask, out, ws, scale, s);

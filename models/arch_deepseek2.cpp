@@ -1,11 +1,56 @@
 // The deepseek2 forward pass (DeepSeek-V2, V2-Lite): MLA attention run in absorbed form at every step
 // (W_UK folded into the queries, W_UV applied after attention), dense or mixture-of-experts FFNs.
+#include <algorithm>
+
 #include "core/common.h"
 #include "models/builders.h"
 
 namespace mf {
 
 namespace {
+
+// x [n, 1, T] repeated n_head times along dim 1: [n, n_head, T], by concatenation (log2 n_head steps).
+Tensor* repeat_heads(Context& ctx, Tensor* x, int64_t n_head) {
+    Tensor* out = x;
+    while (out->ne[1] < n_head) {
+        const int64_t more = std::min(out->ne[1], n_head - out->ne[1]);
+        Tensor* part = more == out->ne[1] ? out : view_3d(ctx, out, out->ne[0], more, out->ne[2], out->nb[1], out->nb[2], 0);
+        out = concat(ctx, out, part, 1);
+    }
+    return out;
+}
+
+// Layer il's attention with --mla-expanded: per head k = [W_UK c_kv ; k_pe] and v = W_UV c_kv are
+// formed for the new tokens and cached like an MHA layer's (head_dim_k_mla and head_dim_v_mla values
+// a head), so attention reads n_head K and V rows per position instead of one latent row. The same
+// scores and outputs as the absorbed form (test_deepseek2), for comparison.
+// q_nope [nope, n_head, T], q_pe roped [n_rot, n_head, T], c_kv normed [kv_lora, T], k_pe roped [n_rot, 1, T].
+Tensor* build_mla_expanded(ForwardState& s, uint32_t il, Tensor* q_nope, Tensor* q_pe, Tensor* c_kv, Tensor* k_pe) {
+    Context& ctx = s.ctx;
+    const HParams& hp = s.model.hp;
+    const LayerWeights& l = s.model.layers[il];
+    const int64_t T = s.n_tokens, n_head = hp.n_head, kv_lora = hp.kv_lora_rank;
+    const int64_t nope = hp.head_dim_k_mla - hp.n_rot, v_dim = hp.head_dim_v_mla;
+    Tensor *k_nope = nullptr, *v = nullptr;
+    if (l.wkv_b) {
+        // Older files: one product gives each head's k_nope and v rows.
+        Tensor* kvb = mul_mat(ctx, l.wkv_b, c_kv);  // [n_head * (nope + v_dim), T]
+        const size_t head = size_t(nope + v_dim) * sizeof(float);
+        k_nope = view_3d(ctx, kvb, nope, n_head, T, head, kvb->nb[1], 0);
+        v = view_3d(ctx, kvb, v_dim, n_head, T, head, kvb->nb[1], size_t(nope) * sizeof(float));
+    } else {
+        // attn_k_b holds W_UK with the nope index innermost ([nope, kv_lora, n_head]); the product
+        // needs kv_lora innermost, so each step transposes it (in f32): a cost of this comparison
+        // path only. attn_v_b [kv_lora, v_dim, n_head] is a plain matrix of n_head * v_dim rows.
+        Tensor* wk = cont(ctx, transpose(ctx, cast(ctx, l.wk_b, DType::F32)));  // [kv_lora, nope, n_head]
+        k_nope = reshape_3d(ctx, mul_mat(ctx, reshape_2d(ctx, wk, kv_lora, nope * n_head), c_kv), nope, n_head, T);
+        v = mul_mat(ctx, reshape_2d(ctx, l.wv_b, kv_lora, v_dim * n_head), c_kv);  // [v_dim * n_head, T]
+    }
+    if (!v->is_contiguous()) v = cont(ctx, v);
+    Tensor* q = concat(ctx, q_nope, q_pe, 0);                               // [nope + n_rot, n_head, T]
+    Tensor* k = concat(ctx, k_nope, repeat_heads(ctx, k_pe, n_head), 0);   // [nope + n_rot, n_head, T]
+    return build_attn(s, il, q, k, reshape_2d(ctx, v, v_dim * n_head, T), hp.kq_scale);
+}
 
 // Layer il's attention before attn_output. The cache holds one latent row per token, [c_kv ; k_pe];
 // a head's score q_nope . (W_UK c_kv) + q_pe . k_pe is computed as (W_UK^T q_nope) . c_kv + q_pe . k_pe,
@@ -27,14 +72,16 @@ Tensor* build_mla(ForwardState& s, uint32_t il, Tensor* h) {
     Tensor* q_nope = view_3d(ctx, q, nope, n_head, T, q->nb[1], q->nb[2], 0);
     Tensor* q_pe = view_3d(ctx, q, n_rot, n_head, T, q->nb[1], q->nb[2], size_t(nope) * f32);
     q_pe = rope(ctx, q_pe, s.positions, int(n_rot), hp.rope_mode, hp.rope_freq_base, hp.rope_freq_scale, m.rope_freqs);
-    Tensor* q_abs = mul_mat(ctx, l.wk_b, permute(ctx, q_nope, 0, 2, 1, 3));  // [kv_lora, T, n_head]
-    Tensor* q_row = concat(ctx, permute(ctx, q_abs, 0, 2, 1, 3), q_pe, 0);  // [kv_lora + n_rot, n_head, T]
 
     // The latent row of each new token: c_kv after its RMSNorm, then the roped k_pe (one head).
     Tensor* kv = mul_mat(ctx, l.wkv_a_mqa, h);  // [kv_lora + n_rot, T]
     Tensor* c_kv = build_norm(s, view_2d(ctx, kv, kv_lora, T, kv->nb[1], 0), l.attn_kv_a_norm, hp.norm_eps);
     Tensor* k_pe = view_3d(ctx, kv, n_rot, 1, T, kv->nb[1], kv->nb[1], size_t(kv_lora) * f32);
     k_pe = rope(ctx, k_pe, s.positions, int(n_rot), hp.rope_mode, hp.rope_freq_base, hp.rope_freq_scale, m.rope_freqs);
+    if (s.kv.plan.layers[il].kind != AttnKind::MLA) return build_mla_expanded(s, il, q_nope, q_pe, c_kv, k_pe);
+
+    Tensor* q_abs = mul_mat(ctx, l.wk_b, permute(ctx, q_nope, 0, 2, 1, 3));  // [kv_lora, T, n_head]
+    Tensor* q_row = concat(ctx, permute(ctx, q_abs, 0, 2, 1, 3), q_pe, 0);  // [kv_lora + n_rot, n_head, T]
     Tensor* kv_row = concat(ctx, c_kv, reshape_2d(ctx, k_pe, n_rot, T), 0);  // [kv_lora + n_rot, T]
 
     Tensor* o = build_attn_mla(s, il, q_row, kv_row, hp.kq_scale);  // [kv_lora, n_head, T]

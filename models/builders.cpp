@@ -93,7 +93,8 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     const HParams& hp = s.model.hp;
     const KVLayerPlan& lp = s.kv.plan.layers[il];
     const KVStepInput& in = s.kv_in[s.layer_group[il]];
-    const int64_t hd_k = hp.head_dim_k, hd_v = hp.head_dim_v, n_head_kv = hp.n_head_kv[il];
+    // The plan's head sizes: an expanded MLA layer's differ from the model's (latent) ones.
+    const int64_t hd_k = lp.head_dim_k, hd_v = lp.head_dim_v, n_head_kv = lp.n_head_kv();
     Tensor* kc = s.kv.k[il];
     Tensor* vc = s.kv.v[il];
 

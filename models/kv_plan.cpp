@@ -46,12 +46,22 @@ KVPlan plan_kv_cache(const HParams& hp, const KVOverrides& o, uint32_t n_ctx, ui
     if (sinks > 0 && window <= 0 && hp.sliding_window == 0)
         throw Error("--kv-sinks needs a window (--kv-window N): sinks are what a windowed cache keeps of the start");
 
+    bool any_mla = false;
+    for (uint32_t il = 0; il < hp.n_layer; ++il) any_mla |= hp.attn_kind(il) == AttnKind::MLA;
+    if (o.mla_expanded && !any_mla) throw Error("--mla-expanded: this model has no MLA layers");
+
     KVPlan plan;
     plan.n_ctx = n_ctx;
     plan.n_batch = n_batch;
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
         KVLayerPlan l;
         l.kind = hp.attn_kind(il);
+        // Expanded MLA caches per-head K and V of the per-head sizes, one K/V head per query head.
+        const bool expanded = l.kind == AttnKind::MLA && o.mla_expanded;
+        if (expanded) l.kind = AttnKind::MHA;
+        const uint32_t head_dim_k = expanded ? hp.head_dim_k_mla : hp.head_dim_k;
+        const uint32_t head_dim_v = expanded ? hp.head_dim_v_mla : hp.head_dim_v;
+        const uint32_t n_head_kv = expanded ? hp.n_head : hp.n_head_kv[il];
         // An explicit window (flag or file) applies to every layer; 0 turns windows off; otherwise
         // the architecture's local layers keep their sliding window.
         if (window > 0) l.window = uint32_t(window);
@@ -79,16 +89,16 @@ KVPlan plan_kv_cache(const HParams& hp, const KVOverrides& o, uint32_t n_ctx, ui
                                    "blocks of %lld at the c_kv/k_pe boundary; use f16", dtype_name(l.type_k),
                                    hp.kv_lora_rank, hp.n_rot, (long long)block));
         }
-        check_block(l.type_k, hp.head_dim_k, "-ctk");
-        check_block(l.type_v, hp.head_dim_v, "-ctv");
-        const uint32_t hd = hp.head_dim_k;
+        check_block(l.type_k, head_dim_k, "-ctk");
+        check_block(l.type_v, head_dim_v, "-ctv");
+        const uint32_t hd = head_dim_k;
         const bool pow2 = hd >= 2 && (hd & (hd - 1)) == 0;
         l.rotate_k = l.type_k != DType::F16 && pow2;
-        l.rotate_v = l.type_v != DType::F16 && pow2 && hp.head_dim_v == hd;
-        l.head_dim_k = hp.head_dim_k;
-        l.head_dim_v = hp.head_dim_v;
-        l.width_k = hp.head_dim_k * hp.n_head_kv[il];
-        l.width_v = hp.head_dim_v * hp.n_head_kv[il];
+        l.rotate_v = l.type_v != DType::F16 && pow2 && head_dim_v == hd;
+        l.head_dim_k = head_dim_k;
+        l.head_dim_v = head_dim_v;
+        l.width_k = head_dim_k * n_head_kv;
+        l.width_v = head_dim_v * n_head_kv;
         if (l.kind == AttnKind::MLA) {
             l.width_v = 0;  // V is a view of the K rows
             l.rotate_k = l.rotate_v = false;  // the queries are absorbed per head; nothing to rotate alike

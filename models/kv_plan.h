@@ -16,6 +16,9 @@ struct KVOverrides {
     std::string type_k, type_v;
     int64_t window = -1;  // tokens; 0 = full attention on every layer
     int64_t sinks = -1;   // first positions a windowed layer keeps forever
+    // --mla-expanded: MLA layers cache per-head K ([W_UK c_kv ; k_pe], head_dim_k_mla values) and V
+    // (W_UV c_kv, head_dim_v_mla) as an MHA layer would, instead of the latent row (for comparison).
+    bool mla_expanded = false;
 };
 
 struct KVLayerPlan {
@@ -27,6 +30,7 @@ struct KVLayerPlan {
     uint32_t head_dim_k = 0, head_dim_v = 0;
     uint32_t width_k = 0, width_v = 0;  // elements per cached position: head_dim * n_head_kv
                                         // (MLA: width_k = kv_lora_rank + n_rot, width_v = 0: V is in K)
+    uint32_t n_head_kv() const { return head_dim_k ? width_k / head_dim_k : 0; }
     // A quantized K cache stores keys rotated by an orthonormal Hadamard matrix (queries get the same
     // rotation, so q.k is unchanged): it spreads the few outlier channels keys have over the whole
     // head, so a 32-value block's scale fits the typical values (head sizes that are powers of two).

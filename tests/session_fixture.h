@@ -23,16 +23,18 @@ inline int32_t argmax(const std::vector<float>& v) {
 }
 
 // The logits after each of ids, fed one by one from position 0 (the decode path): [position][n_vocab].
-inline std::vector<std::vector<float>> decode_each(const mf::Model& model, const std::vector<int32_t>& ids) {
-    mf::Session s(model, session64());
+inline std::vector<std::vector<float>> decode_each(const mf::Model& model, const std::vector<int32_t>& ids,
+                                                   const mf::SessionParams& params = session64()) {
+    mf::Session s(model, params);
     std::vector<std::vector<float>> out;
     for (size_t i = 0; i < ids.size(); ++i) out.push_back(i == 0 ? s.prefill({ids[0]}) : s.decode(ids[i]));
     return out;
 }
 
 // The logits of every position of ids from one batched prefill: [position][n_vocab].
-inline std::vector<std::vector<float>> prefill_each(const mf::Model& model, const std::vector<int32_t>& ids) {
-    mf::Session s(model, session64());
+inline std::vector<std::vector<float>> prefill_each(const mf::Model& model, const std::vector<int32_t>& ids,
+                                                    const mf::SessionParams& params = session64()) {
+    mf::Session s(model, params);
     const std::vector<float> all = s.prefill_all(ids);
     const size_t nv = all.size() / ids.size();
     std::vector<std::vector<float>> out;

@@ -298,6 +298,44 @@ TEST_CASE("deepseek2: an older file with one attn_kv_b per layer gives the split
     std::remove(legacy.c_str());
 }
 
+// --mla-expanded caches each head's K ([W_UK c_kv ; k_pe], 16 + 8 values) and V (16) like an MHA
+// layer instead of the latent row. The scores and outputs are the absorbed form's; what differs is
+// what the f16 cache rounds: per-head K and V (2^-11 of each product W_UK c_kv) instead of c_kv, which
+// moved the logits by up to 1.05e-3 of the largest (both layouts). Both forms stay within
+// kVsTransformers of transformers; 2e-3 between them still fails a wrong view (order 1).
+TEST_CASE("deepseek2 --mla-expanded: per-head K/V caches give the absorbed logits, both weight layouts") {
+    auto backend = make_cpu_backend(2);
+    const Expected e = read_expected("deepseek2_dense");
+    SessionParams expanded = mf_test::session64();
+    expanded.kv.mla_expanded = true;
+    for (bool legacy : {false, true}) {
+        CAPTURE(legacy);
+        const std::string path = legacy ? write_variant("deepseek2_dense", true) : convert("deepseek2_dense", DType::F32);
+        auto model = load_model(path, *backend);
+        const KVPlan plan = session_kv_plan(model->hp, expanded);
+        CHECK(plan.layers[0].kind == AttnKind::MHA);
+        CHECK(plan.layers[0].width_k == 4 * 24);
+        CHECK(plan.layers[0].width_v == 4 * 16);
+        const auto absorbed = decode_each(*model, e.ids);
+        const auto dec = decode_each(*model, e.ids, expanded);
+        const auto pre = prefill_each(*model, e.ids, expanded);
+        double worst = 0, worst_hf = 0;
+        for (size_t i = 0; i < e.ids.size(); ++i) {
+            CAPTURE(i);
+            const std::vector<double> ref(absorbed[i].begin(), absorbed[i].end());
+            const double d = std::max(max_rel_diff(dec[i], ref), max_rel_diff(pre[i], ref));
+            const double hf = std::max(max_rel_diff(dec[i], e.logits[i]), max_rel_diff(pre[i], e.logits[i]));
+            worst = std::max(worst, d);
+            worst_hf = std::max(worst_hf, hf);
+            CHECK(d < 2e-3);
+            CHECK(hf < kVsTransformers);
+        }
+        MESSAGE("expanded vs absorbed (" << std::string(legacy ? "attn_kv_b" : "split") << " layout): " << worst
+                                         << "; vs transformers: " << worst_hf);
+        std::remove(path.c_str());
+    }
+}
+
 TEST_CASE("deepseek2 MoE (q_lora_rank 48, experts after layer 0): f32 conversion matches transformers, greedy exactly") {
     auto backend = make_cpu_backend(2);
     const Expected e = read_expected("deepseek2_moe");

@@ -89,7 +89,8 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
     const DType types[] = {DType::F16, DType::Q8_0, DType::Q4_0};
     struct Shape {
         int64_t hd, n_head, n_head_kv, T, n_kv;
-        int64_t hdv = 0;  // 0: hd; else MLA: V is the first hdv values of each K row
+        int64_t hdv = 0;     // 0: hd; else MLA: V is the first hdv values of each K row
+        bool v_own = false;  // with hdv: V has rows of its own (expanded MLA: 192/128 per head)
     };
     const Shape shapes[] = {
         {64, 8, 8, 1, 37},     // MHA decode, one split
@@ -107,6 +108,8 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
         {576, 16, 1, 1, 5000, 512}, // at depth: many splits, a partial last tile
         {576, 8, 1, 1, 40, 512},    // 8 heads padded to 16; fewer positions than a tile
         {544, 32, 1, 1, 200, 512},  // two blocks of 16 heads
+        {192, 16, 16, 1, 3000, 128, true},  // --mla-expanded V2-Lite: per-head K 192, V 128 (tile kernel)
+        {24, 4, 4, 3, 30, 16, true},        // and the fixtures' 24/16 (flash_attn_kernel)
         {576, 16, 1, 3, 50, 512},
         {40, 4, 1, 4, 30, 32},      // the MLA test fixtures' latent (32 + 8 rope dims)
         {288, 32, 1, 1, 300, 256},  // attn-lab's llama-1b MLA-256 variant
@@ -120,9 +123,10 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
                 CAPTURE(sh.n_kv);
                 CAPTURE(dtype_name(tk));
                 CAPTURE(dtype_name(tv));
-                const bool mla = sh.hdv != 0;
+                const bool mla = sh.hdv != 0 && !sh.v_own;
                 if (mla && (tv != tk || (tk != DType::F16 && sh.hd % 32 != 0))) continue;  // V is K's rows
-                const int64_t hdv = mla ? sh.hdv : sh.hd;
+                const int64_t hdv = sh.hdv ? sh.hdv : sh.hd;
+                if ((tk != DType::F16 && sh.hd % 32 != 0) || (tv != DType::F16 && hdv % 32 != 0)) continue;
                 const int64_t slots = sh.n_kv + 5;
                 std::vector<float> mask(size_t(sh.n_kv * sh.T));
                 std::uniform_int_distribution<int> coin(0, 4);

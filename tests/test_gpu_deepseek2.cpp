@@ -63,6 +63,19 @@ TEST_CASE("deepseek2 fixtures on CUDA: decode and prefill match transformers and
         const std::vector<int32_t> greedy = greedy_after(*gpu_model, e.ids, e.greedy.size());
         CHECK(greedy == e.greedy);
         MESSAGE(name, " on CUDA: worst max-relative error vs transformers ", worst, ", vs the CPU ", worst_cpu);
+
+        // --mla-expanded (per-head K/V caches) on both backends: the same bounds.
+        SessionParams expanded = session64();
+        expanded.kv.mla_expanded = true;
+        const auto want_x = decode_each(*cpu_model, e.ids, expanded);
+        const auto got_x = decode_each(*gpu_model, e.ids, expanded);
+        const auto batched_x = prefill_each(*gpu_model, e.ids, expanded);
+        for (size_t i = 0; i < e.ids.size(); ++i) {
+            CAPTURE(i);
+            CHECK(max_rel_diff(got_x[i], e.logits[i]) < kVsTransformers);
+            CHECK(max_rel_diff(batched_x[i], e.logits[i]) < kVsTransformers);
+            CHECK(max_rel_diff(got_x[i], want_x[i]) < kVsCpu);
+        }
         std::remove(path.c_str());
     }
 }

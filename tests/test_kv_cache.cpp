@@ -105,6 +105,10 @@ TEST_CASE("bad cache settings are one clear error naming the flag") {
                          doctest::Contains("-ctk: KV-cache type 'q3_k' is not supported (supported: f16, q8_0, q4_0)"), Error);
     CHECK_THROWS_WITH_AS(plan_kv_cache(hp, KVOverrides{"", "q8_0", -1, -1}, 64, 8),
                          doctest::Contains("-ctv q8_0: the head size 16 is not a multiple of its block of 32"), Error);
+    KVOverrides expanded;
+    expanded.mla_expanded = true;
+    CHECK_THROWS_WITH_AS(plan_kv_cache(hp, expanded, 64, 8), doctest::Contains("--mla-expanded: this model has no MLA layers"),
+                         Error);
     CHECK_THROWS_WITH_AS(plan_kv_cache(hp, KVOverrides{"", "", -1, 4}, 64, 8), doctest::Contains("--kv-sinks needs a window"),
                          Error);
 }

@@ -34,6 +34,8 @@ const FlagInfo kFlags[] = {
     {"-ctv", "--cache-type-v", "TYPE", "KV cache type for V: f16, q8_0, q4_0 (default: the model's, else f16)"},
     {"--kv-window", nullptr, "N", "attend to the last N tokens on every layer (0: full; default: the model's)"},
     {"--kv-sinks", nullptr, "N", "with a window, also keep the first N tokens (StreamingLLM)"},
+    {"--mla-expanded", nullptr, nullptr, "MLA models (deepseek2): cache per-head K and V, as without MLA, instead of\n"
+     "                               one latent row per token (for comparison; many times the memory)"},
     {"--attn", nullptr, "NAME", "attention kernels: flash (default: online softmax), fused (scores kept whole per KV\n"
      "                               head group; CUDA: spans up to its shared memory), naive (mul_mat, soft_max,\n"
      "                               mul_mat: scores materialized). MLA layers take the same choice"},
@@ -122,6 +124,7 @@ ModelArgs parse_model_args(int argc, char** argv, const std::vector<std::string>
         else if (n == "--repeat-penalty") a.sampling.repeat_penalty = to_float(f->name, v, 0.0f, 10.0f);
         else if (n == "--repeat-last-n") a.sampling.repeat_last_n = int(to_int(f->name, v, 0, 1 << 20));
         else if (n == "--verbose") a.verbose = true;
+        else if (n == "--mla-expanded") a.kv.mla_expanded = true;
         else if (n == "-h") a.help = true;
     }
     if (a.sampling.repeat_penalty == 0.0f) throw Error("--repeat-penalty must be positive");

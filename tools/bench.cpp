@@ -19,7 +19,7 @@ namespace mf {
 namespace {
 
 const std::vector<std::string> kBenchModelFlags = {"-m", "-t", "--device", "-ngl", "-ctk", "-ctv", "--kv-window",
-                                                   "--kv-sinks", "--attn", "-h"};
+                                                   "--kv-sinks", "--mla-expanded", "--attn", "-h"};
 
 struct BenchArgs {
     ModelArgs model;

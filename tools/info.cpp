@@ -17,6 +17,7 @@ namespace {
 
 const char* kUsage =
     "usage: minfer info FILE.gguf [-c N] [-b N] [-ctk TYPE] [-ctv TYPE] [--kv-window N] [--kv-sinks N]\n"
+    "                             [--mla-expanded]\n"
     "\n"
     "Prints a GGUF file's version, metadata (arrays shown as type, length and first items) and\n"
     "tensor table (name, dtype, shape, bytes), then the totals: tensor count, bytes, bits per weight.\n"
@@ -26,7 +27,7 @@ const char* kUsage =
     "options:\n"
     "  -h, --help   show this help\n";
 
-const std::vector<std::string> kPlanFlags = {"-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks"};
+const std::vector<std::string> kPlanFlags = {"-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks", "--mla-expanded"};
 
 std::string shape_str(const GGUFTensorInfo& t) {
     std::string out = "[";
@@ -106,7 +107,7 @@ int tool_info(int argc, char** argv) {
             if (std::find(kPlanFlags.begin(), kPlanFlags.end(), argv[i]) == kPlanFlags.end())
                 throw Error(strfmt("unknown option '%s' (usage: minfer info FILE.gguf)", argv[i]));
             flags.push_back(argv[i]);
-            if (i + 1 < argc) flags.push_back(argv[++i]);
+            if (std::strcmp(argv[i], "--mla-expanded") != 0 && i + 1 < argc) flags.push_back(argv[++i]);  // a value
             continue;
         }
         if (path) throw Error("expected one file (usage: minfer info FILE.gguf)");
