@@ -242,6 +242,83 @@ constexpr int kTilePos = 16;   // positions per warp tile
 constexpr int kTileHeads = 16; // query heads per block
 constexpr float kLog2e = 1.4426950408889634f;
 
+// What the tile kernels share. A block's query heads: blockIdx.x is (KV head, chunk of kTileHeads of
+// its group); ng of them are real (the rest of the 16 rows are zero queries).
+struct HeadChunk {
+    int hk, h0, ng;
+};
+__device__ __forceinline__ HeadChunk head_chunk(int group) {
+    const int group_chunks = (group + kTileHeads - 1) / kTileHeads;
+    const int hk = blockIdx.x / group_chunks;
+    const int h0 = hk * group + (blockIdx.x % group_chunks) * kTileHeads;
+    return {hk, h0, min(kTileHeads, hk * group + group - h0)};
+}
+
+// One token's queries of heads h0 .. h0 + ng - 1, scaled into log2 units, as f16 hi + lo rows of
+// q_hi / q_lo (row stride ROW halves); rows ng .. 15 zero. The whole block takes part.
+template <int DK, int ROW>
+__device__ __forceinline__ void load_queries(__half (*q_hi)[ROW], __half (*q_lo)[ROW], const float* q, const Shape4& qs,
+                                             const HeadChunk& hc, float scale) {
+    for (int i = threadIdx.x; i < kTileHeads * DK; i += blockDim.x) {
+        const int h = i / DK, e = i % DK;
+        const float x = h < hc.ng ? q[int64_t(hc.h0 + h) * (qs.nb[1] / 4) + e] * (scale * kLog2e) : 0.0f;
+        const __half hi = __float2half_rn(x);
+        q_hi[h][e] = hi;
+        q_lo[h][e] = __float2half_rn(x - __half2float(hi));
+    }
+}
+
+// s += Q K^T for 16 query rows and 16 positions: k_rows is the first of the 16 K rows in shared memory
+// (row stride ROW halves). s[nf] holds rows g, g + 8 at positions 8 nf + 2t, + 1 (mma's d layout).
+template <int DK, int ROW>
+__device__ __forceinline__ void tile_scores(float (&s)[2][4], const __half (*q_hi)[ROW], const __half (*q_lo)[ROW],
+                                            const __half (*k_rows)[ROW], int lane) {
+    constexpr int UNROLL = DK <= 256 ? DK / 16 : 4;  // the MLA latent's 36 steps: 4 at a time
+#pragma unroll UNROLL
+    for (int k0 = 0; k0 < DK; k0 += 16) {
+        uint32_t qh[4], ql[4], kb[4];
+        ldmatrix_x4<false>(qh, &q_hi[lane % 16][k0 + 8 * (lane / 16)]);
+        ldmatrix_x4<false>(ql, &q_lo[lane % 16][k0 + 8 * (lane / 16)]);
+        ldmatrix_x4<false>(kb, &k_rows[lane % 8 + 8 * (lane / 16)][k0 + 8 * ((lane / 8) % 2)]);
+        const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
+        mma_16816<__half>(s[0], qh, b0);
+        mma_16816<__half>(s[0], ql, b0);
+        mma_16816<__half>(s[1], qh, b1);
+        mma_16816<__half>(s[1], ql, b1);
+    }
+}
+
+// Adds the mask (log2 units; positions from j_end on: -inf) to the 16 positions from j0 and returns
+// each of the lane's two rows' maximum over them (the same across a quad).
+__device__ __forceinline__ void mask_and_row_max(float (&s)[2][4], float (&mx)[2], const float* mask, int j0,
+                                                 int j_end, int t) {
+    mx[0] = mx[1] = -INFINITY;
+#pragma unroll
+    for (int nf = 0; nf < 2; ++nf) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            const int j = j0 + 8 * nf + 2 * t + c;
+            const float mk = j < j_end ? mask[j] * kLog2e : -INFINITY;  // -inf stays -inf
+            s[nf][c] += mk;
+            s[nf][2 + c] += mk;
+            mx[0] = fmaxf(mx[0], s[nf][c]);
+            mx[1] = fmaxf(mx[1], s[nf][2 + c]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    }
+}
+
+// Two weights as f16 hi and lo registers (x = hi + lo to ~2^-22).
+__device__ __forceinline__ void pack_hi_lo(float x0, float x1, uint32_t& hi, uint32_t& lo) {
+    hi = pack_half2(x0, x1);
+    const __half2 h = *reinterpret_cast<const __half2*>(&hi);
+    lo = pack_half2(x0 - __low2float(h), x1 - __high2float(h));
+}
+
 template <int DK, int DV>
 struct TileAttnSmem {
     // Rows in halves, padded so rows start 16 bytes apart mod 128: ldmatrix conflict-free.
@@ -270,21 +347,12 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
     auto& sm = *reinterpret_cast<TileAttnSmem<DK, DV>*>(smem_raw);
     constexpr int VECS_K = DK / 8, VECS_V = DV / 8;  // 16-byte vectors per row
     begin_overlapped_kernel();
-    const int group_chunks = (group + kTileHeads - 1) / kTileHeads;
-    const int hk = blockIdx.x / group_chunks;
-    const int h0 = hk * group + (blockIdx.x % group_chunks) * kTileHeads;
-    const int ng = min(kTileHeads, hk * group + group - h0);
+    const HeadChunk hc = head_chunk(group);
+    const int hk = hc.hk, h0 = hc.h0, ng = hc.ng;
     const int split = blockIdx.y;
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
-
-    for (int i = threadIdx.x; i < kTileHeads * DK; i += blockDim.x) {
-        const int h = i / DK, e = i % DK;
-        const float x = h < ng ? q[int64_t(h0 + h) * (qs.nb[1] / 4) + e] * (scale * kLog2e) : 0.0f;
-        const __half hi = __float2half_rn(x);
-        sm.q_hi[h][e] = hi;
-        sm.q_lo[h][e] = __float2half_rn(x - __half2float(hi));
-    }
+    load_queries<DK>(sm.q_hi, sm.q_lo, q, qs, hc, scale);
 
     const int j_begin = split * split_rows, j_end = min(n_kv, j_begin + split_rows);
     const char* k_head = k + int64_t(hk) * ks.nb[2];
@@ -329,38 +397,13 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
         __syncwarp();
         // S = Q K^T: s[nf] holds rows g, g + 8 at positions 8 nf + 2t, + 1.
         float s[2][4] = {};
-#pragma unroll
-        for (int k0 = 0; k0 < DK; k0 += 16) {
-            uint32_t qh[4], ql[4], kb[4];
-            ldmatrix_x4<false>(qh, &sm.q_hi[lane % 16][k0 + 8 * (lane / 16)]);
-            ldmatrix_x4<false>(ql, &sm.q_lo[lane % 16][k0 + 8 * (lane / 16)]);
-            ldmatrix_x4<false>(kb, &tl.k[buf][lane % 8 + 8 * (lane / 16)][k0 + 8 * ((lane / 8) % 2)]);
-            const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
-            mma_16816<__half>(s[0], qh, b0);
-            mma_16816<__half>(s[0], ql, b0);
-            mma_16816<__half>(s[1], qh, b1);
-            mma_16816<__half>(s[1], ql, b1);
-        }
+        tile_scores<DK>(s, sm.q_hi, sm.q_lo, tl.k[buf], lane);
         // Mask, then the online softmax of the tile.
-        const int j0 = j_begin + kTilePos * (warp + kWarps * i);
-        float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int nf = 0; nf < 2; ++nf) {
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-                const int j = j0 + 8 * nf + 2 * t + c;
-                const float mk = j < j_end ? mask[j] * kLog2e : -INFINITY;  // -inf stays -inf
-                s[nf][c] += mk;
-                s[nf][2 + c] += mk;
-                tile_max[0] = fmaxf(tile_max[0], s[nf][c]);
-                tile_max[1] = fmaxf(tile_max[1], s[nf][2 + c]);
-            }
-        }
+        float tile_max[2];
+        mask_and_row_max(s, tile_max, mask, j_begin + kTilePos * (warp + kWarps * i), j_end, t);
         float c_row[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
             const float m_new = fmaxf(m_row[r], tile_max[r]);
             // Nothing visible yet in this row: keep everything at zero (and exp2f(-inf - -inf) away).
             c_row[r] = m_new == -INFINITY ? 1.0f : exp2f(m_row[r] - m_new);
@@ -389,10 +432,7 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
 #pragma unroll
         for (int a = 0; a < 4; ++a) {
             const int nf = a / 2, e = 2 * (a % 2);  // a0: nf 0 row g, a1: nf 0 row g + 8, a2/a3: nf 1
-            const float x0 = p[nf][e], x1 = p[nf][e + 1];
-            ph[a] = pack_half2(x0, x1);
-            const __half2 h = *reinterpret_cast<const __half2*>(&ph[a]);
-            pl[a] = pack_half2(x0 - __low2float(h), x1 - __high2float(h));
+            pack_hi_lo(p[nf][e], p[nf][e + 1], ph[a], pl[a]);
         }
         // O += P V, two 8-column fragments of V per ldmatrix.
 #pragma unroll
@@ -540,21 +580,12 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
     extern __shared__ __align__(16) unsigned char smem_raw[];
     auto& sm = *reinterpret_cast<MlaSmem<DK, DV>*>(smem_raw);
     begin_overlapped_kernel();
-    const int group_chunks = (group + kTileHeads - 1) / kTileHeads;
-    const int hk = blockIdx.x / group_chunks;
-    const int h0 = hk * group + (blockIdx.x % group_chunks) * kTileHeads;
-    const int ng = min(kTileHeads, hk * group + group - h0);
+    const HeadChunk hc = head_chunk(group);
+    const int hk = hc.hk, h0 = hc.h0, ng = hc.ng;
     const int split = blockIdx.y;
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
-
-    for (int i = threadIdx.x; i < kTileHeads * DK; i += blockDim.x) {
-        const int h = i / DK, e = i % DK;
-        const float x = h < ng ? q[int64_t(h0 + h) * (qs.nb[1] / 4) + e] * (scale * kLog2e) : 0.0f;
-        const __half hi = __float2half_rn(x);
-        sm.q_hi[h][e] = hi;
-        sm.q_lo[h][e] = __float2half_rn(x - __half2float(hi));
-    }
+    load_queries<DK>(sm.q_hi, sm.q_lo, q, qs, hc, scale);
 
     const int j_begin = split * split_rows, j_end = min(n_kv, j_begin + split_rows);
     const char* head = kv + int64_t(hk) * ks.nb[2];
@@ -586,37 +617,9 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
         __syncthreads();  // tile i (and, the first time, the queries) visible to every warp
         const int pw = kTilePos * warp;  // this warp's positions in the tile
         float s[2][4] = {};
-#pragma unroll 4
-        for (int k0 = 0; k0 < DK; k0 += 16) {
-            uint32_t qh[4], ql[4], kb[4];
-            ldmatrix_x4<false>(qh, &sm.q_hi[lane % 16][k0 + 8 * (lane / 16)]);
-            ldmatrix_x4<false>(ql, &sm.q_lo[lane % 16][k0 + 8 * (lane / 16)]);
-            ldmatrix_x4<false>(kb, &sm.kv[buf][pw + lane % 8 + 8 * (lane / 16)][k0 + 8 * ((lane / 8) % 2)]);
-            const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
-            mma_16816<__half>(s[0], qh, b0);
-            mma_16816<__half>(s[0], ql, b0);
-            mma_16816<__half>(s[1], qh, b1);
-            mma_16816<__half>(s[1], ql, b1);
-        }
-        const int j0 = j_begin + kMlaTile * i + pw;
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int nf = 0; nf < 2; ++nf) {
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-                const int j = j0 + 8 * nf + 2 * t + c;
-                const float mk = j < j_end ? mask[j] * kLog2e : -INFINITY;
-                s[nf][c] += mk;
-                s[nf][2 + c] += mk;
-                mx[0] = fmaxf(mx[0], s[nf][c]);
-                mx[1] = fmaxf(mx[1], s[nf][2 + c]);
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        }
+        tile_scores<DK>(s, sm.q_hi, sm.q_lo, &sm.kv[buf][pw], lane);
+        float mx[2];
+        mask_and_row_max(s, mx, mask, j_begin + kMlaTile * i + pw, j_end, t);
         if (t == 0) sm.tile_max[warp][g] = mx[0], sm.tile_max[warp][g + 8] = mx[1];
         __syncthreads();
         float c_row[2];
@@ -640,11 +643,8 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
             const int col = pw + 8 * nf + 2 * t;
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-                const uint32_t hi = pack_half2(p[2 * r], p[2 * r + 1]);
-                const __half2 h = *reinterpret_cast<const __half2*>(&hi);
-                *reinterpret_cast<uint32_t*>(&sm.p_hi[g + 8 * r][col]) = hi;
-                *reinterpret_cast<uint32_t*>(&sm.p_lo[g + 8 * r][col]) =
-                    pack_half2(p[2 * r] - __low2float(h), p[2 * r + 1] - __high2float(h));
+                pack_hi_lo(p[2 * r], p[2 * r + 1], *reinterpret_cast<uint32_t*>(&sm.p_hi[g + 8 * r][col]),
+                           *reinterpret_cast<uint32_t*>(&sm.p_lo[g + 8 * r][col]));
             }
         }
 #pragma unroll

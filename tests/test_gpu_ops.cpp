@@ -191,17 +191,33 @@ TEST_CASE("mul_mat matches the CPU for every weight type, aligned and unaligned 
     }
 }
 
+namespace {
+
+struct MatmulCase {
+    int64_t K, M, N;
+    const char* why;
+};
+
+// mul_mat of random weights of each type [K, M] by random f32 [K, N] on both backends, per case.
+void check_mul_mats(std::initializer_list<DType> types, const std::vector<MatmulCase>& cases, double tol) {
+    const auto product = [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); };
+    for (DType type : types) {
+        for (const MatmulCase& c : cases) {
+            INFO(dtype_name(type) << " K " << c.K << " M " << c.M << " N " << c.N << ": " << c.why);
+            check_vs_cpu({random(type, {c.K, c.M}), random(DType::F32, {c.K, c.N})}, product, tol);
+        }
+    }
+}
+
+}  // namespace
+
 // From 16 activation columns on, MUL_MAT of the 32-element block types runs the tensor-core kernel
 // (cuda/matmul): tiles of 64 weight rows x 64 columns, 128 values of K (4 blocks) per stage. The shapes
 // leave partial tiles in M and N and a partial stage in K. Tolerance as for mul_mat: both backends form
 // the same exact integer block sums from the same quantized activations, so only the f32 scaling and
 // summation order differ (~1e-6); a wrong fragment layout or unpacking is off by far more than 1e-4.
 TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor-core kernel) matches the CPU") {
-    struct Case {
-        int64_t K, M, N;
-        const char* why;
-    };
-    const std::vector<Case> cases = {
+    const std::vector<MatmulCase> cases = {
         {128, 64, 16, "one stage, one full M tile, the fewest columns that take the kernel"},
         {4096, 200, 17, "32 stages; M and N tiles partial (200 = 3 * 64 + 8, 17)"},
         {320, 1000, 100, "10 blocks: two stages and a half one; M and N partial"},
@@ -209,13 +225,7 @@ TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor
         {320, 200, 512, "partial stage and M tile with full column tiles"},
         {128, 1000, 16, "many weight tiles, one partial column tile"},
     };
-    const auto product = [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); };
-    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
-        for (const Case& c : cases) {
-            INFO(dtype_name(type) << " K " << c.K << " M " << c.M << " N " << c.N << ": " << c.why);
-            check_vs_cpu({random(type, {c.K, c.M}), random(DType::F32, {c.K, c.N})}, product, 1e-4);
-        }
-    }
+    check_mul_mats({DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}, cases, 1e-4);
 }
 
 // F16 / BF16 weights by 16 or more columns take the half-precision tensor-core kernel (cuda/matmul):
@@ -223,24 +233,14 @@ TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor
 // Tolerance as for the float matvec: the products keep f32 activations' precision (bf16: to 2^-17 of
 // x), so only summation order differs; a wrong fragment layout or a dropped lo half is off by far more.
 TEST_CASE("mul_mat of F16 and BF16 weights by 16 or more columns (the tensor-core kernel) matches the CPU") {
-    struct Case {
-        int64_t K, M, N;
-        const char* why;
-    };
-    const std::vector<Case> cases = {
+    const std::vector<MatmulCase> cases = {
         {64, 64, 16, "one stage, one full tile, the fewest columns that take the kernel"},
         {2048, 200, 17, "32 stages; M and N tiles partial"},
         {200, 130, 100, "a partial last stage (200 = 3 * 64 + 8); M and N partial"},
         {1024, 64, 512, "prefill-sized N: 8 full column tiles"},
         {36, 70, 20, "K % 8 != 0: not 16-byte vectors of halves, the matvec kernel instead"},
     };
-    const auto product = [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); };
-    for (DType type : {DType::F16, DType::BF16}) {
-        for (const Case& c : cases) {
-            INFO(dtype_name(type) << " K " << c.K << " M " << c.M << " N " << c.N << ": " << c.why);
-            check_vs_cpu({random(type, {c.K, c.M}), random(DType::F32, {c.K, c.N})}, product, 1e-5);
-        }
-    }
+    check_mul_mats({DType::F16, DType::BF16}, cases, 1e-5);
 }
 
 // The tensor-core kernel keeps the scratch contract of the matvec kernel: Q5_0 reuses the Q8_0 copy of
