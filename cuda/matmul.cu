@@ -202,8 +202,10 @@ __global__ void __launch_bounds__(THREADS, 4)
 // The CPU multiplies f16 / bf16 weights by the f32 activations as they are. Here each activation is
 // split into hi = T(x) and lo = T(x - hi) and both are multiplied on the tensor cores: a weight times
 // hi + lo is exact in the f32 accumulator's precision for f16 (11 + 11 bits of x), and leaves 2^-17 of
-// x for bf16 (8 + 8 bits), far below what summation order already moves. (|x| beyond f16's range,
-// 65504, would overflow hi; llama.cpp converts activations to f16 for its f16 GEMMs too.)
+// x for bf16 (8 + 8 bits), far below what summation order already moves. Known limit: an activation
+// beyond f16's range (|x| > 65504) turns hi into inf and the row's results into inf/NaN with F16
+// weights (BF16 has f32's range). llama.cpp converts activations to f16 for its f16 GEMMs as well;
+// a per-row scale would lift it.
 constexpr int F_STAGE_K = 64;                  // values of K per shared-memory stage: 4 mma K steps
 constexpr int F_ROW = F_STAGE_K + 8;           // a tile row in shared memory: 144 bytes, 36 words apart,
                                                // so a fragment load (8 rows x 4 words) hits 32 banks
