@@ -108,6 +108,45 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     }
 }
 
+// Decode (one activation column) with 16-bit weights on 16-byte aligned rows: each warp takes R rows,
+// every lane 16 bytes of each per step, so one activation load (8 floats, from L1) serves R rows and
+// R loads of weights are in flight per step; no column loop, one accumulator per row.
+template <typename T, int R>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+    matvec_half_decode_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, float* dst, int64_t m_groups) {
+    begin_overlapped_kernel();
+    constexpr int VW = 16 / sizeof(T);
+    static_assert(VW == 8, "16-bit weights");
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int64_t K = sw.ne[0], M = sw.ne[1];
+    const int64_t m0 = ((blockIdx.x % m_groups) * MATVEC_WARPS + warp) * R;
+    const int64_t batch = blockIdx.x / m_groups;
+    if (m0 >= M) return;  // warp-uniform
+    const int64_t c2 = batch % sx.ne[2], c3 = batch / sx.ne[2];
+    const T* rows[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+        rows[r] = reinterpret_cast<const T*>(weight_row(w, sw, sx, m0 + r < M ? m0 + r : M - 1, c2, c3));
+    const float* xr = reinterpret_cast<const float*>(x + c2 * sx.nb[2] + c3 * sx.nb[3]);
+    float acc[R] = {};
+    for (int64_t k = lane * VW; k < K; k += WARP_SIZE * VW) {
+        const float4 x0 = *reinterpret_cast<const float4*>(xr + k);
+        const float4 x1 = *reinterpret_cast<const float4*>(xr + k + 4);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            float wv[VW];
+            load16(rows[r] + k, wv);
+            acc[r] += wv[0] * x0.x + wv[1] * x0.y + wv[2] * x0.z + wv[3] * x0.w + wv[4] * x1.x + wv[5] * x1.y +
+                      wv[6] * x1.z + wv[7] * x1.w;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0 && m0 + r < M) dst[batch * M + m0 + r] = v;
+    }
+}
+
 // ---- activation quantizers (the ActQ layout is in cuda/act_quant.cuh) ----------------------------
 
 // Q8_0 (and Q8_1 when WITH_SUM): one warp per 32-element block, lane j quantizing element j.
@@ -577,6 +616,22 @@ void launch_matvec_float(const void* w, const Shape4& sw, const float* x, const 
     const bool vec = sw.ne[0] % (16 / sizeof(T)) == 0 && aligned16(w, sw) && aligned16(x, sx) && sx.nb[1] % 16 == 0;
     const char* wc = static_cast<const char*>(w);
     const char* xc = reinterpret_cast<const char*>(x);
+    if constexpr (sizeof(T) == 2) {
+        if (vec && sx.ne[1] == 1) {
+            // Rows a warp as the legacy-block kernel chooses them: as many as keep MIN_WARPS_PER_SM.
+            const int64_t rows = M * sx.ne[2] * sx.ne[3];
+            const int64_t warps_wanted = int64_t(MIN_WARPS_PER_SM) * sm_count();
+            const int rpw = rows / 4 >= warps_wanted ? 4 : rows / 2 >= warps_wanted ? 2 : 1;
+            const int64_t m_groups = ceil_div(M, MATVEC_WARPS * rpw);
+            const unsigned g = grid_x(m_groups * sx.ne[2] * sx.ne[3]);
+            auto kernel = rpw == 4   ? matvec_half_decode_kernel<T, 4>
+                          : rpw == 2 ? matvec_half_decode_kernel<T, 2>
+                                     : matvec_half_decode_kernel<T, 1>;
+            launch_overlapped(kernel, g, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc, sx, dst, m_groups);
+            CUDA_CHECK_LAUNCH();
+            return;
+        }
+    }
     if (vec) {
         launch_overlapped(matvec_float_kernel<T, true>, grid, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc, sx, dst,
                           m_blocks);

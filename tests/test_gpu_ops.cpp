@@ -160,6 +160,7 @@ TEST_CASE("mul_mat matches the CPU for every weight type, aligned and unaligned 
         // the machine's SM count (an H100/H200: >= 2112 rows for 2, >= 4224 for 4).
         {4096 + 5 * 32, 4301, 1, "4 rows a warp (2 for Q8_0), a short last group; 2 staged chunks + a 5-block tail"},
         {2048, 2203, 5, "2 rows a warp; one staged chunk, two column groups"},
+        {1024, 2203, 1, "decode with 2 rows a warp (16-bit weights: matvec_half_decode_kernel)"},
         {1120, 4301, 1, "4 rows a warp on unaligned rows: every block read directly"},
     };
     // Rows of 256-element super-blocks (the K-quants; four lanes per super-block, eight per warp step).
