@@ -549,12 +549,15 @@ void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& 
 //
 // All query heads of a latent (16 a block) against one read of each row. The block moves through its
 // split in tiles of 64 positions, copied to shared memory with cp.async one tile ahead, once for K
-// and V alike (V is the row's prefix). Warp w scores positions 16w .. 16w + 15 of the tile for all
-// 16 heads (S = Q K^T, mma.sync over DK); the tile's row maxima meet in shared memory, every warp
-// applies the same running max, and the weights P go to shared memory; then warp w adds P V for its
-// DV / 4 output columns over all 64 positions. Precision as flash_attn_tile_kernel: hi + lo halves
-// for Q and P, log2 units.
-constexpr int kMlaTile = kTilePos * kWarps;  // positions per block step: 64
+// and V alike (V is the row's prefix). Its 8 warps: warp w scores positions 8w .. 8w + 7 of the tile
+// for all 16 heads (S = Q K^T, mma.sync over DK); the tile's row maxima meet in shared memory, every
+// warp applies the same running max, and the weights P go to shared memory; then warp w adds P V for
+// its DV / 8 output columns over all 64 positions. (One block an SM fits: 8 warps rather than 4 halve
+// each warp's serial mma chain a tile.) Precision as flash_attn_tile_kernel: hi + lo halves for Q
+// and P, log2 units.
+constexpr int kMlaWarps = 8;
+constexpr int kMlaTile = 64;                          // positions per block step
+constexpr int kMlaWarpPos = kMlaTile / kMlaWarps;     // positions a warp scores: one n8 fragment
 
 template <int DK, int DV>
 struct MlaSmem {
@@ -565,17 +568,17 @@ struct MlaSmem {
     __half kv[2][kMlaTile][ROW];
     __half p_hi[kTileHeads][P_ROW];
     __half p_lo[kTileHeads][P_ROW];
-    float tile_max[kWarps][kTileHeads];
-    float sum[kWarps][kTileHeads];
+    float tile_max[kMlaWarps][kTileHeads];
+    float sum[kMlaWarps][kTileHeads];
 };
 
 template <int DK, int DV>
-__global__ void __launch_bounds__(kWarps * WARP_SIZE, 1)
+__global__ void __launch_bounds__(kMlaWarps * WARP_SIZE, 1)
 flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ kv, Shape4 ks,
                       const float* __restrict__ mask, float* __restrict__ out, float* __restrict__ ws, int group,
                       int n_kv, int split_rows, int n_splits, float scale) {
-    static_assert(DK % 16 == 0 && DV % (16 * kWarps) == 0 && DV <= DK, "tile shapes");
-    constexpr int COLS = DV / kWarps;  // output columns a warp owns
+    static_assert(DK % 32 == 0 && DV % (16 * kMlaWarps) == 0 && DV <= DK, "tile shapes");
+    constexpr int COLS = DV / kMlaWarps;  // output columns a warp owns
     constexpr int VECS = DK / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     auto& sm = *reinterpret_cast<MlaSmem<DK, DV>*>(smem_raw);
@@ -615,37 +618,60 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
             cp_async_wait<0>();
         }
         __syncthreads();  // tile i (and, the first time, the queries) visible to every warp
-        const int pw = kTilePos * warp;  // this warp's positions in the tile
-        float s[2][4] = {};
-        tile_scores<DK>(s, sm.q_hi, sm.q_lo, &sm.kv[buf][pw], lane);
-        float mx[2];
-        mask_and_row_max(s, mx, mask, j_begin + kMlaTile * i + pw, j_end, t);
+        const int pw = kMlaWarpPos * warp;  // this warp's positions in the tile
+        // S for 8 positions: rows g, g + 8 at positions 2t, 2t + 1; one ldmatrix gives two K steps.
+        float s[4] = {};
+#pragma unroll 2
+        for (int k0 = 0; k0 < DK; k0 += 32) {
+            uint32_t kb[4];
+            ldmatrix_x4<false>(kb, &sm.kv[buf][pw + lane % 8][k0 + 8 * (lane / 8)]);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                uint32_t qh[4], ql[4];
+                ldmatrix_x4<false>(qh, &sm.q_hi[lane % 16][k0 + 16 * h + 8 * (lane / 16)]);
+                ldmatrix_x4<false>(ql, &sm.q_lo[lane % 16][k0 + 16 * h + 8 * (lane / 16)]);
+                const uint32_t b[2] = {kb[2 * h], kb[2 * h + 1]};
+                mma_16816<__half>(s, qh, b);
+                mma_16816<__half>(s, ql, b);
+            }
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            const int j = j_begin + kMlaTile * i + pw + 2 * t + c;
+            const float mk = j < j_end ? mask[j] * kLog2e : -INFINITY;
+            s[c] += mk;
+            s[2 + c] += mk;
+            mx[0] = fmaxf(mx[0], s[c]);
+            mx[1] = fmaxf(mx[1], s[2 + c]);
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        }
         if (t == 0) sm.tile_max[warp][g] = mx[0], sm.tile_max[warp][g + 8] = mx[1];
         __syncthreads();
         float c_row[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             float m_new = m_row[r];
-            for (int w = 0; w < kWarps; ++w) m_new = fmaxf(m_new, sm.tile_max[w][g + 8 * r]);
+            for (int w = 0; w < kMlaWarps; ++w) m_new = fmaxf(m_new, sm.tile_max[w][g + 8 * r]);
             c_row[r] = m_new == -INFINITY ? 1.0f : exp2f(m_row[r] - m_new);
             m_row[r] = m_new;
             l_row[r] *= c_row[r];
         }
+        float p[4];
 #pragma unroll
-        for (int nf = 0; nf < 2; ++nf) {
-            float p[4];
+        for (int e = 0; e < 4; ++e) {
+            const int r = e / 2;
+            p[e] = m_row[r] == -INFINITY ? 0.0f : exp2f(s[e] - m_row[r]);
+            l_row[r] += p[e];
+        }
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int r = e / 2;
-                p[e] = m_row[r] == -INFINITY ? 0.0f : exp2f(s[nf][e] - m_row[r]);
-                l_row[r] += p[e];
-            }
-            const int col = pw + 8 * nf + 2 * t;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                pack_hi_lo(p[2 * r], p[2 * r + 1], *reinterpret_cast<uint32_t*>(&sm.p_hi[g + 8 * r][col]),
-                           *reinterpret_cast<uint32_t*>(&sm.p_lo[g + 8 * r][col]));
-            }
+        for (int r = 0; r < 2; ++r) {
+            pack_hi_lo(p[2 * r], p[2 * r + 1], *reinterpret_cast<uint32_t*>(&sm.p_hi[g + 8 * r][pw + 2 * t]),
+                       *reinterpret_cast<uint32_t*>(&sm.p_lo[g + 8 * r][pw + 2 * t]));
         }
 #pragma unroll
         for (int nf = 0; nf < COLS / 8; ++nf) {
@@ -686,7 +712,7 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
         const int h = g + 8 * r;
         if (h >= ng) continue;
         float l = 0.0f;
-        for (int w = 0; w < kWarps; ++w) l += sm.sum[w][h];
+        for (int w = 0; w < kMlaWarps; ++w) l += sm.sum[w][h];
         const int64_t row = h0 + h;
 #pragma unroll
         for (int nf = 0; nf < COLS / 8; ++nf) {
@@ -739,7 +765,7 @@ void launch_mla(const float* q, const Shape4& qs, const void* k, const Shape4& k
     }();
     (void)attr;
     const dim3 grid(grid_x(blocks), unsigned(n_splits));
-    launch_overlapped(flash_attn_mla_kernel<DK, DV>, grid, kWarps * WARP_SIZE, smem, stream, q, qs,
+    launch_overlapped(flash_attn_mla_kernel<DK, DV>, grid, kMlaWarps * WARP_SIZE, smem, stream, q, qs,
                       static_cast<const char*>(k), ks, mask, out, ws, group, int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
