@@ -143,22 +143,22 @@ TEST_CASE("tiny llama and qwen2 on CUDA match the CPU for every weight type, dec
 }
 
 // SmolLM2-135M Q4_1 (`make model`; carried to the GPU machine when run there), on the prompts of
-// the llama.cpp golden file. First against llama.cpp, as test_model checks the CPU: choices equal
-// where its top-1 leads by 1.0, its choice's logit within 1.0. Then against the CPU backend: greedy
-// decoding runs free on each for 32 tokens and the sequences must be equal up to the first step where
-// the CPU's best two logits are within kNearTie (either is then right). Both backends quantize the
-// activations to 8 bits and sum in different orders; on a real model a rounding step that goes the
-// other way in one layer reaches the logits, as it does between llama.cpp and the CPU backend (up to
-// 0.6 at the chosen token, ~10% rms from a float64 forward pass: test_model). Measured on the H200
-// (2026-12-03): up to 6.2% of the largest logit over the whole vocabulary between the GPU and the CPU,
-// so the bound is 10%; a wrong kernel puts the logits far outside it (and fails the golden check).
-TEST_CASE("SmolLM2-135M on CUDA: llama.cpp's golden choices, and 32 free-running greedy tokens equal to the CPU's") {
+// the llama.cpp golden file. First against llama.cpp, as test_model checks the CPU (tests/golden.h's
+// margins). Then against the CPU backend: greedy decoding runs free on each for 32 tokens and the
+// sequences must be equal up to the first step where the CPU's best two logits are within the same
+// kSmolLM2ClearMargin (either is then right). Both backends quantize the activations to 8 bits and
+// sum in different orders; on a real model a rounding step that goes the other way in one layer
+// reaches the logits, as it does between llama.cpp and the CPU backend (up to 0.6 at the chosen
+// token). Measured on the H200 (2026-12-03): GPU against llama.cpp 188 of 192 choices, 0.74 at the
+// chosen logit (the CPU: 188, 0.59); GPU against CPU up to 7.0% of the largest logit over the whole
+// vocabulary, and 3 of 6 free runs parted at CPU margins of 0.23 and less. The bound is 10%; a wrong
+// kernel puts the logits far outside it and fails the golden check.
+TEST_CASE("SmolLM2-135M on CUDA: llama.cpp's golden choices, and 32 free-running greedy tokens equal to the CPU's up to a near tie") {
     const std::string path = mf_test::smollm2_path();
     if (!std::ifstream(path).good()) {
         MESSAGE("skipped: missing ", path, " (run `make model`)");
         return;
     }
-    constexpr float kNearTie = 0.05f;
     constexpr double kMaxRelLogitDiff = 0.1;
     auto cpu = make_cpu_backend(0);
     auto cpu_model = load_model(path, *cpu);
@@ -166,12 +166,16 @@ TEST_CASE("SmolLM2-135M on CUDA: llama.cpp's golden choices, and 32 free-running
     const auto cases = mf_test::read_golden(mf_test::source_path("tests/fixtures/golden/smollm2_greedy.txt"));
     REQUIRE(!cases.empty());
     mf_test::GoldenStats st;
-    for (const auto& c : cases) mf_test::check_golden_case(*gpu_model, c, SessionParams{512, 256}, 1.0f, 1.0f, st);
+    for (const auto& c : cases) {
+        mf_test::check_golden_case(*gpu_model, c, SessionParams{512, 256}, mf_test::kSmolLM2ClearMargin,
+                                   mf_test::kSmolLM2LogitTolerance, st);
+    }
     MESSAGE("GPU: greedy choices equal to llama.cpp's: ", st.same, " of ", st.steps, "; largest |logit - llama.cpp's| ",
             "of its choice: ", st.worst_logit);
     CHECK(double(st.same) >= 0.95 * double(st.steps));
     size_t compared = 0, cut_by_tie = 0;
     double worst = 0;
+    float widest_cut = 0;  // the CPU's largest top-2 margin where the runs parted
     for (const auto& c : cases) {
         CAPTURE(c.text);
         Session sc(*cpu_model, SessionParams{512, 256});
@@ -188,8 +192,9 @@ TEST_CASE("SmolLM2-135M on CUDA: llama.cpp's golden choices, and 32 free-running
             const int32_t tc = int32_t(std::max_element(want->begin(), want->end()) - want->begin());
             const int32_t tg = int32_t(std::max_element(got->begin(), got->end()) - got->begin());
             if (tg != tc) {
-                if (top2[0] - top2[1] < kNearTie) {
+                if (top2[0] - top2[1] < mf_test::kSmolLM2ClearMargin) {
                     ++cut_by_tie;
+                    widest_cut = std::max(widest_cut, top2[0] - top2[1]);
                 } else {
                     FAIL_CHECK("the GPU chose token ", tg, ", the CPU ", tc, " by a margin of ", top2[0] - top2[1]);
                 }
@@ -201,5 +206,5 @@ TEST_CASE("SmolLM2-135M on CUDA: llama.cpp's golden choices, and 32 free-running
         }
     }
     MESSAGE("greedy tokens compared: ", compared, " (", cases.size(), " prompts, ", cut_by_tie,
-            " cut at a near tie); max relative logit difference ", worst);
+            " parted at a near tie, CPU margin at most ", widest_cut, "); max relative logit difference ", worst);
 }
