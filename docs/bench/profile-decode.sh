@@ -4,14 +4,16 @@
 # the table sums them by kernel name, largest first. ncu runs kernels one at a time with a cache flush
 # before each, so the sum overstates a replayed step (0.75x of it, measured on 2026-12-02): compare
 # shares, not totals. Usage, on the device: bash docs/bench/profile-decode.sh MINFER MODEL.gguf [depth]
+# [kernel-regex]: with a regex, ncu times only the kernels it matches (the others run unprofiled), so a
+# deep fill, whose thousands of kernels ncu would otherwise serialize one by one, costs little.
 set -euo pipefail
-minfer=$1 model=$2 depth=${3:-0}
+minfer=$1 model=$2 depth=${3:-0} only=${4:-.}
 out=${OUT:-/tmp}
 # Two runs, 2 and 4 decode tokens after the same fill (bench -r 1: a warm-up pass and one measured): their difference in
 # kernel count is four decode steps (two passes of two more tokens), and the last that many kernels of
 # the longer run are four consecutive decode steps.
 for n in 2 4; do
-    MINFER_CUDA_GRAPHS=0 ncu --clock-control none --csv --page raw --metrics gpu__time_duration.sum \
+    MINFER_CUDA_GRAPHS=0 ncu --clock-control none -k "regex:$only" --csv --page raw --metrics gpu__time_duration.sum \
         "$minfer" bench -m "$model" -p 0 -n $n -r 1 --depth "$depth" > "$out/ncu-decode-$n.csv" 2>/dev/null || true
 done
 python3 - "$out/ncu-decode-2.csv" "$out/ncu-decode-4.csv" <<'PY'
