@@ -71,71 +71,61 @@ struct RegBytes {
     }
 };
 
+// Word i (0..3) of a block's unpacked quants and word i + 4: elements 4i .. 4i + 3 and 16 + 4i ..
+// 16 + 4i + 3, four int8 each, the lowest element in the low byte (QBlock's q[i], q[i + 4]). An mma
+// fragment needs exactly such a pair (matmul_q_kernel reads them from raw blocks in shared memory).
 template <typename Src>
-__device__ __forceinline__ QBlock unpack_block(BlockQ8_0, Src p) {
-    QBlock b;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) b.q[i] = int(p.u32(2 + 4 * i));
-    b.d = fp16_bits_to_f32(p.u16(0));
-    b.m = 0.0f;
-    return b;
+__device__ __forceinline__ void unpack_pair(BlockQ8_0, Src p, int i, int& lo, int& hi) {
+    lo = int(p.u32(2 + 4 * i));
+    hi = int(p.u32(18 + 4 * i));
 }
 
 template <typename Src>
-__device__ __forceinline__ QBlock unpack_block(BlockQ4_0, Src p) {
-    QBlock b;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t v = p.u32(2 + 4 * i);
-        // Low nibbles are elements 0..15, high nibbles 16..31; q - 8 per byte gives signed int8.
-        b.q[i] = int(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
-        b.q[i + 4] = int(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
-    }
-    b.d = fp16_bits_to_f32(p.u16(0));
-    b.m = 0.0f;
-    return b;
+__device__ __forceinline__ void unpack_pair(BlockQ4_0, Src p, int i, int& lo, int& hi) {
+    const uint32_t v = p.u32(2 + 4 * i);
+    // Low nibbles are elements 0..15, high nibbles 16..31; q - 8 per byte gives signed int8.
+    lo = int(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
+    hi = int(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
 }
 
 template <typename Src>
-__device__ __forceinline__ QBlock unpack_block(BlockQ4_1, Src p) {
-    QBlock b;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t v = p.u32(4 + 4 * i);
-        b.q[i] = int(v & 0x0F0F0F0Fu);
-        b.q[i + 4] = int((v >> 4) & 0x0F0F0F0Fu);
-    }
-    b.d = fp16_bits_to_f32(p.u16(0));
-    b.m = fp16_bits_to_f32(p.u16(2));
-    return b;
+__device__ __forceinline__ void unpack_pair(BlockQ4_1, Src p, int i, int& lo, int& hi) {
+    const uint32_t v = p.u32(4 + 4 * i);
+    lo = int(v & 0x0F0F0F0Fu);
+    hi = int((v >> 4) & 0x0F0F0F0Fu);
 }
 
 // Q5_0 / Q5_1: qh holds the fifth bit of element j at bit j; spread_bit4 moves four of them into place.
 template <typename Src>
-__device__ __forceinline__ void unpack_q5(Src p, int qs, uint32_t qh, uint32_t bias, int* q) {
+__device__ __forceinline__ void unpack_q5_pair(Src p, int qs, uint32_t qh, uint32_t bias, int i, int& lo, int& hi) {
+    const uint32_t v = p.u32(qs + 4 * i);
+    lo = int(__vsub4((v & 0x0F0F0F0Fu) | spread_bit4(qh >> (4 * i)), bias));
+    hi = int(__vsub4(((v >> 4) & 0x0F0F0F0Fu) | spread_bit4(qh >> (16 + 4 * i)), bias));
+}
+
+template <typename Src>
+__device__ __forceinline__ void unpack_pair(BlockQ5_0, Src p, int i, int& lo, int& hi) {
+    unpack_q5_pair(p, 6, p.u32(2), 0x10101010u, i, lo, hi);
+}
+
+template <typename Src>
+__device__ __forceinline__ void unpack_pair(BlockQ5_1, Src p, int i, int& lo, int& hi) {
+    unpack_q5_pair(p, 8, p.u32(4), 0u, i, lo, hi);
+}
+
+// A block's scale d and min m (0 for the types without one): fp16 at bytes 0 and 2.
+template <typename Block, typename Src>
+__device__ __forceinline__ void block_scales(Block, Src p, float& d, float& m) {
+    d = fp16_bits_to_f32(p.u16(0));
+    m = BlockTraits<Block>::act == ActQuant::Q8_1 ? fp16_bits_to_f32(p.u16(2)) : 0.0f;
+}
+
+template <typename Block, typename Src>
+__device__ __forceinline__ QBlock unpack_block(Block blk, Src p) {
+    QBlock b;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const uint32_t v = p.u32(qs + 4 * i);
-        q[i] = int(__vsub4((v & 0x0F0F0F0Fu) | spread_bit4(qh >> (4 * i)), bias));
-        q[i + 4] = int(__vsub4(((v >> 4) & 0x0F0F0F0Fu) | spread_bit4(qh >> (16 + 4 * i)), bias));
-    }
-}
-
-template <typename Src>
-__device__ __forceinline__ QBlock unpack_block(BlockQ5_0, Src p) {
-    QBlock b;
-    unpack_q5(p, 6, p.u32(2), 0x10101010u, b.q);
-    b.d = fp16_bits_to_f32(p.u16(0));
-    b.m = 0.0f;
-    return b;
-}
-
-template <typename Src>
-__device__ __forceinline__ QBlock unpack_block(BlockQ5_1, Src p) {
-    QBlock b;
-    unpack_q5(p, 8, p.u32(4), 0u, b.q);
-    b.d = fp16_bits_to_f32(p.u16(0));
-    b.m = fp16_bits_to_f32(p.u16(2));
+    for (int i = 0; i < 4; ++i) unpack_pair(blk, p, i, b.q[i], b.q[i + 4]);
+    block_scales(blk, p, b.d, b.m);
     return b;
 }
 

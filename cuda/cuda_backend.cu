@@ -559,7 +559,7 @@ void mul_mat_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_s
     const Shape4 sw = shape_of(w), sx = shape_of(x);
     if constexpr (matmul_q_supported<Block>()) {
         const bool two_d = sw.ne[2] == 1 && sw.ne[3] == 1 && sx.ne[2] == 1 && sx.ne[3] == 1;
-        if (two_d && sx.ne[1] >= MATMUL_Q_MIN_COLS) {
+        if (two_d && sx.ne[1] >= MATMUL_Q_MIN_COLS && matmul_q_fits<Block>(w->data, sw)) {
             launch_matmul_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
             return;
         }

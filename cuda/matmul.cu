@@ -1,5 +1,6 @@
 // MUL_MAT for prefill: a CUDA block computes a 64 x 64 tile of outputs with mma.sync from tiles in
-// shared memory. 32-element block weights: int8 tiles, m16n8k32, one weight block per mma K step.
+// shared memory. 32-element block weights: the raw blocks and the int8 activations copied in with
+// cp.async one stage ahead of use, m16n8k32, one weight block per mma K step.
 // F16 / BF16 weights: half tiles, m16n8k16, the f32 activations split into two halves (see below).
 #include "cuda/matmul.cuh"
 
@@ -20,26 +21,27 @@ constexpr int TILE_M = 64;                          // weight rows per CUDA bloc
 constexpr int TILE_N = 64;                          // activation rows (columns of the product) per CUDA block
 constexpr int STAGE_BLOCKS = 4;                     // weight blocks along K per shared-memory stage
 constexpr int STAGE_K = STAGE_BLOCKS * QK;          // 128 values of K per stage
-constexpr int ROW_BYTES = STAGE_K + 16;             // a tile row in shared memory, see Stage
+constexpr int ROW_BYTES = STAGE_K + 16;             // an activation tile row in shared memory, see QStage
 constexpr int WARPS_M = 2, WARPS_N = 2;             // warps per CUDA block, 2 x 2 over the tile
 constexpr int THREADS = WARPS_M * WARPS_N * WARP_SIZE;
 constexpr int WARP_M = TILE_M / WARPS_M;            // output rows per warp: 32
 constexpr int WARP_N = TILE_N / WARPS_N;            // output columns per warp: 32
 constexpr int FRAGS_M = WARP_M / 16;                // m16 tiles per warp: 2
 constexpr int FRAGS_N = WARP_N / 8;                 // n8 tiles per warp: 4
-static_assert(TILE_M * STAGE_BLOCKS % THREADS == 0 && TILE_N * STAGE_K / 16 % THREADS == 0,
-              "every thread loads the same number of blocks and 16-byte vectors per stage");
 
-// One stage of both operands, unpacked to int8 with one scale (and min / sum) per (row, block).
-// ROW_BYTES = 128 + 16: rows 36 words apart, so a fragment load (8 rows x 4 consecutive words per
-// warp) hits 32 different banks; the 16 keeps rows 16-byte aligned for the vector stores.
-struct Stage {
-    alignas(16) int8_t w_q[TILE_M][ROW_BYTES];
+// One stage of both operands as they lie in global memory: per weight row its 4 blocks' raw bytes (4 *
+// Block's size, copied in 4-byte pieces), per activation row 128 int8 quants and 4 scales (and Q8_1
+// sums). Bank-conflict-free fragment reads (8 rows x 4 consecutive words a warp load): rows are a
+// multiple of 8 words plus 4 apart, e.g. 20 words for Q4_0 (72 bytes padded to 80), 36 for the 128
+// + 16 activation bytes.
+template <typename Block>
+struct QStage {
+    static constexpr int W_BYTES = STAGE_BLOCKS * BlockTraits<Block>::bytes;  // a weight row's raw bytes
+    static constexpr int W_ROW = ((W_BYTES / 4 + 3) / 8 * 8 + 4) * 4;          // the same, padded
+    alignas(16) uint8_t w[TILE_M][W_ROW];
     alignas(16) int8_t x_q[TILE_N][ROW_BYTES];
-    float w_d[TILE_M][STAGE_BLOCKS];
-    float w_m[TILE_M][STAGE_BLOCKS];  // Q4_1 / Q5_1 mins
     float x_d[TILE_N][STAGE_BLOCKS];
-    float x_s[TILE_N][STAGE_BLOCKS];  // Q8_1 sums (d * sum(q)), for the mins
+    float x_s[TILE_N][STAGE_BLOCKS];  // Q8_1 sums (d * sum(q)), for the weights' mins
 };
 
 // d = a (16 x 32, row-major) . b (32 x 8, column-major) over int8, exact in int32. Fragments, with
@@ -53,50 +55,46 @@ __device__ __forceinline__ void mma_s8(int (&d)[4], const int (&a)[4], const int
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(0));
 }
 
-// Weight blocks b0 .. b0 + 3 of rows m0 .. m0 + 63 into the stage; rows past M and blocks past the row
-// are zeros (with zero scales), so they add nothing.
+// Stage b0 (weight blocks b0 .. b0 + 3) of weight rows m0 .. m0 + 63 and activation rows n0 .. n0 + 63
+// into st with cp.async (the caller commits). Two threads a row, each copying one contiguous half of
+// it: the weight row's 4 blocks in 4-byte pieces (rows 4-byte aligned, b0 a multiple of 4:
+// matmul_q_fits), the activation row's 2 blocks of quants in 16-byte vectors and their 2 scales (and
+// sums). Every copy is then one base pointer plus a constant. Outside the matrices the pieces are
+// zeros: a weight block of zeros has scale 0 and adds nothing.
 template <typename Block>
-__device__ __forceinline__ void load_weight_stage(Stage& st, const uint8_t* w, int64_t w_row_bytes, int64_t M,
-                                                  int64_t n_blk, int64_t m0, int64_t b0) {
-#pragma unroll
-    for (int it = 0; it < TILE_M * STAGE_BLOCKS / THREADS; ++it) {
-        const int i = threadIdx.x + it * THREADS;
-        const int row = i / STAGE_BLOCKS, kb = i % STAGE_BLOCKS;  // 4 neighbouring threads read one row
-        const int64_t m = m0 + row, blk = b0 + kb;
-        QBlock b = {};
-        if (m < M && blk < n_blk) b = load_block(Block{}, w + m * w_row_bytes + blk * BlockTraits<Block>::bytes);
-        int4* q = reinterpret_cast<int4*>(&st.w_q[row][kb * QK]);
-        q[0] = make_int4(b.q[0], b.q[1], b.q[2], b.q[3]);
-        q[1] = make_int4(b.q[4], b.q[5], b.q[6], b.q[7]);
-        st.w_d[row][kb] = b.d;
-        if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1) st.w_m[row][kb] = b.m;
-    }
-}
+__device__ __forceinline__ void issue_stage(QStage<Block>& st, const uint8_t* w, int64_t w_row_bytes, int64_t M,
+                                            int64_t N, int64_t n_blk, int64_t m0, int64_t n0, int64_t b0,
+                                            const ActQ& act) {
+    constexpr int BYTES = BlockTraits<Block>::bytes;
+    constexpr int HALF_BLOCKS = STAGE_BLOCKS / 2;
+    constexpr int W_PIECES = HALF_BLOCKS * BYTES / 4;  // 4-byte pieces a thread copies of its weight row
+    static_assert(THREADS == 2 * TILE_M && THREADS == 2 * TILE_N && BYTES % 2 == 0, "two threads a row");
+    const int row = threadIdx.x / 2, half = threadIdx.x % 2;
+    const int64_t b = b0 + HALF_BLOCKS * half;  // the first block this thread copies
 
-// Quantized activation rows n0 .. n0 + 63, blocks b0 .. b0 + 3, into the stage (16-byte loads: act.q
-// rows are K bytes, K a multiple of 32, from a 16-byte aligned base); out of range: zeros. WITH_SUM:
-// Q8_1, whose block sums the weights' mins need.
-template <bool WITH_SUM>
-__device__ __forceinline__ void load_act_stage(Stage& st, const ActQ& act, int64_t N, int64_t n_blk, int64_t n0,
-                                               int64_t b0) {
-    constexpr int VECS = STAGE_K / 16;  // 16-byte vectors per tile row
+    const int64_t left = (n_blk - b) * BYTES;  // bytes of the weight row from this thread's first piece
+    const bool w_in = m0 + row < M;
+    const uint8_t* wp = w + (w_in ? (m0 + row) * w_row_bytes + b * BYTES : 0);
+    uint8_t* ws = &st.w[row][HALF_BLOCKS * BYTES * half];
 #pragma unroll
-    for (int it = 0; it < TILE_N * VECS / THREADS; ++it) {
-        const int i = threadIdx.x + it * THREADS;
-        const int row = i / VECS, v = i % VECS;
-        const int64_t n = n0 + row, blk = b0 + v / 2;
-        int4 q = make_int4(0, 0, 0, 0);
-        if (n < N && blk < n_blk) q = *reinterpret_cast<const int4*>(act.q + (n * n_blk + blk) * QK + 16 * (v % 2));
-        *reinterpret_cast<int4*>(&st.x_q[row][16 * v]) = q;
+    for (int c = 0; c < W_PIECES; ++c) {
+        const bool in = w_in && 4 * c < left;
+        cp_async4_or_zero(ws + 4 * c, in ? wp + 4 * c : w, in);
     }
+
+    const int64_t n = n0 + row;
+    const bool x_in = n < N;
+    const int64_t at = x_in ? n * n_blk + b : 0;  // the first block's index in act.d, act.s, act.q / QK
 #pragma unroll
-    for (int it = 0; it < TILE_N * STAGE_BLOCKS / THREADS; ++it) {
-        const int i = threadIdx.x + it * THREADS;
-        const int row = i / STAGE_BLOCKS, kb = i % STAGE_BLOCKS;
-        const int64_t n = n0 + row, blk = b0 + kb;
-        const bool in = n < N && blk < n_blk;
-        st.x_d[row][kb] = in ? act.d[n * n_blk + blk] : 0.0f;
-        if (WITH_SUM) st.x_s[row][kb] = in ? act.s[n * n_blk + blk] : 0.0f;
+    for (int j = 0; j < HALF_BLOCKS; ++j) {
+        const bool in = x_in && b + j < n_blk;
+        const int kb = HALF_BLOCKS * half + j;
+        cp_async16_or_zero(&st.x_q[row][QK * kb], in ? act.q + (at + j) * QK : act.q, in);
+        cp_async16_or_zero(&st.x_q[row][QK * kb + 16], in ? act.q + (at + j) * QK + 16 : act.q, in);
+        cp_async4_or_zero(&st.x_d[row][kb], in ? act.d + at + j : act.d, in);
+        if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1) {
+            cp_async4_or_zero(&st.x_s[row][kb], in ? act.s + at + j : act.s, in);
+        }
     }
 }
 
@@ -118,59 +116,63 @@ __device__ __forceinline__ void store_tile(const float (&acc)[FRAGS_M][FRAGS_N][
 }
 
 // grid = (ceil(N / TILE_N), ceil(M / TILE_M)): the column tiles of one weight tile run side by side,
-// so the weight tile they share is fetched from DRAM about once. Warp (wm, wn) owns output rows
-// m0 + 32 wm .. + 31 and columns n0 + 32 wn .. + 31: per weight block, 2 x 4 mma tiles whose int32
-// sums are scaled into f32 accumulators with matvec_q_kernel's arithmetic. At most 128 registers:
-// four CUDA blocks (16 warps) per SM hide the stage loads, which nothing else overlaps.
+// so the weight tile they share is fetched from DRAM about once. Two stages in shared memory: the
+// copies of stage s + 1 are in flight while the warps multiply stage s. Warp (wm, wn) owns output rows
+// m0 + 32 wm .. + 31 and columns n0 + 32 wn .. + 31: per weight block, 2 x 4 mma tiles whose A
+// fragments it unpacks from the raw blocks (unpack_pair) and whose int32 sums it scales into f32
+// accumulators with matvec_q_kernel's arithmetic. At most 128 registers: four CUDA blocks an SM.
 template <typename Block>
 __global__ void __launch_bounds__(THREADS, 4)
     matmul_q_kernel(const uint8_t* w, int64_t w_row_bytes, int64_t M, int64_t N, int64_t n_blk, ActQ act,
                     float* dst) {
     constexpr bool MIN = BlockTraits<Block>::act == ActQuant::Q8_1;
-    __shared__ Stage st;
+    constexpr int BYTES = BlockTraits<Block>::bytes;
+    __shared__ QStage<Block> st[2];
 
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
     const int64_t n0 = int64_t(blockIdx.x) * TILE_N, m0 = int64_t(blockIdx.y) * TILE_M;
+    const int64_t n_stages = (n_blk + STAGE_BLOCKS - 1) / STAGE_BLOCKS;
 
+    issue_stage<Block>(st[0], w, w_row_bytes, M, N, n_blk, m0, n0, 0, act);
+    cp_async_commit();
     float acc[FRAGS_M][FRAGS_N][4] = {};
-    for (int64_t b0 = 0; b0 < n_blk; b0 += STAGE_BLOCKS) {
-        __syncthreads();  // the previous stage is consumed
-        load_weight_stage<Block>(st, w, w_row_bytes, M, n_blk, m0, b0);
-        load_act_stage<MIN>(st, act, N, n_blk, n0, b0);
-        __syncthreads();
-        const int stage_blocks = int(n_blk - b0 < STAGE_BLOCKS ? n_blk - b0 : STAGE_BLOCKS);
-        // Not unrolled: unrolling hoists the fragment loads of all four blocks and needs ~170
-        // registers, two CUDA blocks per SM instead of four.
+    for (int64_t s = 0; s < n_stages; ++s) {
+        if (s + 1 < n_stages) {
+            issue_stage<Block>(st[(s + 1) % 2], w, w_row_bytes, M, N, n_blk, m0, n0, (s + 1) * STAGE_BLOCKS, act);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // stage s is in shared memory for every thread
+        const QStage<Block>& cur = st[s % 2];
+        const int stage_blocks = int(n_blk - s * STAGE_BLOCKS < STAGE_BLOCKS ? n_blk - s * STAGE_BLOCKS : STAGE_BLOCKS);
+        // Not unrolled: unrolling hoists the fragment loads of all four blocks and needs more than
+        // 128 registers.
 #pragma unroll 1
         for (int kb = 0; kb < stage_blocks; ++kb) {
             int a[FRAGS_M][4];
-            float w_d[FRAGS_M][2], w_m[FRAGS_M][2] = {};
+            float w_d[FRAGS_M][2], w_m[FRAGS_M][2];
 #pragma unroll
             for (int fm = 0; fm < FRAGS_M; ++fm) {
-                const int row = WARP_M * wm + 16 * fm + g;
-                const int* lo = reinterpret_cast<const int*>(&st.w_q[row][kb * QK]);
-                const int* hi = reinterpret_cast<const int*>(&st.w_q[row + 8][kb * QK]);
-                a[fm][0] = lo[t];
-                a[fm][1] = hi[t];
-                a[fm][2] = lo[4 + t];
-                a[fm][3] = hi[4 + t];
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
-                    w_d[fm][h] = st.w_d[row + 8 * h][kb];
-                    if (MIN) w_m[fm][h] = st.w_m[row + 8 * h][kb];
+                    const PtrBytes blk{&cur.w[WARP_M * wm + 16 * fm + g + 8 * h][kb * BYTES]};
+                    unpack_pair(Block{}, blk, t, a[fm][h], a[fm][2 + h]);
+                    block_scales(Block{}, blk, w_d[fm][h], w_m[fm][h]);
                 }
             }
 #pragma unroll
             for (int fn = 0; fn < FRAGS_N; ++fn) {
-                const int* col = reinterpret_cast<const int*>(&st.x_q[WARP_N * wn + 8 * fn + g][kb * QK]);
+                const int* col = reinterpret_cast<const int*>(&cur.x_q[WARP_N * wn + 8 * fn + g][kb * QK]);
                 const int b[2] = {col[t], col[4 + t]};
                 float x_d[2], x_s[2] = {};
 #pragma unroll
                 for (int j = 0; j < 2; ++j) {
-                    x_d[j] = st.x_d[WARP_N * wn + 8 * fn + 2 * t + j][kb];
-                    if (MIN) x_s[j] = st.x_s[WARP_N * wn + 8 * fn + 2 * t + j][kb];
+                    x_d[j] = cur.x_d[WARP_N * wn + 8 * fn + 2 * t + j][kb];
+                    if (MIN) x_s[j] = cur.x_s[WARP_N * wn + 8 * fn + 2 * t + j][kb];
                 }
 #pragma unroll
                 for (int fm = 0; fm < FRAGS_M; ++fm) {
@@ -191,11 +193,11 @@ __global__ void __launch_bounds__(THREADS, 4)
                 }
             }
         }
+        __syncthreads();  // stage s is consumed before the next iteration copies stage s + 2 over it
     }
 
     store_tile(acc, dst, M, N, m0, n0, wm, wn, g, t);
 }
-
 
 // ---- F16 / BF16 weights ----
 //
@@ -325,7 +327,7 @@ void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shap
     static_assert(matmul_q_supported<Block>(), "launch_matmul_q takes 32-element blocks only");
     MF_ASSERT(sw.ne[0] == sx.ne[0] && sx.nb[0] == sizeof(float));
     MF_ASSERT(sw.ne[2] == 1 && sw.ne[3] == 1 && sx.ne[2] == 1 && sx.ne[3] == 1);
-    MF_ASSERT(sw.ne[0] % QK == 0 && sw.nb[0] == Traits::bytes);
+    MF_ASSERT(matmul_q_fits<Block>(w, sw));
     MF_ASSERT(scratch_bytes >= matvec_q_scratch_bytes(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
     const int64_t M = sw.ne[1], N = sx.ne[1];
     if (N == 0) return;
@@ -342,6 +344,18 @@ void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shap
     CUDA_CHECK_LAUNCH();
 }
 
+template <typename Block>
+bool matmul_q_fits(const void* w, const Shape4& sw) {
+    const int64_t row_bytes = sw.ne[0] / QK * BlockTraits<Block>::bytes;
+    return sw.ne[0] % QK == 0 && sw.nb[0] == BlockTraits<Block>::bytes && row_bytes % 4 == 0 && sw.nb[1] % 4 == 0 &&
+           reinterpret_cast<uintptr_t>(w) % 4 == 0;
+}
+
+template bool matmul_q_fits<BlockQ8_0>(const void*, const Shape4&);
+template bool matmul_q_fits<BlockQ4_0>(const void*, const Shape4&);
+template bool matmul_q_fits<BlockQ4_1>(const void*, const Shape4&);
+template bool matmul_q_fits<BlockQ5_0>(const void*, const Shape4&);
+template bool matmul_q_fits<BlockQ5_1>(const void*, const Shape4&);
 template void launch_matmul_q<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
                                          bool, float*, cudaStream_t);
 template void launch_matmul_q<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,

@@ -16,7 +16,13 @@ constexpr bool matmul_q_supported() {
     return BlockTraits<Block>::elems == QK;
 }
 
-// w [K, M] of Block (matmul_q_supported; packed rows, any row stride) times x f32 [K, N] (packed rows)
+// True when launch_matmul_q takes w: packed rows of whole blocks, rows and their lengths 4-byte
+// aligned (the kernel copies them in 4-byte pieces). Q4_0, Q5_0 and Q8_0 rows of an odd number of blocks are not; the
+// matvec kernel takes those.
+template <typename Block>
+bool matmul_q_fits(const void* w, const Shape4& sw);
+
+// w [K, M] of Block (matmul_q_supported, matmul_q_fits) times x f32 [K, N] (packed rows)
 // -> dst f32 contiguous [M, N], dst[m, n] = w row m . x row n. Same contract as launch_matvec_q
 // (cuda/matvec.cuh) for 2-D operands: x is quantized into scratch (at least matvec_q_scratch_bytes(sx),
 // 16-byte aligned) with the CPU's reference arithmetic unless x_quantized says an earlier launch left

@@ -213,10 +213,11 @@ void check_mul_mats(std::initializer_list<DType> types, const std::vector<Matmul
 }  // namespace
 
 // From 16 activation columns on, MUL_MAT of the 32-element block types runs the tensor-core kernel
-// (cuda/matmul): tiles of 64 weight rows x 64 columns, 128 values of K (4 blocks) per stage. The shapes
-// leave partial tiles in M and N and a partial stage in K. Tolerance as for mul_mat: both backends form
-// the same exact integer block sums from the same quantized activations, so only the f32 scaling and
-// summation order differ (~1e-6); a wrong fragment layout or unpacking is off by far more than 1e-4.
+// (cuda/matmul): tiles of 64 weight rows x 64 columns, 128 values of K (4 blocks) per stage, copied in
+// with cp.async one stage ahead. The shapes leave partial tiles in M and N and a partial stage in K.
+// Tolerance as for mul_mat: both backends form the same exact integer block sums from the same quantized
+// activations, so only the f32 scaling and summation order differ (~1e-6); a wrong fragment layout or
+// unpacking is off by far more than 1e-4.
 TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor-core kernel) matches the CPU") {
     const std::vector<MatmulCase> cases = {
         {128, 64, 16, "one stage, one full M tile, the fewest columns that take the kernel"},
@@ -225,6 +226,8 @@ TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor
         {4096, 64, 512, "prefill-sized N: 8 full column tiles"},
         {320, 200, 512, "partial stage and M tile with full column tiles"},
         {128, 1000, 16, "many weight tiles, one partial column tile"},
+        {96, 130, 40, "3 blocks: Q4_1 / Q5_1 take the kernel with one partial stage; odd-block Q4_0 / Q5_0 / "
+                      "Q8_0 rows are not 4-byte aligned and take the matvec kernel"},
     };
     check_mul_mats({DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}, cases, 1e-4);
 }
