@@ -173,27 +173,57 @@ flash_attn_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict
     }
 }
 
-// One block per (token, query head): merges the splits' (max, sum, acc) into the output row.
+// Merges the splits' partials (per row and split: acc [HD], max, sum) into the output rows. grid =
+// (rows, ceil(HD / 32)), kCombineWarps warps: a block first turns the splits' maxima into weights
+// exp(m_s - m) in shared memory, once rather than once per element, then lane e of warp w adds splits
+// w, w + kCombineWarps, ... of element 32 blockIdx.y + e (32 consecutive floats a warp load), and the
+// warps' partial sums meet in shared memory. The first version gave a row one block whose threads
+// walked every split in turn for each of their elements: 132 dependent steps per element for MLA's
+// 512-wide rows, on 16 blocks.
+constexpr int kCombineWarps = 4;
+
 template <int HD>
-__global__ void flash_attn_combine_kernel(const float* __restrict__ ws, float* __restrict__ out, int n_splits) {
+__global__ void __launch_bounds__(kCombineWarps * WARP_SIZE)
+    flash_attn_combine_kernel(const float* __restrict__ ws, float* __restrict__ out, int n_splits) {
+    extern __shared__ float weight[];  // [n_splits]
+    __shared__ float partial[kCombineWarps][WARP_SIZE];
     begin_overlapped_kernel();
     const int64_t row = blockIdx.x;
     const float* parts = ws + row * n_splits * (HD + 2);
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     float m = -INFINITY;
-    for (int s = 0; s < n_splits; ++s) m = fmaxf(m, parts[s * (HD + 2) + HD]);
-    for (int e = threadIdx.x; e < HD; e += blockDim.x) {
-        float l = 0.0f, a = 0.0f;
-        if (m != -INFINITY) {
-            for (int s = 0; s < n_splits; ++s) {
-                const float ms = parts[s * (HD + 2) + HD];
-                if (ms == -INFINITY) continue;
-                const float c = __expf(ms - m);
-                l += parts[s * (HD + 2) + HD + 1] * c;
-                a += parts[s * (HD + 2) + e] * c;
-            }
-        }
+    for (int s = threadIdx.x; s < n_splits; s += blockDim.x) m = fmaxf(m, parts[s * (HD + 2) + HD]);
+    m = block_max(m);
+    float l = 0.0f;
+    for (int s = threadIdx.x; s < n_splits; s += blockDim.x) {
+        const float ms = parts[s * (HD + 2) + HD];
+        const float c = ms == -INFINITY ? 0.0f : __expf(ms - m);  // a split with no unmasked position: 0
+        weight[s] = c;
+        l += parts[s * (HD + 2) + HD + 1] * c;
+    }
+    l = block_sum(l);  // its barriers also publish weight[]
+    const int e = WARP_SIZE * blockIdx.y + lane;
+    float a = 0.0f;
+    if (e < HD) {
+#pragma unroll 8
+        for (int s = warp; s < n_splits; s += kCombineWarps) a += parts[s * (HD + 2) + e] * weight[s];
+    }
+    partial[warp][lane] = a;
+    __syncthreads();
+    if (warp == 0 && e < HD) {
+#pragma unroll
+        for (int w = 1; w < kCombineWarps; ++w) a += partial[w][lane];
         out[row * HD + e] = l > 0.0f ? a / l : 0.0f;
     }
+}
+
+// The combine step after a split flash-attention kernel: rows = query heads x tokens.
+template <int HD>
+void launch_combine(const float* ws, float* out, int64_t rows, int n_splits, cudaStream_t stream) {
+    const dim3 grid(grid_x(rows), unsigned(ceil_div(HD, WARP_SIZE)));
+    launch_overlapped(flash_attn_combine_kernel<HD>, grid, kCombineWarps * WARP_SIZE, size_t(n_splits) * sizeof(float),
+                      stream, ws, out, n_splits);
+    CUDA_CHECK_LAUNCH();
 }
 
 // Splits so that the grid has ~8 blocks (32 warps) per SM of a large GPU, each split at least
@@ -221,9 +251,7 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
                       int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
-        launch_overlapped(flash_attn_combine_kernel<HDV>, grid_x(n_head * n_tokens), std::min(HDV, 128), 0, stream, ws,
-                          out, n_splits);
-        CUDA_CHECK_LAUNCH();
+        launch_combine<HDV>(ws, out, n_head * n_tokens, n_splits, stream);
     }
 }
 
@@ -538,9 +566,7 @@ void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& 
                       int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
-        launch_overlapped(flash_attn_combine_kernel<DV>, grid_x(n_head), std::min(DV, 128), 0, stream, ws, out,
-                          n_splits);
-        CUDA_CHECK_LAUNCH();
+        launch_combine<DV>(ws, out, n_head, n_splits, stream);
     }
 }
 
@@ -769,8 +795,7 @@ void launch_mla(const float* q, const Shape4& qs, const void* k, const Shape4& k
                       static_cast<const char*>(k), ks, mask, out, ws, group, int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
-        launch_overlapped(flash_attn_combine_kernel<DV>, grid_x(n_head), 128, 0, stream, ws, out, n_splits);
-        CUDA_CHECK_LAUNCH();
+        launch_combine<DV>(ws, out, n_head, n_splits, stream);
     }
 }
 
