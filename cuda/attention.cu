@@ -206,7 +206,10 @@ __global__ void __launch_bounds__(kCombineWarps * WARP_SIZE)
     float a = 0.0f;
     if (e < HD) {
 #pragma unroll 8
-        for (int s = warp; s < n_splits; s += kCombineWarps) a += parts[s * (HD + 2) + e] * weight[s];
+        for (int s = warp; s < n_splits; s += kCombineWarps) {
+            const float c = weight[s];
+            if (c != 0.0f) a += parts[s * (HD + 2) + e] * c;  // a split with nothing unmasked adds nothing
+        }
     }
     partial[warp][lane] = a;
     __syncthreads();

@@ -335,6 +335,10 @@ void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shap
     // Even when M == 0: a later launch may be told the scratch holds x.
     if (!x_quantized) quantize_activations(Traits::act, x, sx, act, stream);
     if (M == 0) return;
+    if (sw.ne[0] == 0) {  // no blocks to multiply: the products are empty sums
+        CUDA_CHECK(cudaMemsetAsync(dst, 0, size_t(M * N) * sizeof(float), stream));
+        return;
+    }
 
     const int64_t m_tiles = ceil_div(M, TILE_M);
     MF_ASSERT_MSG(m_tiles <= 65535, "launch_matmul_q: more weight rows than grid.y allows");

@@ -95,6 +95,7 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
     const Shape shapes[] = {
         {64, 8, 8, 1, 37},     // MHA decode, one split
         {128, 32, 8, 1, 4096}, // 8B-shaped decode at depth: many splits, combine kernel
+        {64, 4, 1, 1, 12000},  // more splits (375 for the quantized caches) than a combine block has threads
         // f16 decode with head size 64 or 128 runs the tensor-core tile kernel (16 heads a block):
         {128, 32, 1, 1, 500},  // MQA, two blocks of 16 heads; partial last tiles
         {64, 9, 3, 1, 1000},   // a group of 3 padded to 16
