@@ -449,6 +449,34 @@ bool CudaBackend::supports_op(const Tensor* node) const {
     return false;
 }
 
+// Activation columns from which MUL_MAT of 32-element block (and F16 / BF16) weights runs a tensor-core kernel
+// (cuda/matmul) instead of the matvec kernel. Decode (N = 1) and small batches stay on the matvec
+// kernel, which reads each weight row once per 4 columns and pads nothing; the tensor-core kernel reads
+// it once per 64-column tile but pads N up to a tile. 16 is where the matvec kernel already makes 4
+// passes over the weights; a first choice, to be tuned by measuring on the device.
+constexpr int64_t MATMUL_Q_MIN_COLS = 16;
+
+// MUL_MAT of F16 / BF16 weights by f32 x on the tensor cores: prefill-sized 2-D products. The rest
+// (decode, batched, unaligned) take the matvec kernel.
+template <typename T>
+bool takes_matmul_float(const Tensor* w, const Tensor* x) {
+    return x->ne[1] >= MATMUL_Q_MIN_COLS &&
+           matmul_float_fits<T>(w->data, shape_of(w), static_cast<const float*>(x->data), shape_of(x));
+}
+
+// Scratch a MUL_MAT of w by x needs: the quantized x for quantized weights, x's halves for the
+// tensor-core F16 / BF16 kernel.
+size_t mul_mat_scratch_bytes(const Tensor* w, const Tensor* x) {
+    if (is_quant_weight(w->type)) return matvec_q_scratch_bytes(shape_of(x));
+    if (w->type == DType::F16 && takes_matmul_float<__half>(w, x)) {
+        return matmul_float_scratch_bytes<__half>(shape_of(x));
+    }
+    if (w->type == DType::BF16 && takes_matmul_float<__nv_bfloat16>(w, x)) {
+        return matmul_float_scratch_bytes<__nv_bfloat16>(shape_of(x));
+    }
+    return 0;
+}
+
 void CudaBackend::reserve_scratch(size_t bytes) {
     if (bytes <= scratch_size_) return;
     // A captured graph points at the old scratch.
@@ -467,9 +495,8 @@ void CudaBackend::compute(const Graph& g) {
     CUDA_CHECK(cudaSetDevice(device_));
     size_t scratch = 0;
     for (const Tensor* n : g.nodes) {
-        if ((n->op == Op::MUL_MAT || n->op == Op::MUL_MAT_ID) && is_quant_weight(n->src[0]->type)) {
-            const size_t need = matvec_q_scratch_bytes(shape_of(n->src[1]));
-            scratch = need > scratch ? need : scratch;
+        if (n->op == Op::MUL_MAT || n->op == Op::MUL_MAT_ID) {
+            scratch = std::max(scratch, mul_mat_scratch_bytes(n->src[0], n->src[1]));
         }
     }
     size_t attn_ws = 0;
@@ -542,12 +569,6 @@ void cpy_float(DType dst_type, const void* src, const Shape4& ss, void* dst, con
     }
 }
 
-// Activation columns from which MUL_MAT of 32-element block (and F16 / BF16) weights runs a tensor-core kernel
-// (cuda/matmul) instead of the matvec kernel. Decode (N = 1) and small batches stay on the matvec
-// kernel, which reads each weight row once per 4 columns and pads nothing; the tensor-core kernel reads
-// it once per 64-column tile but pads N up to a tile. 16 is where the matvec kernel already makes 4
-// passes over the weights; a first choice, to be tuned by measuring on the device.
-constexpr int64_t MATMUL_Q_MIN_COLS = 16;
 
 // MUL_MAT of weights w of Block by f32 x (see launch_matvec_q for x_quantized): prefill-sized 2-D
 // products of the block types the tensor-core kernel takes go to it, the rest to the matvec kernel;
@@ -567,17 +588,17 @@ void mul_mat_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_s
     launch_matvec_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
 }
 
-// MUL_MAT of F16 / BF16 weights by f32 x: prefill-sized 2-D products on the tensor cores, the rest
-// (decode, batched, unaligned) on the matvec kernel.
+// MUL_MAT of F16 / BF16 weights by f32 x; true when the tensor-core kernel ran and overwrote the
+// scratch with x's halves.
 template <typename T>
-void mul_mat_float(const Tensor* w, const Tensor* x, float* out, cudaStream_t s) {
+bool mul_mat_float(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, float* out, cudaStream_t s) {
     const float* xd = static_cast<const float*>(x->data);
-    const Shape4 sw = shape_of(w), sx = shape_of(x);
-    if (sx.ne[1] >= MATMUL_Q_MIN_COLS && matmul_float_fits<T>(w->data, sw, xd, sx)) {
-        launch_matmul_float<T>(w->data, sw, xd, sx, out, s);
-        return;
+    if (takes_matmul_float<T>(w, x)) {
+        launch_matmul_float<T>(w->data, shape_of(w), xd, shape_of(x), scratch, scratch_size, out, s);
+        return true;
     }
-    launch_matvec_float<T>(w->data, sw, xd, sx, out, s);
+    launch_matvec_float<T>(w->data, shape_of(w), xd, shape_of(x), out, s);
+    return false;
 }
 
 // MUL_MAT of quantized weights w by f32 x, by weight type.
@@ -641,8 +662,12 @@ void CudaBackend::run_node(const Tensor* node) {
             }
             switch (a->type) {
                 case DType::F32: launch_matvec_float<float>(a->data, shape_of(a), x, shape_of(b), out, s); return;
-                case DType::F16: mul_mat_float<__half>(a, b, out, s); return;
-                case DType::BF16: mul_mat_float<__nv_bfloat16>(a, b, out, s); return;
+                case DType::F16:
+                    if (mul_mat_float<__half>(a, b, scratch_, scratch_size_, out, s)) scratch_act_valid_ = false;
+                    return;
+                case DType::BF16:
+                    if (mul_mat_float<__nv_bfloat16>(a, b, scratch_, scratch_size_, out, s)) scratch_act_valid_ = false;
+                    return;
                 default: break;
             }
             break;

@@ -4,6 +4,7 @@
 // F16 / BF16 weights: half tiles, m16n8k16, the f32 activations split into two halves (see below).
 #include "cuda/matmul.cuh"
 
+#include <algorithm>
 #include <type_traits>
 
 #include "cuda/act_quant.cuh"
@@ -56,45 +57,45 @@ __device__ __forceinline__ void mma_s8(int (&d)[4], const int (&a)[4], const int
 }
 
 // Stage b0 (weight blocks b0 .. b0 + 3) of weight rows m0 .. m0 + 63 and activation rows n0 .. n0 + 63
-// into st with cp.async (the caller commits). Two threads a row, each copying one contiguous half of
-// it: the weight row's 4 blocks in 4-byte pieces (rows 4-byte aligned, b0 a multiple of 4:
-// matmul_q_fits), the activation row's 2 blocks of quants in 16-byte vectors and their 2 scales (and
-// sums). Every copy is then one base pointer plus a constant. Outside the matrices the pieces are
-// zeros: a weight block of zeros has scale 0 and adds nothing.
+// into st with cp.async (the caller commits), consecutive threads on consecutive bytes of a row so
+// that a warp's copy covers whole sectors: the weight rows' 4 blocks in 4-byte pieces (rows 4-byte
+// aligned, b0 a multiple of 4: matmul_q_fits; offsets from the stage's first byte fit 32 bits), the
+// activation rows' 128 quants in 16-byte vectors, their scales (and sums) in 4-byte pieces. Outside
+// the matrices the pieces are zeros: a weight block of zeros has scale 0 and adds nothing.
 template <typename Block>
 __device__ __forceinline__ void issue_stage(QStage<Block>& st, const uint8_t* w, int64_t w_row_bytes, int64_t M,
                                             int64_t N, int64_t n_blk, int64_t m0, int64_t n0, int64_t b0,
                                             const ActQ& act) {
     constexpr int BYTES = BlockTraits<Block>::bytes;
-    constexpr int HALF_BLOCKS = STAGE_BLOCKS / 2;
-    constexpr int W_PIECES = HALF_BLOCKS * BYTES / 4;  // 4-byte pieces a thread copies of its weight row
-    static_assert(THREADS == 2 * TILE_M && THREADS == 2 * TILE_N && BYTES % 2 == 0, "two threads a row");
-    const int row = threadIdx.x / 2, half = threadIdx.x % 2;
-    const int64_t b = b0 + HALF_BLOCKS * half;  // the first block this thread copies
-
-    const int64_t left = (n_blk - b) * BYTES;  // bytes of the weight row from this thread's first piece
-    const bool w_in = m0 + row < M;
-    const uint8_t* wp = w + (w_in ? (m0 + row) * w_row_bytes + b * BYTES : 0);
-    uint8_t* ws = &st.w[row][HALF_BLOCKS * BYTES * half];
+    constexpr int W_PIECES = QStage<Block>::W_BYTES / 4;  // 4-byte pieces of a weight row's stage
+    static_assert(TILE_M * W_PIECES % THREADS == 0, "block sizes are even");
+    const uint8_t* wb = w + m0 * w_row_bytes + b0 * BYTES;
+    const int rows_in = int(M - m0 < TILE_M ? M - m0 : TILE_M);
+    const int64_t left = (n_blk - b0) * BYTES;  // bytes of each weight row from the stage's start
 #pragma unroll
-    for (int c = 0; c < W_PIECES; ++c) {
-        const bool in = w_in && 4 * c < left;
-        cp_async4_or_zero(ws + 4 * c, in ? wp + 4 * c : w, in);
+    for (int it = 0; it < TILE_M * W_PIECES / THREADS; ++it) {
+        const int i = threadIdx.x + THREADS * it;
+        const int row = i / W_PIECES, c = i % W_PIECES;
+        const bool in = row < rows_in && 4 * c < left;
+        cp_async4_or_zero(&st.w[row][4 * c], in ? wb + uint32_t(row) * uint32_t(w_row_bytes) + 4 * c : w, in);
     }
-
-    const int64_t n = n0 + row;
-    const bool x_in = n < N;
-    const int64_t at = x_in ? n * n_blk + b : 0;  // the first block's index in act.d, act.s, act.q / QK
+    constexpr int VECS = STAGE_K / 16;  // 16-byte vectors of an activation row's stage
+    const int v = threadIdx.x % VECS;
+    const bool blk_in = b0 + v / 2 < n_blk;
 #pragma unroll
-    for (int j = 0; j < HALF_BLOCKS; ++j) {
-        const bool in = x_in && b + j < n_blk;
-        const int kb = HALF_BLOCKS * half + j;
-        cp_async16_or_zero(&st.x_q[row][QK * kb], in ? act.q + (at + j) * QK : act.q, in);
-        cp_async16_or_zero(&st.x_q[row][QK * kb + 16], in ? act.q + (at + j) * QK + 16 : act.q, in);
-        cp_async4_or_zero(&st.x_d[row][kb], in ? act.d + at + j : act.d, in);
-        if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1) {
-            cp_async4_or_zero(&st.x_s[row][kb], in ? act.s + at + j : act.s, in);
-        }
+    for (int it = 0; it < TILE_N * VECS / THREADS; ++it) {
+        const int row = threadIdx.x / VECS + THREADS / VECS * it;
+        const bool in = blk_in && n0 + row < N;
+        cp_async16_or_zero(&st.x_q[row][16 * v], in ? act.q + ((n0 + row) * n_blk + b0) * QK + 16 * v : act.q, in);
+    }
+    const int kb = threadIdx.x % STAGE_BLOCKS;
+#pragma unroll
+    for (int it = 0; it < TILE_N * STAGE_BLOCKS / THREADS; ++it) {
+        const int row = threadIdx.x / STAGE_BLOCKS + THREADS / STAGE_BLOCKS * it;
+        const bool in = b0 + kb < n_blk && n0 + row < N;
+        const int64_t at = in ? (n0 + row) * n_blk + b0 + kb : 0;
+        cp_async4_or_zero(&st.x_d[row][kb], act.d + at, in);
+        if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1) cp_async4_or_zero(&st.x_s[row][kb], act.s + at, in);
     }
 }
 
@@ -237,83 +238,104 @@ __device__ __forceinline__ float from_half_type(T v) {
     }
 }
 
-// K values k0 .. k0 + 63 of weight rows m0 .. m0 + 63 and activation rows n0 .. n0 + 63 into the stage,
-// 16 bytes a load (K % 8 == 0, rows 16-byte aligned: matmul_float_fits); outside the matrices: zeros.
+// x f32 [K, N] (rows x_row_bytes apart) -> hi and lo T [K, N], packed: once per product, so that the
+// tile loop copies halves instead of converting each activation tile once per weight tile.
 template <typename T>
-__device__ __forceinline__ void load_float_stage(FloatStage<T>& st, const char* w, int64_t w_row_bytes,
-                                                 const char* x, int64_t x_row_bytes, int64_t K, int64_t M,
-                                                 int64_t N, int64_t m0, int64_t n0, int64_t k0) {
-    constexpr int W_VECS = F_STAGE_K / 8;  // 16-byte vectors per weight tile row
-#pragma unroll
-    for (int it = 0; it < TILE_M * W_VECS / THREADS; ++it) {
-        const int i = threadIdx.x + it * THREADS;
-        const int row = i / W_VECS, v = i % W_VECS;
-        const int64_t m = m0 + row, k = k0 + 8 * v;
-        uint4 q = make_uint4(0, 0, 0, 0);
-        if (m < M && k < K) q = *reinterpret_cast<const uint4*>(w + m * w_row_bytes + k * int64_t(sizeof(T)));
-        *reinterpret_cast<uint4*>(&st.w[row][8 * v]) = q;
-    }
-    constexpr int X_VECS = F_STAGE_K / 4;  // float4s per activation tile row
-#pragma unroll
-    for (int it = 0; it < TILE_N * X_VECS / THREADS; ++it) {
-        const int i = threadIdx.x + it * THREADS;
-        const int row = i / X_VECS, v = i % X_VECS;
-        const int64_t n = n0 + row, k = k0 + 4 * v;
-        float4 f = make_float4(0, 0, 0, 0);
-        if (n < N && k < K) f = *reinterpret_cast<const float4*>(x + n * x_row_bytes + k * int64_t(sizeof(float)));
+__global__ void split_hi_lo_kernel(const char* x, int64_t x_row_bytes, int64_t K, int64_t N, T* hi, T* lo) {
+    const int64_t quads = K / 4 * N;  // K % 8 == 0
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < quads; i += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t n = i / (K / 4), k = 4 * (i % (K / 4));
+        const float4 f = *reinterpret_cast<const float4*>(x + n * x_row_bytes + k * int64_t(sizeof(float)));
         const float in[4] = {f.x, f.y, f.z, f.w};
-        T hi[4], lo[4];
+        T h[4], l[4];
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-            hi[j] = to_half_type<T>(in[j]);
-            lo[j] = to_half_type<T>(in[j] - from_half_type(hi[j]));
+            h[j] = to_half_type<T>(in[j]);
+            l[j] = to_half_type<T>(in[j] - from_half_type(h[j]));
         }
-        *reinterpret_cast<uint2*>(&st.x_hi[row][4 * v]) = *reinterpret_cast<const uint2*>(hi);
-        *reinterpret_cast<uint2*>(&st.x_lo[row][4 * v]) = *reinterpret_cast<const uint2*>(lo);
+        *reinterpret_cast<uint2*>(hi + n * K + k) = *reinterpret_cast<const uint2*>(h);
+        *reinterpret_cast<uint2*>(lo + n * K + k) = *reinterpret_cast<const uint2*>(l);
     }
 }
 
-// grid and warps as matmul_q_kernel: warp (wm, wn) owns 32 x 32 outputs, 2 x 4 mma tiles, each fed
-// twice per K step (hi and lo activations).
+// K values k0 .. k0 + 63 of weight rows m0 .. m0 + 63 and of the hi / lo activation rows n0 .. n0 + 63
+// into st with cp.async (the caller commits), 16 bytes a copy (K % 8 == 0, rows 16-byte aligned:
+// matmul_float_fits). Eight consecutive threads copy one row's 128 bytes, so a warp's copy covers 4
+// rows x 128 contiguous bytes. Outside the matrices: zeros.
+template <typename T>
+__device__ __forceinline__ void issue_float_stage(FloatStage<T>& st, const char* w, int64_t w_row_bytes, const T* hi,
+                                                  const T* lo, int64_t K, int64_t M, int64_t N, int64_t m0, int64_t n0,
+                                                  int64_t k0) {
+    constexpr int VECS = F_STAGE_K / 8;         // 16-byte vectors a row
+    constexpr int ROWS_AT_ONCE = THREADS / VECS;  // rows one pass of the block covers
+    const int r0 = threadIdx.x / VECS, c = 8 * (threadIdx.x % VECS);
+    const int64_t k = k0 + c;
+    const bool k_in = k < K;
+#pragma unroll
+    for (int it = 0; it < TILE_M / ROWS_AT_ONCE; ++it) {
+        const int row = r0 + ROWS_AT_ONCE * it;
+        const bool wv = k_in && m0 + row < M, xv = k_in && n0 + row < N;
+        const T* wp = reinterpret_cast<const T*>(w + (m0 + row) * w_row_bytes) + k;
+        const int64_t x_at = (n0 + row) * K + k;
+        cp_async16_or_zero(&st.w[row][c], wv ? wp : reinterpret_cast<const T*>(w), wv);
+        cp_async16_or_zero(&st.x_hi[row][c], xv ? hi + x_at : hi, xv);
+        cp_async16_or_zero(&st.x_lo[row][c], xv ? lo + x_at : lo, xv);
+    }
+}
+
+// grid and warps as matmul_q_kernel, two stages in dynamic shared memory (55 KB) with the copies of
+// stage s + 1 in flight while the warps multiply stage s: warp (wm, wn) owns 32 x 32 outputs, 2 x 4
+// mma tiles, each fed twice per K step (hi and lo activations).
 template <typename T>
 __global__ void __launch_bounds__(THREADS, 4)
-    matmul_float_kernel(const char* w, int64_t w_row_bytes, const char* x, int64_t x_row_bytes, int64_t K,
-                        int64_t M, int64_t N, float* dst) {
-    __shared__ FloatStage<T> st;
+    matmul_float_kernel(const char* w, int64_t w_row_bytes, const T* hi, const T* lo, int64_t K, int64_t M,
+                        int64_t N, float* dst) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    FloatStage<T>* st = reinterpret_cast<FloatStage<T>*>(smem_raw);
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
     const int64_t n0 = int64_t(blockIdx.x) * TILE_N, m0 = int64_t(blockIdx.y) * TILE_M;
+    const int64_t n_stages = (K + F_STAGE_K - 1) / F_STAGE_K;
     auto word = [](const T* p) { return *reinterpret_cast<const uint32_t*>(p); };
 
+    issue_float_stage<T>(st[0], w, w_row_bytes, hi, lo, K, M, N, m0, n0, 0);
+    cp_async_commit();
     float acc[FRAGS_M][FRAGS_N][4] = {};
-    for (int64_t k0 = 0; k0 < K; k0 += F_STAGE_K) {
-        __syncthreads();  // the previous stage is consumed
-        load_float_stage<T>(st, w, w_row_bytes, x, x_row_bytes, K, M, N, m0, n0, k0);
-        __syncthreads();
+    for (int64_t s = 0; s < n_stages; ++s) {
+        if (s + 1 < n_stages) {
+            issue_float_stage<T>(st[(s + 1) % 2], w, w_row_bytes, hi, lo, K, M, N, m0, n0, (s + 1) * F_STAGE_K);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // stage s is in shared memory for every thread
+        const FloatStage<T>& cur = st[s % 2];
 #pragma unroll
         for (int ks = 0; ks < F_STAGE_K; ks += 16) {
             uint32_t a[FRAGS_M][4];
 #pragma unroll
             for (int fm = 0; fm < FRAGS_M; ++fm) {
                 const int row = WARP_M * wm + 16 * fm + g;
-                a[fm][0] = word(&st.w[row][ks + 2 * t]);
-                a[fm][1] = word(&st.w[row + 8][ks + 2 * t]);
-                a[fm][2] = word(&st.w[row][ks + 2 * t + 8]);
-                a[fm][3] = word(&st.w[row + 8][ks + 2 * t + 8]);
+                a[fm][0] = word(&cur.w[row][ks + 2 * t]);
+                a[fm][1] = word(&cur.w[row + 8][ks + 2 * t]);
+                a[fm][2] = word(&cur.w[row][ks + 2 * t + 8]);
+                a[fm][3] = word(&cur.w[row + 8][ks + 2 * t + 8]);
             }
 #pragma unroll
             for (int fn = 0; fn < FRAGS_N; ++fn) {
                 const int col = WARP_N * wn + 8 * fn + g;
-                const uint32_t hi[2] = {word(&st.x_hi[col][ks + 2 * t]), word(&st.x_hi[col][ks + 2 * t + 8])};
-                const uint32_t lo[2] = {word(&st.x_lo[col][ks + 2 * t]), word(&st.x_lo[col][ks + 2 * t + 8])};
+                const uint32_t xh[2] = {word(&cur.x_hi[col][ks + 2 * t]), word(&cur.x_hi[col][ks + 2 * t + 8])};
+                const uint32_t xl[2] = {word(&cur.x_lo[col][ks + 2 * t]), word(&cur.x_lo[col][ks + 2 * t + 8])};
 #pragma unroll
                 for (int fm = 0; fm < FRAGS_M; ++fm) {
-                    mma_16816<T>(acc[fm][fn], a[fm], hi);
-                    mma_16816<T>(acc[fm][fn], a[fm], lo);
+                    mma_16816<T>(acc[fm][fn], a[fm], xh);
+                    mma_16816<T>(acc[fm][fn], a[fm], xl);
                 }
             }
         }
+        __syncthreads();  // stage s is consumed before the next iteration copies stage s + 2 over it
     }
     store_tile(acc, dst, M, N, m0, n0, wm, wn, g, t);
 }
@@ -381,22 +403,42 @@ bool matmul_float_fits(const void* w, const Shape4& sw, const float* x, const Sh
 }
 
 template <typename T>
-void launch_matmul_float(const void* w, const Shape4& sw, const float* x, const Shape4& sx, float* dst,
-                         cudaStream_t stream) {
+size_t matmul_float_scratch_bytes(const Shape4& sx) {
+    return 2 * size_t(sx.ne[0]) * size_t(sx.ne[1]) * sizeof(T);
+}
+
+template <typename T>
+void launch_matmul_float(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
+                         size_t scratch_bytes, float* dst, cudaStream_t stream) {
     MF_ASSERT(matmul_float_fits<T>(w, sw, x, sx));
+    MF_ASSERT(scratch_bytes >= matmul_float_scratch_bytes<T>(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
     const int64_t K = sw.ne[0], M = sw.ne[1], N = sx.ne[1];
     if (M == 0 || N == 0) return;
+    T* hi = static_cast<T*>(scratch);
+    T* lo = hi + K * N;
+    split_hi_lo_kernel<T><<<grid_x(std::min<int64_t>(ceil_div(K / 4 * N, 256), 4096)), 256, 0, stream>>>(
+        reinterpret_cast<const char*>(x), sx.nb[1], K, N, hi, lo);
+    CUDA_CHECK_LAUNCH();
+    constexpr size_t smem = 2 * sizeof(FloatStage<T>);
+    static const bool attr = [] {
+        CUDA_CHECK(
+            cudaFuncSetAttribute(matmul_float_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+        return true;
+    }();
+    (void)attr;
     const dim3 grid(grid_x(ceil_div(N, TILE_N)), unsigned(ceil_div(M, TILE_M)));
-    matmul_float_kernel<T><<<grid, THREADS, 0, stream>>>(static_cast<const char*>(w), sw.nb[1],
-                                                         reinterpret_cast<const char*>(x), sx.nb[1], K, M, N, dst);
+    matmul_float_kernel<T><<<grid, THREADS, smem, stream>>>(static_cast<const char*>(w), sw.nb[1], hi, lo, K, M, N,
+                                                            dst);
     CUDA_CHECK_LAUNCH();
 }
 
 template bool matmul_float_fits<__half>(const void*, const Shape4&, const float*, const Shape4&);
 template bool matmul_float_fits<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&);
-template void launch_matmul_float<__half>(const void*, const Shape4&, const float*, const Shape4&, float*,
-                                          cudaStream_t);
-template void launch_matmul_float<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&, float*,
-                                                 cudaStream_t);
+template size_t matmul_float_scratch_bytes<__half>(const Shape4&);
+template size_t matmul_float_scratch_bytes<__nv_bfloat16>(const Shape4&);
+template void launch_matmul_float<__half>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
+                                          float*, cudaStream_t);
+template void launch_matmul_float<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&, void*,
+                                                 size_t, float*, cudaStream_t);
 
 }  // namespace mf

@@ -36,12 +36,17 @@ void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shap
 template <typename T>
 bool matmul_float_fits(const void* w, const Shape4& sw, const float* x, const Shape4& sx);
 
+// Scratch launch_matmul_float needs for x of shape sx: its hi and lo halves, [K, N] T each.
+template <typename T>
+size_t matmul_float_scratch_bytes(const Shape4& sx);
+
 // w [K, M] of T (__half or __nv_bfloat16) times x f32 [K, N] -> dst f32 contiguous [M, N], dst[m, n] =
 // w row m . x row n, for operands matmul_float_fits accepts. Each activation is multiplied as T(x) +
 // T(x - T(x)), so the result keeps f32 activations' precision (to 2^-17 of x for bf16) and differs from
-// the CPU's only in summation order.
+// the CPU's only in summation order. The two halves are written into scratch (at least
+// matmul_float_scratch_bytes(sx), 16-byte aligned) first, overwriting whatever it held.
 template <typename T>
-void launch_matmul_float(const void* w, const Shape4& sw, const float* x, const Shape4& sx, float* dst,
-                         cudaStream_t stream);
+void launch_matmul_float(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
+                         size_t scratch_bytes, float* dst, cudaStream_t stream);
 
 }  // namespace mf

@@ -265,6 +265,23 @@ TEST_CASE("the tensor-core mul_mat reuses and leaves the quantized activation li
                  1e-4);
 }
 
+// The F16 / BF16 tensor-core kernel writes x's hi / lo halves into the same scratch: a quantized
+// mul_mat of the same x after it must quantize x again rather than read the halves as quants.
+TEST_CASE("a quantized mul_mat after an F16 / BF16 tensor-core mul_mat of the same x quantizes x again") {
+    for (DType half_type : {DType::F16, DType::BF16}) {
+        const std::string type_name = dtype_name(half_type);
+        CAPTURE(type_name);
+        std::vector<Input> inputs = {random(DType::F32, {512, 40}), random(DType::Q4_0, {512, 72}),
+                                     random(half_type, {512, 72})};
+        check_vs_cpu(inputs,
+                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* sum = add(ctx, mul_mat(ctx, in[1], in[0]), mul_mat(ctx, in[2], in[0]));
+                         return add(ctx, sum, mul_mat(ctx, in[1], in[0]));
+                     },
+                     1e-4);
+    }
+}
+
 TEST_CASE("mul_mat broadcasts weights over dims 2 and 3 (GQA) and reads strided and permuted views") {
     for (DType type : kWeightTypes) {
         const std::string type_name = dtype_name(type);
