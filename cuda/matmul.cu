@@ -99,6 +99,22 @@ __device__ __forceinline__ void issue_stage(QStage<Block>& st, const uint8_t* w,
     }
 }
 
+// The two-stage cp.async ring of both kernels, at the top of step s of n_stages: issues the copies of
+// stage s + 1 (issue(s + 1), into the buffer stage s - 1 used), waits for stage s's, and makes them
+// visible to every thread. The caller ends each step with a barrier, so the buffer it overwrites next
+// is consumed.
+template <typename Issue>
+__device__ __forceinline__ void next_stage(int64_t s, int64_t n_stages, Issue issue) {
+    if (s + 1 < n_stages) {
+        issue(s + 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 // A warp's 32 x 32 accumulators (mma_s8's d layout) into dst [M, N] (n-major), inside the matrix only.
 __device__ __forceinline__ void store_tile(const float (&acc)[FRAGS_M][FRAGS_N][4], float* dst, int64_t M, int64_t N,
                                            int64_t m0, int64_t n0, int wm, int wn, int g, int t) {
@@ -140,14 +156,9 @@ __global__ void __launch_bounds__(THREADS, 4)
     cp_async_commit();
     float acc[FRAGS_M][FRAGS_N][4] = {};
     for (int64_t s = 0; s < n_stages; ++s) {
-        if (s + 1 < n_stages) {
-            issue_stage<Block>(st[(s + 1) % 2], w, w_row_bytes, M, N, n_blk, m0, n0, (s + 1) * STAGE_BLOCKS, act);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();  // stage s is in shared memory for every thread
+        next_stage(s, n_stages, [&](int64_t i) {
+            issue_stage<Block>(st[i % 2], w, w_row_bytes, M, N, n_blk, m0, n0, i * STAGE_BLOCKS, act);
+        });
         const QStage<Block>& cur = st[s % 2];
         const int stage_blocks = int(n_blk - s * STAGE_BLOCKS < STAGE_BLOCKS ? n_blk - s * STAGE_BLOCKS : STAGE_BLOCKS);
         // Not unrolled: unrolling hoists the fragment loads of all four blocks and needs more than
@@ -303,14 +314,9 @@ __global__ void __launch_bounds__(THREADS, 4)
     cp_async_commit();
     float acc[FRAGS_M][FRAGS_N][4] = {};
     for (int64_t s = 0; s < n_stages; ++s) {
-        if (s + 1 < n_stages) {
-            issue_float_stage<T>(st[(s + 1) % 2], w, w_row_bytes, hi, lo, K, M, N, m0, n0, (s + 1) * F_STAGE_K);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();  // stage s is in shared memory for every thread
+        next_stage(s, n_stages, [&](int64_t i) {
+            issue_float_stage<T>(st[i % 2], w, w_row_bytes, hi, lo, K, M, N, m0, n0, i * F_STAGE_K);
+        });
         const FloatStage<T>& cur = st[s % 2];
 #pragma unroll
         for (int ks = 0; ks < F_STAGE_K; ks += 16) {
