@@ -219,13 +219,17 @@ TEST_CASE("mla: exact from an MQA source at full rank, and with the linear norm 
     CHECK(r24_rms > 5 * tol);
 }
 
+// The error measure (the largest logit difference relative to the largest logit, averaged over tokens)
+// saturates near 1 once the attention output is mostly lost: R = 8 and R = 4 both sit at 0.7-1.2 on
+// these random models, and over 201 seeds their order was reversed 7 times (R = 8 against R = 16:
+// never, the ratio at least 1.14). So R = 4 is checked against R = 16 only.
 TEST_CASE("mla: truncating the latent below the K/V rank costs more the smaller it gets") {
     MlaFixture f(1);
     const double e16 = f.error("mla:16:8"), e8 = f.error("mla:8:8"), e4 = f.error("mla:4:8");
     MESSAGE("logit error at R = 16, 8, 4: " << e16 << ", " << e8 << ", " << e4);
     CHECK(e16 > 2e-3);
     CHECK(e8 > e16);
-    CHECK(e4 > e8);
+    CHECK(e4 > e16);
 }
 
 TEST_CASE("mla from a GQA source loads as deepseek2 with one latent KV row and runs") {
