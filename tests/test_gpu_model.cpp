@@ -153,7 +153,7 @@ TEST_CASE("tiny llama and qwen2 on CUDA match the CPU for every weight type, dec
 // chosen logit (the CPU: 188, 0.59); GPU against CPU up to 7.0% of the largest logit over the whole
 // vocabulary, and 3 of 6 free runs parted at CPU margins of 0.23 and less. The bound is 10%; a wrong
 // kernel puts the logits far outside it and fails the golden check.
-TEST_CASE("SmolLM2-135M on CUDA: llama.cpp's golden choices, and 32 free-running greedy tokens equal to the CPU's up to a near tie") {
+TEST_CASE("SmolLM2-135M on CUDA: llama.cpp's golden choices; 32 free-running greedy tokens as the CPU's to a near tie") {
     const std::string path = mf_test::smollm2_path();
     if (!std::ifstream(path).good()) {
         MESSAGE("skipped: missing ", path, " (run `make model`)");
