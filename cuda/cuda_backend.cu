@@ -569,7 +569,6 @@ void cpy_float(DType dst_type, const void* src, const Shape4& ss, void* dst, con
     }
 }
 
-
 // MUL_MAT of weights w of Block by f32 x (see launch_matvec_q for x_quantized): prefill-sized 2-D
 // products of the block types the tensor-core kernel takes go to it, the rest to the matvec kernel;
 // both leave the same quantized x in scratch.
