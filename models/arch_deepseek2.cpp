@@ -65,16 +65,27 @@ Tensor* build_mla(ForwardState& s, uint32_t il, Tensor* h) {
     const int64_t hd_q = hp.head_dim_k_mla, nope = hd_q - n_rot, v_dim = hp.head_dim_v_mla;
     const size_t f32 = sizeof(float);
 
+    // wq's (or wq_a's) product and wkv_a_mqa's: views of one matmul when the loader stacked them.
+    Tensor* wq_in = l.wq ? l.wq : l.wq_a;
+    Tensor* q_in;
+    Tensor* kv;  // [kv_lora + n_rot, T]
+    if (l.wq_kv_a) {
+        Tensor* both = mul_mat(ctx, l.wq_kv_a, h);
+        q_in = view_2d(ctx, both, wq_in->ne[1], T, both->nb[1], 0);
+        kv = view_2d(ctx, both, kv_lora + n_rot, T, both->nb[1], size_t(wq_in->ne[1]) * f32);
+    } else {
+        q_in = mul_mat(ctx, wq_in, h);
+        kv = mul_mat(ctx, l.wkv_a_mqa, h);
+    }
+
     // Queries, per head q_nope then q_pe.
-    Tensor* q = l.wq ? mul_mat(ctx, l.wq, h)
-                     : mul_mat(ctx, l.wq_b, build_norm(s, mul_mat(ctx, l.wq_a, h), l.attn_q_a_norm, hp.norm_eps));
-    q = reshape_3d(ctx, q, hd_q, n_head, T);
+    Tensor* q = l.wq ? q_in : mul_mat(ctx, l.wq_b, build_norm(s, q_in, l.attn_q_a_norm, hp.norm_eps));
+    q = view_3d(ctx, q, hd_q, n_head, T, size_t(hd_q) * f32, q->nb[1], 0);
     Tensor* q_nope = view_3d(ctx, q, nope, n_head, T, q->nb[1], q->nb[2], 0);
     Tensor* q_pe = view_3d(ctx, q, n_rot, n_head, T, q->nb[1], q->nb[2], size_t(nope) * f32);
     q_pe = rope(ctx, q_pe, s.positions, int(n_rot), hp.rope_mode, hp.rope_freq_base, hp.rope_freq_scale, m.rope_freqs);
 
     // The latent row of each new token: c_kv after its RMSNorm, then the roped k_pe (one head).
-    Tensor* kv = mul_mat(ctx, l.wkv_a_mqa, h);  // [kv_lora + n_rot, T]
     Tensor* c_kv = build_norm(s, view_2d(ctx, kv, kv_lora, T, kv->nb[1], 0), l.attn_kv_a_norm, hp.norm_eps);
     Tensor* k_pe = view_3d(ctx, kv, n_rot, 1, T, kv->nb[1], kv->nb[1], size_t(kv_lora) * f32);
     k_pe = rope(ctx, k_pe, s.positions, int(n_rot), hp.rope_mode, hp.rope_freq_base, hp.rope_freq_scale, m.rope_freqs);
@@ -109,7 +120,8 @@ Tensor* build_forward_deepseek2(ForwardState& s) {
         x = add(ctx, x, mul_mat(ctx, l.wo, build_mla(s, il, h)));
 
         h = build_norm(s, x, l.ffn_norm, hp.norm_eps);
-        x = add(ctx, x, l.ffn_gate_inp ? build_ffn_moe(s, h, l) : build_ffn_swiglu(s, h, l.ffn_gate, l.ffn_up, l.ffn_down));
+        x = add(ctx, x, l.ffn_gate_inp ? build_ffn_moe(s, h, l)
+                                      : build_ffn_swiglu(s, h, l.ffn_gate, l.ffn_up, l.ffn_gate_up, l.ffn_down));
     }
 
     return build_output(s, x, m.output_norm, hp.norm_eps);

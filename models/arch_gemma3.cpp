@@ -33,7 +33,7 @@ Tensor* build_forward_gemma3(ForwardState& s) {
         x = add(ctx, x, build_norm(s, attn, l.post_attention_norm, hp.norm_eps));
 
         h = build_norm(s, x, l.ffn_norm, hp.norm_eps);
-        const GateUp gu = build_gate_up(s, h, l);
+        const GateUp gu = build_gate_up(s, h, l.ffn_gate, l.ffn_up, l.ffn_gate_up);
         Tensor* ffn = mul_mat(ctx, l.ffn_down, geglu(ctx, gu.gate, gu.up));
         x = add(ctx, x, build_norm(s, ffn, l.post_ffw_norm, hp.norm_eps));
     }

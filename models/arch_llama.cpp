@@ -25,7 +25,7 @@ Tensor* build_forward_llama(ForwardState& s) {
         x = add(ctx, x, build_linear(s, attn, l.wo, nullptr));
 
         h = build_norm(s, x, l.ffn_norm, hp.norm_eps);
-        const GateUp gu = build_gate_up(s, h, l);
+        const GateUp gu = build_gate_up(s, h, l.ffn_gate, l.ffn_up, l.ffn_gate_up);
         x = add(ctx, x, mul_mat(ctx, l.ffn_down, swiglu(ctx, gu.gate, gu.up)));
     }
 

@@ -80,9 +80,9 @@ QKV build_qkv(ForwardState& s, uint32_t il, Tensor* x, const LayerWeights& l) {
             view_2d(ctx, qkv, n_head_kv * int64_t(hp.head_dim_v), T, row, size_t(q_dim + k_dim) * f32)};
 }
 
-GateUp build_gate_up(ForwardState& s, Tensor* x, const LayerWeights& l) {
-    if (!l.ffn_gate_up) return {mul_mat(s.ctx, l.ffn_gate, x), mul_mat(s.ctx, l.ffn_up, x)};
-    Tensor* gu = mul_mat(s.ctx, l.ffn_gate_up, x);  // [2 n_ff, T]
+GateUp build_gate_up(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* gate_up) {
+    if (!gate_up) return {mul_mat(s.ctx, gate, x), mul_mat(s.ctx, up, x)};
+    Tensor* gu = mul_mat(s.ctx, gate_up, x);  // [2 n_ff, T]
     const int64_t n_ff = gu->ne[0] / 2;
     return {view_2d(s.ctx, gu, n_ff, gu->ne[1], gu->nb[1], 0),
             view_2d(s.ctx, gu, n_ff, gu->ne[1], gu->nb[1], size_t(n_ff) * sizeof(float))};
@@ -136,10 +136,9 @@ Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* kv_row, 
     return build_attn_core(ctx, s.attn, q, K, V, in.mask, kq_scale);
 }
 
-Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down) {
-    Tensor* g = mul_mat(s.ctx, gate, x);
-    Tensor* u = mul_mat(s.ctx, up, x);
-    return mul_mat(s.ctx, down, swiglu(s.ctx, g, u));
+Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* gate_up, Tensor* down) {
+    const GateUp gu = build_gate_up(s, x, gate, up, gate_up);
+    return mul_mat(s.ctx, down, swiglu(s.ctx, gu.gate, gu.up));
 }
 
 Tensor* build_output(ForwardState& s, Tensor* x, Tensor* norm, float eps) {

@@ -64,13 +64,13 @@ struct QKV {
     Tensor* v;
 };
 QKV build_qkv(ForwardState& s, uint32_t il, Tensor* x, const LayerWeights& l);
-// The gate and up projections of a dense FFN: one matmul of l.ffn_gate_up viewed as two when the
-// loader stacked them, else two. x: [n_embd, T] -> gate, up: [n_ff, T]
+// The gate and up projections of an FFN: one matmul of gate_up (the loader's stack of gate's rows,
+// then up's) viewed as two when there is one, else two. x: [n_embd, T] -> gate, up: [n_ff, T]
 struct GateUp {
     Tensor* gate;
     Tensor* up;
 };
-GateUp build_gate_up(ForwardState& s, Tensor* x, const LayerWeights& l);
+GateUp build_gate_up(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* gate_up);
 // Stores k, v of the new tokens in layer il's cache and attends q over the cached positions the
 // layer sees (its window, if any). kq_scale 0 means 1 / sqrt(head_dim_k).
 // q: [head_dim_k, n_head, T], k: [head_dim_k, n_head_kv, T], v: [head_dim_v * n_head_kv, T]
@@ -86,7 +86,7 @@ Tensor* build_attn_core(Context& ctx, AttnImpl impl, Tensor* q, Tensor* K, Tenso
 // -> [kv_lora_rank, n_head, T] (still in the latent space: W_UV comes after)
 Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* kv_row, float kq_scale);
 // SwiGLU feed-forward: down(silu(gate x) * up x); x: [n_embd, T] -> [n_embd, T]
-Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* down);
+Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* gate_up, Tensor* down);
 
 // Mixture-of-experts feed-forward of layer l (models/moe.cpp): router logits, gating (softmax or
 // sigmoid, HParams::expert_gating), top-n_expert_used selection (plus ffn_exp_probs_b for selection

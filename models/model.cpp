@@ -174,6 +174,8 @@ void load_deepseek2_layer(WeightLoader& w, const HParams& hp, uint32_t il, Layer
         l.wq = w.require(p + "attn_q.weight", {n_embd, q_dim});
     }
     l.wkv_a_mqa = w.require(p + "attn_kv_a_mqa.weight", {n_embd, kv_lora + hp.n_rot});
+    // Both read the normed input: one matmul (the parts stay usable as views).
+    l.wq_kv_a = w.stack(p + "attn_q_kv_a.stacked", {l.wq ? l.wq : l.wq_a, l.wkv_a_mqa});
     l.attn_kv_a_norm = w.vector_f32(p + "attn_kv_a_norm.weight", kv_lora, true);
     l.wk_b = w.optional(p + "attn_k_b.weight", {nope, kv_lora, n_head});
     l.wv_b = w.optional(p + "attn_v_b.weight", {kv_lora, v_dim, n_head});
@@ -198,6 +200,7 @@ void load_deepseek2_layer(WeightLoader& w, const HParams& hp, uint32_t il, Layer
         l.ffn_gate = w.require(p + "ffn_gate.weight", {n_embd, hp.n_ff});
         l.ffn_up = w.require(p + "ffn_up.weight", {n_embd, hp.n_ff});
         l.ffn_down = w.require(p + "ffn_down.weight", {hp.n_ff, n_embd});
+        l.ffn_gate_up = w.stack(p + "ffn_gate_up.stacked", {l.ffn_gate, l.ffn_up});
         return;
     }
     const int64_t n_expert = hp.n_expert, n_ff_exp = hp.n_ff_exp, n_ff_sh = n_ff_exp * hp.n_expert_shared;
@@ -210,6 +213,7 @@ void load_deepseek2_layer(WeightLoader& w, const HParams& hp, uint32_t il, Layer
         l.ffn_gate_shexp = w.require(p + "ffn_gate_shexp.weight", {n_embd, n_ff_sh});
         l.ffn_up_shexp = w.require(p + "ffn_up_shexp.weight", {n_embd, n_ff_sh});
         l.ffn_down_shexp = w.require(p + "ffn_down_shexp.weight", {n_ff_sh, n_embd});
+        l.ffn_gate_up_shexp = w.stack(p + "ffn_gate_up_shexp.stacked", {l.ffn_gate_shexp, l.ffn_up_shexp});
     }
 }
 

@@ -43,6 +43,7 @@ struct LayerWeights {
     Tensor* attn_q_a_norm = nullptr;   // [q_lora_rank]
     Tensor* wq_b = nullptr;            // [q_lora_rank, n_head * head_dim_k_mla]
     Tensor* wkv_a_mqa = nullptr;       // [n_embd, kv_lora_rank + n_rot]: c_kv, then the shared k_pe
+    Tensor* wq_kv_a = nullptr;         // rows of wq (or wq_a), then wkv_a_mqa, when they share a type
     Tensor* attn_kv_a_norm = nullptr;  // [kv_lora_rank]
     Tensor* wk_b = nullptr;            // [qk_nope, kv_lora_rank, n_head]: W_UK per head, transposed
     Tensor* wv_b = nullptr;            // [kv_lora_rank, head_dim_v_mla, n_head]: W_UV per head
@@ -56,6 +57,7 @@ struct LayerWeights {
     Tensor* ffn_gate_shexp = nullptr;   // [n_embd, n_ff_exp * n_expert_shared], or null
     Tensor* ffn_up_shexp = nullptr;     // [n_embd, n_ff_exp * n_expert_shared], or null
     Tensor* ffn_down_shexp = nullptr;   // [n_ff_exp * n_expert_shared, n_embd], or null
+    Tensor* ffn_gate_up_shexp = nullptr;  // rows of ffn_gate_shexp, then ffn_up_shexp, when one type
 };
 
 struct Model {

@@ -36,7 +36,10 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
     // Their weighted sum: the slots are the rows of the [n_used, n_embd, T] view.
     Tensor* out = reshape_2d(ctx, sum_rows(ctx, permute(ctx, experts, 1, 0, 2, 3)), n_embd, T);
 
-    if (l.ffn_gate_shexp) out = add(ctx, out, build_ffn_swiglu(s, x, l.ffn_gate_shexp, l.ffn_up_shexp, l.ffn_down_shexp));
+    if (l.ffn_gate_shexp) {
+        out = add(ctx, out,
+                  build_ffn_swiglu(s, x, l.ffn_gate_shexp, l.ffn_up_shexp, l.ffn_gate_up_shexp, l.ffn_down_shexp));
+    }
     return out;
 }
 

@@ -163,6 +163,9 @@ TEST_CASE("deepseek2 dense: f32 conversion decodes every position within toleran
     const std::string path = convert("deepseek2_dense", DType::F32);
     auto model = load_model(path, *backend);
     REQUIRE(model->hp.attn_kind(0) == AttnKind::MLA);
+    // One type throughout: the loader stacks attn_q with attn_kv_a_mqa and ffn_gate with ffn_up.
+    CHECK(model->layers[0].wq_kv_a != nullptr);
+    CHECK(model->layers[0].ffn_gate_up != nullptr);
 
     const auto logits = decode_each(*model, e.ids);
     double worst = 0;
@@ -350,6 +353,9 @@ TEST_CASE("deepseek2 MoE (q_lora_rank 48, experts after layer 0): f32 conversion
     CHECK(model->layers[0].ffn_gate_inp == nullptr);
     CHECK(model->layers[1].ffn_gate_inp != nullptr);
     CHECK(model->layers[0].wq_a != nullptr);
+    // Stacked (one type): attn_q_a with attn_kv_a_mqa, and the shared experts' gate with their up.
+    CHECK(model->layers[1].wq_kv_a != nullptr);
+    CHECK(model->layers[1].ffn_gate_up_shexp != nullptr);
 
     const auto logits = decode_each(*model, e.ids);
     double worst = 0;
