@@ -1,10 +1,12 @@
-// MUL_MAT for prefill: a CUDA block computes a 64 x 64 tile of outputs with mma.sync from tiles in
-// shared memory. 32-element block weights: the raw blocks and the int8 activations copied in with
-// cp.async one stage ahead of use, m16n8k32, one weight block per mma K step.
+// MUL_MAT for prefill: a CUDA block computes a 64 x 64 (or 64 x 128) tile of outputs with mma.sync
+// from tiles in shared memory. 32-element block weights: the raw blocks and the int8 activations
+// copied in with cp.async one stage ahead of use, m16n8k32, one weight block per mma K step.
 // F16 / BF16 weights: half tiles, m16n8k16, the f32 activations split into two halves (see below).
 #include "cuda/matmul.cuh"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "cuda/act_quant.cuh"
@@ -15,34 +17,44 @@ namespace mf {
 
 namespace {
 
-// Tiling. Each weight block is read once per 64 activation columns (the matvec kernel reads it once
-// per 4), and each mma K step is exactly one block, so its int32 result is the block's exact integer
-// sum, scaled like matvec_q_kernel's.
-constexpr int TILE_M = 64;                          // weight rows per CUDA block
-constexpr int TILE_N = 64;                          // activation rows (columns of the product) per CUDA block
+// Tiling. Each weight block is read once per TILE_N activation columns (the matvec kernel reads it
+// once per 4), and each mma K step is exactly one block, so its int32 result is the block's exact
+// integer sum, scaled like matvec_q_kernel's. A CUDA block is 2 x 2 warps; a warp owns FM m16 tiles
+// by FN n8 tiles of outputs. The larger a warp's tile, the more mma steps each unpacked weight
+// fragment and each activation fragment serve (the MMQ kernel is bound by instructions issued, most
+// of them not mma), at the price of registers and of idle work at the matrices' edges.
+constexpr int WARPS_M = 2, WARPS_N = 2;             // warps per CUDA block, 2 x 2 over the tile
+constexpr int THREADS = WARPS_M * WARPS_N * WARP_SIZE;
 constexpr int STAGE_BLOCKS = 4;                     // weight blocks along K per shared-memory stage
 constexpr int STAGE_K = STAGE_BLOCKS * QK;          // 128 values of K per stage
 constexpr int ROW_BYTES = STAGE_K + 16;             // an activation tile row in shared memory, see QStage
-constexpr int WARPS_M = 2, WARPS_N = 2;             // warps per CUDA block, 2 x 2 over the tile
-constexpr int THREADS = WARPS_M * WARPS_N * WARP_SIZE;
-constexpr int WARP_M = TILE_M / WARPS_M;            // output rows per warp: 32
-constexpr int WARP_N = TILE_N / WARPS_N;            // output columns per warp: 32
-constexpr int FRAGS_M = WARP_M / 16;                // m16 tiles per warp: 2
-constexpr int FRAGS_N = WARP_N / 8;                 // n8 tiles per warp: 4
+
+template <int FM, int FN>
+struct Tiling {
+    static constexpr int FRAGS_M = FM;                 // m16 tiles per warp
+    static constexpr int FRAGS_N = FN;                 // n8 tiles per warp
+    static constexpr int WARP_M = 16 * FM;             // output rows per warp
+    static constexpr int WARP_N = 8 * FN;              // output columns per warp
+    static constexpr int TILE_M = WARPS_M * WARP_M;    // weight rows per CUDA block
+    static constexpr int TILE_N = WARPS_N * WARP_N;    // activation rows (columns of the product) per CUDA block
+    static constexpr int MIN_BLOCKS = FM * FN <= 8 ? 4 : 3;  // CUDA blocks an SM: at most 128 / 168 registers
+};
+using Tile64 = Tiling<2, 4>;       // 64 x 64: the F16 / BF16 kernel, and MMQ for few columns
+using TileWide = Tiling<2, 8>;     // 64 x 128
 
 // One stage of both operands as they lie in global memory: per weight row its 4 blocks' raw bytes (4 *
 // Block's size, copied in 4-byte pieces), per activation row 128 int8 quants and 4 scales (and Q8_1
 // sums). Bank-conflict-free fragment reads (8 rows x 4 consecutive words a warp load): rows are a
 // multiple of 8 words plus 4 apart, e.g. 20 words for Q4_0 (72 bytes padded to 80), 36 for the 128
 // + 16 activation bytes.
-template <typename Block>
+template <typename Block, typename Tile>
 struct QStage {
     static constexpr int W_BYTES = STAGE_BLOCKS * BlockTraits<Block>::bytes;  // a weight row's raw bytes
     static constexpr int W_ROW = ((W_BYTES / 4 + 3) / 8 * 8 + 4) * 4;          // the same, padded
-    alignas(16) uint8_t w[TILE_M][W_ROW];
-    alignas(16) int8_t x_q[TILE_N][ROW_BYTES];
-    float x_d[TILE_N][STAGE_BLOCKS];
-    float x_s[TILE_N][STAGE_BLOCKS];  // Q8_1 sums (d * sum(q)), for the weights' mins
+    alignas(16) uint8_t w[Tile::TILE_M][W_ROW];
+    alignas(16) int8_t x_q[Tile::TILE_N][ROW_BYTES];
+    float x_d[Tile::TILE_N][STAGE_BLOCKS];
+    float x_s[Tile::TILE_N][STAGE_BLOCKS];  // Q8_1 sums (d * sum(q)), for the weights' mins
 };
 
 // d = a (16 x 32, row-major) . b (32 x 8, column-major) over int8, exact in int32. Fragments, with
@@ -56,48 +68,80 @@ __device__ __forceinline__ void mma_s8(int (&d)[4], const int (&a)[4], const int
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(0));
 }
 
-// Stage b0 (weight blocks b0 .. b0 + 3) of weight rows m0 .. m0 + 63 and activation rows n0 .. n0 + 63
-// into st with cp.async (the caller commits), consecutive threads on consecutive bytes of a row so
-// that a warp's copy covers whole sectors: the weight rows' 4 blocks in 4-byte pieces (rows 4-byte
-// aligned, b0 a multiple of 4: matmul_q_fits; offsets from the stage's first byte fit 32 bits), the
-// activation rows' 128 quants in 16-byte vectors, their scales (and sums) in 4-byte pieces. Outside
-// the matrices the pieces are zeros: a weight block of zeros has scale 0 and adds nothing.
-template <typename Block>
-__device__ __forceinline__ void issue_stage(QStage<Block>& st, const uint8_t* w, int64_t w_row_bytes, int64_t M,
-                                            int64_t N, int64_t n_blk, int64_t m0, int64_t n0, int64_t b0,
-                                            const ActQ& act) {
-    constexpr int BYTES = BlockTraits<Block>::bytes;
-    constexpr int W_PIECES = QStage<Block>::W_BYTES / 4;  // 4-byte pieces of a weight row's stage
-    static_assert(TILE_M * W_PIECES % THREADS == 0, "block sizes are even");
-    const uint8_t* wb = w + m0 * w_row_bytes + b0 * BYTES;
-    const int rows_in = int(M - m0 < TILE_M ? M - m0 : TILE_M);
-    const int64_t left = (n_blk - b0) * BYTES;  // bytes of each weight row from the stage's start
+// Copies stage s (weight blocks 4s .. 4s + 3) of weight rows m0 .. m0 + TILE_M - 1 and activation
+// rows n0 .. n0 + TILE_N - 1 into a QStage with cp.async (the caller commits). Consecutive threads
+// copy consecutive bytes of a row, so a warp's copy covers whole sectors: the weight rows' raw blocks
+// in PIECE-byte pieces (4 or 8: rows and their lengths PIECE-aligned, and for 8 every stage whole:
+// matmul_q_fits / launch_matmul_q), the activation rows' 128 quants in 16-byte vectors, their scales
+// (and sums) in 4-byte pieces. Outside the matrices the pieces are zeros: a weight block of zeros has
+// scale 0 and adds nothing. Everything that does not change from stage to stage (this thread's rows,
+// pointers, which rows are inside) is worked out once, so a stage costs little more than its copies.
+template <typename Block, typename Tile, int PIECE>
+struct StageCopier {
+    static constexpr int BYTES = BlockTraits<Block>::bytes;
+    static constexpr int W_BYTES = QStage<Block, Tile>::W_BYTES;
+    static constexpr int W_PIECES = W_BYTES / PIECE;          // pieces of a weight row's stage
+    static constexpr int W_TOTAL = Tile::TILE_M * W_PIECES;   // pieces of a stage's weight tile
+    static constexpr int VECS = STAGE_K / 16;                 // 16-byte vectors of an activation row's stage
+    static constexpr int X_STRIDE = THREADS / VECS;           // rows between one thread's vectors
+    static constexpr int D_STRIDE = THREADS / STAGE_BLOCKS;   // rows between one thread's scales
+    static_assert(W_BYTES % PIECE == 0, "a stage of weight blocks is whole pieces");
+
+    const uint8_t* w;    // weight row m0, block 0
+    const int8_t* xq;    // activation row n0, block 0: its quants, scales and (Q8_1) sums
+    const float* xd;
+    const float* xs;
+    uint32_t w_row_bytes, x_row_bytes;  // offsets inside a tile fit 32 bits (launch_matmul_q)
+    int w_rows, x_rows;                 // rows of the tiles inside the matrices
+    int64_t n_blk;
+
+    __device__ StageCopier(const uint8_t* w_, int64_t w_row_bytes_, int64_t M, int64_t N, int64_t n_blk_, int64_t m0,
+                           int64_t n0, const ActQ& act)
+        : w(w_ + m0 * w_row_bytes_), xq(act.q + n0 * n_blk_ * QK), xd(act.d + n0 * n_blk_), xs(act.s + n0 * n_blk_),
+          w_row_bytes(uint32_t(w_row_bytes_)), x_row_bytes(uint32_t(n_blk_ * QK)),
+          w_rows(int(M - m0 < Tile::TILE_M ? M - m0 : Tile::TILE_M)),
+          x_rows(int(N - n0 < Tile::TILE_N ? N - n0 : Tile::TILE_N)), n_blk(n_blk_) {}
+
+    // A piece outside the matrices reads nothing; its address is the tile's first (valid) one.
+    __device__ __forceinline__ void issue(QStage<Block, Tile>& st, int64_t s) const {
+        const int64_t b0 = s * STAGE_BLOCKS;
+        const int blocks = int(n_blk - b0 < STAGE_BLOCKS ? n_blk - b0 : STAGE_BLOCKS);
+        const int left = blocks * BYTES;  // bytes of each weight row in this stage
+        const uint8_t* wb = w + b0 * BYTES;
 #pragma unroll
-    for (int it = 0; it < TILE_M * W_PIECES / THREADS; ++it) {
-        const int i = threadIdx.x + THREADS * it;
-        const int row = i / W_PIECES, c = i % W_PIECES;
-        const bool in = row < rows_in && 4 * c < left;
-        cp_async4_or_zero(&st.w[row][4 * c], in ? wb + uint32_t(row) * uint32_t(w_row_bytes) + 4 * c : w, in);
-    }
-    constexpr int VECS = STAGE_K / 16;  // 16-byte vectors of an activation row's stage
-    const int v = threadIdx.x % VECS;
-    const bool blk_in = b0 + v / 2 < n_blk;
+        for (int it = 0; it < (W_TOTAL + THREADS - 1) / THREADS; ++it) {
+            const int i = threadIdx.x + THREADS * it;
+            if (W_TOTAL % THREADS == 0 || i < W_TOTAL) {
+                const int row = i / W_PIECES, c = PIECE * (i % W_PIECES);
+                const bool in = row < w_rows && c < left;
+                const uint8_t* src = wb + (in ? uint32_t(row) * w_row_bytes + c : 0u);
+                if constexpr (PIECE == 8) {
+                    cp_async8_or_zero(&st.w[row][c], src, in);
+                } else {
+                    cp_async4_or_zero(&st.w[row][c], src, in);
+                }
+            }
+        }
+        const int v = threadIdx.x % VECS;
+        const int8_t* xb = xq + b0 * QK;
 #pragma unroll
-    for (int it = 0; it < TILE_N * VECS / THREADS; ++it) {
-        const int row = threadIdx.x / VECS + THREADS / VECS * it;
-        const bool in = blk_in && n0 + row < N;
-        cp_async16_or_zero(&st.x_q[row][16 * v], in ? act.q + ((n0 + row) * n_blk + b0) * QK + 16 * v : act.q, in);
-    }
-    const int kb = threadIdx.x % STAGE_BLOCKS;
+        for (int it = 0; it < Tile::TILE_N / X_STRIDE; ++it) {
+            const int row = threadIdx.x / VECS + X_STRIDE * it;
+            const bool in = v / 2 < blocks && row < x_rows;
+            cp_async16_or_zero(&st.x_q[row][16 * v], xb + (in ? uint32_t(row) * x_row_bytes + 16 * v : 0u), in);
+        }
+        const int kb = threadIdx.x % STAGE_BLOCKS;
+        const uint32_t d_row = x_row_bytes / QK;
 #pragma unroll
-    for (int it = 0; it < TILE_N * STAGE_BLOCKS / THREADS; ++it) {
-        const int row = threadIdx.x / STAGE_BLOCKS + THREADS / STAGE_BLOCKS * it;
-        const bool in = b0 + kb < n_blk && n0 + row < N;
-        const int64_t at = in ? (n0 + row) * n_blk + b0 + kb : 0;
-        cp_async4_or_zero(&st.x_d[row][kb], act.d + at, in);
-        if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1) cp_async4_or_zero(&st.x_s[row][kb], act.s + at, in);
+        for (int it = 0; it < Tile::TILE_N / D_STRIDE; ++it) {
+            const int row = threadIdx.x / STAGE_BLOCKS + D_STRIDE * it;
+            const bool in = kb < blocks && row < x_rows;
+            const uint32_t at = in ? uint32_t(row) * d_row + kb : 0u;
+            cp_async4_or_zero(&st.x_d[row][kb], xd + b0 + at, in);
+            if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1) cp_async4_or_zero(&st.x_s[row][kb], xs + b0 + at, in);
+        }
     }
-}
+};
 
 // The two-stage cp.async ring of both kernels, at the top of step s of n_stages: issues the copies of
 // stage s + 1 (issue(s + 1), into the buffer stage s - 1 used), waits for stage s's, and makes them
@@ -115,17 +159,20 @@ __device__ __forceinline__ void next_stage(int64_t s, int64_t n_stages, Issue is
     __syncthreads();
 }
 
-// A warp's 32 x 32 accumulators (mma_s8's d layout) into dst [M, N] (n-major), inside the matrix only.
-__device__ __forceinline__ void store_tile(const float (&acc)[FRAGS_M][FRAGS_N][4], float* dst, int64_t M, int64_t N,
-                                           int64_t m0, int64_t n0, int wm, int wn, int g, int t) {
+// A warp's accumulators (mma_s8's d layout, FM x FN tiles of Tile) into dst [M, N] (n-major), inside
+// the matrix only.
+template <typename Tile>
+__device__ __forceinline__ void store_tile(const float (&acc)[Tile::FRAGS_M][Tile::FRAGS_N][4], float* dst,
+                                           int64_t M, int64_t N, int64_t m0, int64_t n0, int wm, int wn, int g,
+                                           int t) {
 #pragma unroll
-    for (int fm = 0; fm < FRAGS_M; ++fm) {
+    for (int fm = 0; fm < Tile::FRAGS_M; ++fm) {
 #pragma unroll
-        for (int fn = 0; fn < FRAGS_N; ++fn) {
+        for (int fn = 0; fn < Tile::FRAGS_N; ++fn) {
 #pragma unroll
             for (int r = 0; r < 4; ++r) {
-                const int64_t m = m0 + WARP_M * wm + 16 * fm + g + 8 * (r / 2);
-                const int64_t n = n0 + WARP_N * wn + 8 * fn + 2 * t + r % 2;
+                const int64_t m = m0 + Tile::WARP_M * wm + 16 * fm + g + 8 * (r / 2);
+                const int64_t n = n0 + Tile::WARP_N * wn + 8 * fn + 2 * t + r % 2;
                 if (m < M && n < N) dst[n * M + m] = acc[fm][fn][r];
             }
         }
@@ -134,32 +181,33 @@ __device__ __forceinline__ void store_tile(const float (&acc)[FRAGS_M][FRAGS_N][
 
 // grid = (ceil(N / TILE_N), ceil(M / TILE_M)): the column tiles of one weight tile run side by side,
 // so the weight tile they share is fetched from DRAM about once. Two stages in shared memory: the
-// copies of stage s + 1 are in flight while the warps multiply stage s. Warp (wm, wn) owns output rows
-// m0 + 32 wm .. + 31 and columns n0 + 32 wn .. + 31: per weight block, 2 x 4 mma tiles whose A
-// fragments it unpacks from the raw blocks (unpack_pair) and whose int32 sums it scales into f32
-// accumulators with matvec_q_kernel's arithmetic. At most 128 registers: four CUDA blocks an SM.
-template <typename Block>
-__global__ void __launch_bounds__(THREADS, 4)
+// copies of stage s + 1 are in flight while the warps multiply stage s (dynamic shared memory). Warp
+// (wm, wn) owns output rows m0 + WARP_M wm .. and columns n0 + WARP_N wn ..: per weight block, FM x FN
+// mma tiles whose A fragments it unpacks from the raw blocks (unpack_pair) and whose int32 sums it
+// scales into f32 accumulators with matvec_q_kernel's arithmetic.
+template <typename Block, typename Tile, int PIECE>
+__global__ void __launch_bounds__(THREADS, Tile::MIN_BLOCKS)
     matmul_q_kernel(const uint8_t* w, int64_t w_row_bytes, int64_t M, int64_t N, int64_t n_blk, ActQ act,
                     float* dst) {
     constexpr bool MIN = BlockTraits<Block>::act == ActQuant::Q8_1;
     constexpr int BYTES = BlockTraits<Block>::bytes;
-    __shared__ QStage<Block> st[2];
+    constexpr int FRAGS_M = Tile::FRAGS_M, FRAGS_N = Tile::FRAGS_N, WARP_M = Tile::WARP_M, WARP_N = Tile::WARP_N;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    QStage<Block, Tile>* st = reinterpret_cast<QStage<Block, Tile>*>(smem_raw);
 
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
-    const int64_t n0 = int64_t(blockIdx.x) * TILE_N, m0 = int64_t(blockIdx.y) * TILE_M;
+    const int64_t n0 = int64_t(blockIdx.x) * Tile::TILE_N, m0 = int64_t(blockIdx.y) * Tile::TILE_M;
     const int64_t n_stages = (n_blk + STAGE_BLOCKS - 1) / STAGE_BLOCKS;
 
-    issue_stage<Block>(st[0], w, w_row_bytes, M, N, n_blk, m0, n0, 0, act);
+    const StageCopier<Block, Tile, PIECE> copier(w, w_row_bytes, M, N, n_blk, m0, n0, act);
+    copier.issue(st[0], 0);
     cp_async_commit();
     float acc[FRAGS_M][FRAGS_N][4] = {};
     for (int64_t s = 0; s < n_stages; ++s) {
-        next_stage(s, n_stages, [&](int64_t i) {
-            issue_stage<Block>(st[i % 2], w, w_row_bytes, M, N, n_blk, m0, n0, i * STAGE_BLOCKS, act);
-        });
-        const QStage<Block>& cur = st[s % 2];
+        next_stage(s, n_stages, [&](int64_t i) { copier.issue(st[i % 2], i); });
+        const QStage<Block, Tile>& cur = st[s % 2];
         const int stage_blocks = int(n_blk - s * STAGE_BLOCKS < STAGE_BLOCKS ? n_blk - s * STAGE_BLOCKS : STAGE_BLOCKS);
         // Not unrolled: unrolling hoists the fragment loads of all four blocks and needs more than
         // 128 registers.
@@ -208,7 +256,7 @@ __global__ void __launch_bounds__(THREADS, 4)
         __syncthreads();  // stage s is consumed before the next iteration copies stage s + 2 over it
     }
 
-    store_tile(acc, dst, M, N, m0, n0, wm, wn, g, t);
+    store_tile<Tile>(acc, dst, M, N, m0, n0, wm, wn, g, t);
 }
 
 // ---- F16 / BF16 weights ----
@@ -220,14 +268,15 @@ __global__ void __launch_bounds__(THREADS, 4)
 // beyond f16's range (|x| > 65504) turns hi into inf and the row's results into inf/NaN with F16
 // weights (BF16 has f32's range). llama.cpp converts activations to f16 for its f16 GEMMs as well;
 // a per-row scale would lift it.
+using FTile = Tile64;
 constexpr int F_STAGE_K = 64;                  // values of K per shared-memory stage: 4 mma K steps
 constexpr int F_ROW = F_STAGE_K + 8;           // a tile row in shared memory: 144 bytes, 36 words apart,
                                                // so a fragment load (8 rows x 4 words) hits 32 banks
 template <typename T>
 struct FloatStage {
-    alignas(16) T w[TILE_M][F_ROW];
-    alignas(16) T x_hi[TILE_N][F_ROW];
-    alignas(16) T x_lo[TILE_N][F_ROW];
+    alignas(16) T w[FTile::TILE_M][F_ROW];
+    alignas(16) T x_hi[FTile::TILE_N][F_ROW];
+    alignas(16) T x_lo[FTile::TILE_N][F_ROW];
 };
 
 template <typename T>
@@ -283,7 +332,7 @@ __device__ __forceinline__ void issue_float_stage(FloatStage<T>& st, const char*
     const int64_t k = k0 + c;
     const bool k_in = k < K;
 #pragma unroll
-    for (int it = 0; it < TILE_M / ROWS_AT_ONCE; ++it) {
+    for (int it = 0; it < FTile::TILE_M / ROWS_AT_ONCE; ++it) {
         const int row = r0 + ROWS_AT_ONCE * it;
         const bool wv = k_in && m0 + row < M, xv = k_in && n0 + row < N;
         const T* wp = reinterpret_cast<const T*>(w + (m0 + row) * w_row_bytes) + k;
@@ -306,13 +355,13 @@ __global__ void __launch_bounds__(THREADS, 4)
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
-    const int64_t n0 = int64_t(blockIdx.x) * TILE_N, m0 = int64_t(blockIdx.y) * TILE_M;
+    const int64_t n0 = int64_t(blockIdx.x) * FTile::TILE_N, m0 = int64_t(blockIdx.y) * FTile::TILE_M;
     const int64_t n_stages = (K + F_STAGE_K - 1) / F_STAGE_K;
     auto word = [](const T* p) { return *reinterpret_cast<const uint32_t*>(p); };
 
     issue_float_stage<T>(st[0], w, w_row_bytes, hi, lo, K, M, N, m0, n0, 0);
     cp_async_commit();
-    float acc[FRAGS_M][FRAGS_N][4] = {};
+    float acc[FTile::FRAGS_M][FTile::FRAGS_N][4] = {};
     for (int64_t s = 0; s < n_stages; ++s) {
         next_stage(s, n_stages, [&](int64_t i) {
             issue_float_stage<T>(st[i % 2], w, w_row_bytes, hi, lo, K, M, N, m0, n0, i * F_STAGE_K);
@@ -320,22 +369,22 @@ __global__ void __launch_bounds__(THREADS, 4)
         const FloatStage<T>& cur = st[s % 2];
 #pragma unroll
         for (int ks = 0; ks < F_STAGE_K; ks += 16) {
-            uint32_t a[FRAGS_M][4];
+            uint32_t a[FTile::FRAGS_M][4];
 #pragma unroll
-            for (int fm = 0; fm < FRAGS_M; ++fm) {
-                const int row = WARP_M * wm + 16 * fm + g;
+            for (int fm = 0; fm < FTile::FRAGS_M; ++fm) {
+                const int row = FTile::WARP_M * wm + 16 * fm + g;
                 a[fm][0] = word(&cur.w[row][ks + 2 * t]);
                 a[fm][1] = word(&cur.w[row + 8][ks + 2 * t]);
                 a[fm][2] = word(&cur.w[row][ks + 2 * t + 8]);
                 a[fm][3] = word(&cur.w[row + 8][ks + 2 * t + 8]);
             }
 #pragma unroll
-            for (int fn = 0; fn < FRAGS_N; ++fn) {
-                const int col = WARP_N * wn + 8 * fn + g;
+            for (int fn = 0; fn < FTile::FRAGS_N; ++fn) {
+                const int col = FTile::WARP_N * wn + 8 * fn + g;
                 const uint32_t xh[2] = {word(&cur.x_hi[col][ks + 2 * t]), word(&cur.x_hi[col][ks + 2 * t + 8])};
                 const uint32_t xl[2] = {word(&cur.x_lo[col][ks + 2 * t]), word(&cur.x_lo[col][ks + 2 * t + 8])};
 #pragma unroll
-                for (int fm = 0; fm < FRAGS_M; ++fm) {
+                for (int fm = 0; fm < FTile::FRAGS_M; ++fm) {
                     mma_16816<T>(acc[fm][fn], a[fm], xh);
                     mma_16816<T>(acc[fm][fn], a[fm], xl);
                 }
@@ -343,7 +392,26 @@ __global__ void __launch_bounds__(THREADS, 4)
         }
         __syncthreads();  // stage s is consumed before the next iteration copies stage s + 2 over it
     }
-    store_tile(acc, dst, M, N, m0, n0, wm, wn, g, t);
+    store_tile<FTile>(acc, dst, M, N, m0, n0, wm, wn, g, t);
+}
+
+template <typename Block, typename Tile, int PIECE>
+void run_matmul_q(const void* w, const Shape4& sw, int64_t M, int64_t N, const ActQ& act, float* dst,
+                  cudaStream_t stream) {
+    const int64_t m_tiles = ceil_div(M, Tile::TILE_M);
+    MF_ASSERT_MSG(m_tiles <= 65535, "launch_matmul_q: more weight rows than grid.y allows");
+    MF_ASSERT(Tile::TILE_M * sw.nb[1] < (int64_t(1) << 32) && Tile::TILE_N * sw.ne[0] < (int64_t(1) << 32));
+    constexpr size_t smem = 2 * sizeof(QStage<Block, Tile>);
+    static const bool attr = [] {
+        CUDA_CHECK(cudaFuncSetAttribute(matmul_q_kernel<Block, Tile, PIECE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(smem)));
+        return true;
+    }();
+    (void)attr;
+    const dim3 grid(grid_x(ceil_div(N, Tile::TILE_N)), unsigned(m_tiles));
+    matmul_q_kernel<Block, Tile, PIECE><<<grid, THREADS, smem, stream>>>(static_cast<const uint8_t*>(w), sw.nb[1], M, N,
+                                                                 sw.ne[0] / QK, act, dst);
+    CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -368,12 +436,19 @@ void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shap
         return;
     }
 
-    const int64_t m_tiles = ceil_div(M, TILE_M);
-    MF_ASSERT_MSG(m_tiles <= 65535, "launch_matmul_q: more weight rows than grid.y allows");
-    const dim3 grid(grid_x(ceil_div(N, TILE_N)), unsigned(m_tiles));
-    matmul_q_kernel<Block><<<grid, THREADS, 0, stream>>>(static_cast<const uint8_t*>(w), sw.nb[1], M, N,
-                                                         sw.ne[0] / QK, act, dst);
-    CUDA_CHECK_LAUNCH();
+    // Whole stages of rows 8-byte aligned: 8-byte copies. Few columns: the 64 x 64 tile; more: 64 x 128
+    // (MINFER_MMQ_TILE=64|wide forces one, to measure them against each other).
+    const bool whole = sw.ne[0] % STAGE_K == 0 && sw.nb[1] % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 8 == 0;
+    static const char* forced = std::getenv("MINFER_MMQ_TILE");
+    static const bool narrow_pieces = !switched_on("MINFER_MMQ_PIECE8");
+    const bool wide = forced ? std::string(forced) == "wide" : N > 64;
+    if (whole && !narrow_pieces) {
+        wide ? run_matmul_q<Block, TileWide, 8>(w, sw, M, N, act, dst, stream)
+             : run_matmul_q<Block, Tile64, 8>(w, sw, M, N, act, dst, stream);
+    } else {
+        wide ? run_matmul_q<Block, TileWide, 4>(w, sw, M, N, act, dst, stream)
+             : run_matmul_q<Block, Tile64, 4>(w, sw, M, N, act, dst, stream);
+    }
 }
 
 template <typename Block>
@@ -405,7 +480,7 @@ bool matmul_float_fits(const void* w, const Shape4& sw, const float* x, const Sh
     const bool packed = sw.nb[0] == sizeof(T) && sx.nb[0] == sizeof(float);
     const bool aligned = reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                          sw.nb[1] % 16 == 0 && sx.nb[1] % 16 == 0;
-    return two_d && packed && aligned && sw.ne[0] == sx.ne[0] && sw.ne[0] % 8 == 0 && sw.ne[1] <= 65535 * TILE_M;
+    return two_d && packed && aligned && sw.ne[0] == sx.ne[0] && sw.ne[0] % 8 == 0 && sw.ne[1] <= 65535 * FTile::TILE_M;
 }
 
 template <typename T>
@@ -432,7 +507,7 @@ void launch_matmul_float(const void* w, const Shape4& sw, const float* x, const 
         return true;
     }();
     (void)attr;
-    const dim3 grid(grid_x(ceil_div(N, TILE_N)), unsigned(ceil_div(M, TILE_M)));
+    const dim3 grid(grid_x(ceil_div(N, FTile::TILE_N)), unsigned(ceil_div(M, FTile::TILE_M)));
     matmul_float_kernel<T><<<grid, THREADS, smem, stream>>>(static_cast<const char*>(w), sw.nb[1], hi, lo, K, M, N,
                                                             dst);
     CUDA_CHECK_LAUNCH();

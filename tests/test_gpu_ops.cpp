@@ -213,8 +213,10 @@ void check_mul_mats(std::initializer_list<DType> types, const std::vector<Matmul
 }  // namespace
 
 // From 16 activation columns on, MUL_MAT of the 32-element block types runs the tensor-core kernel
-// (cuda/matmul): tiles of 64 weight rows x 64 columns, 128 values of K (4 blocks) per stage, copied in
-// with cp.async one stage ahead. The shapes leave partial tiles in M and N and a partial stage in K.
+// (cuda/matmul): tiles of 64 weight rows x 64 columns (more than 64 columns: x 128), 128 values of K
+// (4 blocks) per stage, copied in with cp.async one stage ahead, the weights in 8-byte pieces when K is
+// a multiple of 128 and 4-byte ones otherwise. The shapes leave partial tiles in M and N and a
+// partial stage in K, with either tile and either piece.
 // Tolerance as for mul_mat: both backends form the same exact integer block sums from the same quantized
 // activations, so only the f32 scaling and summation order differ (~1e-6); a wrong fragment layout or
 // unpacking is off by far more than 1e-4.
@@ -226,6 +228,8 @@ TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor
         {4096, 64, 512, "prefill-sized N: 8 full column tiles"},
         {320, 200, 512, "partial stage and M tile with full column tiles"},
         {128, 1000, 16, "many weight tiles, one partial column tile"},
+        {1024, 200, 130, "the 64 x 128 tile with 8-byte pieces, M and N partial"},
+        {256, 72, 65, "the 64 x 128 tile for one column past 64"},
         {96, 130, 40, "3 blocks: Q4_1 / Q5_1 take the kernel with one partial stage; odd-block Q4_0 / Q5_0 / "
                       "Q8_0 rows are not 4-byte aligned and take the matvec kernel"},
     };
