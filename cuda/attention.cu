@@ -259,10 +259,12 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
 }
 
 
-// ---- Decode on the tensor cores: f16 K and V, one token, head sizes 64, 128 or 192/128 ----
+// ---- On the tensor cores: f16 K and V, head sizes 64, 128 or 192/128 ----
 //
-// A block serves up to 16 query heads of one KV head (the m16 of mma.m16n8k16; a smaller group pads
-// with zero queries) for one split of the positions. Each of its 4 warps streams tiles of 16 positions
+// A block serves 16 query rows of one KV head (the m16 of mma.m16n8k16): at decode up to 16 query
+// heads of its group (a smaller group pads with zero queries) for one split of the positions; at
+// prefill 16 (token, head) pairs of the group's heads over all positions, each row with its token's
+// mask row, tiles masked whole for all 16 rows skipped after the scores. Each of its 4 warps streams tiles of 16 positions
 // (warp w: tiles w, w + 4, ... of the split), K and V rows copied to shared memory with cp.async two
 // tiles ahead of use; per tile, S = Q K^T (16 heads x 16 positions) and O += P V are mma.sync's, the
 // softmax is online per tile (one rescale per 16 positions instead of per position) and no value
@@ -273,26 +275,32 @@ constexpr int kTilePos = 16;   // positions per warp tile
 constexpr int kTileHeads = 16; // query heads per block
 constexpr float kLog2e = 1.4426950408889634f;
 
-// What the tile kernels share. A block's query heads: blockIdx.x is (KV head, chunk of kTileHeads of
-// its group); ng of them are real (the rest of the 16 rows are zero queries).
+// What the tile kernels share. A block's 16 query rows: blockIdx.x is (KV head, chunk of 16 of its
+// (token, head) pairs), the pairs in token-major order (pair p: token p / group, query head
+// hk * group + p % group); ng of them are real (the rest of the 16 rows are zero queries). With one
+// token (decode) the rows are the query heads h0 .. h0 + ng - 1.
 struct HeadChunk {
-    int hk, h0, ng;
+    int hk, h0, ng, p0, group;
+    __device__ __forceinline__ int token(int r) const { return (p0 + r) / group; }
+    __device__ __forceinline__ int head(int r) const { return hk * group + (p0 + r) % group; }
 };
-__device__ __forceinline__ HeadChunk head_chunk(int group) {
-    const int group_chunks = (group + kTileHeads - 1) / kTileHeads;
-    const int hk = blockIdx.x / group_chunks;
-    const int h0 = hk * group + (blockIdx.x % group_chunks) * kTileHeads;
-    return {hk, h0, min(kTileHeads, hk * group + group - h0)};
+__device__ __forceinline__ HeadChunk head_chunk(int group, int n_tokens = 1) {
+    const int pairs = group * n_tokens;
+    const int chunks = (pairs + kTileHeads - 1) / kTileHeads;
+    const int hk = blockIdx.x / chunks, p0 = (blockIdx.x % chunks) * kTileHeads;
+    return {hk, hk * group + p0, min(kTileHeads, pairs - p0), p0, group};
 }
 
-// One token's queries of heads h0 .. h0 + ng - 1, scaled into log2 units, as f16 hi + lo rows of
-// q_hi / q_lo (row stride ROW halves); rows ng .. 15 zero. The whole block takes part.
+// The block's queries (row r: token hc.token(r), head hc.head(r)), scaled into log2 units, as f16
+// hi + lo rows of q_hi / q_lo (row stride ROW halves); rows ng .. 15 zero. The whole block takes part.
 template <int DK, int ROW>
 __device__ __forceinline__ void load_queries(__half (*q_hi)[ROW], __half (*q_lo)[ROW], const float* q, const Shape4& qs,
                                              const HeadChunk& hc, float scale) {
     for (int i = threadIdx.x; i < kTileHeads * DK; i += blockDim.x) {
         const int h = i / DK, e = i % DK;
-        const float x = h < hc.ng ? q[int64_t(hc.h0 + h) * (qs.nb[1] / 4) + e] * (scale * kLog2e) : 0.0f;
+        const float x = h < hc.ng ? q[int64_t(hc.token(h)) * (qs.nb[2] / 4) + int64_t(hc.head(h)) * (qs.nb[1] / 4) + e] *
+                                        (scale * kLog2e)
+                                  : 0.0f;
         const __half hi = __float2half_rn(x);
         q_hi[h][e] = hi;
         q_lo[h][e] = __float2half_rn(x - __half2float(hi));
@@ -319,19 +327,20 @@ __device__ __forceinline__ void tile_scores(float (&s)[2][4], const __half (*q_h
     }
 }
 
-// Adds the mask (log2 units; positions from j_end on: -inf) to the 16 positions from j0 and returns
-// each of the lane's two rows' maximum over them (the same across a quad).
-__device__ __forceinline__ void mask_and_row_max(float (&s)[2][4], float (&mx)[2], const float* mask, int j0,
-                                                 int j_end, int t) {
+// Adds the mask (log2 units; positions from j_end on: -inf) to the 16 positions from j0, row g's from
+// mask_g and row g + 8's from mask_g8 (the same row for one token), and returns each of the lane's two
+// rows' maximum over them (the same across a quad).
+__device__ __forceinline__ void mask_and_row_max(float (&s)[2][4], float (&mx)[2], const float* mask_g,
+                                                 const float* mask_g8, int j0, int j_end, int t) {
     mx[0] = mx[1] = -INFINITY;
 #pragma unroll
     for (int nf = 0; nf < 2; ++nf) {
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
             const int j = j0 + 8 * nf + 2 * t + c;
-            const float mk = j < j_end ? mask[j] * kLog2e : -INFINITY;  // -inf stays -inf
-            s[nf][c] += mk;
-            s[nf][2 + c] += mk;
+            const bool in = j < j_end;
+            s[nf][c] += in ? mask_g[j] * kLog2e : -INFINITY;  // -inf stays -inf
+            s[nf][2 + c] += in ? mask_g8[j] * kLog2e : -INFINITY;
             mx[0] = fmaxf(mx[0], s[nf][c]);
             mx[1] = fmaxf(mx[1], s[nf][2 + c]);
         }
@@ -372,18 +381,22 @@ struct TileAttnSmem {
 template <int DK, int DV>
 __global__ void __launch_bounds__(kWarps * WARP_SIZE)
 flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ k, Shape4 ks,
-                       const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, float* __restrict__ out,
-                       float* __restrict__ ws, int group, int n_kv, int split_rows, int n_splits, float scale) {
+                       const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, int64_t mask_nb1,
+                       float* __restrict__ out, float* __restrict__ ws, int group, int n_kv, int split_rows,
+                       int n_splits, float scale) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     auto& sm = *reinterpret_cast<TileAttnSmem<DK, DV>*>(smem_raw);
     constexpr int VECS_K = DK / 8, VECS_V = DV / 8;  // 16-byte vectors per row
     begin_overlapped_kernel();
-    const HeadChunk hc = head_chunk(group);
-    const int hk = hc.hk, h0 = hc.h0, ng = hc.ng;
+    const HeadChunk hc = head_chunk(group, int(qs.ne[2]));
+    const int hk = hc.hk, ng = hc.ng;
     const int split = blockIdx.y;
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
     load_queries<DK>(sm.q_hi, sm.q_lo, q, qs, hc, scale);
+    // The mask rows of the lane's two query rows (a padding row takes row 0's).
+    const float* mask_g = mask + hc.token(g < ng ? g : 0) * (mask_nb1 / 4);
+    const float* mask_g8 = mask + hc.token(g + 8 < ng ? g + 8 : 0) * (mask_nb1 / 4);
 
     const int j_begin = split * split_rows, j_end = min(n_kv, j_begin + split_rows);
     const char* k_head = k + int64_t(hk) * ks.nb[2];
@@ -431,7 +444,12 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
         tile_scores<DK>(s, sm.q_hi, sm.q_lo, tl.k[buf], lane);
         // Mask, then the online softmax of the tile.
         float tile_max[2];
-        mask_and_row_max(s, tile_max, mask, j_begin + kTilePos * (warp + kWarps * i), j_end, t);
+        mask_and_row_max(s, tile_max, mask_g, mask_g8, j_begin + kTilePos * (warp + kWarps * i), j_end, t);
+        // A tile masked whole for every row (prefill's causal mask past the rows' tokens) adds nothing.
+        if (__all_sync(0xffffffffu, tile_max[0] == -INFINITY && tile_max[1] == -INFINITY)) {
+            __syncwarp();
+            continue;
+        }
         float c_row[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
@@ -512,7 +530,7 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
                 a += mg.acc[w][h][e] * c;
             }
         }
-        const int64_t row = h0 + h;  // one token: the row is the query head
+        const int64_t row = int64_t(hc.token(h)) * qs.ne[1] + hc.head(h);  // out [DV, n_head, T]
         if (n_splits == 1) {
             out[row * DV + e] = l > 0.0f ? a / l : 0.0f;
         } else {
@@ -536,25 +554,29 @@ int choose_tile_splits(int64_t n_head, int64_t n_head_kv, int64_t n_kv) {
 }
 
 // True when the tile kernel takes this attention: f16 K and V with head sizes 64/64, 128/128 or 192/128
-// (expanded MLA, --mla-expanded), one token, rows and head offsets 16-byte aligned.
-// MINFER_CUDA_FA_TILE=0 keeps every call on flash_attn_kernel (and MLA on it too).
+// (expanded MLA, --mla-expanded), rows and head offsets 16-byte aligned, one token or (prefill) many.
+// MINFER_CUDA_FA_TILE=0 keeps every call on flash_attn_kernel (and MLA on it too);
+// MINFER_CUDA_FA_TILE_PREFILL=0 only the calls of several tokens.
 bool tile_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
                       const Shape4& vs) {
     static const bool on = switched_on("MINFER_CUDA_FA_TILE");
+    static const bool prefill = switched_on("MINFER_CUDA_FA_TILE_PREFILL");
     const int64_t dk = ks.ne[0], dv = vs.ne[0];
     const bool aligned = reinterpret_cast<uintptr_t>(k) % 16 == 0 && reinterpret_cast<uintptr_t>(v) % 16 == 0 &&
                          ks.nb[1] % 16 == 0 && ks.nb[2] % 16 == 0 && vs.nb[1] % 16 == 0 && vs.nb[2] % 16 == 0;
     const bool shape = (dk == 64 && dv == 64) || (dk == 128 && dv == 128) || (dk == 192 && dv == 128);
     return on && type_k == DType::F16 && type_v == DType::F16 && shape &&
-           qs.ne[2] == 1 && qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && ks.nb[0] == 2 && vs.nb[0] == 2 && aligned;
+           (qs.ne[2] == 1 || prefill) && qs.ne[3] == 1 && qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && qs.nb[2] % 4 == 0 &&
+           ks.nb[0] == 2 && vs.nb[0] == 2 && aligned;
 }
 
 template <int DK, int DV>
 void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v, const Shape4& vs,
-                 const float* mask, float* out, float* ws, float scale, cudaStream_t stream) {
-    const int64_t n_head = qs.ne[1], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
+                 const float* mask, int64_t mask_nb1, float* out, float* ws, float scale, cudaStream_t stream) {
+    const int64_t n_head = qs.ne[1], n_tokens = qs.ne[2], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
     const int group = int(n_head / n_head_kv);
-    const int n_splits = choose_tile_splits(n_head, n_head_kv, n_kv);
+    // Several tokens (prefill) fill the GPU with their rows alone: one split, no workspace.
+    const int n_splits = n_tokens == 1 ? choose_tile_splits(n_head, n_head_kv, n_kv) : 1;
     const int split_rows = int(ceil_div(n_kv, n_splits));
     constexpr size_t smem = sizeof(TileAttnSmem<DK, DV>);
     static const bool attr = [] {
@@ -563,16 +585,15 @@ void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& 
         return true;
     }();
     (void)attr;
-    const dim3 grid(grid_x(n_head_kv * ceil_div(group, kTileHeads)), unsigned(n_splits));
+    const dim3 grid(grid_x(n_head_kv * ceil_div(group * n_tokens, kTileHeads)), unsigned(n_splits));
     launch_overlapped(flash_attn_tile_kernel<DK, DV>, grid, kWarps * WARP_SIZE, smem, stream, q, qs,
-                      static_cast<const char*>(k), ks, static_cast<const char*>(v), vs, mask, out, ws, group,
-                      int(n_kv), split_rows, n_splits, scale);
+                      static_cast<const char*>(k), ks, static_cast<const char*>(v), vs, mask, mask_nb1, out, ws,
+                      group, int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
         launch_combine<DV>(ws, out, n_head, n_splits, stream);
     }
 }
-
 
 // ---- MLA decode on the tensor cores: a latent row of DK f16 values, V its first DV ----
 //
@@ -768,6 +789,7 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
 bool mla_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
                      const Shape4& vs) {
     static const bool on = switched_on("MINFER_CUDA_FA_TILE");
+    static const bool prefill = switched_on("MINFER_CUDA_FA_TILE_PREFILL");
     const int64_t dk = ks.ne[0], dv = vs.ne[0];
     const bool shape = (dk == 576 && dv == 512) || (dk == 288 && dv == 256) || (dk == 544 && dv == 512);
     // V is each K row's start (dim 2's stride matters only with several latents)
@@ -1094,9 +1116,9 @@ void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4&
                        float scale, cudaStream_t s) {
     const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
     if (tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
-        if (hdk == 64) return launch_tile<64, 64>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
-        if (hdk == 192) return launch_tile<192, 128>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
-        return launch_tile<128, 128>(q, qs, k, ks, v, vs, mask, out, ws, scale, s);
+        if (hdk == 64) return launch_tile<64, 64>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);
+        if (hdk == 192) return launch_tile<192, 128>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);
+        return launch_tile<128, 128>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);
     }
     if (mla_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
         if (hdk == 576) return launch_mla<576, 512>(q, qs, k, ks, mask, out, ws, scale, s);

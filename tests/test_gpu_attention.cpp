@@ -104,6 +104,9 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
         {256, 4, 1, 3, 700},   // Gemma-3-sized heads, MQA
         {128, 12, 1, 2, 1000}, // MQA with a group larger than one block serves (8)
         {32, 4, 2, 17, 64},    // prefill-like
+        // f16 prefill with head size 64 or 128 runs the tile kernel too: 16 (token, head) rows a block
+        {128, 32, 8, 40, 300}, // 8B-shaped: 4 tokens x 4 heads a block, 10 blocks a KV head
+        {64, 4, 4, 33, 100},   // MHA: 16 tokens a block, a partial last block
         {576, 16, 1, 1, 700, 512},  // DeepSeek-V2-Lite MLA decode: latent rows shared by 16 heads
         // f16 MLA decode (576/512, 288/256, 544/512) runs the tensor-core MLA kernel: 64-position tiles
         {576, 16, 1, 1, 5000, 512}, // at depth: many splits, a partial last tile
