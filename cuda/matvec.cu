@@ -149,25 +149,50 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 
 // ---- activation quantizers (the ActQ layout is in cuda/act_quant.cuh) ----------------------------
 
-// Q8_0 (and Q8_1 when WITH_SUM): one warp per 32-element block, lane j quantizing element j.
-template <bool WITH_SUM>
-__global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, ActQ act, int64_t n_blocks) {
+// Q8_0 (and Q8_1 when WITH_SUM): eight lanes per 32-element block, four consecutive elements a lane,
+// so a warp quantizes four blocks with one 4-byte store a lane. Blocks are numbered row-major over
+// the rows of x (block b: row b / blocks_per_row); EVEN: the rows are evenly spaced, row_bytes apart,
+// with packed elements (most calls), so a row's offset is one multiply instead of Shape4's divisions.
+// The arithmetic is quantize_q8_0_lane's (the CPU reference's), the maximum over the block's 8 lanes.
+template <bool WITH_SUM, bool EVEN>
+__global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, int64_t row_bytes, ActQ act, uint32_t n_blocks,
+                                       uint32_t blocks_per_row) {
     begin_overlapped_kernel();  // and the matvec after it may start loading weights
-    const int64_t block = blockIdx.x * int64_t(blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
-    if (block >= n_blocks) return;  // warp-uniform
     const int lane = threadIdx.x % WARP_SIZE;
-    const int64_t blocks_per_row = sx.ne[0] / QK;
-    const int64_t row = block / blocks_per_row, kb = block % blocks_per_row;
-    const float v = *reinterpret_cast<const float*>(x + sx.row_offset(row) + (kb * QK + lane) * sx.nb[0]);
-    uint16_t d_bits;
-    float d;
-    const int q = quantize_q8_0_lane(v, &d_bits, &d);
-    act.q[block * QK + lane] = int8_t(q);
-    if (lane == 0) act.d[block] = fp16_bits_to_f32(d_bits);
+    const uint32_t block = (blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE) * 4 + lane / 8;
+    if (block - lane / 8 >= n_blocks) return;  // warp-uniform: the warp's first block is past the end
+    const bool in = block < n_blocks;
+    const uint32_t row = in ? block / blocks_per_row : 0, kb = in ? block % blocks_per_row : 0;
+    const int e0 = QK * int(kb) + 4 * (lane % 8);
+    float v[4];
+    if constexpr (EVEN) {
+        const float* src = reinterpret_cast<const float*>(x + int64_t(row) * row_bytes) + e0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[i] = in ? src[i] : 0.0f;
+    } else {
+        const char* src = x + sx.row_offset(row);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[i] = in ? *reinterpret_cast<const float*>(src + (e0 + i) * sx.nb[0]) : 0.0f;
+    }
+    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+#pragma unroll
+    for (int offset = 4; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int q[4], packed = 0, sum = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        q[i] = int(roundf(v[i] * id));
+        packed |= (q[i] & 0xFF) << (8 * i);
+        sum += q[i];
+    }
+    if (in) *reinterpret_cast<int*>(act.q + int64_t(block) * QK + 4 * (lane % 8)) = packed;
+    if (in && lane % 8 == 0) act.d[block] = fp16_bits_to_f32(f32_to_fp16_bits(d));
     if (WITH_SUM) {
         // quantize_row_q8_1_ref: s = fp16(float(sum of the quants) * unrounded d).
-        const int sum = __reduce_add_sync(0xffffffffu, q);
-        if (lane == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
+#pragma unroll
+        for (int offset = 4; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        if (in && lane % 8 == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
     }
 }
 
@@ -647,21 +672,26 @@ void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const
     const int64_t n_blocks = sx.nrows() * (sx.ne[0] / block_elems);
     if (n_blocks == 0) return;
     constexpr int warps_per_block = 8;
-    const unsigned grid = grid_x(ceil_div(n_blocks, warps_per_block));
     const char* xc = reinterpret_cast<const char*>(x);
-    switch (kind) {
-        case ActQuant::Q8_0:
-            launch_overlapped(quantize_act_q8_kernel<false>, grid, warps_per_block * WARP_SIZE, 0, stream, xc, sx, act,
-                              n_blocks);
-            break;
-        case ActQuant::Q8_1:
-            launch_overlapped(quantize_act_q8_kernel<true>, grid, warps_per_block * WARP_SIZE, 0, stream, xc, sx, act,
-                              n_blocks);
-            break;
-        case ActQuant::Q8_K:
-            launch_overlapped(quantize_act_q8_k_kernel, grid, warps_per_block * WARP_SIZE, 0, stream, xc, sx, act,
-                              n_blocks);
-            break;
+    if (kind == ActQuant::Q8_K) {
+        const unsigned grid = grid_x(ceil_div(n_blocks, warps_per_block));
+        launch_overlapped(quantize_act_q8_k_kernel, grid, warps_per_block * WARP_SIZE, 0, stream, xc, sx, act,
+                          n_blocks);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
+    MF_ASSERT_MSG(n_blocks < (int64_t(1) << 31), "quantize_activations: too many blocks");
+    // Rows evenly spaced: dims 2 and 3 continue dim 1's stride (or are 1), elements packed.
+    const bool even = sx.nb[0] == sizeof(float) && sx.ne[3] == 1 && (sx.ne[2] == 1 || sx.nb[2] == sx.ne[1] * sx.nb[1]);
+    const unsigned grid = grid_x(ceil_div(n_blocks, 4 * warps_per_block));
+    const uint32_t n = uint32_t(n_blocks), per_row = uint32_t(sx.ne[0] / QK);
+    auto go = [&](auto kernel) {
+        launch_overlapped(kernel, grid, warps_per_block * WARP_SIZE, 0, stream, xc, sx, sx.nb[1], act, n, per_row);
+    };
+    if (kind == ActQuant::Q8_1) {
+        even ? go(quantize_act_q8_kernel<true, true>) : go(quantize_act_q8_kernel<true, false>);
+    } else {
+        even ? go(quantize_act_q8_kernel<false, true>) : go(quantize_act_q8_kernel<false, false>);
     }
     CUDA_CHECK_LAUNCH();
 }
