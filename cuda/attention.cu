@@ -281,14 +281,15 @@ constexpr float kLog2e = 1.4426950408889634f;
 // token (decode) the rows are the query heads h0 .. h0 + ng - 1.
 struct HeadChunk {
     int hk, h0, ng, p0, group;
-    __device__ __forceinline__ int token(int r) const { return (p0 + r) / group; }
-    __device__ __forceinline__ int head(int r) const { return hk * group + (p0 + r) % group; }
+    bool one_token;  // decode: no division by the group for a row's token and head
+    __device__ __forceinline__ int token(int r) const { return one_token ? 0 : (p0 + r) / group; }
+    __device__ __forceinline__ int head(int r) const { return one_token ? h0 + r : hk * group + (p0 + r) % group; }
 };
 __device__ __forceinline__ HeadChunk head_chunk(int group, int n_tokens = 1) {
     const int pairs = group * n_tokens;
     const int chunks = (pairs + kTileHeads - 1) / kTileHeads;
     const int hk = blockIdx.x / chunks, p0 = (blockIdx.x % chunks) * kTileHeads;
-    return {hk, hk * group + p0, min(kTileHeads, pairs - p0), p0, group};
+    return {hk, hk * group + p0, min(kTileHeads, pairs - p0), p0, group, n_tokens == 1};
 }
 
 // The block's queries (row r: token hc.token(r), head hc.head(r)), scaled into log2 units, as f16
