@@ -554,10 +554,14 @@ int choose_tile_splits(int64_t n_head, int64_t n_head_kv, int64_t n_kv) {
     return int(std::max<int64_t>(1, std::min(want, most)));
 }
 
+// Several tokens take the tile kernel only when their rows alone make a full wave of blocks (it runs
+// them in one split); fewer tokens against a long cache are faster on flash_attn_kernel's splits.
+constexpr int64_t kMinPrefillTileBlocks = 132;
+
 // True when the tile kernel takes this attention: f16 K and V with head sizes 64/64, 128/128 or 192/128
-// (expanded MLA, --mla-expanded), rows and head offsets 16-byte aligned, one token or (prefill) many.
-// MINFER_CUDA_FA_TILE=0 keeps every call on flash_attn_kernel (and MLA on it too);
-// MINFER_CUDA_FA_TILE_PREFILL=0 only the calls of several tokens.
+// (expanded MLA, --mla-expanded), rows and head offsets 16-byte aligned, one token or enough tokens
+// for kMinPrefillTileBlocks. MINFER_CUDA_FA_TILE=0 keeps every call on flash_attn_kernel (and MLA on
+// it too); MINFER_CUDA_FA_TILE_PREFILL=0 only the calls of several tokens.
 bool tile_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
                       const Shape4& vs) {
     static const bool on = switched_on("MINFER_CUDA_FA_TILE");
@@ -566,9 +570,11 @@ bool tile_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* 
     const bool aligned = reinterpret_cast<uintptr_t>(k) % 16 == 0 && reinterpret_cast<uintptr_t>(v) % 16 == 0 &&
                          ks.nb[1] % 16 == 0 && ks.nb[2] % 16 == 0 && vs.nb[1] % 16 == 0 && vs.nb[2] % 16 == 0;
     const bool shape = (dk == 64 && dv == 64) || (dk == 128 && dv == 128) || (dk == 192 && dv == 128);
+    const int64_t n_head_kv = std::max<int64_t>(ks.ne[2], 1), group = qs.ne[1] / n_head_kv;
+    const int64_t prefill_blocks = n_head_kv * ceil_div(group * qs.ne[2], kTileHeads);
     return on && type_k == DType::F16 && type_v == DType::F16 && shape &&
-           (qs.ne[2] == 1 || prefill) && qs.ne[3] == 1 && qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && qs.nb[2] % 4 == 0 &&
-           ks.nb[0] == 2 && vs.nb[0] == 2 && aligned;
+           (qs.ne[2] == 1 || (prefill && prefill_blocks >= kMinPrefillTileBlocks)) && qs.ne[3] == 1 &&
+           qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && qs.nb[2] % 4 == 0 && ks.nb[0] == 2 && vs.nb[0] == 2 && aligned;
 }
 
 template <int DK, int DV>
@@ -790,7 +796,6 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
 bool mla_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
                      const Shape4& vs) {
     static const bool on = switched_on("MINFER_CUDA_FA_TILE");
-    static const bool prefill = switched_on("MINFER_CUDA_FA_TILE_PREFILL");
     const int64_t dk = ks.ne[0], dv = vs.ne[0];
     const bool shape = (dk == 576 && dv == 512) || (dk == 288 && dv == 256) || (dk == 544 && dv == 512);
     // V is each K row's start (dim 2's stride matters only with several latents)

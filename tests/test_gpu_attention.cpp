@@ -91,6 +91,7 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
         int64_t hd, n_head, n_head_kv, T, n_kv;
         int64_t hdv = 0;     // 0: hd; else MLA: V is the first hdv values of each K row
         bool v_own = false;  // with hdv: V has rows of its own (expanded MLA: 192/128 per head)
+        bool causal = false; // token t sees positions up to n_kv - T + t (else a random fifth masked)
     };
     const Shape shapes[] = {
         {64, 8, 8, 1, 37},     // MHA decode, one split
@@ -104,9 +105,13 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
         {256, 4, 1, 3, 700},   // Gemma-3-sized heads, MQA
         {128, 12, 1, 2, 1000}, // MQA with a group larger than one block serves (8)
         {32, 4, 2, 17, 64},    // prefill-like
-        // f16 prefill with head size 64 or 128 runs the tile kernel too: 16 (token, head) rows a block
-        {128, 32, 8, 40, 300}, // 8B-shaped: 4 tokens x 4 heads a block, 10 blocks a KV head
-        {64, 4, 4, 33, 100},   // MHA: 16 tokens a block, a partial last block
+        {128, 32, 8, 40, 300}, // 8B-shaped, 40 tokens: too few blocks for the tile kernel (80 < 132)
+        // f16 prefill of enough tokens for 132 blocks runs the tile kernel: 16 (token, head) rows a
+        // block, one split; causal masks leave tiles skipped whole beside tiles kept
+        {128, 32, 8, 300, 400, 0, false, true},  // 8B-shaped: 4 tokens x 4 heads a block, 600 blocks
+        {64, 4, 4, 533, 600, 0, false, true},    // MHA: 16 tokens a block, a partial last block
+        {128, 32, 1, 70, 100},                    // MQA: a group of 32, two blocks a token
+        {192, 16, 16, 140, 200, 128, true, true}, // --mla-expanded prefill: 192/128 per head
         {576, 16, 1, 1, 700, 512},  // DeepSeek-V2-Lite MLA decode: latent rows shared by 16 heads
         // f16 MLA decode (576/512, 288/256, 544/512) runs the tensor-core MLA kernel: 64-position tiles
         {576, 16, 1, 1, 5000, 512}, // at depth: many splits, a partial last tile
@@ -135,8 +140,10 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
                 std::vector<float> mask(size_t(sh.n_kv * sh.T));
                 std::uniform_int_distribution<int> coin(0, 4);
                 for (int64_t t = 0; t < sh.T; ++t)
-                    for (int64_t j = 0; j < sh.n_kv; ++j)
-                        mask[size_t(t * sh.n_kv + j)] = coin(mf_test::rng()) ? 0.0f : -INFINITY;
+                    for (int64_t j = 0; j < sh.n_kv; ++j) {
+                        const bool seen = sh.causal ? j <= sh.n_kv - sh.T + t : coin(mf_test::rng()) != 0;
+                        mask[size_t(t * sh.n_kv + j)] = seen ? 0.0f : -INFINITY;
+                    }
                 // The last token sees nothing: its output must be zeros, not NaN.
                 if (sh.T > 1)
                     for (int64_t j = 0; j < sh.n_kv; ++j) mask[size_t((sh.T - 1) * sh.n_kv + j)] = -INFINITY;
