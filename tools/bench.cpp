@@ -88,8 +88,9 @@ int tool_bench(int argc, char** argv) {
     const BenchArgs args = parse(argc, argv);
     if (args.model.help) {
         std::printf("usage: minfer bench -m MODEL [-p 512] [-n 128] [-r 5] [--depth D] [-o md|json] [options]\n"
-                    "Measures prompt processing of -p tokens (pp) and generation of -n tokens after --depth tokens\n"
-                    "of context (tg): tokens/s as mean ± sd over -r repetitions (after one warm-up), and for tg\n"
+                    "Measures prompt processing of -p tokens (pp) and generation of -n tokens (tg), both after\n"
+                    "--depth tokens of context (as llama-bench's -d): tokens/s as mean ± sd over -r repetitions\n"
+                    "(after one warm-up), and for tg\n"
                     "the effective bandwidth (weight + KV bytes read per token / time; of an MoE model only the\n"
                     "experts a token is routed to). The attention backend (--attn) is printed with the results,\n"
                     "and so is the KV cache: the plan's bytes and what the backend's memory in use grew by when\n"
@@ -100,7 +101,7 @@ int tool_bench(int argc, char** argv) {
     if (args.model.model.empty()) throw Error("no model given (-m FILE)");
     auto backend = make_backend(args.model);
     auto model = load_model(args.model.model, *backend);
-    const uint32_t n_ctx = uint32_t(std::max(args.n_prompt, args.depth + args.n_gen) + 1);
+    const uint32_t n_ctx = uint32_t(args.depth + std::max(args.n_prompt, args.n_gen) + 1);
     if (n_ctx > model->hp.n_ctx_train && model->hp.n_ctx_train > 0)
         std::fprintf(stderr, "minfer bench: note: %u positions exceed the model's context_length %u\n", n_ctx,
                      model->hp.n_ctx_train);
@@ -122,17 +123,16 @@ int tool_bench(int argc, char** argv) {
     Session session(*model, sp);
     const size_t kv_allocated = backend->memory_used() - mem_before;
     std::vector<double> pp, tg;
+    // The depth is filled once; each repetition then rewinds to it (a windowed cache whose ring the
+    // new tokens overwrote is refilled by truncate itself).
+    if (args.depth > 0 && (args.n_prompt > 0 || args.n_gen > 0)) session.prefill(random_tokens(args.depth));
     for (int r = 0; r <= args.reps && args.n_prompt > 0; ++r) {  // repetition 0 warms up
-        session.reset();
+        session.truncate(uint32_t(args.depth));
         const auto prompt = random_tokens(args.n_prompt);
         const double t0 = now_s();
         session.prefill(prompt);
         if (r > 0) pp.push_back(args.n_prompt / (now_s() - t0));
     }
-    // The depth is filled once; each repetition then rewinds to it (a windowed cache whose ring the
-    // generated tokens overwrote is refilled by truncate itself).
-    session.reset();
-    if (args.n_gen > 0 && args.depth > 0) session.prefill(random_tokens(args.depth));
     for (int r = 0; r <= args.reps && args.n_gen > 0; ++r) {
         session.truncate(uint32_t(args.depth));
         const auto gen = random_tokens(args.n_gen);
@@ -163,8 +163,8 @@ int tool_bench(int argc, char** argv) {
     const char* attn = attn_impl_name(sp.attn);
     const double mib = model->weight_bytes / 1048576.0;
     if (args.n_prompt > 0)
-        std::printf("| %s | %s | %s | %.1f MiB | pp%d | %.2f ± %.2f | | |\n", model->hp.arch.c_str(), backend->name(), attn, mib,
-                    args.n_prompt, spp.mean, spp.sd);
+        std::printf("| %s | %s | %s | %.1f MiB | pp%d%s | %.2f ± %.2f | | |\n", model->hp.arch.c_str(), backend->name(), attn,
+                    mib, args.n_prompt, args.depth ? strfmt(" @ d%d", args.depth).c_str() : "", spp.mean, spp.sd);
     if (args.n_gen > 0) {
         const std::string of_peak = peak > 0 ? strfmt("%.1f%%", 100.0 * bw / peak) : "n/a";
         std::printf("| %s | %s | %s | %.1f MiB | tg%d%s | %.2f ± %.2f | %.2f | %s |\n", model->hp.arch.c_str(),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `minfer bench` on the CPU with a tiny synthesized model: a markdown row for pp and for tg (at a
-# depth, and with a window whose ring the generated tokens wrap), JSON output, and bad flags as one
-# error line with exit code 1.
+# `minfer bench` on the CPU with a tiny synthesized model: a markdown row for pp and for tg (both at a
+# depth, as llama-bench's -d, and with a window whose ring the new tokens wrap), JSON output, and bad
+# flags as one error line with exit code 1.
 set -euo pipefail
 minfer="$1"
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -11,15 +11,19 @@ trap 'rm -rf "$tmp"' EXIT
 "$minfer" synth --shape smollm2-135m --type q4_0 --layers 2 -t 2 -o "$tmp/s.gguf" >/dev/null
 
 out=$("$minfer" bench -m "$tmp/s.gguf" -p 32 -n 8 -r 2 --depth 40 --device cpu -t 2)
-grep -qE '^\| llama \| cpu \| flash \| .* \| pp32 \| [0-9.]+ ± [0-9.]+ \|' <<<"$out" || fail "no pp32 row: $out"
+grep -qE '^\| llama \| cpu \| flash \| .* \| pp32 @ d40 \| [0-9.]+ ± [0-9.]+ \|' <<<"$out" || fail "no pp32 @ d40 row: $out"
 grep -qE '^\| llama \| cpu \| flash \| .* \| tg8 @ d40 \| [0-9.]+ ± [0-9.]+ \| [0-9.]+ \| n/a \|$' <<<"$out" || fail "no tg8 @ d40 row: $out"
-# 2 layers x 768 bytes (3 KV heads of 64, f16 K and V) x 49 positions (depth 40 + 8 + 1), measured as planned.
-grep -qF 'KV cache: 0.07 MiB planned, 0.07 MiB allocated' <<<"$out" || fail "no KV cache line: $out"
+# 2 layers x 768 bytes (3 KV heads of 64, f16 K and V) x 73 positions (depth 40 + the longer of 32
+# and 8, + 1), measured as planned.
+grep -qF 'KV cache: 0.11 MiB planned, 0.11 MiB allocated' <<<"$out" || fail "no KV cache line: $out"
 
 # A 16-token window with 2 sinks at depth 40: every repetition rewinds across a wrapped ring.
 out=$("$minfer" bench -m "$tmp/s.gguf" -p 0 -n 8 -r 2 --depth 40 --kv-window 16 --kv-sinks 2 --device cpu -t 2)
 grep -qE '\| tg8 @ d40 \| [0-9.]+ ± [0-9.]+ \|' <<<"$out" || fail "no windowed tg row: $out"
 ! grep -q "pp0" <<<"$out" || fail "-p 0 printed a pp row: $out"
+# A prompt at depth through the same window: each repetition rewinds the ring the prompt wrapped.
+out=$("$minfer" bench -m "$tmp/s.gguf" -p 16 -n 0 -r 2 --depth 20 --kv-window 16 --kv-sinks 2 --device cpu -t 2)
+grep -qE '\| pp16 @ d20 \| [0-9.]+ ± [0-9.]+ \|' <<<"$out" || fail "no windowed pp row at depth: $out"
 
 json=$("$minfer" bench -m "$tmp/s.gguf" -p 16 -n 4 -r 1 -o json --device cpu -t 2)
 grep -q '"tg": {"n": 4, "tok_s": ' <<<"$json" || fail "json lacks tg: $json"
