@@ -103,7 +103,9 @@ Tensor* build_mla(ForwardState& s, uint32_t il, Tensor* h) {
         wv_b = view_3d(ctx, l.wkv_b, kv_lora, v_dim, n_head, row, row * size_t(nope + v_dim), row * size_t(nope));
     }
     Tensor* out = mul_mat(ctx, wv_b, permute(ctx, o, 0, 2, 1, 3));  // [v_dim, T, n_head]
-    return reshape_2d(ctx, cont(ctx, permute(ctx, out, 0, 2, 1, 3)), v_dim * n_head, T);
+    out = permute(ctx, out, 0, 2, 1, 3);                              // [v_dim, n_head, T]
+    if (!out->is_contiguous()) out = cont(ctx, out);  // one token (decode): already in order, no copy
+    return reshape_2d(ctx, out, v_dim * n_head, T);
 }
 
 }  // namespace
