@@ -264,9 +264,9 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
 // A block serves 16 query rows of one KV head (the m16 of mma.m16n8k16): at decode up to 16 query
 // heads of its group (a smaller group pads with zero queries) for one split of the positions; at
 // prefill 16 (token, head) pairs of the group's heads over all positions, each row with its token's
-// mask row, tiles masked whole for all 16 rows skipped after the scores. Each of its 4 warps streams tiles of 16 positions
-// (warp w: tiles w, w + 4, ... of the split), K and V rows copied to shared memory with cp.async two
-// tiles ahead of use; per tile, S = Q K^T (16 heads x 16 positions) and O += P V are mma.sync's, the
+// mask row, tiles masked whole for all 16 rows skipped after the scores. Each of its 4 warps streams
+// tiles of 16 positions (warp w: tiles w, w + 4, ... of the split), K and V rows copied to shared
+// memory with cp.async two tiles ahead of use; per tile, S = Q K^T (16 heads x 16 positions) and O += P V are mma.sync's, the
 // softmax is online per tile (one rescale per 16 positions instead of per position) and no value
 // crosses lanes but a row's max and sum within a quad. Q and P are split into f16 hi + lo parts, each
 // multiplied, so the scores and weights keep f32 precision (the CPU's) while K and V are the cache's
@@ -299,9 +299,8 @@ __device__ __forceinline__ void load_queries(__half (*q_hi)[ROW], __half (*q_lo)
                                              const HeadChunk& hc, float scale) {
     for (int i = threadIdx.x; i < kTileHeads * DK; i += blockDim.x) {
         const int h = i / DK, e = i % DK;
-        const float x = h < hc.ng ? q[int64_t(hc.token(h)) * (qs.nb[2] / 4) + int64_t(hc.head(h)) * (qs.nb[1] / 4) + e] *
-                                        (scale * kLog2e)
-                                  : 0.0f;
+        const int64_t at = int64_t(hc.token(h)) * (qs.nb[2] / 4) + int64_t(hc.head(h)) * (qs.nb[1] / 4) + e;
+        const float x = h < hc.ng ? q[at] * (scale * kLog2e) : 0.0f;
         const __half hi = __float2half_rn(x);
         q_hi[h][e] = hi;
         q_lo[h][e] = __float2half_rn(x - __half2float(hi));
