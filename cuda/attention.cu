@@ -266,9 +266,9 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
 // prefill 16 (token, head) pairs of the group's heads over all positions, each row with its token's
 // mask row, tiles masked whole for all 16 rows skipped after the scores. Each of its 4 warps streams
 // tiles of 16 positions (warp w: tiles w, w + 4, ... of the split), K and V rows copied to shared
-// memory with cp.async two tiles ahead of use; per tile, S = Q K^T (16 heads x 16 positions) and O += P V are mma.sync's, the
-// softmax is online per tile (one rescale per 16 positions instead of per position) and no value
-// crosses lanes but a row's max and sum within a quad. Q and P are split into f16 hi + lo parts, each
+// memory with cp.async two tiles ahead of use; per tile, S = Q K^T (16 rows x 16 positions) and
+// O += P V are mma.sync's, the softmax is online per tile (one rescale per 16 positions instead of per
+// position) and no value crosses lanes but a row's max and sum within a quad. Q and P are split into f16 hi + lo parts, each
 // multiplied, so the scores and weights keep f32 precision (the CPU's) while K and V are the cache's
 // f16 values exactly. Scores are in log2 units (log2 e folded into the query scale) for exp2f.
 constexpr int kTilePos = 16;   // positions per warp tile
