@@ -2,7 +2,7 @@
 # Builds main and the branches prepared for a GPU session side by side, then runs each branch's GPU
 # suites (first of two back-to-back calls; branches-ab.sh is the second, on the still-warm machine).
 # Before the call, on the development machine, for each branch B in $BRANCHES:
-#   git diff main wip/B -- cuda tests core models tools > .device/B.patch
+#   git diff main...wip/B -- cuda tests core models tools > .device/B.patch   (three dots: the branch's own changes)
 # Carry: build-deps, .device. Trees live in /root/t-B (kept while the machine is warm).
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
