@@ -20,5 +20,7 @@ ab() {  # ab BRANCH ARGS...: two rounds, main first, then the branch
     ab swiglu-quant -m /root/v2l.gguf -p 0 -n 64 -r 3
     ab swiglu-quant -m /root/l8.gguf -p 0 -n 128 -r 3
     T=60 ab fa-prefill-splits -m /root/l8.gguf -p 16 -n 0 -r 3 --depth 16384
+    ab mla-chains -m /root/v2l.gguf -p 0 -n 64 -r 3
+    T=60 ab mla-chains -m /root/v2l.gguf -p 0 -n 16 -r 2 --depth 16384
 } 2>&1 | tee $OUT/ab.log
 echo "total $SECONDS s"

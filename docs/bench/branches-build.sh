@@ -7,9 +7,10 @@
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
 R=$PWD
-BRANCHES=${BRANCHES:-"mmq-big f16-wide moe-stack fa-prefill-splits swiglu-quant"}
+BRANCHES=${BRANCHES:-"mmq-big f16-wide moe-stack fa-prefill-splits swiglu-quant mla-chains"}
 declare -A TESTS=([mmq-big]="test_gpu_ops" [f16-wide]="test_gpu_ops" [moe-stack]="test_gpu_deepseek2 test_gpu_moe"
-                  [fa-prefill-splits]="test_gpu_attention" [swiglu-quant]="test_gpu_ops test_gpu_moe test_gpu_deepseek2")
+                  [fa-prefill-splits]="test_gpu_attention" [swiglu-quant]="test_gpu_ops test_gpu_moe test_gpu_deepseek2"
+                  [mla-chains]="test_gpu_attention test_gpu_deepseek2")
 for b in $BRANCHES; do
     rm -rf /root/t-$b; mkdir -p /root/t-$b
     tar --exclude=./build-gpu --exclude=./.carry --exclude=./.device --exclude=./.lcpp --exclude=./build-deps -cf - . |
