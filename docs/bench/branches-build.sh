@@ -3,7 +3,9 @@
 # suites (first of two back-to-back calls; branches-ab.sh is the second, on the still-warm machine).
 # Before the call, on the development machine, for each branch B in $BRANCHES:
 #   git diff main...wip/B -- cuda tests core models tools > .device/B.patch   (three dots: the branch's own changes)
-# Carry: build-deps, .device. Trees live in /root/t-B (kept while the machine is warm).
+# Carry: build-deps, .device. Trees live in /root/t-B (kept while the machine is warm). A tree alone
+# builds in ~80 s on the 16 cores; seven at once may not fit one 600 s call: pass a subset
+# (BRANCHES="mmq-big f16-wide" bash ...) and the rest in a second call.
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
 R=$PWD
