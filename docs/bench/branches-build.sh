@@ -5,14 +5,16 @@
 #   git diff main...wip/B -- cuda tests core models tools > .device/B.patch   (three dots: the branch's own changes)
 # Carry: build-deps, .device. Trees live in /root/t-B (kept while the machine is warm). A tree alone
 # builds in ~80 s on the 16 cores; seven at once may not fit one 600 s call: pass a subset
-# (BRANCHES="mmq-big f16-wide" bash ...) and the rest in a second call.
+# (BRANCHES="mmq-big f16-wide" bash ...) and the rest in a second call. The branch "all" (every
+# waiting branch merged, wip/all) runs every GPU suite but test_gpu_model, which needs SmolLM2.
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
 R=$PWD
 BRANCHES=${BRANCHES:-"mmq-big f16-wide moe-stack fa-prefill-splits swiglu-quant mla-chains"}
 declare -A TESTS=([mmq-big]="test_gpu_ops" [f16-wide]="test_gpu_ops" [moe-stack]="test_gpu_deepseek2 test_gpu_moe"
                   [fa-prefill-splits]="test_gpu_attention" [swiglu-quant]="test_gpu_ops test_gpu_moe test_gpu_deepseek2"
-                  [mla-chains]="test_gpu_attention test_gpu_deepseek2")
+                  [mla-chains]="test_gpu_attention test_gpu_deepseek2"
+                  [all]="test_gpu_ops test_gpu_attention test_gpu_attn_backends test_gpu_deepseek2 test_gpu_gemma3 test_gpu_moe")
 for b in $BRANCHES; do
     rm -rf /root/t-$b; mkdir -p /root/t-$b
     tar --exclude=./build-gpu --exclude=./.carry --exclude=./.device --exclude=./.lcpp --exclude=./build-deps -cf - . |
