@@ -450,8 +450,8 @@ void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shap
         : pick == "wide" ? run_matmul_q<Block, TileWide, 8>(w, sw, M, N, act, dst, stream)
                          : run_matmul_q<Block, Tile64, 8>(w, sw, M, N, act, dst, stream);
     } else {  // 128 x 128 with 4-byte pieces would spill: 64 x 128 instead
-        pick != "64" ? run_matmul_q<Block, TileWide, 4>(w, sw, M, N, act, dst, stream)
-                     : run_matmul_q<Block, Tile64, 4>(w, sw, M, N, act, dst, stream);
+        pick == "big" || pick == "wide" ? run_matmul_q<Block, TileWide, 4>(w, sw, M, N, act, dst, stream)
+                                        : run_matmul_q<Block, Tile64, 4>(w, sw, M, N, act, dst, stream);
     }
 }
 
