@@ -37,10 +37,11 @@ struct Tiling {
     static constexpr int WARP_N = 8 * FN;              // output columns per warp
     static constexpr int TILE_M = WARPS_M * WARP_M;    // weight rows per CUDA block
     static constexpr int TILE_N = WARPS_N * WARP_N;    // activation rows (columns of the product) per CUDA block
-    static constexpr int MIN_BLOCKS = FM * FN <= 8 ? 4 : 3;  // CUDA blocks an SM: at most 128 / 168 registers
+    static constexpr int MIN_BLOCKS = FM * FN <= 8 ? 4 : FM * FN <= 16 ? 3 : 2;  // at most 128 / 168 / 255 registers
 };
 using Tile64 = Tiling<2, 4>;       // 64 x 64: the F16 / BF16 kernel, and MMQ for few columns
 using TileWide = Tiling<2, 8>;     // 64 x 128
+using TileBig = Tiling<4, 8>;      // 128 x 128: MMQ for products of at least two blocks an SM
 
 // One stage of both operands as they lie in global memory: per weight row its 4 blocks' raw bytes (4 *
 // Block's size, copied in 4-byte pieces), per activation row 128 int8 quants and 4 scales (and Q8_1
@@ -436,18 +437,21 @@ void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shap
         return;
     }
 
-    // Whole stages of rows 8-byte aligned: 8-byte copies. Few columns: the 64 x 64 tile; more: 64 x 128
-    // (MINFER_MMQ_TILE=64|wide forces one, to measure them against each other).
+    // Whole stages of rows 8-byte aligned: 8-byte copies. Few columns: the 64 x 64 tile; more: 64 x 128,
+    // or with 8-byte copies 128 x 128 when that still gives two CUDA blocks an SM of a 132-SM GPU
+    // (MINFER_MMQ_TILE=64|wide|big forces one, to measure them against each other).
     const bool whole = sw.ne[0] % STAGE_K == 0 && sw.nb[1] % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 8 == 0;
     static const char* forced = std::getenv("MINFER_MMQ_TILE");
     static const bool narrow_pieces = !switched_on("MINFER_MMQ_PIECE8");
-    const bool wide = forced ? std::string(forced) == "wide" : N > 64;
+    const bool big_fills = ceil_div(M, TileBig::TILE_M) * ceil_div(N, TileBig::TILE_N) >= 2 * 132;
+    const std::string pick = forced ? forced : N <= 64 ? "64" : big_fills ? "big" : "wide";
     if (whole && !narrow_pieces) {
-        wide ? run_matmul_q<Block, TileWide, 8>(w, sw, M, N, act, dst, stream)
-             : run_matmul_q<Block, Tile64, 8>(w, sw, M, N, act, dst, stream);
-    } else {
-        wide ? run_matmul_q<Block, TileWide, 4>(w, sw, M, N, act, dst, stream)
-             : run_matmul_q<Block, Tile64, 4>(w, sw, M, N, act, dst, stream);
+        pick == "big"    ? run_matmul_q<Block, TileBig, 8>(w, sw, M, N, act, dst, stream)
+        : pick == "wide" ? run_matmul_q<Block, TileWide, 8>(w, sw, M, N, act, dst, stream)
+                         : run_matmul_q<Block, Tile64, 8>(w, sw, M, N, act, dst, stream);
+    } else {  // 128 x 128 with 4-byte pieces would spill: 64 x 128 instead
+        pick == "big" || pick == "wide" ? run_matmul_q<Block, TileWide, 4>(w, sw, M, N, act, dst, stream)
+                                        : run_matmul_q<Block, Tile64, 4>(w, sw, M, N, act, dst, stream);
     }
 }
 

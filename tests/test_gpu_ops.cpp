@@ -231,6 +231,9 @@ TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor
         {1024, 200, 130, "the 64 x 128 tile with 8-byte pieces, M and N partial"},
         {256, 72, 65, "the 64 x 128 tile for one column past 64"},
         {320, 130, 40, "the 64 x 64 tile with 4-byte pieces over two stages and a half"},
+        {640, 8500, 520, "the 128 x 128 tile (335 blocks), 8-byte pieces, 5 stages, M and N partial"},
+        {96, 8448, 520, "as many blocks but K % 128 != 0: Q4_1 / Q5_1 keep the 64 x 128 tile with 4-byte "
+                        "pieces (the odd-block types take the matvec kernel)"},
         {96, 130, 40, "3 blocks: Q4_1 / Q5_1 take the kernel with one partial stage; odd-block Q4_0 / Q5_0 / "
                       "Q8_0 rows are not 4-byte aligned and take the matvec kernel"},
     };
