@@ -196,6 +196,46 @@ __global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, int64_t row_byt
     }
 }
 
+// As quantize_act_q8_kernel<WITH_SUM, true>, of x = silu(gate) * up computed on the fly (SWIGLU's
+// formula, silu_f32): gate and up rows evenly spaced, gate_row_bytes and up_row_bytes apart. The
+// SWIGLU node feeding a quantized MUL_MAT is then never written (CudaBackend::run_nodes).
+template <bool WITH_SUM>
+__global__ void quantize_act_swiglu_kernel(const char* gate, int64_t gate_row_bytes, const char* up,
+                                           int64_t up_row_bytes, ActQ act, uint32_t n_blocks,
+                                           uint32_t blocks_per_row) {
+    begin_overlapped_kernel();
+    const int lane = threadIdx.x % WARP_SIZE;
+    const uint32_t block = (blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE) * 4 + lane / 8;
+    if (block - lane / 8 >= n_blocks) return;  // warp-uniform: the warp's first block is past the end
+    const bool in = block < n_blocks;
+    const uint32_t row = in ? block / blocks_per_row : 0, kb = in ? block % blocks_per_row : 0;
+    const int e0 = QK * int(kb) + 4 * (lane % 8);
+    const float* g = reinterpret_cast<const float*>(gate + int64_t(row) * gate_row_bytes) + e0;
+    const float* u = reinterpret_cast<const float*>(up + int64_t(row) * up_row_bytes) + e0;
+    float v[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = in ? silu_f32(g[i]) * u[i] : 0.0f;
+    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+#pragma unroll
+    for (int offset = 4; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int packed = 0, sum = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int q = int(roundf(v[i] * id));
+        packed |= (q & 0xFF) << (8 * i);
+        sum += q;
+    }
+    if (in) *reinterpret_cast<int*>(act.q + int64_t(block) * QK + 4 * (lane % 8)) = packed;
+    if (in && lane % 8 == 0) act.d[block] = fp16_bits_to_f32(f32_to_fp16_bits(d));
+    if (WITH_SUM) {
+#pragma unroll
+        for (int offset = 4; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        if (in && lane % 8 == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
+    }
+}
+
 // Q8_K: one warp per 256-element super-block, lane j quantizing elements 8j .. 8j + 7.
 __global__ void quantize_act_q8_k_kernel(const char* x, Shape4 sx, ActQ act, int64_t n_blocks) {
     begin_overlapped_kernel();
@@ -693,6 +733,34 @@ void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const
     } else {
         even ? go(quantize_act_q8_kernel<false, true>) : go(quantize_act_q8_kernel<false, false>);
     }
+    CUDA_CHECK_LAUNCH();
+}
+
+bool quantize_swiglu_fits(ActQuant kind, const Shape4& sg, const Shape4& su) {
+    auto even = [](const Shape4& s) {
+        return s.nb[0] == sizeof(float) && s.ne[3] == 1 && (s.ne[2] == 1 || s.nb[2] == s.ne[1] * s.nb[1]) &&
+               s.nb[1] % sizeof(float) == 0;
+    };
+    const bool same_ne = sg.ne[0] == su.ne[0] && sg.ne[1] == su.ne[1] && sg.ne[2] == su.ne[2] && sg.ne[3] == su.ne[3];
+    return kind != ActQuant::Q8_K && same_ne && sg.ne[0] % QK == 0 && even(sg) && even(su) &&
+           sg.nrows() * (sg.ne[0] / QK) < (int64_t(1) << 31);
+}
+
+void quantize_swiglu_activations(ActQuant kind, const float* gate, const Shape4& sg, const float* up,
+                                 const Shape4& su, const ActQ& act, cudaStream_t stream) {
+    MF_ASSERT(quantize_swiglu_fits(kind, sg, su));
+    const int64_t n_blocks = sg.nrows() * (sg.ne[0] / QK);
+    if (n_blocks == 0) return;
+    constexpr int warps_per_block = 8;
+    const unsigned grid = grid_x(ceil_div(n_blocks, 4 * warps_per_block));
+    const char* g = reinterpret_cast<const char*>(gate);
+    const char* u = reinterpret_cast<const char*>(up);
+    const uint32_t n = uint32_t(n_blocks), per_row = uint32_t(sg.ne[0] / QK);
+    auto go = [&](auto kernel) {
+        launch_overlapped(kernel, grid, warps_per_block * WARP_SIZE, 0, stream, g, sg.nb[1], u, su.nb[1], act, n,
+                          per_row);
+    };
+    kind == ActQuant::Q8_1 ? go(quantize_act_swiglu_kernel<true>) : go(quantize_act_swiglu_kernel<false>);
     CUDA_CHECK_LAUNCH();
 }
 
