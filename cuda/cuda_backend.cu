@@ -288,7 +288,8 @@ std::vector<uint64_t> graph_signature(const Graph& g) {
     std::vector<uint64_t> sig;
     sig.reserve(g.nodes.size() * 24);
     for (const Tensor* n : g.nodes) {
-        sig.push_back(uint64_t(n->op) | uint64_t(n->type) << 8);
+        // The flags too: whether a SWIGLU is fused depends on its being a graph output.
+        sig.push_back(uint64_t(n->op) | uint64_t(n->type) << 8 | uint64_t(n->flags & TENSOR_OUTPUT) << 16);
         sig.push_back(reinterpret_cast<uintptr_t>(n->data));
         for (int i = 0; i < MAX_DIMS; ++i) sig.push_back(uint64_t(n->ne[i]) ^ uint64_t(n->nb[i]) << 24);
         for (int i = 0; i < MAX_OP_PARAMS; i += 2)
