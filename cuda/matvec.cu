@@ -149,11 +149,39 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 
 // ---- activation quantizers (the ActQ layout is in cuda/act_quant.cuh) ----------------------------
 
-// Q8_0 (and Q8_1 when WITH_SUM): eight lanes per 32-element block, four consecutive elements a lane,
-// so a warp quantizes four blocks with one 4-byte store a lane. Blocks are numbered row-major over
-// the rows of x (block b: row b / blocks_per_row); EVEN: the rows are evenly spaced, row_bytes apart,
-// with packed elements (most calls), so a row's offset is one multiply instead of Shape4's divisions.
-// The arithmetic is quantize_q8_0_lane's (the CPU reference's), the maximum over the block's 8 lanes.
+// Q8_0 (and Q8_1 when WITH_SUM) of one 32-element block held by 8 lanes, 4 consecutive values v each
+// (lane % 8 = which 4): the CPU reference's arithmetic (quantize_q8_0_lane's, the maximum over the
+// block's 8 lanes). All 32 lanes of the warp call it; those with !in store nothing.
+template <bool WITH_SUM>
+__device__ __forceinline__ void quantize_block_8_lanes(const float (&v)[4], const ActQ& act, uint32_t block,
+                                                       bool in) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+#pragma unroll
+    for (int offset = 4; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int packed = 0, sum = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int q = int(roundf(v[i] * id));
+        packed |= (q & 0xFF) << (8 * i);
+        sum += q;
+    }
+    if (in) *reinterpret_cast<int*>(act.q + int64_t(block) * QK + 4 * (lane % 8)) = packed;
+    if (in && lane % 8 == 0) act.d[block] = fp16_bits_to_f32(f32_to_fp16_bits(d));
+    if (WITH_SUM) {
+        // quantize_row_q8_1_ref: s = fp16(float(sum of the quants) * unrounded d).
+#pragma unroll
+        for (int offset = 4; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        if (in && lane % 8 == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
+    }
+}
+
+// Eight lanes per 32-element block, four consecutive elements a lane, so a warp quantizes four
+// blocks with one 4-byte store a lane. Blocks are numbered row-major over the rows of x (block b:
+// row b / blocks_per_row); EVEN: the rows are evenly spaced, row_bytes apart, with packed elements
+// (most calls), so a row's offset is one multiply instead of Shape4's divisions.
 template <bool WITH_SUM, bool EVEN>
 __global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, int64_t row_bytes, ActQ act, uint32_t n_blocks,
                                        uint32_t blocks_per_row) {
@@ -174,26 +202,7 @@ __global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, int64_t row_byt
 #pragma unroll
         for (int i = 0; i < 4; ++i) v[i] = in ? *reinterpret_cast<const float*>(src + (e0 + i) * sx.nb[0]) : 0.0f;
     }
-    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-#pragma unroll
-    for (int offset = 4; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int q[4], packed = 0, sum = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        q[i] = int(roundf(v[i] * id));
-        packed |= (q[i] & 0xFF) << (8 * i);
-        sum += q[i];
-    }
-    if (in) *reinterpret_cast<int*>(act.q + int64_t(block) * QK + 4 * (lane % 8)) = packed;
-    if (in && lane % 8 == 0) act.d[block] = fp16_bits_to_f32(f32_to_fp16_bits(d));
-    if (WITH_SUM) {
-        // quantize_row_q8_1_ref: s = fp16(float(sum of the quants) * unrounded d).
-#pragma unroll
-        for (int offset = 4; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-        if (in && lane % 8 == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
-    }
+    quantize_block_8_lanes<WITH_SUM>(v, act, block, in);
 }
 
 // As quantize_act_q8_kernel<WITH_SUM, true>, of x = silu(gate) * up computed on the fly (SWIGLU's
@@ -215,25 +224,7 @@ __global__ void quantize_act_swiglu_kernel(const char* gate, int64_t gate_row_by
     float v[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) v[i] = in ? silu_f32(g[i]) * u[i] : 0.0f;
-    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-#pragma unroll
-    for (int offset = 4; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int packed = 0, sum = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int q = int(roundf(v[i] * id));
-        packed |= (q & 0xFF) << (8 * i);
-        sum += q;
-    }
-    if (in) *reinterpret_cast<int*>(act.q + int64_t(block) * QK + 4 * (lane % 8)) = packed;
-    if (in && lane % 8 == 0) act.d[block] = fp16_bits_to_f32(f32_to_fp16_bits(d));
-    if (WITH_SUM) {
-#pragma unroll
-        for (int offset = 4; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-        if (in && lane % 8 == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
-    }
+    quantize_block_8_lanes<WITH_SUM>(v, act, block, in);
 }
 
 // Q8_K: one warp per 256-element super-block, lane j quantizing elements 8j .. 8j + 7.
