@@ -664,6 +664,38 @@ TEST_CASE("a norm -> matmul -> swiglu -> matmul -> residual block with quantized
     }
 }
 
+// A SWIGLU read only by the next node, a MUL_MAT of 32-element block weights, is not launched: that
+// MUL_MAT quantizes silu(gate) * up from gate and up (CudaBackend::run_nodes), also when they are views
+// of one stacked gate_up product, for the matvec (N = 1) and the tensor-core kernel (N = 40). A SWIGLU
+// read twice is launched as before. Tolerance as the block test above: requantization boundaries.
+TEST_CASE("a swiglu read only by a quantized mul_mat is fused into its activation quantization") {
+    const int64_t n_embd = 256, n_ff = 512;
+    for (int64_t n_tokens : {int64_t(1), int64_t(40)}) {
+        for (DType down_type : {DType::Q4_0, DType::Q4_1}) {
+            CAPTURE(n_tokens);
+            const std::string down_type_name = dtype_name(down_type);
+            CAPTURE(down_type_name);
+            const std::vector<Input> inputs = {random(DType::F32, {n_embd, n_tokens}), random(DType::Q8_0, {n_embd, 2 * n_ff}),
+                                               random(down_type, {n_ff, n_embd}), random(down_type, {n_ff, n_embd})};
+            auto gated = [n_ff](Context& ctx, const std::vector<Tensor*>& in) {
+                Tensor* gu = mul_mat(ctx, in[1], in[0]);  // [2 n_ff, T]: gate rows, then up rows
+                Tensor* g = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], 0);
+                Tensor* u = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], size_t(n_ff) * sizeof(float));
+                return swiglu(ctx, g, u);
+            };
+            check_vs_cpu(inputs,
+                         [&](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[2], gated(ctx, in)); },
+                         3e-3);
+            check_vs_cpu(inputs,
+                         [&](Context& ctx, const std::vector<Tensor*>& in) {
+                             Tensor* act = gated(ctx, in);  // read by two matmuls: launched
+                             return add(ctx, mul_mat(ctx, in[2], act), mul_mat(ctx, in[3], act));
+                         },
+                         3e-3);
+        }
+    }
+}
+
 TEST_CASE("supports_op refuses what the kernels lack, and compute_graph then throws naming the op") {
     Context ctx;
     Tensor* q2k = ctx.new_tensor_2d(DType::Q2_K, 256, 4);  // a type minfer only dequantizes
