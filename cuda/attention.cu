@@ -670,7 +670,10 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
         __syncthreads();  // tile i (and, the first time, the queries) visible to every warp
         const int pw = kMlaWarpPos * warp;  // this warp's positions in the tile
         // S for 8 positions: rows g, g + 8 at positions 2t, 2t + 1; one ldmatrix gives two K steps.
-        float s[4] = {};
+        // Four accumulators (the two K steps of an ldmatrix, times hi and lo) make four independent
+        // chains of DK / 8 mma each instead of one of DK / 2: with one block an SM the chain's
+        // latency, not the tensor pipe, bounds the scores.
+        float sp[2][2][4] = {};
 #pragma unroll 2
         for (int k0 = 0; k0 < DK; k0 += 32) {
             uint32_t kb[4];
@@ -681,10 +684,13 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
                 ldmatrix_x4<false>(qh, &sm.q_hi[lane % 16][k0 + 16 * h + 8 * (lane / 16)]);
                 ldmatrix_x4<false>(ql, &sm.q_lo[lane % 16][k0 + 16 * h + 8 * (lane / 16)]);
                 const uint32_t b[2] = {kb[2 * h], kb[2 * h + 1]};
-                mma_16816<__half>(s, qh, b);
-                mma_16816<__half>(s, ql, b);
+                mma_16816<__half>(sp[h][0], qh, b);
+                mma_16816<__half>(sp[h][1], ql, b);
             }
         }
+        float s[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[e] = (sp[0][0][e] + sp[1][0][e]) + (sp[0][1][e] + sp[1][1][e]);
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
