@@ -40,6 +40,13 @@ inline ActQ act_layout(void* scratch, const Shape4& sx) {
 // quantizer for kind. Defined in cuda/matvec.cu, beside its kernels.
 void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const ActQ& act, cudaStream_t stream);
 
+// SWIGLU fused into the quantization: act as quantize_activations would leave it for x = silu(gate) * up
+// (the SWIGLU kernel's formula, so the same bits), gate and up f32 of one shape. Fits: a 32-element
+// activation kind (Q8_0 / Q8_1), rows evenly spaced and packed.
+bool quantize_swiglu_fits(ActQuant kind, const Shape4& sg, const Shape4& su);
+void quantize_swiglu_activations(ActQuant kind, const float* gate, const Shape4& sg, const float* up,
+                                 const Shape4& su, const ActQ& act, cudaStream_t stream);
+
 // One weight block as 8 ints of 4 bytes each (elements in order; signed for Q8_0 / Q4_0 / Q5_0, which
 // dot against Q8_0, unsigned 0..31 for Q4_1 / Q5_1, which add their min through Q8_1's s), its scale
 // and min.

@@ -545,22 +545,18 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
 }
 
 // Splits for the tile kernel: ~4 blocks per SM of a large GPU, at least one tile per warp each.
-int choose_tile_splits(int64_t n_head, int64_t n_head_kv, int64_t n_kv) {
+int choose_tile_splits(int64_t n_head, int64_t n_head_kv, int64_t n_tokens, int64_t n_kv) {
     const int64_t group = n_head / n_head_kv;
-    const int64_t blocks = n_head_kv * ((group + kTileHeads - 1) / kTileHeads);
+    const int64_t blocks = n_head_kv * ((group * n_tokens + kTileHeads - 1) / kTileHeads);
     const int64_t want = (528 + blocks - 1) / blocks;
     const int64_t most = std::max<int64_t>(1, n_kv / (kTilePos * kWarps));
     return int(std::max<int64_t>(1, std::min(want, most)));
 }
 
-// Several tokens take the tile kernel only when their rows alone make a full wave of blocks (it runs
-// them in one split); fewer tokens against a long cache are faster on flash_attn_kernel's splits.
-constexpr int64_t kMinPrefillTileBlocks = 132;
-
 // True when the tile kernel takes this attention: f16 K and V with head sizes 64/64, 128/128 or 192/128
-// (expanded MLA, --mla-expanded), rows and head offsets 16-byte aligned, one token or enough tokens
-// for kMinPrefillTileBlocks. MINFER_CUDA_FA_TILE=0 keeps every call on flash_attn_kernel (and MLA on
-// it too); MINFER_CUDA_FA_TILE_PREFILL=0 only the calls of several tokens.
+// (expanded MLA, --mla-expanded), rows and head offsets 16-byte aligned, one token or many.
+// MINFER_CUDA_FA_TILE=0 keeps every call on flash_attn_kernel (and MLA on it too);
+// MINFER_CUDA_FA_TILE_PREFILL=0 only the calls of several tokens.
 bool tile_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
                       const Shape4& vs) {
     static const bool on = switched_on("MINFER_CUDA_FA_TILE");
@@ -569,10 +565,8 @@ bool tile_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* 
     const bool aligned = reinterpret_cast<uintptr_t>(k) % 16 == 0 && reinterpret_cast<uintptr_t>(v) % 16 == 0 &&
                          ks.nb[1] % 16 == 0 && ks.nb[2] % 16 == 0 && vs.nb[1] % 16 == 0 && vs.nb[2] % 16 == 0;
     const bool shape = (dk == 64 && dv == 64) || (dk == 128 && dv == 128) || (dk == 192 && dv == 128);
-    const int64_t n_head_kv = std::max<int64_t>(ks.ne[2], 1), group = qs.ne[1] / n_head_kv;
-    const int64_t prefill_blocks = n_head_kv * ceil_div(group * qs.ne[2], kTileHeads);
     return on && type_k == DType::F16 && type_v == DType::F16 && shape &&
-           (qs.ne[2] == 1 || (prefill && prefill_blocks >= kMinPrefillTileBlocks)) && qs.ne[3] == 1 &&
+           (qs.ne[2] == 1 || prefill) && qs.ne[3] == 1 &&
            qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && qs.nb[2] % 4 == 0 && ks.nb[0] == 2 && vs.nb[0] == 2 && aligned;
 }
 
@@ -581,8 +575,8 @@ void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& 
                  const float* mask, int64_t mask_nb1, float* out, float* ws, float scale, cudaStream_t stream) {
     const int64_t n_head = qs.ne[1], n_tokens = qs.ne[2], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
     const int group = int(n_head / n_head_kv);
-    // Several tokens (prefill) fill the GPU with their rows alone: one split, no workspace.
-    const int n_splits = n_tokens == 1 ? choose_tile_splits(n_head, n_head_kv, n_kv) : 1;
+    // Splits only while the (token, head) rows alone leave the GPU short of blocks.
+    const int n_splits = choose_tile_splits(n_head, n_head_kv, n_tokens, n_kv);
     const int split_rows = int(ceil_div(n_kv, n_splits));
     constexpr size_t smem = sizeof(TileAttnSmem<DK, DV>);
     static const bool attr = [] {
@@ -597,7 +591,7 @@ void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& 
                       group, int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
-        launch_combine<DV>(ws, out, n_head, n_splits, stream);
+        launch_combine<DV>(ws, out, n_head * n_tokens, n_splits, stream);  // row token * n_head + head
     }
 }
 
@@ -676,7 +670,10 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
         __syncthreads();  // tile i (and, the first time, the queries) visible to every warp
         const int pw = kMlaWarpPos * warp;  // this warp's positions in the tile
         // S for 8 positions: rows g, g + 8 at positions 2t, 2t + 1; one ldmatrix gives two K steps.
-        float s[4] = {};
+        // Four accumulators (the two K steps of an ldmatrix, times hi and lo) make four independent
+        // chains of DK / 8 mma each instead of one of DK / 2: with one block an SM the chain's
+        // latency, not the tensor pipe, bounds the scores.
+        float sp[2][2][4] = {};
 #pragma unroll 2
         for (int k0 = 0; k0 < DK; k0 += 32) {
             uint32_t kb[4];
@@ -687,10 +684,13 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
                 ldmatrix_x4<false>(qh, &sm.q_hi[lane % 16][k0 + 16 * h + 8 * (lane / 16)]);
                 ldmatrix_x4<false>(ql, &sm.q_lo[lane % 16][k0 + 16 * h + 8 * (lane / 16)]);
                 const uint32_t b[2] = {kb[2 * h], kb[2 * h + 1]};
-                mma_16816<__half>(s, qh, b);
-                mma_16816<__half>(s, ql, b);
+                mma_16816<__half>(sp[h][0], qh, b);
+                mma_16816<__half>(sp[h][1], ql, b);
             }
         }
+        float s[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[e] = (sp[0][0][e] + sp[1][0][e]) + (sp[0][1][e] + sp[1][1][e]);
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
@@ -1111,7 +1111,9 @@ void launch_cpy_kv_to_f32(DType type, const void* src, const Shape4& ss, float* 
 }
 
 size_t flash_attn_workspace_bytes(int64_t n_head, int64_t n_head_kv, int64_t n_tokens, int64_t n_kv, int64_t head_dim_v) {
-    const int n_splits = choose_splits(n_head, n_head_kv, n_tokens, n_kv, head_dim_v > 256 ? 4 : 8);
+    // Whichever kernel launch_flash_attn picks: the scalar kernel's splits or the tile kernel's.
+    const int n_splits = std::max(choose_splits(n_head, n_head_kv, n_tokens, n_kv, head_dim_v > 256 ? 4 : 8),
+                                  choose_tile_splits(n_head, n_head_kv, n_tokens, n_kv));
     if (n_splits == 1) return 0;
     return size_t(n_head * n_tokens * n_splits) * size_t(head_dim_v + 2) * sizeof(float);
 }

@@ -77,6 +77,10 @@ __device__ __forceinline__ void begin_overlapped_kernel() {
     allow_next_kernel();
 }
 
+// SiLU with the CPU backend's formula (core/cpu/ops_elementwise.cpp): the SWIGLU kernel and the
+// quantizer that fuses SWIGLU (cuda/matvec.cu) share it, so fused and unfused give the same bits.
+__device__ __forceinline__ float silu_f32(float x) { return x / (1.0f + expf(-x)); }
+
 // A performance switch that is on unless the environment sets NAME=0 (to measure what it buys).
 inline bool switched_on(const char* name) {
     const char* env = std::getenv(name);

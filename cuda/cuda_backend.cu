@@ -13,6 +13,7 @@
 
 #include "core/common.h"
 #include "core/quants.h"
+#include "cuda/act_quant.cuh"
 #include "cuda/attention.cuh"
 #include "cuda/common.cuh"
 #include "cuda/elementwise.cuh"
@@ -154,6 +155,7 @@ public:
         smem_optin_ = size_t(smem);
         use_graphs_ = switched_on("MINFER_CUDA_GRAPHS");
         reuse_act_ = switched_on("MINFER_CUDA_ACT_REUSE");
+        fuse_swiglu_ = switched_on("MINFER_CUDA_FUSE_SWIGLU");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -257,6 +259,17 @@ private:
     Shape4 scratch_act_shape_{};
     ActQuant scratch_act_kind_ = ActQuant::Q8_0;
 
+    // SWIGLU fused into the quantization of the MUL_MAT that reads it: a SWIGLU node whose only
+    // reader is the next node, a MUL_MAT / MUL_MAT_ID of 32-element block weights, is not launched;
+    // that MUL_MAT quantizes silu(gate) * up straight from gate and up (one launch and one pass over
+    // the FFN's hidden activations fewer, the same bits). MINFER_CUDA_FUSE_SWIGLU=0 turns it off.
+    bool fuse_swiglu_ = true;
+    const Tensor* fused_swiglu_ = nullptr;  // the SWIGLU node the next run_node quantizes from
+    bool swiglu_fusable(const Graph& g, size_t i) const;
+    // Quantizes the MUL_MAT's x (b, of activation kind) into the scratch unless it is there already;
+    // returns whether the launcher may take the scratch as holding b.
+    bool prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s);
+
     // CUDA graphs: a decode step launches hundreds of small kernels, and launching them one by one
     // from the host costs more than many of them take to run. A graph whose signature (every node's
     // op, shape, strides, parameters and memory) equals the previous compute's is captured once and
@@ -275,7 +288,8 @@ std::vector<uint64_t> graph_signature(const Graph& g) {
     std::vector<uint64_t> sig;
     sig.reserve(g.nodes.size() * 24);
     for (const Tensor* n : g.nodes) {
-        sig.push_back(uint64_t(n->op) | uint64_t(n->type) << 8);
+        // The flags too: whether a SWIGLU is fused depends on its being a graph output.
+        sig.push_back(uint64_t(n->op) | uint64_t(n->type) << 8 | uint64_t(n->flags & TENSOR_OUTPUT) << 16);
         sig.push_back(reinterpret_cast<uintptr_t>(n->data));
         for (int i = 0; i < MAX_DIMS; ++i) sig.push_back(uint64_t(n->ne[i]) ^ uint64_t(n->nb[i]) << 24);
         for (int i = 0; i < MAX_OP_PARAMS; i += 2)
@@ -534,11 +548,50 @@ void CudaBackend::compute(const Graph& g) {
     CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
 }
 
+bool CudaBackend::swiglu_fusable(const Graph& g, size_t i) const {
+    const Tensor* n = g.nodes[i];
+    if (!fuse_swiglu_ || n->op != Op::SWIGLU || i + 1 >= g.nodes.size() || (n->flags & TENSOR_OUTPUT)) return false;
+    const Tensor* m = g.nodes[i + 1];
+    if ((m->op != Op::MUL_MAT && m->op != Op::MUL_MAT_ID) || m->src[1] != n || m->src[0] == n ||
+        !is_quant_weight(m->src[0]->type) ||
+        !quantize_swiglu_fits(act_quant_of(m->src[0]->type), shape_of(n->src[0]), shape_of(n->src[1])))
+        return false;
+    // Nothing else reads the SWIGLU's result (readers come after it in the order).
+    for (size_t j = i + 2; j < g.nodes.size(); ++j)
+        for (const Tensor* src : g.nodes[j]->src)
+            if (src == n) return false;
+    return true;
+}
+
+bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {
+    bool ready = scratch_holds(b, kind);
+    if (fused_swiglu_ == b) {
+        const Tensor* gate = b->src[0];
+        const Tensor* up = b->src[1];
+        quantize_swiglu_activations(kind, static_cast<const float*>(gate->data), shape_of(gate),
+                                    static_cast<const float*>(up->data), shape_of(up), act_layout(scratch_, shape_of(b)),
+                                    s);
+        ready = true;
+    }
+    scratch_act_valid_ = true;
+    scratch_act_begin_ = static_cast<const char*>(b->data);
+    scratch_act_end_ = data_end(b);
+    scratch_act_shape_ = shape_of(b);
+    scratch_act_kind_ = kind;
+    return ready;
+}
+
 void CudaBackend::run_nodes(const Graph& g) {
     // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
     scratch_act_valid_ = false;
-    for (const Tensor* n : g.nodes) {
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+        const Tensor* n = g.nodes[i];
+        if (swiglu_fusable(g, i)) {
+            fused_swiglu_ = n;  // not launched: the next node quantizes from its sources
+            continue;
+        }
         run_node(n);
+        fused_swiglu_ = nullptr;
         if (!scratch_act_valid_ || n->op == Op::NONE || n->op == Op::VIEW) continue;
         const char* begin = static_cast<const char*>(n->data);
         if (begin < scratch_act_end_ && scratch_act_begin_ < data_end(n)) scratch_act_valid_ = false;
@@ -649,13 +702,7 @@ void CudaBackend::run_node(const Tensor* node) {
         case Op::MUL_MAT: {
             const float* x = static_cast<const float*>(b->data);
             if (is_quant_weight(a->type)) {
-                const ActQuant kind = act_quant_of(a->type);
-                const bool reuse = scratch_holds(b, kind);
-                scratch_act_valid_ = true;
-                scratch_act_begin_ = static_cast<const char*>(b->data);
-                scratch_act_end_ = data_end(b);
-                scratch_act_shape_ = shape_of(b);
-                scratch_act_kind_ = kind;
+                const bool reuse = prepare_act(b, act_quant_of(a->type), s);
                 matvec_q(a, b, scratch_, scratch_size_, reuse, out, s);
                 return;
             }
@@ -673,16 +720,7 @@ void CudaBackend::run_node(const Tensor* node) {
         }
         case Op::MUL_MAT_ID: {
             const Tensor* ids = node->src[2];
-            bool reuse = false;
-            if (is_quant_weight(a->type)) {
-                const ActQuant kind = act_quant_of(a->type);
-                reuse = scratch_holds(b, kind);
-                scratch_act_valid_ = true;
-                scratch_act_begin_ = static_cast<const char*>(b->data);
-                scratch_act_end_ = data_end(b);
-                scratch_act_shape_ = shape_of(b);
-                scratch_act_kind_ = kind;
-            }
+            const bool reuse = is_quant_weight(a->type) && prepare_act(b, act_quant_of(a->type), s);
             launch_mul_mat_id(a->type, a->data, shape_of(a), static_cast<const float*>(b->data), shape_of(b),
                               static_cast<const int32_t*>(ids->data), shape_of(ids), scratch_, scratch_size_, reuse,
                               out, s);

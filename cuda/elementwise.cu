@@ -9,7 +9,7 @@ namespace mf {
 namespace {
 
 // Same formulas as the CPU backend (core/cpu/ops_elementwise.cpp), so results agree to an ulp or two.
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+__device__ __forceinline__ float silu(float x) { return silu_f32(x); }
 
 __device__ __forceinline__ float gelu(float x) {
     constexpr float sqrt_2_over_pi = 0.79788456080286535587989211986876f;

@@ -37,10 +37,11 @@ struct Tiling {
     static constexpr int WARP_N = 8 * FN;              // output columns per warp
     static constexpr int TILE_M = WARPS_M * WARP_M;    // weight rows per CUDA block
     static constexpr int TILE_N = WARPS_N * WARP_N;    // activation rows (columns of the product) per CUDA block
-    static constexpr int MIN_BLOCKS = FM * FN <= 8 ? 4 : 3;  // CUDA blocks an SM: at most 128 / 168 registers
+    static constexpr int MIN_BLOCKS = FM * FN <= 8 ? 4 : FM * FN <= 16 ? 3 : 2;  // at most 128 / 168 / 255 registers
 };
 using Tile64 = Tiling<2, 4>;       // 64 x 64: the F16 / BF16 kernel, and MMQ for few columns
 using TileWide = Tiling<2, 8>;     // 64 x 128
+using TileBig = Tiling<4, 8>;      // 128 x 128: MMQ for products of at least two blocks an SM
 
 // One stage of both operands as they lie in global memory: per weight row its 4 blocks' raw bytes (4 *
 // Block's size, copied in 4-byte pieces), per activation row 128 int8 quants and 4 scales (and Q8_1
@@ -268,15 +269,14 @@ __global__ void __launch_bounds__(THREADS, Tile::MIN_BLOCKS)
 // beyond f16's range (|x| > 65504) turns hi into inf and the row's results into inf/NaN with F16
 // weights (BF16 has f32's range). llama.cpp converts activations to f16 for its f16 GEMMs as well;
 // a per-row scale would lift it.
-using FTile = Tile64;
 constexpr int F_STAGE_K = 64;                  // values of K per shared-memory stage: 4 mma K steps
-constexpr int F_ROW = F_STAGE_K + 8;           // a tile row in shared memory: 144 bytes, 36 words apart,
-                                               // so a fragment load (8 rows x 4 words) hits 32 banks
-template <typename T>
+constexpr int F_ROW = F_STAGE_K + 8;           // a tile row in shared memory: 144 bytes (16-byte aligned
+                                               // for ldmatrix, 9 x 16 bytes: its 8 row reads hit 32 banks)
+template <typename T, typename Tile>
 struct FloatStage {
-    alignas(16) T w[FTile::TILE_M][F_ROW];
-    alignas(16) T x_hi[FTile::TILE_N][F_ROW];
-    alignas(16) T x_lo[FTile::TILE_N][F_ROW];
+    alignas(16) T w[Tile::TILE_M][F_ROW];
+    alignas(16) T x_hi[Tile::TILE_N][F_ROW];
+    alignas(16) T x_lo[Tile::TILE_N][F_ROW];
 };
 
 template <typename T>
@@ -318,81 +318,90 @@ __global__ void split_hi_lo_kernel(const char* x, int64_t x_row_bytes, int64_t K
     }
 }
 
-// K values k0 .. k0 + 63 of weight rows m0 .. m0 + 63 and of the hi / lo activation rows n0 .. n0 + 63
-// into st with cp.async (the caller commits), 16 bytes a copy (K % 8 == 0, rows 16-byte aligned:
-// matmul_float_fits). Eight consecutive threads copy one row's 128 bytes, so a warp's copy covers 4
-// rows x 128 contiguous bytes. Outside the matrices: zeros.
-template <typename T>
-__device__ __forceinline__ void issue_float_stage(FloatStage<T>& st, const char* w, int64_t w_row_bytes, const T* hi,
-                                                  const T* lo, int64_t K, int64_t M, int64_t N, int64_t m0, int64_t n0,
-                                                  int64_t k0) {
-    constexpr int VECS = F_STAGE_K / 8;         // 16-byte vectors a row
+// K values k0 .. k0 + 63 of weight rows m0 .. m0 + TILE_M - 1 and of the hi / lo activation rows
+// n0 .. n0 + TILE_N - 1 into st with cp.async (the caller commits), 16 bytes a copy (K % 8 == 0, rows
+// 16-byte aligned: matmul_float_fits). Eight consecutive threads copy one row's 128 bytes, so a warp's
+// copy covers 4 rows x 128 contiguous bytes. Outside the matrices: zeros.
+template <typename T, typename Tile>
+__device__ __forceinline__ void issue_float_stage(FloatStage<T, Tile>& st, const char* w, int64_t w_row_bytes,
+                                                  const T* hi, const T* lo, int64_t K, int64_t M, int64_t N,
+                                                  int64_t m0, int64_t n0, int64_t k0) {
+    constexpr int VECS = F_STAGE_K / 8;           // 16-byte vectors a row
     constexpr int ROWS_AT_ONCE = THREADS / VECS;  // rows one pass of the block covers
     const int r0 = threadIdx.x / VECS, c = 8 * (threadIdx.x % VECS);
     const int64_t k = k0 + c;
     const bool k_in = k < K;
 #pragma unroll
-    for (int it = 0; it < FTile::TILE_M / ROWS_AT_ONCE; ++it) {
+    for (int it = 0; it < Tile::TILE_M / ROWS_AT_ONCE; ++it) {
         const int row = r0 + ROWS_AT_ONCE * it;
-        const bool wv = k_in && m0 + row < M, xv = k_in && n0 + row < N;
+        const bool in = k_in && m0 + row < M;
         const T* wp = reinterpret_cast<const T*>(w + (m0 + row) * w_row_bytes) + k;
+        cp_async16_or_zero(&st.w[row][c], in ? wp : reinterpret_cast<const T*>(w), in);
+    }
+#pragma unroll
+    for (int it = 0; it < Tile::TILE_N / ROWS_AT_ONCE; ++it) {
+        const int row = r0 + ROWS_AT_ONCE * it;
+        const bool in = k_in && n0 + row < N;
         const int64_t x_at = (n0 + row) * K + k;
-        cp_async16_or_zero(&st.w[row][c], wv ? wp : reinterpret_cast<const T*>(w), wv);
-        cp_async16_or_zero(&st.x_hi[row][c], xv ? hi + x_at : hi, xv);
-        cp_async16_or_zero(&st.x_lo[row][c], xv ? lo + x_at : lo, xv);
+        cp_async16_or_zero(&st.x_hi[row][c], in ? hi + x_at : hi, in);
+        cp_async16_or_zero(&st.x_lo[row][c], in ? lo + x_at : lo, in);
     }
 }
 
-// grid and warps as matmul_q_kernel, two stages in dynamic shared memory (55 KB) with the copies of
-// stage s + 1 in flight while the warps multiply stage s: warp (wm, wn) owns 32 x 32 outputs, 2 x 4
-// mma tiles, each fed twice per K step (hi and lo activations).
-template <typename T>
-__global__ void __launch_bounds__(THREADS, 4)
+// grid and warps as matmul_q_kernel, two stages in dynamic shared memory with the copies of stage
+// s + 1 in flight while the warps multiply stage s: warp (wm, wn) owns WARP_M x WARP_N outputs, FM x FN
+// mma tiles, each fed twice per K step (hi and lo activations). Fragments come from shared memory with
+// ldmatrix: one x4 load for a 16 x 16 weight fragment, one for two n8 tiles' activation fragments.
+template <typename T, typename Tile>
+__global__ void __launch_bounds__(THREADS, Tile::MIN_BLOCKS)
     matmul_float_kernel(const char* w, int64_t w_row_bytes, const T* hi, const T* lo, int64_t K, int64_t M,
                         int64_t N, float* dst) {
+    static_assert(Tile::FRAGS_N % 2 == 0, "activation fragments are loaded two n8 tiles at a time");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    FloatStage<T>* st = reinterpret_cast<FloatStage<T>*>(smem_raw);
+    FloatStage<T, Tile>* st = reinterpret_cast<FloatStage<T, Tile>*>(smem_raw);
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
-    const int64_t n0 = int64_t(blockIdx.x) * FTile::TILE_N, m0 = int64_t(blockIdx.y) * FTile::TILE_M;
+    const int64_t n0 = int64_t(blockIdx.x) * Tile::TILE_N, m0 = int64_t(blockIdx.y) * Tile::TILE_M;
     const int64_t n_stages = (K + F_STAGE_K - 1) / F_STAGE_K;
-    auto word = [](const T* p) { return *reinterpret_cast<const uint32_t*>(p); };
 
-    issue_float_stage<T>(st[0], w, w_row_bytes, hi, lo, K, M, N, m0, n0, 0);
+    issue_float_stage<T, Tile>(st[0], w, w_row_bytes, hi, lo, K, M, N, m0, n0, 0);
     cp_async_commit();
-    float acc[FTile::FRAGS_M][FTile::FRAGS_N][4] = {};
+    float acc[Tile::FRAGS_M][Tile::FRAGS_N][4] = {};
     for (int64_t s = 0; s < n_stages; ++s) {
         next_stage(s, n_stages, [&](int64_t i) {
-            issue_float_stage<T>(st[i % 2], w, w_row_bytes, hi, lo, K, M, N, m0, n0, i * F_STAGE_K);
+            issue_float_stage<T, Tile>(st[i % 2], w, w_row_bytes, hi, lo, K, M, N, m0, n0, i * F_STAGE_K);
         });
-        const FloatStage<T>& cur = st[s % 2];
+        const FloatStage<T, Tile>& cur = st[s % 2];
 #pragma unroll
         for (int ks = 0; ks < F_STAGE_K; ks += 16) {
-            uint32_t a[FTile::FRAGS_M][4];
+            // a[fm]: rows g, g + 8 at k 2t (a[0], a[1]) and 2t + 8 (a[2], a[3]) (mma_16816's layout).
+            uint32_t a[Tile::FRAGS_M][4];
 #pragma unroll
-            for (int fm = 0; fm < FTile::FRAGS_M; ++fm) {
-                const int row = FTile::WARP_M * wm + 16 * fm + g;
-                a[fm][0] = word(&cur.w[row][ks + 2 * t]);
-                a[fm][1] = word(&cur.w[row + 8][ks + 2 * t]);
-                a[fm][2] = word(&cur.w[row][ks + 2 * t + 8]);
-                a[fm][3] = word(&cur.w[row + 8][ks + 2 * t + 8]);
-            }
+            for (int fm = 0; fm < Tile::FRAGS_M; ++fm)
+                ldmatrix_x4<false>(a[fm], &cur.w[Tile::WARP_M * wm + 16 * fm + lane % 16][ks + 8 * (lane / 16)]);
 #pragma unroll
-            for (int fn = 0; fn < FTile::FRAGS_N; ++fn) {
-                const int col = FTile::WARP_N * wn + 8 * fn + g;
-                const uint32_t xh[2] = {word(&cur.x_hi[col][ks + 2 * t]), word(&cur.x_hi[col][ks + 2 * t + 8])};
-                const uint32_t xl[2] = {word(&cur.x_lo[col][ks + 2 * t]), word(&cur.x_lo[col][ks + 2 * t + 8])};
+            for (int fn = 0; fn < Tile::FRAGS_N; fn += 2) {
+                // Columns 8 fn .. 8 fn + 15: registers 0, 1 the first n8 tile's k halves, 2, 3 the second's.
+                const int col = Tile::WARP_N * wn + 8 * fn + lane % 8 + 8 * (lane / 16);
+                const int kc = ks + 8 * ((lane / 8) % 2);
+                uint32_t xh[4], xl[4];
+                ldmatrix_x4<false>(xh, &cur.x_hi[col][kc]);
+                ldmatrix_x4<false>(xl, &cur.x_lo[col][kc]);
 #pragma unroll
-                for (int fm = 0; fm < FTile::FRAGS_M; ++fm) {
-                    mma_16816<T>(acc[fm][fn], a[fm], xh);
-                    mma_16816<T>(acc[fm][fn], a[fm], xl);
+                for (int h = 0; h < 2; ++h) {
+                    const uint32_t bh[2] = {xh[2 * h], xh[2 * h + 1]}, bl[2] = {xl[2 * h], xl[2 * h + 1]};
+#pragma unroll
+                    for (int fm = 0; fm < Tile::FRAGS_M; ++fm) {
+                        mma_16816<T>(acc[fm][fn + h], a[fm], bh);
+                        mma_16816<T>(acc[fm][fn + h], a[fm], bl);
+                    }
                 }
             }
         }
         __syncthreads();  // stage s is consumed before the next iteration copies stage s + 2 over it
     }
-    store_tile<FTile>(acc, dst, M, N, m0, n0, wm, wn, g, t);
+    store_tile<Tile>(acc, dst, M, N, m0, n0, wm, wn, g, t);
 }
 
 template <typename Block, typename Tile, int PIECE>
@@ -411,6 +420,22 @@ void run_matmul_q(const void* w, const Shape4& sw, int64_t M, int64_t N, const A
     const dim3 grid(grid_x(ceil_div(N, Tile::TILE_N)), unsigned(m_tiles));
     matmul_q_kernel<Block, Tile, PIECE><<<grid, THREADS, smem, stream>>>(static_cast<const uint8_t*>(w), sw.nb[1], M, N,
                                                                  sw.ne[0] / QK, act, dst);
+    CUDA_CHECK_LAUNCH();
+}
+
+template <typename T, typename Tile>
+void run_matmul_float(const void* w, const Shape4& sw, const T* hi, const T* lo, int64_t K, int64_t M, int64_t N,
+                      float* dst, cudaStream_t stream) {
+    constexpr size_t smem = 2 * sizeof(FloatStage<T, Tile>);
+    static const bool attr = [] {
+        CUDA_CHECK(cudaFuncSetAttribute(matmul_float_kernel<T, Tile>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(smem)));
+        return true;
+    }();
+    (void)attr;
+    const dim3 grid(grid_x(ceil_div(N, Tile::TILE_N)), unsigned(ceil_div(M, Tile::TILE_M)));
+    matmul_float_kernel<T, Tile><<<grid, THREADS, smem, stream>>>(static_cast<const char*>(w), sw.nb[1], hi, lo, K,
+                                                                  M, N, dst);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -436,18 +461,21 @@ void launch_matmul_q(const void* w, const Shape4& sw, const float* x, const Shap
         return;
     }
 
-    // Whole stages of rows 8-byte aligned: 8-byte copies. Few columns: the 64 x 64 tile; more: 64 x 128
-    // (MINFER_MMQ_TILE=64|wide forces one, to measure them against each other).
+    // Whole stages of rows 8-byte aligned: 8-byte copies. Few columns: the 64 x 64 tile; more: 64 x 128,
+    // or with 8-byte copies 128 x 128 when that still gives two CUDA blocks an SM of a 132-SM GPU
+    // (MINFER_MMQ_TILE=64|wide|big forces one, to measure them against each other).
     const bool whole = sw.ne[0] % STAGE_K == 0 && sw.nb[1] % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 8 == 0;
     static const char* forced = std::getenv("MINFER_MMQ_TILE");
     static const bool narrow_pieces = !switched_on("MINFER_MMQ_PIECE8");
-    const bool wide = forced ? std::string(forced) == "wide" : N > 64;
+    const bool big_fills = ceil_div(M, TileBig::TILE_M) * ceil_div(N, TileBig::TILE_N) >= 2 * 132;
+    const std::string pick = forced ? forced : N <= 64 ? "64" : big_fills ? "big" : "wide";
     if (whole && !narrow_pieces) {
-        wide ? run_matmul_q<Block, TileWide, 8>(w, sw, M, N, act, dst, stream)
-             : run_matmul_q<Block, Tile64, 8>(w, sw, M, N, act, dst, stream);
-    } else {
-        wide ? run_matmul_q<Block, TileWide, 4>(w, sw, M, N, act, dst, stream)
-             : run_matmul_q<Block, Tile64, 4>(w, sw, M, N, act, dst, stream);
+        pick == "big"    ? run_matmul_q<Block, TileBig, 8>(w, sw, M, N, act, dst, stream)
+        : pick == "wide" ? run_matmul_q<Block, TileWide, 8>(w, sw, M, N, act, dst, stream)
+                         : run_matmul_q<Block, Tile64, 8>(w, sw, M, N, act, dst, stream);
+    } else {  // 128 x 128 with 4-byte pieces would spill: 64 x 128 instead
+        pick == "big" || pick == "wide" ? run_matmul_q<Block, TileWide, 4>(w, sw, M, N, act, dst, stream)
+                                        : run_matmul_q<Block, Tile64, 4>(w, sw, M, N, act, dst, stream);
     }
 }
 
@@ -480,7 +508,7 @@ bool matmul_float_fits(const void* w, const Shape4& sw, const float* x, const Sh
     const bool packed = sw.nb[0] == sizeof(T) && sx.nb[0] == sizeof(float);
     const bool aligned = reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                          sw.nb[1] % 16 == 0 && sx.nb[1] % 16 == 0;
-    return two_d && packed && aligned && sw.ne[0] == sx.ne[0] && sw.ne[0] % 8 == 0 && sw.ne[1] <= 65535 * FTile::TILE_M;
+    return two_d && packed && aligned && sw.ne[0] == sx.ne[0] && sw.ne[0] % 8 == 0 && sw.ne[1] <= 65535 * Tile64::TILE_M;
 }
 
 template <typename T>
@@ -500,17 +528,11 @@ void launch_matmul_float(const void* w, const Shape4& sw, const float* x, const 
     split_hi_lo_kernel<T><<<grid_x(std::min<int64_t>(ceil_div(K / 4 * N, 256), 4096)), 256, 0, stream>>>(
         reinterpret_cast<const char*>(x), sx.nb[1], K, N, hi, lo);
     CUDA_CHECK_LAUNCH();
-    constexpr size_t smem = 2 * sizeof(FloatStage<T>);
-    static const bool attr = [] {
-        CUDA_CHECK(
-            cudaFuncSetAttribute(matmul_float_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-        return true;
-    }();
-    (void)attr;
-    const dim3 grid(grid_x(ceil_div(N, FTile::TILE_N)), unsigned(ceil_div(M, FTile::TILE_M)));
-    matmul_float_kernel<T><<<grid, THREADS, smem, stream>>>(static_cast<const char*>(w), sw.nb[1], hi, lo, K, M, N,
-                                                            dst);
-    CUDA_CHECK_LAUNCH();
+    // More than 64 columns: the 64 x 128 tile (MINFER_MMQ_TILE=64 forces 64 x 64 here too).
+    static const char* forced = std::getenv("MINFER_MMQ_TILE");
+    const bool wide = forced ? std::string(forced) == "wide" : N > 64;
+    wide ? run_matmul_float<T, TileWide>(w, sw, hi, lo, K, M, N, dst, stream)
+         : run_matmul_float<T, Tile64>(w, sw, hi, lo, K, M, N, dst, stream);
 }
 
 template bool matmul_float_fits<__half>(const void*, const Shape4&, const float*, const Shape4&);

@@ -149,11 +149,39 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 
 // ---- activation quantizers (the ActQ layout is in cuda/act_quant.cuh) ----------------------------
 
-// Q8_0 (and Q8_1 when WITH_SUM): eight lanes per 32-element block, four consecutive elements a lane,
-// so a warp quantizes four blocks with one 4-byte store a lane. Blocks are numbered row-major over
-// the rows of x (block b: row b / blocks_per_row); EVEN: the rows are evenly spaced, row_bytes apart,
-// with packed elements (most calls), so a row's offset is one multiply instead of Shape4's divisions.
-// The arithmetic is quantize_q8_0_lane's (the CPU reference's), the maximum over the block's 8 lanes.
+// Q8_0 (and Q8_1 when WITH_SUM) of one 32-element block held by 8 lanes, 4 consecutive values v each
+// (lane % 8 = which 4): the CPU reference's arithmetic (quantize_q8_0_lane's, the maximum over the
+// block's 8 lanes). All 32 lanes of the warp call it; those with !in store nothing.
+template <bool WITH_SUM>
+__device__ __forceinline__ void quantize_block_8_lanes(const float (&v)[4], const ActQ& act, uint32_t block,
+                                                       bool in) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+#pragma unroll
+    for (int offset = 4; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int packed = 0, sum = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int q = int(roundf(v[i] * id));
+        packed |= (q & 0xFF) << (8 * i);
+        sum += q;
+    }
+    if (in) *reinterpret_cast<int*>(act.q + int64_t(block) * QK + 4 * (lane % 8)) = packed;
+    if (in && lane % 8 == 0) act.d[block] = fp16_bits_to_f32(f32_to_fp16_bits(d));
+    if (WITH_SUM) {
+        // quantize_row_q8_1_ref: s = fp16(float(sum of the quants) * unrounded d).
+#pragma unroll
+        for (int offset = 4; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        if (in && lane % 8 == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
+    }
+}
+
+// Eight lanes per 32-element block, four consecutive elements a lane, so a warp quantizes four
+// blocks with one 4-byte store a lane. Blocks are numbered row-major over the rows of x (block b:
+// row b / blocks_per_row); EVEN: the rows are evenly spaced, row_bytes apart, with packed elements
+// (most calls), so a row's offset is one multiply instead of Shape4's divisions.
 template <bool WITH_SUM, bool EVEN>
 __global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, int64_t row_bytes, ActQ act, uint32_t n_blocks,
                                        uint32_t blocks_per_row) {
@@ -174,26 +202,29 @@ __global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, int64_t row_byt
 #pragma unroll
         for (int i = 0; i < 4; ++i) v[i] = in ? *reinterpret_cast<const float*>(src + (e0 + i) * sx.nb[0]) : 0.0f;
     }
-    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+    quantize_block_8_lanes<WITH_SUM>(v, act, block, in);
+}
+
+// As quantize_act_q8_kernel<WITH_SUM, true>, of x = silu(gate) * up computed on the fly (SWIGLU's
+// formula, silu_f32): gate and up rows evenly spaced, gate_row_bytes and up_row_bytes apart. The
+// SWIGLU node feeding a quantized MUL_MAT is then never written (CudaBackend::run_nodes).
+template <bool WITH_SUM>
+__global__ void quantize_act_swiglu_kernel(const char* gate, int64_t gate_row_bytes, const char* up,
+                                           int64_t up_row_bytes, ActQ act, uint32_t n_blocks,
+                                           uint32_t blocks_per_row) {
+    begin_overlapped_kernel();
+    const int lane = threadIdx.x % WARP_SIZE;
+    const uint32_t block = (blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE) * 4 + lane / 8;
+    if (block - lane / 8 >= n_blocks) return;  // warp-uniform: the warp's first block is past the end
+    const bool in = block < n_blocks;
+    const uint32_t row = in ? block / blocks_per_row : 0, kb = in ? block % blocks_per_row : 0;
+    const int e0 = QK * int(kb) + 4 * (lane % 8);
+    const float* g = reinterpret_cast<const float*>(gate + int64_t(row) * gate_row_bytes) + e0;
+    const float* u = reinterpret_cast<const float*>(up + int64_t(row) * up_row_bytes) + e0;
+    float v[4];
 #pragma unroll
-    for (int offset = 4; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int q[4], packed = 0, sum = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        q[i] = int(roundf(v[i] * id));
-        packed |= (q[i] & 0xFF) << (8 * i);
-        sum += q[i];
-    }
-    if (in) *reinterpret_cast<int*>(act.q + int64_t(block) * QK + 4 * (lane % 8)) = packed;
-    if (in && lane % 8 == 0) act.d[block] = fp16_bits_to_f32(f32_to_fp16_bits(d));
-    if (WITH_SUM) {
-        // quantize_row_q8_1_ref: s = fp16(float(sum of the quants) * unrounded d).
-#pragma unroll
-        for (int offset = 4; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-        if (in && lane % 8 == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
-    }
+    for (int i = 0; i < 4; ++i) v[i] = in ? silu_f32(g[i]) * u[i] : 0.0f;
+    quantize_block_8_lanes<WITH_SUM>(v, act, block, in);
 }
 
 // Q8_K: one warp per 256-element super-block, lane j quantizing elements 8j .. 8j + 7.
@@ -693,6 +724,34 @@ void quantize_activations(ActQuant kind, const float* x, const Shape4& sx, const
     } else {
         even ? go(quantize_act_q8_kernel<false, true>) : go(quantize_act_q8_kernel<false, false>);
     }
+    CUDA_CHECK_LAUNCH();
+}
+
+bool quantize_swiglu_fits(ActQuant kind, const Shape4& sg, const Shape4& su) {
+    auto even = [](const Shape4& s) {
+        return s.nb[0] == sizeof(float) && s.ne[3] == 1 && (s.ne[2] == 1 || s.nb[2] == s.ne[1] * s.nb[1]) &&
+               s.nb[1] % sizeof(float) == 0;
+    };
+    const bool same_ne = sg.ne[0] == su.ne[0] && sg.ne[1] == su.ne[1] && sg.ne[2] == su.ne[2] && sg.ne[3] == su.ne[3];
+    return kind != ActQuant::Q8_K && same_ne && sg.ne[0] % QK == 0 && even(sg) && even(su) &&
+           sg.nrows() * (sg.ne[0] / QK) < (int64_t(1) << 31);
+}
+
+void quantize_swiglu_activations(ActQuant kind, const float* gate, const Shape4& sg, const float* up,
+                                 const Shape4& su, const ActQ& act, cudaStream_t stream) {
+    MF_ASSERT(quantize_swiglu_fits(kind, sg, su));
+    const int64_t n_blocks = sg.nrows() * (sg.ne[0] / QK);
+    if (n_blocks == 0) return;
+    constexpr int warps_per_block = 8;
+    const unsigned grid = grid_x(ceil_div(n_blocks, 4 * warps_per_block));
+    const char* g = reinterpret_cast<const char*>(gate);
+    const char* u = reinterpret_cast<const char*>(up);
+    const uint32_t n = uint32_t(n_blocks), per_row = uint32_t(sg.ne[0] / QK);
+    auto go = [&](auto kernel) {
+        launch_overlapped(kernel, grid, warps_per_block * WARP_SIZE, 0, stream, g, sg.nb[1], u, su.nb[1], act, n,
+                          per_row);
+    };
+    kind == ActQuant::Q8_1 ? go(quantize_act_swiglu_kernel<true>) : go(quantize_act_swiglu_kernel<false>);
     CUDA_CHECK_LAUNCH();
 }
 

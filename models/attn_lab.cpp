@@ -88,7 +88,8 @@ double decode_bytes_per_token(const Model& m, const KVPlan& plan, double avg_pos
         const double unread = 1.0 - double(m.hp.n_expert_used) / double(m.hp.n_expert);
         for (const LayerWeights& l : m.layers)
             for (const Tensor* t : {l.ffn_gate_exps, l.ffn_up_exps, l.ffn_down_exps})
-                if (t) bytes -= unread * double(t->nbytes());
+                // Rows times row size: a stacked part's extent (nbytes) spans its partner's rows too.
+                if (t) bytes -= unread * double(dtype_row_size(t->type, t->ne[0])) * double(t->nrows());
     }
     if (m.output != m.tok_embd) bytes -= double(m.tok_embd->nbytes()) - double(m.tok_embd->nb[1]);
     for (const KVLayerPlan& l : plan.layers) {

@@ -68,21 +68,23 @@ public:
         return t;
     }
 
-    // One tensor holding parts (tensors this loader created, one type, equal ne[0]) back to back:
-    // 2-D parts stacked along rows, 1-D ones joined end to end. The parts become views of it, so
-    // the bytes are uploaded once and every user of a part still reads it. Null, and the parts left
-    // as they are, when a part is missing or the types or widths differ.
+    // One tensor holding parts (tensors this loader created, one type, equal ne[0] and ne[2]):
+    // 2-D parts stacked along rows, 1-D ones joined end to end, 3-D ones (experts) stacked along rows
+    // per index of dim 2, so that the fused matrix i2 is part 0's matrix i2, then part 1's, ... The
+    // parts become views of it, so the bytes are uploaded once and every user of a part still reads
+    // it. Null, and the parts left as they are, when a part is missing or the types or shapes differ.
     Tensor* stack(const std::string& name, const std::vector<Tensor*>& parts) {
         const bool one_dim = parts.front() && parts.front()->ne[1] == 1;
         int64_t rows = 0;
         for (Tensor* t : parts) {
             if (!t || t->type != parts.front()->type || (!one_dim && t->ne[0] != parts.front()->ne[0]) ||
-                t->ne[2] != 1 || t->ne[3] != 1 || (t->ne[1] == 1) != one_dim)
+                t->ne[2] != parts.front()->ne[2] || t->ne[3] != 1 || (t->ne[1] == 1) != one_dim ||
+                (one_dim && t->ne[2] != 1))
                 return nullptr;
             rows += one_dim ? t->ne[0] : t->ne[1];
         }
-        const int64_t ne[2] = {one_dim ? rows : parts.front()->ne[0], one_dim ? 1 : rows};
-        Tensor* fused = model_.ctx.new_tensor(parts.front()->type, one_dim ? 1 : 2, ne);
+        const int64_t ne[3] = {one_dim ? rows : parts.front()->ne[0], one_dim ? 1 : rows, parts.front()->ne[2]};
+        Tensor* fused = model_.ctx.new_tensor(parts.front()->type, one_dim ? 1 : ne[2] > 1 ? 3 : 2, ne);
         fused->name = name;
         fused->flags |= TENSOR_PARAM;
         Stack st{fused, {}};
@@ -124,18 +126,27 @@ public:
             model_.weight_bytes += c.tensor->nbytes();
         }
         for (auto& st : stacks_) {
+            // Matrix i2 of each part in turn (one matrix each for 1-D and 2-D parts).
+            const int64_t mats = st.fused->ne[2];
             size_t offset = 0;
-            for (const Source& part : st.parts) {
-                MF_ASSERT(part.tensor->nbytes() == part.info->n_bytes);
-                backend.upload(st.fused, part.info->data, offset, part.info->n_bytes);
-                part.tensor->view_src = st.fused;
-                part.tensor->view_offs = offset;
-                part.tensor->data = static_cast<char*>(st.fused->data) + offset;
-                part.tensor->buffer = st.fused->buffer;
-                offset += part.info->n_bytes;
+            for (int64_t i2 = 0; i2 < mats; ++i2) {
+                for (const Source& part : st.parts) {
+                    MF_ASSERT(part.tensor->nbytes() == part.info->n_bytes);
+                    const size_t chunk = part.info->n_bytes / size_t(mats);
+                    if (i2 == 0) {
+                        part.tensor->view_src = st.fused;
+                        part.tensor->view_offs = offset;
+                        part.tensor->data = static_cast<char*>(st.fused->data) + offset;
+                        part.tensor->buffer = st.fused->buffer;
+                    }
+                    backend.upload(st.fused, static_cast<const char*>(part.info->data) + size_t(i2) * chunk, offset,
+                                   chunk);
+                    offset += chunk;
+                }
             }
             MF_ASSERT(offset == st.fused->nbytes());
             model_.weight_bytes += offset;
+            for (const Source& part : st.parts) part.tensor->nb[2] = st.fused->nb[2];  // the parts' matrices interleave
         }
     }
 
@@ -208,6 +219,8 @@ void load_deepseek2_layer(WeightLoader& w, const HParams& hp, uint32_t il, Layer
     l.ffn_exp_probs_b = w.vector_f32(p + "exp_probs_b.bias", n_expert, false);
     l.ffn_gate_exps = w.require(p + "ffn_gate_exps.weight", {n_embd, n_ff_exp, n_expert});
     l.ffn_up_exps = w.require(p + "ffn_up_exps.weight", {n_embd, n_ff_exp, n_expert});
+    // Each expert's gate rows, then its up rows: one MUL_MAT_ID for both (the parts stay views).
+    l.ffn_gate_up_exps = w.stack(p + "ffn_gate_up_exps.stacked", {l.ffn_gate_exps, l.ffn_up_exps});
     l.ffn_down_exps = w.require(p + "ffn_down_exps.weight", {n_ff_exp, n_embd, n_expert});
     if (n_ff_sh > 0) {
         l.ffn_gate_shexp = w.require(p + "ffn_gate_shexp.weight", {n_embd, n_ff_sh});

@@ -53,6 +53,7 @@ struct LayerWeights {
     Tensor* ffn_exp_probs_b = nullptr;  // [n_expert] selection bias, or null
     Tensor* ffn_gate_exps = nullptr;    // [n_embd, n_ff_exp, n_expert]
     Tensor* ffn_up_exps = nullptr;      // [n_embd, n_ff_exp, n_expert]
+    Tensor* ffn_gate_up_exps = nullptr;  // [n_embd, 2 n_ff_exp, n_expert]: each expert's gate rows, then up's
     Tensor* ffn_down_exps = nullptr;    // [n_ff_exp, n_embd, n_expert]
     Tensor* ffn_gate_shexp = nullptr;   // [n_embd, n_ff_exp * n_expert_shared], or null
     Tensor* ffn_up_shexp = nullptr;     // [n_embd, n_ff_exp * n_expert_shared], or null

@@ -29,8 +29,17 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
 
     // The chosen experts, each token's activation shared by its n_used slots.
     Tensor* xe = view_3d(ctx, x, n_embd, 1, T, x->nb[1], x->nb[1], 0);              // [n_embd, 1, T]
-    Tensor* gate = mul_mat_id(ctx, l.ffn_gate_exps, xe, ids);                         // [n_ff_exp, n_used, T]
-    Tensor* up = mul_mat_id(ctx, l.ffn_up_exps, xe, ids);                             // [n_ff_exp, n_used, T]
+    Tensor* gate;  // [n_ff_exp, n_used, T]
+    Tensor* up;
+    if (l.ffn_gate_up_exps) {  // one MUL_MAT_ID, viewed as two
+        Tensor* gu = mul_mat_id(ctx, l.ffn_gate_up_exps, xe, ids);  // [2 n_ff_exp, n_used, T]
+        const int64_t n_ff = gu->ne[0] / 2;
+        gate = view_3d(ctx, gu, n_ff, n_used, T, gu->nb[1], gu->nb[2], 0);
+        up = view_3d(ctx, gu, n_ff, n_used, T, gu->nb[1], gu->nb[2], size_t(n_ff) * sizeof(float));
+    } else {
+        gate = mul_mat_id(ctx, l.ffn_gate_exps, xe, ids);
+        up = mul_mat_id(ctx, l.ffn_up_exps, xe, ids);
+    }
     Tensor* experts = mul_mat_id(ctx, l.ffn_down_exps, swiglu(ctx, gate, up), ids);  // [n_embd, n_used, T]
     experts = mul(ctx, experts, weights);
     // Their weighted sum: the slots are the rows of the [n_used, n_embd, T] view.

@@ -353,9 +353,13 @@ TEST_CASE("deepseek2 MoE (q_lora_rank 48, experts after layer 0): f32 conversion
     CHECK(model->layers[0].ffn_gate_inp == nullptr);
     CHECK(model->layers[1].ffn_gate_inp != nullptr);
     CHECK(model->layers[0].wq_a != nullptr);
-    // Stacked (one type): attn_q_a with attn_kv_a_mqa, and the shared experts' gate with their up.
+    // Stacked (one type): attn_q_a with attn_kv_a_mqa, the shared experts' gate with their up, and
+    // each routed expert's gate with its up (the parts stay views with the fused tensor's stride).
     CHECK(model->layers[1].wq_kv_a != nullptr);
     CHECK(model->layers[1].ffn_gate_up_shexp != nullptr);
+    REQUIRE(model->layers[1].ffn_gate_up_exps != nullptr);
+    CHECK(model->layers[1].ffn_gate_up_exps->ne[1] == 2 * model->layers[1].ffn_up_exps->ne[1]);
+    CHECK(model->layers[1].ffn_up_exps->view_src == model->layers[1].ffn_gate_up_exps);
 
     const auto logits = decode_each(*model, e.ids);
     double worst = 0;

@@ -105,10 +105,11 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
         {256, 4, 1, 3, 700},   // Gemma-3-sized heads, MQA
         {128, 12, 1, 2, 1000}, // MQA with a group larger than one block serves (8)
         {32, 4, 2, 17, 64},    // prefill-like
-        {128, 32, 8, 40, 300}, // 8B-shaped, 40 tokens: too few blocks for the tile kernel (80 < 132)
-        // f16 prefill of enough tokens for 132 blocks runs the tile kernel: 16 (token, head) rows a
-        // block, one split; causal masks leave tiles skipped whole beside tiles kept
-        {128, 32, 8, 300, 400, 0, false, true},  // 8B-shaped: 4 tokens x 4 heads a block, 600 blocks
+        // f16 prefill runs the tile kernel: 16 (token, head) rows a block, split along the positions
+        // while the rows leave the GPU short of blocks; causal masks leave tiles skipped whole beside
+        // tiles kept
+        {128, 32, 8, 40, 300}, // 8B-shaped, 40 tokens: 80 blocks, 4 splits
+        {128, 32, 8, 300, 400, 0, false, true},  // 8B-shaped: 4 tokens x 4 heads a block, 600 blocks, 1 split
         {64, 4, 4, 533, 600, 0, false, true},    // MHA: 16 tokens a block, a partial last block
         {128, 32, 1, 70, 100},                    // MQA: a group of 32, two blocks a token
         {192, 16, 16, 140, 200, 128, true, true}, // --mla-expanded prefill: 192/128 per head

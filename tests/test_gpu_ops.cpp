@@ -231,6 +231,9 @@ TEST_CASE("mul_mat of 32-element block weights by 16 or more columns (the tensor
         {1024, 200, 130, "the 64 x 128 tile with 8-byte pieces, M and N partial"},
         {256, 72, 65, "the 64 x 128 tile for one column past 64"},
         {320, 130, 40, "the 64 x 64 tile with 4-byte pieces over two stages and a half"},
+        {640, 8500, 520, "the 128 x 128 tile (335 blocks), 8-byte pieces, 5 stages, M and N partial"},
+        {96, 8448, 520, "as many blocks but K % 128 != 0: Q4_1 / Q5_1 keep the 64 x 128 tile with 4-byte "
+                        "pieces (the odd-block types take the matvec kernel)"},
         {96, 130, 40, "3 blocks: Q4_1 / Q5_1 take the kernel with one partial stage; odd-block Q4_0 / Q5_0 / "
                       "Q8_0 rows are not 4-byte aligned and take the matvec kernel"},
     };
@@ -658,6 +661,39 @@ TEST_CASE("a norm -> matmul -> swiglu -> matmul -> residual block with quantized
                          return add(ctx, x, mul_mat(ctx, in[4], act));
                      },
                      3e-3);
+    }
+}
+
+// A SWIGLU read only by the next node, a MUL_MAT of 32-element block weights, is not launched: that
+// MUL_MAT quantizes silu(gate) * up from gate and up (CudaBackend::run_nodes), also when they are views
+// of one stacked gate_up product, for the matvec (N = 1) and the tensor-core kernel (N = 40). A SWIGLU
+// read twice is launched as before. Tolerance as the block test above: requantization boundaries.
+TEST_CASE("a swiglu read only by a quantized mul_mat is fused into its activation quantization") {
+    const int64_t n_embd = 256, n_ff = 512;
+    for (int64_t n_tokens : {int64_t(1), int64_t(40)}) {
+        for (DType down_type : {DType::Q4_0, DType::Q4_1}) {
+            CAPTURE(n_tokens);
+            const std::string down_type_name = dtype_name(down_type);
+            CAPTURE(down_type_name);
+            const std::vector<Input> inputs = {random(DType::F32, {n_embd, n_tokens}), random(DType::Q8_0, {n_embd, 2 * n_ff}),
+                                               random(down_type, {n_ff, n_embd}), random(down_type, {n_ff, n_embd})};
+            auto gated = [n_ff](Context& ctx, const std::vector<Tensor*>& in) {
+                Tensor* gu = mul_mat(ctx, in[1], in[0]);  // [2 n_ff, T]: gate rows, then up rows
+                Tensor* g = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], 0);
+                Tensor* u = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], size_t(n_ff) * sizeof(float));
+                return swiglu(ctx, g, u);
+            };
+            // Every input must be in the graph (the harness uploads each): the fused case reads three.
+            check_vs_cpu({inputs.begin(), inputs.begin() + 3},
+                         [&](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[2], gated(ctx, in)); },
+                         3e-3);
+            check_vs_cpu(inputs,
+                         [&](Context& ctx, const std::vector<Tensor*>& in) {
+                             Tensor* act = gated(ctx, in);  // read by two matmuls: launched
+                             return add(ctx, mul_mat(ctx, in[2], act), mul_mat(ctx, in[3], act));
+                         },
+                         3e-3);
+        }
     }
 }
 
