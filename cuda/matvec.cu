@@ -108,6 +108,40 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     }
 }
 
+// Decode (one activation column) with f32 weights and few rows, as a MoE router (64 rows of 2048):
+// one CUDA block a row, its warps splitting K, so the rows spread over as many SMs as there are rows
+// instead of one SM per MATVEC_WARPS rows; each thread asks for its first 16 bytes of weights (which
+// nothing writes) before it waits for the kernel before it.
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+    matvec_f32_split_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, float* dst) {
+    __shared__ float partial[MATVEC_WARPS];
+    constexpr int64_t STEP = MATVEC_WARPS * WARP_SIZE * 4;
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int64_t K = sw.ne[0], M = sw.ne[1];
+    const int64_t m = blockIdx.x % M, batch = blockIdx.x / M;
+    const int64_t c2 = batch % sx.ne[2], c3 = batch / sx.ne[2];
+    const float* w_row = reinterpret_cast<const float*>(weight_row(w, sw, sx, m, c2, c3));
+    const float* xr = reinterpret_cast<const float*>(x + c2 * sx.nb[2] + c3 * sx.nb[3]);
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    int64_t k = int64_t(threadIdx.x) * 4;
+    float4 wv = k < K ? *reinterpret_cast<const float4*>(w_row + k) : zero;
+    begin_overlapped_kernel();
+    float acc = 0.0f;
+    for (; k < K; k += STEP) {
+        const float4 next = k + STEP < K ? *reinterpret_cast<const float4*>(w_row + k + STEP) : zero;
+        const float4 xv = *reinterpret_cast<const float4*>(xr + k);
+        acc += wv.x * xv.x + wv.y * xv.y + wv.z * xv.z + wv.w * xv.w;
+        wv = next;
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) partial[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+        const float v = warp_sum(lane < MATVEC_WARPS ? partial[lane] : 0.0f);
+        if (lane == 0) dst[batch * M + m] = v;
+    }
+}
+
 // Decode (one activation column) with 16-bit weights on 16-byte aligned rows: each warp takes R rows,
 // every lane 16 bytes of each per step, so one activation load (8 floats, from L1) serves R rows and
 // R loads of weights are in flight per step; no column loop, one accumulator per row.
@@ -684,6 +718,17 @@ void launch_matvec_float(const void* w, const Shape4& sw, const float* x, const 
                           : rpw == 2 ? matvec_half_decode_kernel<T, 2>
                                      : matvec_half_decode_kernel<T, 1>;
             launch_overlapped(kernel, g, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc, sx, dst, m_groups);
+            CUDA_CHECK_LAUNCH();
+            return;
+        }
+    }
+    if constexpr (sizeof(T) == 4) {
+        // Few rows (a router): a block a row, K split over its warps, while the rows a warp would
+        // leave fewer than 4 warps an SM.
+        const int64_t rows = M * sx.ne[2] * sx.ne[3];
+        if (vec && sx.ne[1] == 1 && rows < 4 * int64_t(sm_count())) {
+            launch_overlapped(matvec_f32_split_kernel, grid_x(rows), MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc,
+                              sx, dst);
             CUDA_CHECK_LAUNCH();
             return;
         }

@@ -84,6 +84,45 @@ __global__ void top_k_kernel(const char* a, Shape4 sa, int k, int32_t* dst) {
     }
 }
 
+// Rows of at most WARP_SIZE * TOPK_WARP_VALUES (routers: 64..256 experts): one warp a row, the row in
+// registers (value i at lane i % 32, slot i / 32). Round r reduces each lane's best value not yet
+// taken over the warp with shuffles; the winner's lane marks it taken. No barriers, no shared memory,
+// the same order (ranks_before) as the block kernel, so the same picks.
+constexpr int TOPK_WARP_VALUES = 8;
+constexpr int TOPK_WARP_ROWS = 4;  // warps (rows) a CUDA block
+
+__global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
+    top_k_warp_kernel(const char* a, Shape4 sa, int k, int32_t* dst, int64_t n_rows) {
+    const int64_t row = int64_t(blockIdx.x) * TOPK_WARP_ROWS + threadIdx.x / WARP_SIZE;
+    if (row >= n_rows) return;  // warp-uniform
+    const int lane = threadIdx.x % WARP_SIZE;
+    const char* src = a + sa.row_offset(row);
+    const int n = int(sa.ne[0]);
+    float v[TOPK_WARP_VALUES];
+    unsigned present = 0;  // bit j: value lane + 32 j exists and is not taken yet
+#pragma unroll
+    for (int j = 0; j < TOPK_WARP_VALUES; ++j) {
+        const int i = lane + j * WARP_SIZE;
+        v[j] = i < n ? *reinterpret_cast<const float*>(src + int64_t(i) * sa.nb[0]) : 0.0f;
+        if (i < n) present |= 1u << j;
+    }
+    for (int r = 0; r < k; ++r) {
+        float best_v = 0.0f;
+        int best_i = -1;
+#pragma unroll
+        for (int j = 0; j < TOPK_WARP_VALUES; ++j)
+            if (present >> j & 1u) keep_first(&best_v, &best_i, v[j], lane + j * WARP_SIZE);
+#pragma unroll
+        for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, best_v, offset);
+            const int oi = __shfl_xor_sync(0xffffffffu, best_i, offset);
+            keep_first(&best_v, &best_i, ov, oi);
+        }
+        if (best_i % WARP_SIZE == lane) present &= ~(1u << (best_i / WARP_SIZE));
+        if (lane == 0) dst[row * k + r] = best_i;
+    }
+}
+
 // One warp per row. The MoE's weighted sum reads a permuted view (6 values 8 KB apart per row), so
 // the rows are short and strided; consecutive warps read neighbouring columns, which share sectors.
 __global__ void sum_rows_kernel(const char* a, Shape4 sa, float* dst, int64_t n_rows) {
@@ -179,6 +218,12 @@ void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, const float*
 void launch_top_k_f32(const void* a, const Shape4& sa, int k, int32_t* dst, cudaStream_t stream) {
     MF_ASSERT(k >= 1 && k <= sa.ne[0] && sa.ne[0] <= 0x7fffffff);
     if (sa.nrows() == 0) return;
+    if (sa.ne[0] <= WARP_SIZE * TOPK_WARP_VALUES) {
+        top_k_warp_kernel<<<grid_x(ceil_div(sa.nrows(), TOPK_WARP_ROWS)), TOPK_WARP_ROWS * WARP_SIZE, 0, stream>>>(
+            static_cast<const char*>(a), sa, k, dst, sa.nrows());
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     const int threads = row_block_size(sa.ne[0], 256);
     top_k_kernel<<<grid_x(sa.nrows()), threads, 0, stream>>>(static_cast<const char*>(a), sa, k, dst);
     CUDA_CHECK_LAUNCH();

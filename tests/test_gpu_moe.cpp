@@ -160,7 +160,9 @@ TEST_CASE("top_k on CUDA picks exactly the CPU's indices, ties and NaN included"
         bool transposed;
     };
     for (const Case& c : {Case{64, 7, 6, false}, Case{64, 3, 64, false}, Case{64, 5, 1, false},
-                          Case{1000, 4, 8, false}, Case{160, 2, 8, false}, Case{10, 6, 3, true}}) {
+                          Case{1000, 4, 8, false}, Case{160, 2, 8, false}, Case{10, 6, 3, true},
+                          Case{256, 9, 6, false}, Case{257, 3, 6, false}}) {
+        // Rows up to 256 take the warp-a-row kernel (9 rows: a partial block of 4), longer ones the block kernel.
         INFO("n=" << c.n << " rows=" << c.rows << " k=" << c.k << " transposed=" << c.transposed);
         // Eight levels and a few NaNs: ties at the top-k boundary in most rows.
         std::vector<float> v = random_floats(size_t(c.n * c.rows));

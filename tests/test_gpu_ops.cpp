@@ -156,6 +156,7 @@ TEST_CASE("mul_mat matches the CPU for every weight type, aligned and unaligned 
         {2048, 33, 1, "quant rows of 64 blocks: two full 16-byte staged chunks"},
         {1120, 17, 3, "35 blocks a row: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 rows not 16-byte aligned, read directly"},
         {96, 9, 2, "fewer blocks than lanes"},
+        {2080, 64, 1, "decode, a MoE router's shape: F32 takes a block a row with K split over its warps"},
         // The decode kernel gives each warp 1, 2 or 4 rows, as many as still leave 8 warps per SM on
         // the machine's SM count (an H100/H200: >= 2112 rows for 2, >= 4224 for 4).
         {4096 + 5 * 32, 4301, 1, "4 rows a warp (2 for Q8_0), a short last group; 2 staged chunks + a 5-block tail"},
