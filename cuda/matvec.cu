@@ -212,6 +212,26 @@ __device__ __forceinline__ void quantize_block_8_lanes(const float (&v)[4], cons
     }
 }
 
+// The 32-element block a lane of an 8-lanes-a-block quantizer works on: warps take 4 blocks each,
+// numbered row-major over the rows of x (block b: row b / blocks_per_row); e0 is the lane's first
+// element in its row. `warp_done`: the warp's first block is past the end (warp-uniform).
+struct LaneBlock {
+    uint32_t block, row;
+    int e0;
+    bool in, warp_done;
+};
+
+__device__ __forceinline__ LaneBlock lane_block(uint32_t n_blocks, uint32_t blocks_per_row) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    LaneBlock lb;
+    lb.block = (blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE) * 4 + lane / 8;
+    lb.warp_done = lb.block - lane / 8 >= n_blocks;
+    lb.in = lb.block < n_blocks;
+    lb.row = lb.in ? lb.block / blocks_per_row : 0;
+    lb.e0 = QK * int(lb.in ? lb.block % blocks_per_row : 0) + 4 * (lane % 8);
+    return lb;
+}
+
 // Eight lanes per 32-element block, four consecutive elements a lane, so a warp quantizes four
 // blocks with one 4-byte store a lane. Blocks are numbered row-major over the rows of x (block b:
 // row b / blocks_per_row); EVEN: the rows are evenly spaced, row_bytes apart, with packed elements
@@ -220,23 +240,19 @@ template <bool WITH_SUM, bool EVEN>
 __global__ void quantize_act_q8_kernel(const char* x, Shape4 sx, int64_t row_bytes, ActQ act, uint32_t n_blocks,
                                        uint32_t blocks_per_row) {
     begin_overlapped_kernel();  // and the matvec after it may start loading weights
-    const int lane = threadIdx.x % WARP_SIZE;
-    const uint32_t block = (blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE) * 4 + lane / 8;
-    if (block - lane / 8 >= n_blocks) return;  // warp-uniform: the warp's first block is past the end
-    const bool in = block < n_blocks;
-    const uint32_t row = in ? block / blocks_per_row : 0, kb = in ? block % blocks_per_row : 0;
-    const int e0 = QK * int(kb) + 4 * (lane % 8);
+    const LaneBlock lb = lane_block(n_blocks, blocks_per_row);
+    if (lb.warp_done) return;
     float v[4];
     if constexpr (EVEN) {
-        const float* src = reinterpret_cast<const float*>(x + int64_t(row) * row_bytes) + e0;
+        const float* src = reinterpret_cast<const float*>(x + int64_t(lb.row) * row_bytes) + lb.e0;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) v[i] = in ? src[i] : 0.0f;
+        for (int i = 0; i < 4; ++i) v[i] = lb.in ? src[i] : 0.0f;
     } else {
-        const char* src = x + sx.row_offset(row);
+        const char* src = x + sx.row_offset(lb.row);
 #pragma unroll
-        for (int i = 0; i < 4; ++i) v[i] = in ? *reinterpret_cast<const float*>(src + (e0 + i) * sx.nb[0]) : 0.0f;
+        for (int i = 0; i < 4; ++i) v[i] = lb.in ? *reinterpret_cast<const float*>(src + (lb.e0 + i) * sx.nb[0]) : 0.0f;
     }
-    quantize_block_8_lanes<WITH_SUM>(v, act, block, in);
+    quantize_block_8_lanes<WITH_SUM>(v, act, lb.block, lb.in);
 }
 
 // As quantize_act_q8_kernel<WITH_SUM, true>, of x = silu(gate) * up computed on the fly (SWIGLU's
@@ -247,18 +263,14 @@ __global__ void quantize_act_swiglu_kernel(const char* gate, int64_t gate_row_by
                                            int64_t up_row_bytes, ActQ act, uint32_t n_blocks,
                                            uint32_t blocks_per_row) {
     begin_overlapped_kernel();
-    const int lane = threadIdx.x % WARP_SIZE;
-    const uint32_t block = (blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE) * 4 + lane / 8;
-    if (block - lane / 8 >= n_blocks) return;  // warp-uniform: the warp's first block is past the end
-    const bool in = block < n_blocks;
-    const uint32_t row = in ? block / blocks_per_row : 0, kb = in ? block % blocks_per_row : 0;
-    const int e0 = QK * int(kb) + 4 * (lane % 8);
-    const float* g = reinterpret_cast<const float*>(gate + int64_t(row) * gate_row_bytes) + e0;
-    const float* u = reinterpret_cast<const float*>(up + int64_t(row) * up_row_bytes) + e0;
+    const LaneBlock lb = lane_block(n_blocks, blocks_per_row);
+    if (lb.warp_done) return;
+    const float* g = reinterpret_cast<const float*>(gate + int64_t(lb.row) * gate_row_bytes) + lb.e0;
+    const float* u = reinterpret_cast<const float*>(up + int64_t(lb.row) * up_row_bytes) + lb.e0;
     float v[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) v[i] = in ? silu_f32(g[i]) * u[i] : 0.0f;
-    quantize_block_8_lanes<WITH_SUM>(v, act, block, in);
+    for (int i = 0; i < 4; ++i) v[i] = lb.in ? silu_f32(g[i]) * u[i] : 0.0f;
+    quantize_block_8_lanes<WITH_SUM>(v, act, lb.block, lb.in);
 }
 
 // Q8_K: one warp per 256-element super-block, lane j quantizing elements 8j .. 8j + 7.
