@@ -6,7 +6,11 @@
 # Carry: build-deps, .carry/bins
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
-mkdir -p /root/bins && for f in main wsum test_gpu_moe; do xz -dc .carry/bins/$f.xz > /root/bins/$f; chmod +x /root/bins/$f; done
+mkdir -p /root/bins && for f in main wsum test_gpu_moe; do
+    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+        .carry/bins/$f.xz /root/bins/$f && chmod +x /root/bins/$f
+done
+ls -l /root/bins
 B=/root/bins/main X=/root/bins/wsum
 $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
 timeout 60 /root/bins/test_gpu_moe > $OUT/wsum-test_gpu_moe.log 2>&1
