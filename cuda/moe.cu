@@ -28,10 +28,10 @@ __device__ __forceinline__ void keep_first(float* v, int* i, float ov, int oi) {
     }
 }
 
-// One CUDA block per row, k rounds: round r finds the first-ranked element among those ranked after
-// round r - 1's pick, so nothing needs marking and the row is only read (from L1/L2 after the first
-// round). Routing rows are short (64..256 experts) and k small (2..8), so k block reductions cost less
-// than a sort would.
+// Rows longer than top_k_warp_kernel holds (over 256): one CUDA block per row, k rounds: round r
+// finds the first-ranked element among those ranked after round r - 1's pick, so nothing needs
+// marking and the row is only read (from L1/L2 after the first round). k is small (2..8), so k block
+// reductions cost less than a sort would.
 __global__ void top_k_kernel(const char* a, Shape4 sa, int k, int32_t* dst) {
     __shared__ float warp_v[WARP_SIZE];
     __shared__ int warp_i[WARP_SIZE];
