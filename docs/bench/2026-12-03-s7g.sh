@@ -18,7 +18,8 @@ echo "wsum test_gpu_moe rc $?: $(grep -E 'test cases' $OUT/wsum-test_gpu_moe.log
 grep -B3 -A10 "ERROR" $OUT/wsum-test_gpu_moe.log | head -30
 wait
 echo "at $SECONDS s"
-run() { local x=$1; shift; timeout ${T:-40} $x bench "$@" 2>&1 | grep -E "^\| [a-z]" | grep -v "^| model" | sed 's/| [a-z0-9]* | cuda | flash //' | paste -sd' '; }
+source docs/bench/device-lib.sh
+run() { bench_rows "$@"; }
 for i in 1 2 3; do
     echo "v2l tg64 | main | $(run $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
     echo "v2l tg64 | moe-wsum | $(run $X -m /root/v2l.gguf -p 0 -n 64 -r 3)"

@@ -4,7 +4,8 @@
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
 B=./build-gpu/minfer
-run() { local x=$1; shift; timeout ${T:-40} $x bench "$@" 2>&1 | grep -E "^\| [a-z]" | tail -1 | sed 's/| [a-z0-9]* | cuda | flash //'; }
+source docs/bench/device-lib.sh
+run() { bench_rows "$@"; }
 ab() {  # ab BRANCH ARGS...: two rounds, main first, then the branch
     local b=$1; shift
     [ -x /root/t-$b/build-gpu/minfer ] || { echo "$b: not built"; return; }

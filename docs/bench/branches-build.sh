@@ -9,6 +9,7 @@
 # waiting branch merged, wip/all) runs every GPU suite but test_gpu_model, which needs SmolLM2.
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
+source docs/bench/device-lib.sh
 R=$PWD
 BRANCHES=${BRANCHES:-"mmq-big f16-wide moe-stack fa-prefill-splits swiglu-quant mla-chains"}
 declare -A TESTS=([mmq-big]="test_gpu_ops" [f16-wide]="test_gpu_ops" [moe-stack]="test_gpu_deepseek2 test_gpu_moe"
@@ -16,11 +17,7 @@ declare -A TESTS=([mmq-big]="test_gpu_ops" [f16-wide]="test_gpu_ops" [moe-stack]
                   [mla-chains]="test_gpu_attention test_gpu_deepseek2"
                   [all]="test_gpu_ops test_gpu_attention test_gpu_attn_backends test_gpu_deepseek2 test_gpu_gemma3 test_gpu_moe")
 for b in $BRANCHES; do
-    rm -rf /root/t-$b; mkdir -p /root/t-$b
-    tar --exclude=./build-gpu --exclude=./.carry --exclude=./.device --exclude=./.lcpp --exclude=./build-deps -cf - . |
-        tar -xf - -C /root/t-$b
-    (cd /root/t-$b && patch -p1 -s < $R/.device/$b.patch && mkdir -p .device && cp $R/.device/build.sh .device/ &&
-        ln -sfn $R/build-deps build-deps) || echo "patch $b failed"
+    branch_tree $b $R/.device/$b.patch
     ( cd /root/t-$b && bash .device/build.sh minfer ${TESTS[$b]} > $OUT/build-$b.log 2>&1; echo "$b build rc $? at $SECONDS s" ) &
 done
 bash .device/build.sh minfer > $OUT/build-main.log 2>&1 || { tail -20 $OUT/build-main.log; exit 1; }

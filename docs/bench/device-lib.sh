@@ -1,0 +1,20 @@
+#!/bin/bash
+# Helpers the device-call scripts share (source it from the repository root on the device machine).
+
+# branch_tree NAME PATCH: a copy of this tree in /root/t-NAME with PATCH applied (a three-dot diff
+# `git diff main...wip/B -- cuda tests core models tools`), ready for .device/build.sh.
+branch_tree() {
+    local name=$1 patch=$2 root=$PWD
+    rm -rf /root/t-$name && mkdir -p /root/t-$name
+    tar --exclude=./build-gpu --exclude=./.carry --exclude=./.device --exclude=./.lcpp --exclude=./build-deps -cf - . |
+        tar -xf - -C /root/t-$name
+    (cd /root/t-$name && patch -p1 -s < $patch && mkdir -p .device && cp $root/.device/build.sh .device/ &&
+        ln -sfn $root/build-deps build-deps) || echo "patch $name failed"
+}
+
+# bench_rows MINFER ARGS...: `MINFER bench ARGS` cut to its result rows on one line (T: timeout, 40 s).
+bench_rows() {
+    local x=$1; shift
+    timeout ${T:-40} $x bench "$@" 2>&1 | grep -E "^\| [a-z]" | grep -v "^| model" |
+        sed 's/| [a-z0-9]* | cuda | flash //' | paste -sd' '
+}
