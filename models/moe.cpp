@@ -40,10 +40,9 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
         gate = mul_mat_id(ctx, l.ffn_gate_exps, xe, ids);
         up = mul_mat_id(ctx, l.ffn_up_exps, xe, ids);
     }
-    Tensor* experts = mul_mat_id(ctx, l.ffn_down_exps, swiglu(ctx, gate, up), ids);  // [n_embd, n_used, T]
-    experts = mul(ctx, experts, weights);
-    // Their weighted sum: the slots are the rows of the [n_used, n_embd, T] view.
-    Tensor* out = reshape_2d(ctx, sum_rows(ctx, permute(ctx, experts, 1, 0, 2, 3)), n_embd, T);
+    // The down projection sums each token's slots, times their weights, as it goes.
+    Tensor* out = mul_mat_id(ctx, l.ffn_down_exps, swiglu(ctx, gate, up), ids,
+                             reshape_2d(ctx, weights, n_used, T));  // [n_embd, T]
 
     if (l.ffn_gate_shexp) {
         out = add(ctx, out,

@@ -153,6 +153,27 @@ TEST_CASE("mul_mat_id on CUDA matches the CPU for every weight type") {
     }
 }
 
+// The weighted form (src3): a warp sums its row over the token's slots, each times its weight. Weights
+// as f32 [n_used, T] and as a transposed view (strides); T = 1 (decode) and 5.
+TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
+    const int64_t M = 37, n_expert = 6, n_used = 4, K = 2048;
+    for (DType type : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+        for (int64_t T : {1, 5}) {
+            for (bool strided : {false, true}) {
+                INFO(dtype_name(type) << " T=" << T << " strided=" << strided);
+                check_vs_cpu({random(type, {K, M, n_expert}), random(DType::F32, {K, n_used, T}),
+                              routes(n_used, T, n_expert),
+                              strided ? random(DType::F32, {T, n_used}, 0.0f, 1.0f)
+                                      : random(DType::F32, {n_used, T}, 0.0f, 1.0f)},
+                             [strided](Context& ctx, const std::vector<Tensor*>& in) {
+                                 return mul_mat_id(ctx, in[0], in[1], in[2], strided ? transpose(ctx, in[3]) : in[3]);
+                             },
+                             dtype_traits(type).is_quantized ? 1e-4 : 1e-5);
+            }
+        }
+    }
+}
+
 TEST_CASE("top_k on CUDA picks exactly the CPU's indices, ties and NaN included") {
     struct Case {
         int64_t n, rows;
