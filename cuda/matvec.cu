@@ -977,23 +977,27 @@ struct QIdDot {
     }
 };
 
-// A weighted MUL_MAT_ID's CUDA block (blockDim.x = n_used warps, grid.x = ceil(M / ID_SUM_ROWS) * T):
-// warp u takes slot u of token t for ID_SUM_ROWS rows, so the grid keeps one warp a (row, pair) as
-// the plain form has; the slots' weighted dots meet in shared memory and are summed in slot order.
+// A weighted MUL_MAT_ID's CUDA block (blockDim.x = min(n_used, ID_MAX_WARPS) warps, grid.x =
+// ceil(M / ID_SUM_ROWS) * T): warp u takes slots u, u + warps, ... of token t for ID_SUM_ROWS rows, so
+// with up to ID_MAX_WARPS slots the grid keeps one warp a (row, pair) as the plain form has; the
+// slots' weighted dots meet in shared memory and are summed in slot order.
 // lane_dot(m, p): the lane's share of row m's dot for pair p.
 constexpr int ID_SUM_ROWS = 2;
+constexpr int ID_MAX_WARPS = 16;
 template <typename LaneDot>
 __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const Shape4& si, int64_t M, float* dst,
                                                  LaneDot lane_dot) {
     __shared__ float part[ID_SUM_ROWS][MUL_MAT_ID_MAX_SLOTS];
-    const int u = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, n_warps = blockDim.x / WARP_SIZE;
     const int64_t m_groups = (M + ID_SUM_ROWS - 1) / ID_SUM_ROWS;
     const int64_t t = blockIdx.x / m_groups, m0 = (blockIdx.x % m_groups) * ID_SUM_ROWS;
-    const int64_t p = u + si.ne[0] * t;
-    const float weight = slot_w.of(si, p);
-    for (int r = 0; r < ID_SUM_ROWS && m0 + r < M; ++r) {  // block-uniform bounds
-        const float acc = warp_sum(lane_dot(m0 + r, p));
-        if (lane == 0) part[r][u] = weight * acc;
+    for (int u = warp; u < si.ne[0]; u += n_warps) {
+        const int64_t p = u + si.ne[0] * t;
+        const float weight = slot_w.of(si, p);
+        for (int r = 0; r < ID_SUM_ROWS && m0 + r < M; ++r) {  // block-uniform bounds
+            const float acc = warp_sum(lane_dot(m0 + r, p));
+            if (lane == 0) part[r][u] = weight * acc;
+        }
     }
     __syncthreads();
     if (threadIdx.x < ID_SUM_ROWS && m0 + threadIdx.x < M) {
@@ -1001,6 +1005,11 @@ __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, cons
         for (int v = 0; v < si.ne[0]; ++v) sum += part[threadIdx.x][v];
         dst[t * M + m0 + threadIdx.x] = sum;
     }
+}
+
+// Threads of a weighted MUL_MAT_ID block: a warp a slot, at most ID_MAX_WARPS.
+unsigned id_weighted_threads(const Shape4& si) {
+    return unsigned(si.ne[0] < ID_MAX_WARPS ? si.ne[0] : ID_MAX_WARPS) * WARP_SIZE;
 }
 
 // grid.x = ceil(M / MATVEC_WARPS) * n_pairs: one warp a (row, pair).
@@ -1017,7 +1026,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 }
 
 template <typename T, bool VEC>
-__global__ void __launch_bounds__(MUL_MAT_ID_MAX_SLOTS* WARP_SIZE)
+__global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_float_id_weighted_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
                                     SlotWeights slot_w, float* dst) {
     weighted_id_rows(slot_w, si, sw.ne[1], dst, [&](int64_t m, int64_t p) {
@@ -1042,11 +1051,11 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 }
 
 template <typename Block, bool STAGED>
-__global__ void __launch_bounds__(MUL_MAT_ID_MAX_SLOTS* WARP_SIZE)
+__global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
                                 SlotWeights slot_w, float* dst) {
     using Dot = QIdDot<Block, STAGED>;
-    __shared__ uint4 stage[MUL_MAT_ID_MAX_SLOTS][Dot::STAGE_VECS];
+    __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
     weighted_id_rows(slot_w, si, sw.ne[1], dst, [&](int64_t m, int64_t p) {
         return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, p);
@@ -1073,7 +1082,7 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
     if (weights.data) {
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = vec ? matvec_float_id_weighted_kernel<T, true> : matvec_float_id_weighted_kernel<T, false>;
-        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), unsigned(si.ne[0]) * WARP_SIZE, 0, stream>>>(
+        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream>>>(
             wc, sw, xc, sx, ids, si, weights, dst);
     } else {
         const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
@@ -1102,7 +1111,7 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const S
     if (weights.data) {
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = staged ? matvec_q_id_weighted_kernel<Block, true> : matvec_q_id_weighted_kernel<Block, false>;
-        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), unsigned(si.ne[0]) * WARP_SIZE, 0, stream>>>(
+        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream>>>(
             wc, sw, sx, ids, si, act, weights, dst);
     } else {
         const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);

@@ -20,8 +20,8 @@ namespace mf {
 // per-type dot code they share with MUL_MAT.
 
 // The slot weights of a weighted MUL_MAT_ID: none (data null), or f32 [n_used, T] with any strides;
-// the weighted form takes at most MUL_MAT_ID_MAX_SLOTS slots a token (a warp each in one CUDA block).
-constexpr int MUL_MAT_ID_MAX_SLOTS = 16;
+// the weighted form takes at most MUL_MAT_ID_MAX_SLOTS slots a token.
+constexpr int MUL_MAT_ID_MAX_SLOTS = 64;
 struct SlotWeights {
     const char* data = nullptr;
     Shape4 shape{};

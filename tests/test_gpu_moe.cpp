@@ -153,10 +153,15 @@ TEST_CASE("mul_mat_id on CUDA matches the CPU for every weight type") {
     }
 }
 
-// The weighted form (src3): a warp sums its row over the token's slots, each times its weight. Weights
-// as f32 [n_used, T] and as a transposed view (strides); T = 1 (decode) and 5.
+// The weighted form (src3): a block's warps take the token's slots, the weighted dots summed in slot
+// order. Weights as f32 [n_used, T] and as a transposed view (strides); T = 1 (decode) and 5; and 20
+// slots of 24 experts, more than a block's 16 warps (a warp then takes two slots).
 TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
     const int64_t M = 37, n_expert = 6, n_used = 4, K = 2048;
+    check_vs_cpu({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
+                  random(DType::F32, {20, 3}, 0.0f, 1.0f)},
+                 [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat_id(ctx, in[0], in[1], in[2], in[3]); },
+                 1e-4);
     for (DType type : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
         for (int64_t T : {1, 5}) {
             for (bool strided : {false, true}) {

@@ -435,6 +435,13 @@ TEST_CASE("build_ffn_moe matches a double reference of the whole MoE FFN") {
             Tensor* out = build_ffn_moe(s, h.f32({D, T}, x), l);
             REQUIRE(out->ne[0] == D);
             REQUIRE(out->ne[1] == T);
+            // The routing weights enter the step's graph before the experts' matmuls, so the down
+            // projection's SWIGLU is the node just before it (what the CUDA backend's fusion needs).
+            graph_expand(graph, out);
+            const auto down = std::find_if(graph.nodes.begin(), graph.nodes.end(),
+                                           [](const Tensor* n) { return n->op == Op::MUL_MAT_ID && n->src[3]; });
+            REQUIRE(down != graph.nodes.end());
+            CHECK((*(down - 1))->op == Op::SWIGLU);
             const auto got = h.run_f32(out);
             const double err = rel_error(got.data(), ref.data(), ref.size());
             // f32 experts: rounding only. Block types: every expert matmul quantizes its activations
