@@ -160,7 +160,9 @@ TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
     const int64_t M = 37, n_expert = 6, n_used = 4, K = 2048;
     check_vs_cpu({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
                   random(DType::F32, {20, 3}, 0.0f, 1.0f)},
-                 [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat_id(ctx, in[0], in[1], in[2], in[3]); },
+                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                     return mul_mat_id(ctx, in[0], in[1], in[2], in[3]);
+                 },
                  1e-4);
     for (DType type : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
         for (int64_t T : {1, 5}) {
