@@ -223,7 +223,7 @@ Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim) {
     return t;
 }
 
-Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids) {
+Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor* weights) {
     MF_ASSERT(b->type == DType::F32 && ids->type == DType::I32);
     MF_ASSERT_MSG(experts->ne[0] == b->ne[0], "mul_mat_id: inner dimensions differ");
     MF_ASSERT_MSG(experts->ne[3] == 1 && b->ne[3] == 1 && ids->ne[2] == 1 && ids->ne[3] == 1, "mul_mat_id is 3-D");
@@ -231,11 +231,17 @@ Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids) {
     MF_ASSERT_MSG(b->ne[2] == ids->ne[1], "mul_mat_id: one id column per token");
     MF_ASSERT_MSG(experts->rows_contiguous(), "mul_mat_id: weight rows must be contiguous");
     MF_ASSERT(dtype_traits(experts->type).computable);
-    const int64_t ne[4] = {experts->ne[1], ids->ne[0], ids->ne[1], 1};
+    if (weights) {
+        MF_ASSERT_MSG(weights->type == DType::F32 && weights->ne[0] == ids->ne[0] && weights->ne[1] == ids->ne[1] &&
+                          weights->ne[2] == 1 && weights->ne[3] == 1,
+                      "mul_mat_id: weights must be f32 [n_used, T]");
+    }
+    const int64_t ne[4] = {experts->ne[1], weights ? ids->ne[1] : ids->ne[0], weights ? 1 : ids->ne[1], 1};
     Tensor* t = new_node(ctx, Op::MUL_MAT_ID, DType::F32, ne);
     t->src[0] = experts;
     t->src[1] = b;
     t->src[2] = ids;
+    t->src[3] = weights;
     return t;
 }
 

@@ -52,8 +52,9 @@ Tensor* attn_fused(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, 
 // a and b joined along dim
 Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim);
 // Expert-indexed matmul (see Op::MUL_MAT_ID): experts [K, M, n_expert], b f32 [K, n_used or 1, T],
-// ids I32 [n_used, T] -> f32 [M, n_used, T]
-Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids);
+// ids I32 [n_used, T] -> f32 [M, n_used, T]; with weights f32 [n_used, T] (any strides) the slots'
+// rows are summed, each times its weight, in slot order: -> f32 [M, T]
+Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor* weights = nullptr);
 // a f32 [n, ...] -> I32 [k, ...]: the indices of the k largest values per row, largest first, ties by index
 Tensor* top_k(Context& ctx, Tensor* a, int k);
 // a f32 [ne0, ...] (any strides) -> f32 [1, ...]: the sum of each row

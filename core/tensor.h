@@ -53,7 +53,9 @@ enum class Op : uint8_t {
     MUL_MAT_ID, // expert-indexed MUL_MAT (mixture of experts): src0 experts [K, M, n_expert] (a MUL_MAT weight
                 //   type, packed rows), src1 f32 [K, n_b, T] with n_b = n_used or 1, src2 I32 ids [n_used, T]
                 //   -> f32 [M, n_used, T], row (u, t) = experts[ids[u, t]] rows . src1[:, n_b == 1 ? 0 : u, t].
-                //   Only the selected experts' rows are read; ids must be in [0, n_expert)
+                //   Only the selected experts' rows are read; ids must be in [0, n_expert). With src3, f32
+                //   weights [n_used, T]: -> f32 [M, T], column t = sum over u (in order) of weights[u, t] times
+                //   row (u, t) (a MoE's weighted expert sum in the down projection)
     TOP_K,      // f32 src0 [n, ne1, ne2, ne3] -> I32 [k, ne1, ne2, ne3], k = p0 (int) <= n: per row the
                 //   indices of the k largest values, largest first; equal values in index order (a stable
                 //   descending sort); NaN sorts below every number

@@ -5,6 +5,7 @@
 #include "cuda/matvec.cuh"
 
 #include "cuda/act_quant.cuh"
+#include "cuda/moe.cuh"
 
 namespace mf {
 
@@ -897,38 +898,33 @@ __device__ __forceinline__ int64_t act_row_of(const Shape4& sx, const Shape4& si
     return (sx.ne[1] == 1 ? 0 : u) + sx.ne[1] * t;
 }
 
-// grid.x = ceil(M / MATVEC_WARPS) * n_pairs. VEC as matvec_float_kernel.
+// The lane's share of row m's dot for pair p, float weights (VEC as matvec_float_kernel); 0 for an
+// expert id out of range.
 template <typename T, bool VEC>
-__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
-    matvec_float_id_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
-                           float* dst, int64_t m_blocks) {
-    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    const int64_t K = sw.ne[0], M = sw.ne[1];
-    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + warp;
-    const int64_t p = blockIdx.x / m_blocks;
-    if (m >= M) return;  // warp-uniform
+__device__ __forceinline__ float float_id_lane_dot(const char* w, const Shape4& sw, const char* x, const Shape4& sx,
+                                                   const int32_t* ids, const Shape4& si, int64_t m, int64_t p) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int64_t K = sw.ne[0];
     const int64_t e = expert_of(ids, si, sw.ne[2], p);
     float acc = 0.0f;
-    if (e >= 0) {
-        const T* w_row = reinterpret_cast<const T*>(w + m * sw.nb[1] + e * sw.nb[2]);
-        const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(act_row_of(sx, si, p)));
-        if (VEC) {
-            constexpr int VW = 16 / sizeof(T);
-            for (int64_t k = lane * VW; k < K; k += WARP_SIZE * VW) {
-                float wv[VW];
-                load16(w_row + k, wv);
+    if (e < 0) return acc;
+    const T* w_row = reinterpret_cast<const T*>(w + m * sw.nb[1] + e * sw.nb[2]);
+    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(act_row_of(sx, si, p)));
+    if (VEC) {
+        constexpr int VW = 16 / sizeof(T);
+        for (int64_t k = lane * VW; k < K; k += WARP_SIZE * VW) {
+            float wv[VW];
+            load16(w_row + k, wv);
 #pragma unroll
-                for (int v = 0; v < VW; v += 4) {
-                    const float4 xv = *reinterpret_cast<const float4*>(x_row + k + v);
-                    acc += wv[v] * xv.x + wv[v + 1] * xv.y + wv[v + 2] * xv.z + wv[v + 3] * xv.w;
-                }
+            for (int v = 0; v < VW; v += 4) {
+                const float4 xv = *reinterpret_cast<const float4*>(x_row + k + v);
+                acc += wv[v] * xv.x + wv[v + 1] * xv.y + wv[v + 2] * xv.z + wv[v + 3] * xv.w;
             }
-        } else {
-            for (int64_t k = lane; k < K; k += WARP_SIZE) acc += load_f32(w_row + k) * x_row[k];
         }
+    } else {
+        for (int64_t k = lane; k < K; k += WARP_SIZE) acc += load_f32(w_row + k) * x_row[k];
     }
-    acc = warp_sum(acc);
-    if (lane == 0) dst[p * M + m] = acc;
+    return acc;
 }
 
 // Weight block blk (at p) . activation block blk of act row a, with matvec_q_kernel's arithmetic.
@@ -939,30 +935,26 @@ __device__ __forceinline__ float dot_block_id(const uint8_t* p, const ActQ& act,
     return block_dot<Block>(load_block(Block{}, p), x.q, x.d[0], x.s[0]);
 }
 
-// grid.x = ceil(M / MATVEC_WARPS) * n_pairs. The chunk loops of matvec_q_kernel (32-element blocks,
-// one per lane, a full chunk staged through shared memory when STAGED) and matvec_k_kernel
-// (super-blocks shared by K_LANES lanes, Q6_K staged), for one activation row.
+// Block weights: the chunk loops of matvec_q_kernel (32-element blocks, one per lane, a full chunk
+// staged through this warp's `stage` when STAGED) and matvec_k_kernel (super-blocks shared by
+// K_LANES lanes, Q6_K staged), for one activation row.
 template <typename Block, bool STAGED>
-__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
-    matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
-                       int64_t m_blocks) {
-    constexpr int BYTES = BlockTraits<Block>::bytes;
-    constexpr bool SUPER = BlockTraits<Block>::elems == QK_K;
-    constexpr int CHUNK_BLOCKS = SUPER ? K_BLOCKS : WARP_SIZE;  // blocks a warp covers per step
-    constexpr int CHUNK_VECS = CHUNK_BLOCKS * BYTES / 16;
-    constexpr bool STAGE = STAGED && BYTES % 16 != 0;  // Q4_K / Q5_K rows load 16 bytes directly
+struct QIdDot {
+    static constexpr int BYTES = BlockTraits<Block>::bytes;
+    static constexpr bool SUPER = BlockTraits<Block>::elems == QK_K;
+    static constexpr int CHUNK_BLOCKS = SUPER ? K_BLOCKS : WARP_SIZE;  // blocks a warp covers per step
+    static constexpr int CHUNK_VECS = CHUNK_BLOCKS * BYTES / 16;
+    static constexpr bool STAGE = STAGED && BYTES % 16 != 0;  // Q4_K / Q5_K rows load 16 bytes directly
+    static constexpr int STAGE_VECS = STAGE ? CHUNK_VECS : 1;  // a warp's stage
     static_assert(CHUNK_BLOCKS * BYTES % 16 == 0, "a step of blocks must be whole 16-byte vectors");
-    __shared__ uint4 stage[MATVEC_WARPS][STAGE ? CHUNK_VECS : 1];
 
-    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    const int64_t K = sw.ne[0], M = sw.ne[1];
-    const int64_t n_blk = K / BlockTraits<Block>::elems;
-    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + warp;
-    const int64_t p = blockIdx.x / m_blocks;
-    if (m >= M) return;  // warp-uniform
-    const int64_t e = expert_of(ids, si, sw.ne[2], p);
-    float acc = 0.0f;
-    if (e >= 0) {
+    __device__ static float lane_dot(const char* w, const Shape4& sw, const Shape4& sx, const int32_t* ids,
+                                     const Shape4& si, const ActQ& act, uint4* stage, int64_t m, int64_t p) {
+        const int lane = threadIdx.x % WARP_SIZE;
+        const int64_t K = sw.ne[0], n_blk = K / BlockTraits<Block>::elems;
+        const int64_t e = expert_of(ids, si, sw.ne[2], p);
+        float acc = 0.0f;
+        if (e < 0) return acc;
         const uint8_t* w_row = reinterpret_cast<const uint8_t*>(w + m * sw.nb[1] + e * sw.nb[2]);
         const int64_t a = act_row_of(sx, si, p);
         const int sub = SUPER ? lane / K_LANES : lane, part = lane % K_LANES;
@@ -970,7 +962,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
             const int64_t blk = b0 + sub;
             const uint8_t* q = w_row + blk * BYTES;
             if (STAGE && b0 + CHUNK_BLOCKS <= n_blk)
-                q = stage_chunk<CHUNK_VECS>(stage[warp], w_row + b0 * BYTES, lane) + sub * BYTES;
+                q = stage_chunk<CHUNK_VECS>(stage, w_row + b0 * BYTES, lane) + sub * BYTES;
             if (blk < n_blk) {
                 if constexpr (SUPER) {
                     const KPart kp = load_k_part<STAGED && !STAGE>(Block{}, q, part);
@@ -981,9 +973,93 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
             }
             __syncwarp();  // the next step overwrites this warp's stage
         }
+        return acc;
     }
-    acc = warp_sum(acc);
-    if (lane == 0) dst[p * M + m] = acc;
+};
+
+// A weighted MUL_MAT_ID's CUDA block (blockDim.x = min(n_used, ID_MAX_WARPS) warps, grid.x =
+// ceil(M / ID_SUM_ROWS) * T): warp u takes slots u, u + warps, ... of token t for ID_SUM_ROWS rows, so
+// with up to ID_MAX_WARPS slots the grid keeps one warp a (row, pair) as the plain form has; the
+// slots' weighted dots meet in shared memory and are summed in slot order.
+// lane_dot(m, p): the lane's share of row m's dot for pair p.
+constexpr int ID_SUM_ROWS = 2;
+constexpr int ID_MAX_WARPS = 16;
+template <typename LaneDot>
+__device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const Shape4& si, int64_t M, float* dst,
+                                                 LaneDot lane_dot) {
+    __shared__ float part[ID_SUM_ROWS][MUL_MAT_ID_MAX_SLOTS];
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, n_warps = blockDim.x / WARP_SIZE;
+    const int64_t m_groups = (M + ID_SUM_ROWS - 1) / ID_SUM_ROWS;
+    const int64_t t = blockIdx.x / m_groups, m0 = (blockIdx.x % m_groups) * ID_SUM_ROWS;
+    for (int u = warp; u < si.ne[0]; u += n_warps) {
+        const int64_t p = u + si.ne[0] * t;
+        const float weight = slot_w.of(si, p);
+        for (int r = 0; r < ID_SUM_ROWS && m0 + r < M; ++r) {  // block-uniform bounds
+            const float acc = warp_sum(lane_dot(m0 + r, p));
+            if (lane == 0) part[r][u] = weight * acc;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < ID_SUM_ROWS && m0 + threadIdx.x < M) {
+        float sum = 0.0f;
+        for (int v = 0; v < si.ne[0]; ++v) sum += part[threadIdx.x][v];
+        dst[t * M + m0 + threadIdx.x] = sum;
+    }
+}
+
+// Threads of a weighted MUL_MAT_ID block: a warp a slot, at most ID_MAX_WARPS.
+unsigned id_weighted_threads(const Shape4& si) {
+    return unsigned(si.ne[0] < ID_MAX_WARPS ? si.ne[0] : ID_MAX_WARPS) * WARP_SIZE;
+}
+
+// grid.x = ceil(M / MATVEC_WARPS) * n_pairs: one warp a (row, pair).
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+    matvec_float_id_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
+                           float* dst, int64_t m_blocks) {
+    const int64_t M = sw.ne[1];
+    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + threadIdx.x / WARP_SIZE;
+    const int64_t p = blockIdx.x / m_blocks;
+    if (m >= M) return;  // warp-uniform
+    const float acc = warp_sum(float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, p));
+    if (threadIdx.x % WARP_SIZE == 0) dst[p * M + m] = acc;
+}
+
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
+    matvec_float_id_weighted_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
+                                    SlotWeights slot_w, float* dst) {
+    weighted_id_rows(slot_w, si, sw.ne[1], dst, [&](int64_t m, int64_t p) {
+        return float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, p);
+    });
+}
+
+// grid.x = ceil(M / MATVEC_WARPS) * n_pairs: one warp a (row, pair).
+template <typename Block, bool STAGED>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+    matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
+                       int64_t m_blocks) {
+    using Dot = QIdDot<Block, STAGED>;
+    __shared__ uint4 stage[MATVEC_WARPS][Dot::STAGE_VECS];
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int64_t M = sw.ne[1];
+    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + warp;
+    const int64_t p = blockIdx.x / m_blocks;
+    if (m >= M) return;  // warp-uniform
+    const float acc = warp_sum(Dot::lane_dot(w, sw, sx, ids, si, act, stage[warp], m, p));
+    if (threadIdx.x % WARP_SIZE == 0) dst[p * M + m] = acc;
+}
+
+template <typename Block, bool STAGED>
+__global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
+    matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
+                                SlotWeights slot_w, float* dst) {
+    using Dot = QIdDot<Block, STAGED>;
+    __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
+    uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
+    weighted_id_rows(slot_w, si, sw.ne[1], dst, [&](int64_t m, int64_t p) {
+        return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, p);
+    });
 }
 
 void check_id_shapes(const Shape4& sw, const Shape4& sx, const Shape4& si) {
@@ -995,30 +1071,32 @@ void check_id_shapes(const Shape4& sw, const Shape4& sx, const Shape4& si) {
 
 template <typename T>
 void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
-                            const Shape4& si, float* dst, cudaStream_t stream) {
+                            const Shape4& si, SlotWeights weights, float* dst, cudaStream_t stream) {
     check_id_shapes(sw, sx, si);
     MF_ASSERT(sw.nb[0] == sizeof(T));
     const int64_t M = sw.ne[1], n_pairs = si.ne[0] * si.ne[1];
     if (M == 0 || n_pairs == 0) return;
-    const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
-    const unsigned grid = grid_x(m_blocks * n_pairs);
     const bool vec = sw.ne[0] % (16 / sizeof(T)) == 0 && aligned16(w, sw) && aligned16(x, sx);
     const char* wc = static_cast<const char*>(w);
     const char* xc = reinterpret_cast<const char*>(x);
-    if (vec) {
-        matvec_float_id_kernel<T, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, ids, si, dst,
-                                                                                       m_blocks);
+    if (weights.data) {
+        MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
+        auto kernel = vec ? matvec_float_id_weighted_kernel<T, true> : matvec_float_id_weighted_kernel<T, false>;
+        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream>>>(
+            wc, sw, xc, sx, ids, si, weights, dst);
     } else {
-        matvec_float_id_kernel<T, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, ids, si, dst,
-                                                                                        m_blocks);
+        const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
+        auto kernel = vec ? matvec_float_id_kernel<T, true> : matvec_float_id_kernel<T, false>;
+        kernel<<<grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, ids, si, dst,
+                                                                                    m_blocks);
     }
     CUDA_CHECK_LAUNCH();
 }
 
 template <typename Block>
 void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
-                        const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized, float* dst,
-                        cudaStream_t stream) {
+                        const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized, SlotWeights weights,
+                        float* dst, cudaStream_t stream) {
     using Traits = BlockTraits<Block>;
     check_id_shapes(sw, sx, si);
     MF_ASSERT(sw.ne[0] % Traits::elems == 0 && sw.nb[0] == Traits::bytes);
@@ -1028,40 +1106,43 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const S
     const ActQ act = act_layout(scratch, sx);
     if (!x_quantized) quantize_activations(Traits::act, x, sx, act, stream);
     if (M == 0 || n_pairs == 0) return;
-    const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
-    const unsigned grid = grid_x(m_blocks * n_pairs);
     const char* wc = static_cast<const char*>(w);
-    if (aligned16(w, sw)) {
-        matvec_q_id_kernel<Block, true><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, ids, si, act, dst,
-                                                                                       m_blocks);
+    const bool staged = aligned16(w, sw);
+    if (weights.data) {
+        MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
+        auto kernel = staged ? matvec_q_id_weighted_kernel<Block, true> : matvec_q_id_weighted_kernel<Block, false>;
+        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream>>>(
+            wc, sw, sx, ids, si, act, weights, dst);
     } else {
-        matvec_q_id_kernel<Block, false><<<grid, MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, ids, si, act, dst,
-                                                                                        m_blocks);
+        const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
+        auto kernel = staged ? matvec_q_id_kernel<Block, true> : matvec_q_id_kernel<Block, false>;
+        kernel<<<grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, ids, si, act, dst,
+                                                                                    m_blocks);
     }
     CUDA_CHECK_LAUNCH();
 }
 
 template void launch_matvec_float_id<float>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, float*, cudaStream_t);
+                                            const Shape4&, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_float_id<__half>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                             const Shape4&, float*, cudaStream_t);
+                                             const Shape4&, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_float_id<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&,
-                                                    const int32_t*, const Shape4&, float*, cudaStream_t);
+                                                    const int32_t*, const Shape4&, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_q_id<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_q_id<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_q_id<BlockQ4_1>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_q_id<BlockQ5_0>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_q_id<BlockQ5_1>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_q_id<BlockQ4_K>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_q_id<BlockQ5_K>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
 template void launch_matvec_q_id<BlockQ6_K>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, float*, cudaStream_t);
+                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
 
 }  // namespace mf

@@ -26,6 +26,10 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
         weights = reshape_3d(ctx, div(ctx, w, sum_rows(ctx, w)), 1, n_used, T);
     }
     if (hp.expert_weights_scale != 1.0f) weights = scale(ctx, weights, hp.expert_weights_scale);
+    weights = reshape_2d(ctx, weights, n_used, T);
+    // In the graph before the experts' matmuls, so the down projection's SWIGLU stays the node just
+    // before its MUL_MAT_ID (the CUDA backend then fuses it into that matmul's quantization).
+    graph_expand(s.graph, weights);
 
     // The chosen experts, each token's activation shared by its n_used slots.
     Tensor* xe = view_3d(ctx, x, n_embd, 1, T, x->nb[1], x->nb[1], 0);              // [n_embd, 1, T]
@@ -40,10 +44,8 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
         gate = mul_mat_id(ctx, l.ffn_gate_exps, xe, ids);
         up = mul_mat_id(ctx, l.ffn_up_exps, xe, ids);
     }
-    Tensor* experts = mul_mat_id(ctx, l.ffn_down_exps, swiglu(ctx, gate, up), ids);  // [n_embd, n_used, T]
-    experts = mul(ctx, experts, weights);
-    // Their weighted sum: the slots are the rows of the [n_used, n_embd, T] view.
-    Tensor* out = reshape_2d(ctx, sum_rows(ctx, permute(ctx, experts, 1, 0, 2, 3)), n_embd, T);
+    // The down projection sums each token's slots, times their weights, as it goes.
+    Tensor* out = mul_mat_id(ctx, l.ffn_down_exps, swiglu(ctx, gate, up), ids, weights);  // [n_embd, T]
 
     if (l.ffn_gate_shexp) {
         out = add(ctx, out,

@@ -153,6 +153,34 @@ TEST_CASE("mul_mat_id on CUDA matches the CPU for every weight type") {
     }
 }
 
+// The weighted form (src3): a block's warps take the token's slots, the weighted dots summed in slot
+// order. Weights as f32 [n_used, T] and as a transposed view (strides); T = 1 (decode) and 5; and 20
+// slots of 24 experts, more than a block's 16 warps (a warp then takes two slots).
+TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
+    const int64_t M = 37, n_expert = 6, n_used = 4, K = 2048;
+    check_vs_cpu({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
+                  random(DType::F32, {20, 3}, 0.0f, 1.0f)},
+                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                     return mul_mat_id(ctx, in[0], in[1], in[2], in[3]);
+                 },
+                 1e-4);
+    for (DType type : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+        for (int64_t T : {1, 5}) {
+            for (bool strided : {false, true}) {
+                INFO(dtype_name(type) << " T=" << T << " strided=" << strided);
+                check_vs_cpu({random(type, {K, M, n_expert}), random(DType::F32, {K, n_used, T}),
+                              routes(n_used, T, n_expert),
+                              strided ? random(DType::F32, {T, n_used}, 0.0f, 1.0f)
+                                      : random(DType::F32, {n_used, T}, 0.0f, 1.0f)},
+                             [strided](Context& ctx, const std::vector<Tensor*>& in) {
+                                 return mul_mat_id(ctx, in[0], in[1], in[2], strided ? transpose(ctx, in[3]) : in[3]);
+                             },
+                             dtype_traits(type).is_quantized ? 1e-4 : 1e-5);
+            }
+        }
+    }
+}
+
 TEST_CASE("top_k on CUDA picks exactly the CPU's indices, ties and NaN included") {
     struct Case {
         int64_t n, rows;

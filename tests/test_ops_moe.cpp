@@ -131,7 +131,7 @@ std::vector<int32_t> ref_top_k(const std::vector<float>& row, int k) {
 
 // ---- MUL_MAT_ID ----------------------------------------------------------------------------------
 
-TEST_CASE("mul_mat_id matches the double reference for every weight type, T = 1 and T > 1, n_used 1 and > 1") {
+TEST_CASE("mul_mat_id, plain and weighted, matches the double reference for every type, T and n_used 1 and > 1") {
     const int64_t K = 256, M = 37, n_expert = 5;  // M: not a multiple of the row tile
     for (DType type : kWeightTypes) {
         for (int64_t T : {1, 6}) {
@@ -163,6 +163,25 @@ TEST_CASE("mul_mat_id matches the double reference for every weight type, T = 1 
                     const double err = rel_error(got.data(), ref.data(), ref.size());
                     INFO("rel error " << err);
                     CHECK(err < mul_mat_tolerance(type));
+
+                    // The weighted form (src3): each token's slots summed, times their weights, in one
+                    // op. The weights as f32 [n_used, T], or as a transposed view of [T, n_used].
+                    const bool strided = !shared_x;
+                    const auto wt_values = random_floats(size_t(n_used * T), 0.0f, 1.0f);
+                    Tensor* wts =
+                        strided ? transpose(h.ctx, h.f32({T, n_used}, wt_values)) : h.f32({n_used, T}, wt_values);
+                    const auto got_w = h.run_f32(mul_mat_id(h.ctx, w, x, ids, wts));
+                    REQUIRE(got_w.size() == size_t(M * T));
+                    std::vector<double> ref_w(size_t(M * T), 0.0);
+                    for (int64_t t = 0; t < T; ++t)
+                        for (int64_t u = 0; u < n_used; ++u) {
+                            const double wu = wt_values[size_t(strided ? t + T * u : u + n_used * t)];
+                            for (int64_t m = 0; m < M; ++m)
+                                ref_w[size_t(m + M * t)] += wu * ref[size_t(m + M * (u + n_used * t))];
+                        }
+                    const double err_w = rel_error(got_w.data(), ref_w.data(), ref_w.size());
+                    INFO("weighted: rel error " << err_w);
+                    CHECK(err_w < mul_mat_tolerance(type));
                 }
             }
         }
@@ -416,6 +435,13 @@ TEST_CASE("build_ffn_moe matches a double reference of the whole MoE FFN") {
             Tensor* out = build_ffn_moe(s, h.f32({D, T}, x), l);
             REQUIRE(out->ne[0] == D);
             REQUIRE(out->ne[1] == T);
+            // The routing weights enter the step's graph before the experts' matmuls, so the down
+            // projection's SWIGLU is the node just before it (what the CUDA backend's fusion needs).
+            graph_expand(graph, out);
+            const auto down = std::find_if(graph.nodes.begin(), graph.nodes.end(),
+                                           [](const Tensor* n) { return n->op == Op::MUL_MAT_ID && n->src[3]; });
+            REQUIRE(down != graph.nodes.end());
+            CHECK((*(down - 1))->op == Op::SWIGLU);
             const auto got = h.run_f32(out);
             const double err = rel_error(got.data(), ref.data(), ref.size());
             // f32 experts: rounding only. Block types: every expert matmul quantizes its activations

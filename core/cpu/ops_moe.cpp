@@ -41,13 +41,18 @@ bool supports_mul_mat_id(const Tensor* dst) {
     const int64_t n_used = ids->ne[0], T = ids->ne[1];
     if (w->ne[3] != 1 || x->ne[3] != 1 || ids->ne[2] != 1 || ids->ne[3] != 1) return false;
     if ((x->ne[1] != 1 && x->ne[1] != n_used) || x->ne[2] != T) return false;
+    if (const Tensor* wts = dst->src[3])
+        return is_f32(wts) && wts->ne[0] == n_used && wts->ne[1] == T && dst->ne[0] == w->ne[1] && dst->ne[1] == T &&
+               dst->ne[2] == 1 && dst->ne[3] == 1;
     return dst->ne[0] == w->ne[1] && dst->ne[1] == n_used && dst->ne[2] == T && dst->ne[3] == 1;
 }
 
 // Phase 1 converts the activation rows to the weight type's vec_dot_type once (as MUL_MAT). Phase 2
 // groups the (used slot, token) pairs by expert, so a task is (expert, row tile) and dots the tile's
 // weight rows with every activation that chose that expert: each selected expert's weights are read
-// from memory once per op however many tokens chose it, and unselected experts not at all.
+// from memory once per op however many tokens chose it, and unselected experts not at all. With
+// weights (src3), phase 2 writes the pairs' rows to scratch and phase 3 sums each token's slots in
+// order, in double, each times its weight.
 void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
     const Tensor* w = dst->src[0];
     const Tensor* x = dst->src[1];
@@ -66,8 +71,11 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
     const int64_t n_act_rows = n_b * T;
     const size_t act_bytes = in_place ? 0 : (act_row_size * size_t(n_act_rows) + 63) / 64 * 64;
     const size_t index_bytes = sizeof(int64_t) * size_t(n_expert + 1 + n_pairs + n_expert);
-    char* scratch = static_cast<char*>(ctx.shared_scratch(act_bytes + index_bytes));
+    const Tensor* wts = dst->src[3];
+    const size_t rows_bytes = wts ? sizeof(float) * size_t(M * n_pairs) : 0;  // the pairs' rows [M, n_used, T]
+    char* scratch = static_cast<char*>(ctx.shared_scratch(act_bytes + index_bytes + rows_bytes));
     char* act = scratch;
+    float* pair_rows = reinterpret_cast<float*>(scratch + act_bytes + index_bytes);
     int64_t* first = reinterpret_cast<int64_t*>(scratch + act_bytes);  // [n_expert + 1]: offsets into pairs
     int64_t* pairs = first + n_expert + 1;                             // [n_pairs]: u + n_used * t
     int64_t* chosen = pairs + n_pairs;                                 // the experts some pair chose
@@ -126,9 +134,26 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
             for (int64_t p = first[e]; p < first[e + 1]; ++p) {
                 const int64_t u = pairs[p] % n_used, t = pairs[p] / n_used;
                 const char* a = act_row(n_b == 1 ? 0 : u, t);
+                if (wts) {
+                    float* out = pair_rows + pairs[p] * M;
+                    for (int64_t m = m0; m < m1; ++m) out[m] = vec_dot(K, w_expert + m * w->nb[1], a);
+                    continue;
+                }
                 char* out = tensor_at(dst, 0, u, t, 0);
                 for (int64_t m = m0; m < m1; ++m)
                     store_f32(out + m * dst->nb[0], vec_dot(K, w_expert + m * w->nb[1], a));
+            }
+        }
+    });
+    if (!wts) return;
+    ctx.pool.parallel_for(T, [&](int64_t begin, int64_t end, int) {
+        for (int64_t t = begin; t < end; ++t) {
+            char* out = tensor_at(dst, 0, t, 0, 0);
+            for (int64_t m = 0; m < M; ++m) {
+                double sum = 0.0;
+                for (int64_t u = 0; u < n_used; ++u)
+                    sum += double(load_f32(tensor_at(wts, u, t, 0, 0))) * pair_rows[(u + n_used * t) * M + m];
+                store_f32(out + m * dst->nb[0], float(sum));
             }
         }
     });
