@@ -274,6 +274,31 @@ __global__ void quantize_act_swiglu_kernel(const char* gate, int64_t gate_row_by
     quantize_block_8_lanes<WITH_SUM>(v, act, lb.block, lb.in);
 }
 
+// RMS_NORM, then MUL by a weight row w, fused into the quantization: act as quantize_activations
+// would leave it for x = (x_in * scale) * w, rounded as the two kernels round it (rms_norm_kernel's
+// scale, the same block size and so the same sum). One CUDA block a row of x_in (rows packed, any
+// strides between them); each warp quantizes four 32-element blocks a pass, 8 lanes a block. The
+// RMS_NORM and MUL nodes feeding a quantized MUL_MAT are then never written (CudaBackend::run_nodes).
+template <bool WITH_SUM>
+__global__ void quantize_act_rms_norm_kernel(const char* x, Shape4 sx, float eps, const float* w, ActQ act,
+                                             uint32_t blocks_per_row) {
+    begin_overlapped_kernel();
+    const uint32_t row = blockIdx.x;
+    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
+    const float scale = row_rms_scale(x_row, sx.ne[0], eps);
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const uint32_t step = 4 * (blockDim.x / WARP_SIZE);
+    for (uint32_t b0 = 4 * warp; b0 < blocks_per_row; b0 += step) {  // warp-uniform
+        const uint32_t kb = b0 + lane / 8;
+        const bool in = kb < blocks_per_row;
+        const int e0 = QK * int(in ? kb : 0) + 4 * (lane % 8);
+        float v[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[i] = in ? __fmul_rn(x_row[e0 + i] * scale, w[e0 + i]) : 0.0f;
+        quantize_block_8_lanes<WITH_SUM>(v, act, row * blocks_per_row + kb, in);
+    }
+}
+
 // Q8_K: one warp per 256-element super-block, lane j quantizing elements 8j .. 8j + 7.
 __global__ void quantize_act_q8_k_kernel(const char* x, Shape4 sx, ActQ act, int64_t n_blocks) {
     begin_overlapped_kernel();
@@ -810,6 +835,25 @@ void quantize_swiglu_activations(ActQuant kind, const float* gate, const Shape4&
                           per_row);
     };
     kind == ActQuant::Q8_1 ? go(quantize_act_swiglu_kernel<true>) : go(quantize_act_swiglu_kernel<false>);
+    CUDA_CHECK_LAUNCH();
+}
+
+bool quantize_rms_norm_fits(ActQuant kind, const Shape4& sx) {
+    return kind != ActQuant::Q8_K && sx.nb[0] == sizeof(float) && sx.ne[0] % QK == 0 &&
+           sx.nrows() * (sx.ne[0] / QK) < (int64_t(1) << 31);
+}
+
+void quantize_rms_norm_activations(ActQuant kind, const float* x, const Shape4& sx, float eps, const float* w,
+                                   const ActQ& act, cudaStream_t stream) {
+    MF_ASSERT(quantize_rms_norm_fits(kind, sx));
+    if (sx.nelements() == 0) return;
+    const char* xc = reinterpret_cast<const char*>(x);
+    const uint32_t per_row = uint32_t(sx.ne[0] / QK);
+    auto go = [&](auto kernel) {
+        launch_overlapped(kernel, grid_x(sx.nrows()), rms_norm_threads(sx.ne[0]), 0, stream, xc, sx, eps, w, act,
+                          per_row);
+    };
+    kind == ActQuant::Q8_1 ? go(quantize_act_rms_norm_kernel<true>) : go(quantize_act_rms_norm_kernel<false>);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -698,6 +698,49 @@ TEST_CASE("a swiglu read only by a quantized mul_mat is fused into its activatio
     }
 }
 
+// An RMS_NORM times its weight row is one launch (CudaBackend::norm_fusion); when a MUL_MAT of
+// 32-element block weights is the only reader, that MUL_MAT quantizes rms_norm(x) * w straight from x,
+// for the matvec (N = 1) and the tensor-core kernel (N = 40), x a strided view or not. Q4_K (a 256-element
+// activation kind) keeps the weighted norm's launch; a norm read twice or a product that is the
+// graph's output is written as before. Tolerance as the block test above: requantization boundaries.
+TEST_CASE("an rms_norm times its weight is one launch, fused into a quantized mul_mat's activations") {
+    const int64_t n_embd = 256, n_out = 96;
+    for (int64_t n_tokens : {int64_t(1), int64_t(40)}) {
+        for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::F16}) {
+            for (bool strided : {false, true}) {
+                CAPTURE(n_tokens);
+                CAPTURE(strided);
+                const std::string type_name = dtype_name(type);
+                CAPTURE(type_name);
+                const std::vector<Input> inputs = {random(DType::F32, {n_embd + (strided ? 64 : 0), n_tokens}),
+                                                   random(DType::F32, {n_embd}), random(type, {n_embd, n_out}),
+                                                   random(type, {n_embd, n_out})};
+                auto normed = [strided](Context& ctx, const std::vector<Tensor*>& in) {
+                    Tensor* x = strided ? view_2d(ctx, in[0], n_embd, in[0]->ne[1], in[0]->nb[1], 32 * sizeof(float))
+                                        : in[0];
+                    return mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]);
+                };
+                check_vs_cpu({inputs.begin(), inputs.begin() + 3},
+                             [&](Context& ctx, const std::vector<Tensor*>& in) {
+                                 return mul_mat(ctx, in[2], normed(ctx, in));
+                             },
+                             3e-3);
+                check_vs_cpu(inputs,
+                             [&](Context& ctx, const std::vector<Tensor*>& in) {
+                                 Tensor* h = normed(ctx, in);  // read by two matmuls: written
+                                 return add(ctx, mul_mat(ctx, in[2], h), mul_mat(ctx, in[3], h));
+                             },
+                             3e-3);
+            }
+            check_vs_cpu({random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd})},
+                         [](Context& ctx, const std::vector<Tensor*>& in) {
+                             return mul(ctx, rms_norm(ctx, in[0], 1e-5f), in[1]);  // the graph's output
+                         },
+                         1e-5);
+        }
+    }
+}
+
 TEST_CASE("supports_op refuses what the kernels lack, and compute_graph then throws naming the op") {
     Context ctx;
     Tensor* q2k = ctx.new_tensor_2d(DType::Q2_K, 256, 4);  // a type minfer only dequantizes
