@@ -1061,6 +1061,7 @@ template <typename T, bool VEC>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_float_id_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
                            float* dst, int64_t m_blocks) {
+    begin_overlapped_kernel();
     const int64_t M = sw.ne[1];
     const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + threadIdx.x / WARP_SIZE;
     const int64_t p = blockIdx.x / m_blocks;
@@ -1073,6 +1074,7 @@ template <typename T, bool VEC>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_float_id_weighted_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
                                     SlotWeights slot_w, float* dst) {
+    begin_overlapped_kernel();
     weighted_id_rows(slot_w, si, sw.ne[1], dst, [&](int64_t m, int64_t p) {
         return float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, p);
     });
@@ -1083,6 +1085,7 @@ template <typename Block, bool STAGED>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
                        int64_t m_blocks) {
+    begin_overlapped_kernel();
     using Dot = QIdDot<Block, STAGED>;
     __shared__ uint4 stage[MATVEC_WARPS][Dot::STAGE_VECS];
     const int warp = threadIdx.x / WARP_SIZE;
@@ -1098,6 +1101,7 @@ template <typename Block, bool STAGED>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
                                 SlotWeights slot_w, float* dst) {
+    begin_overlapped_kernel();
     using Dot = QIdDot<Block, STAGED>;
     __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
@@ -1126,13 +1130,13 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
     if (weights.data) {
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = vec ? matvec_float_id_weighted_kernel<T, true> : matvec_float_id_weighted_kernel<T, false>;
-        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream>>>(
-            wc, sw, xc, sx, ids, si, weights, dst);
+        launch_overlapped(kernel, grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream, wc,
+                          sw, xc, sx, ids, si, weights, dst);
     } else {
         const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
         auto kernel = vec ? matvec_float_id_kernel<T, true> : matvec_float_id_kernel<T, false>;
-        kernel<<<grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, ids, si, dst,
-                                                                                    m_blocks);
+        launch_overlapped(kernel, grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc, sx, ids,
+                          si, dst, m_blocks);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -1155,13 +1159,13 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const S
     if (weights.data) {
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = staged ? matvec_q_id_weighted_kernel<Block, true> : matvec_q_id_weighted_kernel<Block, false>;
-        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream>>>(
-            wc, sw, sx, ids, si, act, weights, dst);
+        launch_overlapped(kernel, grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream, wc,
+                          sw, sx, ids, si, act, weights, dst);
     } else {
         const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
         auto kernel = staged ? matvec_q_id_kernel<Block, true> : matvec_q_id_kernel<Block, false>;
-        kernel<<<grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, ids, si, act, dst,
-                                                                                    m_blocks);
+        launch_overlapped(kernel, grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, sx, ids, si,
+                          act, dst, m_blocks);
     }
     CUDA_CHECK_LAUNCH();
 }

@@ -52,6 +52,7 @@ __global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, const 
 // Three passes over the row: the maximum, the exponentials (written to dst) and their sum, then the
 // scaling. Each thread revisits only the elements it wrote, so the last pass needs no barrier.
 __global__ void soft_max_kernel(const char* x, Shape4 sx, const char* mask, Shape4 sm, float scale, float* dst) {
+    begin_overlapped_kernel();
     const int64_t row = blockIdx.x;
     const int64_t i1 = row % sx.ne[1];
     const int64_t i2 = (row / sx.ne[1]) % sx.ne[2];
@@ -113,8 +114,8 @@ void launch_soft_max_f32(const float* x, const Shape4& sx, const float* mask, co
         MF_ASSERT(sm.ne[2] > 0 && sm.ne[3] > 0 && sx.ne[2] % sm.ne[2] == 0 && sx.ne[3] % sm.ne[3] == 0);
     }
     if (sx.nelements() == 0) return;
-    soft_max_kernel<<<grid_x(sx.nrows()), row_block_size(sx.ne[0], 512), 0, stream>>>(
-        reinterpret_cast<const char*>(x), sx, reinterpret_cast<const char*>(mask), sm, scale, dst);
+    launch_overlapped(soft_max_kernel, grid_x(sx.nrows()), row_block_size(sx.ne[0], 512), 0, stream,
+                      reinterpret_cast<const char*>(x), sx, reinterpret_cast<const char*>(mask), sm, scale, dst);
     CUDA_CHECK_LAUNCH();
 }
 
