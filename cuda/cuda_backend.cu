@@ -336,9 +336,13 @@ bool supports_mul_mat_id(const Tensor* node) {
     const int64_t n_used = ids->ne[0], T = ids->ne[1];
     if (w->ne[3] != 1 || x->ne[3] != 1 || ids->ne[2] != 1 || ids->ne[3] != 1) return false;
     if ((x->ne[1] != 1 && x->ne[1] != n_used) || x->ne[2] != T) return false;
-    if (const Tensor* wts = node->src[3])
-        return is_f32(wts) && n_used <= MUL_MAT_ID_MAX_SLOTS && wts->ne[0] == n_used && wts->ne[1] == T &&
+    if (const Tensor* wts = node->src[3]) {
+        const int32_t gate = node->op_param_i(0);
+        if (gate != int32_t(MoeGate::SLOTS) && gate != int32_t(MoeGate::SOFTMAX)) return false;
+        const int64_t per_token = gate == int32_t(MoeGate::SLOTS) ? n_used : w->ne[2];
+        return is_f32(wts) && n_used <= MUL_MAT_ID_MAX_SLOTS && wts->ne[0] == per_token && wts->ne[1] == T &&
                node->ne[0] == w->ne[1] && node->ne[1] == T && node->ne[2] == 1 && node->ne[3] == 1;
+    }
     return node->ne[0] == w->ne[1] && node->ne[1] == n_used && node->ne[2] == T && node->ne[3] == 1;
 }
 
@@ -792,7 +796,10 @@ void CudaBackend::run_node(const Tensor* node) {
         case Op::MUL_MAT_ID: {
             const Tensor* ids = node->src[2];
             SlotWeights weights;
-            if (const Tensor* wts = node->src[3]) weights = {static_cast<const char*>(wts->data), shape_of(wts)};
+            if (const Tensor* wts = node->src[3]) {
+                weights = {static_cast<const char*>(wts->data), shape_of(wts), MoeGate(node->op_param_i(0)),
+                           node->op_param_f(1)};
+            }
             const bool reuse = is_quant_weight(a->type) && prepare_act(b, act_quant_of(a->type), s);
             launch_mul_mat_id(a->type, a->data, shape_of(a), static_cast<const float*>(b->data), shape_of(b),
                               static_cast<const int32_t*>(ids->data), shape_of(ids), scratch_, scratch_size_, reuse,

@@ -1029,18 +1029,22 @@ struct QIdDot {
 constexpr int ID_SUM_ROWS = 2;
 constexpr int ID_MAX_WARPS = 16;
 template <typename LaneDot>
-__device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const Shape4& si, int64_t M, float* dst,
-                                                 LaneDot lane_dot) {
+__device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const int32_t* ids, const Shape4& si,
+                                                 const Shape4& sw, float* dst, LaneDot lane_dot) {
+    const int64_t M = sw.ne[1];
     __shared__ float part[ID_SUM_ROWS][MUL_MAT_ID_MAX_SLOTS];
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, n_warps = blockDim.x / WARP_SIZE;
     const int64_t m_groups = (M + ID_SUM_ROWS - 1) / ID_SUM_ROWS;
     const int64_t t = blockIdx.x / m_groups, m0 = (blockIdx.x % m_groups) * ID_SUM_ROWS;
     for (int u = warp; u < si.ne[0]; u += n_warps) {
         const int64_t p = u + si.ne[0] * t;
-        const float weight = slot_w.of(si, p);
-        for (int r = 0; r < ID_SUM_ROWS && m0 + r < M; ++r) {  // block-uniform bounds
-            const float acc = warp_sum(lane_dot(m0 + r, p));
-            if (lane == 0) part[r][u] = weight * acc;
+        float acc[ID_SUM_ROWS];
+#pragma unroll
+        for (int r = 0; r < ID_SUM_ROWS; ++r) acc[r] = m0 + r < M ? warp_sum(lane_dot(m0 + r, p)) : 0.0f;  // block-uniform
+        const float weight = slot_w.of(si, p, expert_of(ids, si, sw.ne[2], p));  // after the dots: off their path
+        if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < ID_SUM_ROWS; ++r) part[r][u] = weight * acc[r];
         }
     }
     __syncthreads();
@@ -1075,7 +1079,7 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_float_id_weighted_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
                                     SlotWeights slot_w, float* dst) {
     begin_overlapped_kernel();
-    weighted_id_rows(slot_w, si, sw.ne[1], dst, [&](int64_t m, int64_t p) {
+    weighted_id_rows(slot_w, ids, si, sw, dst, [&](int64_t m, int64_t p) {
         return float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, p);
     });
 }
@@ -1105,7 +1109,7 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     using Dot = QIdDot<Block, STAGED>;
     __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
-    weighted_id_rows(slot_w, si, sw.ne[1], dst, [&](int64_t m, int64_t p) {
+    weighted_id_rows(slot_w, ids, si, sw, dst, [&](int64_t m, int64_t p) {
         return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, p);
     });
 }
