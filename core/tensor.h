@@ -57,7 +57,8 @@ enum class Op : uint8_t {
                 //   weights [n_used, T]: -> f32 [M, T], column t = sum over u (in order) of weights[u, t] times
                 //   row (u, t) (a MoE's weighted expert sum in the down projection). p0 (MoeGate) says how src3
                 //   gives slot (u, t)'s weight: SLOTS, src3[u, t]; SOFTMAX, src3 router logits [n_expert, T]:
-                //   softmax(src3[:, t])[ids[u, t]] * p1 (float), the softmax rounded as SOFT_MAX's
+                //   softmax(src3[:, t])[ids[u, t]] * p1 (float), the softmax computed as SOFT_MAX's (on CUDA up to
+                //   summation order)
     TOP_K,      // f32 src0 [n, ne1, ne2, ne3] -> I32 [k, ne1, ne2, ne3], k = p0 (int) <= n: per row the
                 //   indices of the k largest values, largest first; equal values in index order (a stable
                 //   descending sort); NaN sorts below every number

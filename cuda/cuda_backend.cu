@@ -603,13 +603,19 @@ CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i) const
     if (m->op != Op::MUL || m->src[0] != n || w == n || !is_f32(w) || !w->is_contiguous() ||
         w->ne[0] != n->ne[0] || w->nelements() != n->ne[0] || read_from(g, i + 2, n))
         return NormFusion::NONE;
+    const Tensor* x = n->src[0];
     if (i + 2 < g.nodes.size() && !(m->flags & TENSOR_OUTPUT)) {
         const Tensor* mm = g.nodes[i + 2];
-        if (quantizes(mm, m) && quantize_rms_norm_fits(act_quant_of(mm->src[0]->type), shape_of(n->src[0])) &&
+        if (quantizes(mm, m) && quantize_rms_norm_fits(act_quant_of(mm->src[0]->type), shape_of(x)) &&
             !read_from(g, i + 3, m))
-            return NormFusion::QUANTIZE;
+            return NormFusion::QUANTIZE;  // writes only the scratch
     }
-    return NormFusion::WEIGHT;
+    // One kernel reads x and writes the product: the planner may have put the product over x (x's
+    // last reader was the norm), which is safe only element for element.
+    const char* xb = static_cast<const char*>(x->data);
+    const char* mb = static_cast<const char*>(m->data);
+    const bool apart = data_end(m) <= xb || data_end(x) <= mb;
+    return apart || (xb == mb && x->is_contiguous()) ? NormFusion::WEIGHT : NormFusion::NONE;
 }
 
 bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {

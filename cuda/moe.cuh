@@ -41,6 +41,7 @@ struct SlotWeights {
         float max = -INFINITY;
         for (int64_t i = lane; i < shape.ne[0]; i += WARP_SIZE) max = fmaxf(max, logit(i));
         max = warp_max(max);
+        if (max == -INFINITY) return 0.0f;  // every logit masked: zeros, as SOFT_MAX gives
         float sum = 0.0f;
         for (int64_t i = lane; i < shape.ne[0]; i += WARP_SIZE) sum += expf(logit(i) - max);
         sum = warp_sum(sum);

@@ -701,8 +701,9 @@ TEST_CASE("a swiglu read only by a quantized mul_mat is fused into its activatio
 // An RMS_NORM times its weight row is one launch (CudaBackend::norm_fusion); when a MUL_MAT of
 // 32-element block weights is the only reader, that MUL_MAT quantizes rms_norm(x) * w straight from x,
 // for the matvec (N = 1) and the tensor-core kernel (N = 40), x a strided view or not. Q4_K (a 256-element
-// activation kind) keeps the weighted norm's launch; a norm read twice or a product that is the
-// graph's output is written as before. Tolerance as the block test above: requantization boundaries.
+// activation kind) and F16 keep the weighted norm's launch, as does a product read twice or the graph's
+// output; a norm read twice is launched as before. Tolerance as the block test above: requantization
+// boundaries.
 TEST_CASE("an rms_norm times its weight is one launch, fused into a quantized mul_mat's activations") {
     const int64_t n_embd = 256, n_out = 96;
     for (int64_t n_tokens : {int64_t(1), int64_t(40)}) {
@@ -737,6 +738,24 @@ TEST_CASE("an rms_norm times its weight is one launch, fused into a quantized mu
                              return mul(ctx, rms_norm(ctx, in[0], 1e-5f), in[1]);  // the graph's output
                          },
                          1e-5);
+            // x computed in the graph and read only by the norm: the planner may place the product over
+            // x's memory, which the one-launch form must see (it then runs unfused, or in place).
+            check_vs_cpu({random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
+                          random(DType::F32, {n_embd, 2 * n_tokens})},
+                         [n_tokens](Context& ctx, const std::vector<Tensor*>& in) {
+                             Tensor* wide = scale(ctx, in[2], 0.5f);  // freed before the product is placed
+                             Tensor* x = add(ctx, in[0], view_2d(ctx, wide, n_embd, n_tokens, wide->nb[1], 0));
+                             return mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]);
+                         },
+                         1e-5);
+            // The norm itself read twice: launched as before.
+            check_vs_cpu({random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
+                          random(DType::Q4_0, {n_embd, n_out})},
+                         [](Context& ctx, const std::vector<Tensor*>& in) {
+                             Tensor* n = rms_norm(ctx, in[0], 1e-5f);
+                             return concat(ctx, mul_mat(ctx, in[2], mul(ctx, n, in[1])), n, 0);
+                         },
+                         3e-3);
         }
     }
 }

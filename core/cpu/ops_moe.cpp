@@ -67,6 +67,10 @@ void slot_weights(const Tensor* dst, IdAt id_at, float* out, float* row) {
         load_row_f32(DType::F32, tensor_at(wts, 0, t, 0, 0), wts->nb[0], n_expert, row);
         float max = -INFINITY;
         for (int64_t e = 0; e < n_expert; ++e) max = row[e] > max ? row[e] : max;
+        if (max == -INFINITY) {  // every logit masked: zeros, as SOFT_MAX gives
+            for (int64_t u = 0; u < n_used; ++u) out[u + n_used * t] = 0.0f;
+            continue;
+        }
         double sum = 0.0;
         for (int64_t e = 0; e < n_expert; ++e) {
             row[e] = std::exp(row[e] - max);
