@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -756,6 +757,43 @@ TEST_CASE("an rms_norm times its weight is one launch, fused into a quantized mu
                              return concat(ctx, mul_mat(ctx, in[2], mul(ctx, n, in[1])), n, 0);
                          },
                          3e-3);
+        }
+    }
+}
+
+// The fusions (RMS_NORM times its weight, that product and a SWIGLU quantized by the matmul that reads
+// them) round as the kernels they replace: a llama-shaped block gives the same bits on a backend made
+// with both switched off (MINFER_CUDA_FUSE_NORM=0, MINFER_CUDA_FUSE_SWIGLU=0), three times over (a
+// repeated graph signature is replayed from its captured CUDA graph).
+TEST_CASE("the norm and swiglu fusions give the unfused kernels' bits") {
+    setenv("MINFER_CUDA_FUSE_NORM", "0", 1);
+    setenv("MINFER_CUDA_FUSE_SWIGLU", "0", 1);
+    std::unique_ptr<Backend> unfused = make_cuda_backend();
+    unsetenv("MINFER_CUDA_FUSE_NORM");
+    unsetenv("MINFER_CUDA_FUSE_SWIGLU");
+    const int64_t n_embd = 256, n_ff = 512;
+    for (int64_t n_tokens : {int64_t(1), int64_t(40)}) {
+        for (DType type : {DType::Q4_0, DType::Q4_1}) {
+            CAPTURE(n_tokens);
+            const std::string type_name = dtype_name(type);
+            CAPTURE(type_name);
+            const std::vector<Input> inputs = {random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
+                                               random(type, {n_embd, 3 * n_embd}), random(DType::F32, {n_embd}),
+                                               random(type, {n_embd, 2 * n_ff}), random(type, {n_ff, n_embd})};
+            const Build block = [](Context& ctx, const std::vector<Tensor*>& in) {
+                Tensor* x = in[0];
+                Tensor* qkv = mul_mat(ctx, in[2], mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]));
+                x = add(ctx, x, view_2d(ctx, qkv, n_embd, qkv->ne[1], qkv->nb[1], 0));
+                Tensor* gu = mul_mat(ctx, in[4], mul(ctx, rms_norm(ctx, x, 1e-5f), in[3]));
+                Tensor* g = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], 0);
+                Tensor* u = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], size_t(n_ff) * sizeof(float));
+                return add(ctx, x, mul_mat(ctx, in[5], swiglu(ctx, g, u)));
+            };
+            const std::vector<float> want = run(*unfused, inputs, block);
+            for (int rep = 0; rep < 3; ++rep) {
+                CAPTURE(rep);
+                CHECK(run(gpu(), inputs, block) == want);
+            }
         }
     }
 }
