@@ -223,7 +223,10 @@ Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim) {
     return t;
 }
 
-Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor* weights) {
+namespace {
+
+Tensor* mul_mat_id_node(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor* weights, MoeGate gate,
+                        float scale) {
     MF_ASSERT(b->type == DType::F32 && ids->type == DType::I32);
     MF_ASSERT_MSG(experts->ne[0] == b->ne[0], "mul_mat_id: inner dimensions differ");
     MF_ASSERT_MSG(experts->ne[3] == 1 && b->ne[3] == 1 && ids->ne[2] == 1 && ids->ne[3] == 1, "mul_mat_id is 3-D");
@@ -232,9 +235,10 @@ Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor
     MF_ASSERT_MSG(experts->rows_contiguous(), "mul_mat_id: weight rows must be contiguous");
     MF_ASSERT(dtype_traits(experts->type).computable);
     if (weights) {
-        MF_ASSERT_MSG(weights->type == DType::F32 && weights->ne[0] == ids->ne[0] && weights->ne[1] == ids->ne[1] &&
+        const int64_t per_token = gate == MoeGate::SLOTS ? ids->ne[0] : experts->ne[2];
+        MF_ASSERT_MSG(weights->type == DType::F32 && weights->ne[0] == per_token && weights->ne[1] == ids->ne[1] &&
                           weights->ne[2] == 1 && weights->ne[3] == 1,
-                      "mul_mat_id: weights must be f32 [n_used, T]");
+                      "mul_mat_id: weights must be f32 [n_used, T], router logits f32 [n_expert, T]");
     }
     const int64_t ne[4] = {experts->ne[1], weights ? ids->ne[1] : ids->ne[0], weights ? 1 : ids->ne[1], 1};
     Tensor* t = new_node(ctx, Op::MUL_MAT_ID, DType::F32, ne);
@@ -242,7 +246,21 @@ Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor
     t->src[1] = b;
     t->src[2] = ids;
     t->src[3] = weights;
+    t->op_params[0] = int32_t(gate);
+    set_param_f(t, 1, scale);
     return t;
+}
+
+}  // namespace
+
+Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor* weights) {
+    return mul_mat_id_node(ctx, experts, b, ids, weights, MoeGate::SLOTS, 1.0f);
+}
+
+Tensor* mul_mat_id_softmax_gated(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor* logits,
+                                 float scale) {
+    MF_ASSERT(logits);
+    return mul_mat_id_node(ctx, experts, b, ids, logits, MoeGate::SOFTMAX, scale);
 }
 
 Tensor* top_k(Context& ctx, Tensor* a, int k) {

@@ -55,6 +55,10 @@ Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim);
 // ids I32 [n_used, T] -> f32 [M, n_used, T]; with weights f32 [n_used, T] (any strides) the slots'
 // rows are summed, each times its weight, in slot order: -> f32 [M, T]
 Tensor* mul_mat_id(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor* weights = nullptr);
+// The weighted form with each slot's weight taken from the router: softmax(logits[:, t])[ids[u, t]] *
+// scale, logits f32 [n_expert, T] (the routing's SOFT_MAX, gather and SCALE folded into the sum)
+Tensor* mul_mat_id_softmax_gated(Context& ctx, Tensor* experts, Tensor* b, Tensor* ids, Tensor* logits,
+                                 float scale);
 // a f32 [n, ...] -> I32 [k, ...]: the indices of the k largest values per row, largest first, ties by index
 Tensor* top_k(Context& ctx, Tensor* a, int k);
 // a f32 [ne0, ...] (any strides) -> f32 [1, ...]: the sum of each row

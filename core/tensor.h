@@ -55,7 +55,10 @@ enum class Op : uint8_t {
                 //   -> f32 [M, n_used, T], row (u, t) = experts[ids[u, t]] rows . src1[:, n_b == 1 ? 0 : u, t].
                 //   Only the selected experts' rows are read; ids must be in [0, n_expert). With src3, f32
                 //   weights [n_used, T]: -> f32 [M, T], column t = sum over u (in order) of weights[u, t] times
-                //   row (u, t) (a MoE's weighted expert sum in the down projection)
+                //   row (u, t) (a MoE's weighted expert sum in the down projection). p0 (MoeGate) says how src3
+                //   gives slot (u, t)'s weight: SLOTS, src3[u, t]; SOFTMAX, src3 router logits [n_expert, T]:
+                //   softmax(src3[:, t])[ids[u, t]] * p1 (float), the softmax computed as SOFT_MAX's (on CUDA up to
+                //   summation order)
     TOP_K,      // f32 src0 [n, ne1, ne2, ne3] -> I32 [k, ne1, ne2, ne3], k = p0 (int) <= n: per row the
                 //   indices of the k largest values, largest first; equal values in index order (a stable
                 //   descending sort); NaN sorts below every number
@@ -70,6 +73,9 @@ enum class Op : uint8_t {
     VIEW,       // no computation: a window onto view_src (view, reshape, permute, transpose)
     COUNT
 };
+
+// How a weighted MUL_MAT_ID's src3 gives each slot's weight (its op param 0).
+enum class MoeGate : int32_t { SLOTS = 0, SOFTMAX = 1 };
 
 const char* op_name(Op op);
 

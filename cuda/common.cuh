@@ -175,6 +175,20 @@ __device__ __forceinline__ float block_sum(float v) {
     return warp_sum(v);
 }
 
+// Threads of a block that normalizes one row of ne0 (RMS_NORM, and RMS_NORM fused into the activation
+// quantizer): the same count gives both the same sum.
+inline int rms_norm_threads(int64_t ne0) { return row_block_size(ne0, 512); }
+
+// 1 / sqrt(mean(x_row^2) + eps) over a row of n floats, by the whole block (blockDim.x =
+// rms_norm_threads(n)). The CPU backend's expression; 1/sqrtf rather than rsqrtf, which is off by up
+// to 2 ulp.
+__device__ __forceinline__ float row_rms_scale(const float* x_row, int64_t n, float eps) {
+    float sum = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += x_row[i] * x_row[i];
+    sum = block_sum(sum);
+    return 1.0f / sqrtf(sum / float(n) + eps);
+}
+
 __device__ __forceinline__ float block_max(float v) {
     __shared__ float partial[WARP_SIZE];
     const int lane = threadIdx.x % WARP_SIZE;

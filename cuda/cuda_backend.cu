@@ -156,6 +156,7 @@ public:
         use_graphs_ = switched_on("MINFER_CUDA_GRAPHS");
         reuse_act_ = switched_on("MINFER_CUDA_ACT_REUSE");
         fuse_swiglu_ = switched_on("MINFER_CUDA_FUSE_SWIGLU");
+        fuse_norm_ = switched_on("MINFER_CUDA_FUSE_NORM");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -266,6 +267,17 @@ private:
     bool fuse_swiglu_ = true;
     const Tensor* fused_swiglu_ = nullptr;  // the SWIGLU node the next run_node quantizes from
     bool swiglu_fusable(const Graph& g, size_t i) const;
+    // RMS_NORM times its weight: an RMS_NORM whose only reader is the next node, a MUL by an f32 row of
+    // ne0 values, is one launch that writes the MUL's result (WEIGHT). When that MUL's only reader is
+    // the node after it, a MUL_MAT / MUL_MAT_ID of 32-element block weights, the MUL is not written
+    // either: that MUL_MAT quantizes rms_norm(x) * w straight from x (QUANTIZE; one launch for three,
+    // the same bits). MINFER_CUDA_FUSE_NORM=0 turns both off.
+    enum class NormFusion { NONE, WEIGHT, QUANTIZE };
+    bool fuse_norm_ = true;
+    const Tensor* fused_norm_ = nullptr;  // the MUL node the next run_node quantizes from
+    NormFusion norm_fusion(const Graph& g, size_t i) const;
+    // Whether the result scratch_ is taken to hold survives node n's write.
+    void note_written(const Tensor* n);
     // Quantizes the MUL_MAT's x (b, of activation kind) into the scratch unless it is there already;
     // returns whether the launcher may take the scratch as holding b.
     bool prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s);
@@ -324,9 +336,13 @@ bool supports_mul_mat_id(const Tensor* node) {
     const int64_t n_used = ids->ne[0], T = ids->ne[1];
     if (w->ne[3] != 1 || x->ne[3] != 1 || ids->ne[2] != 1 || ids->ne[3] != 1) return false;
     if ((x->ne[1] != 1 && x->ne[1] != n_used) || x->ne[2] != T) return false;
-    if (const Tensor* wts = node->src[3])
-        return is_f32(wts) && n_used <= MUL_MAT_ID_MAX_SLOTS && wts->ne[0] == n_used && wts->ne[1] == T &&
+    if (const Tensor* wts = node->src[3]) {
+        const int32_t gate = node->op_param_i(0);
+        if (gate != int32_t(MoeGate::SLOTS) && gate != int32_t(MoeGate::SOFTMAX)) return false;
+        const int64_t per_token = gate == int32_t(MoeGate::SLOTS) ? n_used : w->ne[2];
+        return is_f32(wts) && n_used <= MUL_MAT_ID_MAX_SLOTS && wts->ne[0] == per_token && wts->ne[1] == T &&
                node->ne[0] == w->ne[1] && node->ne[1] == T && node->ne[2] == 1 && node->ne[3] == 1;
+    }
     return node->ne[0] == w->ne[1] && node->ne[1] == n_used && node->ne[2] == T && node->ne[3] == 1;
 }
 
@@ -551,19 +567,55 @@ void CudaBackend::compute(const Graph& g) {
     CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
 }
 
+namespace {
+
+// Whether a node from index `from` on reads t (readers come after their sources in the order).
+bool read_from(const Graph& g, size_t from, const Tensor* t) {
+    for (size_t j = from; j < g.nodes.size(); ++j)
+        for (const Tensor* src : g.nodes[j]->src)
+            if (src == t) return true;
+    return false;
+}
+
+// Node m is a MUL_MAT / MUL_MAT_ID of block weights whose activations are x.
+bool quantizes(const Tensor* m, const Tensor* x) {
+    return (m->op == Op::MUL_MAT || m->op == Op::MUL_MAT_ID) && m->src[1] == x && m->src[0] != x &&
+           is_quant_weight(m->src[0]->type);
+}
+
+}  // namespace
+
 bool CudaBackend::swiglu_fusable(const Graph& g, size_t i) const {
     const Tensor* n = g.nodes[i];
     if (!fuse_swiglu_ || n->op != Op::SWIGLU || i + 1 >= g.nodes.size() || (n->flags & TENSOR_OUTPUT)) return false;
     const Tensor* m = g.nodes[i + 1];
-    if ((m->op != Op::MUL_MAT && m->op != Op::MUL_MAT_ID) || m->src[1] != n || m->src[0] == n ||
-        !is_quant_weight(m->src[0]->type) ||
-        !quantize_swiglu_fits(act_quant_of(m->src[0]->type), shape_of(n->src[0]), shape_of(n->src[1])))
-        return false;
-    // Nothing else reads the SWIGLU's result (readers come after it in the order).
-    for (size_t j = i + 2; j < g.nodes.size(); ++j)
-        for (const Tensor* src : g.nodes[j]->src)
-            if (src == n) return false;
-    return true;
+    return quantizes(m, n) &&
+           quantize_swiglu_fits(act_quant_of(m->src[0]->type), shape_of(n->src[0]), shape_of(n->src[1])) &&
+           !read_from(g, i + 2, n);
+}
+
+CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i) const {
+    const Tensor* n = g.nodes[i];
+    if (!fuse_norm_ || n->op != Op::RMS_NORM || i + 1 >= g.nodes.size() || (n->flags & TENSOR_OUTPUT))
+        return NormFusion::NONE;
+    const Tensor* m = g.nodes[i + 1];
+    const Tensor* w = m->src[1];
+    if (m->op != Op::MUL || m->src[0] != n || w == n || !is_f32(w) || !w->is_contiguous() ||
+        w->ne[0] != n->ne[0] || w->nelements() != n->ne[0] || read_from(g, i + 2, n))
+        return NormFusion::NONE;
+    const Tensor* x = n->src[0];
+    if (i + 2 < g.nodes.size() && !(m->flags & TENSOR_OUTPUT)) {
+        const Tensor* mm = g.nodes[i + 2];
+        if (quantizes(mm, m) && quantize_rms_norm_fits(act_quant_of(mm->src[0]->type), shape_of(x)) &&
+            !read_from(g, i + 3, m))
+            return NormFusion::QUANTIZE;  // writes only the scratch
+    }
+    // One kernel reads x and writes the product: the planner may have put the product over x (x's
+    // last reader was the norm), which is safe only element for element.
+    const char* xb = static_cast<const char*>(x->data);
+    const char* mb = static_cast<const char*>(m->data);
+    const bool apart = data_end(m) <= xb || data_end(x) <= mb;
+    return apart || (xb == mb && x->is_contiguous()) ? NormFusion::WEIGHT : NormFusion::NONE;
 }
 
 bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {
@@ -574,6 +626,13 @@ bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {
         quantize_swiglu_activations(kind, static_cast<const float*>(gate->data), shape_of(gate),
                                     static_cast<const float*>(up->data), shape_of(up), act_layout(scratch_, shape_of(b)),
                                     s);
+        ready = true;
+    } else if (fused_norm_ == b) {
+        const Tensor* norm = b->src[0];
+        const Tensor* x = norm->src[0];
+        quantize_rms_norm_activations(kind, static_cast<const float*>(x->data), shape_of(x), norm->op_param_f(0),
+                                      static_cast<const float*>(b->src[1]->data), act_layout(scratch_, shape_of(b)),
+                                      s);
         ready = true;
     }
     scratch_act_valid_ = true;
@@ -593,12 +652,31 @@ void CudaBackend::run_nodes(const Graph& g) {
             fused_swiglu_ = n;  // not launched: the next node quantizes from its sources
             continue;
         }
+        switch (norm_fusion(g, i)) {
+            case NormFusion::QUANTIZE:
+                fused_norm_ = g.nodes[++i];  // neither launched: the next node quantizes from the norm's source
+                continue;
+            case NormFusion::WEIGHT: {
+                const Tensor* m = g.nodes[++i];
+                const Tensor* x = n->src[0];
+                launch_rms_norm_f32(static_cast<const float*>(x->data), shape_of(x), n->op_param_f(0),
+                                    static_cast<const float*>(m->src[1]->data), static_cast<float*>(m->data), stream_);
+                note_written(m);
+                continue;
+            }
+            case NormFusion::NONE: break;
+        }
         run_node(n);
         fused_swiglu_ = nullptr;
-        if (!scratch_act_valid_ || n->op == Op::NONE || n->op == Op::VIEW) continue;
-        const char* begin = static_cast<const char*>(n->data);
-        if (begin < scratch_act_end_ && scratch_act_begin_ < data_end(n)) scratch_act_valid_ = false;
+        fused_norm_ = nullptr;
+        note_written(n);
     }
+}
+
+void CudaBackend::note_written(const Tensor* n) {
+    if (!scratch_act_valid_ || n->op == Op::NONE || n->op == Op::VIEW) return;
+    const char* begin = static_cast<const char*>(n->data);
+    if (begin < scratch_act_end_ && scratch_act_begin_ < data_end(n)) scratch_act_valid_ = false;
 }
 
 bool CudaBackend::scratch_holds(const Tensor* x, ActQuant kind) const {
@@ -724,7 +802,10 @@ void CudaBackend::run_node(const Tensor* node) {
         case Op::MUL_MAT_ID: {
             const Tensor* ids = node->src[2];
             SlotWeights weights;
-            if (const Tensor* wts = node->src[3]) weights = {static_cast<const char*>(wts->data), shape_of(wts)};
+            if (const Tensor* wts = node->src[3]) {
+                weights = {static_cast<const char*>(wts->data), shape_of(wts), MoeGate(node->op_param_i(0)),
+                           node->op_param_f(1)};
+            }
             const bool reuse = is_quant_weight(a->type) && prepare_act(b, act_quant_of(a->type), s);
             launch_mul_mat_id(a->type, a->data, shape_of(a), static_cast<const float*>(b->data), shape_of(b),
                               static_cast<const int32_t*>(ids->data), shape_of(ids), scratch_, scratch_size_, reuse,
@@ -751,7 +832,7 @@ void CudaBackend::run_node(const Tensor* node) {
         case Op::SILU: launch_unary_f32(UnaryOp::SILU, 0.0f, a->data, shape_of(a), out, s); return;
         case Op::GELU: launch_unary_f32(UnaryOp::GELU, 0.0f, a->data, shape_of(a), out, s); return;
         case Op::RMS_NORM:
-            launch_rms_norm_f32(static_cast<const float*>(a->data), shape_of(a), node->op_param_f(0), out, s);
+            launch_rms_norm_f32(static_cast<const float*>(a->data), shape_of(a), node->op_param_f(0), nullptr, out, s);
             return;
         case Op::ROPE:
             launch_rope_f32(static_cast<const float*>(a->data), shape_of(a), static_cast<const int32_t*>(b->data),

@@ -313,6 +313,7 @@ __global__ void get_rows_kernel(const char* src, Shape4 ss, const char* ids, Sha
 }
 
 __global__ void concat_kernel(const char* a, Shape4 sa, const char* b, Shape4 sb, int dim, float* dst, Shape4 sd) {
+    begin_overlapped_kernel();
     const int64_t row = blockIdx.x;
     int64_t idx[4] = {0, row % sd.ne[1], (row / sd.ne[1]) % sd.ne[2], row / (sd.ne[1] * sd.ne[2])};
     float* dst_row = dst + row * sd.ne[0];
@@ -401,8 +402,8 @@ void launch_concat_f32(const void* a, const Shape4& sa, const void* b, const Sha
     sd.nb[0] = sizeof(float);
     for (int i = 1; i < 4; ++i) sd.nb[i] = sd.nb[i - 1] * sd.ne[i - 1];
     if (sd.nelements() == 0) return;
-    concat_kernel<<<grid_x(sd.nrows()), row_block_size(sd.ne[0]), 0, stream>>>(
-        static_cast<const char*>(a), sa, static_cast<const char*>(b), sb, dim, dst, sd);
+    launch_overlapped(concat_kernel, grid_x(sd.nrows()), row_block_size(sd.ne[0]), 0, stream,
+                      static_cast<const char*>(a), sa, static_cast<const char*>(b), sb, dim, dst, sd);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -274,6 +274,31 @@ __global__ void quantize_act_swiglu_kernel(const char* gate, int64_t gate_row_by
     quantize_block_8_lanes<WITH_SUM>(v, act, lb.block, lb.in);
 }
 
+// RMS_NORM, then MUL by a weight row w, fused into the quantization: act as quantize_activations
+// would leave it for x = (x_in * scale) * w, rounded as the two kernels round it (rms_norm_kernel's
+// scale, the same block size and so the same sum). One CUDA block a row of x_in (rows packed, any
+// strides between them); each warp quantizes four 32-element blocks a pass, 8 lanes a block. The
+// RMS_NORM and MUL nodes feeding a quantized MUL_MAT are then never written (CudaBackend::run_nodes).
+template <bool WITH_SUM>
+__global__ void quantize_act_rms_norm_kernel(const char* x, Shape4 sx, float eps, const float* w, ActQ act,
+                                             uint32_t blocks_per_row) {
+    begin_overlapped_kernel();
+    const uint32_t row = blockIdx.x;
+    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
+    const float scale = row_rms_scale(x_row, sx.ne[0], eps);
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const uint32_t step = 4 * (blockDim.x / WARP_SIZE);
+    for (uint32_t b0 = 4 * warp; b0 < blocks_per_row; b0 += step) {  // warp-uniform
+        const uint32_t kb = b0 + lane / 8;
+        const bool in = kb < blocks_per_row;
+        const int e0 = QK * int(in ? kb : 0) + 4 * (lane % 8);
+        float v[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[i] = in ? __fmul_rn(x_row[e0 + i] * scale, w[e0 + i]) : 0.0f;
+        quantize_block_8_lanes<WITH_SUM>(v, act, row * blocks_per_row + kb, in);
+    }
+}
+
 // Q8_K: one warp per 256-element super-block, lane j quantizing elements 8j .. 8j + 7.
 __global__ void quantize_act_q8_k_kernel(const char* x, Shape4 sx, ActQ act, int64_t n_blocks) {
     begin_overlapped_kernel();
@@ -813,6 +838,25 @@ void quantize_swiglu_activations(ActQuant kind, const float* gate, const Shape4&
     CUDA_CHECK_LAUNCH();
 }
 
+bool quantize_rms_norm_fits(ActQuant kind, const Shape4& sx) {
+    return kind != ActQuant::Q8_K && sx.nb[0] == sizeof(float) && sx.ne[0] % QK == 0 &&
+           sx.nrows() * (sx.ne[0] / QK) < (int64_t(1) << 31);
+}
+
+void quantize_rms_norm_activations(ActQuant kind, const float* x, const Shape4& sx, float eps, const float* w,
+                                   const ActQ& act, cudaStream_t stream) {
+    MF_ASSERT(quantize_rms_norm_fits(kind, sx));
+    if (sx.nelements() == 0) return;
+    const char* xc = reinterpret_cast<const char*>(x);
+    const uint32_t per_row = uint32_t(sx.ne[0] / QK);
+    auto go = [&](auto kernel) {
+        launch_overlapped(kernel, grid_x(sx.nrows()), rms_norm_threads(sx.ne[0]), 0, stream, xc, sx, eps, w, act,
+                          per_row);
+    };
+    kind == ActQuant::Q8_1 ? go(quantize_act_rms_norm_kernel<true>) : go(quantize_act_rms_norm_kernel<false>);
+    CUDA_CHECK_LAUNCH();
+}
+
 size_t matvec_q_scratch_bytes(const Shape4& sx) {
     const size_t rows = size_t(sx.nrows());
     return align16(rows * size_t(sx.ne[0])) + 2 * rows * size_t(sx.ne[0] / QK) * sizeof(float);
@@ -985,18 +1029,22 @@ struct QIdDot {
 constexpr int ID_SUM_ROWS = 2;
 constexpr int ID_MAX_WARPS = 16;
 template <typename LaneDot>
-__device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const Shape4& si, int64_t M, float* dst,
-                                                 LaneDot lane_dot) {
+__device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const int32_t* ids, const Shape4& si,
+                                                 const Shape4& sw, float* dst, LaneDot lane_dot) {
+    const int64_t M = sw.ne[1];
     __shared__ float part[ID_SUM_ROWS][MUL_MAT_ID_MAX_SLOTS];
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, n_warps = blockDim.x / WARP_SIZE;
     const int64_t m_groups = (M + ID_SUM_ROWS - 1) / ID_SUM_ROWS;
     const int64_t t = blockIdx.x / m_groups, m0 = (blockIdx.x % m_groups) * ID_SUM_ROWS;
     for (int u = warp; u < si.ne[0]; u += n_warps) {
         const int64_t p = u + si.ne[0] * t;
-        const float weight = slot_w.of(si, p);
-        for (int r = 0; r < ID_SUM_ROWS && m0 + r < M; ++r) {  // block-uniform bounds
-            const float acc = warp_sum(lane_dot(m0 + r, p));
-            if (lane == 0) part[r][u] = weight * acc;
+        float acc[ID_SUM_ROWS];
+#pragma unroll
+        for (int r = 0; r < ID_SUM_ROWS; ++r) acc[r] = m0 + r < M ? warp_sum(lane_dot(m0 + r, p)) : 0.0f;  // block-uniform
+        const float weight = slot_w.of(si, p, expert_of(ids, si, sw.ne[2], p));  // after the dots: off their path
+        if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < ID_SUM_ROWS; ++r) part[r][u] = weight * acc[r];
         }
     }
     __syncthreads();
@@ -1017,6 +1065,7 @@ template <typename T, bool VEC>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_float_id_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
                            float* dst, int64_t m_blocks) {
+    begin_overlapped_kernel();
     const int64_t M = sw.ne[1];
     const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + threadIdx.x / WARP_SIZE;
     const int64_t p = blockIdx.x / m_blocks;
@@ -1029,7 +1078,8 @@ template <typename T, bool VEC>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_float_id_weighted_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
                                     SlotWeights slot_w, float* dst) {
-    weighted_id_rows(slot_w, si, sw.ne[1], dst, [&](int64_t m, int64_t p) {
+    begin_overlapped_kernel();
+    weighted_id_rows(slot_w, ids, si, sw, dst, [&](int64_t m, int64_t p) {
         return float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, p);
     });
 }
@@ -1039,6 +1089,7 @@ template <typename Block, bool STAGED>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
                        int64_t m_blocks) {
+    begin_overlapped_kernel();
     using Dot = QIdDot<Block, STAGED>;
     __shared__ uint4 stage[MATVEC_WARPS][Dot::STAGE_VECS];
     const int warp = threadIdx.x / WARP_SIZE;
@@ -1054,10 +1105,11 @@ template <typename Block, bool STAGED>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
                                 SlotWeights slot_w, float* dst) {
+    begin_overlapped_kernel();
     using Dot = QIdDot<Block, STAGED>;
     __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
-    weighted_id_rows(slot_w, si, sw.ne[1], dst, [&](int64_t m, int64_t p) {
+    weighted_id_rows(slot_w, ids, si, sw, dst, [&](int64_t m, int64_t p) {
         return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, p);
     });
 }
@@ -1082,13 +1134,13 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
     if (weights.data) {
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = vec ? matvec_float_id_weighted_kernel<T, true> : matvec_float_id_weighted_kernel<T, false>;
-        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream>>>(
-            wc, sw, xc, sx, ids, si, weights, dst);
+        launch_overlapped(kernel, grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream, wc,
+                          sw, xc, sx, ids, si, weights, dst);
     } else {
         const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
         auto kernel = vec ? matvec_float_id_kernel<T, true> : matvec_float_id_kernel<T, false>;
-        kernel<<<grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, xc, sx, ids, si, dst,
-                                                                                    m_blocks);
+        launch_overlapped(kernel, grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc, sx, ids,
+                          si, dst, m_blocks);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -1111,13 +1163,13 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const S
     if (weights.data) {
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = staged ? matvec_q_id_weighted_kernel<Block, true> : matvec_q_id_weighted_kernel<Block, false>;
-        kernel<<<grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream>>>(
-            wc, sw, sx, ids, si, act, weights, dst);
+        launch_overlapped(kernel, grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream, wc,
+                          sw, sx, ids, si, act, weights, dst);
     } else {
         const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
         auto kernel = staged ? matvec_q_id_kernel<Block, true> : matvec_q_id_kernel<Block, false>;
-        kernel<<<grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream>>>(wc, sw, sx, ids, si, act, dst,
-                                                                                    m_blocks);
+        launch_overlapped(kernel, grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, sx, ids, si,
+                          act, dst, m_blocks);
     }
     CUDA_CHECK_LAUNCH();
 }

@@ -33,6 +33,7 @@ __device__ __forceinline__ void keep_first(float* v, int* i, float ov, int oi) {
 // marking and the row is only read (from L1/L2 after the first round). k is small (2..8), so k block
 // reductions cost less than a sort would.
 __global__ void top_k_kernel(const char* a, Shape4 sa, int k, int32_t* dst) {
+    begin_overlapped_kernel();
     __shared__ float warp_v[WARP_SIZE];
     __shared__ int warp_i[WARP_SIZE];
     __shared__ float pick_v;
@@ -93,6 +94,7 @@ constexpr int TOPK_WARP_ROWS = 4;  // warps (rows) a CUDA block
 
 __global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
     top_k_warp_kernel(const char* a, Shape4 sa, int k, int32_t* dst, int64_t n_rows) {
+    begin_overlapped_kernel();
     const int64_t row = int64_t(blockIdx.x) * TOPK_WARP_ROWS + threadIdx.x / WARP_SIZE;
     if (row >= n_rows) return;  // warp-uniform
     const int lane = threadIdx.x % WARP_SIZE;
@@ -126,6 +128,7 @@ __global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
 // One warp per row. The MoE's weighted sum reads a permuted view (6 values 8 KB apart per row), so
 // the rows are short and strided; consecutive warps read neighbouring columns, which share sectors.
 __global__ void sum_rows_kernel(const char* a, Shape4 sa, float* dst, int64_t n_rows) {
+    begin_overlapped_kernel();
     const int64_t row = int64_t(blockIdx.x) * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
     if (row >= n_rows) return;  // warp-uniform
     const int lane = threadIdx.x % WARP_SIZE;
@@ -138,6 +141,7 @@ __global__ void sum_rows_kernel(const char* a, Shape4 sa, float* dst, int64_t n_
 
 // Grid-stride over dst's elements; b's index wraps modulo its shape (broadcast).
 __global__ void div_kernel(const char* a, Shape4 sa, const char* b, Shape4 sb, float* dst, int64_t n) {
+    begin_overlapped_kernel();
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
         int64_t rest = i, ob = 0;
         for (int d = 0; d < 4; ++d) {
@@ -150,6 +154,7 @@ __global__ void div_kernel(const char* a, Shape4 sa, const char* b, Shape4 sb, f
 
 // Same formula as the CPU (1 / (1 + exp(-x)) in f32), so the two agree to an ulp or two.
 __global__ void sigmoid_kernel(const char* a, Shape4 sa, float* dst, int64_t n) {
+    begin_overlapped_kernel();
     for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
         dst[i] = 1.0f / (1.0f + expf(-*reinterpret_cast<const float*>(a + sa.element_offset(i))));
 }
@@ -219,13 +224,13 @@ void launch_top_k_f32(const void* a, const Shape4& sa, int k, int32_t* dst, cuda
     MF_ASSERT(k >= 1 && k <= sa.ne[0] && sa.ne[0] <= 0x7fffffff);
     if (sa.nrows() == 0) return;
     if (sa.ne[0] <= WARP_SIZE * TOPK_WARP_VALUES) {
-        top_k_warp_kernel<<<grid_x(ceil_div(sa.nrows(), TOPK_WARP_ROWS)), TOPK_WARP_ROWS * WARP_SIZE, 0, stream>>>(
-            static_cast<const char*>(a), sa, k, dst, sa.nrows());
+        launch_overlapped(top_k_warp_kernel, grid_x(ceil_div(sa.nrows(), TOPK_WARP_ROWS)), TOPK_WARP_ROWS * WARP_SIZE,
+                          0, stream, static_cast<const char*>(a), sa, k, dst, sa.nrows());
         CUDA_CHECK_LAUNCH();
         return;
     }
     const int threads = row_block_size(sa.ne[0], 256);
-    top_k_kernel<<<grid_x(sa.nrows()), threads, 0, stream>>>(static_cast<const char*>(a), sa, k, dst);
+    launch_overlapped(top_k_kernel, grid_x(sa.nrows()), threads, 0, stream, static_cast<const char*>(a), sa, k, dst);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -233,8 +238,8 @@ void launch_sum_rows_f32(const void* a, const Shape4& sa, float* dst, cudaStream
     const int64_t n_rows = sa.nrows();
     if (n_rows == 0) return;
     constexpr int warps = 8;
-    sum_rows_kernel<<<grid_x(ceil_div(n_rows, warps)), warps * WARP_SIZE, 0, stream>>>(static_cast<const char*>(a), sa,
-                                                                                       dst, n_rows);
+    launch_overlapped(sum_rows_kernel, grid_x(ceil_div(n_rows, warps)), warps * WARP_SIZE, 0, stream,
+                      static_cast<const char*>(a), sa, dst, n_rows);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -244,8 +249,8 @@ void launch_div_f32(const void* a, const Shape4& sa, const void* b, const Shape4
     const int64_t n = sa.nelements();
     if (n == 0) return;
     constexpr int threads = 256;
-    div_kernel<<<elementwise_grid(n, threads), threads, 0, stream>>>(static_cast<const char*>(a), sa,
-                                                                     static_cast<const char*>(b), sb, dst, n);
+    launch_overlapped(div_kernel, elementwise_grid(n, threads), threads, 0, stream, static_cast<const char*>(a), sa,
+                      static_cast<const char*>(b), sb, dst, n);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -253,7 +258,8 @@ void launch_sigmoid_f32(const void* a, const Shape4& sa, float* dst, cudaStream_
     const int64_t n = sa.nelements();
     if (n == 0) return;
     constexpr int threads = 256;
-    sigmoid_kernel<<<elementwise_grid(n, threads), threads, 0, stream>>>(static_cast<const char*>(a), sa, dst, n);
+    launch_overlapped(sigmoid_kernel, elementwise_grid(n, threads), threads, 0, stream, static_cast<const char*>(a), sa,
+                      dst, n);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include "core/dtype.h"
+#include "core/tensor.h"
 #include "cuda/common.cuh"
 #include "cuda/quants.cuh"
 
@@ -19,15 +20,34 @@ namespace mf {
 // in order, of weights[u, t] times the row above. These two are defined in cuda/matvec.cu, beside the
 // per-type dot code they share with MUL_MAT.
 
-// The slot weights of a weighted MUL_MAT_ID: none (data null), or f32 [n_used, T] with any strides;
-// the weighted form takes at most MUL_MAT_ID_MAX_SLOTS slots a token.
+// The slot weights of a weighted MUL_MAT_ID: none (data null), f32 [n_used, T] (gate SLOTS), or the
+// router's logits f32 [n_expert, T] (gate SOFTMAX: the slot's share of the token's softmax, times
+// scale), any strides; the weighted form takes at most MUL_MAT_ID_MAX_SLOTS slots a token.
 constexpr int MUL_MAT_ID_MAX_SLOTS = 64;
 struct SlotWeights {
     const char* data = nullptr;
     Shape4 shape{};
-    // The weight of pair p = u + n_used * t.
-    __device__ float of(const Shape4& si, int64_t p) const {
-        return *reinterpret_cast<const float*>(data + (p % si.ne[0]) * shape.nb[0] + (p / si.ne[0]) * shape.nb[1]);
+    MoeGate gate = MoeGate::SLOTS;
+    float scale = 1.0f;
+    // The weight of pair p = u + n_used * t, whose expert is e (-1: none, weight 0). Called by a whole
+    // warp (the softmax is a warp's reduction over the token's logits); every lane gets it.
+    __device__ float of(const Shape4& si, int64_t p, int64_t e) const {
+        const int64_t t = p / si.ne[0];
+        if (gate == MoeGate::SLOTS)
+            return *reinterpret_cast<const float*>(data + (p % si.ne[0]) * shape.nb[0] + t * shape.nb[1]);
+        const char* row = data + t * shape.nb[1];
+        auto logit = [&](int64_t i) { return *reinterpret_cast<const float*>(row + i * shape.nb[0]); };
+        const int lane = threadIdx.x % WARP_SIZE;
+        float max = -INFINITY;
+        for (int64_t i = lane; i < shape.ne[0]; i += WARP_SIZE) max = fmaxf(max, logit(i));
+        max = warp_max(max);
+        if (max == -INFINITY) return 0.0f;  // every logit masked: zeros, as SOFT_MAX gives
+        float sum = 0.0f;
+        for (int64_t i = lane; i < shape.ne[0]; i += WARP_SIZE) sum += expf(logit(i) - max);
+        sum = warp_sum(sum);
+        if (e < 0) return 0.0f;
+        const float p_e = expf(logit(e) - max) * (1.0f / sum);
+        return scale == 1.0f ? p_e : p_e * scale;
     }
 };
 

@@ -6,17 +6,18 @@ namespace mf {
 
 namespace {
 
-__global__ void rms_norm_kernel(const char* x, Shape4 sx, float eps, float* dst) {
+__global__ void rms_norm_kernel(const char* x, Shape4 sx, float eps, const float* w, float* dst) {
     begin_overlapped_kernel();
     const int64_t row = blockIdx.x;
     const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
     float* dst_row = dst + row * sx.ne[0];
-    float sum = 0.0f;
-    for (int64_t i = threadIdx.x; i < sx.ne[0]; i += blockDim.x) sum += x_row[i] * x_row[i];
-    sum = block_sum(sum);
-    // Same expression as the CPU backend; 1/sqrtf rather than rsqrtf, which is off by up to 2 ulp.
-    const float scale = 1.0f / sqrtf(sum / float(sx.ne[0]) + eps);
-    for (int64_t i = threadIdx.x; i < sx.ne[0]; i += blockDim.x) dst_row[i] = x_row[i] * scale;
+    const float scale = row_rms_scale(x_row, sx.ne[0], eps);
+    // Times w as MUL rounds it after RMS_NORM (two roundings, no fma).
+    if (w) {
+        for (int64_t i = threadIdx.x; i < sx.ne[0]; i += blockDim.x) dst_row[i] = __fmul_rn(x_row[i] * scale, w[i]);
+    } else {
+        for (int64_t i = threadIdx.x; i < sx.ne[0]; i += blockDim.x) dst_row[i] = x_row[i] * scale;
+    }
 }
 
 // One block per (head, token) row. The angles are computed in double, as on the CPU: an f32 angle at
@@ -51,6 +52,7 @@ __global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, const 
 // Three passes over the row: the maximum, the exponentials (written to dst) and their sum, then the
 // scaling. Each thread revisits only the elements it wrote, so the last pass needs no barrier.
 __global__ void soft_max_kernel(const char* x, Shape4 sx, const char* mask, Shape4 sm, float scale, float* dst) {
+    begin_overlapped_kernel();
     const int64_t row = blockIdx.x;
     const int64_t i1 = row % sx.ne[1];
     const int64_t i2 = (row / sx.ne[1]) % sx.ne[2];
@@ -84,11 +86,12 @@ __global__ void soft_max_kernel(const char* x, Shape4 sx, const char* mask, Shap
 
 }  // namespace
 
-void launch_rms_norm_f32(const float* x, const Shape4& sx, float eps, float* dst, cudaStream_t stream) {
+void launch_rms_norm_f32(const float* x, const Shape4& sx, float eps, const float* w, float* dst,
+                         cudaStream_t stream) {
     MF_ASSERT(sx.nb[0] == sizeof(float));
     if (sx.nelements() == 0) return;
-    launch_overlapped(rms_norm_kernel, grid_x(sx.nrows()), row_block_size(sx.ne[0], 512), 0, stream,
-                      reinterpret_cast<const char*>(x), sx, eps, dst);
+    launch_overlapped(rms_norm_kernel, grid_x(sx.nrows()), rms_norm_threads(sx.ne[0]), 0, stream,
+                      reinterpret_cast<const char*>(x), sx, eps, w, dst);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -111,8 +114,8 @@ void launch_soft_max_f32(const float* x, const Shape4& sx, const float* mask, co
         MF_ASSERT(sm.ne[2] > 0 && sm.ne[3] > 0 && sx.ne[2] % sm.ne[2] == 0 && sx.ne[3] % sm.ne[3] == 0);
     }
     if (sx.nelements() == 0) return;
-    soft_max_kernel<<<grid_x(sx.nrows()), row_block_size(sx.ne[0], 512), 0, stream>>>(
-        reinterpret_cast<const char*>(x), sx, reinterpret_cast<const char*>(mask), sm, scale, dst);
+    launch_overlapped(soft_max_kernel, grid_x(sx.nrows()), row_block_size(sx.ne[0], 512), 0, stream,
+                      reinterpret_cast<const char*>(x), sx, reinterpret_cast<const char*>(mask), sm, scale, dst);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -9,8 +9,10 @@
 namespace mf {
 
 // x f32 (rows packed: sx.nb[0] == 4, dims 1..3 any strides) -> dst f32 contiguous [sx.ne]:
-// each row divided by sqrt(mean(row^2) + eps).
-void launch_rms_norm_f32(const float* x, const Shape4& sx, float eps, float* dst, cudaStream_t stream);
+// each row divided by sqrt(mean(row^2) + eps), then, when w (f32 [sx.ne[0]]) is given, times w as a
+// MUL node after the RMS_NORM would (the norm and its weight in one launch).
+void launch_rms_norm_f32(const float* x, const Shape4& sx, float eps, const float* w, float* dst,
+                         cudaStream_t stream);
 
 // x f32 [head_dim, n_head, n_tokens, ne3] (rows packed), pos I32 [n_tokens] contiguous -> dst f32
 // contiguous. Rotates the first n_dims of each head by

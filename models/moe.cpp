@@ -16,20 +16,31 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
     // Routing: a probability per expert; the selection bias (DeepSeek-V3's load balancing) changes which
     // experts are chosen, never their weights.
     Tensor* logits = mul_mat(ctx, l.ffn_gate_inp, x);  // [n_expert, T]
-    Tensor* probs = hp.expert_gating == HParams::ExpertGating::SIGMOID ? sigmoid(ctx, logits)
-                                                                       : soft_max(ctx, logits, nullptr, 1.0f);
-    Tensor* selection = l.ffn_exp_probs_b ? add(ctx, probs, l.ffn_exp_probs_b) : probs;
-    Tensor* ids = top_k(ctx, selection, int(n_used));                                // I32 [n_used, T]
-    Tensor* weights = get_rows(ctx, reshape_3d(ctx, probs, 1, n_expert, T), ids);  // [1, n_used, T]
-    if (hp.expert_weights_norm) {
-        Tensor* w = reshape_2d(ctx, weights, n_used, T);
-        weights = reshape_3d(ctx, div(ctx, w, sum_rows(ctx, w)), 1, n_used, T);
+    // Softmax gating with neither a selection bias nor renormalized weights (DeepSeek-V2): the softmax
+    // keeps the logits' order, so the experts are the top logits, and the down projection takes each
+    // slot's weight from the logits itself (no SOFT_MAX, GET_ROWS or SCALE launched).
+    const bool gate_in_down = hp.expert_gating == HParams::ExpertGating::SOFTMAX && !l.ffn_exp_probs_b &&
+                              !hp.expert_weights_norm;
+    Tensor* ids;              // I32 [n_used, T]
+    Tensor* weights = nullptr;  // [n_used, T]
+    if (gate_in_down) {
+        ids = top_k(ctx, logits, int(n_used));
+    } else {
+        Tensor* probs = hp.expert_gating == HParams::ExpertGating::SIGMOID ? sigmoid(ctx, logits)
+                                                                           : soft_max(ctx, logits, nullptr, 1.0f);
+        Tensor* selection = l.ffn_exp_probs_b ? add(ctx, probs, l.ffn_exp_probs_b) : probs;
+        ids = top_k(ctx, selection, int(n_used));
+        weights = get_rows(ctx, reshape_3d(ctx, probs, 1, n_expert, T), ids);  // [1, n_used, T]
+        if (hp.expert_weights_norm) {
+            Tensor* w = reshape_2d(ctx, weights, n_used, T);
+            weights = reshape_3d(ctx, div(ctx, w, sum_rows(ctx, w)), 1, n_used, T);
+        }
+        if (hp.expert_weights_scale != 1.0f) weights = scale(ctx, weights, hp.expert_weights_scale);
+        weights = reshape_2d(ctx, weights, n_used, T);
+        // In the graph before the experts' matmuls, so the down projection's SWIGLU stays the node just
+        // before its MUL_MAT_ID (the CUDA backend then fuses it into that matmul's quantization).
+        graph_expand(s.graph, weights);
     }
-    if (hp.expert_weights_scale != 1.0f) weights = scale(ctx, weights, hp.expert_weights_scale);
-    weights = reshape_2d(ctx, weights, n_used, T);
-    // In the graph before the experts' matmuls, so the down projection's SWIGLU stays the node just
-    // before its MUL_MAT_ID (the CUDA backend then fuses it into that matmul's quantization).
-    graph_expand(s.graph, weights);
 
     // The chosen experts, each token's activation shared by its n_used slots.
     Tensor* xe = view_3d(ctx, x, n_embd, 1, T, x->nb[1], x->nb[1], 0);              // [n_embd, 1, T]
@@ -45,7 +56,10 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
         up = mul_mat_id(ctx, l.ffn_up_exps, xe, ids);
     }
     // The down projection sums each token's slots, times their weights, as it goes.
-    Tensor* out = mul_mat_id(ctx, l.ffn_down_exps, swiglu(ctx, gate, up), ids, weights);  // [n_embd, T]
+    Tensor* act = swiglu(ctx, gate, up);
+    Tensor* out = gate_in_down
+                      ? mul_mat_id_softmax_gated(ctx, l.ffn_down_exps, act, ids, logits, hp.expert_weights_scale)
+                      : mul_mat_id(ctx, l.ffn_down_exps, act, ids, weights);  // [n_embd, T]
 
     if (l.ffn_gate_shexp) {
         out = add(ctx, out,

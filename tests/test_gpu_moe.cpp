@@ -179,6 +179,23 @@ TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
             }
         }
     }
+    // Gated by the router (MoeGate::SOFTMAX): each slot's weight is its share of the softmax over the
+    // token's logits, a warp's reduction; 64 experts (two logits a lane), a scale, and again 20 slots.
+    for (int64_t T : {1, 5}) {
+        INFO("softmax-gated T=" << T);
+        check_vs_cpu({random(DType::Q4_0, {K, M, 64}), random(DType::F32, {K, 1, T}), routes(6, T, 64),
+                      random(DType::F32, {64, T}, -3.0f, 3.0f)},
+                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                         return mul_mat_id_softmax_gated(ctx, in[0], in[1], in[2], in[3], 1.5f);
+                     },
+                     1e-4);
+    }
+    check_vs_cpu({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
+                  random(DType::F32, {24, 3}, -3.0f, 3.0f)},
+                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                     return mul_mat_id_softmax_gated(ctx, in[0], in[1], in[2], in[3], 1.0f);
+                 },
+                 1e-4);
 }
 
 TEST_CASE("top_k on CUDA picks exactly the CPU's indices, ties and NaN included") {

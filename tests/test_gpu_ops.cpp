@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -694,6 +695,105 @@ TEST_CASE("a swiglu read only by a quantized mul_mat is fused into its activatio
                              return add(ctx, mul_mat(ctx, in[2], act), mul_mat(ctx, in[3], act));
                          },
                          3e-3);
+        }
+    }
+}
+
+// An RMS_NORM times its weight row is one launch (CudaBackend::norm_fusion); when a MUL_MAT of
+// 32-element block weights is the only reader, that MUL_MAT quantizes rms_norm(x) * w straight from x,
+// for the matvec (N = 1) and the tensor-core kernel (N = 40), x a strided view or not. Q4_K (a 256-element
+// activation kind) and F16 keep the weighted norm's launch, as does a product read twice or the graph's
+// output; a norm read twice is launched as before. Tolerance as the block test above: requantization
+// boundaries.
+TEST_CASE("an rms_norm times its weight is one launch, fused into a quantized mul_mat's activations") {
+    const int64_t n_embd = 256, n_out = 96;
+    for (int64_t n_tokens : {int64_t(1), int64_t(40)}) {
+        for (DType type : {DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::F16}) {
+            for (bool strided : {false, true}) {
+                CAPTURE(n_tokens);
+                CAPTURE(strided);
+                const std::string type_name = dtype_name(type);
+                CAPTURE(type_name);
+                const std::vector<Input> inputs = {random(DType::F32, {n_embd + (strided ? 64 : 0), n_tokens}),
+                                                   random(DType::F32, {n_embd}), random(type, {n_embd, n_out}),
+                                                   random(type, {n_embd, n_out})};
+                auto normed = [strided](Context& ctx, const std::vector<Tensor*>& in) {
+                    Tensor* x = strided ? view_2d(ctx, in[0], n_embd, in[0]->ne[1], in[0]->nb[1], 32 * sizeof(float))
+                                        : in[0];
+                    return mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]);
+                };
+                check_vs_cpu({inputs.begin(), inputs.begin() + 3},
+                             [&](Context& ctx, const std::vector<Tensor*>& in) {
+                                 return mul_mat(ctx, in[2], normed(ctx, in));
+                             },
+                             3e-3);
+                check_vs_cpu(inputs,
+                             [&](Context& ctx, const std::vector<Tensor*>& in) {
+                                 Tensor* h = normed(ctx, in);  // read by two matmuls: written
+                                 return add(ctx, mul_mat(ctx, in[2], h), mul_mat(ctx, in[3], h));
+                             },
+                             3e-3);
+            }
+            check_vs_cpu({random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd})},
+                         [](Context& ctx, const std::vector<Tensor*>& in) {
+                             return mul(ctx, rms_norm(ctx, in[0], 1e-5f), in[1]);  // the graph's output
+                         },
+                         1e-5);
+            // x computed in the graph and read only by the norm: the planner may place the product over
+            // x's memory, which the one-launch form must see (it then runs unfused, or in place).
+            check_vs_cpu({random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
+                          random(DType::F32, {n_embd, 2 * n_tokens})},
+                         [n_tokens](Context& ctx, const std::vector<Tensor*>& in) {
+                             Tensor* wide = scale(ctx, in[2], 0.5f);  // freed before the product is placed
+                             Tensor* x = add(ctx, in[0], view_2d(ctx, wide, n_embd, n_tokens, wide->nb[1], 0));
+                             return mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]);
+                         },
+                         1e-5);
+            // The norm itself read twice: launched as before.
+            check_vs_cpu({random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
+                          random(DType::Q4_0, {n_embd, n_out})},
+                         [](Context& ctx, const std::vector<Tensor*>& in) {
+                             Tensor* n = rms_norm(ctx, in[0], 1e-5f);
+                             return concat(ctx, mul_mat(ctx, in[2], mul(ctx, n, in[1])), n, 0);
+                         },
+                         3e-3);
+        }
+    }
+}
+
+// The fusions (RMS_NORM times its weight, that product and a SWIGLU quantized by the matmul that reads
+// them) round as the kernels they replace: a llama-shaped block gives the same bits on a backend made
+// with both switched off (MINFER_CUDA_FUSE_NORM=0, MINFER_CUDA_FUSE_SWIGLU=0), three times over (a
+// repeated graph signature is replayed from its captured CUDA graph).
+TEST_CASE("the norm and swiglu fusions give the unfused kernels' bits") {
+    setenv("MINFER_CUDA_FUSE_NORM", "0", 1);
+    setenv("MINFER_CUDA_FUSE_SWIGLU", "0", 1);
+    std::unique_ptr<Backend> unfused = make_cuda_backend();
+    unsetenv("MINFER_CUDA_FUSE_NORM");
+    unsetenv("MINFER_CUDA_FUSE_SWIGLU");
+    const int64_t n_embd = 256, n_ff = 512;
+    for (int64_t n_tokens : {int64_t(1), int64_t(40)}) {
+        for (DType type : {DType::Q4_0, DType::Q4_1}) {
+            CAPTURE(n_tokens);
+            const std::string type_name = dtype_name(type);
+            CAPTURE(type_name);
+            const std::vector<Input> inputs = {random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
+                                               random(type, {n_embd, 3 * n_embd}), random(DType::F32, {n_embd}),
+                                               random(type, {n_embd, 2 * n_ff}), random(type, {n_ff, n_embd})};
+            const Build block = [](Context& ctx, const std::vector<Tensor*>& in) {
+                Tensor* x = in[0];
+                Tensor* qkv = mul_mat(ctx, in[2], mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]));
+                x = add(ctx, x, view_2d(ctx, qkv, n_embd, qkv->ne[1], qkv->nb[1], 0));
+                Tensor* gu = mul_mat(ctx, in[4], mul(ctx, rms_norm(ctx, x, 1e-5f), in[3]));
+                Tensor* g = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], 0);
+                Tensor* u = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], size_t(n_ff) * sizeof(float));
+                return add(ctx, x, mul_mat(ctx, in[5], swiglu(ctx, g, u)));
+            };
+            const std::vector<float> want = run(*unfused, inputs, block);
+            for (int rep = 0; rep < 3; ++rep) {
+                CAPTURE(rep);
+                CHECK(run(gpu(), inputs, block) == want);
+            }
         }
     }
 }

@@ -182,6 +182,28 @@ TEST_CASE("mul_mat_id, plain and weighted, matches the double reference for ever
                     const double err_w = rel_error(got_w.data(), ref_w.data(), ref_w.size());
                     INFO("weighted: rel error " << err_w);
                     CHECK(err_w < mul_mat_tolerance(type));
+
+                    // Gated by the router (MoeGate::SOFTMAX): each slot's weight is its expert's share of
+                    // the softmax over the token's logits [n_expert, T], times a scale.
+                    const auto logit_values = random_floats(size_t(n_expert * T), -3.0f, 3.0f);
+                    const float gate_scale = shared_x ? 1.0f : 2.5f;
+                    Tensor* logits = h.f32({n_expert, T}, logit_values);
+                    const auto got_g = h.run_f32(mul_mat_id_softmax_gated(h.ctx, w, x, ids, logits, gate_scale));
+                    REQUIRE(got_g.size() == size_t(M * T));
+                    std::vector<double> ref_g(size_t(M * T), 0.0);
+                    for (int64_t t = 0; t < T; ++t) {
+                        double z = 0.0;
+                        for (int64_t e = 0; e < n_expert; ++e) z += std::exp(double(logit_values[size_t(e + n_expert * t)]));
+                        for (int64_t u = 0; u < n_used; ++u) {
+                            const int64_t e = route[size_t(u + n_used * t)];
+                            const double wu = std::exp(double(logit_values[size_t(e + n_expert * t)])) / z * gate_scale;
+                            for (int64_t m = 0; m < M; ++m)
+                                ref_g[size_t(m + M * t)] += wu * ref[size_t(m + M * (u + n_used * t))];
+                        }
+                    }
+                    const double err_g = rel_error(got_g.data(), ref_g.data(), ref_g.size());
+                    INFO("softmax-gated: rel error " << err_g);
+                    CHECK(err_g < mul_mat_tolerance(type));
                 }
             }
         }
@@ -375,6 +397,7 @@ TEST_CASE("build_ffn_moe matches a double reference of the whole MoE FFN") {
         {HParams::ExpertGating::SIGMOID, true, false, 0, 1.0f, DType::F32},
         {HParams::ExpertGating::SOFTMAX, true, true, 2, 1.5f, DType::Q8_0},
         {HParams::ExpertGating::SIGMOID, true, true, 1, 1.0f, DType::Q4_K},
+        {HParams::ExpertGating::SOFTMAX, false, false, 1, 2.0f, DType::Q4_0},  // gated in the down, scaled
     };
     for (const MoeCase& c : cases) {
         for (int64_t T : {1, 7}) {
@@ -442,6 +465,14 @@ TEST_CASE("build_ffn_moe matches a double reference of the whole MoE FFN") {
                                            [](const Tensor* n) { return n->op == Op::MUL_MAT_ID && n->src[3]; });
             REQUIRE(down != graph.nodes.end());
             CHECK((*(down - 1))->op == Op::SWIGLU);
+            // Softmax gating without bias or renormalization takes each slot's weight from the router's
+            // logits inside the down projection: no SOFT_MAX or GET_ROWS (the weights' gather) in the layer.
+            const bool gated = c.gating == HParams::ExpertGating::SOFTMAX && !c.bias && !c.norm;
+            CHECK(((*down)->op_param_i(0) == int32_t(MoeGate::SOFTMAX)) == gated);
+            const bool routing_ops = std::any_of(graph.nodes.begin(), graph.nodes.end(), [](const Tensor* n) {
+                return n->op == Op::SOFT_MAX || n->op == Op::GET_ROWS;
+            });
+            CHECK(routing_ops == !gated);
             const auto got = h.run_f32(out);
             const double err = rel_error(got.data(), ref.data(), ref.size());
             // f32 experts: rounding only. Block types: every expert matmul quantizes its activations

@@ -41,10 +41,47 @@ bool supports_mul_mat_id(const Tensor* dst) {
     const int64_t n_used = ids->ne[0], T = ids->ne[1];
     if (w->ne[3] != 1 || x->ne[3] != 1 || ids->ne[2] != 1 || ids->ne[3] != 1) return false;
     if ((x->ne[1] != 1 && x->ne[1] != n_used) || x->ne[2] != T) return false;
-    if (const Tensor* wts = dst->src[3])
-        return is_f32(wts) && wts->ne[0] == n_used && wts->ne[1] == T && dst->ne[0] == w->ne[1] && dst->ne[1] == T &&
-               dst->ne[2] == 1 && dst->ne[3] == 1;
+    if (const Tensor* wts = dst->src[3]) {
+        const int32_t gate = dst->op_param_i(0);
+        if (gate != int32_t(MoeGate::SLOTS) && gate != int32_t(MoeGate::SOFTMAX)) return false;
+        const int64_t per_token = gate == int32_t(MoeGate::SLOTS) ? n_used : w->ne[2];
+        return is_f32(wts) && wts->ne[0] == per_token && wts->ne[1] == T && dst->ne[0] == w->ne[1] &&
+               dst->ne[1] == T && dst->ne[2] == 1 && dst->ne[3] == 1;
+    }
     return dst->ne[0] == w->ne[1] && dst->ne[1] == n_used && dst->ne[2] == T && dst->ne[3] == 1;
+}
+
+// A weighted MUL_MAT_ID's slot weights [n_used, T] into out: src3's, or (MoeGate::SOFTMAX) each
+// token's softmax over its router logits, rounded as compute_soft_max rounds it, at the slot's expert,
+// times the scale as SCALE rounds it. row: n_expert floats of scratch.
+template <typename IdAt>
+void slot_weights(const Tensor* dst, IdAt id_at, float* out, float* row) {
+    const Tensor* wts = dst->src[3];
+    const int64_t n_used = dst->src[2]->ne[0], T = dst->src[2]->ne[1], n_expert = dst->src[0]->ne[2];
+    const float scale = dst->op_param_f(1);
+    for (int64_t t = 0; t < T; ++t) {
+        if (dst->op_param_i(0) == int32_t(MoeGate::SLOTS)) {
+            for (int64_t u = 0; u < n_used; ++u) out[u + n_used * t] = load_f32(tensor_at(wts, u, t, 0, 0));
+            continue;
+        }
+        load_row_f32(DType::F32, tensor_at(wts, 0, t, 0, 0), wts->nb[0], n_expert, row);
+        float max = -INFINITY;
+        for (int64_t e = 0; e < n_expert; ++e) max = row[e] > max ? row[e] : max;
+        if (max == -INFINITY) {  // every logit masked: zeros, as SOFT_MAX gives
+            for (int64_t u = 0; u < n_used; ++u) out[u + n_used * t] = 0.0f;
+            continue;
+        }
+        double sum = 0.0;
+        for (int64_t e = 0; e < n_expert; ++e) {
+            row[e] = std::exp(row[e] - max);
+            sum += row[e];
+        }
+        const float inv_sum = float(1.0 / sum);
+        for (int64_t u = 0; u < n_used; ++u) {
+            const float p = row[id_at(u, t)] * inv_sum;
+            out[u + n_used * t] = scale == 1.0f ? p : p * scale;
+        }
+    }
 }
 
 // Phase 1 converts the activation rows to the weight type's vec_dot_type once (as MUL_MAT). Phase 2
@@ -52,7 +89,7 @@ bool supports_mul_mat_id(const Tensor* dst) {
 // weight rows with every activation that chose that expert: each selected expert's weights are read
 // from memory once per op however many tokens chose it, and unselected experts not at all. With
 // weights (src3), phase 2 writes the pairs' rows to scratch and phase 3 sums each token's slots in
-// order, in double, each times its weight.
+// order, in double, each times its weight (src3's, or its share of the router's softmax: slot_weights).
 void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
     const Tensor* w = dst->src[0];
     const Tensor* x = dst->src[1];
@@ -73,9 +110,11 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
     const size_t index_bytes = sizeof(int64_t) * size_t(n_expert + 1 + n_pairs + n_expert);
     const Tensor* wts = dst->src[3];
     const size_t rows_bytes = wts ? sizeof(float) * size_t(M * n_pairs) : 0;  // the pairs' rows [M, n_used, T]
-    char* scratch = static_cast<char*>(ctx.shared_scratch(act_bytes + index_bytes + rows_bytes));
+    const size_t slot_bytes = wts ? sizeof(float) * size_t(n_pairs + n_expert) : 0;  // weights, a softmax row
+    char* scratch = static_cast<char*>(ctx.shared_scratch(act_bytes + index_bytes + rows_bytes + slot_bytes));
     char* act = scratch;
     float* pair_rows = reinterpret_cast<float*>(scratch + act_bytes + index_bytes);
+    float* slot_w = pair_rows + M * n_pairs;  // [n_used, T]
     int64_t* first = reinterpret_cast<int64_t*>(scratch + act_bytes);  // [n_expert + 1]: offsets into pairs
     int64_t* pairs = first + n_expert + 1;                             // [n_pairs]: u + n_used * t
     int64_t* chosen = pairs + n_pairs;                                 // the experts some pair chose
@@ -146,13 +185,14 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
         }
     });
     if (!wts) return;
+    slot_weights(dst, id_at, slot_w, slot_w + n_pairs);
     ctx.pool.parallel_for(T, [&](int64_t begin, int64_t end, int) {
         for (int64_t t = begin; t < end; ++t) {
             char* out = tensor_at(dst, 0, t, 0, 0);
             for (int64_t m = 0; m < M; ++m) {
                 double sum = 0.0;
                 for (int64_t u = 0; u < n_used; ++u)
-                    sum += double(load_f32(tensor_at(wts, u, t, 0, 0))) * pair_rows[(u + n_used * t) * M + m];
+                    sum += double(slot_w[u + n_used * t]) * pair_rows[(u + n_used * t) * M + m];
                 store_f32(out + m * dst->nb[0], float(sum));
             }
         }
