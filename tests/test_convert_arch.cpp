@@ -287,7 +287,10 @@ TEST_CASE("--type: matrices quantized, norms f32, rows the blocks cannot hold in
     {
         auto model = load_model(out, *backend);
         Session s(*model, SessionParams{64, 256});
-        CHECK(max_rel_diff(s.prefill(tokens), expect.back()) < 0.05);  // 8-bit weights: ~1% error
+        // 8-bit weights and 8-bit activations: over 300 seeds the largest logit difference relative to
+        // the largest logit was 1.9% at the median, 4.3% at the 99th percentile and 5.5% at most (0.05
+        // failed ~1 seed in 150); a wrong block layout or scale is off by tens of percent.
+        CHECK(max_rel_diff(s.prefill(tokens), expect.back()) < 0.08);
     }
     out = convert(dir, DType::Q4_K);  // n_embd 64 < 256: every matrix falls back to f16
     {
