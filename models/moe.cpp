@@ -21,8 +21,8 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
     // slot's weight from the logits itself (no SOFT_MAX, GET_ROWS or SCALE launched).
     const bool gate_in_down = hp.expert_gating == HParams::ExpertGating::SOFTMAX && !l.ffn_exp_probs_b &&
                               !hp.expert_weights_norm;
-    Tensor* ids;              // I32 [n_used, T]
-    Tensor* weights = nullptr;  // [n_used, T]
+    Tensor* ids;                // I32 [n_used, T]
+    Tensor* weights = nullptr;  // f32 [n_used, T], unless the down projection gates
     if (gate_in_down) {
         ids = top_k(ctx, logits, int(n_used));
     } else {
