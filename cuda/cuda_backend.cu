@@ -157,6 +157,7 @@ public:
         reuse_act_ = switched_on("MINFER_CUDA_ACT_REUSE");
         fuse_swiglu_ = switched_on("MINFER_CUDA_FUSE_SWIGLU");
         fuse_norm_ = switched_on("MINFER_CUDA_FUSE_NORM");
+        fuse_add_ = switched_on("MINFER_CUDA_FUSE_ADD");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -276,6 +277,14 @@ private:
     bool fuse_norm_ = true;
     const Tensor* fused_norm_ = nullptr;  // the MUL node the next run_node quantizes from
     NormFusion norm_fusion(const Graph& g, size_t i) const;
+    // A MUL_MAT and the ADD that reads it (a residual): a MUL_MAT of block weights on the matvec path
+    // whose only reader is the next node, an ADD of it and an f32 tensor r of its shape (contiguous,
+    // apart from the ADD's result or exactly on it), stores dot + r straight into the ADD's result,
+    // the same bits; the ADD is not launched. MINFER_CUDA_FUSE_ADD=0 turns it off.
+    bool fuse_add_ = true;
+    const float* fused_add_ = nullptr;  // what the next run_node's MUL_MAT adds as it stores ...
+    float* fused_out_ = nullptr;        // ... into this, the ADD's result, instead of its own
+    const Tensor* add_fusable(const Graph& g, size_t i) const;  // r, or null
     // Whether the result scratch_ is taken to hold survives node n's write.
     void note_written(const Tensor* n);
     // Quantizes the MUL_MAT's x (b, of activation kind) into the scratch unless it is there already;
@@ -666,11 +675,34 @@ void CudaBackend::run_nodes(const Graph& g) {
             }
             case NormFusion::NONE: break;
         }
+        const Tensor* written = n;
+        if (const Tensor* r = add_fusable(g, i)) {
+            written = g.nodes[++i];  // the ADD: written by the MUL_MAT, not launched
+            fused_add_ = static_cast<const float*>(r->data);
+            fused_out_ = static_cast<float*>(written->data);
+        }
         run_node(n);
         fused_swiglu_ = nullptr;
         fused_norm_ = nullptr;
-        note_written(n);
+        fused_add_ = nullptr;
+        fused_out_ = nullptr;
+        note_written(written);
     }
+}
+
+const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
+    const Tensor* n = g.nodes[i];
+    if (!fuse_add_ || n->op != Op::MUL_MAT || !is_quant_weight(n->src[0]->type) || i + 1 >= g.nodes.size() ||
+        (n->flags & TENSOR_OUTPUT) || n->src[1]->ne[1] >= MATMUL_Q_MIN_COLS)  // the matvec kernels only
+        return nullptr;
+    const Tensor* m = g.nodes[i + 1];
+    if (m->op != Op::ADD || (m->src[0] == n) == (m->src[1] == n)) return nullptr;
+    const Tensor* r = m->src[0] == n ? m->src[1] : m->src[0];
+    if (!is_f32(r) || !r->is_contiguous() || !same_shape(r, n) || !same_shape(m, n) || read_from(g, i + 2, n))
+        return nullptr;
+    // The matvec reads r[i] and writes the sum at the same index, lane by lane.
+    const bool apart = data_end(m) <= static_cast<const char*>(r->data) || data_end(r) <= static_cast<const char*>(m->data);
+    return apart || r->data == m->data ? r : nullptr;
 }
 
 void CudaBackend::note_written(const Tensor* n) {
@@ -708,17 +740,18 @@ void cpy_float(DType dst_type, const void* src, const Shape4& ss, void* dst, con
 // both leave the same quantized x in scratch.
 template <typename Block>
 void mul_mat_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
-               cudaStream_t s) {
+               const float* add, cudaStream_t s) {
     const float* xd = static_cast<const float*>(x->data);
     const Shape4 sw = shape_of(w), sx = shape_of(x);
     if constexpr (matmul_q_supported<Block>()) {
         const bool two_d = sw.ne[2] == 1 && sw.ne[3] == 1 && sx.ne[2] == 1 && sx.ne[3] == 1;
         if (two_d && sx.ne[1] >= MATMUL_Q_MIN_COLS && matmul_q_fits<Block>(w->data, sw)) {
+            MF_ASSERT(!add);  // CudaBackend::add_fusable keeps to the matvec path
             launch_matmul_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
             return;
         }
     }
-    launch_matvec_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+    launch_matvec_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s, add);
 }
 
 // MUL_MAT of F16 / BF16 weights by f32 x; true when the tensor-core kernel ran and overwrote the
@@ -736,16 +769,16 @@ bool mul_mat_float(const Tensor* w, const Tensor* x, void* scratch, size_t scrat
 
 // MUL_MAT of quantized weights w by f32 x, by weight type.
 void matvec_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
-              cudaStream_t s) {
+              const float* add, cudaStream_t s) {
     switch (w->type) {
-        case DType::Q8_0: mul_mat_q<BlockQ8_0>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q4_0: mul_mat_q<BlockQ4_0>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q4_1: mul_mat_q<BlockQ4_1>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q5_0: mul_mat_q<BlockQ5_0>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q5_1: mul_mat_q<BlockQ5_1>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q4_K: mul_mat_q<BlockQ4_K>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q5_K: mul_mat_q<BlockQ5_K>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q6_K: mul_mat_q<BlockQ6_K>(w, x, scratch, scratch_size, x_quantized, out, s); return;
+        case DType::Q8_0: mul_mat_q<BlockQ8_0>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q4_0: mul_mat_q<BlockQ4_0>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q4_1: mul_mat_q<BlockQ4_1>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q5_0: mul_mat_q<BlockQ5_0>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q5_1: mul_mat_q<BlockQ5_1>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q4_K: mul_mat_q<BlockQ4_K>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q5_K: mul_mat_q<BlockQ5_K>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q6_K: mul_mat_q<BlockQ6_K>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
         default: MF_ASSERT_MSG(false, "matvec_q: not a quantized weight type");
     }
 }
@@ -784,7 +817,7 @@ void CudaBackend::run_node(const Tensor* node) {
             const float* x = static_cast<const float*>(b->data);
             if (is_quant_weight(a->type)) {
                 const bool reuse = prepare_act(b, act_quant_of(a->type), s);
-                matvec_q(a, b, scratch_, scratch_size_, reuse, out, s);
+                matvec_q(a, b, scratch_, scratch_size_, reuse, fused_out_ ? fused_out_ : out, fused_add_, s);
                 return;
             }
             switch (a->type) {

@@ -762,15 +762,18 @@ TEST_CASE("an rms_norm times its weight is one launch, fused into a quantized mu
 }
 
 // The fusions (RMS_NORM times its weight, that product and a SWIGLU quantized by the matmul that reads
-// them) round as the kernels they replace: a llama-shaped block gives the same bits on a backend made
-// with both switched off (MINFER_CUDA_FUSE_NORM=0, MINFER_CUDA_FUSE_SWIGLU=0), three times over (a
-// repeated graph signature is replayed from its captured CUDA graph).
-TEST_CASE("the norm and swiglu fusions give the unfused kernels' bits") {
+// them, a residual ADD stored by the matvec) round as the kernels they replace: a llama-shaped block
+// gives the same bits on a backend made with all three switched off (MINFER_CUDA_FUSE_NORM=0,
+// MINFER_CUDA_FUSE_SWIGLU=0, MINFER_CUDA_FUSE_ADD=0), three times over (a repeated graph signature is
+// replayed from its captured CUDA graph).
+TEST_CASE("the norm, swiglu and residual fusions give the unfused kernels' bits") {
     setenv("MINFER_CUDA_FUSE_NORM", "0", 1);
     setenv("MINFER_CUDA_FUSE_SWIGLU", "0", 1);
+    setenv("MINFER_CUDA_FUSE_ADD", "0", 1);
     std::unique_ptr<Backend> unfused = make_cuda_backend();
     unsetenv("MINFER_CUDA_FUSE_NORM");
     unsetenv("MINFER_CUDA_FUSE_SWIGLU");
+    unsetenv("MINFER_CUDA_FUSE_ADD");
     const int64_t n_embd = 256, n_ff = 512;
     for (int64_t n_tokens : {int64_t(1), int64_t(40)}) {
         for (DType type : {DType::Q4_0, DType::Q4_1}) {
@@ -794,6 +797,45 @@ TEST_CASE("the norm and swiglu fusions give the unfused kernels' bits") {
                 CAPTURE(rep);
                 CHECK(run(gpu(), inputs, block) == want);
             }
+        }
+    }
+}
+
+// A MUL_MAT of block weights on the matvec path (N < 16) read only by an ADD stores dot + r itself
+// (CudaBackend::add_fusable), the product on either side of the ADD, for the legacy and the K-quant
+// kernels; N = 40 (the tensor-core kernel), a product read twice and a broadcast addend are launched
+// as before.
+TEST_CASE("a residual add of a quantized matvec's product is stored by the matvec") {
+    const int64_t K = 256, M = 96;
+    for (DType type : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
+        for (int64_t n_tokens : {int64_t(1), int64_t(3), int64_t(40)}) {
+            const std::string type_name = dtype_name(type);
+            CAPTURE(type_name);
+            CAPTURE(n_tokens);
+            const std::vector<Input> inputs = {random(type, {K, M}), random(DType::F32, {K, n_tokens}),
+                                               random(DType::F32, {M, n_tokens})};
+            check_vs_cpu(inputs,
+                         [](Context& ctx, const std::vector<Tensor*>& in) {
+                             return add(ctx, in[2], mul_mat(ctx, in[0], in[1]));
+                         },
+                         1e-4);
+            check_vs_cpu(inputs,
+                         [](Context& ctx, const std::vector<Tensor*>& in) {
+                             Tensor* r = scale(ctx, in[2], 2.0f);  // computed: its memory may be reused
+                             return add(ctx, mul_mat(ctx, in[0], in[1]), r);
+                         },
+                         1e-4);
+            check_vs_cpu(inputs,
+                         [](Context& ctx, const std::vector<Tensor*>& in) {
+                             Tensor* y = mul_mat(ctx, in[0], in[1]);  // read twice: launched
+                             return mul(ctx, add(ctx, in[2], y), y);
+                         },
+                         1e-4);
+            check_vs_cpu({inputs[0], inputs[1], random(DType::F32, {M})},
+                         [](Context& ctx, const std::vector<Tensor*>& in) {
+                             return add(ctx, mul_mat(ctx, in[0], in[1]), in[2]);  // broadcast: launched
+                         },
+                         1e-4);
         }
     }
 }
