@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <cuda_bf16.h>
@@ -287,6 +288,13 @@ private:
     const Tensor* add_fusable(const Graph& g, size_t i) const;  // r, or null
     // Whether the result scratch_ is taken to hold survives node n's write.
     void note_written(const Tensor* n);
+    // The fusions skip a node only when its one reader is the node that takes it over: the graph's
+    // source slots that read each tensor, counted once a run (readers through views count).
+    std::unordered_map<const Tensor*, int> reads_;
+    int reads_of(const Tensor* t) const {
+        const auto it = reads_.find(t);
+        return it == reads_.end() ? 0 : it->second;
+    }
     // Quantizes the MUL_MAT's x (b, of activation kind) into the scratch unless it is there already;
     // returns whether the launcher may take the scratch as holding b.
     bool prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s);
@@ -578,14 +586,6 @@ void CudaBackend::compute(const Graph& g) {
 
 namespace {
 
-// Whether a node from index `from` on reads t (readers come after their sources in the order).
-bool read_from(const Graph& g, size_t from, const Tensor* t) {
-    for (size_t j = from; j < g.nodes.size(); ++j)
-        for (const Tensor* src : g.nodes[j]->src)
-            if (src == t) return true;
-    return false;
-}
-
 // Node m is a MUL_MAT / MUL_MAT_ID of block weights whose activations are x.
 bool quantizes(const Tensor* m, const Tensor* x) {
     return (m->op == Op::MUL_MAT || m->op == Op::MUL_MAT_ID) && m->src[1] == x && m->src[0] != x &&
@@ -600,7 +600,7 @@ bool CudaBackend::swiglu_fusable(const Graph& g, size_t i) const {
     const Tensor* m = g.nodes[i + 1];
     return quantizes(m, n) &&
            quantize_swiglu_fits(act_quant_of(m->src[0]->type), shape_of(n->src[0]), shape_of(n->src[1])) &&
-           !read_from(g, i + 2, n);
+           reads_of(n) == 1;
 }
 
 CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i) const {
@@ -610,13 +610,13 @@ CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i) const
     const Tensor* m = g.nodes[i + 1];
     const Tensor* w = m->src[1];
     if (m->op != Op::MUL || m->src[0] != n || w == n || !is_f32(w) || !w->is_contiguous() ||
-        w->ne[0] != n->ne[0] || w->nelements() != n->ne[0] || read_from(g, i + 2, n))
+        w->ne[0] != n->ne[0] || w->nelements() != n->ne[0] || reads_of(n) != 1)
         return NormFusion::NONE;
     const Tensor* x = n->src[0];
     if (i + 2 < g.nodes.size() && !(m->flags & TENSOR_OUTPUT)) {
         const Tensor* mm = g.nodes[i + 2];
         if (quantizes(mm, m) && quantize_rms_norm_fits(act_quant_of(mm->src[0]->type), shape_of(x)) &&
-            !read_from(g, i + 3, m))
+            reads_of(m) == 1)
             return NormFusion::QUANTIZE;  // writes only the scratch
     }
     // One kernel reads x and writes the product: the planner may have put the product over x (x's
@@ -655,6 +655,10 @@ bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {
 void CudaBackend::run_nodes(const Graph& g) {
     // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
     scratch_act_valid_ = false;
+    reads_.clear();
+    for (const Tensor* n : g.nodes)
+        for (const Tensor* src : n->src)
+            if (src) ++reads_[src];
     for (size_t i = 0; i < g.nodes.size(); ++i) {
         const Tensor* n = g.nodes[i];
         if (swiglu_fusable(g, i)) {
@@ -698,7 +702,7 @@ const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
     const Tensor* m = g.nodes[i + 1];
     if (m->op != Op::ADD || (m->src[0] == n) == (m->src[1] == n)) return nullptr;
     const Tensor* r = m->src[0] == n ? m->src[1] : m->src[0];
-    if (!is_f32(r) || !r->is_contiguous() || !same_shape(r, n) || !same_shape(m, n) || read_from(g, i + 2, n))
+    if (!is_f32(r) || !r->is_contiguous() || !same_shape(r, n) || !same_shape(m, n) || reads_of(n) != 1)
         return nullptr;
     // The matvec reads r[i] and writes the sum at the same index, lane by lane.
     const bool apart = data_end(m) <= static_cast<const char*>(r->data) || data_end(r) <= static_cast<const char*>(m->data);
