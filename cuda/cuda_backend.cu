@@ -704,9 +704,10 @@ const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
     const Tensor* r = m->src[0] == n ? m->src[1] : m->src[0];
     if (!is_f32(r) || !r->is_contiguous() || !same_shape(r, n) || !same_shape(m, n) || reads_of(n) != 1)
         return nullptr;
-    // The matvec reads r[i] and writes the sum at the same index, lane by lane.
+    // r is a source of the ADD, so the planner keeps the ADD's result off it; checked all the same,
+    // as the matvec reads r while other blocks write the result.
     const bool apart = data_end(m) <= static_cast<const char*>(r->data) || data_end(r) <= static_cast<const char*>(m->data);
-    return apart || r->data == m->data ? r : nullptr;
+    return apart ? r : nullptr;
 }
 
 void CudaBackend::note_written(const Tensor* n) {
