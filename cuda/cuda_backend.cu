@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <cuda_bf16.h>
@@ -157,6 +158,7 @@ public:
         reuse_act_ = switched_on("MINFER_CUDA_ACT_REUSE");
         fuse_swiglu_ = switched_on("MINFER_CUDA_FUSE_SWIGLU");
         fuse_norm_ = switched_on("MINFER_CUDA_FUSE_NORM");
+        fuse_add_ = switched_on("MINFER_CUDA_FUSE_ADD");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -276,8 +278,23 @@ private:
     bool fuse_norm_ = true;
     const Tensor* fused_norm_ = nullptr;  // the MUL node the next run_node quantizes from
     NormFusion norm_fusion(const Graph& g, size_t i) const;
+    // A MUL_MAT and the ADD that reads it (a residual): a MUL_MAT of block weights on the matvec path
+    // whose only reader is the next node, an ADD of it and an f32 tensor r of its shape (contiguous,
+    // apart from the ADD's result or exactly on it), stores dot + r straight into the ADD's result,
+    // the same bits; the ADD is not launched. MINFER_CUDA_FUSE_ADD=0 turns it off.
+    bool fuse_add_ = true;
+    const float* fused_add_ = nullptr;  // what the next run_node's MUL_MAT adds as it stores ...
+    float* fused_out_ = nullptr;        // ... into this, the ADD's result, instead of its own
+    const Tensor* add_fusable(const Graph& g, size_t i) const;  // r, or null
     // Whether the result scratch_ is taken to hold survives node n's write.
     void note_written(const Tensor* n);
+    // The fusions skip a node only when its one reader is the node that takes it over: the graph's
+    // source slots that read each tensor, counted once a run (readers through views count).
+    std::unordered_map<const Tensor*, int> reads_;
+    int reads_of(const Tensor* t) const {
+        const auto it = reads_.find(t);
+        return it == reads_.end() ? 0 : it->second;
+    }
     // Quantizes the MUL_MAT's x (b, of activation kind) into the scratch unless it is there already;
     // returns whether the launcher may take the scratch as holding b.
     bool prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s);
@@ -569,14 +586,6 @@ void CudaBackend::compute(const Graph& g) {
 
 namespace {
 
-// Whether a node from index `from` on reads t (readers come after their sources in the order).
-bool read_from(const Graph& g, size_t from, const Tensor* t) {
-    for (size_t j = from; j < g.nodes.size(); ++j)
-        for (const Tensor* src : g.nodes[j]->src)
-            if (src == t) return true;
-    return false;
-}
-
 // Node m is a MUL_MAT / MUL_MAT_ID of block weights whose activations are x.
 bool quantizes(const Tensor* m, const Tensor* x) {
     return (m->op == Op::MUL_MAT || m->op == Op::MUL_MAT_ID) && m->src[1] == x && m->src[0] != x &&
@@ -591,7 +600,7 @@ bool CudaBackend::swiglu_fusable(const Graph& g, size_t i) const {
     const Tensor* m = g.nodes[i + 1];
     return quantizes(m, n) &&
            quantize_swiglu_fits(act_quant_of(m->src[0]->type), shape_of(n->src[0]), shape_of(n->src[1])) &&
-           !read_from(g, i + 2, n);
+           reads_of(n) == 1;
 }
 
 CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i) const {
@@ -601,13 +610,13 @@ CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i) const
     const Tensor* m = g.nodes[i + 1];
     const Tensor* w = m->src[1];
     if (m->op != Op::MUL || m->src[0] != n || w == n || !is_f32(w) || !w->is_contiguous() ||
-        w->ne[0] != n->ne[0] || w->nelements() != n->ne[0] || read_from(g, i + 2, n))
+        w->ne[0] != n->ne[0] || w->nelements() != n->ne[0] || reads_of(n) != 1)
         return NormFusion::NONE;
     const Tensor* x = n->src[0];
     if (i + 2 < g.nodes.size() && !(m->flags & TENSOR_OUTPUT)) {
         const Tensor* mm = g.nodes[i + 2];
         if (quantizes(mm, m) && quantize_rms_norm_fits(act_quant_of(mm->src[0]->type), shape_of(x)) &&
-            !read_from(g, i + 3, m))
+            reads_of(m) == 1)
             return NormFusion::QUANTIZE;  // writes only the scratch
     }
     // One kernel reads x and writes the product: the planner may have put the product over x (x's
@@ -646,6 +655,10 @@ bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {
 void CudaBackend::run_nodes(const Graph& g) {
     // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
     scratch_act_valid_ = false;
+    reads_.clear();
+    for (const Tensor* n : g.nodes)
+        for (const Tensor* src : n->src)
+            if (src) ++reads_[src];
     for (size_t i = 0; i < g.nodes.size(); ++i) {
         const Tensor* n = g.nodes[i];
         if (swiglu_fusable(g, i)) {
@@ -666,11 +679,35 @@ void CudaBackend::run_nodes(const Graph& g) {
             }
             case NormFusion::NONE: break;
         }
+        const Tensor* written = n;
+        if (const Tensor* r = add_fusable(g, i)) {
+            written = g.nodes[++i];  // the ADD: written by the MUL_MAT, not launched
+            fused_add_ = static_cast<const float*>(r->data);
+            fused_out_ = static_cast<float*>(written->data);
+        }
         run_node(n);
         fused_swiglu_ = nullptr;
         fused_norm_ = nullptr;
-        note_written(n);
+        fused_add_ = nullptr;
+        fused_out_ = nullptr;
+        note_written(written);
     }
+}
+
+const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
+    const Tensor* n = g.nodes[i];
+    if (!fuse_add_ || n->op != Op::MUL_MAT || !is_quant_weight(n->src[0]->type) || i + 1 >= g.nodes.size() ||
+        (n->flags & TENSOR_OUTPUT) || n->src[1]->ne[1] >= MATMUL_Q_MIN_COLS)  // the matvec kernels only
+        return nullptr;
+    const Tensor* m = g.nodes[i + 1];
+    if (m->op != Op::ADD || (m->src[0] == n) == (m->src[1] == n)) return nullptr;
+    const Tensor* r = m->src[0] == n ? m->src[1] : m->src[0];
+    if (!is_f32(r) || !r->is_contiguous() || !same_shape(r, n) || !same_shape(m, n) || reads_of(n) != 1)
+        return nullptr;
+    // r is a source of the ADD, so the planner keeps the ADD's result off it; checked all the same,
+    // as the matvec reads r while other blocks write the result.
+    const bool apart = data_end(m) <= static_cast<const char*>(r->data) || data_end(r) <= static_cast<const char*>(m->data);
+    return apart ? r : nullptr;
 }
 
 void CudaBackend::note_written(const Tensor* n) {
@@ -708,17 +745,18 @@ void cpy_float(DType dst_type, const void* src, const Shape4& ss, void* dst, con
 // both leave the same quantized x in scratch.
 template <typename Block>
 void mul_mat_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
-               cudaStream_t s) {
+               const float* add, cudaStream_t s) {
     const float* xd = static_cast<const float*>(x->data);
     const Shape4 sw = shape_of(w), sx = shape_of(x);
     if constexpr (matmul_q_supported<Block>()) {
         const bool two_d = sw.ne[2] == 1 && sw.ne[3] == 1 && sx.ne[2] == 1 && sx.ne[3] == 1;
         if (two_d && sx.ne[1] >= MATMUL_Q_MIN_COLS && matmul_q_fits<Block>(w->data, sw)) {
+            MF_ASSERT(!add);  // CudaBackend::add_fusable keeps to the matvec path
             launch_matmul_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
             return;
         }
     }
-    launch_matvec_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
+    launch_matvec_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s, add);
 }
 
 // MUL_MAT of F16 / BF16 weights by f32 x; true when the tensor-core kernel ran and overwrote the
@@ -736,16 +774,16 @@ bool mul_mat_float(const Tensor* w, const Tensor* x, void* scratch, size_t scrat
 
 // MUL_MAT of quantized weights w by f32 x, by weight type.
 void matvec_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
-              cudaStream_t s) {
+              const float* add, cudaStream_t s) {
     switch (w->type) {
-        case DType::Q8_0: mul_mat_q<BlockQ8_0>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q4_0: mul_mat_q<BlockQ4_0>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q4_1: mul_mat_q<BlockQ4_1>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q5_0: mul_mat_q<BlockQ5_0>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q5_1: mul_mat_q<BlockQ5_1>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q4_K: mul_mat_q<BlockQ4_K>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q5_K: mul_mat_q<BlockQ5_K>(w, x, scratch, scratch_size, x_quantized, out, s); return;
-        case DType::Q6_K: mul_mat_q<BlockQ6_K>(w, x, scratch, scratch_size, x_quantized, out, s); return;
+        case DType::Q8_0: mul_mat_q<BlockQ8_0>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q4_0: mul_mat_q<BlockQ4_0>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q4_1: mul_mat_q<BlockQ4_1>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q5_0: mul_mat_q<BlockQ5_0>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q5_1: mul_mat_q<BlockQ5_1>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q4_K: mul_mat_q<BlockQ4_K>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q5_K: mul_mat_q<BlockQ5_K>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q6_K: mul_mat_q<BlockQ6_K>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
         default: MF_ASSERT_MSG(false, "matvec_q: not a quantized weight type");
     }
 }
@@ -784,7 +822,7 @@ void CudaBackend::run_node(const Tensor* node) {
             const float* x = static_cast<const float*>(b->data);
             if (is_quant_weight(a->type)) {
                 const bool reuse = prepare_act(b, act_quant_of(a->type), s);
-                matvec_q(a, b, scratch_, scratch_size_, reuse, out, s);
+                matvec_q(a, b, scratch_, scratch_size_, reuse, fused_out_ ? fused_out_ : out, fused_add_, s);
                 return;
             }
             switch (a->type) {

@@ -387,7 +387,7 @@ constexpr int matvec_q_min_blocks() {
 // Launched overlapped: the first chunk's weights are requested before it waits for the activations.
 template <typename Block, int R, bool STAGED, int NC>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<Block, R, STAGED, NC>()))
-    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, int64_t m_groups) {
+    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, const float* add, int64_t m_groups) {
     constexpr int BYTES = BlockTraits<Block>::bytes;
     constexpr int PAIR_WORDS = BYTES / 2;
     constexpr int CHUNK_VECS = PAIR_CHUNK * BYTES / 16;
@@ -408,6 +408,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<
         rows[r] = reinterpret_cast<const uint8_t*>(weight_row(w, sw, sx, m, c2, c3));
     }
     float* dst_batch = dst + batch * N * M;
+    const float* add_batch = add ? add + batch * N * M : nullptr;
     const int64_t n_chunks = STAGED ? n_blk / PAIR_CHUNK : 0;
 
     for (int64_t n0 = 0; n0 < N; n0 += NC) {
@@ -475,7 +476,8 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<
             for (int col = 0; col < NC; ++col) {
                 if (col >= ncols) break;
                 const float v = warp_sum(acc[r][col]);
-                if (lane == 0 && m0 + r < M) dst_batch[(n0 + col) * M + m0 + r] = v;
+                const int64_t i = (n0 + col) * M + m0 + r;
+                if (lane == 0 && m0 + r < M) dst_batch[i] = add_batch ? v + add_batch[i] : v;
             }
         }
     }
@@ -503,7 +505,7 @@ constexpr int max_rows_per_warp() {
 
 template <typename Block, int R>
 void launch_matvec_q_rows(const char* w, const Shape4& sw, const Shape4& sx, const ActQ& act, float* dst,
-                          bool aligned, cudaStream_t stream) {
+                          const float* add, bool aligned, cudaStream_t stream) {
     const int64_t m_groups = ceil_div(sw.ne[1], MATVEC_WARPS * R);
     const unsigned grid = grid_x(m_groups * sx.ne[2] * sx.ne[3]);
     const dim3 block(MATVEC_WARPS * WARP_SIZE);
@@ -520,20 +522,20 @@ void launch_matvec_q_rows(const char* w, const Shape4& sw, const Shape4& sx, con
         sx.ne[1] == 1
             ? (aligned ? matvec_q_kernel<Block, R, true, 1> : matvec_q_kernel<Block, R, false, 1>)
             : (aligned ? matvec_q_kernel<Block, R, true, MATVEC_COLS> : matvec_q_kernel<Block, R, false, MATVEC_COLS>);
-    launch_overlapped(kernel, grid, block, 0, stream, w, sw, sx, act, dst, m_groups);
+    launch_overlapped(kernel, grid, block, 0, stream, w, sw, sx, act, dst, add, m_groups);
 }
 
 template <typename Block>
 void launch_matvec_q_legacy(const char* w, const Shape4& sw, const Shape4& sx, const ActQ& act, float* dst,
-                            bool aligned, cudaStream_t stream) {
+                            const float* add, bool aligned, cudaStream_t stream) {
     const int64_t warps_wanted = int64_t(MIN_WARPS_PER_SM) * sm_count();
     const int64_t rows = sw.ne[1] * sx.ne[2] * sx.ne[3];
     if (max_rows_per_warp<Block>() >= 4 && rows / 4 >= warps_wanted) {
-        launch_matvec_q_rows<Block, max_rows_per_warp<Block>()>(w, sw, sx, act, dst, aligned, stream);
+        launch_matvec_q_rows<Block, max_rows_per_warp<Block>()>(w, sw, sx, act, dst, add, aligned, stream);
     } else if (rows / 2 >= warps_wanted) {
-        launch_matvec_q_rows<Block, 2>(w, sw, sx, act, dst, aligned, stream);
+        launch_matvec_q_rows<Block, 2>(w, sw, sx, act, dst, add, aligned, stream);
     } else {
-        launch_matvec_q_rows<Block, 1>(w, sw, sx, act, dst, aligned, stream);
+        launch_matvec_q_rows<Block, 1>(w, sw, sx, act, dst, add, aligned, stream);
     }
 }
 
@@ -677,7 +679,7 @@ __device__ __forceinline__ float dot_k_part(BlockQ6_K, const KPart& kp, const Ac
 // bytes) are, so the warp first copies a full step into shared memory with 16-byte loads.
 template <typename Block, bool ALIGNED>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
-    matvec_k_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, int64_t m_blocks) {
+    matvec_k_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, const float* add, int64_t m_blocks) {
     begin_overlapped_kernel();
     constexpr int BYTES = BlockTraits<Block>::bytes;
     constexpr bool STAGE = ALIGNED && BYTES % 16 != 0;
@@ -696,6 +698,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     const int64_t c2 = batch % sx.ne[2], c3 = batch / sx.ne[2];
     const uint8_t* w_row = reinterpret_cast<const uint8_t*>(weight_row(w, sw, sx, m, c2, c3));
     float* dst_batch = dst + batch * N * M;
+    const float* add_batch = add ? add + batch * N * M : nullptr;
 
     for (int64_t n0 = 0; n0 < N; n0 += MATVEC_COLS) {
         const int ncols = int(N - n0 < MATVEC_COLS ? N - n0 : MATVEC_COLS);
@@ -720,7 +723,8 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
         for (int c = 0; c < MATVEC_COLS; ++c) {
             if (c >= ncols) break;
             const float v = warp_sum(acc[c]);
-            if (lane == 0) dst_batch[(n0 + c) * M + m] = v;
+            const int64_t i = (n0 + c) * M + m;
+            if (lane == 0) dst_batch[i] = add_batch ? v + add_batch[i] : v;
         }
     }
 }
@@ -864,7 +868,7 @@ size_t matvec_q_scratch_bytes(const Shape4& sx) {
 
 template <typename Block>
 void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
-                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream) {
+                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream, const float* add) {
     using Traits = BlockTraits<Block>;
     check_shapes(sw, sx);
     MF_ASSERT(sw.ne[0] % Traits::elems == 0 && sw.nb[0] == Traits::bytes);
@@ -883,13 +887,13 @@ void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shap
         const unsigned grid = grid_x(m_blocks * sx.ne[2] * sx.ne[3]);
         if (aligned) {
             launch_overlapped(matvec_k_kernel<Block, true>, grid, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, sx, act,
-                              dst, m_blocks);
+                              dst, add, m_blocks);
         } else {
             launch_overlapped(matvec_k_kernel<Block, false>, grid, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, sx, act,
-                              dst, m_blocks);
+                              dst, add, m_blocks);
         }
     } else {
-        launch_matvec_q_legacy<Block>(wc, sw, sx, act, dst, aligned, stream);
+        launch_matvec_q_legacy<Block>(wc, sw, sx, act, dst, add, aligned, stream);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -900,21 +904,21 @@ template void launch_matvec_float<__half>(const void*, const Shape4&, const floa
 template void launch_matvec_float<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&, float*,
                                                  cudaStream_t);
 template void launch_matvec_q<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t);
+                                         bool, float*, cudaStream_t, const float*);
 template void launch_matvec_q<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t);
+                                         bool, float*, cudaStream_t, const float*);
 template void launch_matvec_q<BlockQ4_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t);
+                                         bool, float*, cudaStream_t, const float*);
 template void launch_matvec_q<BlockQ5_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t);
+                                         bool, float*, cudaStream_t, const float*);
 template void launch_matvec_q<BlockQ5_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t);
+                                         bool, float*, cudaStream_t, const float*);
 template void launch_matvec_q<BlockQ4_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t);
+                                         bool, float*, cudaStream_t, const float*);
 template void launch_matvec_q<BlockQ5_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t);
+                                         bool, float*, cudaStream_t, const float*);
 template void launch_matvec_q<BlockQ6_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t);
+                                         bool, float*, cudaStream_t, const float*);
 
 }  // namespace mf
 

@@ -28,8 +28,11 @@ size_t matvec_q_scratch_bytes(const Shape4& sx);
 // x_quantized: scratch already holds x quantized to this Block's activation type (BlockTraits::act),
 // left there by an earlier launch on this stream with the same x, sx and unchanged x data; then the
 // quantization is skipped (q, k, v and gate, up read one activation: quantize it once).
+// add: null, or f32 contiguous of dst's shape, added to each result as it is stored (dst[i] = dot + add[i],
+// rounded as an ADD node after the product; add may be dst itself, element for element).
 template <typename Block>
 void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
-                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream);
+                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream,
+                     const float* add = nullptr);
 
 }  // namespace mf

@@ -762,15 +762,18 @@ TEST_CASE("an rms_norm times its weight is one launch, fused into a quantized mu
 }
 
 // The fusions (RMS_NORM times its weight, that product and a SWIGLU quantized by the matmul that reads
-// them) round as the kernels they replace: a llama-shaped block gives the same bits on a backend made
-// with both switched off (MINFER_CUDA_FUSE_NORM=0, MINFER_CUDA_FUSE_SWIGLU=0), three times over (a
-// repeated graph signature is replayed from its captured CUDA graph).
-TEST_CASE("the norm and swiglu fusions give the unfused kernels' bits") {
+// them, a residual ADD stored by the matvec) round as the kernels they replace: a llama-shaped block
+// gives the same bits on a backend made with all three switched off (MINFER_CUDA_FUSE_NORM=0,
+// MINFER_CUDA_FUSE_SWIGLU=0, MINFER_CUDA_FUSE_ADD=0), three times over (a repeated graph signature is
+// replayed from its captured CUDA graph).
+TEST_CASE("the norm, swiglu and residual fusions give the unfused kernels' bits") {
     setenv("MINFER_CUDA_FUSE_NORM", "0", 1);
     setenv("MINFER_CUDA_FUSE_SWIGLU", "0", 1);
+    setenv("MINFER_CUDA_FUSE_ADD", "0", 1);
     std::unique_ptr<Backend> unfused = make_cuda_backend();
     unsetenv("MINFER_CUDA_FUSE_NORM");
     unsetenv("MINFER_CUDA_FUSE_SWIGLU");
+    unsetenv("MINFER_CUDA_FUSE_ADD");
     const int64_t n_embd = 256, n_ff = 512;
     for (int64_t n_tokens : {int64_t(1), int64_t(40)}) {
         for (DType type : {DType::Q4_0, DType::Q4_1}) {
@@ -794,6 +797,58 @@ TEST_CASE("the norm and swiglu fusions give the unfused kernels' bits") {
                 CAPTURE(rep);
                 CHECK(run(gpu(), inputs, block) == want);
             }
+        }
+    }
+}
+
+// A MUL_MAT of block weights on the matvec path (N < 16) read only by an ADD stores dot + r itself
+// (CudaBackend::add_fusable), the product on either side of the ADD, for the legacy and the K-quant
+// kernels: 96 rows (a row a warp), 4301 (four rows a warp, the last group short) and activations with
+// a batch dimension; each against the CPU and bit for bit against a backend made with
+// MINFER_CUDA_FUSE_ADD=0. N = 40, a product read twice and a broadcast addend are launched as before.
+TEST_CASE("a residual add of a quantized matvec's product is stored by the matvec") {
+    setenv("MINFER_CUDA_FUSE_ADD", "0", 1);
+    std::unique_ptr<Backend> unfused = make_cuda_backend();
+    unsetenv("MINFER_CUDA_FUSE_ADD");
+    struct Case {
+        DType type;
+        int64_t M, n_tokens, batch;
+    };
+    const Case cases[] = {{DType::Q4_0, 96, 1, 1},   {DType::Q8_0, 96, 3, 1},   {DType::Q4_K, 96, 1, 1},
+                          {DType::Q6_K, 96, 3, 1},   {DType::Q4_0, 4301, 1, 1}, {DType::Q4_0, 4301, 3, 1},
+                          {DType::Q4_K, 4301, 3, 1}, {DType::Q4_0, 96, 2, 3},   {DType::Q6_K, 96, 1, 3},
+                          {DType::Q4_0, 96, 40, 1},  {DType::Q4_K, 96, 40, 1}};
+    const int64_t K = 256;
+    for (const Case& c : cases) {
+        const std::string type_name = dtype_name(c.type);
+        CAPTURE(type_name);
+        CAPTURE(c.M);
+        CAPTURE(c.n_tokens);
+        CAPTURE(c.batch);
+        const std::vector<Input> inputs = {random(c.type, {K, c.M}), random(DType::F32, {K, c.n_tokens, c.batch}),
+                                           random(DType::F32, {c.M, c.n_tokens, c.batch})};
+        const Build right = [](Context& ctx, const std::vector<Tensor*>& in) {
+            return add(ctx, in[2], mul_mat(ctx, in[0], in[1]));
+        };
+        const Build left = [](Context& ctx, const std::vector<Tensor*>& in) {
+            return add(ctx, mul_mat(ctx, in[0], in[1]), in[2]);
+        };
+        for (const Build& build : {right, left}) {
+            check_vs_cpu(inputs, build, 1e-4);
+            CHECK(run(gpu(), inputs, build) == run(*unfused, inputs, build));
+        }
+        check_vs_cpu(inputs,
+                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                         Tensor* y = mul_mat(ctx, in[0], in[1]);  // read twice: launched
+                         return mul(ctx, add(ctx, in[2], y), y);
+                     },
+                     1e-4);
+        if (c.n_tokens > 1) {  // with one token [M] is the product's shape, not a broadcast
+            check_vs_cpu({inputs[0], inputs[1], random(DType::F32, {c.M})},
+                         [](Context& ctx, const std::vector<Tensor*>& in) {
+                             return add(ctx, mul_mat(ctx, in[0], in[1]), in[2]);  // broadcast: launched
+                         },
+                         1e-4);
         }
     }
 }
