@@ -279,9 +279,10 @@ private:
     const Tensor* fused_norm_ = nullptr;  // the MUL node the next run_node quantizes from
     NormFusion norm_fusion(const Graph& g, size_t i) const;
     // A MUL_MAT and the ADD that reads it (a residual): a MUL_MAT of block weights on the matvec path
-    // whose only reader is the next node, an ADD of it and an f32 tensor r of its shape (contiguous,
-    // apart from the ADD's result or exactly on it), stores dot + r straight into the ADD's result,
-    // the same bits; the ADD is not launched. MINFER_CUDA_FUSE_ADD=0 turns it off.
+    // (or a weighted MUL_MAT_ID, whose slots' sum the ADD takes) whose only reader is the next node,
+    // an ADD of it and an f32 tensor r of its shape (contiguous, apart from the ADD's result), stores
+    // dot + r straight into the ADD's result, the same bits; the ADD is not launched.
+    // MINFER_CUDA_FUSE_ADD=0 turns it off.
     bool fuse_add_ = true;
     const float* fused_add_ = nullptr;  // what the next run_node's MUL_MAT adds as it stores ...
     float* fused_out_ = nullptr;        // ... into this, the ADD's result, instead of its own
@@ -696,8 +697,11 @@ void CudaBackend::run_nodes(const Graph& g) {
 
 const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
     const Tensor* n = g.nodes[i];
-    if (!fuse_add_ || n->op != Op::MUL_MAT || !is_quant_weight(n->src[0]->type) || i + 1 >= g.nodes.size() ||
-        (n->flags & TENSOR_OUTPUT) || n->src[1]->ne[1] >= MATMUL_Q_MIN_COLS)  // the matvec kernels only
+    // A quantized MUL_MAT on the matvec kernels, or a weighted MUL_MAT_ID (its [M, T] sums).
+    const bool matvec = n->op == Op::MUL_MAT && is_quant_weight(n->src[0]->type) &&
+                        n->src[1]->ne[1] < MATMUL_Q_MIN_COLS;
+    const bool weighted_id = n->op == Op::MUL_MAT_ID && n->src[3];
+    if (!fuse_add_ || !(matvec || weighted_id) || i + 1 >= g.nodes.size() || (n->flags & TENSOR_OUTPUT))
         return nullptr;
     const Tensor* m = g.nodes[i + 1];
     if (m->op != Op::ADD || (m->src[0] == n) == (m->src[1] == n)) return nullptr;
@@ -847,7 +851,7 @@ void CudaBackend::run_node(const Tensor* node) {
             const bool reuse = is_quant_weight(a->type) && prepare_act(b, act_quant_of(a->type), s);
             launch_mul_mat_id(a->type, a->data, shape_of(a), static_cast<const float*>(b->data), shape_of(b),
                               static_cast<const int32_t*>(ids->data), shape_of(ids), scratch_, scratch_size_, reuse,
-                              weights, out, s);
+                              weights, fused_out_ ? fused_out_ : out, fused_add_, s);
             return;
         }
         case Op::TOP_K:

@@ -1028,13 +1028,14 @@ struct QIdDot {
 // A weighted MUL_MAT_ID's CUDA block (blockDim.x = min(n_used, ID_MAX_WARPS) warps, grid.x =
 // ceil(M / ID_SUM_ROWS) * T): warp u takes slots u, u + warps, ... of token t for ID_SUM_ROWS rows, so
 // with up to ID_MAX_WARPS slots the grid keeps one warp a (row, pair) as the plain form has; the
-// slots' weighted dots meet in shared memory and are summed in slot order.
+// slots' weighted dots meet in shared memory and are summed in slot order; with add (f32 [M, T],
+// contiguous), dst = sum + add, what an ADD of the two would write.
 // lane_dot(m, p): the lane's share of row m's dot for pair p.
 constexpr int ID_SUM_ROWS = 2;
 constexpr int ID_MAX_WARPS = 16;
 template <typename LaneDot>
 __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const int32_t* ids, const Shape4& si,
-                                                 const Shape4& sw, float* dst, LaneDot lane_dot) {
+                                                 const Shape4& sw, float* dst, const float* add, LaneDot lane_dot) {
     const int64_t M = sw.ne[1];
     __shared__ float part[ID_SUM_ROWS][MUL_MAT_ID_MAX_SLOTS];
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, n_warps = blockDim.x / WARP_SIZE;
@@ -1055,7 +1056,8 @@ __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, cons
     if (threadIdx.x < ID_SUM_ROWS && m0 + threadIdx.x < M) {
         float sum = 0.0f;
         for (int v = 0; v < si.ne[0]; ++v) sum += part[threadIdx.x][v];
-        dst[t * M + m0 + threadIdx.x] = sum;
+        const int64_t i = t * M + m0 + threadIdx.x;
+        dst[i] = add ? sum + add[i] : sum;
     }
 }
 
@@ -1081,9 +1083,9 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_float_id_weighted_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
-                                    SlotWeights slot_w, float* dst) {
+                                    SlotWeights slot_w, float* dst, const float* add) {
     begin_overlapped_kernel();
-    weighted_id_rows(slot_w, ids, si, sw, dst, [&](int64_t m, int64_t p) {
+    weighted_id_rows(slot_w, ids, si, sw, dst, add, [&](int64_t m, int64_t p) {
         return float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, p);
     });
 }
@@ -1108,12 +1110,12 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 template <typename Block, bool STAGED>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
-                                SlotWeights slot_w, float* dst) {
+                                SlotWeights slot_w, float* dst, const float* add) {
     begin_overlapped_kernel();
     using Dot = QIdDot<Block, STAGED>;
     __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
-    weighted_id_rows(slot_w, ids, si, sw, dst, [&](int64_t m, int64_t p) {
+    weighted_id_rows(slot_w, ids, si, sw, dst, add, [&](int64_t m, int64_t p) {
         return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, p);
     });
 }
@@ -1127,8 +1129,9 @@ void check_id_shapes(const Shape4& sw, const Shape4& sx, const Shape4& si) {
 
 template <typename T>
 void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
-                            const Shape4& si, SlotWeights weights, float* dst, cudaStream_t stream) {
+                            const Shape4& si, SlotWeights weights, float* dst, const float* add, cudaStream_t stream) {
     check_id_shapes(sw, sx, si);
+    MF_ASSERT(!add || weights.data);
     MF_ASSERT(sw.nb[0] == sizeof(T));
     const int64_t M = sw.ne[1], n_pairs = si.ne[0] * si.ne[1];
     if (M == 0 || n_pairs == 0) return;
@@ -1139,7 +1142,7 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = vec ? matvec_float_id_weighted_kernel<T, true> : matvec_float_id_weighted_kernel<T, false>;
         launch_overlapped(kernel, grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream, wc,
-                          sw, xc, sx, ids, si, weights, dst);
+                          sw, xc, sx, ids, si, weights, dst, add);
     } else {
         const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
         auto kernel = vec ? matvec_float_id_kernel<T, true> : matvec_float_id_kernel<T, false>;
@@ -1152,9 +1155,10 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
 template <typename Block>
 void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
                         const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized, SlotWeights weights,
-                        float* dst, cudaStream_t stream) {
+                        float* dst, const float* add, cudaStream_t stream) {
     using Traits = BlockTraits<Block>;
     check_id_shapes(sw, sx, si);
+    MF_ASSERT(!add || weights.data);
     MF_ASSERT(sw.ne[0] % Traits::elems == 0 && sw.nb[0] == Traits::bytes);
     MF_ASSERT(scratch_bytes >= matvec_q_scratch_bytes(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
     const int64_t M = sw.ne[1], n_pairs = si.ne[0] * si.ne[1];
@@ -1168,7 +1172,7 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const S
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = staged ? matvec_q_id_weighted_kernel<Block, true> : matvec_q_id_weighted_kernel<Block, false>;
         launch_overlapped(kernel, grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream, wc,
-                          sw, sx, ids, si, act, weights, dst);
+                          sw, sx, ids, si, act, weights, dst, add);
     } else {
         const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
         auto kernel = staged ? matvec_q_id_kernel<Block, true> : matvec_q_id_kernel<Block, false>;
@@ -1179,26 +1183,24 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const S
 }
 
 template void launch_matvec_float_id<float>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, SlotWeights, float*, cudaStream_t);
+                                            const Shape4&, SlotWeights, float*, const float*, cudaStream_t);
 template void launch_matvec_float_id<__half>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                             const Shape4&, SlotWeights, float*, cudaStream_t);
+                                             const Shape4&, SlotWeights, float*, const float*, cudaStream_t);
 template void launch_matvec_float_id<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&,
-                                                    const int32_t*, const Shape4&, SlotWeights, float*, cudaStream_t);
-template void launch_matvec_q_id<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
-template void launch_matvec_q_id<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
-template void launch_matvec_q_id<BlockQ4_1>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
-template void launch_matvec_q_id<BlockQ5_0>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
-template void launch_matvec_q_id<BlockQ5_1>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
-template void launch_matvec_q_id<BlockQ4_K>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
-template void launch_matvec_q_id<BlockQ5_K>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
-template void launch_matvec_q_id<BlockQ6_K>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
-                                            const Shape4&, void*, size_t, bool, SlotWeights, float*, cudaStream_t);
+                                                    const int32_t*, const Shape4&, SlotWeights, float*, const float*,
+                                                    cudaStream_t);
+#define MF_INSTANTIATE_Q_ID(B)                                                                                  \
+    template void launch_matvec_q_id<B>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*, \
+                                        const Shape4&, void*, size_t, bool, SlotWeights, float*, const float*,   \
+                                        cudaStream_t);
+MF_INSTANTIATE_Q_ID(BlockQ8_0)
+MF_INSTANTIATE_Q_ID(BlockQ4_0)
+MF_INSTANTIATE_Q_ID(BlockQ4_1)
+MF_INSTANTIATE_Q_ID(BlockQ5_0)
+MF_INSTANTIATE_Q_ID(BlockQ5_1)
+MF_INSTANTIATE_Q_ID(BlockQ4_K)
+MF_INSTANTIATE_Q_ID(BlockQ5_K)
+MF_INSTANTIATE_Q_ID(BlockQ6_K)
+#undef MF_INSTANTIATE_Q_ID
 
 }  // namespace mf

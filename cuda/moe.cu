@@ -187,35 +187,23 @@ bool mul_mat_id_supported(DType type) {
 
 void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, const float* x, const Shape4& sx,
                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
-                       SlotWeights weights, float* dst, cudaStream_t s) {
+                       SlotWeights weights, float* dst, const float* add, cudaStream_t s) {
+    auto quantized = [&](auto block) {
+        launch_matvec_q_id<decltype(block)>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst,
+                                            add, s);
+    };
     switch (type) {
-        case DType::F32: launch_matvec_float_id<float>(w, sw, x, sx, ids, si, weights, dst, s); return;
-        case DType::F16: launch_matvec_float_id<__half>(w, sw, x, sx, ids, si, weights, dst, s); return;
-        case DType::BF16: launch_matvec_float_id<__nv_bfloat16>(w, sw, x, sx, ids, si, weights, dst, s); return;
-        case DType::Q8_0:
-            launch_matvec_q_id<BlockQ8_0>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst, s);
-            return;
-        case DType::Q4_0:
-            launch_matvec_q_id<BlockQ4_0>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst, s);
-            return;
-        case DType::Q4_1:
-            launch_matvec_q_id<BlockQ4_1>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst, s);
-            return;
-        case DType::Q5_0:
-            launch_matvec_q_id<BlockQ5_0>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst, s);
-            return;
-        case DType::Q5_1:
-            launch_matvec_q_id<BlockQ5_1>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst, s);
-            return;
-        case DType::Q4_K:
-            launch_matvec_q_id<BlockQ4_K>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst, s);
-            return;
-        case DType::Q5_K:
-            launch_matvec_q_id<BlockQ5_K>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst, s);
-            return;
-        case DType::Q6_K:
-            launch_matvec_q_id<BlockQ6_K>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst, s);
-            return;
+        case DType::F32: launch_matvec_float_id<float>(w, sw, x, sx, ids, si, weights, dst, add, s); return;
+        case DType::F16: launch_matvec_float_id<__half>(w, sw, x, sx, ids, si, weights, dst, add, s); return;
+        case DType::BF16: launch_matvec_float_id<__nv_bfloat16>(w, sw, x, sx, ids, si, weights, dst, add, s); return;
+        case DType::Q8_0: quantized(BlockQ8_0{}); return;
+        case DType::Q4_0: quantized(BlockQ4_0{}); return;
+        case DType::Q4_1: quantized(BlockQ4_1{}); return;
+        case DType::Q5_0: quantized(BlockQ5_0{}); return;
+        case DType::Q5_1: quantized(BlockQ5_1{}); return;
+        case DType::Q4_K: quantized(BlockQ4_K{}); return;
+        case DType::Q5_K: quantized(BlockQ5_K{}); return;
+        case DType::Q6_K: quantized(BlockQ6_K{}); return;
         default: MF_ASSERT_MSG(false, "launch_mul_mat_id: unsupported weight type");
     }
 }

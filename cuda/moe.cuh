@@ -17,7 +17,8 @@ namespace mf {
 // dst[:, u, t] = expert ids[u, t] . x[:, n_b == 1 ? 0 : u, t]. Only the chosen experts' rows are read.
 // An id outside [0, n_expert) gives a zero row (the CPU asserts; checking here would cost a sync).
 // Weighted (src3, SlotWeights::data non-null): dst f32 contiguous [M, T], dst[:, t] = the sum over u,
-// in order, of weights[u, t] times the row above. These two are defined in cuda/matvec.cu, beside the
+// in order, of weights[u, t] times the row above, plus add[:, t] when add (f32 [M, T], contiguous) is
+// given (what an ADD of the result and add writes). These two are defined in cuda/matvec.cu, beside the
 // per-type dot code they share with MUL_MAT.
 
 // The slot weights of a weighted MUL_MAT_ID: none (data null), f32 [n_used, T] (gate SLOTS), or the
@@ -54,14 +55,14 @@ struct SlotWeights {
 // T: float, __half or __nv_bfloat16.
 template <typename T>
 void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
-                            const Shape4& si, SlotWeights weights, float* dst, cudaStream_t stream);
+                            const Shape4& si, SlotWeights weights, float* dst, const float* add, cudaStream_t stream);
 // Block: a block tag of cuda/quants.cuh. x is quantized in scratch (matvec_q_scratch_bytes(sx)) in
 // the layout launch_matvec_q uses, so x_quantized (scratch already holds x quantized to the Block's
 // activation type) works across MUL_MAT and MUL_MAT_ID nodes alike.
 template <typename Block>
 void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
                         const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized, SlotWeights weights,
-                        float* dst, cudaStream_t stream);
+                        float* dst, const float* add, cudaStream_t stream);
 
 // True for the weight types the two launchers above cover.
 bool mul_mat_id_supported(DType type);
@@ -69,7 +70,7 @@ bool mul_mat_id_supported(DType type);
 // quantized types only.
 void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, const float* x, const Shape4& sx,
                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
-                       SlotWeights weights, float* dst, cudaStream_t stream);
+                       SlotWeights weights, float* dst, const float* add, cudaStream_t stream);
 
 // ---- routing and gate weights --------------------------------------------------------------------
 // TOP_K: a f32 [n, ne1, ne2, ne3] (any strides) -> dst I32 contiguous [k, ne1, ne2, ne3], per row the

@@ -122,8 +122,8 @@ Tensor* build_forward_deepseek2(ForwardState& s) {
         x = add(ctx, x, mul_mat(ctx, l.wo, build_mla(s, il, h)));
 
         h = build_norm(s, x, l.ffn_norm, hp.norm_eps);
-        x = add(ctx, x, l.ffn_gate_inp ? build_ffn_moe(s, h, l)
-                                      : build_ffn_swiglu(s, h, l.ffn_gate, l.ffn_up, l.ffn_gate_up, l.ffn_down));
+        x = l.ffn_gate_inp ? build_ffn_moe(s, h, x, l)
+                           : add(ctx, x, build_ffn_swiglu(s, h, l.ffn_gate, l.ffn_up, l.ffn_gate_up, l.ffn_down));
     }
 
     return build_output(s, x, m.output_norm, hp.norm_eps);

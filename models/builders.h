@@ -91,9 +91,11 @@ Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, T
 // Mixture-of-experts feed-forward of layer l (models/moe.cpp): router logits, gating (softmax or
 // sigmoid, HParams::expert_gating), top-n_expert_used selection (plus ffn_exp_probs_b for selection
 // only, when present), optional renormalization and expert_weights_scale, the selected experts'
-// SwiGLU FFNs (reading only their weights), their weighted sum, plus the shared experts' SwiGLU FFN.
-// x: [n_embd, T] -> [n_embd, T]
-Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l);
+// SwiGLU FFNs (reading only their weights), their weighted sum, plus the shared experts' SwiGLU FFN,
+// plus residual: (residual + shared) + routed, in that order, so that on CUDA the shared experts' down
+// projection stores the first sum and the routed one the second (no ADD launched).
+// x, residual: [n_embd, T] -> [n_embd, T]
+Tensor* build_ffn_moe(ForwardState& s, Tensor* x, Tensor* residual, const LayerWeights& l);
 
 // Final norm and output projection of the last token, or of every token when s.all_logits.
 // x: [n_embd, T] -> f32 [n_vocab, 1] (or [n_vocab, T])

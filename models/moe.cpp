@@ -5,7 +5,7 @@
 
 namespace mf {
 
-Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
+Tensor* build_ffn_moe(ForwardState& s, Tensor* x, Tensor* residual, const LayerWeights& l) {
     Context& ctx = s.ctx;
     const HParams& hp = s.model.hp;
     const int64_t n_embd = x->ne[0], T = x->ne[1];
@@ -42,6 +42,15 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
         graph_expand(s.graph, weights);
     }
 
+    // The shared experts' gate and up first, then the routed experts': both read x, so on CUDA the
+    // second reuses the first's quantized x.
+    const bool shared = l.ffn_gate_shexp || l.ffn_gate_up_shexp;
+    GateUp shexp{};
+    if (shared) {
+        shexp = build_gate_up(s, x, l.ffn_gate_shexp, l.ffn_up_shexp, l.ffn_gate_up_shexp);
+        graph_expand(s.graph, shexp.gate);
+        graph_expand(s.graph, shexp.up);
+    }
     // The chosen experts, each token's activation shared by its n_used slots.
     Tensor* xe = view_3d(ctx, x, n_embd, 1, T, x->nb[1], x->nb[1], 0);              // [n_embd, 1, T]
     Tensor* gate;  // [n_ff_exp, n_used, T]
@@ -55,17 +64,22 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, const LayerWeights& l) {
         gate = mul_mat_id(ctx, l.ffn_gate_exps, xe, ids);
         up = mul_mat_id(ctx, l.ffn_up_exps, xe, ids);
     }
+    graph_expand(s.graph, gate);
+    graph_expand(s.graph, up);
+
+    // The residual plus the shared experts' FFN: each ADD just after the product it adds.
+    Tensor* sum = residual;
+    if (shared) {
+        Tensor* down = mul_mat(ctx, l.ffn_down_shexp, swiglu(ctx, shexp.gate, shexp.up));
+        sum = sum ? add(ctx, sum, down) : down;
+        graph_expand(s.graph, sum);
+    }
     // The down projection sums each token's slots, times their weights, as it goes.
     Tensor* act = swiglu(ctx, gate, up);
     Tensor* out = gate_in_down
                       ? mul_mat_id_softmax_gated(ctx, l.ffn_down_exps, act, ids, logits, hp.expert_weights_scale)
                       : mul_mat_id(ctx, l.ffn_down_exps, act, ids, weights);  // [n_embd, T]
-
-    if (l.ffn_gate_shexp) {
-        out = add(ctx, out,
-                  build_ffn_swiglu(s, x, l.ffn_gate_shexp, l.ffn_up_shexp, l.ffn_gate_up_shexp, l.ffn_down_shexp));
-    }
-    return out;
+    return sum ? add(ctx, out, sum) : out;
 }
 
 }  // namespace mf

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -248,7 +249,7 @@ TEST_CASE("sum_rows, div and sigmoid on CUDA match the CPU") {
 
 namespace {
 
-// The leaves of one MoE layer: x [n_embd, T], router, bias, experts, shared experts.
+// The leaves of one MoE layer: x [n_embd, T], router, bias, experts, shared experts, the residual.
 std::vector<Input> moe_inputs(DType type, int64_t D, int64_t F, int64_t E, int64_t n_shared, int64_t T) {
     return {random(DType::F32, {D, T}),
             random(DType::F32, {D, E}, -0.3f, 0.3f),
@@ -258,7 +259,8 @@ std::vector<Input> moe_inputs(DType type, int64_t D, int64_t F, int64_t E, int64
             random(type, {F, D, E}),
             random(type, {D, F * n_shared}),
             random(type, {D, F * n_shared}),
-            random(type, {F * n_shared, D})};
+            random(type, {F * n_shared, D}),
+            random(DType::F32, {D, T})};
 }
 
 Build moe_build(const Model& model) {
@@ -275,7 +277,7 @@ Build moe_build(const Model& model) {
         Graph graph;  // build_ffn_moe stores nothing in the cache, so neither outlives the build
         KVCache kv;
         ForwardState s{ctx, graph, model, kv, uint32_t(in[0]->ne[1]), true, nullptr, nullptr, {}, {}};
-        return build_ffn_moe(s, in[0], l);
+        return build_ffn_moe(s, in[0], in[9], l);
     };
 }
 
@@ -302,6 +304,34 @@ TEST_CASE("a whole build_ffn_moe layer on CUDA matches the CPU (softmax and sigm
                 // the other way (~1e-4 chance each, ~1e-4 of the output each time), so 2e-3 is the bound;
                 // a wrong expert or weight is off by 1e-1 or more.
                 check_vs_cpu(moe_inputs(type, D, F, E, n_shared, T), moe_build(model), 2e-3);
+            }
+        }
+    }
+}
+
+TEST_CASE("a build_ffn_moe layer's fused adds and shared quantized x give the unfused backend's bits") {
+    // The shared experts' down projection stores residual + its product, the routed one (weighted
+    // MUL_MAT_ID) that plus its slots' sum, and the routed gate_up reuses the shared one's quantized x.
+    setenv("MINFER_CUDA_FUSE_ADD", "0", 1);
+    setenv("MINFER_CUDA_ACT_REUSE", "0", 1);
+    std::unique_ptr<Backend> unfused = make_cuda_backend();
+    unsetenv("MINFER_CUDA_FUSE_ADD");
+    unsetenv("MINFER_CUDA_ACT_REUSE");
+    const int64_t D = 256, F = 256, E = 16, n_shared = 2;
+    for (auto gating : {HParams::ExpertGating::SOFTMAX, HParams::ExpertGating::SIGMOID}) {
+        for (DType type : {DType::F16, DType::Q4_0, DType::Q4_K}) {
+            for (int64_t T : {1, 3}) {
+                INFO("gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
+                Model model;
+                model.hp.n_embd = uint32_t(D);
+                model.hp.n_expert = uint32_t(E);
+                model.hp.n_expert_used = 4;
+                model.hp.n_expert_shared = uint32_t(n_shared);
+                model.hp.n_ff_exp = uint32_t(F);
+                model.hp.expert_gating = gating;
+                model.hp.expert_weights_norm = gating == HParams::ExpertGating::SIGMOID;
+                const std::vector<Input> inputs = moe_inputs(type, D, F, E, n_shared, T);
+                CHECK(run(gpu(), inputs, moe_build(model)) == run(*unfused, inputs, moe_build(model)));
             }
         }
     }

@@ -455,7 +455,9 @@ TEST_CASE("build_ffn_moe matches a double reference of the whole MoE FFN") {
             Graph graph;
             KVCache kv;
             ForwardState s{h.ctx, graph, model, kv, uint32_t(T), true, nullptr, nullptr, {}, {}};
-            Tensor* out = build_ffn_moe(s, h.f32({D, T}, x), l);
+            const std::vector<float> residual = random_floats(size_t(D * T));
+            for (size_t i = 0; i < ref.size(); ++i) ref[i] += double(residual[i]);
+            Tensor* out = build_ffn_moe(s, h.f32({D, T}, x), h.f32({D, T}, residual), l);
             REQUIRE(out->ne[0] == D);
             REQUIRE(out->ne[1] == T);
             // The routing weights enter the step's graph before the experts' matmuls, so the down
@@ -465,6 +467,21 @@ TEST_CASE("build_ffn_moe matches a double reference of the whole MoE FFN") {
                                            [](const Tensor* n) { return n->op == Op::MUL_MAT_ID && n->src[3]; });
             REQUIRE(down != graph.nodes.end());
             CHECK((*(down - 1))->op == Op::SWIGLU);
+            // The residual (plus the shared experts' down projection) is added just after the routed
+            // down projection, which then stores the sum (CUDA's add fusion) ...
+            REQUIRE(down + 1 != graph.nodes.end());
+            CHECK((*(down + 1))->op == Op::ADD);
+            // ... and the shared experts' gate and up come before the routed ones, so these reuse the
+            // quantized x, and their down projection is followed by its residual ADD.
+            const auto at = [&](const Tensor* w) {
+                return std::find_if(graph.nodes.begin(), graph.nodes.end(),
+                                    [w](const Tensor* n) { return n->src[0] == w; });
+            };
+            if (c.n_shared) {
+                CHECK(at(l.ffn_gate_shexp) < at(l.ffn_gate_exps));
+                REQUIRE(at(l.ffn_down_shexp) + 1 != graph.nodes.end());
+                CHECK((*(at(l.ffn_down_shexp) + 1))->op == Op::ADD);
+            }
             // Softmax gating without bias or renormalization takes each slot's weight from the router's
             // logits inside the down projection: no SOFT_MAX or GET_ROWS (the weights' gather) in the layer.
             const bool gated = c.gating == HParams::ExpertGating::SOFTMAX && !c.bias && !c.norm;
