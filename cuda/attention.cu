@@ -297,7 +297,7 @@ __device__ __forceinline__ HeadChunk head_chunk(int group, int n_tokens = 1) {
 // threads) takes part: each thread issues all its loads before it converts any, so the block waits
 // for one round trip to memory instead of one per element (36 in a row for the MLA latent's 576).
 template <int DK, int ROW, int THREADS>
-__device__ __forceinline__ void load_queries(__half (*q_hi)[ROW], __half (*q_lo)[ROW], const float* q, const Shape4& qs,
+__device__ __forceinline__ void load_queries(__half (*q_hi)[ROW], __half (*q_lo)[ROW], const RowsF32& q,
                                              const HeadChunk& hc, float scale) {
     constexpr int N = kTileHeads * DK / THREADS;
     static_assert(kTileHeads * DK % THREADS == 0, "a whole number of query elements a thread");
@@ -305,8 +305,7 @@ __device__ __forceinline__ void load_queries(__half (*q_hi)[ROW], __half (*q_lo)
 #pragma unroll
     for (int k = 0; k < N; ++k) {
         const int i = int(threadIdx.x) + k * THREADS, h = i / DK, e = i % DK;
-        const int64_t at = int64_t(hc.token(h)) * (qs.nb[2] / 4) + int64_t(hc.head(h)) * (qs.nb[1] / 4) + e;
-        x[k] = h < hc.ng ? q[at] : 0.0f;
+        x[k] = h < hc.ng ? q.at(e, hc.head(h), hc.token(h)) : 0.0f;
     }
 #pragma unroll
     for (int k = 0; k < N; ++k) {
@@ -435,7 +434,7 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
                             ? (j_end - j_begin - kTilePos * warp + kTilePos * kWarps - 1) / (kTilePos * kWarps)
                             : 0;
     if (n_tiles > 0) issue(0, 0);  // the first tile's copies are under way while the queries load
-    load_queries<DK, TileAttnSmem<DK, DV>::ROW_K, kWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, q, qs, hc, scale);
+    load_queries<DK, TileAttnSmem<DK, DV>::ROW_K, kWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, rows_f32(q, qs), hc, scale);
     __syncthreads();  // the queries are in shared memory
 
     float o[DV / 8][4] = {};
@@ -635,7 +634,7 @@ struct MlaSmem {
 
 template <int DK, int DV>
 __global__ void __launch_bounds__(kMlaWarps * WARP_SIZE, 1)
-flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ kv, Shape4 ks,
+flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
                       const float* __restrict__ mask, float* __restrict__ out, float* __restrict__ ws, int group,
                       int n_kv, int split_rows, int n_splits, float scale) {
     static_assert(DK % 32 == 0 && DV % (16 * kMlaWarps) == 0 && DV <= DK, "tile shapes");
@@ -664,7 +663,7 @@ flash_attn_mla_kernel(const float* __restrict__ q, Shape4 qs, const char* __rest
     };
     const int n_tiles = j_end > j_begin ? (j_end - j_begin + kMlaTile - 1) / kMlaTile : 0;
     if (n_tiles > 0) issue(0, 0);  // the first tile's copies are under way while the queries load
-    load_queries<DK, MlaSmem<DK, DV>::ROW, kMlaWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, q, qs, hc, scale);
+    load_queries<DK, MlaSmem<DK, DV>::ROW, kMlaWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, q, hc, scale);
 
     float o[COLS / 8][4] = {};
     float m_row[2] = {-INFINITY, -INFINITY};  // rows g, g + 8; the same in every warp
@@ -816,7 +815,7 @@ bool mla_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k
 }
 
 template <int DK, int DV>
-void launch_mla(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask, float* out,
+void launch_mla(const RowsF32& q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask, float* out,
                 float* ws, float scale, cudaStream_t stream) {
     const int64_t n_head = qs.ne[1], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
     const int group = int(n_head / n_head_kv);
@@ -832,7 +831,7 @@ void launch_mla(const float* q, const Shape4& qs, const void* k, const Shape4& k
     }();
     (void)attr;
     const dim3 grid(grid_x(blocks), unsigned(n_splits));
-    launch_overlapped(flash_attn_mla_kernel<DK, DV>, grid, kMlaWarps * WARP_SIZE, smem, stream, q, qs,
+    launch_overlapped(flash_attn_mla_kernel<DK, DV>, grid, kMlaWarps * WARP_SIZE, smem, stream, q,
                       static_cast<const char*>(k), ks, mask, out, ws, group, int(n_kv), split_rows, n_splits, scale);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
@@ -1129,19 +1128,31 @@ size_t flash_attn_workspace_bytes(int64_t n_head, int64_t n_head_kv, int64_t n_t
     return size_t(n_head * n_tokens * n_splits) * size_t(head_dim_v + 2) * sizeof(float);
 }
 
-void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
-                       const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
-                       float scale, cudaStream_t s) {
+bool flash_attn_takes_split_q(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks,
+                              const void* v, const Shape4& vs) {
+    return !tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs) && mla_kernel_fits(type_k, type_v, qs, k, ks, v, vs);
+}
+
+void launch_flash_attn(DType type_k, DType type_v, const RowsF32& qr, const Shape4& qs, const void* k,
+                       const Shape4& ks, const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1,
+                       float* out, float* ws, float scale, cudaStream_t s) {
     const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
+    if (qr.b) {
+        MF_ASSERT(flash_attn_takes_split_q(type_k, type_v, qs, k, ks, v, vs));
+        if (hdk == 576) return launch_mla<576, 512>(qr, qs, k, ks, mask, out, ws, scale, s);
+        if (hdk == 288) return launch_mla<288, 256>(qr, qs, k, ks, mask, out, ws, scale, s);
+        return launch_mla<544, 512>(qr, qs, k, ks, mask, out, ws, scale, s);
+    }
+    const float* q = reinterpret_cast<const float*>(qr.a);
     if (tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
         if (hdk == 64) return launch_tile<64, 64>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);
         if (hdk == 192) return launch_tile<192, 128>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);
         return launch_tile<128, 128>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);
     }
     if (mla_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
-        if (hdk == 576) return launch_mla<576, 512>(q, qs, k, ks, mask, out, ws, scale, s);
-        if (hdk == 288) return launch_mla<288, 256>(q, qs, k, ks, mask, out, ws, scale, s);
-        return launch_mla<544, 512>(q, qs, k, ks, mask, out, ws, scale, s);
+        if (hdk == 576) return launch_mla<576, 512>(qr, qs, k, ks, mask, out, ws, scale, s);
+        if (hdk == 288) return launch_mla<288, 256>(qr, qs, k, ks, mask, out, ws, scale, s);
+        return launch_mla<544, 512>(qr, qs, k, ks, mask, out, ws, scale, s);
     }
     switch (type_k) {
         case DType::F16: launch_v<KvF16>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;

@@ -12,12 +12,15 @@ namespace mf {
 bool flash_attn_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_t head_dim_v);
 // Scratch bytes launch_flash_attn needs for these sizes (0 when one split suffices).
 size_t flash_attn_workspace_bytes(int64_t n_head, int64_t n_head_kv, int64_t n_tokens, int64_t n_kv, int64_t head_dim_v);
-// q f32 [hd, n_head, T] (strides qs), k/v [hd, n_kv, n_head_kv] rows of type_k/type_v (strides ks/vs),
+// q f32 [hd, n_head, T] (shape qs), k/v [hd, n_kv, n_head_kv] rows of type_k/type_v (strides ks/vs),
 // mask f32 [n_kv, >= T] with row stride mask_nb1 bytes -> out f32 [hd, n_head, T] contiguous.
-// ws: flash_attn_workspace_bytes of device scratch.
-void launch_flash_attn(DType type_k, DType type_v, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
-                       const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws,
-                       float scale, cudaStream_t stream);
+// ws: flash_attn_workspace_bytes of device scratch. q is one tensor (rows_f32(q, qs)) or, only where
+// flash_attn_takes_split_q (the MLA kernel), two side by side (a CONCAT's sources; qs its shape).
+void launch_flash_attn(DType type_k, DType type_v, const RowsF32& q, const Shape4& qs, const void* k,
+                       const Shape4& ks, const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1,
+                       float* out, float* ws, float scale, cudaStream_t stream);
+bool flash_attn_takes_split_q(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks,
+                              const void* v, const Shape4& vs);
 
 // ATTN_FUSED: one block per (KV head, chunk of its query heads, token) keeps every score of the span
 // in shared memory. Shared bytes a block serving `heads` query heads needs.

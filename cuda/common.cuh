@@ -61,6 +61,25 @@ struct Shape4 {
     }
 };
 
+// f32 rows as two tensors side by side along dim 0, as a CONCAT of a and b along dim 0 would hold
+// them (the CUDA backend hands a kernel a CONCAT's sources this way instead of launching the CONCAT):
+// element e of row (i1, i2) is a's while e < a's ne[0], then b's (b's dims 1.. equal a's). One tensor
+// alone: b null. Any strides.
+struct RowsF32 {
+    const char* a;
+    Shape4 sa;
+    const char* b;
+    Shape4 sb;
+    __device__ __forceinline__ float at(int64_t e, int64_t i1, int64_t i2) const {
+        const bool first = e < sa.ne[0];
+        const Shape4& s = first ? sa : sb;
+        const char* p = first ? a : b;
+        const int64_t i0 = first ? e : e - sa.ne[0];
+        return *reinterpret_cast<const float*>(p + i0 * s.nb[0] + i1 * s.nb[1] + i2 * s.nb[2]);
+    }
+};
+__host__ __device__ inline RowsF32 rows_f32(const float* x, const Shape4& s) { return {reinterpret_cast<const char*>(x), s, nullptr, {}}; }
+
 // Overlapped launches (Hopper's programmatic dependent launch). A kernel started by launch_overlapped
 // may begin while the kernel before it in the stream is still running: it must call
 // wait_for_previous_kernel() before it reads anything an earlier kernel wrote or writes anything an

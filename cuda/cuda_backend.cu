@@ -159,6 +159,7 @@ public:
         fuse_swiglu_ = switched_on("MINFER_CUDA_FUSE_SWIGLU");
         fuse_norm_ = switched_on("MINFER_CUDA_FUSE_NORM");
         fuse_add_ = switched_on("MINFER_CUDA_FUSE_ADD");
+        fuse_concat_ = switched_on("MINFER_CUDA_FUSE_CONCAT");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -287,6 +288,16 @@ private:
     const float* fused_add_ = nullptr;  // what the next run_node's MUL_MAT adds as it stores ...
     float* fused_out_ = nullptr;        // ... into this, the ADD's result, instead of its own
     const Tensor* add_fusable(const Graph& g, size_t i) const;  // r, or null
+    // A CONCAT along dim 0 of two f32 tensors, read only by the next node that launches (views
+    // between launch nothing) as the q of a FLASH_ATTN on the MLA kernel or the source of a SET_ROWS
+    // into a float cache: not launched; that node reads its two sources side by side (RowsF32), the
+    // same values. MLA's latent row and its queries, one launch each a layer.
+    // MINFER_CUDA_FUSE_CONCAT=0 turns it off.
+    bool fuse_concat_ = true;
+    const Tensor* fused_concat_ = nullptr;  // the CONCAT the next run_node reads from its sources
+    bool concat_fusable(const Graph& g, size_t i) const;
+    // n's source slot `slot` as f32 rows: the fused CONCAT's two sources, or the tensor itself.
+    RowsF32 rows_of(const Tensor* n, int slot) const;
     // Whether the result scratch_ is taken to hold survives node n's write.
     void note_written(const Tensor* n);
     // The fusions skip a node only when its one reader is the node that takes it over: the graph's
@@ -653,6 +664,44 @@ bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {
     return ready;
 }
 
+bool CudaBackend::concat_fusable(const Graph& g, size_t i) const {
+    const Tensor* n = g.nodes[i];
+    if (!fuse_concat_ || n->op != Op::CONCAT || n->op_param_i(0) != 0 || (n->flags & TENSOR_OUTPUT) ||
+        reads_of(n) != 1)
+        return false;
+    const Tensor* a = n->src[0];
+    const Tensor* b = n->src[1];
+    if (!is_f32(a) || !is_f32(b) || a->nb[0] != sizeof(float) || b->nb[0] != sizeof(float))
+        return false;
+    for (int d = 1; d < MAX_DIMS; ++d)
+        if (a->ne[d] != b->ne[d]) return false;
+    size_t j = i + 1;
+    while (j < g.nodes.size() && (g.nodes[j]->op == Op::VIEW || g.nodes[j]->op == Op::NONE)) ++j;
+    if (j == g.nodes.size()) return false;
+    const Tensor* m = g.nodes[j];
+    if (m->op == Op::FLASH_ATTN && m->src[0] == n) {
+        // The planner may have put the attention's result over a source (the CONCAT was their last
+        // reader), which the kernel would overwrite while other blocks still read it.
+        auto apart = [m](const Tensor* x) {
+            return data_end(m) <= static_cast<const char*>(x->data) || data_end(x) <= static_cast<const char*>(m->data);
+        };
+        const Tensor* k = m->src[1];
+        const Tensor* v = m->src[2];
+        return apart(a) && apart(b) &&
+               flash_attn_takes_split_q(k->type, v->type, shape_of(n), k->data, shape_of(k), v->data, shape_of(v));
+    }
+    return m->op == Op::SET_ROWS && m->src[1] == n && m->src[0] != n &&
+           (m->type == DType::F32 || m->type == DType::F16 || m->type == DType::BF16) && n->ne[2] == 1 &&
+           n->ne[3] == 1;
+}
+
+RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
+    const Tensor* x = n->src[slot];
+    if (x != fused_concat_) return rows_f32(static_cast<const float*>(x->data), shape_of(x));
+    return {static_cast<const char*>(x->src[0]->data), shape_of(x->src[0]), static_cast<const char*>(x->src[1]->data),
+            shape_of(x->src[1])};
+}
+
 void CudaBackend::run_nodes(const Graph& g) {
     // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
     scratch_act_valid_ = false;
@@ -664,6 +713,10 @@ void CudaBackend::run_nodes(const Graph& g) {
         const Tensor* n = g.nodes[i];
         if (swiglu_fusable(g, i)) {
             fused_swiglu_ = n;  // not launched: the next node quantizes from its sources
+            continue;
+        }
+        if (concat_fusable(g, i)) {
+            fused_concat_ = n;  // not launched: its reader reads its sources
             continue;
         }
         switch (norm_fusion(g, i)) {
@@ -687,6 +740,7 @@ void CudaBackend::run_nodes(const Graph& g) {
             fused_out_ = static_cast<float*>(written->data);
         }
         run_node(n);
+        if (n->op != Op::VIEW && n->op != Op::NONE) fused_concat_ = nullptr;  // its reader has run
         fused_swiglu_ = nullptr;
         fused_norm_ = nullptr;
         fused_add_ = nullptr;
@@ -892,11 +946,12 @@ void CudaBackend::run_node(const Tensor* node) {
             return;
         case Op::SET_ROWS: {
             const float* src = static_cast<const float*>(b->data);
+            const RowsF32 rows = rows_of(node, 1);
             const int32_t* ids = static_cast<const int32_t*>(node->src[2]->data);
             switch (node->type) {
-                case DType::F32: launch_set_rows<float>(src, shape_of(b), ids, node->data, sd, s); return;
-                case DType::F16: launch_set_rows<__half>(src, shape_of(b), ids, node->data, sd, s); return;
-                case DType::BF16: launch_set_rows<__nv_bfloat16>(src, shape_of(b), ids, node->data, sd, s); return;
+                case DType::F32: launch_set_rows<float>(rows, shape_of(b), ids, node->data, sd, s); return;
+                case DType::F16: launch_set_rows<__half>(rows, shape_of(b), ids, node->data, sd, s); return;
+                case DType::BF16: launch_set_rows<__nv_bfloat16>(rows, shape_of(b), ids, node->data, sd, s); return;
                 case DType::Q8_0:
                 case DType::Q4_0: launch_set_rows_quant(node->type, src, shape_of(b), ids, node->data, sd.nb[1], s); return;
                 default: break;
@@ -911,7 +966,7 @@ void CudaBackend::run_node(const Tensor* node) {
             const Tensor* v = node->src[2];
             const Tensor* mask = node->src[3];
             float* ws = reinterpret_cast<float*>(static_cast<char*>(scratch_) + attn_ws_offset_);
-            launch_flash_attn(k->type, v->type, static_cast<const float*>(a->data), shape_of(a), k->data, shape_of(k),
+            launch_flash_attn(k->type, v->type, rows_of(node, 0), shape_of(a), k->data, shape_of(k),
                               v->data, shape_of(v), static_cast<const float*>(mask->data), int64_t(mask->nb[1]), out, ws,
                               node->op_param_f(0), s);
             return;

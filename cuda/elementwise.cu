@@ -198,13 +198,13 @@ __global__ void cpy_kernel(const char* src, Shape4 ss, char* dst, Shape4 sd, int
 
 // One thread per element of the source rows; a KV-cache store is a few thousand elements.
 template <typename Dst>
-__global__ void set_rows_kernel(const char* src, Shape4 ss, const int32_t* ids, char* dst, Shape4 sd, int64_t n) {
+__global__ void set_rows_kernel(RowsF32 src, Shape4 ss, const int32_t* ids, char* dst, Shape4 sd, int64_t n) {
     begin_overlapped_kernel();
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t row = i / ss.ne[0], col = i % ss.ne[0];
         const int32_t id = ids[row];
         if (id < 0 || id >= sd.ne[1]) continue;
-        const float v = *reinterpret_cast<const float*>(src + row * ss.nb[1] + col * ss.nb[0]);
+        const float v = src.at(col, row, 0);
         store_f32(reinterpret_cast<Dst*>(dst + id * sd.nb[1] + col * sd.nb[0]), v);
     }
 }
@@ -382,15 +382,15 @@ void launch_get_rows(const void* src, const Shape4& ss, const int32_t* ids, cons
 }
 
 template <typename Dst>
-void launch_set_rows(const float* src, const Shape4& ss, const int32_t* ids, void* dst, const Shape4& sd,
+void launch_set_rows(const RowsF32& src, const Shape4& ss, const int32_t* ids, void* dst, const Shape4& sd,
                      cudaStream_t stream) {
     MF_ASSERT(ss.ne[0] == sd.ne[0] && ss.ne[2] == 1 && ss.ne[3] == 1 && sd.ne[2] == 1 && sd.ne[3] == 1);
     const int64_t n = ss.ne[0] * ss.ne[1];
     if (n == 0) return;
     constexpr int threads = 256;
     const int64_t blocks = ceil_div(n, threads) < 65536 ? ceil_div(n, threads) : 65536;
-    launch_overlapped(set_rows_kernel<Dst>, grid_x(blocks), threads, 0, stream, reinterpret_cast<const char*>(src), ss,
-                      ids, static_cast<char*>(dst), sd, n);
+    launch_overlapped(set_rows_kernel<Dst>, grid_x(blocks), threads, 0, stream, src, ss, ids, static_cast<char*>(dst),
+                      sd, n);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -418,11 +418,11 @@ template void launch_cpy<__nv_bfloat16, float>(const void*, const Shape4&, void*
 template void launch_cpy<__nv_bfloat16, __half>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
 template void launch_cpy<__nv_bfloat16, __nv_bfloat16>(const void*, const Shape4&, void*, const Shape4&, cudaStream_t);
 
-template void launch_set_rows<float>(const float*, const Shape4&, const int32_t*, void*, const Shape4&,
+template void launch_set_rows<float>(const RowsF32&, const Shape4&, const int32_t*, void*, const Shape4&,
                                      cudaStream_t);
-template void launch_set_rows<__half>(const float*, const Shape4&, const int32_t*, void*, const Shape4&,
+template void launch_set_rows<__half>(const RowsF32&, const Shape4&, const int32_t*, void*, const Shape4&,
                                       cudaStream_t);
-template void launch_set_rows<__nv_bfloat16>(const float*, const Shape4&, const int32_t*, void*, const Shape4&,
+template void launch_set_rows<__nv_bfloat16>(const RowsF32&, const Shape4&, const int32_t*, void*, const Shape4&,
                                              cudaStream_t);
 
 template void launch_get_rows<float>(const void*, const Shape4&, const int32_t*, const Shape4&, float*, cudaStream_t);

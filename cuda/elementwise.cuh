@@ -38,11 +38,12 @@ template <typename T>
 void launch_get_rows(const void* src, const Shape4& ss, const int32_t* ids, const Shape4& si, float* dst,
                      cudaStream_t stream);
 
-// SET_ROWS: row i of f32 src [ne0, n] (any strides) converted into row ids[i] of dst [ne0, R] of Dst
-// (float, __half or __nv_bfloat16; any strides); ids I32 [n] contiguous. An id outside [0, R) is
+// SET_ROWS: row i of f32 src [ne0, n] (shape ss; one tensor of any strides, or a CONCAT's two sources
+// side by side) converted into row ids[i] of dst [ne0, R] of Dst (float, __half or __nv_bfloat16; any
+// strides); ids I32 [n] contiguous. An id outside [0, R) is
 // skipped (the CPU asserts; see GET_ROWS for why the GPU does not).
 template <typename Dst>
-void launch_set_rows(const float* src, const Shape4& ss, const int32_t* ids, void* dst, const Shape4& sd,
+void launch_set_rows(const RowsF32& src, const Shape4& ss, const int32_t* ids, void* dst, const Shape4& sd,
                      cudaStream_t stream);
 
 // CONCAT: f32 a and b (any strides) joined along dim into dst f32 contiguous.
