@@ -49,10 +49,12 @@ void quantize_swiglu_activations(ActQuant kind, const float* gate, const Shape4&
 
 // RMS_NORM (eps) and MUL by w (f32 [K]) fused into the quantization: act as quantize_activations
 // would leave it for x = rms_norm(x_in) * w (the kernels' roundings and summation order, so the same
-// bits). Fits: a 32-element activation kind (Q8_0 / Q8_1), rows of x_in packed.
+// bits). Fits: a 32-element activation kind (Q8_0 / Q8_1), rows of x_in packed. With out, the product
+// rms_norm(x_in) * w is also written there (f32 contiguous, x_in's shape; apart from x_in or exactly
+// on it), as RMS_NORM and MUL would write it.
 bool quantize_rms_norm_fits(ActQuant kind, const Shape4& sx);
 void quantize_rms_norm_activations(ActQuant kind, const float* x, const Shape4& sx, float eps, const float* w,
-                                   const ActQ& act, cudaStream_t stream);
+                                   const ActQ& act, cudaStream_t stream, float* out = nullptr);
 
 // One weight block as 8 ints of 4 bytes each (elements in order; signed for Q8_0 / Q4_0 / Q5_0, which
 // dot against Q8_0, unsigned 0..31 for Q4_1 / Q5_1, which add their min through Q8_1's s), its scale

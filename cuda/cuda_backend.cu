@@ -274,11 +274,16 @@ private:
     // ne0 values, is one launch that writes the MUL's result (WEIGHT). When that MUL's only reader is
     // the node after it, a MUL_MAT / MUL_MAT_ID of 32-element block weights, the MUL is not written
     // either: that MUL_MAT quantizes rms_norm(x) * w straight from x (QUANTIZE; one launch for three,
-    // the same bits). MINFER_CUDA_FUSE_NORM=0 turns both off.
-    enum class NormFusion { NONE, WEIGHT, QUANTIZE };
+    // the same bits). When the MUL has several readers and one of them is such a MUL_MAT, the one
+    // launch writes the MUL's result and leaves its quantized copy in the scratch, where that MUL_MAT
+    // (and any other reading it as the scratch's content) finds it (WEIGHT_QUANTIZE: a MoE layer's
+    // normed x, read by the router in f32 and by the experts quantized). MINFER_CUDA_FUSE_NORM=0 turns
+    // them off.
+    enum class NormFusion { NONE, WEIGHT, QUANTIZE, WEIGHT_QUANTIZE };
     bool fuse_norm_ = true;
     const Tensor* fused_norm_ = nullptr;  // the MUL node the next run_node quantizes from
-    NormFusion norm_fusion(const Graph& g, size_t i) const;
+    // kind: for WEIGHT_QUANTIZE, the activation kind its quantizing reader wants.
+    NormFusion norm_fusion(const Graph& g, size_t i, ActQuant* kind) const;
     // A MUL_MAT and the ADD that reads it (a residual): a MUL_MAT of block weights on the matvec path
     // (or a weighted MUL_MAT_ID, whose slots' sum the ADD takes) whose only reader is the next node,
     // an ADD of it and an f32 tensor r of its shape (contiguous, apart from the ADD's result), stores
@@ -615,7 +620,7 @@ bool CudaBackend::swiglu_fusable(const Graph& g, size_t i) const {
            reads_of(n) == 1;
 }
 
-CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i) const {
+CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i, ActQuant* kind) const {
     const Tensor* n = g.nodes[i];
     if (!fuse_norm_ || n->op != Op::RMS_NORM || i + 1 >= g.nodes.size() || (n->flags & TENSOR_OUTPUT))
         return NormFusion::NONE;
@@ -636,7 +641,19 @@ CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i) const
     const char* xb = static_cast<const char*>(x->data);
     const char* mb = static_cast<const char*>(m->data);
     const bool apart = data_end(m) <= xb || data_end(x) <= mb;
-    return apart || (xb == mb && x->is_contiguous()) ? NormFusion::WEIGHT : NormFusion::NONE;
+    if (!apart && !(xb == mb && x->is_contiguous())) return NormFusion::NONE;
+    // The first later node that quantizes the product: if nothing overwrites the scratch before it
+    // (run_node keeps the scratch's state), it finds the product quantized there.
+    if (m->is_contiguous() && !(m->flags & TENSOR_OUTPUT))
+        for (size_t j = i + 2; j < g.nodes.size(); ++j) {
+            const Tensor* mm = g.nodes[j];
+            if (mm->src[1] != m || !quantizes(mm, m)) continue;
+            const ActQuant k = act_quant_of(mm->src[0]->type);
+            if (!quantize_rms_norm_fits(k, shape_of(x))) break;
+            *kind = k;
+            return NormFusion::WEIGHT_QUANTIZE;
+        }
+    return NormFusion::WEIGHT;
 }
 
 bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {
@@ -719,7 +736,8 @@ void CudaBackend::run_nodes(const Graph& g) {
             fused_concat_ = n;  // not launched: its reader reads its sources
             continue;
         }
-        switch (norm_fusion(g, i)) {
+        ActQuant norm_kind = ActQuant::Q8_0;
+        switch (norm_fusion(g, i, &norm_kind)) {
             case NormFusion::QUANTIZE:
                 fused_norm_ = g.nodes[++i];  // neither launched: the next node quantizes from the norm's source
                 continue;
@@ -729,6 +747,20 @@ void CudaBackend::run_nodes(const Graph& g) {
                 launch_rms_norm_f32(static_cast<const float*>(x->data), shape_of(x), n->op_param_f(0),
                                     static_cast<const float*>(m->src[1]->data), static_cast<float*>(m->data), stream_);
                 note_written(m);
+                continue;
+            }
+            case NormFusion::WEIGHT_QUANTIZE: {
+                const Tensor* m = g.nodes[++i];
+                const Tensor* x = n->src[0];
+                quantize_rms_norm_activations(norm_kind, static_cast<const float*>(x->data), shape_of(x),
+                                              n->op_param_f(0), static_cast<const float*>(m->src[1]->data),
+                                              act_layout(scratch_, shape_of(m)), stream_, static_cast<float*>(m->data));
+                note_written(m);
+                scratch_act_valid_ = true;  // the scratch now holds m, quantized
+                scratch_act_begin_ = static_cast<const char*>(m->data);
+                scratch_act_end_ = data_end(m);
+                scratch_act_shape_ = shape_of(m);
+                scratch_act_kind_ = norm_kind;
                 continue;
             }
             case NormFusion::NONE: break;

@@ -278,10 +278,12 @@ __global__ void quantize_act_swiglu_kernel(const char* gate, int64_t gate_row_by
 // would leave it for x = (x_in * scale) * w, rounded as the two kernels round it (rms_norm_kernel's
 // scale, the same block size and so the same sum). One CUDA block a row of x_in (rows packed, any
 // strides between them); each warp quantizes four 32-element blocks a pass, 8 lanes a block. The
-// RMS_NORM and MUL nodes feeding a quantized MUL_MAT are then never written (CudaBackend::run_nodes).
+// RMS_NORM and MUL nodes feeding a quantized MUL_MAT are then never written (CudaBackend::run_nodes),
+// unless out asks for the product as well (f32, rows of ne0 packed; each element is written by the
+// thread that read it, so out may be x exactly).
 template <bool WITH_SUM>
 __global__ void quantize_act_rms_norm_kernel(const char* x, Shape4 sx, float eps, const float* w, ActQ act,
-                                             uint32_t blocks_per_row) {
+                                             uint32_t blocks_per_row, float* out) {
     begin_overlapped_kernel();
     const uint32_t row = blockIdx.x;
     const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
@@ -295,6 +297,11 @@ __global__ void quantize_act_rms_norm_kernel(const char* x, Shape4 sx, float eps
         float v[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) v[i] = in ? __fmul_rn(x_row[e0 + i] * scale, w[e0 + i]) : 0.0f;
+        if (out && in) {
+            float* o = out + int64_t(row) * sx.ne[0] + e0;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) o[i] = v[i];
+        }
         quantize_block_8_lanes<WITH_SUM>(v, act, row * blocks_per_row + kb, in);
     }
 }
@@ -848,14 +855,14 @@ bool quantize_rms_norm_fits(ActQuant kind, const Shape4& sx) {
 }
 
 void quantize_rms_norm_activations(ActQuant kind, const float* x, const Shape4& sx, float eps, const float* w,
-                                   const ActQ& act, cudaStream_t stream) {
+                                   const ActQ& act, cudaStream_t stream, float* out) {
     MF_ASSERT(quantize_rms_norm_fits(kind, sx));
     if (sx.nelements() == 0) return;
     const char* xc = reinterpret_cast<const char*>(x);
     const uint32_t per_row = uint32_t(sx.ne[0] / QK);
     auto go = [&](auto kernel) {
         launch_overlapped(kernel, grid_x(sx.nrows()), rms_norm_threads(sx.ne[0]), 0, stream, xc, sx, eps, w, act,
-                          per_row);
+                          per_row, out);
     };
     kind == ActQuant::Q8_1 ? go(quantize_act_rms_norm_kernel<true>) : go(quantize_act_rms_norm_kernel<false>);
     CUDA_CHECK_LAUNCH();

@@ -782,15 +782,19 @@ TEST_CASE("the norm, swiglu and residual fusions give the unfused kernels' bits"
             CAPTURE(type_name);
             const std::vector<Input> inputs = {random(DType::F32, {n_embd, n_tokens}), random(DType::F32, {n_embd}),
                                                random(type, {n_embd, 3 * n_embd}), random(DType::F32, {n_embd}),
-                                               random(type, {n_embd, 2 * n_ff}), random(type, {n_ff, n_embd})};
+                                               random(type, {n_embd, 2 * n_ff}), random(type, {n_ff, n_embd}),
+                                               random(DType::F32, {n_embd, n_embd})};
             const Build block = [](Context& ctx, const std::vector<Tensor*>& in) {
                 Tensor* x = in[0];
                 Tensor* qkv = mul_mat(ctx, in[2], mul(ctx, rms_norm(ctx, x, 1e-5f), in[1]));
                 x = add(ctx, x, view_2d(ctx, qkv, n_embd, qkv->ne[1], qkv->nb[1], 0));
-                Tensor* gu = mul_mat(ctx, in[4], mul(ctx, rms_norm(ctx, x, 1e-5f), in[3]));
+                // The FFN's normed x is also read in f32 (as a MoE router reads it): written and
+                // quantized by one launch.
+                Tensor* h = mul(ctx, rms_norm(ctx, x, 1e-5f), in[3]);
+                Tensor* gu = mul_mat(ctx, in[4], h);
                 Tensor* g = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], 0);
                 Tensor* u = view_2d(ctx, gu, n_ff, gu->ne[1], gu->nb[1], size_t(n_ff) * sizeof(float));
-                return add(ctx, x, mul_mat(ctx, in[5], swiglu(ctx, g, u)));
+                return add(ctx, add(ctx, x, mul_mat(ctx, in[5], swiglu(ctx, g, u))), mul_mat(ctx, in[6], h));
             };
             const std::vector<float> want = run(*unfused, inputs, block);
             for (int rep = 0; rep < 3; ++rep) {
