@@ -814,14 +814,24 @@ bool mla_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k
            qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && ks.nb[0] == 2;
 }
 
+// The MLA kernel's grid: blocks of 16 query heads, times splits of the positions. One block an SM
+// fits (the tiles take ~190 KB); about one wave of them, a tile each at least.
+struct MlaGrid {
+    int64_t blocks;
+    int n_splits;
+};
+MlaGrid mla_grid(const Shape4& qs, const Shape4& ks) {
+    const int64_t n_head = qs.ne[1], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
+    const int64_t blocks = n_head_kv * ceil_div(n_head / n_head_kv, kTileHeads);
+    return {blocks, int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(132, blocks), n_kv / kMlaTile)))};
+}
+
 template <int DK, int DV>
 void launch_mla(const RowsF32& q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask, float* out,
                 float* ws, float scale, cudaStream_t stream) {
     const int64_t n_head = qs.ne[1], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
     const int group = int(n_head / n_head_kv);
-    const int64_t blocks = n_head_kv * ceil_div(group, kTileHeads);
-    // One block an SM fits (the tiles take ~190 KB); about one wave of them, a tile each at least.
-    const int n_splits = int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(132, blocks), n_kv / kMlaTile)));
+    const auto [blocks, n_splits] = mla_grid(qs, ks);
     const int split_rows = int(ceil_div(n_kv, n_splits));
     constexpr size_t smem = sizeof(MlaSmem<DK, DV>);
     static const bool attr = [] {
@@ -1131,6 +1141,11 @@ size_t flash_attn_workspace_bytes(int64_t n_head, int64_t n_head_kv, int64_t n_t
 bool flash_attn_takes_split_q(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks,
                               const void* v, const Shape4& vs) {
     return !tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs) && mla_kernel_fits(type_k, type_v, qs, k, ks, v, vs);
+}
+
+bool flash_attn_split_q_reads_first(const Shape4& qs, const Shape4& ks) {
+    const MlaGrid grid = mla_grid(qs, ks);
+    return grid.n_splits > 1 || grid.blocks == 1;
 }
 
 void launch_flash_attn(DType type_k, DType type_v, const RowsF32& qr, const Shape4& qs, const void* k,

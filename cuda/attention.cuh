@@ -21,6 +21,10 @@ void launch_flash_attn(DType type_k, DType type_v, const RowsF32& q, const Shape
                        float* out, float* ws, float scale, cudaStream_t stream);
 bool flash_attn_takes_split_q(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks,
                               const void* v, const Shape4& vs);
+// Whether, with q as two sources, out may lie over them: every query is read before out is written
+// (several splits: out is written by the combine launch after the attention's; one block: it loads
+// its queries first). Otherwise one block could overwrite queries another has yet to load.
+bool flash_attn_split_q_reads_first(const Shape4& qs, const Shape4& ks);
 
 // ATTN_FUSED: one block per (KV head, chunk of its query heads, token) keeps every score of the span
 // in shared memory. Shared bytes a block serving `heads` query heads needs.

@@ -64,7 +64,7 @@ struct Shape4 {
 // f32 rows as two tensors side by side along dim 0, as a CONCAT of a and b along dim 0 would hold
 // them (the CUDA backend hands a kernel a CONCAT's sources this way instead of launching the CONCAT):
 // element e of row (i1, i2) is a's while e < a's ne[0], then b's (b's dims 1.. equal a's). One tensor
-// alone: b null. Any strides.
+// alone: b null. Any strides; read-only while a kernel reads them (loaded through the read-only path).
 struct RowsF32 {
     const char* a;
     Shape4 sa;
@@ -75,7 +75,7 @@ struct RowsF32 {
         const Shape4& s = first ? sa : sb;
         const char* p = first ? a : b;
         const int64_t i0 = first ? e : e - sa.ne[0];
-        return *reinterpret_cast<const float*>(p + i0 * s.nb[0] + i1 * s.nb[1] + i2 * s.nb[2]);
+        return __ldg(reinterpret_cast<const float*>(p + i0 * s.nb[0] + i1 * s.nb[1] + i2 * s.nb[2]));
     }
 };
 __host__ __device__ inline RowsF32 rows_f32(const float* x, const Shape4& s) { return {reinterpret_cast<const char*>(x), s, nullptr, {}}; }

@@ -642,12 +642,15 @@ CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i, ActQu
     const char* mb = static_cast<const char*>(m->data);
     const bool apart = data_end(m) <= xb || data_end(x) <= mb;
     if (!apart && !(xb == mb && x->is_contiguous())) return NormFusion::NONE;
-    // The first later node that quantizes the product: if nothing overwrites the scratch before it
-    // (run_node keeps the scratch's state), it finds the product quantized there.
-    if (m->is_contiguous() && !(m->flags & TENSOR_OUTPUT))
+    // The first later node that quantizes the product, unless a matmul of another x (which may use
+    // the scratch) comes first: it finds the product quantized there (run_node keeps the scratch's
+    // state, so anything overwriting it in between only costs a quantization).
+    if (reuse_act_ && m->is_contiguous() && !(m->flags & TENSOR_OUTPUT))
         for (size_t j = i + 2; j < g.nodes.size(); ++j) {
             const Tensor* mm = g.nodes[j];
-            if (mm->src[1] != m || !quantizes(mm, m)) continue;
+            const bool matmul = mm->op == Op::MUL_MAT || mm->op == Op::MUL_MAT_ID;
+            if (!matmul || is_f32(mm->src[0])) continue;  // f32 weights: the matvec, no scratch
+            if (!quantizes(mm, m)) break;
             const ActQuant k = act_quant_of(mm->src[0]->type);
             if (!quantize_rms_norm_fits(k, shape_of(x))) break;
             *kind = k;
@@ -696,20 +699,22 @@ bool CudaBackend::concat_fusable(const Graph& g, size_t i) const {
     while (j < g.nodes.size() && (g.nodes[j]->op == Op::VIEW || g.nodes[j]->op == Op::NONE)) ++j;
     if (j == g.nodes.size()) return false;
     const Tensor* m = g.nodes[j];
+    // The reader's result (a planned tensor, or the cache SET_ROWS writes) apart from both sources.
+    auto apart = [m](const Tensor* x) {
+        return data_end(m) <= static_cast<const char*>(x->data) || data_end(x) <= static_cast<const char*>(m->data);
+    };
     if (m->op == Op::FLASH_ATTN && m->src[0] == n) {
-        // The planner may have put the attention's result over a source (the CONCAT was their last
-        // reader), which the kernel would overwrite while other blocks still read it.
-        auto apart = [m](const Tensor* x) {
-            return data_end(m) <= static_cast<const char*>(x->data) || data_end(x) <= static_cast<const char*>(m->data);
-        };
         const Tensor* k = m->src[1];
         const Tensor* v = m->src[2];
-        return apart(a) && apart(b) &&
-               flash_attn_takes_split_q(k->type, v->type, shape_of(n), k->data, shape_of(k), v->data, shape_of(v));
+        if (!flash_attn_takes_split_q(k->type, v->type, shape_of(n), k->data, shape_of(k), v->data, shape_of(v)))
+            return false;
+        // The planner often puts the attention's result over the sources (the CONCAT was their last
+        // reader); that is safe only where the kernel reads every query before it writes.
+        return (apart(a) && apart(b)) || flash_attn_split_q_reads_first(shape_of(n), shape_of(k));
     }
     return m->op == Op::SET_ROWS && m->src[1] == n && m->src[0] != n &&
            (m->type == DType::F32 || m->type == DType::F16 || m->type == DType::BF16) && n->ne[2] == 1 &&
-           n->ne[3] == 1;
+           n->ne[3] == 1 && apart(a) && apart(b);
 }
 
 RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
