@@ -296,16 +296,17 @@ __device__ __forceinline__ HeadChunk head_chunk(int group, int n_tokens = 1) {
 // hi + lo rows of q_hi / q_lo (row stride ROW halves); rows ng .. 15 zero. The whole block (THREADS
 // threads) takes part: each thread issues all its loads before it converts any, so the block waits
 // for one round trip to memory instead of one per element (36 in a row for the MLA latent's 576).
-template <int DK, int ROW, int THREADS>
-__device__ __forceinline__ void load_queries(__half (*q_hi)[ROW], __half (*q_lo)[ROW], const RowsF32& q,
-                                             const HeadChunk& hc, float scale) {
+// q(e, head, token): query element e of a head and token.
+template <int DK, int ROW, int THREADS, typename Query>
+__device__ __forceinline__ void load_queries(__half (*q_hi)[ROW], __half (*q_lo)[ROW], Query q, const HeadChunk& hc,
+                                             float scale) {
     constexpr int N = kTileHeads * DK / THREADS;
     static_assert(kTileHeads * DK % THREADS == 0, "a whole number of query elements a thread");
     float x[N];
 #pragma unroll
     for (int k = 0; k < N; ++k) {
         const int i = int(threadIdx.x) + k * THREADS, h = i / DK, e = i % DK;
-        x[k] = h < hc.ng ? q.at(e, hc.head(h), hc.token(h)) : 0.0f;
+        x[k] = h < hc.ng ? q(e, hc.head(h), hc.token(h)) : 0.0f;
     }
 #pragma unroll
     for (int k = 0; k < N; ++k) {
@@ -434,7 +435,9 @@ flash_attn_tile_kernel(const float* __restrict__ q, Shape4 qs, const char* __res
                             ? (j_end - j_begin - kTilePos * warp + kTilePos * kWarps - 1) / (kTilePos * kWarps)
                             : 0;
     if (n_tiles > 0) issue(0, 0);  // the first tile's copies are under way while the queries load
-    load_queries<DK, TileAttnSmem<DK, DV>::ROW_K, kWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, rows_f32(q, qs), hc, scale);
+    const int64_t q_head = qs.nb[1] / 4, q_token = qs.nb[2] / 4;
+    const auto query = [=](int e, int head, int token) { return q[int64_t(token) * q_token + int64_t(head) * q_head + e]; };
+    load_queries<DK, TileAttnSmem<DK, DV>::ROW_K, kWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
     __syncthreads();  // the queries are in shared memory
 
     float o[DV / 8][4] = {};
@@ -663,7 +666,17 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
     };
     const int n_tiles = j_end > j_begin ? (j_end - j_begin + kMlaTile - 1) / kMlaTile : 0;
     if (n_tiles > 0) issue(0, 0);  // the first tile's copies are under way while the queries load
-    load_queries<DK, MlaSmem<DK, DV>::ROW, kMlaWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, q, hc, scale);
+    // q.at with the strides divided once (both parts have 4-byte elements: mla_kernel_fits, the
+    // backend's concat check).
+    const float* qa = reinterpret_cast<const float*>(q.a);
+    const float* qb = q.b ? reinterpret_cast<const float*>(q.b) : qa;
+    const int64_t da = q.sa.ne[0], a_head = q.sa.nb[1] / 4, a_token = q.sa.nb[2] / 4, b_head = q.sb.nb[1] / 4,
+                  b_token = q.sb.nb[2] / 4;
+    const auto query = [=](int e, int head, int token) {
+        return e < da ? __ldg(qa + int64_t(token) * a_token + int64_t(head) * a_head + e)
+                      : __ldg(qb + int64_t(token) * b_token + int64_t(head) * b_head + (e - da));
+    };
+    load_queries<DK, MlaSmem<DK, DV>::ROW, kMlaWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
 
     float o[COLS / 8][4] = {};
     float m_row[2] = {-INFINITY, -INFINITY};  // rows g, g + 8; the same in every warp

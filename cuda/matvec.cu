@@ -281,7 +281,7 @@ __global__ void quantize_act_swiglu_kernel(const char* gate, int64_t gate_row_by
 // RMS_NORM and MUL nodes feeding a quantized MUL_MAT are then never written (CudaBackend::run_nodes),
 // unless out asks for the product as well (f32, rows of ne0 packed; each element is written by the
 // thread that read it, so out may be x exactly).
-template <bool WITH_SUM>
+template <bool WITH_SUM, bool WITH_OUT>
 __global__ void quantize_act_rms_norm_kernel(const char* x, Shape4 sx, float eps, const float* w, ActQ act,
                                              uint32_t blocks_per_row, float* out) {
     begin_overlapped_kernel();
@@ -297,7 +297,7 @@ __global__ void quantize_act_rms_norm_kernel(const char* x, Shape4 sx, float eps
         float v[4];
 #pragma unroll
         for (int i = 0; i < 4; ++i) v[i] = in ? __fmul_rn(x_row[e0 + i] * scale, w[e0 + i]) : 0.0f;
-        if (out && in) {
+        if (WITH_OUT && in) {
             float* o = out + int64_t(row) * sx.ne[0] + e0;
 #pragma unroll
             for (int i = 0; i < 4; ++i) o[i] = v[i];
@@ -864,7 +864,11 @@ void quantize_rms_norm_activations(ActQuant kind, const float* x, const Shape4& 
         launch_overlapped(kernel, grid_x(sx.nrows()), rms_norm_threads(sx.ne[0]), 0, stream, xc, sx, eps, w, act,
                           per_row, out);
     };
-    kind == ActQuant::Q8_1 ? go(quantize_act_rms_norm_kernel<true>) : go(quantize_act_rms_norm_kernel<false>);
+    if (out)
+        kind == ActQuant::Q8_1 ? go(quantize_act_rms_norm_kernel<true, true>) : go(quantize_act_rms_norm_kernel<false, true>);
+    else
+        kind == ActQuant::Q8_1 ? go(quantize_act_rms_norm_kernel<true, false>)
+                               : go(quantize_act_rms_norm_kernel<false, false>);
     CUDA_CHECK_LAUNCH();
 }
 
