@@ -71,11 +71,8 @@ struct RowsF32 {
     const char* b;
     Shape4 sb;
     __device__ __forceinline__ float at(int64_t e, int64_t i1, int64_t i2) const {
-        const bool first = e < sa.ne[0];
-        const Shape4& s = first ? sa : sb;
-        const char* p = first ? a : b;
-        const int64_t i0 = first ? e : e - sa.ne[0];
-        return __ldg(reinterpret_cast<const float*>(p + i0 * s.nb[0] + i1 * s.nb[1] + i2 * s.nb[2]));
+        if (e < sa.ne[0]) return __ldg(reinterpret_cast<const float*>(a + e * sa.nb[0] + i1 * sa.nb[1] + i2 * sa.nb[2]));
+        return __ldg(reinterpret_cast<const float*>(b + (e - sa.ne[0]) * sb.nb[0] + i1 * sb.nb[1] + i2 * sb.nb[2]));
     }
 };
 __host__ __device__ inline RowsF32 rows_f32(const float* x, const Shape4& s) { return {reinterpret_cast<const char*>(x), s, nullptr, {}}; }

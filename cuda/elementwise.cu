@@ -196,15 +196,17 @@ __global__ void cpy_kernel(const char* src, Shape4 ss, char* dst, Shape4 sd, int
     }
 }
 
-// One thread per element of the source rows; a KV-cache store is a few thousand elements.
-template <typename Dst>
+// One thread per element of the source rows; a KV-cache store is a few thousand elements. SPLIT:
+// the rows are two tensors side by side (a CONCAT's sources); else one, src.a with strides ss.
+template <typename Dst, bool SPLIT>
 __global__ void set_rows_kernel(RowsF32 src, Shape4 ss, const int32_t* ids, char* dst, Shape4 sd, int64_t n) {
     begin_overlapped_kernel();
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t row = i / ss.ne[0], col = i % ss.ne[0];
         const int32_t id = ids[row];
         if (id < 0 || id >= sd.ne[1]) continue;
-        const float v = src.at(col, row, 0);
+        const float v = SPLIT ? src.at(col, row, 0)
+                              : *reinterpret_cast<const float*>(src.a + row * ss.nb[1] + col * ss.nb[0]);
         store_f32(reinterpret_cast<Dst*>(dst + id * sd.nb[1] + col * sd.nb[0]), v);
     }
 }
@@ -389,8 +391,8 @@ void launch_set_rows(const RowsF32& src, const Shape4& ss, const int32_t* ids, v
     if (n == 0) return;
     constexpr int threads = 256;
     const int64_t blocks = ceil_div(n, threads) < 65536 ? ceil_div(n, threads) : 65536;
-    launch_overlapped(set_rows_kernel<Dst>, grid_x(blocks), threads, 0, stream, src, ss, ids, static_cast<char*>(dst),
-                      sd, n);
+    launch_overlapped(src.b ? set_rows_kernel<Dst, true> : set_rows_kernel<Dst, false>, grid_x(blocks), threads, 0,
+                      stream, src, ss, ids, static_cast<char*>(dst), sd, n);
     CUDA_CHECK_LAUNCH();
 }
 
