@@ -91,7 +91,7 @@ std::vector<uint8_t> run(Backend& be, const std::vector<Input>& inputs, const Bu
     auto arena = allocate_graph(be, g);
     for (size_t i = 0; i < leaves.size(); ++i) {
         REQUIRE(leaves[i]->nbytes() == inputs[i].bytes.size());
-        tensor_set(leaves[i], inputs[i].bytes.data());
+        if (leaves[i]->data) tensor_set(leaves[i], inputs[i].bytes.data());  // else the graph never reads it
     }
     compute_graph(be, g);
     REQUIRE(out->is_contiguous());
@@ -263,11 +263,27 @@ std::vector<Input> moe_inputs(DType type, int64_t D, int64_t F, int64_t E, int64
             random(DType::F32, {D, T})};
 }
 
-Build moe_build(const Model& model) {
-    return [&model](Context& ctx, const std::vector<Tensor*>& in) {
+// A layer of D embedding values, E experts of F (4 used), n_shared shared ones. Sigmoid gating renormalizes its
+// weights; softmax gating without the selection bias is DeepSeek-V2's (the down projection gates).
+HParams moe_hparams(int64_t D, int64_t F, int64_t E, int64_t n_shared, HParams::ExpertGating gating, float scale) {
+    HParams hp;
+    hp.n_embd = uint32_t(D);
+    hp.n_expert = uint32_t(E);
+    hp.n_expert_used = 4;
+    hp.n_expert_shared = uint32_t(n_shared);
+    hp.n_ff_exp = uint32_t(F);
+    hp.expert_gating = gating;
+    hp.expert_weights_norm = gating == HParams::ExpertGating::SIGMOID;
+    hp.expert_weights_scale = scale;
+    return hp;
+}
+
+// bias: the router's selection bias (in[2]) is used.
+Build moe_build(const Model& model, bool bias = true) {
+    return [&model, bias](Context& ctx, const std::vector<Tensor*>& in) {
         LayerWeights l;
         l.ffn_gate_inp = in[1];
-        l.ffn_exp_probs_b = in[2];
+        l.ffn_exp_probs_b = bias ? in[2] : nullptr;
         l.ffn_gate_exps = in[3];
         l.ffn_up_exps = in[4];
         l.ffn_down_exps = in[5];
@@ -290,20 +306,15 @@ TEST_CASE("a whole build_ffn_moe layer on CUDA matches the CPU (softmax and sigm
             for (int64_t T : {1, 6}) {
                 INFO("gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
                 Model model;
-                model.hp.n_embd = uint32_t(D);
-                model.hp.n_expert = uint32_t(E);
-                model.hp.n_expert_used = 4;
-                model.hp.n_expert_shared = uint32_t(n_shared);
-                model.hp.n_ff_exp = uint32_t(F);
-                model.hp.expert_gating = gating;
-                model.hp.expert_weights_norm = gating == HParams::ExpertGating::SIGMOID;
-                model.hp.expert_weights_scale = 2.0f;
+                model.hp = moe_hparams(D, F, E, n_shared, gating, 2.0f);
                 // Routing is computed on each backend: with random inputs a near tie at the top-k boundary
                 // (which f32 rounding could break either way) is a ~1e-6 event per token. The layer chains
                 // matmuls: their ~1e-6 differences can round an element of the next quantized activation
                 // the other way (~1e-4 chance each, ~1e-4 of the output each time), so 2e-3 is the bound;
                 // a wrong expert or weight is off by 1e-1 or more.
                 check_vs_cpu(moe_inputs(type, D, F, E, n_shared, T), moe_build(model), 2e-3);
+                if (gating == HParams::ExpertGating::SOFTMAX)  // and without the bias: DeepSeek-V2's gating
+                    check_vs_cpu(moe_inputs(type, D, F, E, n_shared, T), moe_build(model, false), 2e-3);
             }
         }
     }
@@ -323,15 +334,12 @@ TEST_CASE("a build_ffn_moe layer's fused adds and shared quantized x give the un
             for (int64_t T : {1, 3}) {
                 INFO("gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
                 Model model;
-                model.hp.n_embd = uint32_t(D);
-                model.hp.n_expert = uint32_t(E);
-                model.hp.n_expert_used = 4;
-                model.hp.n_expert_shared = uint32_t(n_shared);
-                model.hp.n_ff_exp = uint32_t(F);
-                model.hp.expert_gating = gating;
-                model.hp.expert_weights_norm = gating == HParams::ExpertGating::SIGMOID;
+                model.hp = moe_hparams(D, F, E, n_shared, gating, 1.0f);
                 const std::vector<Input> inputs = moe_inputs(type, D, F, E, n_shared, T);
-                CHECK(run(gpu(), inputs, moe_build(model)) == run(*unfused, inputs, moe_build(model)));
+                for (bool bias : {true, false}) {
+                    CAPTURE(bias);
+                    CHECK(run(gpu(), inputs, moe_build(model, bias)) == run(*unfused, inputs, moe_build(model, bias)));
+                }
             }
         }
     }
