@@ -231,6 +231,9 @@ public:
         CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
 
+    // cuda_fused_nodes (cuda/cuda_backend.h).
+    size_t fused_nodes() const { return fused_nodes_; }
+
 private:
     void check_transfer(const Tensor* t, size_t offset, size_t size) const {
         MF_ASSERT(t->data && t->buffer && t->buffer->backend() == this);
@@ -305,6 +308,7 @@ private:
     RowsF32 rows_of(const Tensor* n, int slot) const;
     // Whether the result scratch_ is taken to hold survives node n's write.
     void note_written(const Tensor* n);
+    size_t fused_nodes_ = 0;  // nodes the fusions folded into a neighbour's launch, the last run
     // The fusions skip a node only when its one reader is the node that takes it over: the graph's
     // source slots that read each tensor, counted once a run (readers through views count).
     std::unordered_map<const Tensor*, int> reads_;
@@ -727,6 +731,7 @@ RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
 void CudaBackend::run_nodes(const Graph& g) {
     // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
     scratch_act_valid_ = false;
+    fused_nodes_ = 0;
     reads_.clear();
     for (const Tensor* n : g.nodes)
         for (const Tensor* src : n->src)
@@ -735,16 +740,19 @@ void CudaBackend::run_nodes(const Graph& g) {
         const Tensor* n = g.nodes[i];
         if (swiglu_fusable(g, i)) {
             fused_swiglu_ = n;  // not launched: the next node quantizes from its sources
+            ++fused_nodes_;
             continue;
         }
         if (concat_fusable(g, i)) {
             fused_concat_ = n;  // not launched: its reader reads its sources
+            ++fused_nodes_;
             continue;
         }
         ActQuant norm_kind = ActQuant::Q8_0;
         switch (norm_fusion(g, i, &norm_kind)) {
             case NormFusion::QUANTIZE:
                 fused_norm_ = g.nodes[++i];  // neither launched: the next node quantizes from the norm's source
+                fused_nodes_ += 2;
                 continue;
             case NormFusion::WEIGHT: {
                 const Tensor* m = g.nodes[++i];
@@ -752,6 +760,7 @@ void CudaBackend::run_nodes(const Graph& g) {
                 launch_rms_norm_f32(static_cast<const float*>(x->data), shape_of(x), n->op_param_f(0),
                                     static_cast<const float*>(m->src[1]->data), static_cast<float*>(m->data), stream_);
                 note_written(m);
+                ++fused_nodes_;  // the MUL
                 continue;
             }
             case NormFusion::WEIGHT_QUANTIZE: {
@@ -766,6 +775,7 @@ void CudaBackend::run_nodes(const Graph& g) {
                 scratch_act_end_ = data_end(m);
                 scratch_act_shape_ = shape_of(m);
                 scratch_act_kind_ = norm_kind;
+                ++fused_nodes_;  // the MUL
                 continue;
             }
             case NormFusion::NONE: break;
@@ -773,6 +783,7 @@ void CudaBackend::run_nodes(const Graph& g) {
         const Tensor* written = n;
         if (const Tensor* r = add_fusable(g, i)) {
             written = g.nodes[++i];  // the ADD: written by the MUL_MAT, not launched
+            ++fused_nodes_;
             fused_add_ = static_cast<const float*>(r->data);
             fused_out_ = static_cast<float*>(written->data);
         }
@@ -1044,5 +1055,11 @@ void CudaBackend::run_node(const Tensor* node) {
 bool cuda_available(std::string* why) { return check_device(0, why); }
 
 std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+size_t cuda_fused_nodes(const Backend& b) {
+    const auto* cuda = dynamic_cast<const CudaBackend*>(&b);
+    MF_ASSERT_MSG(cuda, "cuda_fused_nodes: not a CUDA backend");
+    return cuda->fused_nodes();
+}
 
 }  // namespace mf

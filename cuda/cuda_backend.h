@@ -2,6 +2,7 @@
 // other host code can name it without nvcc.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -17,5 +18,11 @@ bool cuda_available(std::string* why);
 // A backend on the given device: device memory, one stream, kernels from cuda/*.cu.
 // Throws Error when the device cannot be used (see cuda_available).
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);
+
+// How many of the last computed graph's nodes a CUDA backend's fusions took into a neighbour's
+// launch instead of launching them (CudaBackend::run_nodes; counted when the graph was last run
+// node by node, so a replayed CUDA graph keeps its capture's count). Tests check with it that a
+// fusion fires; b must come from make_cuda_backend.
+size_t cuda_fused_nodes(const Backend& b);
 
 }  // namespace mf

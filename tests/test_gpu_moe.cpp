@@ -339,6 +339,9 @@ TEST_CASE("a build_ffn_moe layer's fused adds and shared quantized x give the un
                 for (bool bias : {true, false}) {
                     CAPTURE(bias);
                     CHECK(run(gpu(), inputs, moe_build(model, bias)) == run(*unfused, inputs, moe_build(model, bias)));
+                    // Both residual ADDs stored by the down projections (the shared one only on the
+                    // quantized matvec, not for F16 weights).
+                    CHECK(cuda_fused_nodes(gpu()) - cuda_fused_nodes(*unfused) == (type == DType::F16 ? 1u : 2u));
                 }
             }
         }
