@@ -705,7 +705,8 @@ bool CudaBackend::concat_fusable(const Graph& g, size_t i) const {
     const Tensor* m = g.nodes[j];
     // The reader's result (a planned tensor, or the cache SET_ROWS writes) apart from both sources.
     auto apart = [m](const Tensor* x) {
-        return data_end(m) <= static_cast<const char*>(x->data) || data_end(x) <= static_cast<const char*>(m->data);
+        const char* xb = static_cast<const char*>(x->data);
+        return data_end(m) <= xb || data_end(x) <= static_cast<const char*>(m->data);
     };
     if (m->op == Op::FLASH_ATTN && m->src[0] == n) {
         const Tensor* k = m->src[1];
