@@ -18,3 +18,24 @@ bench_rows() {
     timeout ${T:-40} $x bench "$@" 2>&1 | grep -E "^\| [a-z]" | grep -v "^| model" |
         sed 's/| [a-z0-9]* | cuda | flash //' | paste -sd' '
 }
+
+# unpack_bins DIR NAME...: binaries built on the development machine and carried xz-compressed,
+# DIR/NAME.xz, unpacked (python's lzma; the device has no xz) to /root/bins/NAME, executable.
+unpack_bins() {
+    local dir=$1; shift
+    mkdir -p /root/bins
+    for f in "$@"; do
+        python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+            "$dir/$f.xz" "/root/bins/$f" && chmod +x "/root/bins/$f"
+    done
+}
+
+# run_suites NAME...: the doctest binaries /root/bins/NAME (150 s each at most), each log in $OUT,
+# one line with its counts, then its failures.
+run_suites() {
+    for t in "$@"; do
+        timeout 150 "/root/bins/$t" > "$OUT/$t.log" 2>&1
+        echo "$t rc $?: $(grep -E 'test cases' "$OUT/$t.log")"
+        grep -B3 -A12 "ERROR" "$OUT/$t.log" | head -30
+    done
+}
