@@ -1165,12 +1165,8 @@ void launch_flash_attn(DType type_k, DType type_v, const RowsF32& qr, const Shap
                        const Shape4& ks, const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1,
                        float* out, float* ws, float scale, cudaStream_t s) {
     const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
-    if (qr.b) {
-        MF_ASSERT(flash_attn_takes_split_q(type_k, type_v, qs, k, ks, v, vs));
-        if (hdk == 576) return launch_mla<576, 512>(qr, qs, k, ks, mask, out, ws, scale, s);
-        if (hdk == 288) return launch_mla<288, 256>(qr, qs, k, ks, mask, out, ws, scale, s);
-        return launch_mla<544, 512>(qr, qs, k, ks, mask, out, ws, scale, s);
-    }
+    // A q in two parts goes to the MLA kernel only: none of the branches before it takes it.
+    MF_ASSERT(!qr.b || flash_attn_takes_split_q(type_k, type_v, qs, k, ks, v, vs));
     const float* q = reinterpret_cast<const float*>(qr.a);
     if (tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
         if (hdk == 64) return launch_tile<64, 64>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);
