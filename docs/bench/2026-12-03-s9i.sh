@@ -1,8 +1,8 @@
 #!/bin/bash
 # Prepared at the end of the ninth session for the next one (not run: no device time was left).
 # Binaries built on the development machine (sm_90, Release), xz-compressed in the git-ignored
-# .carry/next9: main 580bf3b (code as main at the session's end; the later commits are docs, bench
-# scripts and a wrapped line) with its test_gpu_attention and test_gpu_moe (test_gpu_ops is left
+# .carry/next9: main c46382b (the code as main at the session's end) with its test_gpu_attention
+# and test_gpu_moe (test_gpu_ops is left
 # out for the carry limit; it passed on b42f0db and has not changed since); wip/rope-fold 1350fa1's
 # minfer and test_gpu_attention; 8016357's minfer (old_8016357). First the suites (the last
 # commits' cuda_fused_nodes assertions and new cases have not run), then main against 8016357 on the
