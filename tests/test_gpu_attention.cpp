@@ -64,7 +64,7 @@ std::vector<uint8_t> run(Backend& be, const std::vector<Leaf>& leaves, Build bui
     auto arena = allocate_graph(be, g);
     for (size_t i = 0; i < ts.size(); ++i) {
         REQUIRE(ts[i]->nbytes() == leaves[i].bytes.size());
-        tensor_set(ts[i], leaves[i].bytes.data());
+        if (ts[i]->data) tensor_set(ts[i], leaves[i].bytes.data());  // else the graph never reads it
     }
     compute_graph(be, g);
     const Tensor* result = out->view_src ? out->view_src : out;

@@ -65,7 +65,18 @@ Input routes(int64_t n_used, int64_t T, int64_t n_expert) {
     return in;
 }
 
-using Build = std::function<Tensor*(Context&, const std::vector<Tensor*>&)>;
+// Builds the result from the inputs. Graph: the graph being built, as ForwardState's, for builders that
+// order nodes as the model's forward does (graph_expand); the result is expanded into it afterwards.
+using Build = std::function<Tensor*(Context&, Graph&, const std::vector<Tensor*>&)>;
+
+// The graph computing build's result (its TENSOR_OUTPUT), nodes in the order the builder expanded them.
+Graph build_into_graph(Context& ctx, const Build& build, const std::vector<Tensor*>& leaves, Tensor** out) {
+    Graph g;
+    *out = build(ctx, g, leaves);
+    (*out)->flags |= TENSOR_OUTPUT;
+    graph_expand(g, *out);
+    return g;
+}
 
 Backend& cpu() {
     static std::unique_ptr<Backend> b = make_cpu_backend(4);
@@ -86,8 +97,8 @@ std::vector<uint8_t> run(Backend& be, const std::vector<Input>& inputs, const Bu
         t->flags |= TENSOR_INPUT;
         leaves.push_back(t);
     }
-    Tensor* out = build(ctx, leaves);
-    Graph g = build_graph({out});
+    Tensor* out = nullptr;
+    Graph g = build_into_graph(ctx, build, leaves, &out);
     auto arena = allocate_graph(be, g);
     for (size_t i = 0; i < leaves.size(); ++i) {
         REQUIRE(leaves[i]->nbytes() == inputs[i].bytes.size());
@@ -143,7 +154,7 @@ TEST_CASE("mul_mat_id on CUDA matches the CPU for every weight type") {
                         const int64_t n_b = shared_x ? 1 : n_used;
                         check_vs_cpu({random(type, {K, M, n_expert}), random(DType::F32, {K, n_b, T}),
                                       routes(n_used, T, n_expert)},
-                                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                                     [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                                          return mul_mat_id(ctx, in[0], in[1], in[2]);
                                      },
                                      dtype_traits(type).is_quantized ? 1e-4 : 1e-5);
@@ -161,7 +172,7 @@ TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
     const int64_t M = 37, n_expert = 6, n_used = 4, K = 2048;
     check_vs_cpu({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
                   random(DType::F32, {20, 3}, 0.0f, 1.0f)},
-                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                 [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                      return mul_mat_id(ctx, in[0], in[1], in[2], in[3]);
                  },
                  1e-4);
@@ -173,7 +184,7 @@ TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
                               routes(n_used, T, n_expert),
                               strided ? random(DType::F32, {T, n_used}, 0.0f, 1.0f)
                                       : random(DType::F32, {n_used, T}, 0.0f, 1.0f)},
-                             [strided](Context& ctx, const std::vector<Tensor*>& in) {
+                             [strided](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                                  return mul_mat_id(ctx, in[0], in[1], in[2], strided ? transpose(ctx, in[3]) : in[3]);
                              },
                              dtype_traits(type).is_quantized ? 1e-4 : 1e-5);
@@ -186,14 +197,14 @@ TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
         INFO("softmax-gated T=" << T);
         check_vs_cpu({random(DType::Q4_0, {K, M, 64}), random(DType::F32, {K, 1, T}), routes(6, T, 64),
                       random(DType::F32, {64, T}, -3.0f, 3.0f)},
-                     [](Context& ctx, const std::vector<Tensor*>& in) {
+                     [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                          return mul_mat_id_softmax_gated(ctx, in[0], in[1], in[2], in[3], 1.5f);
                      },
                      1e-4);
     }
     check_vs_cpu({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
                   random(DType::F32, {24, 3}, -3.0f, 3.0f)},
-                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                 [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                      return mul_mat_id_softmax_gated(ctx, in[0], in[1], in[2], in[3], 1.0f);
                  },
                  1e-4);
@@ -219,7 +230,7 @@ TEST_CASE("top_k on CUDA picks exactly the CPU's indices, ties and NaN included"
             c.transposed ? std::vector<int64_t>{c.rows, c.n} : std::vector<int64_t>{c.n, c.rows};
         const int k = c.k;
         const bool tr = c.transposed;
-        const Build build = [k, tr](Context& ctx, const std::vector<Tensor*>& in) {
+        const Build build = [k, tr](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
             return top_k(ctx, tr ? transpose(ctx, in[0]) : in[0], k);
         };
         const Input in = values(DType::F32, shape, v);
@@ -231,19 +242,23 @@ TEST_CASE("sum_rows, div and sigmoid on CUDA match the CPU") {
     // Sums in f32 (GPU) vs double (CPU): ~1e-7. Division: one correctly rounded op on both. Sigmoid:
     // expf on each side, an ulp or two.
     check_vs_cpu({random(DType::F32, {6, 2048, 3})},
-                 [](Context& ctx, const std::vector<Tensor*>& in) {
+                 [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                      return sum_rows(ctx, permute(ctx, in[0], 1, 0, 2, 3));
                  },
                  1e-6);
     check_vs_cpu({random(DType::F32, {1000, 3})},
-                 [](Context& ctx, const std::vector<Tensor*>& in) { return sum_rows(ctx, in[0]); }, 1e-6);
+                 [](Context& ctx, Graph&, const std::vector<Tensor*>& in) { return sum_rows(ctx, in[0]); }, 1e-6);
     check_vs_cpu({random(DType::F32, {6, 5, 3}), random(DType::F32, {1, 5, 3}, 0.5f, 2.0f)},
-                 [](Context& ctx, const std::vector<Tensor*>& in) { return div(ctx, in[0], in[1]); }, 0.0);
+                 [](Context& ctx, Graph&, const std::vector<Tensor*>& in) { return div(ctx, in[0], in[1]); }, 0.0);
     check_vs_cpu({random(DType::F32, {64, 4}), random(DType::F32, {1, 64}, 0.5f, 2.0f)},
-                 [](Context& ctx, const std::vector<Tensor*>& in) { return div(ctx, transpose(ctx, in[0]), in[1]); },
+                 [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
+                     return div(ctx, transpose(ctx, in[0]), in[1]);
+                 },
                  0.0);
     check_vs_cpu({random(DType::F32, {100, 7}, -12.0f, 12.0f)},
-                 [](Context& ctx, const std::vector<Tensor*>& in) { return sigmoid(ctx, transpose(ctx, in[0])); },
+                 [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
+                     return sigmoid(ctx, transpose(ctx, in[0]));
+                 },
                  1e-6);
 }
 
@@ -280,7 +295,7 @@ HParams moe_hparams(int64_t D, int64_t F, int64_t E, int64_t n_shared, HParams::
 
 // bias: the router's selection bias (in[2]) is used.
 Build moe_build(const Model& model, bool bias = true) {
-    return [&model, bias](Context& ctx, const std::vector<Tensor*>& in) {
+    return [&model, bias](Context& ctx, Graph& graph, const std::vector<Tensor*>& in) {
         LayerWeights l;
         l.ffn_gate_inp = in[1];
         l.ffn_exp_probs_b = bias ? in[2] : nullptr;
@@ -290,8 +305,7 @@ Build moe_build(const Model& model, bool bias = true) {
         l.ffn_gate_shexp = in[6];
         l.ffn_up_shexp = in[7];
         l.ffn_down_shexp = in[8];
-        Graph graph;  // build_ffn_moe stores nothing in the cache, so neither outlives the build
-        KVCache kv;
+        KVCache kv;  // build_ffn_moe stores nothing in the cache
         ForwardState s{ctx, graph, model, kv, uint32_t(in[0]->ne[1]), true, nullptr, nullptr, {}, {}};
         return build_ffn_moe(s, in[0], in[9], l);
     };
@@ -354,7 +368,7 @@ TEST_CASE("decode-shape mul_mat_id (DeepSeek-V2-Lite gate_exps, 6 of 64 experts)
         INFO(dtype_name(type));
         const std::vector<Input> inputs = {random(type, {K, M, n_expert}), random(DType::F32, {K, 1, 1}),
                                            routes(n_used, 1, n_expert)};
-        const Build build = [](Context& ctx, const std::vector<Tensor*>& in) {
+        const Build build = [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
             return mul_mat_id(ctx, in[0], in[1], in[2]);
         };
         check_vs_cpu(inputs, build, 1e-4);
@@ -366,7 +380,8 @@ TEST_CASE("decode-shape mul_mat_id (DeepSeek-V2-Lite gate_exps, 6 of 64 experts)
             t->flags |= TENSOR_INPUT;
             leaves.push_back(t);
         }
-        Graph g = build_graph({build(ctx, leaves)});
+        Tensor* out = nullptr;
+        Graph g = build_into_graph(ctx, build, leaves, &out);
         auto arena = allocate_graph(gpu(), g);
         for (size_t i = 0; i < leaves.size(); ++i) tensor_set(leaves[i], inputs[i].bytes.data());
         for (int i = 0; i < 3; ++i) compute_graph(gpu(), g);  // the third run replays a captured CUDA graph
