@@ -94,7 +94,7 @@ bool same_shape4(const Shape4& a, const Shape4& b) {
 }
 
 // One past the last byte t's elements can occupy (its first byte is t->data); for block types an
-// overestimate, which is all its one caller needs.
+// overestimate, which is all its callers need.
 const char* data_end(const Tensor* t) {
     int64_t extent = int64_t(t->nb[0]);
     for (int i = 0; i < MAX_DIMS; ++i) {
@@ -102,6 +102,12 @@ const char* data_end(const Tensor* t) {
         extent += (t->ne[i] - 1) * int64_t(t->nb[i]);
     }
     return static_cast<const char*>(t->data) + extent;
+}
+
+// Whether a's and b's bytes lie apart. A fused kernel writes a node's result while it reads tensors
+// whose last reader the planner took to have run already, so it may have put the result over them.
+bool apart(const Tensor* a, const Tensor* b) {
+    return data_end(a) <= static_cast<const char*>(b->data) || data_end(b) <= static_cast<const char*>(a->data);
 }
 
 // The CUDA error of a call that bad input (a size, a missing device) can make fail, as an Error.
@@ -642,10 +648,7 @@ CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i, ActQu
     }
     // One kernel reads x and writes the product: the planner may have put the product over x (x's
     // last reader was the norm), which is safe only element for element.
-    const char* xb = static_cast<const char*>(x->data);
-    const char* mb = static_cast<const char*>(m->data);
-    const bool apart = data_end(m) <= xb || data_end(x) <= mb;
-    if (!apart && !(xb == mb && x->is_contiguous())) return NormFusion::NONE;
+    if (!apart(m, x) && !(x->data == m->data && x->is_contiguous())) return NormFusion::NONE;
     // The first later node that quantizes the product, unless a matmul of another x (which may use
     // the scratch) comes first: it finds the product quantized there (run_node keeps the scratch's
     // state, so anything overwriting it in between only costs a quantization).
@@ -704,10 +707,6 @@ bool CudaBackend::concat_fusable(const Graph& g, size_t i) const {
     if (j == g.nodes.size()) return false;
     const Tensor* m = g.nodes[j];
     // The reader's result (a planned tensor, or the cache SET_ROWS writes) apart from both sources.
-    auto apart = [m](const Tensor* x) {
-        const char* xb = static_cast<const char*>(x->data);
-        return data_end(m) <= xb || data_end(x) <= static_cast<const char*>(m->data);
-    };
     if (m->op == Op::FLASH_ATTN && m->src[0] == n) {
         const Tensor* k = m->src[1];
         const Tensor* v = m->src[2];
@@ -715,11 +714,11 @@ bool CudaBackend::concat_fusable(const Graph& g, size_t i) const {
             return false;
         // The planner often puts the attention's result over the sources (the CONCAT was their last
         // reader); that is safe only where the kernel reads every query before it writes.
-        return (apart(a) && apart(b)) || flash_attn_split_q_reads_first(shape_of(n), shape_of(k));
+        return (apart(m, a) && apart(m, b)) || flash_attn_split_q_reads_first(shape_of(n), shape_of(k));
     }
     return m->op == Op::SET_ROWS && m->src[1] == n && m->src[0] != n &&
            (m->type == DType::F32 || m->type == DType::F16 || m->type == DType::BF16) && n->ne[2] == 1 &&
-           n->ne[3] == 1 && apart(a) && apart(b);
+           n->ne[3] == 1 && apart(m, a) && apart(m, b);
 }
 
 RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
@@ -811,10 +810,16 @@ const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
     const Tensor* r = m->src[0] == n ? m->src[1] : m->src[0];
     if (!is_f32(r) || !r->is_contiguous() || !same_shape(r, n) || !same_shape(m, n) || reads_of(n) != 1)
         return nullptr;
-    // r is a source of the ADD, so the planner keeps the ADD's result off it; checked all the same,
-    // as the matvec reads r while other blocks write the result.
-    const bool apart = data_end(m) <= static_cast<const char*>(r->data) || data_end(r) <= static_cast<const char*>(m->data);
-    return apart ? r : nullptr;
+    // n's kernel writes the ADD's result while it reads r and its own sources. r is a source of the
+    // ADD, so the planner keeps the result off it (checked all the same); n's sources had n as their
+    // last reader, so the result may lie over them (MUL_MAT_ID's ids, slot weights or f32 x from a
+    // few tokens on). Quantized weights read x as the scratch a kernel before n's wrote.
+    if (!apart(m, r)) return nullptr;
+    for (int s = 0; s < MAX_SRC; ++s) {
+        const Tensor* src = n->src[s];
+        if (src && !(s == 1 && is_quant_weight(n->src[0]->type)) && !apart(m, src)) return nullptr;
+    }
+    return r;
 }
 
 void CudaBackend::note_written(const Tensor* n) {

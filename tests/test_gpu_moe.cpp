@@ -317,7 +317,7 @@ TEST_CASE("a whole build_ffn_moe layer on CUDA matches the CPU (softmax and sigm
     const int64_t D = 256, F = 256, E = 16, n_shared = 2;
     for (auto gating : {HParams::ExpertGating::SOFTMAX, HParams::ExpertGating::SIGMOID}) {
         for (DType type : {DType::F16, DType::Q4_0, DType::Q6_K}) {
-            for (int64_t T : {1, 6}) {
+            for (int64_t T : {1, 6, 20}) {  // 20: the prefill kernels
                 INFO("gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
                 Model model;
                 model.hp = moe_hparams(D, F, E, n_shared, gating, 2.0f);
@@ -345,7 +345,7 @@ TEST_CASE("a build_ffn_moe layer's fused adds and shared quantized x give the un
     const int64_t D = 256, F = 256, E = 16, n_shared = 2;
     for (auto gating : {HParams::ExpertGating::SOFTMAX, HParams::ExpertGating::SIGMOID}) {
         for (DType type : {DType::F16, DType::Q4_0, DType::Q4_K}) {
-            for (int64_t T : {1, 3}) {
+            for (int64_t T : {1, 3, 6}) {
                 INFO("gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
                 Model model;
                 model.hp = moe_hparams(D, F, E, n_shared, gating, 1.0f);
@@ -353,9 +353,11 @@ TEST_CASE("a build_ffn_moe layer's fused adds and shared quantized x give the un
                 for (bool bias : {true, false}) {
                     CAPTURE(bias);
                     CHECK(run(gpu(), inputs, moe_build(model, bias)) == run(*unfused, inputs, moe_build(model, bias)));
-                    // Both residual ADDs stored by the down projections (the shared one only on the
-                    // quantized matvec, not for F16 weights).
-                    CHECK(cuda_fused_nodes(gpu()) - cuda_fused_nodes(*unfused) == (type == DType::F16 ? 1u : 2u));
+                    // At decode, both residual ADDs stored by the down projections (the shared one only
+                    // on the quantized matvec, not for F16 weights). With more tokens the planner may put
+                    // the sum over the routed one's sources, which then takes its own ADD.
+                    if (T == 1)
+                        CHECK(cuda_fused_nodes(gpu()) - cuda_fused_nodes(*unfused) == (type == DType::F16 ? 1u : 2u));
                 }
             }
         }
