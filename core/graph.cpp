@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <iterator>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "core/common.h"
 
@@ -128,9 +130,18 @@ MemoryPlan plan_memory(const Graph& g, size_t alignment) {
     for (Tensor* n : g.nodes)
         if (n->flags & TENSOR_OUTPUT) kept.insert(memory_owner(n));
 
+    // Bytes of owners whose last reader has run, given back only once the next result has been placed:
+    // a result never lies over the sources of the node before it (views and results not placed in
+    // between), so a backend may fuse a node into the next one, one kernel writing the second's result
+    // while it still reads the first's sources.
+    std::vector<std::pair<size_t, size_t>> held;
     for (size_t i = 0; i < g.nodes.size(); ++i) {
         const Tensor* n = g.nodes[i];
-        if (needs_arena(n)) place(n);
+        if (needs_arena(n)) {
+            place(n);
+            for (const auto& [offset, size] : held) free_list.give(offset, size);
+            held.clear();
+        }
         // Release owners whose last reader was this node. Releasing after placing n keeps n from
         // overwriting its own sources while it runs.
         auto release = [&](const Tensor* owner) {
@@ -139,7 +150,7 @@ MemoryPlan plan_memory(const Graph& g, size_t alignment) {
             if ((owner->flags & TENSOR_INPUT) || kept.count(owner)) return;
             auto lu = last_use.find(owner);
             if (lu == last_use.end() || lu->second != i) return;
-            free_list.give(it->second, align_up(std::max<size_t>(owner->nbytes(), 1), alignment));
+            held.emplace_back(it->second, align_up(std::max<size_t>(owner->nbytes(), 1), alignment));
             last_use.erase(lu);
         };
         for (const Tensor* s : n->src)

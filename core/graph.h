@@ -33,7 +33,9 @@ struct MemoryPlan {
 
 // Plans arena space for every graph tensor that owns memory and has none yet: op results, and
 // leafs flagged TENSOR_INPUT. Inputs and outputs live for the whole graph; other results are freed
-// after their last reader (through views too) and their bytes reused (best fit, adjacent merge).
+// after their last reader (through views too) and their bytes reused (best fit, adjacent merge), but
+// not by the next result placed: no result lies over the sources of the nodes just before it, so a
+// backend may fuse a node into its successor.
 MemoryPlan plan_memory(const Graph& g, size_t alignment);
 
 }  // namespace mf

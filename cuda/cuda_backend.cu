@@ -105,7 +105,8 @@ const char* data_end(const Tensor* t) {
 }
 
 // Whether a's and b's bytes lie apart. A fused kernel writes a node's result while it reads tensors
-// whose last reader the planner took to have run already, so it may have put the result over them.
+// whose last reader the planner took to have run already. The planner keeps the next result off those
+// (core/graph.h); the fusions check it all the same, as a graph may be planned otherwise.
 bool apart(const Tensor* a, const Tensor* b) {
     return data_end(a) <= static_cast<const char*>(b->data) || data_end(b) <= static_cast<const char*>(a->data);
 }
@@ -646,8 +647,8 @@ CudaBackend::NormFusion CudaBackend::norm_fusion(const Graph& g, size_t i, ActQu
             reads_of(m) == 1)
             return NormFusion::QUANTIZE;  // writes only the scratch
     }
-    // One kernel reads x and writes the product: the planner may have put the product over x (x's
-    // last reader was the norm), which is safe only element for element.
+    // One kernel reads x and writes the product: safe apart from x (as the planner places it), or
+    // exactly on it (element for element).
     if (!apart(m, x) && !(x->data == m->data && x->is_contiguous())) return NormFusion::NONE;
     // The first later node that quantizes the product, unless a matmul of another x (which may use
     // the scratch) comes first: it finds the product quantized there (run_node keeps the scratch's
@@ -712,8 +713,8 @@ bool CudaBackend::concat_fusable(const Graph& g, size_t i) const {
         const Tensor* v = m->src[2];
         if (!flash_attn_takes_split_q(k->type, v->type, shape_of(n), k->data, shape_of(k), v->data, shape_of(v)))
             return false;
-        // The planner often puts the attention's result over the sources (the CONCAT was their last
-        // reader); that is safe only where the kernel reads every query before it writes.
+        // The result apart from the sources (as the planner places it), or the kernel reads every
+        // query before it writes.
         return (apart(m, a) && apart(m, b)) || flash_attn_split_q_reads_first(shape_of(n), shape_of(k));
     }
     return m->op == Op::SET_ROWS && m->src[1] == n && m->src[0] != n &&
@@ -810,10 +811,9 @@ const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
     const Tensor* r = m->src[0] == n ? m->src[1] : m->src[0];
     if (!is_f32(r) || !r->is_contiguous() || !same_shape(r, n) || !same_shape(m, n) || reads_of(n) != 1)
         return nullptr;
-    // n's kernel writes the ADD's result while it reads r and its own sources. r is a source of the
-    // ADD, so the planner keeps the result off it (checked all the same); n's sources had n as their
-    // last reader, so the result may lie over them (MUL_MAT_ID's ids, slot weights or f32 x from a
-    // few tokens on). Quantized weights read x as the scratch a kernel before n's wrote.
+    // n's kernel writes the ADD's result while it reads r and its own sources (a MUL_MAT_ID's ids and
+    // slot weights; x, unless the weights are quantized: then a kernel before n's put x in the
+    // scratch). The planner keeps the result off all of them; checked all the same.
     if (!apart(m, r)) return nullptr;
     for (int s = 0; s < MAX_SRC; ++s) {
         const Tensor* src = n->src[s];

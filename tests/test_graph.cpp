@@ -49,6 +49,30 @@ void check_no_live_overlap(const Graph& g, const MemoryPlan& plan) {
     }
 }
 
+// Checks that no placed result lies over the sources of the nodes run since the result placed before
+// it: a backend may fuse a node into the next one (one kernel writing the second's result while it
+// reads the first's sources).
+void check_next_result_apart(const Graph& g, const MemoryPlan& plan) {
+    size_t since = 0;  // the first node whose sources the next placed result must avoid
+    for (size_t j = 0; j < g.nodes.size(); ++j) {
+        const Tensor* n = g.nodes[j];
+        auto placed = plan.offsets.find(n);
+        if (placed == plan.offsets.end()) continue;
+        const size_t n0 = placed->second, n1 = n0 + n->nbytes();
+        for (size_t i = since; i < j; ++i) {
+            for (Tensor* s : g.nodes[i]->src) {
+                if (!s) continue;
+                auto it = plan.offsets.find(memory_owner(s));
+                if (it == plan.offsets.end()) continue;
+                const size_t s0 = it->second, s1 = s0 + memory_owner(s)->nbytes();
+                INFO("result " << describe(n) << " and " << describe(g.nodes[i]) << "'s source " << describe(s));
+                CHECK((n1 <= s0 || s1 <= n0));
+            }
+        }
+        since = j;
+    }
+}
+
 }  // namespace
 
 TEST_CASE("ops only record nodes; nothing is computed while building") {
@@ -87,10 +111,12 @@ TEST_CASE("the planner reuses memory along a chain and keeps live tensors apart"
     for (int i = 0; i < 20; ++i) t = (i % 2) ? silu(ctx, t) : scale(ctx, t, 1.5f);
     Graph g = build_graph({t});
     const MemoryPlan plan = plan_memory(g, 64);
-    // A chain needs the input, the output and at most two intermediates alive at once.
+    // A chain needs the input and at most three results alive at once (the output among them): the
+    // one being written, its source, and the source's source (not reused by the very next result).
     CHECK(plan.arena_size <= 4 * 4096);
     CHECK(plan.naive_size == 21 * 4096);
     check_no_live_overlap(g, plan);
+    check_next_result_apart(g, plan);
 }
 
 TEST_CASE("views keep their owner alive until the view's last reader") {
@@ -106,6 +132,7 @@ TEST_CASE("views keep their owner alive until the view's last reader") {
     Graph g = build_graph({out});
     const MemoryPlan plan = plan_memory(g, 32);
     check_no_live_overlap(g, plan);
+    check_next_result_apart(g, plan);
     CHECK(plan.offsets.count(v) == 0);   // views own no memory
 }
 
@@ -155,5 +182,6 @@ TEST_CASE("random graphs never overlap live tensors") {
         const MemoryPlan plan = plan_memory(g, 16);
         CHECK(plan.arena_size <= plan.naive_size);
         check_no_live_overlap(g, plan);
+        check_next_result_apart(g, plan);
     }
 }
