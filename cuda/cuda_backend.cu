@@ -93,14 +93,13 @@ bool same_shape4(const Shape4& a, const Shape4& b) {
     return true;
 }
 
-// One past the last byte t's elements can occupy (its first byte is t->data); for block types an
-// overestimate, which is all its callers need.
+// One past the last byte of t's elements (its first byte is t->data): the last element's, or for
+// block types the last block's (nb[0] is then a block's stride, and ne[0] counts elements).
 const char* data_end(const Tensor* t) {
-    int64_t extent = int64_t(t->nb[0]);
-    for (int i = 0; i < MAX_DIMS; ++i) {
-        if (t->ne[i] == 0) return static_cast<const char*>(t->data);
-        extent += (t->ne[i] - 1) * int64_t(t->nb[i]);
-    }
+    const DTypeTraits& traits = dtype_traits(t->type);
+    if (t->nelements() == 0) return static_cast<const char*>(t->data);
+    int64_t extent = int64_t(traits.type_size) + (t->ne[0] / traits.block_size - 1) * int64_t(t->nb[0]);
+    for (int i = 1; i < MAX_DIMS; ++i) extent += (t->ne[i] - 1) * int64_t(t->nb[i]);
     return static_cast<const char*>(t->data) + extent;
 }
 
