@@ -672,9 +672,10 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
     const float* qb = q.b ? reinterpret_cast<const float*>(q.b) : qa;
     const int64_t da = q.sa.ne[0], a_head = q.sa.nb[1] / 4, a_token = q.sa.nb[2] / 4, b_head = q.sb.nb[1] / 4,
                   b_token = q.sb.nb[2] / 4;
-    const auto query = [=](int e, int head, int token) {
-        return e < da ? __ldg(qa + int64_t(token) * a_token + int64_t(head) * a_head + e)
-                      : __ldg(qb + int64_t(token) * b_token + int64_t(head) * b_head + (e - da));
+    const bool rope = q.rope.x != nullptr;  // q's second part is a ROPE not launched
+    const auto query = [=, &q](int e, int head, int token) {
+        if (e < da) return __ldg(qa + int64_t(token) * a_token + int64_t(head) * a_head + e);
+        return rope ? q.at_b(e - da, head, token) : __ldg(qb + int64_t(token) * b_token + int64_t(head) * b_head + (e - da));
     };
     load_queries<DK, MlaSmem<DK, DV>::ROW, kMlaWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
 

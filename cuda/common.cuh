@@ -61,21 +61,75 @@ struct Shape4 {
     }
 };
 
+// ROPE's rotation, shared by its kernel and by the readers that apply it to a ROPE not launched.
+// Pair i's cos and sin at position p: the angles in double, as on the CPU.
+__device__ __forceinline__ void rope_cos_sin(double p, int i, int n_dims, double freq_base, double freq_scale,
+                                             const float* factors, float* c, float* s) {
+    double inv_freq = pow(freq_base, -2.0 * i / n_dims);
+    if (factors) inv_freq /= double(factors[i]);
+    const double theta = p * freq_scale * inv_freq;
+    *c = float(cos(theta));
+    *s = float(sin(theta));
+}
+// The rotated pair (x0, x1) by (c, s), unfused, as the CPU rounds it (nvcc would otherwise contract
+// these into fmas): the first element, or the second.
+__device__ __forceinline__ float rope_first(float x0, float x1, float c, float s) {
+    return __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+}
+__device__ __forceinline__ float rope_second(float x0, float x1, float c, float s) {
+    return __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}
+
+// A ROPE not launched: its source x (f32, packed rows of any strides), positions (one a token, the
+// token of a row being (row / ne1) % ne2 as in the ROPE kernel) and parameters. element(row, j) is
+// element j of row `row` of ROPE(x), the kernel's bits.
+struct RopeOf {
+    const char* x = nullptr;
+    Shape4 sx{};
+    const int32_t* pos = nullptr;
+    const float* factors = nullptr;
+    int n_dims = 0;
+    bool neox = false;
+    double freq_base = 0.0, freq_scale = 0.0;
+    __device__ __forceinline__ float element(int64_t row, int64_t j) const {
+        const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
+        if (j >= n_dims) return __ldg(x_row + j);
+        const int n_pairs = n_dims / 2;
+        const int partner = neox ? n_pairs : 1;
+        const bool first = neox ? j < n_pairs : j % 2 == 0;
+        const int64_t j0 = first ? j : j - partner;
+        const int i = neox ? int(j0) : int(j0 / 2);
+        float c, s;
+        rope_cos_sin(double(pos[(row / sx.ne[1]) % sx.ne[2]]), i, n_dims, freq_base, freq_scale, factors, &c, &s);
+        const float x0 = __ldg(x_row + j0), x1 = __ldg(x_row + j0 + partner);
+        return first ? rope_first(x0, x1, c, s) : rope_second(x0, x1, c, s);
+    }
+};
+
 // f32 rows as two tensors side by side along dim 0, as a CONCAT of a and b along dim 0 would hold
 // them (the CUDA backend hands a kernel a CONCAT's sources this way instead of launching the CONCAT):
 // element e of row (i1, i2) is a's while e < a's ne[0], then b's (b's dims 1.. equal a's). One tensor
 // alone: b null. Any strides; read-only while a kernel reads them (loaded through the read-only path).
+// With rope.x, b is ROPE(rope.x) not launched (b's rows, contiguous, in the ROPE's row order): b's
+// values are made as they are read.
 struct RowsF32 {
     const char* a;
     Shape4 sa;
     const char* b;
     Shape4 sb;
+    RopeOf rope;
     __device__ __forceinline__ float at(int64_t e, int64_t i1, int64_t i2) const {
         if (e < sa.ne[0]) return __ldg(reinterpret_cast<const float*>(a + e * sa.nb[0] + i1 * sa.nb[1] + i2 * sa.nb[2]));
-        return __ldg(reinterpret_cast<const float*>(b + (e - sa.ne[0]) * sb.nb[0] + i1 * sb.nb[1] + i2 * sb.nb[2]));
+        return at_b(e - sa.ne[0], i1, i2);
+    }
+    __device__ __forceinline__ float at_b(int64_t e, int64_t i1, int64_t i2) const {
+        if (rope.x) return rope.element(i1 + i2 * sb.ne[1], e);
+        return __ldg(reinterpret_cast<const float*>(b + e * sb.nb[0] + i1 * sb.nb[1] + i2 * sb.nb[2]));
     }
 };
-__host__ __device__ inline RowsF32 rows_f32(const float* x, const Shape4& s) { return {reinterpret_cast<const char*>(x), s, nullptr, {}}; }
+__host__ __device__ inline RowsF32 rows_f32(const float* x, const Shape4& s) {
+    return {reinterpret_cast<const char*>(x), s, nullptr, {}, {}};
+}
 
 // Overlapped launches (Hopper's programmatic dependent launch). A kernel started by launch_overlapped
 // may begin while the kernel before it in the stream is still running: it must call

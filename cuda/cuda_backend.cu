@@ -309,7 +309,14 @@ private:
     // MINFER_CUDA_FUSE_CONCAT=0 turns it off.
     bool fuse_concat_ = true;
     const Tensor* fused_concat_ = nullptr;  // the CONCAT the next run_node reads from its sources
-    bool concat_fusable(const Graph& g, size_t i) const;
+    // rope: a ROPE node that is (through a reshaping view) the CONCAT's second source, taken as not
+    // launched: its reader applies it (the checks then look at the ROPE's source).
+    bool concat_fusable(const Graph& g, size_t i, const Tensor* rope = nullptr) const;
+    // A ROPE read only by (a view of it read only by) the next launching node, a CONCAT that then
+    // fuses: not launched either; the CONCAT's reader rotates as it reads (RowsF32::rope). MLA's
+    // q_pe and k_pe, two launches a layer. Part of MINFER_CUDA_FUSE_CONCAT.
+    const Tensor* folded_rope_ = nullptr;
+    bool rope_foldable(const Graph& g, size_t i) const;
     // n's source slot `slot` as f32 rows: the fused CONCAT's two sources, or the tensor itself.
     RowsF32 rows_of(const Tensor* n, int slot) const;
     // Whether the result scratch_ is taken to hold survives node n's write.
@@ -691,17 +698,45 @@ bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {
     return ready;
 }
 
-bool CudaBackend::concat_fusable(const Graph& g, size_t i) const {
+namespace {
+
+// The ROPE node whose result t is, directly or as a reshaping view of its whole (contiguous) result.
+const Tensor* rope_behind(const Tensor* t) {
+    if (t->op == Op::ROPE) return t;
+    const Tensor* v = t->view_src;
+    return t->op == Op::VIEW && v && v->op == Op::ROPE && t->is_contiguous() && t->nelements() == v->nelements() &&
+                   t->data == v->data
+               ? v
+               : nullptr;
+}
+
+}  // namespace
+
+bool CudaBackend::rope_foldable(const Graph& g, size_t i) const {
+    const Tensor* r = g.nodes[i];
+    if (!fuse_concat_ || r->op != Op::ROPE || (r->flags & TENSOR_OUTPUT) || reads_of(r) != 1) return false;
+    size_t j = i + 1;
+    while (j < g.nodes.size() && (g.nodes[j]->op == Op::VIEW || g.nodes[j]->op == Op::NONE)) ++j;
+    if (j == g.nodes.size()) return false;
+    const Tensor* c = g.nodes[j];
+    if (c->op != Op::CONCAT || rope_behind(c->src[1]) != r) return false;
+    if (c->src[1] != r && reads_of(c->src[1]) != 1) return false;  // the view is read by the CONCAT only
+    return concat_fusable(g, j, r);
+}
+
+bool CudaBackend::concat_fusable(const Graph& g, size_t i, const Tensor* rope) const {
     const Tensor* n = g.nodes[i];
     if (!fuse_concat_ || n->op != Op::CONCAT || n->op_param_i(0) != 0 || (n->flags & TENSOR_OUTPUT) ||
         reads_of(n) != 1)
         return false;
     const Tensor* a = n->src[0];
-    const Tensor* b = n->src[1];
-    if (!is_f32(a) || !is_f32(b) || a->nb[0] != sizeof(float) || b->nb[0] != sizeof(float))
+    // What the reader reads for the second part: b, or the source of the ROPE folded into it.
+    const Tensor* b = rope ? rope->src[0] : n->src[1];
+    if (!is_f32(a) || !is_f32(b) || a->nb[0] != sizeof(float) || b->nb[0] != sizeof(float) ||
+        !is_f32(n->src[1]) || (!rope && n->src[1]->nb[0] != sizeof(float)))
         return false;
     for (int d = 1; d < MAX_DIMS; ++d)
-        if (a->ne[d] != b->ne[d]) return false;
+        if (a->ne[d] != n->src[1]->ne[d]) return false;
     size_t j = i + 1;
     while (j < g.nodes.size() && (g.nodes[j]->op == Op::VIEW || g.nodes[j]->op == Op::NONE)) ++j;
     if (j == g.nodes.size()) return false;
@@ -724,14 +759,27 @@ bool CudaBackend::concat_fusable(const Graph& g, size_t i) const {
 RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
     const Tensor* x = n->src[slot];
     if (x != fused_concat_) return rows_f32(static_cast<const float*>(x->data), shape_of(x));
-    return {static_cast<const char*>(x->src[0]->data), shape_of(x->src[0]), static_cast<const char*>(x->src[1]->data),
-            shape_of(x->src[1])};
+    RowsF32 rows{static_cast<const char*>(x->src[0]->data), shape_of(x->src[0]),
+                 static_cast<const char*>(x->src[1]->data), shape_of(x->src[1]), {}};
+    if (const Tensor* r = folded_rope_; r && rope_behind(x->src[1]) == r) {
+        const Tensor* src = r->src[0];
+        rows.rope = {static_cast<const char*>(src->data),
+                     shape_of(src),
+                     static_cast<const int32_t*>(r->src[1]->data),
+                     r->src[2] ? static_cast<const float*>(r->src[2]->data) : nullptr,
+                     r->op_param_i(0),
+                     r->op_param_i(1) == ROPE_NEOX,
+                     double(r->op_param_f(2)),
+                     double(r->op_param_f(3))};
+    }
+    return rows;
 }
 
 void CudaBackend::run_nodes(const Graph& g) {
     // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
     scratch_act_valid_ = false;
     fused_nodes_ = 0;
+    fused_concat_ = folded_rope_ = nullptr;
     reads_.clear();
     for (const Tensor* n : g.nodes)
         for (const Tensor* src : n->src)
@@ -743,7 +791,12 @@ void CudaBackend::run_nodes(const Graph& g) {
             ++fused_nodes_;
             continue;
         }
-        if (concat_fusable(g, i)) {
+        if (rope_foldable(g, i)) {
+            folded_rope_ = n;  // not launched: the CONCAT's reader rotates as it reads
+            ++fused_nodes_;
+            continue;
+        }
+        if (concat_fusable(g, i, folded_rope_ && rope_behind(n->src[1]) == folded_rope_ ? folded_rope_ : nullptr)) {
             fused_concat_ = n;  // not launched: its reader reads its sources
             ++fused_nodes_;
             continue;
@@ -788,7 +841,7 @@ void CudaBackend::run_nodes(const Graph& g) {
             fused_out_ = static_cast<float*>(written->data);
         }
         run_node(n);
-        if (n->op != Op::VIEW && n->op != Op::NONE) fused_concat_ = nullptr;  // its reader has run
+        if (n->op != Op::VIEW && n->op != Op::NONE) fused_concat_ = folded_rope_ = nullptr;  // their reader has run
         fused_swiglu_ = nullptr;
         fused_norm_ = nullptr;
         fused_add_ = nullptr;

@@ -34,17 +34,13 @@ __global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, const 
     const int n_pairs = n_dims / 2;
     const double p = double(pos[token]);
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) {
-        double inv_freq = pow(freq_base, -2.0 * i / n_dims);
-        if (factors) inv_freq /= double(factors[i]);
-        const double theta = p * freq_scale * inv_freq;
-        const float c = float(cos(theta));
-        const float s = float(sin(theta));
+        float c, s;
+        rope_cos_sin(p, i, n_dims, freq_base, freq_scale, factors, &c, &s);
         const int j = neox ? i : 2 * i;
         const int partner = neox ? n_pairs : 1;
         const float x0 = x_row[j], x1 = x_row[j + partner];
-        // Unfused, as the CPU rounds it (nvcc would otherwise contract these into fmas).
-        dst_row[j] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-        dst_row[j + partner] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+        dst_row[j] = rope_first(x0, x1, c, s);
+        dst_row[j + partner] = rope_second(x0, x1, c, s);
     }
     for (int64_t i = n_dims + threadIdx.x; i < sx.ne[0]; i += blockDim.x) dst_row[i] = x_row[i];
 }

@@ -243,6 +243,87 @@ TEST_CASE("MLA's query and latent-row CONCATs are read by the attention and the 
     }
 }
 
+TEST_CASE("a ROPE read only by MLA's CONCAT is applied by the CONCAT's reader, not launched") {
+    // q_pe and k_pe roped as arch_deepseek2 ropes them (k_pe through a reshaping view), in both modes,
+    // with and without frequency factors, at positions up to 5000: the same bits as the ROPE kernel.
+    setenv("MINFER_CUDA_FUSE_CONCAT", "0", 1);
+    std::unique_ptr<Backend> unfused = make_cuda_backend();
+    unsetenv("MINFER_CUDA_FUSE_CONCAT");
+    const int64_t lora = 512, rope_dims = 64, width = lora + rope_dims, n_head = 16;
+    std::vector<float> factors(size_t(rope_dims / 2));
+    for (size_t i = 0; i < factors.size(); ++i) factors[i] = 1.0f + 0.25f * float(i % 5);
+    for (RopeMode mode : {ROPE_NORMAL, ROPE_NEOX}) {
+        for (bool with_factors : {false, true}) {
+            for (int64_t T : {1, 3}) {
+                for (int64_t n_kv : {40, 700}) {
+                    CAPTURE(int(mode));
+                    CAPTURE(with_factors);
+                    CAPTURE(T);
+                    CAPTURE(n_kv);
+                    const int64_t slots = n_kv + 5;
+                    std::vector<float> mask(size_t(n_kv * T));
+                    for (int64_t t = 0; t < T; ++t)
+                        for (int64_t j = 0; j < n_kv; ++j)
+                            mask[size_t(t * n_kv + j)] = j <= n_kv - T + t ? 0.0f : -INFINITY;
+                    Leaf pos{DType::I32, {T}, std::vector<uint8_t>(size_t(T) * 4)};
+                    for (int64_t t = 0; t < T; ++t) {
+                        const int32_t p = int32_t(4999 - 1700 * t);
+                        std::memcpy(pos.bytes.data() + 4 * t, &p, 4);
+                    }
+                    const std::vector<Leaf> attn_leaves = {
+                        leaf_of(DType::F32, {lora, T, n_head}, random_floats(size_t(lora * T * n_head), -2, 2)),
+                        leaf_of(DType::F32, {rope_dims, n_head, T},
+                                random_floats(size_t(rope_dims * n_head * T), -2, 2)),
+                        leaf_of(DType::F32, {n_kv, T}, mask),
+                        leaf_of(DType::F16, {width, slots}, random_floats(size_t(width * slots), -2, 2)),
+                        pos,
+                        leaf_of(DType::F32, {rope_dims / 2}, factors),
+                    };
+                    auto attend = [&](Context& ctx, const std::vector<Tensor*>& t) {
+                        Tensor* q_abs = scale(ctx, t[0], 0.5f);
+                        Tensor* q_pe = rope(ctx, scale(ctx, t[1], 2.0f), t[4], int(rope_dims), mode, 10000.0f, 0.025f,
+                                            with_factors ? t[5] : nullptr);
+                        Tensor* q = concat(ctx, permute(ctx, q_abs, 0, 2, 1, 3), q_pe, 0);
+                        Tensor* K = view_3d(ctx, t[3], width, n_kv, 1, t[3]->nb[1], t[3]->nb[1] * slots, 0);
+                        Tensor* V = view_3d(ctx, t[3], lora, n_kv, 1, t[3]->nb[1], t[3]->nb[1] * slots, 0);
+                        return flash_attn(ctx, q, K, V, t[2], 0.07f);
+                    };
+                    const std::vector<uint8_t> got = run(gpu(), attn_leaves, attend);
+                    CHECK(cuda_fused_nodes(gpu()) == (T == 1 ? 2u : 0u));  // the CONCAT and the ROPE
+                    CHECK(got == run(*unfused, attn_leaves, attend));
+                    const std::vector<float> want = as_floats(run(cpu(), attn_leaves, attend));
+                    const std::vector<double> want_d(want.begin(), want.end());
+                    CHECK(mf_test::rel_error(as_floats(got).data(), want_d.data(), want.size()) < 1e-4);
+
+                    std::vector<Leaf> store_leaves = {
+                        leaf_of(DType::F16, {width, slots}, random_floats(size_t(width * slots))),
+                        leaf_of(DType::F32, {lora, T}, random_floats(size_t(lora * T), -2, 2)),
+                        leaf_of(DType::F32, {rope_dims + 8, T}, random_floats(size_t((rope_dims + 8) * T), -2, 2)),
+                        Leaf{DType::I32, {T}, std::vector<uint8_t>(size_t(T) * 4)},
+                        pos,
+                        leaf_of(DType::F32, {rope_dims / 2}, factors),
+                    };
+                    for (int64_t t = 0; t < T; ++t) {
+                        const int32_t r = int32_t(slots - 1 - 2 * t);
+                        std::memcpy(store_leaves[3].bytes.data() + 4 * t, &r, 4);
+                    }
+                    auto store = [&](Context& ctx, const std::vector<Tensor*>& t) {
+                        // A strided view, as k_pe is of the latent projection's rows.
+                        Tensor* kv = scale(ctx, t[2], 1.5f);
+                        Tensor* k_in = view_3d(ctx, kv, rope_dims, 1, T, kv->nb[1], kv->nb[1], 8 * sizeof(float));
+                        Tensor* k_pe = rope(ctx, k_in, t[4], int(rope_dims), mode, 10000.0f, 0.025f,
+                                            with_factors ? t[5] : nullptr);
+                        return set_rows(ctx, t[0], concat(ctx, t[1], reshape_2d(ctx, k_pe, rope_dims, T), 0), t[3]);
+                    };
+                    const std::vector<uint8_t> stored = run(gpu(), store_leaves, store);
+                    CHECK(cuda_fused_nodes(gpu()) == 2);
+                    CHECK(stored == run(*unfused, store_leaves, store));
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("hadamard on CUDA matches the CPU for every power-of-two row length up to 1024") {
     for (int64_t n : {2, 32, 64, 128, 256, 1024}) {
         CAPTURE(n);
