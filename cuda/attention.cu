@@ -672,10 +672,9 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
     const float* qb = q.b ? reinterpret_cast<const float*>(q.b) : qa;
     const int64_t da = q.sa.ne[0], a_head = q.sa.nb[1] / 4, a_token = q.sa.nb[2] / 4, b_head = q.sb.nb[1] / 4,
                   b_token = q.sb.nb[2] / 4;
-    const bool rope = q.rope.x != nullptr;  // q's second part is a ROPE not launched
-    const auto query = [=, &q](int e, int head, int token) {
-        if (e < da) return __ldg(qa + int64_t(token) * a_token + int64_t(head) * a_head + e);
-        return rope ? q.at_b(e - da, head, token) : __ldg(qb + int64_t(token) * b_token + int64_t(head) * b_head + (e - da));
+    const auto query = [=](int e, int head, int token) {
+        return e < da ? __ldg(qa + int64_t(token) * a_token + int64_t(head) * a_head + e)
+                      : __ldg(qb + int64_t(token) * b_token + int64_t(head) * b_head + (e - da));
     };
     load_queries<DK, MlaSmem<DK, DV>::ROW, kMlaWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
 
@@ -1166,8 +1165,9 @@ void launch_flash_attn(DType type_k, DType type_v, const RowsF32& qr, const Shap
                        const Shape4& ks, const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1,
                        float* out, float* ws, float scale, cudaStream_t s) {
     const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
-    // A q in two parts goes to the MLA kernel only: none of the branches before it takes it.
-    MF_ASSERT(!qr.b || flash_attn_takes_split_q(type_k, type_v, qs, k, ks, v, vs));
+    // A q in two parts goes to the MLA kernel only: none of the branches before it takes it. Its second
+    // part is never one to rotate (a folded ROPE feeds only the latent row's store).
+    MF_ASSERT(!qr.b || (flash_attn_takes_split_q(type_k, type_v, qs, k, ks, v, vs) && !qr.rope.x));
     const float* q = reinterpret_cast<const float*>(qr.a);
     if (tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
         if (hdk == 64) return launch_tile<64, 64>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);

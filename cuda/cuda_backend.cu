@@ -313,8 +313,10 @@ private:
     // launched: its reader applies it (the checks then look at the ROPE's source).
     bool concat_fusable(const Graph& g, size_t i, const Tensor* rope = nullptr) const;
     // A ROPE read only by (a view of it read only by) the next launching node, a CONCAT that then
-    // fuses: not launched either; the CONCAT's reader rotates as it reads (RowsF32::rope). MLA's
-    // q_pe and k_pe, two launches a layer. Part of MINFER_CUDA_FUSE_CONCAT.
+    // fuses into a SET_ROWS: not launched either; the store rotates as it reads (RowsF32::rope).
+    // MLA's k_pe, one launch a layer. (Not for the MLA kernel's queries: inlined into its unrolled
+    // query loads, the double-precision angles grew the kernel fivefold.) Part of
+    // MINFER_CUDA_FUSE_CONCAT.
     const Tensor* folded_rope_ = nullptr;
     bool rope_foldable(const Graph& g, size_t i) const;
     // n's source slot `slot` as f32 rows: the fused CONCAT's two sources, or the tensor itself.
@@ -721,7 +723,9 @@ bool CudaBackend::rope_foldable(const Graph& g, size_t i) const {
     const Tensor* c = g.nodes[j];
     if (c->op != Op::CONCAT || rope_behind(c->src[1]) != r) return false;
     if (c->src[1] != r && reads_of(c->src[1]) != 1) return false;  // the view is read by the CONCAT only
-    return concat_fusable(g, j, r);
+    size_t k = j + 1;
+    while (k < g.nodes.size() && (g.nodes[k]->op == Op::VIEW || g.nodes[k]->op == Op::NONE)) ++k;
+    return k < g.nodes.size() && g.nodes[k]->op == Op::SET_ROWS && concat_fusable(g, j, r);
 }
 
 bool CudaBackend::concat_fusable(const Graph& g, size_t i, const Tensor* rope) const {
