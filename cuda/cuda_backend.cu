@@ -702,12 +702,14 @@ bool CudaBackend::prepare_act(const Tensor* b, ActQuant kind, cudaStream_t s) {
 
 namespace {
 
-// The ROPE node whose result t is, directly or as a reshaping view of its whole (contiguous) result.
+// The ROPE node whose result t is: directly, or as one view of it that keeps its rows (the same
+// row length, contiguous, the whole result; rows counted on in order), made straight from it.
 const Tensor* rope_behind(const Tensor* t) {
     if (t->op == Op::ROPE) return t;
     const Tensor* v = t->view_src;
-    return t->op == Op::VIEW && v && v->op == Op::ROPE && t->is_contiguous() && t->nelements() == v->nelements() &&
-                   t->data == v->data
+    return t->op == Op::VIEW && v && v->op == Op::ROPE && t->src[0] == v && t->is_contiguous() &&
+                   t->ne[0] == v->ne[0] && t->nelements() == v->nelements() && t->data == v->data &&
+                   !(t->flags & TENSOR_OUTPUT)
                ? v
                : nullptr;
 }

@@ -391,7 +391,8 @@ void launch_set_rows(const RowsF32& src, const Shape4& ss, const int32_t* ids, v
     if (n == 0) return;
     constexpr int threads = 256;
     const int64_t blocks = ceil_div(n, threads) < 65536 ? ceil_div(n, threads) : 65536;
-    launch_overlapped(src.b ? set_rows_kernel<Dst, true> : set_rows_kernel<Dst, false>, grid_x(blocks), threads, 0,
+    const bool split = src.b || src.rope.x;
+    launch_overlapped(split ? set_rows_kernel<Dst, true> : set_rows_kernel<Dst, false>, grid_x(blocks), threads, 0,
                       stream, src, ss, ids, static_cast<char*>(dst), sd, n);
     CUDA_CHECK_LAUNCH();
 }
