@@ -705,6 +705,7 @@ namespace {
 // The ROPE node whose result t is: directly, or as one view of it that keeps its rows (the same
 // row length, contiguous, the whole result; rows counted on in order), made straight from it.
 const Tensor* rope_behind(const Tensor* t) {
+    if (!t) return nullptr;
     if (t->op == Op::ROPE) return t;
     const Tensor* v = t->view_src;
     return t->op == Op::VIEW && v && v->op == Op::ROPE && t->src[0] == v && t->is_contiguous() &&
@@ -802,7 +803,8 @@ void CudaBackend::run_nodes(const Graph& g) {
             ++fused_nodes_;
             continue;
         }
-        if (concat_fusable(g, i, folded_rope_ && rope_behind(n->src[1]) == folded_rope_ ? folded_rope_ : nullptr)) {
+        const bool reads_folded = folded_rope_ && n->op == Op::CONCAT && rope_behind(n->src[1]) == folded_rope_;
+        if (concat_fusable(g, i, reads_folded ? folded_rope_ : nullptr)) {
             fused_concat_ = n;  // not launched: its reader reads its sources
             ++fused_nodes_;
             continue;
