@@ -82,7 +82,9 @@ __device__ __forceinline__ float rope_second(float x0, float x1, float c, float 
 
 // A ROPE not launched: its source x (f32, packed rows of any strides), positions (one a token, the
 // token of a row being (row / ne1) % ne2 as in the ROPE kernel) and parameters. element(row, j) is
-// element j of row `row` of ROPE(x), the kernel's bits.
+// element j of row `row` of ROPE(x), the kernel's bits; angle() and rotated() are its two halves, so
+// a kernel may take the angle before its wait when pos_ready (the positions are the step's input,
+// written before the graph runs).
 struct RopeOf {
     const char* x = nullptr;
     Shape4 sx{};
@@ -91,18 +93,27 @@ struct RopeOf {
     int n_dims = 0;
     bool neox = false;
     double freq_base = 0.0, freq_scale = 0.0;
-    __device__ __forceinline__ float element(int64_t row, int64_t j) const {
-        const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
-        if (j >= n_dims) return __ldg(x_row + j);
+    bool pos_ready = false;
+    // The cos and sin of the pair that element j (< n_dims) of row `row` belongs to.
+    __device__ __forceinline__ void angle(int64_t row, int64_t j, float* c, float* s) const {
         const int n_pairs = n_dims / 2;
-        const int partner = neox ? n_pairs : 1;
-        const bool first = neox ? j < n_pairs : j % 2 == 0;
+        const int i = neox ? int(j % n_pairs) : int(j / 2);
+        rope_cos_sin(double(pos[(row / sx.ne[1]) % sx.ne[2]]), i, n_dims, freq_base, freq_scale, factors, c, s);
+    }
+    // Element j (< n_dims) of row `row`, rotated by its pair's angle().
+    __device__ __forceinline__ float rotated(int64_t row, int64_t j, float c, float s) const {
+        const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
+        const int partner = neox ? n_dims / 2 : 1;
+        const bool first = neox ? j < n_dims / 2 : j % 2 == 0;
         const int64_t j0 = first ? j : j - partner;
-        const int i = neox ? int(j0) : int(j0 / 2);
-        float c, s;
-        rope_cos_sin(double(pos[(row / sx.ne[1]) % sx.ne[2]]), i, n_dims, freq_base, freq_scale, factors, &c, &s);
         const float x0 = __ldg(x_row + j0), x1 = __ldg(x_row + j0 + partner);
         return first ? rope_first(x0, x1, c, s) : rope_second(x0, x1, c, s);
+    }
+    __device__ __forceinline__ float element(int64_t row, int64_t j) const {
+        if (j >= n_dims) return __ldg(reinterpret_cast<const float*>(x + sx.row_offset(row)) + j);
+        float c, s;
+        angle(row, j, &c, &s);
+        return rotated(row, j, c, s);
     }
 };
 

@@ -103,6 +103,13 @@ const char* data_end(const Tensor* t) {
     return static_cast<const char*>(t->data) + extent;
 }
 
+// Whether t is (a view of) a step input: uploaded on the stream before the graph runs, never written
+// by it, so a kernel may read it before it waits for the kernel before it.
+bool uploaded_before_graph(const Tensor* t) {
+    const Tensor* owner = t->view_src ? t->view_src : t;
+    return owner->op == Op::NONE && (owner->flags & TENSOR_INPUT);
+}
+
 // Whether a's and b's bytes lie apart. A fused kernel writes a node's result while it reads tensors
 // whose last reader the planner took to have run already. The planner keeps the next result off those
 // (core/graph.h); the fusions check it all the same, as a graph may be planned otherwise.
@@ -777,7 +784,8 @@ RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
                      r->op_param_i(0),
                      r->op_param_i(1) == ROPE_NEOX,
                      double(r->op_param_f(2)),
-                     double(r->op_param_f(3))};
+                     double(r->op_param_f(3)),
+                     uploaded_before_graph(r->src[1])};
     }
     return rows;
 }
@@ -1044,11 +1052,13 @@ void CudaBackend::run_node(const Tensor* node) {
         case Op::RMS_NORM:
             launch_rms_norm_f32(static_cast<const float*>(a->data), shape_of(a), node->op_param_f(0), nullptr, out, s);
             return;
-        case Op::ROPE:
+        case Op::ROPE: {
+            const float* factors = node->src[2] ? static_cast<const float*>(node->src[2]->data) : nullptr;
             launch_rope_f32(static_cast<const float*>(a->data), shape_of(a), static_cast<const int32_t*>(b->data),
-                            node->src[2] ? static_cast<const float*>(node->src[2]->data) : nullptr, node->op_param_i(0), node->op_param_i(1) == ROPE_NEOX, node->op_param_f(2),
-                            node->op_param_f(3), out, s);
+                            uploaded_before_graph(b), factors, node->op_param_i(0), node->op_param_i(1) == ROPE_NEOX,
+                            node->op_param_f(2), node->op_param_f(3), out, s);
             return;
+        }
         case Op::SOFT_MAX: {
             const Shape4 sm = b ? shape_of(b) : Shape4{{1, 1, 1, 1}, {0, 0, 0, 0}};
             launch_soft_max_f32(static_cast<const float*>(a->data), shape_of(a),

@@ -200,13 +200,22 @@ __global__ void cpy_kernel(const char* src, Shape4 ss, char* dst, Shape4 sd, int
 // the rows are two tensors side by side (a CONCAT's sources); else one, src.a with strides ss.
 template <typename Dst, bool SPLIT>
 __global__ void set_rows_kernel(RowsF32 src, Shape4 ss, const int32_t* ids, char* dst, Shape4 sd, int64_t n) {
+    // A folded ROPE's angle for this thread's first element, taken before the wait when the positions
+    // are the step's input: its double-precision math then overlaps the kernel before.
+    const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+    const bool rope = SPLIT && src.rope.x && src.rope.pos_ready && first < n;
+    const int64_t early_j = rope ? first % ss.ne[0] - src.sa.ne[0] : -1;
+    const bool early = early_j >= 0 && early_j < src.rope.n_dims;
+    float c0 = 0.0f, s0 = 0.0f;
+    if (early) src.rope.angle(first / ss.ne[0], early_j, &c0, &s0);
     begin_overlapped_kernel();
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    for (int64_t i = first; i < n; i += int64_t(gridDim.x) * blockDim.x) {
         const int64_t row = i / ss.ne[0], col = i % ss.ne[0];
         const int32_t id = ids[row];
         if (id < 0 || id >= sd.ne[1]) continue;
-        const float v = SPLIT ? src.at(col, row, 0)
-                              : *reinterpret_cast<const float*>(src.a + row * ss.nb[1] + col * ss.nb[0]);
+        float v;
+        if (early && i == first) v = src.rope.rotated(row, early_j, c0, s0);
+        else v = SPLIT ? src.at(col, row, 0) : *reinterpret_cast<const float*>(src.a + row * ss.nb[1] + col * ss.nb[0]);
         store_f32(reinterpret_cast<Dst*>(dst + id * sd.nb[1] + col * sd.nb[0]), v);
     }
 }

@@ -24,18 +24,24 @@ __global__ void rms_norm_kernel(const char* x, Shape4 sx, float eps, const float
 // position 4096 is already off by ~2e-4 rad, which would show as a 1e-4 relative error in q and k.
 // Each thread redoes pow/sincos for its pairs; at a few heads x tokens x 64 pairs that is cheap next
 // to launching a separate table kernel.
-__global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, const float* factors, int n_dims,
-                            bool neox, double freq_base, double freq_scale, float* dst) {
-    begin_overlapped_kernel();
+// pos_ready: the positions are the step's input (written before the graph runs), so the thread's
+// first pair's angle is taken before the wait: its double-precision math overlaps the kernel before.
+__global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, bool pos_ready, const float* factors,
+                            int n_dims, bool neox, double freq_base, double freq_scale, float* dst) {
     const int64_t row = blockIdx.x;
     const int64_t token = (row / sx.ne[1]) % sx.ne[2];
+    const int n_pairs = n_dims / 2;
+    const int i0 = threadIdx.x;
+    float c0 = 0.0f, s0 = 0.0f;
+    if (pos_ready && i0 < n_pairs)
+        rope_cos_sin(double(pos[token]), i0, n_dims, freq_base, freq_scale, factors, &c0, &s0);
+    begin_overlapped_kernel();
     const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(row));
     float* dst_row = dst + row * sx.ne[0];
-    const int n_pairs = n_dims / 2;
     const double p = double(pos[token]);
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) {
-        float c, s;
-        rope_cos_sin(p, i, n_dims, freq_base, freq_scale, factors, &c, &s);
+        float c = c0, s = s0;
+        if (!pos_ready || i != i0) rope_cos_sin(p, i, n_dims, freq_base, freq_scale, factors, &c, &s);
         const int j = neox ? i : 2 * i;
         const int partner = neox ? n_pairs : 1;
         const float x0 = x_row[j], x1 = x_row[j + partner];
@@ -91,13 +97,13 @@ void launch_rms_norm_f32(const float* x, const Shape4& sx, float eps, const floa
     CUDA_CHECK_LAUNCH();
 }
 
-void launch_rope_f32(const float* x, const Shape4& sx, const int32_t* pos, const float* factors, int n_dims,
-                     bool neox, float freq_base, float freq_scale, float* dst, cudaStream_t stream) {
+void launch_rope_f32(const float* x, const Shape4& sx, const int32_t* pos, bool pos_ready, const float* factors,
+                     int n_dims, bool neox, float freq_base, float freq_scale, float* dst, cudaStream_t stream) {
     MF_ASSERT(sx.nb[0] == sizeof(float));
     MF_ASSERT(n_dims > 0 && n_dims % 2 == 0 && n_dims <= sx.ne[0]);
     if (sx.nelements() == 0) return;
     launch_overlapped(rope_kernel, grid_x(sx.nrows()), row_block_size(sx.ne[0] / 2, 256), 0, stream,
-                      reinterpret_cast<const char*>(x), sx, pos, factors, n_dims, neox, double(freq_base),
+                      reinterpret_cast<const char*>(x), sx, pos, pos_ready, factors, n_dims, neox, double(freq_base),
                       double(freq_scale), dst);
     CUDA_CHECK_LAUNCH();
 }
