@@ -83,8 +83,8 @@ __device__ __forceinline__ float rope_second(float x0, float x1, float c, float 
 // A ROPE not launched: its source x (f32, packed rows of any strides), positions (one a token, the
 // token of a row being (row / ne1) % ne2 as in the ROPE kernel) and parameters. element(row, j) is
 // element j of row `row` of ROPE(x), the kernel's bits; angle() and rotated() are its two halves, so
-// a kernel may take the angle before its wait when pos_ready (the positions are the step's input,
-// written before the graph runs).
+// a kernel may take the angle before its wait when pos_ready (the positions and factors are ready
+// before the graph runs: the backend's rope_inputs_ready).
 struct RopeOf {
     const char* x = nullptr;
     Shape4 sx{};

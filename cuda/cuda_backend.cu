@@ -103,11 +103,14 @@ const char* data_end(const Tensor* t) {
     return static_cast<const char*>(t->data) + extent;
 }
 
-// Whether t is (a view of) a step input: uploaded on the stream before the graph runs, never written
-// by it, so a kernel may read it before it waits for the kernel before it.
-bool uploaded_before_graph(const Tensor* t) {
-    const Tensor* owner = t->view_src ? t->view_src : t;
-    return owner->op == Op::NONE && (owner->flags & TENSOR_INPUT);
+// Whether a ROPE's positions and frequency factors may be read before the kernel's wait for the
+// kernel before it: the positions (a view of) a step input, uploaded on the stream before the graph
+// runs (I32: no op of the graph writes an I32 leaf; SET_ROWS and CPY write float or block types), the
+// factors absent or a leaf (a model's rope_freqs weight).
+bool rope_inputs_ready(const Tensor* pos, const Tensor* factors) {
+    const Tensor* owner = pos->view_src ? pos->view_src : pos;
+    const bool pos_ready = owner->op == Op::NONE && (owner->flags & TENSOR_INPUT) && owner->type == DType::I32;
+    return pos_ready && (!factors || (factors->view_src ? factors->view_src : factors)->op == Op::NONE);
 }
 
 // Whether a's and b's bytes lie apart. A fused kernel writes a node's result while it reads tensors
@@ -785,7 +788,7 @@ RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
                      r->op_param_i(1) == ROPE_NEOX,
                      double(r->op_param_f(2)),
                      double(r->op_param_f(3)),
-                     uploaded_before_graph(r->src[1])};
+                     rope_inputs_ready(r->src[1], r->src[2])};
     }
     return rows;
 }
@@ -1055,7 +1058,7 @@ void CudaBackend::run_node(const Tensor* node) {
         case Op::ROPE: {
             const float* factors = node->src[2] ? static_cast<const float*>(node->src[2]->data) : nullptr;
             launch_rope_f32(static_cast<const float*>(a->data), shape_of(a), static_cast<const int32_t*>(b->data),
-                            uploaded_before_graph(b), factors, node->op_param_i(0), node->op_param_i(1) == ROPE_NEOX,
+                            rope_inputs_ready(b, node->src[2]), factors, node->op_param_i(0), node->op_param_i(1) == ROPE_NEOX,
                             node->op_param_f(2), node->op_param_f(3), out, s);
             return;
         }

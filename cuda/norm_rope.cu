@@ -24,8 +24,9 @@ __global__ void rms_norm_kernel(const char* x, Shape4 sx, float eps, const float
 // position 4096 is already off by ~2e-4 rad, which would show as a 1e-4 relative error in q and k.
 // Each thread redoes pow/sincos for its pairs; at a few heads x tokens x 64 pairs that is cheap next
 // to launching a separate table kernel.
-// pos_ready: the positions are the step's input (written before the graph runs), so the thread's
-// first pair's angle is taken before the wait: its double-precision math overlaps the kernel before.
+// pos_ready: the positions and factors are ready before the graph runs (the backend's
+// rope_inputs_ready), so the thread's first pair's angle is taken before the wait: its
+// double-precision math overlaps the kernel before.
 __global__ void rope_kernel(const char* x, Shape4 sx, const int32_t* pos, bool pos_ready, const float* factors,
                             int n_dims, bool neox, double freq_base, double freq_scale, float* dst) {
     const int64_t row = blockIdx.x;

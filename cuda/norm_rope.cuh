@@ -18,8 +18,8 @@ void launch_rms_norm_f32(const float* x, const Shape4& sx, float eps, const floa
 // contiguous. Rotates the first n_dims of each head by
 // theta_i = pos * freq_scale * freq_base^(-2i/n_dims) / factors[i] (factors may be null: 1):
 // pairs (2i, 2i+1) when neox is false, (i, i + n_dims/2) when true; the rest passes through.
-// pos_ready: pos is the step's input, written before the graph runs (the kernel may read it before
-// it waits for the kernel before it).
+// pos_ready: pos and factors are ready before the graph runs (the kernel may read them before it
+// waits for the kernel before it).
 void launch_rope_f32(const float* x, const Shape4& sx, const int32_t* pos, bool pos_ready, const float* factors,
                      int n_dims, bool neox, float freq_base, float freq_scale, float* dst, cudaStream_t stream);
 
