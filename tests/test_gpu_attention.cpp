@@ -80,6 +80,14 @@ std::vector<float> as_floats(const std::vector<uint8_t>& b) {
     return v;
 }
 
+// The mask of T new tokens at the end of n_kv positions: token t sees positions 0 .. n_kv - T + t.
+std::vector<float> causal_mask(int64_t n_kv, int64_t T) {
+    std::vector<float> mask(size_t(n_kv * T));
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < n_kv; ++j) mask[size_t(t * n_kv + j)] = j <= n_kv - T + t ? 0.0f : -INFINITY;
+    return mask;
+}
+
 }  // namespace
 
 // Both backends read the same dequantized values; they differ in summation order and exp (the GPU
@@ -192,10 +200,7 @@ TEST_CASE("MLA's query and latent-row CONCATs are read by the attention and the 
                 CAPTURE(T);
                 CAPTURE(n_kv);
                 const int64_t slots = n_kv + 5;
-                std::vector<float> mask(size_t(n_kv * T));
-                for (int64_t t = 0; t < T; ++t)
-                    for (int64_t j = 0; j < n_kv; ++j)
-                        mask[size_t(t * n_kv + j)] = j <= n_kv - T + t ? 0.0f : -INFINITY;
+                const std::vector<float> mask = causal_mask(n_kv, T);
                 const std::vector<Leaf> attn_leaves = {
                     leaf_of(DType::F32, {lora, T, n_head}, random_floats(size_t(lora * T * n_head), -2, 2)),
                     leaf_of(DType::F32, {rope, n_head, T}, random_floats(size_t(rope * n_head * T), -2, 2)),
@@ -262,10 +267,7 @@ TEST_CASE("a ROPE read only by MLA's latent-row CONCAT is applied by the cache s
                     CAPTURE(T);
                     CAPTURE(n_kv);
                     const int64_t slots = n_kv + 5;
-                    std::vector<float> mask(size_t(n_kv * T));
-                    for (int64_t t = 0; t < T; ++t)
-                        for (int64_t j = 0; j < n_kv; ++j)
-                            mask[size_t(t * n_kv + j)] = j <= n_kv - T + t ? 0.0f : -INFINITY;
+                    const std::vector<float> mask = causal_mask(n_kv, T);
                     Leaf pos{DType::I32, {T}, std::vector<uint8_t>(size_t(T) * 4)};
                     for (int64_t t = 0; t < T; ++t) {
                         const int32_t p = int32_t(4999 - 1700 * t);
