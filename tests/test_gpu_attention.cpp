@@ -189,9 +189,9 @@ TEST_CASE("MLA's query and latent-row CONCATs are read by the attention and the 
     setenv("MINFER_CUDA_FUSE_CONCAT", "0", 1);
     std::unique_ptr<Backend> unfused = make_cuda_backend();
     unsetenv("MINFER_CUDA_FUSE_CONCAT");
-    // The sources are computed, so the planner may put the attention's result over them: fused only
-    // where every query is read before the result is written (16 heads: one block, or several splits;
-    // 32 heads over 40 positions: two blocks of one split, not fused then).
+    // The sources are computed; the planner keeps the attention's result off them (the CONCAT runs just
+    // before it), so one token always takes the fusion (with 32 heads over 40 positions, two blocks of
+    // one split, it needs exactly that).
     const int64_t lora = 512, rope = 64, width = lora + rope;
     for (int64_t n_head : {16, 32}) {
         for (int64_t T : {1, 3}) {
@@ -216,10 +216,7 @@ TEST_CASE("MLA's query and latent-row CONCATs are read by the attention and the 
                     return flash_attn(ctx, q, K, V, t[2], 0.07f);
                 };
                 const std::vector<uint8_t> got = run(gpu(), attn_leaves, attend);
-                // The q CONCAT is fused for one token, but for 32 heads over 40 positions only if the
-                // planner kept the result off the sources.
-                if (T > 1) CHECK(cuda_fused_nodes(gpu()) == 0);
-                if (T == 1 && !(n_head == 32 && n_kv == 40)) CHECK(cuda_fused_nodes(gpu()) == 1);
+                CHECK(cuda_fused_nodes(gpu()) == (T == 1 ? 1u : 0u));  // the q CONCAT, for one token
                 CHECK(got == run(*unfused, attn_leaves, attend));
                 CHECK(cuda_fused_nodes(*unfused) == 0);
                 const std::vector<float> want = as_floats(run(cpu(), attn_leaves, attend));
