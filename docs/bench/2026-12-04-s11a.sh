@@ -1,10 +1,11 @@
 #!/bin/bash
 # Prepared at the end of the tenth session for the next one (not run: the session's device time was
 # spent). Binaries built on the development machine (sm_90, Release), xz-compressed in the git-ignored
-# .carry/next-s11 (MAIN_COMMIT and QROPE_COMMIT name their commits): main a3d43f3's minfer,
-# test_gpu_moe (its ADD-fusion count now asserted at T = 3 and 6 too), test_gpu_ops and
-# test_gpu_attention; wip/qrope-mla's minfer and test_gpu_attention (the queries' ROPE folded into the
-# MLA kernel). Rebuild them if main moved.
+# .carry/next-s11 (MAIN_COMMIT and QROPE_COMMIT name their commits): main 80a4f66's minfer and
+# test_gpu_attention (its q CONCAT count now asserted at 32 heads too), test_gpu_moe (the ADD-fusion
+# count now asserted at T = 3 and 6 too) and test_gpu_ops, the last two built at a3d43f3 (their
+# sources unchanged since); wip/qrope-mla 3a1b60b's minfer and test_gpu_attention (the queries' ROPE
+# folded into the MLA kernel). Rebuild them if main moved.
 # Prediction for wip/qrope-mla (written before the run): V2-Lite +1% (27 ROPE launches a step gone;
 # the k_pe fold gave +1%, and rope-early already took the angle math off the critical path).
 # Carry: build-deps, .carry/next-s11
