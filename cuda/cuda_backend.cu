@@ -176,6 +176,7 @@ public:
         fuse_norm_ = switched_on("MINFER_CUDA_FUSE_NORM");
         fuse_add_ = switched_on("MINFER_CUDA_FUSE_ADD");
         fuse_concat_ = switched_on("MINFER_CUDA_FUSE_CONCAT");
+        fuse_quant_ = switched_on("MINFER_CUDA_FUSE_QUANT");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -249,6 +250,8 @@ public:
 
     // cuda_fused_nodes (cuda/cuda_backend.h).
     size_t fused_nodes() const { return fused_nodes_; }
+    // cuda_quantized_inside (cuda/cuda_backend.h).
+    size_t quantized_inside() const { return quantized_inside_; }
 
 private:
     void check_transfer(const Tensor* t, size_t offset, size_t size) const {
@@ -329,6 +332,12 @@ private:
     // MINFER_CUDA_FUSE_CONCAT.
     const Tensor* folded_rope_ = nullptr;
     bool rope_foldable(const Graph& g, size_t i) const;
+    // A quantized MUL_MAT whose x is not already quantized in scratch and fits
+    // matvec_q_quantizes_inside (decode, rows of at most 512: MLA's per-head W_UK and W_UV) has the
+    // matvec quantize x itself, the same bits; no quantizer launch. MINFER_CUDA_FUSE_QUANT=0 turns it
+    // off.
+    bool fuse_quant_ = true;
+    size_t quantized_inside_ = 0;  // such MUL_MATs, the last run
     // n's source slot `slot` as f32 rows: the fused CONCAT's two sources, or the tensor itself.
     RowsF32 rows_of(const Tensor* n, int slot) const;
     // Whether the result scratch_ is taken to hold survives node n's write.
@@ -796,7 +805,7 @@ RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
 void CudaBackend::run_nodes(const Graph& g) {
     // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
     scratch_act_valid_ = false;
-    fused_nodes_ = 0;
+    fused_nodes_ = quantized_inside_ = 0;
     fused_concat_ = folded_rope_ = nullptr;
     reads_.clear();
     for (const Tensor* n : g.nodes)
@@ -928,18 +937,18 @@ void cpy_float(DType dst_type, const void* src, const Shape4& ss, void* dst, con
 // both leave the same quantized x in scratch.
 template <typename Block>
 void mul_mat_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
-               const float* add, cudaStream_t s) {
+               const float* add, bool quantize_inside, cudaStream_t s) {
     const float* xd = static_cast<const float*>(x->data);
     const Shape4 sw = shape_of(w), sx = shape_of(x);
     if constexpr (matmul_q_supported<Block>()) {
         const bool two_d = sw.ne[2] == 1 && sw.ne[3] == 1 && sx.ne[2] == 1 && sx.ne[3] == 1;
         if (two_d && sx.ne[1] >= MATMUL_Q_MIN_COLS && matmul_q_fits<Block>(w->data, sw)) {
-            MF_ASSERT(!add);  // CudaBackend::add_fusable keeps to the matvec path
+            MF_ASSERT(!add && !quantize_inside);  // add_fusable and matvec_q_quantizes_inside keep to the matvec
             launch_matmul_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s);
             return;
         }
     }
-    launch_matvec_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s, add);
+    launch_matvec_q<Block>(w->data, sw, xd, sx, scratch, scratch_size, x_quantized, out, s, add, quantize_inside);
 }
 
 // MUL_MAT of F16 / BF16 weights by f32 x; true when the tensor-core kernel ran and overwrote the
@@ -957,18 +966,20 @@ bool mul_mat_float(const Tensor* w, const Tensor* x, void* scratch, size_t scrat
 
 // MUL_MAT of quantized weights w by f32 x, by weight type.
 void matvec_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
-              const float* add, cudaStream_t s) {
+              const float* add, bool quantize_inside, cudaStream_t s) {
+#define MF_MUL_MAT_Q(B) mul_mat_q<B>(w, x, scratch, scratch_size, x_quantized, out, add, quantize_inside, s)
     switch (w->type) {
-        case DType::Q8_0: mul_mat_q<BlockQ8_0>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
-        case DType::Q4_0: mul_mat_q<BlockQ4_0>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
-        case DType::Q4_1: mul_mat_q<BlockQ4_1>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
-        case DType::Q5_0: mul_mat_q<BlockQ5_0>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
-        case DType::Q5_1: mul_mat_q<BlockQ5_1>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
-        case DType::Q4_K: mul_mat_q<BlockQ4_K>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
-        case DType::Q5_K: mul_mat_q<BlockQ5_K>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
-        case DType::Q6_K: mul_mat_q<BlockQ6_K>(w, x, scratch, scratch_size, x_quantized, out, add, s); return;
+        case DType::Q8_0: MF_MUL_MAT_Q(BlockQ8_0); return;
+        case DType::Q4_0: MF_MUL_MAT_Q(BlockQ4_0); return;
+        case DType::Q4_1: MF_MUL_MAT_Q(BlockQ4_1); return;
+        case DType::Q5_0: MF_MUL_MAT_Q(BlockQ5_0); return;
+        case DType::Q5_1: MF_MUL_MAT_Q(BlockQ5_1); return;
+        case DType::Q4_K: MF_MUL_MAT_Q(BlockQ4_K); return;
+        case DType::Q5_K: MF_MUL_MAT_Q(BlockQ5_K); return;
+        case DType::Q6_K: MF_MUL_MAT_Q(BlockQ6_K); return;
         default: MF_ASSERT_MSG(false, "matvec_q: not a quantized weight type");
     }
+#undef MF_MUL_MAT_Q
 }
 
 void CudaBackend::run_node(const Tensor* node) {
@@ -1005,7 +1016,12 @@ void CudaBackend::run_node(const Tensor* node) {
             const float* x = static_cast<const float*>(b->data);
             if (is_quant_weight(a->type)) {
                 const bool reuse = prepare_act(b, act_quant_of(a->type), s);
-                matvec_q(a, b, scratch_, scratch_size_, reuse, fused_out_ ? fused_out_ : out, fused_add_, s);
+                const bool inside = !reuse && fuse_quant_ && matvec_q_quantizes_inside(a->type, shape_of(b));
+                if (inside) {
+                    scratch_act_valid_ = false;  // the matvec keeps its quantized x to itself
+                    ++quantized_inside_;
+                }
+                matvec_q(a, b, scratch_, scratch_size_, reuse, fused_out_ ? fused_out_ : out, fused_add_, inside, s);
                 return;
             }
             switch (a->type) {
@@ -1139,6 +1155,12 @@ size_t cuda_fused_nodes(const Backend& b) {
     const auto* cuda = dynamic_cast<const CudaBackend*>(&b);
     MF_ASSERT_MSG(cuda, "cuda_fused_nodes: not a CUDA backend");
     return cuda->fused_nodes();
+}
+
+size_t cuda_quantized_inside(const Backend& b) {
+    const auto* cuda = dynamic_cast<const CudaBackend*>(&b);
+    MF_ASSERT_MSG(cuda, "cuda_quantized_inside: not a CUDA backend");
+    return cuda->quantized_inside();
 }
 
 }  // namespace mf

@@ -24,5 +24,8 @@ std::unique_ptr<Backend> make_cuda_backend(int device = 0);
 // node by node, so a replayed CUDA graph keeps its capture's count). Tests check with it that a
 // fusion fires; b must come from make_cuda_backend.
 size_t cuda_fused_nodes(const Backend& b);
+// How many quantized MUL_MATs of the last computed graph quantized their activations inside the
+// matvec instead of launching the quantizer (counted as cuda_fused_nodes is).
+size_t cuda_quantized_inside(const Backend& b);
 
 }  // namespace mf

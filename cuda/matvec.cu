@@ -336,6 +336,30 @@ __global__ void quantize_act_q8_k_kernel(const char* x, Shape4 sx, ActQ act, int
     if (lane == 0) act.d[block] = d;
 }
 
+// A warp quantizes one activation row of K <= kMatvecQuantizeInsideMaxK packed f32 values itself
+// (matvec_q_kernel's QX), into `act` in shared memory as row 0: quantize_act_q8_kernel's blocks and
+// bits, 8 lanes a block, every load issued before the first block is quantized.
+template <bool WITH_SUM>
+__device__ __forceinline__ void quantize_row_in_warp(const float* x_row, int n_blk, const ActQ& act) {
+    constexpr int PASSES = kMatvecQuantizeInsideMaxK / (4 * QK);  // four blocks a pass
+    const int lane = threadIdx.x % WARP_SIZE;
+    float v[PASSES][4];
+#pragma unroll
+    for (int p = 0; p < PASSES; ++p) {
+        const int kb = 4 * p + lane / 8;
+        const float* src = x_row + QK * kb + 4 * (lane % 8);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[p][i] = kb < n_blk ? src[i] : 0.0f;
+    }
+#pragma unroll
+    for (int p = 0; p < PASSES; ++p) {
+        if (4 * p >= n_blk) break;  // warp-uniform
+        const int kb = 4 * p + lane / 8;
+        quantize_block_8_lanes<WITH_SUM>(v[p], act, uint32_t(kb), kb < n_blk);
+    }
+    __syncwarp();  // the row visible to the whole warp
+}
+
 // ---- legacy weights (32-element blocks) ----------------------------------------------------------
 
 // A lane owns two adjacent blocks of a 64-block chunk. Two blocks are BYTES / 2 words (9 for Q4_0,
@@ -392,14 +416,22 @@ constexpr int matvec_q_min_blocks() {
 // registers; a lane's activation blocks are loaded once per chunk and serve all R rows. Unaligned
 // rows and the tail (< 64 blocks) read global memory directly, a lane's two blocks at a time.
 // Launched overlapped: the first chunk's weights are requested before it waits for the activations.
-template <typename Block, int R, bool STAGED, int NC>
+// QX (decode, K <= kMatvecQuantizeInsideMaxK, unstaged): x_f32 is the f32 activations (sx's strides) and
+// act is not read; each warp quantizes its batch's row of x into shared memory first, so no quantizer
+// launch precedes this one.
+template <typename Block, int R, bool STAGED, int NC, bool QX>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<Block, R, STAGED, NC>()))
-    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, float* dst, const float* add, int64_t m_groups) {
+    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, const char* x_f32, float* dst, const float* add,
+                    int64_t m_groups) {
+    static_assert(!QX || (NC == 1 && !STAGED), "QX: decode's one column, no staged chunks");
     constexpr int BYTES = BlockTraits<Block>::bytes;
     constexpr int PAIR_WORDS = BYTES / 2;
     constexpr int CHUNK_VECS = PAIR_CHUNK * BYTES / 16;
     static_assert(PAIR_CHUNK * BYTES % 16 == 0, "a chunk must be whole 16-byte vectors");
     __shared__ uint4 stage[MATVEC_WARPS][STAGED ? 2 : 1][STAGED ? R : 1][STAGED ? CHUNK_VECS : 1];
+    constexpr int QX_K = QX ? kMatvecQuantizeInsideMaxK : QK;
+    __shared__ __align__(16) int8_t qx_q[QX ? MATVEC_WARPS : 1][QX_K];
+    __shared__ float qx_d[QX ? MATVEC_WARPS : 1][QX_K / QK], qx_s[QX ? MATVEC_WARPS : 1][QX_K / QK];
 
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int64_t K = sw.ne[0], M = sw.ne[1], N = sx.ne[1];
@@ -462,6 +494,14 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<
             }
         }
         begin_overlapped_kernel();  // unstaged: nothing to start first (a no-op after the one above)
+        ActQ a = act;
+        int64_t a_row0 = act_row0;
+        if constexpr (QX) {
+            a = {qx_q[warp], qx_d[warp], qx_s[warp]};
+            a_row0 = 0;
+            quantize_row_in_warp<BlockTraits<Block>::act == ActQuant::Q8_1>(
+                reinterpret_cast<const float*>(x_f32 + sx.row_offset(act_row0)), int(n_blk), a);
+        }
         for (int64_t b0 = n_chunks * PAIR_CHUNK; b0 < n_blk; b0 += PAIR_CHUNK) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
@@ -470,7 +510,7 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<
 #pragma unroll
                 for (int col = 0; col < NC; ++col) {
                     if (col >= ncols) break;
-                    const ActBlocks<Block, 1> x(act, (act_row0 + col) * n_blk + blk);
+                    const ActBlocks<Block, 1> x(a, (a_row0 + col) * n_blk + blk);
 #pragma unroll
                     for (int r = 0; r < R; ++r)
                         acc[r][col] += block_dot<Block>(load_block(Block{}, rows[r] + blk * BYTES), x.q, x.d[0], x.s[0]);
@@ -510,39 +550,44 @@ constexpr int max_rows_per_warp() {
     return MATVEC_WARPS * 2 * 4 * (PAIR_CHUNK * BlockTraits<Block>::bytes) <= 48 * 1024 ? 4 : 2;
 }
 
+// x_inside: the f32 activations, which each warp quantizes itself (matvec_q_kernel's QX); null when
+// act holds them quantized.
 template <typename Block, int R>
-void launch_matvec_q_rows(const char* w, const Shape4& sw, const Shape4& sx, const ActQ& act, float* dst,
-                          const float* add, bool aligned, cudaStream_t stream) {
+void launch_matvec_q_rows(const char* w, const Shape4& sw, const Shape4& sx, const ActQ& act, const float* x_inside,
+                          float* dst, const float* add, bool aligned, cudaStream_t stream) {
     const int64_t m_groups = ceil_div(sw.ne[1], MATVEC_WARPS * R);
     const unsigned grid = grid_x(m_groups * sx.ne[2] * sx.ne[3]);
     const dim3 block(MATVEC_WARPS * WARP_SIZE);
     // matvec_q_min_blocks counts on all of an SM's shared memory (the default carveout favours L1).
     static const bool carveout = [] {
-        for (auto k : {matvec_q_kernel<Block, R, true, 1>, matvec_q_kernel<Block, R, false, 1>,
-                       matvec_q_kernel<Block, R, true, MATVEC_COLS>, matvec_q_kernel<Block, R, false, MATVEC_COLS>})
+        for (auto k : {matvec_q_kernel<Block, R, true, 1, false>, matvec_q_kernel<Block, R, false, 1, false>,
+                       matvec_q_kernel<Block, R, true, MATVEC_COLS, false>,
+                       matvec_q_kernel<Block, R, false, MATVEC_COLS, false>, matvec_q_kernel<Block, R, false, 1, true>})
             CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
                                             cudaSharedmemCarveoutMaxShared));
         return true;
     }();
     (void)carveout;
-    auto kernel =
-        sx.ne[1] == 1
-            ? (aligned ? matvec_q_kernel<Block, R, true, 1> : matvec_q_kernel<Block, R, false, 1>)
-            : (aligned ? matvec_q_kernel<Block, R, true, MATVEC_COLS> : matvec_q_kernel<Block, R, false, MATVEC_COLS>);
-    launch_overlapped(kernel, grid, block, 0, stream, w, sw, sx, act, dst, add, m_groups);
+    auto kernel = x_inside         ? matvec_q_kernel<Block, R, false, 1, true>
+                  : sx.ne[1] == 1 ? (aligned ? matvec_q_kernel<Block, R, true, 1, false>
+                                             : matvec_q_kernel<Block, R, false, 1, false>)
+                                  : (aligned ? matvec_q_kernel<Block, R, true, MATVEC_COLS, false>
+                                             : matvec_q_kernel<Block, R, false, MATVEC_COLS, false>);
+    launch_overlapped(kernel, grid, block, 0, stream, w, sw, sx, act, reinterpret_cast<const char*>(x_inside), dst,
+                      add, m_groups);
 }
 
 template <typename Block>
-void launch_matvec_q_legacy(const char* w, const Shape4& sw, const Shape4& sx, const ActQ& act, float* dst,
-                            const float* add, bool aligned, cudaStream_t stream) {
+void launch_matvec_q_legacy(const char* w, const Shape4& sw, const Shape4& sx, const ActQ& act,
+                            const float* x_inside, float* dst, const float* add, bool aligned, cudaStream_t stream) {
     const int64_t warps_wanted = int64_t(MIN_WARPS_PER_SM) * sm_count();
     const int64_t rows = sw.ne[1] * sx.ne[2] * sx.ne[3];
     if (max_rows_per_warp<Block>() >= 4 && rows / 4 >= warps_wanted) {
-        launch_matvec_q_rows<Block, max_rows_per_warp<Block>()>(w, sw, sx, act, dst, add, aligned, stream);
+        launch_matvec_q_rows<Block, max_rows_per_warp<Block>()>(w, sw, sx, act, x_inside, dst, add, aligned, stream);
     } else if (rows / 2 >= warps_wanted) {
-        launch_matvec_q_rows<Block, 2>(w, sw, sx, act, dst, add, aligned, stream);
+        launch_matvec_q_rows<Block, 2>(w, sw, sx, act, x_inside, dst, add, aligned, stream);
     } else {
-        launch_matvec_q_rows<Block, 1>(w, sw, sx, act, dst, add, aligned, stream);
+        launch_matvec_q_rows<Block, 1>(w, sw, sx, act, x_inside, dst, add, aligned, stream);
     }
 }
 
@@ -877,18 +922,32 @@ size_t matvec_q_scratch_bytes(const Shape4& sx) {
     return align16(rows * size_t(sx.ne[0])) + 2 * rows * size_t(sx.ne[0] / QK) * sizeof(float);
 }
 
+namespace {
+// One packed row of at most kMatvecQuantizeInsideMaxK elements a batch (matvec_q_kernel's QX).
+bool quantize_inside_shape(const Shape4& sx) {
+    return sx.ne[1] == 1 && sx.ne[0] <= kMatvecQuantizeInsideMaxK && sx.ne[0] % QK == 0 && sx.nb[0] == sizeof(float);
+}
+}  // namespace
+
+bool matvec_q_quantizes_inside(DType w, const Shape4& sx) {
+    const bool legacy = w == DType::Q8_0 || w == DType::Q4_0 || w == DType::Q4_1 || w == DType::Q5_0 || w == DType::Q5_1;
+    return legacy && quantize_inside_shape(sx);
+}
+
 template <typename Block>
 void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
-                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream, const float* add) {
+                     size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream, const float* add,
+                     bool quantize_inside) {
     using Traits = BlockTraits<Block>;
     check_shapes(sw, sx);
     MF_ASSERT(sw.ne[0] % Traits::elems == 0 && sw.nb[0] == Traits::bytes);
     MF_ASSERT(scratch_bytes >= matvec_q_scratch_bytes(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
+    MF_ASSERT(!quantize_inside || (!x_quantized && Traits::elems == QK && quantize_inside_shape(sx)));
     const int64_t M = sw.ne[1];
     if (sx.nrows() == 0) return;
     const ActQ act = act_layout(scratch, sx);
     // Even when M == 0: a later launch may be told the scratch holds x.
-    if (!x_quantized) quantize_activations(Traits::act, x, sx, act, stream);
+    if (!x_quantized && !quantize_inside) quantize_activations(Traits::act, x, sx, act, stream);
     if (M == 0) return;
 
     const char* wc = static_cast<const char*>(w);
@@ -904,7 +963,7 @@ void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shap
                               dst, add, m_blocks);
         }
     } else {
-        launch_matvec_q_legacy<Block>(wc, sw, sx, act, dst, add, aligned, stream);
+        launch_matvec_q_legacy<Block>(wc, sw, sx, act, quantize_inside ? x : nullptr, dst, add, aligned, stream);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -915,21 +974,21 @@ template void launch_matvec_float<__half>(const void*, const Shape4&, const floa
 template void launch_matvec_float<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&, float*,
                                                  cudaStream_t);
 template void launch_matvec_q<BlockQ8_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t, const float*);
+                                         bool, float*, cudaStream_t, const float*, bool);
 template void launch_matvec_q<BlockQ4_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t, const float*);
+                                         bool, float*, cudaStream_t, const float*, bool);
 template void launch_matvec_q<BlockQ4_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t, const float*);
+                                         bool, float*, cudaStream_t, const float*, bool);
 template void launch_matvec_q<BlockQ5_0>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t, const float*);
+                                         bool, float*, cudaStream_t, const float*, bool);
 template void launch_matvec_q<BlockQ5_1>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t, const float*);
+                                         bool, float*, cudaStream_t, const float*, bool);
 template void launch_matvec_q<BlockQ4_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t, const float*);
+                                         bool, float*, cudaStream_t, const float*, bool);
 template void launch_matvec_q<BlockQ5_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t, const float*);
+                                         bool, float*, cudaStream_t, const float*, bool);
 template void launch_matvec_q<BlockQ6_K>(const void*, const Shape4&, const float*, const Shape4&, void*, size_t,
-                                         bool, float*, cudaStream_t, const float*);
+                                         bool, float*, cudaStream_t, const float*, bool);
 
 }  // namespace mf
 

@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include "core/dtype.h"
 #include "cuda/common.cuh"
 #include "cuda/quants.cuh"
 
@@ -30,9 +31,19 @@ size_t matvec_q_scratch_bytes(const Shape4& sx);
 // quantization is skipped (q, k, v and gate, up read one activation: quantize it once).
 // add: null, or f32 contiguous of dst's shape, added to each result as it is stored (dst[i] = dot + add[i],
 // rounded as an ADD node after the product; add may be dst itself, element for element).
+// quantize_inside (only where matvec_q_quantizes_inside, and not x_quantized): no quantizer launch and
+// scratch untouched; each warp of the matvec quantizes its batch's row of x into shared memory itself,
+// to the same bits. For decode's small per-head products (MLA's W_UK and W_UV: K = 128 and 512), whose
+// quantizer launch took longer than the product.
 template <typename Block>
 void launch_matvec_q(const void* w, const Shape4& sw, const float* x, const Shape4& sx, void* scratch,
                      size_t scratch_bytes, bool x_quantized, float* dst, cudaStream_t stream,
-                     const float* add = nullptr);
+                     const float* add = nullptr, bool quantize_inside = false);
+
+// The largest row launch_matvec_q quantizes inside the matvec.
+constexpr int kMatvecQuantizeInsideMaxK = 512;
+// Whether launch_matvec_q can quantize x inside the matvec for weights of type w: a 32-element block
+// type, one column (decode), packed rows of at most kMatvecQuantizeInsideMaxK elements.
+bool matvec_q_quantizes_inside(DType w, const Shape4& sx);
 
 }  // namespace mf

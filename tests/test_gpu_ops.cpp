@@ -9,6 +9,7 @@
 #include <memory>
 #include <numeric>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/backend.h"
@@ -854,6 +855,54 @@ TEST_CASE("a residual add of a quantized matvec's product is stored by the matve
                          },
                          1e-4);
         }
+    }
+}
+
+// A decode MUL_MAT of 32-element block weights over rows of at most 512 (MLA's per-head W_UK and W_UV:
+// K = 128 and 512, one column, 16 heads as the batch) quantizes x inside the matvec instead of
+// launching the quantizer: the same bits as a backend made with MINFER_CUDA_FUSE_QUANT=0, for every
+// legacy type, strided and permuted x, a residual add stored by the matvec, and two products of one x
+// (the scratch is not taken to hold it afterwards). cuda_quantized_inside counts the fused products.
+TEST_CASE("a decode matvec over rows of at most 512 quantizes x itself, to the quantizer's bits") {
+    setenv("MINFER_CUDA_FUSE_QUANT", "0", 1);
+    std::unique_ptr<Backend> unfused = make_cuda_backend();
+    unsetenv("MINFER_CUDA_FUSE_QUANT");
+    struct Case {
+        int64_t K, M, heads;
+    };
+    const Case cases[] = {{32, 67, 1}, {96, 9, 3}, {128, 512, 16}, {512, 128, 16}, {480, 4301, 1}};
+    for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
+        for (const Case& c : cases) {
+            const std::string type_name = dtype_name(type);
+            CAPTURE(type_name);
+            CAPTURE(c.K);
+            CAPTURE(c.M);
+            CAPTURE(c.heads);
+            // x as MLA's q_nope: the first K of each head's wider row ([K + 64, heads, 1]), permuted
+            // to [K, 1, heads]; then a residual add, then a second weight over the same x.
+            const std::vector<Input> inputs = {random(type, {c.K, c.M, c.heads}), random(DType::F32, {c.K + 64, c.heads}),
+                                               random(DType::F32, {c.M, 1, c.heads}), random(type, {c.K, c.M, c.heads})};
+            const Build build = [&c](Context& ctx, const std::vector<Tensor*>& in) {
+                Tensor* q = view_3d(ctx, in[1], c.K, c.heads, 1, in[1]->nb[1], in[1]->nb[1] * size_t(c.heads), 0);
+                Tensor* x = permute(ctx, q, 0, 2, 1, 3);
+                Tensor* y = add(ctx, in[2], mul_mat(ctx, in[0], x));
+                return add(ctx, mul_mat(ctx, in[3], x), y);
+            };
+            check_vs_cpu(inputs, build, 1e-4);
+            const std::vector<float> want = run(*unfused, inputs, build);
+            CHECK(cuda_quantized_inside(*unfused) == 0);
+            CHECK(run(gpu(), inputs, build) == want);
+            CHECK(cuda_quantized_inside(gpu()) == 2);
+        }
+    }
+    // Not taken: more than one column, rows over 512, K-quant weights; the scratch path as before.
+    const Build product = [](Context& ctx, const std::vector<Tensor*>& in) { return mul_mat(ctx, in[0], in[1]); };
+    for (const auto& [type, K, N] : {std::tuple{DType::Q4_0, 128, 2}, std::tuple{DType::Q4_0, 544, 1},
+                                     std::tuple{DType::Q4_K, 256, 1}}) {
+        CAPTURE(K);
+        CAPTURE(N);
+        check_vs_cpu({random(type, {K, 40}), random(DType::F32, {K, N})}, product, 1e-4);
+        CHECK(cuda_quantized_inside(gpu()) == 0);
     }
 }
 
