@@ -270,6 +270,26 @@ __device__ __forceinline__ float row_rms_scale(const float* x_row, int64_t n, fl
     return 1.0f / sqrtf(sum / float(n) + eps);
 }
 
+// An RMS_NORM times its weight row, MUL(RMS_NORM(x), w), not launched: its reader makes the product's
+// rows from x (f32, rows packed, dims 1..3 any strides) and w (f32, x's ne0 values). A row takes a
+// whole block of rms_norm_threads(x's ne0) threads: scale(row) is then rms_norm_kernel's sum in its
+// order, and value() rounds as the norm and the MUL do (x * scale, then times w: two roundings, no
+// fma), so the product has the launched kernels' bits.
+struct NormOf {
+    const char* x = nullptr;
+    Shape4 sx{};
+    const float* w = nullptr;
+    float eps = 0.0f;
+    __device__ __forceinline__ const float* row(int64_t r) const {
+        return reinterpret_cast<const float*>(x + sx.row_offset(r));
+    }
+    // By the whole block.
+    __device__ __forceinline__ float scale(const float* x_row) const { return row_rms_scale(x_row, sx.ne[0], eps); }
+    __device__ __forceinline__ float value(const float* x_row, int64_t j, float scale) const {
+        return __fmul_rn(x_row[j] * scale, w[j]);
+    }
+};
+
 __device__ __forceinline__ float block_max(float v) {
     __shared__ float partial[WARP_SIZE];
     const int lane = threadIdx.x % WARP_SIZE;

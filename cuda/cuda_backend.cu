@@ -332,6 +332,16 @@ private:
     // MINFER_CUDA_FUSE_CONCAT.
     const Tensor* folded_rope_ = nullptr;
     bool rope_foldable(const Graph& g, size_t i) const;
+    // MUL(RMS_NORM(x), w) read only by (the first source of) such a CONCAT into the cache: neither
+    // node is launched; the store normalizes x's rows as it reads them (launch_set_rows_normed, NormOf).
+    // MLA's latent c_kv, one launch a layer. Taken only when nothing is launched between the RMS_NORM's
+    // place and the store: the nodes between are the MUL, views, the folded ROPE and the fused CONCAT.
+    // Then x and w hold at the store what they held where the RMS_NORM would have run, even though the
+    // RMS_NORM and the MUL were their last readers in the graph and the planner may have placed later
+    // results (the ROPE's, the CONCAT's) over them: those results are never written. The store's own
+    // result, the cache, is checked apart from x and w. Part of MINFER_CUDA_FUSE_CONCAT.
+    const Tensor* folded_norm_ = nullptr;  // the MUL the store makes from the norm's source
+    bool norm_foldable(const Graph& g, size_t i) const;
     // A quantized MUL_MAT whose x is not already quantized in scratch and fits
     // matvec_q_quantizes_inside (decode, rows of at most 512: MLA's per-head W_UK and W_UV) has the
     // matvec quantize x itself, the same bits; no quantizer launch. MINFER_CUDA_FUSE_QUANT=0 turns it
@@ -782,6 +792,44 @@ bool CudaBackend::concat_fusable(const Graph& g, size_t i, const Tensor* rope) c
            n->ne[3] == 1 && apart(m, a) && apart(m, b);
 }
 
+bool CudaBackend::norm_foldable(const Graph& g, size_t i) const {
+    const Tensor* n = g.nodes[i];
+    if (!fuse_concat_ || n->op != Op::RMS_NORM || i + 1 >= g.nodes.size() || (n->flags & TENSOR_OUTPUT) ||
+        reads_of(n) != 1)
+        return false;
+    const Tensor* x = n->src[0];
+    const Tensor* m = g.nodes[i + 1];
+    const Tensor* w = m->src[1];
+    if (m->op != Op::MUL || m->src[0] != n || w == n || !is_f32(w) || !w->is_contiguous() || w->ne[0] != n->ne[0] ||
+        w->nelements() != n->ne[0] || (m->flags & TENSOR_OUTPUT) || reads_of(m) != 1)
+        return false;
+    if (!is_f32(x) || x->nb[0] != sizeof(float) || x->ne[2] != 1 || x->ne[3] != 1) return false;
+    // From the MUL to the CONCAT that reads it: views, and at most the ROPE it takes as its second
+    // part, folded. Nothing launched (run_nodes takes these decisions again, the same ones).
+    const Tensor* rope = nullptr;
+    size_t j = i + 2;
+    for (; j < g.nodes.size(); ++j) {
+        const Tensor* t = g.nodes[j];
+        if (t->op == Op::VIEW || t->op == Op::NONE) continue;
+        if (t->op == Op::ROPE && !rope && rope_foldable(g, j)) {
+            rope = t;
+            continue;
+        }
+        break;
+    }
+    if (j == g.nodes.size()) return false;
+    const Tensor* c = g.nodes[j];
+    if (c->op != Op::CONCAT || c->src[0] != m || (rope && rope_behind(c->src[1]) != rope) ||
+        !concat_fusable(g, j, rope))
+        return false;
+    // concat_fusable found its reader, the next launching node: a float cache's SET_ROWS here.
+    size_t k = j + 1;
+    while (k < g.nodes.size() && (g.nodes[k]->op == Op::VIEW || g.nodes[k]->op == Op::NONE)) ++k;
+    if (k == g.nodes.size()) return false;
+    const Tensor* store = g.nodes[k];
+    return store->op == Op::SET_ROWS && store->src[1] == c && apart(store, x) && apart(store, w);
+}
+
 RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
     const Tensor* x = n->src[slot];
     if (x != fused_concat_) return rows_f32(static_cast<const float*>(x->data), shape_of(x));
@@ -806,7 +854,7 @@ void CudaBackend::run_nodes(const Graph& g) {
     // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
     scratch_act_valid_ = false;
     fused_nodes_ = quantized_inside_ = 0;
-    fused_concat_ = folded_rope_ = nullptr;
+    fused_concat_ = folded_rope_ = folded_norm_ = nullptr;
     reads_.clear();
     for (const Tensor* n : g.nodes)
         for (const Tensor* src : n->src)
@@ -827,6 +875,13 @@ void CudaBackend::run_nodes(const Graph& g) {
         if (concat_fusable(g, i, reads_folded ? folded_rope_ : nullptr)) {
             fused_concat_ = n;  // not launched: its reader reads its sources
             ++fused_nodes_;
+            continue;
+        }
+        // norm_foldable saw this CONCAT fuse; the MUL it reads was never written.
+        MF_ASSERT(!folded_norm_ || n->op != Op::CONCAT || n->src[0] != folded_norm_);
+        if (norm_foldable(g, i)) {
+            folded_norm_ = g.nodes[++i];  // neither the norm nor the MUL launched: the store makes the product
+            fused_nodes_ += 2;
             continue;
         }
         ActQuant norm_kind = ActQuant::Q8_0;
@@ -869,7 +924,8 @@ void CudaBackend::run_nodes(const Graph& g) {
             fused_out_ = static_cast<float*>(written->data);
         }
         run_node(n);
-        if (n->op != Op::VIEW && n->op != Op::NONE) fused_concat_ = folded_rope_ = nullptr;  // their reader has run
+        if (n->op != Op::VIEW && n->op != Op::NONE)
+            fused_concat_ = folded_rope_ = folded_norm_ = nullptr;  // their reader has run
         fused_swiglu_ = nullptr;
         fused_norm_ = nullptr;
         fused_add_ = nullptr;
@@ -1091,6 +1147,22 @@ void CudaBackend::run_node(const Tensor* node) {
             const float* src = static_cast<const float*>(b->data);
             const RowsF32 rows = rows_of(node, 1);
             const int32_t* ids = static_cast<const int32_t*>(node->src[2]->data);
+            if (folded_norm_ && b == fused_concat_ && b->src[0] == folded_norm_) {
+                const Tensor* x = folded_norm_->src[0]->src[0];
+                const NormOf norm{static_cast<const char*>(x->data), shape_of(x),
+                                  static_cast<const float*>(folded_norm_->src[1]->data),
+                                  folded_norm_->src[0]->op_param_f(0)};
+                const Shape4 ss = shape_of(b);
+                switch (node->type) {
+                    case DType::F32: launch_set_rows_normed<float>(rows, norm, ss, ids, node->data, sd, s); return;
+                    case DType::F16: launch_set_rows_normed<__half>(rows, norm, ss, ids, node->data, sd, s); return;
+                    case DType::BF16:
+                        launch_set_rows_normed<__nv_bfloat16>(rows, norm, ss, ids, node->data, sd, s);
+                        return;
+                    default: break;
+                }
+                break;
+            }
             switch (node->type) {
                 case DType::F32: launch_set_rows<float>(rows, shape_of(b), ids, node->data, sd, s); return;
                 case DType::F16: launch_set_rows<__half>(rows, shape_of(b), ids, node->data, sd, s); return;

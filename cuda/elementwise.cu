@@ -1,5 +1,5 @@
 // Element-wise and row-moving kernels: broadcast binary ops (ADD, MUL, SWIGLU, GEGLU), unary ops
-// (SCALE, SILU, GELU), CPY with conversion and quantization, GET_ROWS and CONCAT.
+// (SCALE, SILU, GELU), CPY with conversion and quantization, GET_ROWS, SET_ROWS and CONCAT.
 #include "cuda/elementwise.cuh"
 
 #include "core/common.h"
@@ -220,6 +220,35 @@ __global__ void set_rows_kernel(RowsF32 src, Shape4 ss, const int32_t* ids, char
     }
 }
 
+// SET_ROWS of a CONCAT's two sources whose first is MUL(RMS_NORM(x), w) not launched (MLA's normed
+// latent c_kv beside k_pe): one block per source row, rms_norm_threads(x's ne0) threads, so the
+// row's scale is the norm kernel's sum (NormOf). src.a is then never read (never written either);
+// the second part is src's b, or its folded ROPE, whose angle for the thread's first element of that
+// part is taken before the wait as in set_rows_kernel.
+template <typename Dst>
+__global__ void set_rows_norm_kernel(RowsF32 src, NormOf norm, Shape4 ss, const int32_t* ids, char* dst, Shape4 sd) {
+    const int64_t row = blockIdx.x;
+    const int64_t na = src.sa.ne[0];
+    // This thread's first column past the normed part.
+    const int64_t t = threadIdx.x, first_b = t < na ? t + (na - t + blockDim.x - 1) / blockDim.x * blockDim.x : t;
+    const int64_t early_j = first_b - na;
+    const bool early = src.rope.x && src.rope.pos_ready && first_b < ss.ne[0] && early_j < src.rope.n_dims;
+    float c0 = 0.0f, s0 = 0.0f;
+    if (early) src.rope.angle(row, early_j, &c0, &s0);
+    begin_overlapped_kernel();
+    const float* x_row = norm.row(row);
+    const float scale = norm.scale(x_row);  // by the whole block, before any thread may leave
+    const int32_t id = ids[row];
+    if (id < 0 || id >= sd.ne[1]) return;  // the whole block
+    char* dst_row = dst + id * sd.nb[1];
+    for (int64_t col = t; col < na; col += blockDim.x)
+        store_f32(reinterpret_cast<Dst*>(dst_row + col * sd.nb[0]), norm.value(x_row, col, scale));
+    for (int64_t col = first_b; col < ss.ne[0]; col += blockDim.x) {
+        const float v = early && col == first_b ? src.rope.rotated(row, early_j, c0, s0) : src.at_b(col - na, row, 0);
+        store_f32(reinterpret_cast<Dst*>(dst_row + col * sd.nb[0]), v);
+    }
+}
+
 // One warp per destination block: lane j quantizes element j of the block, gathered from the
 // source by its row-major index, so the source may have any shape and strides.
 template <bool Q4>
@@ -406,6 +435,18 @@ void launch_set_rows(const RowsF32& src, const Shape4& ss, const int32_t* ids, v
     CUDA_CHECK_LAUNCH();
 }
 
+template <typename Dst>
+void launch_set_rows_normed(const RowsF32& src, const NormOf& norm, const Shape4& ss, const int32_t* ids, void* dst,
+                            const Shape4& sd, cudaStream_t stream) {
+    MF_ASSERT(ss.ne[0] == sd.ne[0] && ss.ne[2] == 1 && ss.ne[3] == 1 && sd.ne[2] == 1 && sd.ne[3] == 1);
+    MF_ASSERT(norm.x && norm.w && norm.sx.nb[0] == sizeof(float) && norm.sx.ne[0] == src.sa.ne[0]);
+    MF_ASSERT(norm.sx.ne[1] == ss.ne[1] && norm.sx.ne[2] == 1 && norm.sx.ne[3] == 1 && src.sa.ne[0] < ss.ne[0]);
+    if (ss.ne[1] == 0) return;
+    launch_overlapped(set_rows_norm_kernel<Dst>, grid_x(ss.ne[1]), rms_norm_threads(norm.sx.ne[0]), 0, stream, src,
+                      norm, ss, ids, static_cast<char*>(dst), sd);
+    CUDA_CHECK_LAUNCH();
+}
+
 void launch_concat_f32(const void* a, const Shape4& sa, const void* b, const Shape4& sb, int dim, float* dst,
                        cudaStream_t stream) {
     MF_ASSERT(dim >= 0 && dim < 4);
@@ -436,6 +477,13 @@ template void launch_set_rows<__half>(const RowsF32&, const Shape4&, const int32
                                       cudaStream_t);
 template void launch_set_rows<__nv_bfloat16>(const RowsF32&, const Shape4&, const int32_t*, void*, const Shape4&,
                                              cudaStream_t);
+
+template void launch_set_rows_normed<float>(const RowsF32&, const NormOf&, const Shape4&, const int32_t*, void*,
+                                            const Shape4&, cudaStream_t);
+template void launch_set_rows_normed<__half>(const RowsF32&, const NormOf&, const Shape4&, const int32_t*, void*,
+                                             const Shape4&, cudaStream_t);
+template void launch_set_rows_normed<__nv_bfloat16>(const RowsF32&, const NormOf&, const Shape4&, const int32_t*,
+                                                    void*, const Shape4&, cudaStream_t);
 
 template void launch_get_rows<float>(const void*, const Shape4&, const int32_t*, const Shape4&, float*, cudaStream_t);
 template void launch_get_rows<__half>(const void*, const Shape4&, const int32_t*, const Shape4&, float*, cudaStream_t);

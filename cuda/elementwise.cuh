@@ -46,6 +46,13 @@ template <typename Dst>
 void launch_set_rows(const RowsF32& src, const Shape4& ss, const int32_t* ids, void* dst, const Shape4& sd,
                      cudaStream_t stream);
 
+// SET_ROWS as launch_set_rows, of a CONCAT's two sources (src.b, or src.rope) whose first, src.a, is
+// MUL(RMS_NORM(norm.x), norm.w) not launched: the store normalizes the rows of norm.x (f32 [src.sa.ne[0],
+// n], rows packed) as it reads them, with the RMS_NORM and MUL kernels' bits; src.a is not read.
+template <typename Dst>
+void launch_set_rows_normed(const RowsF32& src, const NormOf& norm, const Shape4& ss, const int32_t* ids, void* dst,
+                            const Shape4& sd, cudaStream_t stream);
+
 // CONCAT: f32 a and b (any strides) joined along dim into dst f32 contiguous.
 void launch_concat_f32(const void* a, const Shape4& sa, const void* b, const Shape4& sb, int dim, float* dst,
                        cudaStream_t stream);

@@ -328,6 +328,58 @@ TEST_CASE("a ROPE read only by MLA's latent-row CONCAT is applied by the cache s
     }
 }
 
+TEST_CASE("an RMS_NORM times its weight read only by MLA's latent-row CONCAT is applied by the cache store") {
+    // The latent row as arch_deepseek2 builds it: c_kv = rms_norm(a view of the stacked q/kv_a
+    // product) * attn_kv_a_norm and k_pe roped from a strided view of the same product, joined and
+    // stored. Into a float cache neither the norm, its MUL, the ROPE nor the CONCAT is launched, and the
+    // store writes the launched kernels' bits. The product's last reader is the ROPE, so the planner
+    // may place the CONCAT's result over it: that result is never written. A q8_0 cache takes none of
+    // these folds; the norm and its MUL are then one launch, as without them.
+    setenv("MINFER_CUDA_FUSE_CONCAT", "0", 1);
+    std::unique_ptr<Backend> unfused = make_cuda_backend();
+    unsetenv("MINFER_CUDA_FUSE_CONCAT");
+    const int64_t q_dim = 192, lora = 512, rope_dims = 64, width = lora + rope_dims, slots = 45;
+    const float eps = 1e-6f;
+    for (DType cache : {DType::F16, DType::BF16, DType::F32, DType::Q8_0}) {
+        for (int64_t T : {1, 5}) {
+            CAPTURE(dtype_name(cache));
+            CAPTURE(T);
+            Leaf pos{DType::I32, {T}, std::vector<uint8_t>(size_t(T) * 4)};
+            Leaf rows{DType::I32, {T}, std::vector<uint8_t>(size_t(T) * 4)};
+            for (int64_t t = 0; t < T; ++t) {
+                const int32_t p = int32_t(4999 - 900 * t), r = int32_t(slots - 1 - 2 * t);  // rows out of order
+                std::memcpy(pos.bytes.data() + 4 * t, &p, 4);
+                std::memcpy(rows.bytes.data() + 4 * t, &r, 4);
+            }
+            const std::vector<Leaf> leaves = {
+                leaf_of(cache, {width, slots}, random_floats(size_t(width * slots))),
+                leaf_of(DType::F32, {q_dim + width, T}, random_floats(size_t((q_dim + width) * T), -2, 2)),
+                leaf_of(DType::F32, {lora}, random_floats(size_t(lora), 0.5f, 1.5f)),
+                pos,
+                rows,
+            };
+            auto store = [&](Context& ctx, const std::vector<Tensor*>& t) {
+                Tensor* both = scale(ctx, t[1], 1.5f);  // computed, as the matmul's result is
+                const size_t row = both->nb[1], f32 = sizeof(float);
+                Tensor* c_kv = mul(ctx, rms_norm(ctx, view_2d(ctx, both, lora, T, row, q_dim * f32), eps), t[2]);
+                Tensor* k_pe = view_3d(ctx, both, rope_dims, 1, T, row, row, (q_dim + lora) * f32);
+                k_pe = rope(ctx, k_pe, t[3], int(rope_dims), ROPE_NORMAL, 10000.0f, 0.025f, nullptr);
+                return set_rows(ctx, t[0], concat(ctx, c_kv, reshape_2d(ctx, k_pe, rope_dims, T), 0), t[4]);
+            };
+            const std::vector<uint8_t> stored = run(gpu(), leaves, store);
+            // The RMS_NORM, the MUL, the ROPE and the CONCAT; into q8_0 the MUL only (the norm's launch).
+            CHECK(cuda_fused_nodes(gpu()) == (cache == DType::Q8_0 ? 1u : 4u));
+            CHECK(stored == run(*unfused, leaves, store));
+            CHECK(cuda_fused_nodes(*unfused) == 1);
+            // The CPU sums the squares in another order, so a value may round to its neighbour in the
+            // cache's type (q8_0: to the neighbouring step); the rows agree to well within 1e-3.
+            const std::vector<float> want = mf_test::decode(cache, run(cpu(), leaves, store), width);
+            const std::vector<double> want_d(want.begin(), want.end());
+            CHECK(mf_test::rel_error(mf_test::decode(cache, stored, width).data(), want_d.data(), want.size()) < 1e-3);
+        }
+    }
+}
+
 TEST_CASE("hadamard on CUDA matches the CPU for every power-of-two row length up to 1024") {
     for (int64_t n : {2, 32, 64, 128, 256, 1024}) {
         CAPTURE(n);
