@@ -83,6 +83,10 @@ enum TensorFlags : uint32_t {
     TENSOR_INPUT = 1u << 0,   // set from outside before compute; kept alive for the whole graph
     TENSOR_OUTPUT = 1u << 1,  // read after compute; its memory is never reused within the graph
     TENSOR_PARAM = 1u << 2,   // a weight, allocated once outside the graph arena
+    // A node of a chain the model knows to be independent of the nodes around it (a MoE layer's
+    // shared experts beside its routing and routed experts): a backend with a second stream may run
+    // it there, ordering it against the rest by what each reads and writes. Results are the same.
+    TENSOR_SIDE = 1u << 3,
 };
 
 enum RopeMode : int32_t { ROPE_NORMAL = 0, ROPE_NEOX = 2 };

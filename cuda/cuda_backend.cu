@@ -113,6 +113,18 @@ bool rope_inputs_ready(const Tensor* pos, const Tensor* factors) {
     return pos_ready && (!factors || (factors->view_src ? factors->view_src : factors)->op == Op::NONE);
 }
 
+// Bytes [begin, end) of device memory.
+struct ByteSpan {
+    const char* begin;
+    const char* end;
+};
+
+bool overlaps(const std::vector<ByteSpan>& spans, const char* begin, const char* end) {
+    for (const ByteSpan& s : spans)
+        if (begin < s.end && s.begin < end) return true;
+    return false;
+}
+
 // Whether a's and b's bytes lie apart. A fused kernel writes a node's result while it reads tensors
 // whose last reader the planner took to have run already. The planner keeps the next result off those
 // (core/graph.h); the fusions check it all the same, as a graph may be planned otherwise.
@@ -177,6 +189,7 @@ public:
         fuse_add_ = switched_on("MINFER_CUDA_FUSE_ADD");
         fuse_concat_ = switched_on("MINFER_CUDA_FUSE_CONCAT");
         fuse_quant_ = switched_on("MINFER_CUDA_FUSE_QUANT");
+        use_side_ = switched_on("MINFER_CUDA_SIDE");
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -187,6 +200,13 @@ public:
         CUDA_CHECK(cudaStreamSynchronize(stream_));
         drop_captured_graph();
         if (scratch_) CUDA_CHECK(cudaFree(scratch_));
+        if (side_.scratch) CUDA_CHECK(cudaFree(side_.scratch));
+        if (side_.stream) {
+            CUDA_CHECK(cudaStreamSynchronize(side_.stream));
+            CUDA_CHECK(cudaStreamDestroy(side_.stream));
+            CUDA_CHECK(cudaEventDestroy(fork_));
+            CUDA_CHECK(cudaEventDestroy(join_));
+        }
         CUDA_CHECK(cudaStreamDestroy(stream_));
     }
 
@@ -252,6 +272,8 @@ public:
     size_t fused_nodes() const { return fused_nodes_; }
     // cuda_quantized_inside (cuda/cuda_backend.h).
     size_t quantized_inside() const { return quantized_inside_; }
+    // cuda_side_launches (cuda/cuda_backend.h).
+    size_t side_launches() const { return side_launches_; }
 
 private:
     void check_transfer(const Tensor* t, size_t offset, size_t size) const {
@@ -259,6 +281,7 @@ private:
         MF_ASSERT(offset + size <= t->nbytes());
     }
     void reserve_scratch(size_t bytes);
+    void reserve_side(size_t scratch_bytes);
     void run_node(const Tensor* node);
     void run_nodes(const Graph& g);
     bool scratch_holds(const Tensor* x, ActQuant kind) const;
@@ -284,6 +307,43 @@ private:
     const char* scratch_act_end_ = nullptr;
     Shape4 scratch_act_shape_{};
     ActQuant scratch_act_kind_ = ActQuant::Q8_0;
+
+    // Nodes flagged TENSOR_SIDE (the shared experts of a MoE layer) run on a second stream, beside
+    // the nodes around them. A lane is a stream with its own activation scratch and what that holds;
+    // stream_, scratch_ and scratch_act_* above are the current lane's, and side_ keeps the other one
+    // (swapped by use_lane), so every launch path works on either lane unchanged. The side lane never
+    // runs FLASH_ATTN (its workspace lives in the main scratch).
+    // Ordering, per launch (begin_launch): a launch is ordered after every launch of the other lane
+    // whose memory it could race with: it writes what the other lane read or wrote, or reads what
+    // the other lane wrote, since the lanes last met (byte ranges, so the planner's reuse of freed
+    // memory counts too). The side lane meets the main one by waiting on an event recorded on the
+    // main stream (fork), the main lane by waiting on one recorded on the side stream (join); every
+    // pass ends joined, so stream_ alone orders what follows (transfers, a CUDA graph's end).
+    // MINFER_CUDA_SIDE=0 runs everything on one stream.
+    struct Lane {
+        cudaStream_t stream = nullptr;
+        void* scratch = nullptr;
+        bool act_valid = false;
+        const char* act_begin = nullptr;
+        const char* act_end = nullptr;
+        Shape4 act_shape{};
+        ActQuant act_kind = ActQuant::Q8_0;
+    };
+    bool use_side_ = true;
+    Lane side_;                  // the lane not current
+    size_t side_scratch_size_ = 0;
+    bool on_side_ = false;       // the current lane is the side one
+    bool side_open_ = false;     // the side stream has work the main one has not joined
+    cudaEvent_t fork_ = nullptr, join_ = nullptr;
+    // What each lane's launches read and wrote since the other lane last waited for them.
+    std::vector<ByteSpan> main_read_, main_written_, side_read_, side_written_;
+    std::vector<const Tensor*> folded_;  // nodes not launched since the last launch: its sources too
+    size_t side_launches_ = 0;           // launches on the side stream, the last run
+    void use_lane(bool side);
+    // Before a launch of `n` (and the nodes folded into it) that writes `written`: picks its lane,
+    // makes it current and orders it against the other lane.
+    void begin_launch(const Tensor* n, const Tensor* fused_add, const Tensor* written);
+    void join_side();
 
     // SWIGLU fused into the quantization of the MUL_MAT that reads it: a SWIGLU node whose only
     // reader is the next node, a MUL_MAT / MUL_MAT_ID of 32-element block weights, is not launched;
@@ -606,6 +666,25 @@ void CudaBackend::reserve_scratch(size_t bytes) {
     scratch_size_ = bytes;
 }
 
+void CudaBackend::reserve_side(size_t scratch_bytes) {
+    MF_ASSERT(!on_side_);
+    if (!side_.stream) {
+        CUDA_CHECK(cudaStreamCreateWithFlags(&side_.stream, cudaStreamNonBlocking));
+        CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
+    }
+    if (scratch_bytes <= side_scratch_size_) return;
+    drop_captured_graph();  // a captured graph points at the old scratch
+    last_signature_.clear();
+    CUDA_CHECK(cudaStreamSynchronize(side_.stream));
+    if (side_.scratch) CUDA_CHECK(cudaFree(side_.scratch));
+    side_.scratch = nullptr;
+    side_scratch_size_ = 0;
+    throw_on_error(cudaMalloc(&side_.scratch, scratch_bytes),
+                   strfmt("allocating %zu bytes of scratch on GPU %d", scratch_bytes, device_).c_str());
+    side_scratch_size_ = scratch_bytes;
+}
+
 void CudaBackend::compute(const Graph& g) {
     CUDA_CHECK(cudaSetDevice(device_));
     size_t scratch = 0;
@@ -623,6 +702,8 @@ void CudaBackend::compute(const Graph& g) {
     }
     attn_ws_offset_ = (scratch + 255) / 256 * 256;
     reserve_scratch(attn_ws_offset_ + attn_ws);
+    if (use_side_ && std::any_of(g.nodes.begin(), g.nodes.end(), [](const Tensor* n) { return n->flags & TENSOR_SIDE; }))
+        reserve_side(std::max<size_t>(attn_ws_offset_, 256));
     if (!use_graphs_) {
         run_nodes(g);
         return;
@@ -850,9 +931,82 @@ RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
     return rows;
 }
 
+void CudaBackend::use_lane(bool side) {
+    if (side == on_side_) return;
+    Lane cur{stream_, scratch_, scratch_act_valid_, scratch_act_begin_, scratch_act_end_, scratch_act_shape_,
+             scratch_act_kind_};
+    stream_ = side_.stream, scratch_ = side_.scratch, scratch_act_valid_ = side_.act_valid;
+    scratch_act_begin_ = side_.act_begin, scratch_act_end_ = side_.act_end, scratch_act_shape_ = side_.act_shape;
+    scratch_act_kind_ = side_.act_kind;
+    side_ = cur;
+    on_side_ = side;
+}
+
+void CudaBackend::join_side() {
+    use_lane(false);
+    if (!side_open_) return;
+    CUDA_CHECK(cudaEventRecord(join_, side_.stream));
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, join_, 0));
+    side_open_ = false;
+    side_read_.clear();
+    side_written_.clear();
+}
+
+void CudaBackend::begin_launch(const Tensor* n, const Tensor* fused_add, const Tensor* written) {
+    const bool side = use_side_ && side_.stream && (n->flags & TENSOR_SIDE) && n->op != Op::FLASH_ATTN;
+    // What the launch reads: the sources of n, of the nodes folded into it and of a fused ADD, less
+    // those folded nodes' own results (never written) and the weights (never written).
+    std::vector<ByteSpan> reads;
+    auto folded = [&](const Tensor* t) { return std::find(folded_.begin(), folded_.end(), t) != folded_.end(); };
+    auto read = [&](const Tensor* node) {
+        if (!node) return;
+        for (const Tensor* src : node->src) {
+            if (!src || src == n || folded(src) || (src->flags & TENSOR_PARAM) || !src->data) continue;
+            reads.push_back({static_cast<const char*>(src->data), data_end(src)});
+        }
+    };
+    read(n);
+    read(fused_add);
+    for (const Tensor* f : folded_) read(f);
+    folded_.clear();
+    const ByteSpan w{static_cast<const char*>(written->data), data_end(written)};
+    auto races = [&](const std::vector<ByteSpan>& other_read, const std::vector<ByteSpan>& other_written) {
+        if (overlaps(other_read, w.begin, w.end) || overlaps(other_written, w.begin, w.end)) return true;
+        for (const ByteSpan& r : reads)
+            if (overlaps(other_written, r.begin, r.end)) return true;
+        return false;
+    };
+    if (side) {
+        use_lane(true);
+        if (!side_open_ || races(main_read_, main_written_)) {  // fork: after everything the main lane has queued
+            CUDA_CHECK(cudaEventRecord(fork_, side_.stream));     // side_ is the main lane now
+            CUDA_CHECK(cudaStreamWaitEvent(stream_, fork_, 0));
+            side_open_ = true;
+            main_read_.clear();
+            main_written_.clear();
+        }
+        side_read_.insert(side_read_.end(), reads.begin(), reads.end());
+        side_written_.push_back(w);
+        ++side_launches_;
+        return;
+    }
+    use_lane(false);
+    if (!side_open_) return;
+    if (races(side_read_, side_written_)) {
+        join_side();
+        return;
+    }
+    main_read_.insert(main_read_.end(), reads.begin(), reads.end());
+    main_written_.push_back(w);
+}
+
 void CudaBackend::run_nodes(const Graph& g) {
     // Inputs were uploaded since the last pass: whatever the scratch holds is stale.
-    scratch_act_valid_ = false;
+    use_lane(false);
+    scratch_act_valid_ = side_.act_valid = false;
+    side_open_ = false;
+    main_read_.clear(), main_written_.clear(), side_read_.clear(), side_written_.clear(), folded_.clear();
+    side_launches_ = 0;
     fused_nodes_ = quantized_inside_ = 0;
     fused_concat_ = folded_rope_ = folded_norm_ = nullptr;
     reads_.clear();
@@ -863,17 +1017,20 @@ void CudaBackend::run_nodes(const Graph& g) {
         const Tensor* n = g.nodes[i];
         if (swiglu_fusable(g, i)) {
             fused_swiglu_ = n;  // not launched: the next node quantizes from its sources
+            folded_.push_back(n);
             ++fused_nodes_;
             continue;
         }
         if (rope_foldable(g, i)) {
             folded_rope_ = n;  // not launched: the CONCAT's reader rotates as it reads
+            folded_.push_back(n);
             ++fused_nodes_;
             continue;
         }
         const bool reads_folded = folded_rope_ && n->op == Op::CONCAT && rope_behind(n->src[1]) == folded_rope_;
         if (concat_fusable(g, i, reads_folded ? folded_rope_ : nullptr)) {
             fused_concat_ = n;  // not launched: its reader reads its sources
+            folded_.push_back(n);
             ++fused_nodes_;
             continue;
         }
@@ -881,6 +1038,7 @@ void CudaBackend::run_nodes(const Graph& g) {
         MF_ASSERT(!folded_norm_ || n->op != Op::CONCAT || n->src[0] != folded_norm_);
         if (norm_foldable(g, i)) {
             folded_norm_ = g.nodes[++i];  // neither the norm nor the MUL launched: the store makes the product
+            folded_.insert(folded_.end(), {n, folded_norm_});
             fused_nodes_ += 2;
             continue;
         }
@@ -888,11 +1046,14 @@ void CudaBackend::run_nodes(const Graph& g) {
         switch (norm_fusion(g, i, &norm_kind)) {
             case NormFusion::QUANTIZE:
                 fused_norm_ = g.nodes[++i];  // neither launched: the next node quantizes from the norm's source
+                folded_.insert(folded_.end(), {n, fused_norm_});
                 fused_nodes_ += 2;
                 continue;
             case NormFusion::WEIGHT: {
                 const Tensor* m = g.nodes[++i];
                 const Tensor* x = n->src[0];
+                folded_.push_back(n);
+                begin_launch(m, nullptr, m);
                 launch_rms_norm_f32(static_cast<const float*>(x->data), shape_of(x), n->op_param_f(0),
                                     static_cast<const float*>(m->src[1]->data), static_cast<float*>(m->data), stream_);
                 note_written(m);
@@ -902,6 +1063,8 @@ void CudaBackend::run_nodes(const Graph& g) {
             case NormFusion::WEIGHT_QUANTIZE: {
                 const Tensor* m = g.nodes[++i];
                 const Tensor* x = n->src[0];
+                folded_.push_back(n);
+                begin_launch(m, nullptr, m);
                 quantize_rms_norm_activations(norm_kind, static_cast<const float*>(x->data), shape_of(x),
                                               n->op_param_f(0), static_cast<const float*>(m->src[1]->data),
                                               act_layout(scratch_, shape_of(m)), stream_, static_cast<float*>(m->data));
@@ -923,15 +1086,17 @@ void CudaBackend::run_nodes(const Graph& g) {
             fused_add_ = static_cast<const float*>(r->data);
             fused_out_ = static_cast<float*>(written->data);
         }
+        const bool launches = n->op != Op::VIEW && n->op != Op::NONE;
+        if (launches) begin_launch(n, written != n ? written : nullptr, written);
         run_node(n);
-        if (n->op != Op::VIEW && n->op != Op::NONE)
-            fused_concat_ = folded_rope_ = folded_norm_ = nullptr;  // their reader has run
+        if (launches) fused_concat_ = folded_rope_ = folded_norm_ = nullptr;  // their reader has run
         fused_swiglu_ = nullptr;
         fused_norm_ = nullptr;
         fused_add_ = nullptr;
         fused_out_ = nullptr;
         note_written(written);
     }
+    join_side();
 }
 
 const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
@@ -959,9 +1124,11 @@ const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
 }
 
 void CudaBackend::note_written(const Tensor* n) {
-    if (!scratch_act_valid_ || n->op == Op::NONE || n->op == Op::VIEW) return;
+    if (n->op == Op::NONE || n->op == Op::VIEW) return;
     const char* begin = static_cast<const char*>(n->data);
-    if (begin < scratch_act_end_ && scratch_act_begin_ < data_end(n)) scratch_act_valid_ = false;
+    const char* end = data_end(n);
+    if (scratch_act_valid_ && begin < scratch_act_end_ && scratch_act_begin_ < end) scratch_act_valid_ = false;
+    if (side_.act_valid && begin < side_.act_end && side_.act_begin < end) side_.act_valid = false;  // the other lane's
 }
 
 bool CudaBackend::scratch_holds(const Tensor* x, ActQuant kind) const {
@@ -1233,6 +1400,12 @@ size_t cuda_quantized_inside(const Backend& b) {
     const auto* cuda = dynamic_cast<const CudaBackend*>(&b);
     MF_ASSERT_MSG(cuda, "cuda_quantized_inside: not a CUDA backend");
     return cuda->quantized_inside();
+}
+
+size_t cuda_side_launches(const Backend& b) {
+    const auto* cuda = dynamic_cast<const CudaBackend*>(&b);
+    MF_ASSERT_MSG(cuda, "cuda_side_launches: not a CUDA backend");
+    return cuda->side_launches();
 }
 
 }  // namespace mf

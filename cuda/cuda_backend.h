@@ -27,5 +27,8 @@ size_t cuda_fused_nodes(const Backend& b);
 // How many quantized MUL_MATs of the last computed graph quantized their activations inside the
 // matvec instead of launching the quantizer (counted as cuda_fused_nodes is).
 size_t cuda_quantized_inside(const Backend& b);
+// How many launches of the last computed graph went to the second stream (nodes flagged
+// TENSOR_SIDE; counted as cuda_fused_nodes is). MINFER_CUDA_SIDE=0 makes it 0.
+size_t cuda_side_launches(const Backend& b);
 
 }  // namespace mf

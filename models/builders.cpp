@@ -129,7 +129,12 @@ Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* kv_row, 
     MF_ASSERT(lp.kind == AttnKind::MLA && lp.width_v == 0);
     const int64_t width = lp.width_k, kv_lora = lp.head_dim_v;
     Tensor* kc = s.kv.k[il];
-    graph_expand(s.graph, set_rows(ctx, kc, kv_row, in.rows));
+    // The latent row's store depends on the layer's input alone, not on the queries' path (their
+    // ROPE, W_UK): flagged to run beside it (TENSOR_SIDE); the attention, which reads the cache,
+    // waits for it.
+    Tensor* store = set_rows(ctx, kc, kv_row, in.rows);
+    store->flags |= TENSOR_SIDE;
+    graph_expand(s.graph, store);
     // One read of a cached row serves every head: K [width, n_span, 1], V = its first kv_lora values.
     Tensor* K = view_3d(ctx, kc, width, in.n_span, 1, kc->nb[1], kc->nb[1] * in.n_span, 0);
     Tensor* V = view_3d(ctx, kc, kv_lora, in.n_span, 1, kc->nb[1], kc->nb[1] * in.n_span, 0);

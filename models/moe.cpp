@@ -67,11 +67,17 @@ Tensor* build_ffn_moe(ForwardState& s, Tensor* x, Tensor* residual, const LayerW
     graph_expand(s.graph, gate);
     graph_expand(s.graph, up);
 
-    // The residual plus the shared experts' FFN: each ADD just after the product it adds.
+    // The residual plus the shared experts' FFN: each ADD just after the product it adds. The shared
+    // experts' chain depends on x alone: flagged to run beside the routing and the routed experts
+    // (TENSOR_SIDE; the CUDA backend's second stream).
     Tensor* sum = residual;
     if (shared) {
-        Tensor* down = mul_mat(ctx, l.ffn_down_shexp, swiglu(ctx, shexp.gate, shexp.up));
+        Tensor* act = swiglu(ctx, shexp.gate, shexp.up);
+        Tensor* down = mul_mat(ctx, l.ffn_down_shexp, act);
         sum = sum ? add(ctx, sum, down) : down;
+        for (Tensor* t : {shexp.gate, shexp.up, act, down, sum}) {
+            for (; t && t != x; t = t->op == Op::VIEW ? t->view_src : nullptr) t->flags |= TENSOR_SIDE;
+        }
         graph_expand(s.graph, sum);
     }
     // The down projection sums each token's slots, times their weights, as it goes.

@@ -363,6 +363,33 @@ TEST_CASE("a build_ffn_moe layer's fused adds and shared quantized x give the un
     }
 }
 
+TEST_CASE("a build_ffn_moe layer's shared experts on the second stream give the one-stream backend's bits") {
+    // The shared experts' chain (flagged TENSOR_SIDE) runs beside the routing and the routed experts;
+    // the routed down projection, which adds the shared sum, waits for it. Three runs a case: the
+    // repeated graph is captured as a CUDA graph from the second on, side stream and all.
+    setenv("MINFER_CUDA_SIDE", "0", 1);
+    std::unique_ptr<Backend> one_stream = make_cuda_backend();
+    unsetenv("MINFER_CUDA_SIDE");
+    const int64_t D = 256, F = 256, E = 16, n_shared = 2;
+    for (auto gating : {HParams::ExpertGating::SOFTMAX, HParams::ExpertGating::SIGMOID}) {
+        for (DType type : {DType::F16, DType::Q4_0, DType::Q4_K}) {
+            for (int64_t T : {1, 6, 20}) {
+                INFO("gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
+                Model model;
+                model.hp = moe_hparams(D, F, E, n_shared, gating, 1.0f);
+                const std::vector<Input> inputs = moe_inputs(type, D, F, E, n_shared, T);
+                const std::vector<uint8_t> want = run(*one_stream, inputs, moe_build(model));
+                CHECK(cuda_side_launches(*one_stream) == 0);
+                for (int rep = 0; rep < 3; ++rep) {
+                    CAPTURE(rep);
+                    CHECK(run(gpu(), inputs, moe_build(model)) == want);
+                    CHECK(cuda_side_launches(gpu()) >= 2);  // at least the shared gate_up and down
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("decode-shape mul_mat_id (DeepSeek-V2-Lite gate_exps, 6 of 64 experts) matches the CPU; its time") {
     const int64_t K = 2048, M = 1408, n_expert = 64, n_used = 6;
     for (DType type : {DType::Q4_0, DType::Q8_0}) {
