@@ -4,8 +4,7 @@
 # for the MoE shared experts and MLA's store; = .carry/next-s11e/side.xz). Binaries built on the
 # development machine (sm_90, Release) in the git-ignored .carry/next-s11f.
 # Prediction (written before the run): llama 8B q4_0 tg128 +4%, 1B +6% (two store launches a layer
-# off the critical path, ~3 us each, less a join); V2-Lite unchanged (its store was already beside),
-# so its depth figures are taken on this build alone.
+# off the critical path, ~3 us each, less a join); V2-Lite unchanged (its store was already beside).
 # Carry: build-deps, .carry/next-s11f
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
@@ -15,7 +14,6 @@ unpack_bins .carry/next-s11f main stores test_gpu_attention test_gpu_gemma3 test
 D=/root/bins B=$D/main S=$D/stores
 [ -f /root/l8.gguf ] || $B synth --shape llama-8b --type q4_0 -o /root/l8.gguf > /dev/null 2>&1 &
 [ -f /root/l1.gguf ] || $B synth --shape llama-1b --type q4_0 -o /root/l1.gguf > /dev/null 2>&1 &
-[ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
 run_suites test_gpu_attention test_gpu_gemma3 test_gpu_attn_backends
 wait
 {
@@ -27,13 +25,7 @@ wait
         echo "l8 tg128 | main | $(bench_rows $B -m /root/l8.gguf -p 0 -n 128 -r 3)"
         echo "l8 tg128 | stores | $(bench_rows $S -m /root/l8.gguf -p 0 -n 128 -r 3)"
     done
-    echo "l8 pp512 | main | $(bench_rows $B -m /root/l8.gguf -p 512 -n 0 -r 3)"
-    echo "l8 pp512 | stores | $(bench_rows $S -m /root/l8.gguf -p 512 -n 0 -r 3)"
     echo "l8 tg32 @ 16384 | main | $(T=90 bench_rows $B -m /root/l8.gguf -p 0 -n 32 -r 1 --depth 16384)"
     echo "l8 tg32 @ 16384 | stores | $(T=90 bench_rows $S -m /root/l8.gguf -p 0 -n 32 -r 1 --depth 16384)"
-    # The record: V2-Lite's depths on this build (its store was already beside the queries on main).
-    echo "v2l tg64 | stores | $(bench_rows $S -m /root/v2l.gguf -p 0 -n 64 -r 3)"
-    echo "v2l tg16 @ 4096 | stores | $(T=90 bench_rows $S -m /root/v2l.gguf -p 0 -n 16 -r 1 --depth 4096)"
-    echo "v2l tg16 @ 32768 | stores | $(T=150 bench_rows $S -m /root/v2l.gguf -p 0 -n 16 -r 1 --depth 32768)"
 } 2>&1 | tee $OUT/ab.log
 echo "total $SECONDS s"
