@@ -110,8 +110,14 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     }
     // Store the new keys (already roped, so a ring row keeps its true position) and values, a row
     // per token, converted to the cache's types. The rows are data, so decode steps share one graph.
-    graph_expand(s.graph, set_rows(ctx, kc, reshape_2d(ctx, k, lp.width_k, s.n_tokens), in.rows));
-    graph_expand(s.graph, set_rows(ctx, vc, v, in.rows));
+    // Nothing but the attention reads the cache: the stores are flagged to run beside the queries'
+    // path (TENSOR_SIDE); the attention waits for them.
+    Tensor* store_k = set_rows(ctx, kc, reshape_2d(ctx, k, lp.width_k, s.n_tokens), in.rows);
+    Tensor* store_v = set_rows(ctx, vc, v, in.rows);
+    store_k->flags |= TENSOR_SIDE;
+    store_v->flags |= TENSOR_SIDE;
+    graph_expand(s.graph, store_k);
+    graph_expand(s.graph, store_v);
 
     // The rows attention reads, per KV head: K [hd_k, n_span, n_head_kv], V [hd_v, n_span, n_head_kv].
     Tensor* K = view_3d(ctx, kc, hd_k, in.n_span, n_head_kv, kc->nb[1], dtype_row_size(lp.type_k, hd_k), 0);

@@ -416,6 +416,41 @@ TEST_CASE("quantized KV stores write the same bytes as the CPU's reference quant
 // Tolerance as in test_gpu_model for f32 weights: 1e-3 of the largest logit, except that a quantized
 // cache can round one K/V value the other way when the backends' inputs differ in the last bit, which
 // attention in these random models amplifies to a few percent: 0.1 still fails on a wrong kernel.
+// build_attn flags the cache stores TENSOR_SIDE: they run on the backend's second stream beside the
+// queries' ROPE, and the attention waits for them. Decode steps (captured CUDA graphs from the second
+// on) and a prefill give the one-stream backend's logits bit for bit, for an f16 and a q8_0 cache.
+TEST_CASE("a session's cache stores on the second stream give the one-stream backend's logits") {
+    setenv("MINFER_CUDA_SIDE", "0", 1);
+    std::unique_ptr<Backend> one_stream = make_cuda_backend();
+    unsetenv("MINFER_CUDA_SIDE");
+    mf_test::TinyLlama tiny;
+    tiny.n_embd = 256;
+    tiny.n_ff = 512;
+    tiny.n_head = 4;
+    tiny.n_head_kv = 2;
+    const std::string path = mf_test::temp_path("gpu_side.gguf");
+    tiny.write(path);
+    auto side_model = load_model(path, gpu());
+    auto one_model = load_model(path, *one_stream);
+    const std::vector<int32_t> tokens = random_tokens(24, int32_t(tiny.n_vocab));
+    for (const char* type : {"f16", "q8_0"}) {
+        CAPTURE(type);
+        SessionParams p{32, 4};
+        p.kv = KVOverrides{type, type, -1, -1};
+        Session a(*side_model, p);
+        Session b(*one_model, p);
+        CHECK(a.prefill({tokens[0], tokens[1], tokens[2], tokens[3], tokens[4]}) ==
+              b.prefill({tokens[0], tokens[1], tokens[2], tokens[3], tokens[4]}));
+        CHECK(cuda_side_launches(gpu()) >= 2);  // the k and v stores of each layer
+        CHECK(cuda_side_launches(*one_stream) == 0);
+        for (size_t i = 5; i < tokens.size(); ++i) {
+            CAPTURE(i);
+            CHECK(a.decode(tokens[i]) == b.decode(tokens[i]));
+        }
+    }
+    std::remove(path.c_str());
+}
+
 TEST_CASE("sessions with q8_0/q4_0 and windowed caches on CUDA match the CPU") {
     mf_test::TinyLlama tiny;
     tiny.n_embd = 256;
