@@ -416,6 +416,20 @@ TEST_CASE("quantized KV stores write the same bytes as the CPU's reference quant
 // Tolerance as in test_gpu_model for f32 weights: 1e-3 of the largest logit, except that a quantized
 // cache can round one K/V value the other way when the backends' inputs differ in the last bit, which
 // attention in these random models amplifies to a few percent: 0.1 still fails on a wrong kernel.
+namespace {
+
+// The sessions' model: a tiny llama with 4 query heads over 2 KV heads.
+mf_test::TinyLlama gqa_llama() {
+    mf_test::TinyLlama tiny;
+    tiny.n_embd = 256;
+    tiny.n_ff = 512;
+    tiny.n_head = 4;
+    tiny.n_head_kv = 2;
+    return tiny;
+}
+
+}  // namespace
+
 // build_attn flags the cache stores TENSOR_SIDE: they run on the backend's second stream beside the
 // queries' ROPE, and the attention waits for them. Decode steps (captured CUDA graphs from the second
 // on) and a prefill give the one-stream backend's logits bit for bit, for an f16 and a q8_0 cache.
@@ -423,11 +437,7 @@ TEST_CASE("a session's cache stores on the second stream give the one-stream bac
     setenv("MINFER_CUDA_SIDE", "0", 1);
     std::unique_ptr<Backend> one_stream = make_cuda_backend();
     unsetenv("MINFER_CUDA_SIDE");
-    mf_test::TinyLlama tiny;
-    tiny.n_embd = 256;
-    tiny.n_ff = 512;
-    tiny.n_head = 4;
-    tiny.n_head_kv = 2;
+    mf_test::TinyLlama tiny = gqa_llama();
     const std::string path = mf_test::temp_path("gpu_side.gguf");
     tiny.write(path);
     auto side_model = load_model(path, gpu());
@@ -452,11 +462,7 @@ TEST_CASE("a session's cache stores on the second stream give the one-stream bac
 }
 
 TEST_CASE("sessions with q8_0/q4_0 and windowed caches on CUDA match the CPU") {
-    mf_test::TinyLlama tiny;
-    tiny.n_embd = 256;
-    tiny.n_ff = 512;
-    tiny.n_head = 4;
-    tiny.n_head_kv = 2;
+    mf_test::TinyLlama tiny = gqa_llama();
     const std::string path = mf_test::temp_path("gpu_kv.gguf");
     tiny.write(path);
     auto cpu_model = load_model(path, cpu());
