@@ -85,7 +85,7 @@ __global__ void top_k_kernel(const char* a, Shape4 sa, int k, int32_t* dst) {
     }
 }
 
-// Rows of at most WARP_SIZE * TOPK_WARP_VALUES (routers: 64..256 experts): one warp a row, the row in
+// Rows of at most WARP_SIZE * TOPK_WARP_VALUES (routers: 65..256 experts): one warp a row, the row in
 // registers (value i at lane i % 32, slot i / 32). Round r reduces each lane's best value not yet
 // taken over the warp with shuffles; the winner's lane marks it taken. No barriers, no shared memory,
 // the same order (ranks_before) as the block kernel, so the same picks.
@@ -122,6 +122,55 @@ __global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
         }
         if (best_i % WARP_SIZE == lane) present &= ~(1u << (best_i / WARP_SIZE));
         if (lane == 0) dst[row * k + r] = best_i;
+    }
+}
+
+// Rows of at most WARP_SIZE * TOPK_RANK_VALUES values (routers of up to 64 experts, DeepSeek-V2-Lite's):
+// one warp a row, value i at lane i % 32, slot i / 32. Every value counts, at once, how many of the
+// row's values rank before it (a shuffle per value of the row, no chain of k reduction rounds), and
+// a value ranked below k writes its index at its rank. The order is ranks_before's, through rank_key:
+// one key per number (+0 and -0 alike), larger numbers larger keys, NaN below every number; equal keys
+// rank by index. So the picks are the other kernels' and the CPU's.
+constexpr int TOPK_RANK_VALUES = 2;
+
+__device__ __forceinline__ uint32_t rank_key(float v) {
+    if (isnan(v)) return 0u;
+    const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+    return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+
+__global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
+    top_k_rank_kernel(const char* a, Shape4 sa, int k, int32_t* dst, int64_t n_rows) {
+    begin_overlapped_kernel();
+    const int64_t row = int64_t(blockIdx.x) * TOPK_WARP_ROWS + threadIdx.x / WARP_SIZE;
+    if (row >= n_rows) return;  // warp-uniform
+    const int lane = threadIdx.x % WARP_SIZE;
+    const char* src = a + sa.row_offset(row);
+    const int n = int(sa.ne[0]);
+    uint32_t key[TOPK_RANK_VALUES];
+    int rank[TOPK_RANK_VALUES];
+#pragma unroll
+    for (int j = 0; j < TOPK_RANK_VALUES; ++j) {
+        const int i = lane + j * WARP_SIZE;
+        key[j] = i < n ? rank_key(*reinterpret_cast<const float*>(src + int64_t(i) * sa.nb[0])) : 0u;
+        rank[j] = 0;
+    }
+#pragma unroll
+    for (int jj = 0; jj < TOPK_RANK_VALUES; ++jj) {
+#pragma unroll
+        for (int s = 0; s < WARP_SIZE; ++s) {
+            const int oi = s + jj * WARP_SIZE;
+            const uint32_t ok = __shfl_sync(0xffffffffu, key[jj], s);
+            if (oi >= n) break;  // warp-uniform: the values past the row's end count for nothing
+#pragma unroll
+            for (int j = 0; j < TOPK_RANK_VALUES; ++j)
+                rank[j] += ok > key[j] || (ok == key[j] && oi < lane + j * WARP_SIZE);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < TOPK_RANK_VALUES; ++j) {
+        const int i = lane + j * WARP_SIZE;
+        if (i < n && rank[j] < k) dst[row * k + rank[j]] = i;
     }
 }
 
@@ -211,6 +260,12 @@ void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, const float*
 void launch_top_k_f32(const void* a, const Shape4& sa, int k, int32_t* dst, cudaStream_t stream) {
     MF_ASSERT(k >= 1 && k <= sa.ne[0] && sa.ne[0] <= 0x7fffffff);
     if (sa.nrows() == 0) return;
+    if (sa.ne[0] <= WARP_SIZE * TOPK_RANK_VALUES) {
+        launch_overlapped(top_k_rank_kernel, grid_x(ceil_div(sa.nrows(), TOPK_WARP_ROWS)), TOPK_WARP_ROWS * WARP_SIZE,
+                          0, stream, static_cast<const char*>(a), sa, k, dst, sa.nrows());
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     if (sa.ne[0] <= WARP_SIZE * TOPK_WARP_VALUES) {
         launch_overlapped(top_k_warp_kernel, grid_x(ceil_div(sa.nrows(), TOPK_WARP_ROWS)), TOPK_WARP_ROWS * WARP_SIZE,
                           0, stream, static_cast<const char*>(a), sa, k, dst, sa.nrows());

@@ -218,14 +218,20 @@ TEST_CASE("top_k on CUDA picks exactly the CPU's indices, ties and NaN included"
     };
     for (const Case& c : {Case{64, 7, 6, false}, Case{64, 3, 64, false}, Case{64, 5, 1, false},
                           Case{1000, 4, 8, false}, Case{160, 2, 8, false}, Case{10, 6, 3, true},
-                          Case{256, 9, 6, false}, Case{257, 3, 6, false}}) {
-        // Rows up to 256 take the warp-a-row kernel (9 rows: a partial block of 4), longer ones the block kernel.
+                          Case{256, 9, 6, false}, Case{257, 3, 6, false}, Case{33, 5, 7, false},
+                          Case{32, 3, 32, false}, Case{65, 2, 6, false}}) {
+        // Rows up to 64 take the rank kernel, up to 256 the warp-a-row kernel (9 rows: a partial block of
+        // 4), longer ones the block kernel.
         INFO("n=" << c.n << " rows=" << c.rows << " k=" << c.k << " transposed=" << c.transposed);
         // Eight levels and a few NaNs: ties at the top-k boundary in most rows.
         std::vector<float> v = random_floats(size_t(c.n * c.rows));
         for (auto& x : v) x = std::floor(x * 4.0f) / 4.0f;
         v[3] = std::nanf("");
         v[v.size() / 2] = std::nanf("");
+        // -0 ties with the many +0 (the CPU compares with !=), and the infinities rank as numbers.
+        v[5] = -0.0f;
+        v[7] = INFINITY;
+        v[v.size() - 2] = -INFINITY;
         const std::vector<int64_t> shape =
             c.transposed ? std::vector<int64_t>{c.rows, c.n} : std::vector<int64_t>{c.n, c.rows};
         const int k = c.k;
