@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 
@@ -30,5 +31,18 @@ size_t cuda_quantized_inside(const Backend& b);
 // How many launches of the last computed graph went to the second stream (nodes flagged
 // TENSOR_SIDE; counted as cuda_fused_nodes is). MINFER_CUDA_SIDE=0 makes it 0.
 size_t cuda_side_launches(const Backend& b);
+
+// What a dependent kernel launch costs on device 0 apart from any work (cuda/launch_floor.cu;
+// `minfer bench --launch-floor`): chains of `chain` launches, each waiting for the one before, captured
+// in a CUDA graph and replayed `reps` times, per kernel shape, with and without overlapped
+// (programmatic dependent) launches. A decode step cannot take less than its critical path's launches
+// times this.
+struct LaunchFloorRow {
+    std::string kernel;
+    unsigned blocks = 0, threads = 0;
+    bool overlapped = false;
+    double us = 0.0;  // a launch, on average
+};
+std::vector<LaunchFloorRow> cuda_launch_floor(int chain = 256, int reps = 20);
 
 }  // namespace mf

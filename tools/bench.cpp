@@ -13,6 +13,9 @@
 #include "models/session.h"
 #include "tools/args.h"
 #include "tools/tools.h"
+#ifdef MINFER_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 namespace mf {
 
@@ -28,6 +31,7 @@ struct BenchArgs {
     int reps = 5;
     int depth = 0;
     std::string format = "md";
+    bool launch_floor = false;
 };
 
 int to_int(const char* flag, const char* v, int lo) {
@@ -42,6 +46,10 @@ BenchArgs parse(int argc, char** argv) {
     std::vector<char*> rest = {argv[0]};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
+        if (a == "--launch-floor") {
+            b.launch_floor = true;
+            continue;
+        }
         const bool ours = a == "-p" || a == "-n" || a == "-r" || a == "--depth" || a == "-o";
         if (!ours) {
             rest.push_back(argv[i]);
@@ -78,6 +86,21 @@ Stat stats(const std::vector<double>& xs) {
     return s;
 }
 
+// --launch-floor: the device's cost of a dependent kernel launch (cuda_launch_floor), as a table.
+int launch_floor() {
+#ifdef MINFER_HAVE_CUDA
+    std::string why;
+    if (!cuda_available(&why)) throw Error("--launch-floor needs a CUDA device: " + why);
+    std::printf("| kernel | grid | overlapped | us a launch |\n| --- | --- | --- | ---: |\n");
+    for (const LaunchFloorRow& r : cuda_launch_floor())
+        std::printf("| %s | %u x %u | %s | %.2f |\n", r.kernel.c_str(), r.blocks, r.threads, r.overlapped ? "yes" : "no",
+                    r.us);
+    return 0;
+#else
+    throw Error("--launch-floor needs a build with the CUDA backend");
+#endif
+}
+
 double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -88,6 +111,7 @@ int tool_bench(int argc, char** argv) {
     const BenchArgs args = parse(argc, argv);
     if (args.model.help) {
         std::printf("usage: minfer bench -m MODEL [-p 512] [-n 128] [-r 5] [--depth D] [-o md|json] [options]\n"
+                    "       minfer bench --launch-floor   (the GPU's cost of a dependent kernel launch, no model)\n"
                     "Measures prompt processing of -p tokens (pp) and generation of -n tokens (tg), both after\n"
                     "--depth tokens of context (as llama-bench's -d): tokens/s as mean ± sd over -r repetitions\n"
                     "(after one warm-up), and for tg\n"
@@ -98,6 +122,7 @@ int tool_bench(int argc, char** argv) {
                     model_args_help(kBenchModelFlags).c_str());
         return 0;
     }
+    if (args.launch_floor) return launch_floor();
     if (args.model.model.empty()) throw Error("no model given (-m FILE)");
     auto backend = make_backend(args.model);
     auto model = load_model(args.model.model, *backend);
