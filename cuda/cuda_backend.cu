@@ -190,6 +190,7 @@ public:
         fuse_concat_ = switched_on("MINFER_CUDA_FUSE_CONCAT");
         fuse_quant_ = switched_on("MINFER_CUDA_FUSE_QUANT");
         use_side_ = switched_on("MINFER_CUDA_SIDE");
+        if (const char* op = std::getenv("MINFER_CUDA_TWICE")) twice_op_ = op;
     }
 
     // Every Buffer this backend allocated must be gone by now (they free through it). A backend held
@@ -330,6 +331,12 @@ private:
         ActQuant act_kind = ActQuant::Q8_0;
     };
     bool use_side_ = true;
+    // A measurement (MINFER_CUDA_TWICE=OP, an op name such as MUL_MAT_ID): every node of that op whose
+    // result lies apart from what it reads is launched twice in a row, the second time on warm caches,
+    // so a decode step's growth is about what those launches cost in place, apart from their DRAM
+    // traffic. Not for use: it only slows a step down.
+    std::string twice_op_;
+    bool repeatable(const Tensor* n, const Tensor* written) const;
     Lane side_;                  // the lane not current
     size_t side_scratch_size_ = 0;
     bool on_side_ = false;       // the current lane is the side one
@@ -1089,6 +1096,10 @@ void CudaBackend::run_nodes(const Graph& g) {
         const bool launches = n->op != Op::VIEW && n->op != Op::NONE;
         if (launches) begin_launch(n, written != n ? written : nullptr, written);
         run_node(n);
+        if (launches && !twice_op_.empty() && twice_op_ == op_name(n->op) && repeatable(n, written)) {
+            fused_swiglu_ = fused_norm_ = nullptr;  // the scratch holds x quantized: the matmul alone again
+            run_node(n);
+        }
         if (launches) fused_concat_ = folded_rope_ = folded_norm_ = nullptr;  // their reader has run
         fused_swiglu_ = nullptr;
         fused_norm_ = nullptr;
@@ -1097,6 +1108,18 @@ void CudaBackend::run_nodes(const Graph& g) {
         note_written(written);
     }
     join_side();
+}
+
+bool CudaBackend::repeatable(const Tensor* n, const Tensor* written) const {
+    auto apart_from_sources = [&](const Tensor* node) {
+        for (const Tensor* src : node->src) {
+            // A SET_ROWS's destination: it rewrites the same rows.
+            if (!src || !src->data || (node->op == Op::SET_ROWS && src == node->src[0])) continue;
+            if (!apart(written, src)) return false;
+        }
+        return true;
+    };
+    return apart_from_sources(n) && (written == n || apart_from_sources(written));
 }
 
 const Tensor* CudaBackend::add_fusable(const Graph& g, size_t i) const {
