@@ -430,35 +430,59 @@ mf_test::TinyLlama gqa_llama() {
 
 }  // namespace
 
-// build_attn flags the cache stores TENSOR_SIDE: they run on the backend's second stream beside the
-// queries' ROPE, and the attention waits for them. Decode steps (captured CUDA graphs from the second
-// on) and a prefill give the one-stream backend's logits bit for bit, for an f16 and a q8_0 cache.
-TEST_CASE("a session's cache stores on the second stream give the one-stream backend's logits") {
-    setenv("MINFER_CUDA_SIDE", "0", 1);
-    std::unique_ptr<Backend> one_stream = make_cuda_backend();
-    unsetenv("MINFER_CUDA_SIDE");
+namespace {
+
+// A tiny llama session's prefill and decode steps (captured CUDA graphs from the second on) on
+// `other`, a CUDA backend made with some switch, give gpu()'s logits bit for bit, for an f16 and a
+// q8_0 cache. check(a, b) runs after the prefill, with a the gpu() backend.
+template <typename Check>
+void check_session_like_gpu(Backend& other, const char* name, Check check) {
     mf_test::TinyLlama tiny = gqa_llama();
-    const std::string path = mf_test::temp_path("gpu_side.gguf");
+    const std::string path = mf_test::temp_path(name);
     tiny.write(path);
-    auto side_model = load_model(path, gpu());
-    auto one_model = load_model(path, *one_stream);
+    auto a_model = load_model(path, gpu());
+    auto b_model = load_model(path, other);
     const std::vector<int32_t> tokens = random_tokens(24, int32_t(tiny.n_vocab));
     for (const char* type : {"f16", "q8_0"}) {
         CAPTURE(type);
         SessionParams p{32, 4};
         p.kv = KVOverrides{type, type, -1, -1};
-        Session a(*side_model, p);
-        Session b(*one_model, p);
+        Session a(*a_model, p);
+        Session b(*b_model, p);
         CHECK(a.prefill({tokens[0], tokens[1], tokens[2], tokens[3], tokens[4]}) ==
               b.prefill({tokens[0], tokens[1], tokens[2], tokens[3], tokens[4]}));
-        CHECK(cuda_side_launches(gpu()) >= 2);  // the k and v stores of each layer
-        CHECK(cuda_side_launches(*one_stream) == 0);
+        check(gpu(), other);
         for (size_t i = 5; i < tokens.size(); ++i) {
             CAPTURE(i);
             CHECK(a.decode(tokens[i]) == b.decode(tokens[i]));
         }
     }
     std::remove(path.c_str());
+}
+
+}  // namespace
+
+// build_attn flags the cache stores TENSOR_SIDE: they run on the backend's second stream beside the
+// queries' ROPE, and the attention waits for them.
+TEST_CASE("a session's cache stores on the second stream give the one-stream backend's logits") {
+    setenv("MINFER_CUDA_SIDE", "0", 1);
+    std::unique_ptr<Backend> one_stream = make_cuda_backend();
+    unsetenv("MINFER_CUDA_SIDE");
+    check_session_like_gpu(*one_stream, "gpu_side.gguf", [](const Backend& side, const Backend& one) {
+        CHECK(cuda_side_launches(side) >= 2);  // the k and v stores of each layer
+        CHECK(cuda_side_launches(one) == 0);
+    });
+}
+
+// MINFER_CUDA_TWICE=OP (a measurement: each OP node launched twice) computes what one launch does.
+TEST_CASE("a session with an op's launches repeated (MINFER_CUDA_TWICE) gives the same logits") {
+    for (const char* op : {"MUL_MAT", "FLASH_ATTN", "ROPE", "SET_ROWS", "GET_ROWS"}) {
+        CAPTURE(op);
+        setenv("MINFER_CUDA_TWICE", op, 1);
+        std::unique_ptr<Backend> twice = make_cuda_backend();
+        unsetenv("MINFER_CUDA_TWICE");
+        check_session_like_gpu(*twice, "gpu_twice.gguf", [](const Backend&, const Backend&) {});
+    }
 }
 
 TEST_CASE("sessions with q8_0/q4_0 and windowed caches on CUDA match the CPU") {

@@ -40,4 +40,8 @@ check_error() {  # check_error WHAT FRAGMENT ARGS...: exit code 1, one line on s
 check_error "unknown flag" "--bogus" -m "$tmp/s.gguf" --bogus
 check_error "missing file" "$tmp/none.gguf" -m "$tmp/none.gguf" --device cpu
 check_error "bad depth" "--depth" -m "$tmp/s.gguf" --depth x --device cpu
+# --launch-floor measures the GPU: without one (CI, or a build without CUDA) it says why, in one line.
+if ! nvidia-smi -L >/dev/null 2>&1; then
+    check_error "launch floor without a GPU" "--launch-floor needs" --launch-floor
+fi
 echo "bench CLI: ok"
