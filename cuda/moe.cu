@@ -92,36 +92,50 @@ __global__ void top_k_kernel(const char* a, Shape4 sa, int k, int32_t* dst) {
 constexpr int TOPK_WARP_VALUES = 8;
 constexpr int TOPK_WARP_ROWS = 4;  // warps (rows) a CUDA block
 
+// The row a warp of a one-row-a-warp TOP_K kernel takes: its lane, where the values start and how
+// many there are; false past the last row (warp-uniform).
+struct TopKWarpRow {
+    int64_t row;
+    int lane;
+    const char* src;
+    int n;
+};
+__device__ __forceinline__ bool top_k_warp_row(const char* a, const Shape4& sa, int64_t n_rows, TopKWarpRow* r) {
+    r->row = int64_t(blockIdx.x) * TOPK_WARP_ROWS + threadIdx.x / WARP_SIZE;
+    if (r->row >= n_rows) return false;
+    r->lane = threadIdx.x % WARP_SIZE;
+    r->src = a + sa.row_offset(r->row);
+    r->n = int(sa.ne[0]);
+    return true;
+}
+
 __global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
     top_k_warp_kernel(const char* a, Shape4 sa, int k, int32_t* dst, int64_t n_rows) {
     begin_overlapped_kernel();
-    const int64_t row = int64_t(blockIdx.x) * TOPK_WARP_ROWS + threadIdx.x / WARP_SIZE;
-    if (row >= n_rows) return;  // warp-uniform
-    const int lane = threadIdx.x % WARP_SIZE;
-    const char* src = a + sa.row_offset(row);
-    const int n = int(sa.ne[0]);
+    TopKWarpRow w;
+    if (!top_k_warp_row(a, sa, n_rows, &w)) return;
     float v[TOPK_WARP_VALUES];
     unsigned present = 0;  // bit j: value lane + 32 j exists and is not taken yet
 #pragma unroll
     for (int j = 0; j < TOPK_WARP_VALUES; ++j) {
-        const int i = lane + j * WARP_SIZE;
-        v[j] = i < n ? *reinterpret_cast<const float*>(src + int64_t(i) * sa.nb[0]) : 0.0f;
-        if (i < n) present |= 1u << j;
+        const int i = w.lane + j * WARP_SIZE;
+        v[j] = i < w.n ? *reinterpret_cast<const float*>(w.src + int64_t(i) * sa.nb[0]) : 0.0f;
+        if (i < w.n) present |= 1u << j;
     }
     for (int r = 0; r < k; ++r) {
         float best_v = 0.0f;
         int best_i = -1;
 #pragma unroll
         for (int j = 0; j < TOPK_WARP_VALUES; ++j)
-            if (present >> j & 1u) keep_first(&best_v, &best_i, v[j], lane + j * WARP_SIZE);
+            if (present >> j & 1u) keep_first(&best_v, &best_i, v[j], w.lane + j * WARP_SIZE);
 #pragma unroll
         for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) {
             const float ov = __shfl_xor_sync(0xffffffffu, best_v, offset);
             const int oi = __shfl_xor_sync(0xffffffffu, best_i, offset);
             keep_first(&best_v, &best_i, ov, oi);
         }
-        if (best_i % WARP_SIZE == lane) present &= ~(1u << (best_i / WARP_SIZE));
-        if (lane == 0) dst[row * k + r] = best_i;
+        if (best_i % WARP_SIZE == w.lane) present &= ~(1u << (best_i / WARP_SIZE));
+        if (w.lane == 0) dst[w.row * k + r] = best_i;
     }
 }
 
@@ -142,17 +156,14 @@ __device__ __forceinline__ uint32_t rank_key(float v) {
 __global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
     top_k_rank_kernel(const char* a, Shape4 sa, int k, int32_t* dst, int64_t n_rows) {
     begin_overlapped_kernel();
-    const int64_t row = int64_t(blockIdx.x) * TOPK_WARP_ROWS + threadIdx.x / WARP_SIZE;
-    if (row >= n_rows) return;  // warp-uniform
-    const int lane = threadIdx.x % WARP_SIZE;
-    const char* src = a + sa.row_offset(row);
-    const int n = int(sa.ne[0]);
+    TopKWarpRow w;
+    if (!top_k_warp_row(a, sa, n_rows, &w)) return;
     uint32_t key[TOPK_RANK_VALUES];
     int rank[TOPK_RANK_VALUES];
 #pragma unroll
     for (int j = 0; j < TOPK_RANK_VALUES; ++j) {
-        const int i = lane + j * WARP_SIZE;
-        key[j] = i < n ? rank_key(*reinterpret_cast<const float*>(src + int64_t(i) * sa.nb[0])) : 0u;
+        const int i = w.lane + j * WARP_SIZE;
+        key[j] = i < w.n ? rank_key(*reinterpret_cast<const float*>(w.src + int64_t(i) * sa.nb[0])) : 0u;
         rank[j] = 0;
     }
 #pragma unroll
@@ -161,16 +172,16 @@ __global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
         for (int s = 0; s < WARP_SIZE; ++s) {
             const int oi = s + jj * WARP_SIZE;
             const uint32_t ok = __shfl_sync(0xffffffffu, key[jj], s);
-            if (oi >= n) break;  // warp-uniform: the values past the row's end count for nothing
+            if (oi >= w.n) break;  // warp-uniform: the values past the row's end count for nothing
 #pragma unroll
             for (int j = 0; j < TOPK_RANK_VALUES; ++j)
-                rank[j] += ok > key[j] || (ok == key[j] && oi < lane + j * WARP_SIZE);
+                rank[j] += ok > key[j] || (ok == key[j] && oi < w.lane + j * WARP_SIZE);
         }
     }
 #pragma unroll
     for (int j = 0; j < TOPK_RANK_VALUES; ++j) {
-        const int i = lane + j * WARP_SIZE;
-        if (i < n && rank[j] < k) dst[row * k + rank[j]] = i;
+        const int i = w.lane + j * WARP_SIZE;
+        if (i < w.n && rank[j] < k) dst[w.row * k + rank[j]] = i;
     }
 }
 
