@@ -25,9 +25,9 @@ __global__ void floor_pass_kernel(const float* in, float* out, int n) {
         out[i] = in[i] * 0.5f + 1.0f;
 }
 
-// The same step plus a matvec's weights: each thread sums its share of `bytes` of a buffer nobody
-// writes (its first 16 bytes requested before the wait, as the decode matvecs do) into its element.
-// What a bandwidth-bound kernel of that size costs in a chain.
+// The same step plus a matvec's weights: the grid sums n_vec 16-byte vectors of a buffer nobody
+// writes (each thread's first one requested before the wait, as the decode matvecs do), each thread
+// its share, into its element. What a bandwidth-bound kernel of that size costs in a chain.
 __global__ void floor_read_kernel(const float* in, float* out, int n, const float4* weights, int64_t n_vec) {
     const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
     float4 v = tid < n_vec ? weights[tid] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
