@@ -173,12 +173,13 @@ inline bool overlapped_launches_enabled() {
     return on;
 }
 
+// A launch, overlapped with the kernel before it or not, as `overlapped` says.
 template <typename... Params, typename... Args>
-void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                       Args&&... args) {
+void launch_kernel(bool overlapped, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                   cudaStream_t stream, Args&&... args) {
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = overlapped_launches_enabled() ? 1 : 0;
+    attr[0].val.programmaticStreamSerializationAllowed = overlapped ? 1 : 0;
     cudaLaunchConfig_t config = {};
     config.gridDim = grid;
     config.blockDim = block;
@@ -187,6 +188,12 @@ void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
     config.attrs = attr;
     config.numAttrs = 1;
     CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+}
+
+template <typename... Params, typename... Args>
+void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                       Args&&... args) {
+    launch_kernel(overlapped_launches_enabled(), kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // Asynchronous 16-byte copies global -> shared (sm_80+), waited for in commit groups.

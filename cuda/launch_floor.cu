@@ -40,21 +40,6 @@ __global__ void floor_read_kernel(const float* in, float* out, int n, const floa
     if (tid < n) out[tid] = in[tid] * 0.5f + acc;
 }
 
-template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), unsigned blocks, unsigned threads, bool overlapped, cudaStream_t stream,
-            Args... args) {
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = overlapped ? 1 : 0;
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(blocks);
-    config.blockDim = dim3(threads);
-    config.stream = stream;
-    config.attrs = attr;
-    config.numAttrs = 1;
-    CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
-}
-
 }  // namespace
 
 std::vector<LaunchFloorRow> cuda_launch_floor(int chain, int reps) {
@@ -95,13 +80,13 @@ std::vector<LaunchFloorRow> cuda_launch_floor(int chain, int reps) {
                 const float* in = buf + (i % 2) * n;
                 float* out = buf + (1 - i % 2) * n;
                 if (c.kernel[0] == 'e') {
-                    launch(floor_empty_kernel, c.blocks, c.threads, overlapped, stream);
+                    launch_kernel(overlapped, floor_empty_kernel, c.blocks, c.threads, 0, stream);
                 } else if (std::strstr(c.kernel, "read")) {
                     const float4* w = weights + (i % copies) * (weight_bytes / 16);
-                    launch(floor_read_kernel, c.blocks, c.threads, overlapped, stream, in, out, n, w,
-                           weight_bytes / 16);
+                    launch_kernel(overlapped, floor_read_kernel, c.blocks, c.threads, 0, stream, in, out, n, w,
+                                  weight_bytes / 16);
                 } else {
-                    launch(floor_pass_kernel, c.blocks, c.threads, overlapped, stream, in, out, n);
+                    launch_kernel(overlapped, floor_pass_kernel, c.blocks, c.threads, 0, stream, in, out, n);
                 }
             }
             cudaGraph_t graph = nullptr;
