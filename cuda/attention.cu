@@ -14,6 +14,8 @@
 #include "cuda/attention.cuh"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/mma.cuh"
 
@@ -616,13 +618,17 @@ void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& 
 // for all 16 heads (S = Q K^T, mma.sync over DK); the tile's row maxima meet in shared memory, every
 // warp applies the same running max, and the weights P go to shared memory; then warp w adds P V for
 // its DV / 8 output columns over all 64 positions. (One block an SM fits: 8 warps rather than 4 halve
-// each warp's serial mma chain a tile.) Precision as flash_attn_tile_kernel: hi + lo halves for Q
+// each warp's serial mma chain a tile.) With W = 16 warps (DK a multiple of 64: DeepSeek's 576), warps
+// w and w + 8 score the same 8 positions over the two halves of DK and meet in shared memory, and each
+// warp adds P V for DV / 16 columns: every warp's chain a tile (the queries' load, the K copies, the
+// scores, P V, the output) is about half as long, the block being one CUDA block per latent and split
+// (the whole attention below 128 positions). Precision as flash_attn_tile_kernel: hi + lo halves for Q
 // and P, log2 units.
-constexpr int kMlaWarps = 8;
-constexpr int kMlaTile = 64;                          // positions per block step
-constexpr int kMlaWarpPos = kMlaTile / kMlaWarps;     // positions a warp scores: one n8 fragment
+constexpr int kMlaTile = 64;                    // positions per block step
+constexpr int kMlaWarpPos = 8;                  // positions a warp scores: one n8 fragment
+constexpr int kMlaPosWarps = kMlaTile / kMlaWarpPos;  // warps that score a tile's positions
 
-template <int DK, int DV>
+template <int DK, int DV, int W>
 struct MlaSmem {
     static constexpr int ROW = DK + 8;
     static constexpr int P_ROW = kMlaTile + 8;
@@ -631,26 +637,29 @@ struct MlaSmem {
     __half kv[2][kMlaTile][ROW];
     __half p_hi[kTileHeads][P_ROW];
     __half p_lo[kTileHeads][P_ROW];
-    float tile_max[kMlaWarps][kTileHeads];
-    float sum[kMlaWarps][kTileHeads];
+    float tile_max[kMlaPosWarps][kTileHeads];
+    float sum[W][kTileHeads];
+    float s_part[W > kMlaPosWarps ? kMlaPosWarps : 1][WARP_SIZE][4];  // the second half of DK's scores
 };
 
-template <int DK, int DV>
-__global__ void __launch_bounds__(kMlaWarps * WARP_SIZE, 1)
+template <int DK, int DV, int W>
+__global__ void __launch_bounds__(W * WARP_SIZE, 1)
 flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
                       const float* __restrict__ mask, float* __restrict__ out, float* __restrict__ ws, int group,
                       int n_kv, int split_rows, int n_splits, float scale) {
-    static_assert(DK % 32 == 0 && DV % (16 * kMlaWarps) == 0 && DV <= DK, "tile shapes");
-    constexpr int COLS = DV / kMlaWarps;  // output columns a warp owns
+    constexpr int KS = W / kMlaPosWarps;  // warps that share a position group, each a part of DK
+    static_assert((KS == 1 || KS == 2) && DK % (32 * KS) == 0 && DV % (16 * W) == 0 && DV <= DK, "tile shapes");
+    constexpr int COLS = DV / W;  // output columns a warp owns
     constexpr int VECS = DK / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    auto& sm = *reinterpret_cast<MlaSmem<DK, DV>*>(smem_raw);
+    auto& sm = *reinterpret_cast<MlaSmem<DK, DV, W>*>(smem_raw);
     begin_overlapped_kernel();
     const HeadChunk hc = head_chunk(group);
     const int hk = hc.hk, h0 = hc.h0, ng = hc.ng;
     const int split = blockIdx.y;
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int g = lane / 4, t = lane % 4;
+    const int pwarp = warp % kMlaPosWarps, kpart = warp / kMlaPosWarps;  // positions, part of DK
 
     const int j_begin = split * split_rows, j_end = min(n_kv, j_begin + split_rows);
     const char* head = kv + int64_t(hk) * ks.nb[2];
@@ -676,7 +685,7 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
         return e < da ? __ldg(qa + int64_t(token) * a_token + int64_t(head) * a_head + e)
                       : __ldg(qb + int64_t(token) * b_token + int64_t(head) * b_head + (e - da));
     };
-    load_queries<DK, MlaSmem<DK, DV>::ROW, kMlaWarps * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
+    load_queries<DK, MlaSmem<DK, DV, W>::ROW, W * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
 
     float o[COLS / 8][4] = {};
     float m_row[2] = {-INFINITY, -INFINITY};  // rows g, g + 8; the same in every warp
@@ -691,14 +700,14 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
             cp_async_wait<0>();
         }
         __syncthreads();  // tile i (and, the first time, the queries) visible to every warp
-        const int pw = kMlaWarpPos * warp;  // this warp's positions in the tile
+        const int pw = kMlaWarpPos * pwarp;  // this warp's positions in the tile
         // S for 8 positions: rows g, g + 8 at positions 2t, 2t + 1; one ldmatrix gives two K steps.
         // Four accumulators (the two K steps of an ldmatrix, times hi and lo) make four independent
         // chains of DK / 8 mma each instead of one of DK / 2: with one block an SM the chain's
         // latency, not the tensor pipe, bounds the scores.
         float sp[2][2][4] = {};
 #pragma unroll 2
-        for (int k0 = 0; k0 < DK; k0 += 32) {
+        for (int k0 = kpart * (DK / KS); k0 < (kpart + 1) * (DK / KS); k0 += 32) {
             uint32_t kb[4];
             ldmatrix_x4<false>(kb, &sm.kv[buf][pw + lane % 8][k0 + 8 * (lane / 8)]);
 #pragma unroll
@@ -714,6 +723,16 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
         float s[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[e] = (sp[0][0][e] + sp[1][0][e]) + (sp[0][1][e] + sp[1][1][e]);
+        if constexpr (KS == 2) {  // the second half of DK's scores meet the first's
+            if (kpart == 1) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) sm.s_part[pwarp][lane][e] = s[e];
+            }
+            __syncthreads();
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[e] += sm.s_part[pwarp][lane][e];
+        }
+        // The position warps (kpart 0) take the tile's maxima and write P; the others only follow.
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
@@ -729,28 +748,30 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
             mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
         }
-        if (t == 0) sm.tile_max[warp][g] = mx[0], sm.tile_max[warp][g + 8] = mx[1];
+        if (kpart == 0 && t == 0) sm.tile_max[pwarp][g] = mx[0], sm.tile_max[pwarp][g + 8] = mx[1];
         __syncthreads();
         float c_row[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             float m_new = m_row[r];
-            for (int w = 0; w < kMlaWarps; ++w) m_new = fmaxf(m_new, sm.tile_max[w][g + 8 * r]);
+            for (int w = 0; w < kMlaPosWarps; ++w) m_new = fmaxf(m_new, sm.tile_max[w][g + 8 * r]);
             c_row[r] = m_new == -INFINITY ? 1.0f : exp2f(m_row[r] - m_new);
             m_row[r] = m_new;
             l_row[r] *= c_row[r];
         }
-        float p[4];
+        if (kpart == 0) {
+            float p[4];
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int r = e / 2;
-            p[e] = m_row[r] == -INFINITY ? 0.0f : exp2f(s[e] - m_row[r]);
-            l_row[r] += p[e];
-        }
+            for (int e = 0; e < 4; ++e) {
+                const int r = e / 2;
+                p[e] = m_row[r] == -INFINITY ? 0.0f : exp2f(s[e] - m_row[r]);
+                l_row[r] += p[e];
+            }
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            pack_hi_lo(p[2 * r], p[2 * r + 1], *reinterpret_cast<uint32_t*>(&sm.p_hi[g + 8 * r][pw + 2 * t]),
-                       *reinterpret_cast<uint32_t*>(&sm.p_lo[g + 8 * r][pw + 2 * t]));
+            for (int r = 0; r < 2; ++r) {
+                pack_hi_lo(p[2 * r], p[2 * r + 1], *reinterpret_cast<uint32_t*>(&sm.p_hi[g + 8 * r][pw + 2 * t]),
+                           *reinterpret_cast<uint32_t*>(&sm.p_lo[g + 8 * r][pw + 2 * t]));
+            }
         }
 #pragma unroll
         for (int nf = 0; nf < COLS / 8; ++nf) {
@@ -791,7 +812,7 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
         const int h = g + 8 * r;
         if (h >= ng) continue;
         float l = 0.0f;
-        for (int w = 0; w < kMlaWarps; ++w) l += sm.sum[w][h];
+        for (int w = 0; w < W; ++w) l += sm.sum[w][h];
         const int64_t row = h0 + h;
 #pragma unroll
         for (int nf = 0; nf < COLS / 8; ++nf) {
@@ -839,27 +860,47 @@ MlaGrid mla_grid(const Shape4& qs, const Shape4& ks) {
     return {blocks, int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(132, blocks), n_kv / kMlaTile)))};
 }
 
-template <int DK, int DV>
-void launch_mla(const RowsF32& q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask, float* out,
-                float* ws, float scale, cudaStream_t stream) {
-    const int64_t n_head = qs.ne[1], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
-    const int group = int(n_head / n_head_kv);
+template <int DK, int DV, int W>
+void launch_mla_warps(const RowsF32& q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask,
+                      float* out, float* ws, float scale, cudaStream_t stream) {
+    const int64_t n_kv = ks.ne[1];
+    const int group = int(qs.ne[1] / ks.ne[2]);
     const auto [blocks, n_splits] = mla_grid(qs, ks);
     const int split_rows = int(ceil_div(n_kv, n_splits));
-    constexpr size_t smem = sizeof(MlaSmem<DK, DV>);
+    constexpr size_t smem = sizeof(MlaSmem<DK, DV, W>);
     static const bool attr = [] {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_attn_mla_kernel<DK, DV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        int(smem)));
+        CUDA_CHECK(cudaFuncSetAttribute(flash_attn_mla_kernel<DK, DV, W>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
         return true;
     }();
     (void)attr;
     const dim3 grid(grid_x(blocks), unsigned(n_splits));
-    launch_overlapped(flash_attn_mla_kernel<DK, DV>, grid, kMlaWarps * WARP_SIZE, smem, stream, q,
+    launch_overlapped(flash_attn_mla_kernel<DK, DV, W>, grid, W * WARP_SIZE, smem, stream, q,
                       static_cast<const char*>(k), ks, mask, out, ws, group, int(n_kv), split_rows, n_splits, scale);
-    CUDA_CHECK_LAUNCH();
-    if (n_splits > 1) {
-        launch_combine<DV>(ws, out, n_head, n_splits, stream);
+}
+
+// MINFER_CUDA_MLA16=1: 16 warps where DK splits in two halves of whole 32-element steps (576). Off by
+// default until it has been measured against the 8-warp kernel (docs/PERFORMANCE.md, "Ready for the
+// next GPU session").
+template <int DK, int DV>
+void launch_mla(const RowsF32& q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask, float* out,
+                float* ws, float scale, cudaStream_t stream) {
+    static const bool sixteen = [] {
+        const char* v = std::getenv("MINFER_CUDA_MLA16");
+        return v && std::strcmp(v, "1") == 0;
+    }();
+    if constexpr (DK % 64 == 0 && DV % 256 == 0) {
+        if (sixteen) {
+            launch_mla_warps<DK, DV, 16>(q, qs, k, ks, mask, out, ws, scale, stream);
+        } else {
+            launch_mla_warps<DK, DV, 8>(q, qs, k, ks, mask, out, ws, scale, stream);
+        }
+    } else {
+        launch_mla_warps<DK, DV, 8>(q, qs, k, ks, mask, out, ws, scale, stream);
     }
+    CUDA_CHECK_LAUNCH();
+    const int n_splits = mla_grid(qs, ks).n_splits;
+    if (n_splits > 1) launch_combine<DV>(ws, out, qs.ne[1], n_splits, stream);
 }
 
 // The (K, V) head sizes with kernels: equal sizes for MHA/GQA/MQA; MLA's latent rows (kv_lora_rank
