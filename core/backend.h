@@ -55,6 +55,11 @@ public:
     virtual void compute(const Graph& g) = 0;
     // Waits until all work queued on the backend has finished.
     virtual void synchronize() = 0;
+    // The device's own time spent running compute()'s work, summed since timing was switched on
+    // (`minfer bench --busy`): what a step costs the device apart from the host's share of it. A
+    // backend that cannot time itself returns false from time_computes and < 0 from computed_seconds.
+    virtual bool time_computes(bool /*on*/) { return false; }
+    virtual double computed_seconds() { return -1.0; }
 };
 
 // Uploads a whole tensor from contiguous host memory / downloads it into one.

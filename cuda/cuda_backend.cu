@@ -208,6 +208,10 @@ public:
             CUDA_CHECK(cudaEventDestroy(fork_));
             CUDA_CHECK(cudaEventDestroy(join_));
         }
+        if (timed_begin_) {
+            CUDA_CHECK(cudaEventDestroy(timed_begin_));
+            CUDA_CHECK(cudaEventDestroy(timed_end_));
+        }
         CUDA_CHECK(cudaStreamDestroy(stream_));
     }
 
@@ -276,6 +280,23 @@ public:
     // cuda_side_launches (cuda/cuda_backend.h).
     size_t side_launches() const { return side_launches_; }
 
+    // Two events bracket each compute's work on the stream; the time between them is added when the
+    // next compute, or computed_seconds, finds them done (waiting for them if need be).
+    bool time_computes(bool on) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        if (on && !timed_begin_) {
+            CUDA_CHECK(cudaEventCreate(&timed_begin_));
+            CUDA_CHECK(cudaEventCreate(&timed_end_));
+        }
+        add_timed();
+        timing_ = on;
+        return true;
+    }
+    double computed_seconds() override {
+        add_timed();
+        return computed_s_;
+    }
+
 private:
     void check_transfer(const Tensor* t, size_t offset, size_t size) const {
         MF_ASSERT(t->data && t->buffer && t->buffer->backend() == this);
@@ -287,6 +308,17 @@ private:
     void run_nodes(const Graph& g);
     bool scratch_holds(const Tensor* x, ActQuant kind) const;
     void drop_captured_graph();
+    void compute_on_stream(const Graph& g);
+    void begin_timed();
+    // Adds the last timed compute's device time to computed_s_ once its events are recorded.
+    void add_timed() {
+        if (!timed_pending_) return;
+        CUDA_CHECK(cudaEventSynchronize(timed_end_));
+        float ms = 0.0f;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, timed_begin_, timed_end_));
+        computed_s_ += ms * 1e-3;
+        timed_pending_ = false;
+    }
 
     int device_;
     cudaStream_t stream_ = nullptr;
@@ -442,6 +474,11 @@ private:
     std::vector<uint64_t> last_signature_;
     bool captured_ = false;  // graph_exec_ holds last_signature_'s graph
     cudaGraphExec_t graph_exec_ = nullptr;
+
+    // time_computes / computed_seconds.
+    bool timing_ = false, timed_pending_ = false;
+    cudaEvent_t timed_begin_ = nullptr, timed_end_ = nullptr;
+    double computed_s_ = 0.0;
 };
 
 // Everything that decides what a graph's kernels do: equal signatures launch identical kernels.
@@ -694,6 +731,23 @@ void CudaBackend::reserve_side(size_t scratch_bytes) {
 
 void CudaBackend::compute(const Graph& g) {
     CUDA_CHECK(cudaSetDevice(device_));
+    if (!timing_) {
+        compute_on_stream(g);
+        return;
+    }
+    add_timed();
+    compute_on_stream(g);  // records timed_begin_ just before the work's first launch
+    CUDA_CHECK(cudaEventRecord(timed_end_, stream_));
+    timed_pending_ = true;
+}
+
+// With timing on, the device's clock for this compute starts here: after the host's own share
+// (signature, capture), so that share counts as the host's.
+void CudaBackend::begin_timed() {
+    if (timing_) CUDA_CHECK(cudaEventRecord(timed_begin_, stream_));
+}
+
+void CudaBackend::compute_on_stream(const Graph& g) {
     size_t scratch = 0;
     for (const Tensor* n : g.nodes) {
         if (n->op == Op::MUL_MAT || n->op == Op::MUL_MAT_ID) {
@@ -712,6 +766,7 @@ void CudaBackend::compute(const Graph& g) {
     if (use_side_ && std::any_of(g.nodes.begin(), g.nodes.end(), [](const Tensor* n) { return n->flags & TENSOR_SIDE; }))
         reserve_side(std::max<size_t>(attn_ws_offset_, 256));
     if (!use_graphs_) {
+        begin_timed();
         run_nodes(g);
         return;
     }
@@ -719,6 +774,7 @@ void CudaBackend::compute(const Graph& g) {
     if (sig != last_signature_) {
         // A graph seen once (a prefill, the first step of an attention span) runs directly:
         // capturing pays off only for graphs that come again.
+        begin_timed();
         run_nodes(g);
         last_signature_ = std::move(sig);
         captured_ = false;
@@ -734,6 +790,7 @@ void CudaBackend::compute(const Graph& g) {
         CUDA_CHECK(cudaGraphDestroy(graph));
         captured_ = true;
     }
+    begin_timed();
     CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream_));
 }
 

@@ -32,6 +32,7 @@ struct BenchArgs {
     int depth = 0;
     std::string format = "md";
     bool launch_floor = false;
+    bool busy = false;  // --busy: the device's share of each tg token
 };
 
 int to_int(const char* flag, const char* v, int lo) {
@@ -46,8 +47,8 @@ BenchArgs parse(int argc, char** argv) {
     std::vector<char*> rest = {argv[0]};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--launch-floor") {
-            b.launch_floor = true;
+        if (a == "--launch-floor" || a == "--busy") {
+            (a == "--busy" ? b.busy : b.launch_floor) = true;
             continue;
         }
         const bool ours = a == "-p" || a == "-n" || a == "-r" || a == "--depth" || a == "-o";
@@ -112,6 +113,8 @@ int tool_bench(int argc, char** argv) {
     if (args.model.help) {
         std::printf("usage: minfer bench -m MODEL [-p 512] [-n 128] [-r 5] [--depth D] [-o md|json] [options]\n"
                     "       minfer bench --launch-floor   (the GPU's cost of a dependent kernel launch, no model)\n"
+                    "--busy adds the device's own time a tg token (the rest of the step is the host's: inputs,\n"
+                    "launch, reading the logits back).\n"
                     "Measures prompt processing of -p tokens (pp) and generation of -n tokens (tg), both after\n"
                     "--depth tokens of context (as llama-bench's -d): tokens/s as mean ± sd over -r repetitions\n"
                     "(after one warm-up), and for tg\n"
@@ -147,7 +150,9 @@ int tool_bench(int argc, char** argv) {
     const size_t mem_before = backend->memory_used();
     Session session(*model, sp);
     const size_t kv_allocated = backend->memory_used() - mem_before;
-    std::vector<double> pp, tg;
+    std::vector<double> pp, tg, busy;
+    if (args.busy && !backend->time_computes(true))
+        throw Error(strfmt("--busy needs a backend that times its own work (cuda), not %s", backend->name()));
     // The depth is filled once; each repetition then rewinds to it (a windowed cache whose ring the
     // new tokens overwrote is refilled by truncate itself).
     if (args.depth > 0 && (args.n_prompt > 0 || args.n_gen > 0)) session.prefill(random_tokens(args.depth));
@@ -161,9 +166,10 @@ int tool_bench(int argc, char** argv) {
     for (int r = 0; r <= args.reps && args.n_gen > 0; ++r) {
         session.truncate(uint32_t(args.depth));
         const auto gen = random_tokens(args.n_gen);
-        const double t0 = now_s();
+        const double t0 = now_s(), b0 = args.busy ? backend->computed_seconds() : 0.0;
         for (int32_t t : gen) session.decode(t);
         if (r > 0) tg.push_back(args.n_gen / (now_s() - t0));
+        if (r > 0 && args.busy) busy.push_back((backend->computed_seconds() - b0) / args.n_gen);
     }
 
     const double bpt = decode_bytes_per_token(*model, session.kv_plan(), args.depth + (args.n_gen + 1) / 2.0);
@@ -195,6 +201,12 @@ int tool_bench(int argc, char** argv) {
         std::printf("| %s | %s | %s | %.1f MiB | tg%d%s | %.2f ± %.2f | %.2f | %s |\n", model->hp.arch.c_str(),
                     backend->name(), attn, mib, args.n_gen, args.depth ? strfmt(" @ d%d", args.depth).c_str() : "",
                     stg.mean, stg.sd, bw / 1e9, of_peak.c_str());
+    }
+    if (!busy.empty()) {
+        const Stat sb = stats(busy);
+        const double step = 1.0 / stg.mean;
+        std::printf("\ndevice busy in tg: %.1f ± %.1f us of a %.1f us token (%.1f%%); the rest is the host's\n",
+                    sb.mean * 1e6, sb.sd * 1e6, step * 1e6, 100.0 * sb.mean / step);
     }
     return 0;
 }

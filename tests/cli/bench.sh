@@ -44,4 +44,6 @@ check_error "bad depth" "--depth" -m "$tmp/s.gguf" --depth x --device cpu
 if ! nvidia-smi -L >/dev/null 2>&1; then
     check_error "launch floor without a GPU" "--launch-floor needs" --launch-floor
 fi
+# --busy times the device's own work; the CPU backend does not time itself.
+check_error "busy on the CPU" "--busy needs a backend" -m "$tmp/s.gguf" --device cpu -p 0 -n 2 -r 1 --busy
 echo "bench CLI: ok"
