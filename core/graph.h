@@ -11,10 +11,19 @@
 
 namespace mf {
 
+class Backend;
+
 struct Graph {
     std::vector<Tensor*> nodes;  // tensors made by ops, in an order where sources come first
     std::vector<Tensor*> leafs;  // tensors with no op (weights, inputs) the nodes read
     std::unordered_set<const Tensor*> visited;  // nodes and leafs, so repeated expands stay linear
+    // Set by allocate_graph to a value no allocation had before (0: never allocated). An allocated
+    // graph is fixed: its nodes, their shapes, strides, parameters and memory do not change (build
+    // and allocate anew for that), so a backend may take an equal stamp for the same graph and skip
+    // what it derived from it last time (CudaBackend's signature), as compute_graph skips its check.
+    uint64_t stamp = 0;
+    // The backend compute_graph found able to run every node at this stamp (a cache of that check).
+    mutable const Backend* checked_on = nullptr;
 };
 
 // Adds t and everything it depends on to g (each tensor once), keeping dependency order.

@@ -17,7 +17,11 @@ KVPlan session_kv_plan(const HParams& hp, const SessionParams& params) {
 }
 
 Session::Session(const Model& model, const SessionParams& params)
-    : model_(model), backend_(*model.backend), params_(params) {
+    : model_(model),
+      backend_(*model.backend),
+      params_(params),
+      logits_(model.hp.n_vocab),
+      logits_pin_(*model.backend, logits_.data(), logits_.size() * sizeof(float)) {
     if (params_.n_batch == 0) params_.n_batch = 256;
     kv_ = make_kv_cache(session_kv_plan(model.hp, params_), backend_);
     for (const KVLayerPlan& l : kv_->plan.layers) {
@@ -174,9 +178,8 @@ void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
         const size_t old = all->size();
         all->resize(old + size_t(n) * model_.hp.n_vocab);
         tensor_get(step_.logits, all->data() + old);
-        logits_.assign(all->end() - model_.hp.n_vocab, all->end());
+        std::copy(all->end() - model_.hp.n_vocab, all->end(), logits_.begin());  // no reallocation: pinned
     } else {
-        logits_.resize(model_.hp.n_vocab);
         tensor_get(step_.logits, logits_.data());
     }
     n_past_ += n;

@@ -30,6 +30,8 @@ class Session {
 public:
     // Allocates the KV cache its plan describes on the model's backend.
     Session(const Model& model, const SessionParams& params);
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
 
     // Appends tokens at the current position; returns the logits after the last one [n_vocab].
     // Throws Error when the tokens do not fit in the remaining context.
@@ -89,7 +91,8 @@ private:
     StepGraph step_;  // the graph last built; valid while arena_ holds its memory
     std::vector<KVGroup> groups_;
     std::vector<uint32_t> layer_group_;
-    std::vector<float> logits_;
+    std::vector<float> logits_;  // n_vocab values, never reallocated: pinned by logits_pin_
+    HostPin logits_pin_;
     uint32_t n_past_ = 0;
     std::vector<int32_t> tokens_;
 };

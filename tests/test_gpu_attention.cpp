@@ -485,6 +485,20 @@ TEST_CASE("a session with an op's launches repeated (MINFER_CUDA_TWICE) gives th
     }
 }
 
+// A decode graph computed again unchanged (the same Graph::stamp) is replayed without its signature
+// being taken again; with CUDA graphs off every step runs node by node. Both give the same logits, and
+// the device's own time (time_computes, `minfer bench --busy`) is counted for them.
+TEST_CASE("decode steps replayed by their graph's stamp give the logits of a backend without CUDA graphs") {
+    setenv("MINFER_CUDA_GRAPHS", "0", 1);
+    std::unique_ptr<Backend> plain = make_cuda_backend();
+    unsetenv("MINFER_CUDA_GRAPHS");
+    REQUIRE(gpu().time_computes(true));
+    const double before = gpu().computed_seconds();
+    check_session_like_gpu(*plain, "gpu_plain.gguf", [](const Backend&, const Backend&) {});
+    CHECK(gpu().computed_seconds() > before);
+    gpu().time_computes(false);
+}
+
 TEST_CASE("sessions with q8_0/q4_0 and windowed caches on CUDA match the CPU") {
     mf_test::TinyLlama tiny = gqa_llama();
     const std::string path = mf_test::temp_path("gpu_kv.gguf");
