@@ -64,7 +64,8 @@ public:
     // those downloads go straight into it at the bus's speed instead of through the driver's staging
     // (CUDA: 400 KB of logits took ~75 us pageable). unpin_host(p) undoes it before p is freed. A
     // backend without a bus between it and the host does nothing; so does one that cannot pin (the
-    // downloads are then only slower).
+    // downloads are then only slower). An upload from pinned memory may still be reading it after
+    // upload returns: write it again only after the next synchronize.
     virtual void pin_host(void* /*p*/, size_t /*size*/) {}
     virtual void unpin_host(void* /*p*/) {}
 };

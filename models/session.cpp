@@ -106,6 +106,7 @@ const std::vector<float>& Session::decode(int32_t token) {
 constexpr uint32_t kKvPad = 256;
 
 void Session::build_step(uint32_t n, const std::vector<uint32_t>& spans, bool all_logits) {
+    step_.inputs_pin.reset();  // unpinned before its block is freed
     step_ = StepGraph{};
     step_.ctx = std::make_unique<Context>();
     Context& ctx = *step_.ctx;
@@ -133,6 +134,12 @@ void Session::build_step(uint32_t n, const std::vector<uint32_t>& spans, bool al
     step_.logits->flags |= TENSOR_OUTPUT;
     graph_expand(step_.graph, step_.logits);
     allocate_graph(backend_, step_.graph, arena_);
+    size_t bytes = 2 * n * sizeof(int32_t);
+    for (uint32_t span : spans) bytes += n * sizeof(int32_t) + size_t(span) * n * sizeof(float);
+    step_.inputs.resize(bytes);
+    // Only decode steps pin theirs: a prefill's block (masks of up to n_batch x span floats) would take
+    // longer to pin than its uploads save.
+    if (n == 1) step_.inputs_pin = std::make_unique<HostPin>(backend_, step_.inputs.data(), bytes);
 }
 
 void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
@@ -144,23 +151,35 @@ void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
     if (!step_.ctx || step_.n_tokens != n || step_.spans != spans || step_.all_logits != all_logits)
         build_step(n, spans, all_logits);
 
-    std::vector<int32_t> positions(n);
-    for (uint32_t i = 0; i < n; ++i) positions[i] = int32_t(n_past_ + i);
-    tensor_set(step_.tokens, tokens);
-    tensor_set(step_.positions, positions.data());
+    // Each input is written into the step's block and uploaded from there. The uploads may still be
+    // reading a pinned block after they return; the next step writes it only after compute_graph's
+    // synchronize.
+    uint8_t* in = step_.inputs.data();
+    auto next_i32 = [&](Tensor* t) {
+        int32_t* p = reinterpret_cast<int32_t*>(in);
+        in += t->nbytes();
+        return p;
+    };
+    int32_t* tok = next_i32(step_.tokens);
+    int32_t* pos = next_i32(step_.positions);
+    std::copy(tokens, tokens + n, tok);
+    for (uint32_t i = 0; i < n; ++i) pos[i] = int32_t(n_past_ + i);
+    tensor_set(step_.tokens, tok);
+    tensor_set(step_.positions, pos);
     for (size_t gi = 0; gi < groups_.size(); ++gi) {
         KVGroup& g = groups_[gi];
         const KVLayerPlan& l = g.geometry;
         const uint32_t span = spans[gi];
         // The new tokens' rows; the ring has room for them without overwriting what they attend to.
-        std::vector<int32_t> rows(n);
+        int32_t* rows = next_i32(step_.kv_in[gi].rows);
         for (uint32_t i = 0; i < n; ++i) {
             rows[i] = int32_t(l.slot(n_past_ + i));
             MF_ASSERT(uint32_t(rows[i]) < span);
             g.slot_pos[size_t(rows[i])] = int32_t(n_past_ + i);
         }
         // Token i (at position q) sees the rows holding positions p <= q within its window, and the sinks.
-        std::vector<float> mask(size_t(span) * n);
+        float* mask = reinterpret_cast<float*>(in);
+        in += step_.kv_in[gi].mask->nbytes();
         for (uint32_t i = 0; i < n; ++i) {
             const int64_t q = int64_t(n_past_) + i;
             for (uint32_t j = 0; j < span; ++j) {
@@ -169,9 +188,10 @@ void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
                 mask[size_t(i) * span + j] = visible ? 0.0f : -INFINITY;
             }
         }
-        tensor_set(step_.kv_in[gi].rows, rows.data());
-        tensor_set(step_.kv_in[gi].mask, mask.data());
+        tensor_set(step_.kv_in[gi].rows, rows);
+        tensor_set(step_.kv_in[gi].mask, mask);
     }
+    MF_ASSERT(in == step_.inputs.data() + step_.inputs.size());
 
     compute_graph(backend_, step_.graph);
     if (all_logits) {

@@ -69,6 +69,11 @@ private:
         uint32_t n_tokens = 0;
         std::vector<uint32_t> spans;  // per cache group: rows attention reads
         bool all_logits = false;
+        // The inputs' host side, in one block: tokens, positions, then per group its rows and mask.
+        // A decode step's block is pinned (inputs_pin, declared first so that it is let go of before
+        // the block is freed), so its uploads are DMA from it rather than copies staged by the driver.
+        std::unique_ptr<HostPin> inputs_pin;
+        std::vector<uint8_t> inputs;
     };
     // Layers whose caches share a geometry (window, sinks, rows) share step inputs.
     struct KVGroup {
