@@ -201,21 +201,26 @@ void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
         // Token i (at position q) sees the rows holding positions p <= q within its window, and the sinks.
         float* mask = reinterpret_cast<float*>(in);
         in += step_.kv_in[gi].mask->nbytes();
+        tensor_set(step_.kv_in[gi].rows, rows);
+        Tensor* mask_t = step_.kv_in[gi].mask;
         if (stepping) {
             // One token after the one this mask was written for: the row the new token went to turns
             // visible, and with a window the row of the position that just left it goes dark (unless
-            // the new token took that row). Nothing else changes.
+            // the new token took that row). Nothing else changes, and the device's copy of the rest,
+            // an input of this same graph, is what the last step uploaded: only these go up.
+            auto set = [&](uint32_t j, float v) {
+                MF_ASSERT(j < span);
+                mask[j] = v;
+                backend_.upload(mask_t, mask + j, j * sizeof(float), sizeof(float));
+            };
             const int64_t q = n_past_, out = q - int64_t(l.window);
-            if (l.windowed() && out >= int64_t(l.sinks) && g.slot_pos[l.slot(uint32_t(out))] == out) {
-                MF_ASSERT(l.slot(uint32_t(out)) < span);
-                mask[l.slot(uint32_t(out))] = -INFINITY;
-            }
-            mask[rows[0]] = 0.0f;
+            if (l.windowed() && out >= int64_t(l.sinks) && g.slot_pos[l.slot(uint32_t(out))] == out)
+                set(l.slot(uint32_t(out)), -INFINITY);
+            set(uint32_t(rows[0]), 0.0f);
         } else {
             fill_mask(g, span, n, mask);
+            tensor_set(mask_t, mask);
         }
-        tensor_set(step_.kv_in[gi].rows, rows);
-        tensor_set(step_.kv_in[gi].mask, mask);
     }
     MF_ASSERT(in == step_.inputs.data() + step_.inputs.size());
     step_.mask_q = n == 1 ? int64_t(n_past_) : -1;
