@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "core/common.h"
 #include "models/builders.h"
@@ -21,7 +23,8 @@ Session::Session(const Model& model, const SessionParams& params)
       backend_(*model.backend),
       params_(params),
       logits_(model.hp.n_vocab),
-      logits_pin_(*model.backend, logits_.data(), logits_.size() * sizeof(float)) {
+      logits_pin_(*model.backend, logits_.data(), logits_.size() * sizeof(float)),
+      step_masks_(!std::getenv("MINFER_FULL_MASKS") || std::string(std::getenv("MINFER_FULL_MASKS")) != "1") {
     if (params_.n_batch == 0) params_.n_batch = 256;
     kv_ = make_kv_cache(session_kv_plan(model.hp, params_), backend_);
     for (const KVLayerPlan& l : kv_->plan.layers) {
@@ -50,6 +53,7 @@ bool Session::cache_holds_context() const {
 
 void Session::truncate(uint32_t n) {
     MF_ASSERT(n <= n_past_);
+    step_.mask_q = -1;  // rows it showed may be gone
     n_past_ = n;
     tokens_.resize(n);
     for (KVGroup& g : groups_)
@@ -142,6 +146,20 @@ void Session::build_step(uint32_t n, const std::vector<uint32_t>& spans, bool al
     if (n == 1) step_.inputs_pin = std::make_unique<HostPin>(backend_, step_.inputs.data(), bytes);
 }
 
+// The mask of n new tokens from position n_past on: token i (at position q) sees the rows holding
+// positions p <= q within its window, and the sinks.
+void Session::fill_mask(const KVGroup& g, uint32_t span, uint32_t n, float* mask) const {
+    const KVLayerPlan& l = g.geometry;
+    for (uint32_t i = 0; i < n; ++i) {
+        const int64_t q = int64_t(n_past_) + i;
+        for (uint32_t j = 0; j < span; ++j) {
+            const int64_t p = g.slot_pos[j];
+            const bool visible = p >= 0 && p <= q && (!l.windowed() || p < l.sinks || q - p < l.window);
+            mask[size_t(i) * span + j] = visible ? 0.0f : -INFINITY;
+        }
+    }
+}
+
 void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
     MF_ASSERT(n <= params_.n_batch);  // windowed rings leave room for n_batch new rows, no more
     std::vector<uint32_t> spans;
@@ -160,6 +178,9 @@ void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
         in += t->nbytes();
         return p;
     };
+    // A decode step right after the one the block's masks were written for (the same graph, nothing
+    // truncated since) updates them instead of writing them anew: O(1) against O(span) a group.
+    const bool stepping = step_masks_ && n == 1 && step_.mask_q >= 0 && step_.mask_q + 1 == int64_t(n_past_);
     int32_t* tok = next_i32(step_.tokens);
     int32_t* pos = next_i32(step_.positions);
     std::copy(tokens, tokens + n, tok);
@@ -180,18 +201,29 @@ void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
         // Token i (at position q) sees the rows holding positions p <= q within its window, and the sinks.
         float* mask = reinterpret_cast<float*>(in);
         in += step_.kv_in[gi].mask->nbytes();
-        for (uint32_t i = 0; i < n; ++i) {
-            const int64_t q = int64_t(n_past_) + i;
-            for (uint32_t j = 0; j < span; ++j) {
-                const int64_t p = g.slot_pos[j];
-                const bool visible = p >= 0 && p <= q && (!l.windowed() || p < l.sinks || q - p < l.window);
-                mask[size_t(i) * span + j] = visible ? 0.0f : -INFINITY;
-            }
-        }
         tensor_set(step_.kv_in[gi].rows, rows);
-        tensor_set(step_.kv_in[gi].mask, mask);
+        Tensor* mask_t = step_.kv_in[gi].mask;
+        if (stepping) {
+            // One token after the one this mask was written for: the row the new token went to turns
+            // visible, and with a window the row of the position that just left it goes dark (unless
+            // the new token took that row). Nothing else changes, and the device's copy of the rest,
+            // an input of this same graph, is what the last step uploaded: only these go up.
+            auto set = [&](uint32_t j, float v) {
+                MF_ASSERT(j < span);
+                mask[j] = v;
+                backend_.upload(mask_t, mask + j, j * sizeof(float), sizeof(float));
+            };
+            const int64_t q = n_past_, out = q - int64_t(l.window);
+            if (l.windowed() && out >= int64_t(l.sinks) && g.slot_pos[l.slot(uint32_t(out))] == out)
+                set(l.slot(uint32_t(out)), -INFINITY);
+            set(uint32_t(rows[0]), 0.0f);
+        } else {
+            fill_mask(g, span, n, mask);
+            tensor_set(mask_t, mask);
+        }
     }
     MF_ASSERT(in == step_.inputs.data() + step_.inputs.size());
+    step_.mask_q = n == 1 ? int64_t(n_past_) : -1;
 
     compute_graph(backend_, step_.graph);
     if (all_logits) {

@@ -74,6 +74,7 @@ private:
         // the block is freed), so its uploads are DMA from it rather than copies staged by the driver.
         std::unique_ptr<HostPin> inputs_pin;
         std::vector<uint8_t> inputs;
+        int64_t mask_q = -1;  // the position a one-token step's masks in `inputs` were written for; -1: none
     };
     // Layers whose caches share a geometry (window, sinks, rows) share step inputs.
     struct KVGroup {
@@ -84,6 +85,7 @@ private:
     // Runs n tokens; with all_logits, appends their logits to *all (else keeps the last in logits_).
     void eval(const int32_t* tokens, uint32_t n, std::vector<float>* all = nullptr);
     void build_step(uint32_t n, const std::vector<uint32_t>& spans, bool all_logits);
+    void fill_mask(const KVGroup& g, uint32_t span, uint32_t n, float* mask) const;
     // Whether every row position n_past - 1 attends to is still cached in every group.
     bool cache_holds_context() const;
     void check_prompt(const std::vector<int32_t>& tokens) const;
@@ -98,6 +100,9 @@ private:
     std::vector<uint32_t> layer_group_;
     std::vector<float> logits_;  // n_vocab values, never reallocated: pinned by logits_pin_
     HostPin logits_pin_;
+    // Decode steps update the last step's masks (MINFER_FULL_MASKS=1 writes them whole each step, to
+    // check the update against).
+    bool step_masks_ = true;
     uint32_t n_past_ = 0;
     std::vector<int32_t> tokens_;
 };

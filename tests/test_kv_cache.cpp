@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -139,6 +140,41 @@ TEST_CASE("a ring that wraps gives the logits of an unwrapped cache with the sam
     Session full(*model, SessionParams{128, 64});
     full.prefill(toks);
     CHECK(max_rel_diff(full.decode(toks[0]), a.decode(toks[0])) > 1e-3);
+    std::remove(path.c_str());
+}
+
+// A decode step updates the last step's masks instead of writing them whole: it must give the bits
+// of whole masks (MINFER_FULL_MASKS=1), through ring wraps, sinks, short rewinds and a span change.
+TEST_CASE("decode steps' updated masks give the logits of masks written whole") {
+    mf_test::TinyLlama tiny;
+    const std::string path = mf_test::temp_path("masks.gguf");
+    tiny.write(path);
+    auto backend = make_cpu_backend(2);
+    auto model = load_model(path, *backend);
+    const std::vector<int32_t> toks = random_tokens(300, int32_t(tiny.n_vocab));
+    struct Case {
+        int64_t window, sinks;
+    };
+    for (const Case c : {Case{-1, -1}, Case{6, 2}, Case{12, 0}}) {
+        CAPTURE(c.window);
+        SessionParams p{512, 4};
+        p.kv = KVOverrides{"", "", c.window, c.sinks};
+        setenv("MINFER_FULL_MASKS", "1", 1);
+        Session whole(*model, p);
+        unsetenv("MINFER_FULL_MASKS");
+        Session stepped(*model, p);
+        CHECK(whole.prefill({toks[0], toks[1], toks[2]}) == stepped.prefill({toks[0], toks[1], toks[2]}));
+        for (size_t i = 3; i < toks.size(); ++i) {  // past 256 positions: a longer span, a new graph
+            CAPTURE(i);
+            if (i % 50 == 0) {  // a rewind of two positions, then the same tokens again
+                whole.truncate(uint32_t(i - 2));
+                stepped.truncate(uint32_t(i - 2));
+                REQUIRE(whole.decode(toks[i - 2]) == stepped.decode(toks[i - 2]));
+                REQUIRE(whole.decode(toks[i - 1]) == stepped.decode(toks[i - 1]));
+            }
+            REQUIRE(whole.decode(toks[i]) == stepped.decode(toks[i]));
+        }
+    }
     std::remove(path.c_str());
 }
 
