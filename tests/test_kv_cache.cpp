@@ -32,6 +32,20 @@ HParams hparams_of(mf_test::TinyLlama tiny) {
     return hp;
 }
 
+// A tiny llama written to a temporary file and loaded on a 2-thread CPU backend; the file goes with it.
+struct CpuTiny {
+    mf_test::TinyLlama tiny;
+    std::string path;
+    std::unique_ptr<Backend> backend = make_cpu_backend(2);
+    std::unique_ptr<Model> model;
+    CpuTiny(const mf_test::TinyLlama& t, const char* name) : tiny(t), path(mf_test::temp_path(name)) {
+        tiny.write(path);
+        model = load_model(path, *backend);
+    }
+    CpuTiny(const CpuTiny&) = delete;
+    CpuTiny& operator=(const CpuTiny&) = delete;
+    ~CpuTiny() { std::remove(path.c_str()); }
+};
 
 }  // namespace
 
@@ -119,11 +133,9 @@ TEST_CASE("bad cache settings are one clear error naming the flag") {
 // rows are visited in another order: measured up to 6e-5 of the largest logit; a wrong row or mask
 // moves them by O(1), as the full-cache comparison at the end shows).
 TEST_CASE("a ring that wraps gives the logits of an unwrapped cache with the same window mask") {
-    mf_test::TinyLlama tiny;
-    const std::string path = mf_test::temp_path("ring.gguf");
-    tiny.write(path);
-    auto backend = make_cpu_backend(2);
-    auto model = load_model(path, *backend);
+    const CpuTiny c(mf_test::TinyLlama{}, "ring.gguf");
+    const mf_test::TinyLlama& tiny = c.tiny;
+    const Model* model = c.model.get();
     SessionParams wide{128, 64}, ring{128, 4};
     wide.kv = ring.kv = KVOverrides{"", "", 6, 2};
     Session a(*model, wide), b(*model, ring);
@@ -140,17 +152,14 @@ TEST_CASE("a ring that wraps gives the logits of an unwrapped cache with the sam
     Session full(*model, SessionParams{128, 64});
     full.prefill(toks);
     CHECK(max_rel_diff(full.decode(toks[0]), a.decode(toks[0])) > 1e-3);
-    std::remove(path.c_str());
 }
 
 // A decode step updates the last step's masks instead of writing them whole: it must give the bits
 // of whole masks (MINFER_FULL_MASKS=1), through ring wraps, sinks, short rewinds and a span change.
 TEST_CASE("decode steps' updated masks give the logits of masks written whole") {
-    mf_test::TinyLlama tiny;
-    const std::string path = mf_test::temp_path("masks.gguf");
-    tiny.write(path);
-    auto backend = make_cpu_backend(2);
-    auto model = load_model(path, *backend);
+    const CpuTiny c(mf_test::TinyLlama{}, "masks.gguf");
+    const mf_test::TinyLlama& tiny = c.tiny;
+    const Model* model = c.model.get();
     const std::vector<int32_t> toks = random_tokens(300, int32_t(tiny.n_vocab));
     struct Case {
         int64_t window, sinks;
@@ -175,16 +184,14 @@ TEST_CASE("decode steps' updated masks give the logits of masks written whole") 
             REQUIRE(whole.decode(toks[i]) == stepped.decode(toks[i]));
         }
     }
-    std::remove(path.c_str());
 }
 
 TEST_CASE("q8_0 and q4_0 caches stay close to the f16 cache") {
-    mf_test::TinyLlama tiny;
-    tiny.n_embd = 128;  // head size 32
-    const std::string path = mf_test::temp_path("kvq.gguf");
-    tiny.write(path);
-    auto backend = make_cpu_backend(2);
-    auto model = load_model(path, *backend);
+    mf_test::TinyLlama t;
+    t.n_embd = 128;  // head size 32
+    const CpuTiny c(t, "kvq.gguf");
+    const mf_test::TinyLlama& tiny = c.tiny;
+    const Model* model = c.model.get();
     const std::vector<int32_t> toks = random_tokens(24, int32_t(tiny.n_vocab));
     Session ref(*model, SessionParams{64, 256});
     const std::vector<float> want = ref.prefill(toks);
@@ -206,15 +213,12 @@ TEST_CASE("q8_0 and q4_0 caches stay close to the f16 cache") {
         err[i++] = d;
     }
     CHECK(err[0] < err[1]);  // 8 bits per value beat 4
-    std::remove(path.c_str());
 }
 
 TEST_CASE("streaming: a windowed cache runs 10x past n_ctx with the same memory, and rewinds") {
-    mf_test::TinyLlama tiny;
-    const std::string path = mf_test::temp_path("stream.gguf");
-    tiny.write(path);
-    auto backend = make_cpu_backend(2);
-    auto model = load_model(path, *backend);
+    const CpuTiny c(mf_test::TinyLlama{}, "stream.gguf");
+    const mf_test::TinyLlama& tiny = c.tiny;
+    const Model* model = c.model.get();
     SessionParams p{32, 8};
     p.kv = KVOverrides{"", "", 12, 4};
     Session s(*model, p);
@@ -238,5 +242,4 @@ TEST_CASE("streaming: a windowed cache runs 10x past n_ctx with the same memory,
     Session bounded(*model, SessionParams{32, 8});
     bounded.prefill(std::vector<int32_t>(toks.begin(), toks.begin() + 32));
     CHECK_THROWS_WITH_AS(bounded.decode(1), doctest::Contains("context is full"), Error);
-    std::remove(path.c_str());
 }
