@@ -198,7 +198,6 @@ void Session::eval(const int32_t* tokens, uint32_t n, std::vector<float>* all) {
             MF_ASSERT(uint32_t(rows[i]) < span);
             g.slot_pos[size_t(rows[i])] = int32_t(n_past_ + i);
         }
-        // Token i (at position q) sees the rows holding positions p <= q within its window, and the sinks.
         float* mask = reinterpret_cast<float*>(in);
         in += step_.kv_in[gi].mask->nbytes();
         tensor_set(step_.kv_in[gi].rows, rows);

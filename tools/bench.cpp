@@ -111,17 +111,17 @@ double now_s() {
 int tool_bench(int argc, char** argv) {
     const BenchArgs args = parse(argc, argv);
     if (args.model.help) {
-        std::printf("usage: minfer bench -m MODEL [-p 512] [-n 128] [-r 5] [--depth D] [-o md|json] [options]\n"
+        std::printf("usage: minfer bench -m MODEL [-p 512] [-n 128] [-r 5] [--depth D] [-o md|json] [--busy] [options]\n"
                     "       minfer bench --launch-floor   (the GPU's cost of a dependent kernel launch, no model)\n"
-                    "--busy adds the device's own time a tg token (the rest of the step is the host's: inputs,\n"
-                    "launch, reading the logits back).\n"
                     "Measures prompt processing of -p tokens (pp) and generation of -n tokens (tg), both after\n"
                     "--depth tokens of context (as llama-bench's -d): tokens/s as mean ± sd over -r repetitions\n"
                     "(after one warm-up), and for tg\n"
                     "the effective bandwidth (weight + KV bytes read per token / time; of an MoE model only the\n"
                     "experts a token is routed to). The attention backend (--attn) is printed with the results,\n"
                     "and so is the KV cache: the plan's bytes and what the backend's memory in use grew by when\n"
-                    "it was allocated (-p 0 -n 0 --depth D allocates a D + 1 position cache and runs nothing).\n\n%s",
+                    "it was allocated (-p 0 -n 0 --depth D allocates a D + 1 position cache and runs nothing).\n"
+                    "--busy adds the device's own time a tg token; the rest of it is the host's (the inputs, the\n"
+                    "launch, reading the logits back). CUDA only.\n\n%s",
                     model_args_help(kBenchModelFlags).c_str());
         return 0;
     }
