@@ -114,9 +114,6 @@ void Session::build_step(uint32_t n, const std::vector<uint32_t>& spans, bool al
     step_ = StepGraph{};
     step_.ctx = std::make_unique<Context>();
     Context& ctx = *step_.ctx;
-    step_.n_tokens = n;
-    step_.spans = spans;
-    step_.all_logits = all_logits;
     step_.tokens = ctx.new_tensor_1d(DType::I32, n);
     step_.positions = ctx.new_tensor_1d(DType::I32, n);
     for (Tensor* t : {step_.tokens, step_.positions}) t->flags |= TENSOR_INPUT;
@@ -144,6 +141,10 @@ void Session::build_step(uint32_t n, const std::vector<uint32_t>& spans, bool al
     // Only decode steps pin theirs: a prefill's block (masks of up to n_batch x span floats) would take
     // longer to pin than its uploads save.
     if (n == 1) step_.inputs_pin = std::make_unique<HostPin>(backend_, step_.inputs.data(), bytes);
+    // Last: eval reuses the step only once all of it was built (a build that threw is built again).
+    step_.n_tokens = n;
+    step_.spans = spans;
+    step_.all_logits = all_logits;
 }
 
 // The mask of n new tokens from position n_past on: token i (at position q) sees the rows holding

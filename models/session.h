@@ -70,10 +70,11 @@ private:
         std::vector<uint32_t> spans;  // per cache group: rows attention reads
         bool all_logits = false;
         // The inputs' host side, in one block: tokens, positions, then per group its rows and mask.
-        // A decode step's block is pinned (inputs_pin, declared first so that it is let go of before
-        // the block is freed), so its uploads are DMA from it rather than copies staged by the driver.
-        std::unique_ptr<HostPin> inputs_pin;
+        // A decode step's block is pinned (inputs_pin, declared after it so that a StepGraph being
+        // destroyed unpins it before freeing it; build_step resets it before replacing the StepGraph),
+        // so its uploads are DMA from it rather than copies staged by the driver.
         std::vector<uint8_t> inputs;
+        std::unique_ptr<HostPin> inputs_pin;
         int64_t mask_q = -1;  // the position a one-token step's masks in `inputs` were written for; -1: none
     };
     // Layers whose caches share a geometry (window, sinks, rows) share step inputs.

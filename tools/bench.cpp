@@ -181,10 +181,11 @@ int tool_bench(int argc, char** argv) {
                     " \"kv_planned_bytes\": %zu, \"kv_allocated_bytes\": %zu,\n"
                     " \"pp\": {\"n\": %d, \"tok_s\": %.3f, \"sd\": %.3f},\n"
                     " \"tg\": {\"n\": %d, \"tok_s\": %.3f, \"sd\": %.3f, \"bytes_per_token\": %.0f, \"gb_s\": %.3f, "
-                    "\"peak_gb_s\": %.1f}}\n",
+                    "\"peak_gb_s\": %.1f%s}}\n",
                     args.model.model.c_str(), backend->name(), attn_impl_name(sp.attn), model->weight_bytes, args.reps, args.depth,
                     session.kv_bytes(), kv_allocated,
-                    args.n_prompt, spp.mean, spp.sd, args.n_gen, stg.mean, stg.sd, bpt, bw / 1e9, peak / 1e9);
+                    args.n_prompt, spp.mean, spp.sd, args.n_gen, stg.mean, stg.sd, bpt, bw / 1e9, peak / 1e9,
+                    busy.empty() ? "" : strfmt(", \"busy_us\": %.1f", stats(busy).mean * 1e6).c_str());
         return 0;
     }
     std::printf("KV cache: %.2f MiB planned, %.2f MiB allocated (%s memory in use before and after)\n\n",
