@@ -696,6 +696,58 @@ TEST_CASE("compute_graph throws an Error naming an op the CPU backend cannot run
     }
 }
 
+// The CPU backend, counting supports_op calls (compute_graph's check before a graph runs).
+class CountingBackend : public Backend {
+public:
+    explicit CountingBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+    const char* name() const override { return inner_->name(); }
+    std::unique_ptr<Buffer> alloc(size_t size) override { return inner_->alloc(size); }
+    void free_memory(void* base) override { inner_->free_memory(base); }
+    void upload(Tensor* t, const void* src, size_t offset, size_t size) override { inner_->upload(t, src, offset, size); }
+    void download(const Tensor* t, void* dst, size_t offset, size_t size) override {
+        inner_->download(t, dst, offset, size);
+    }
+    bool supports_op(const Tensor* node) const override {
+        ++asked;
+        return inner_->supports_op(node);
+    }
+    void compute(const Graph& g) override { inner_->compute(g); }
+    void synchronize() override { inner_->synchronize(); }
+    mutable size_t asked = 0;
+
+private:
+    std::unique_ptr<Backend> inner_;
+};
+
+// An allocated graph is fixed, so compute_graph checks its nodes once per allocation (Graph::stamp) and
+// backend: a decode step repeats the same graph, and the check was host time the device waited for.
+TEST_CASE("compute_graph checks a graph's nodes once an allocation, and again after a new one") {
+    CountingBackend be(make_cpu_backend(2));
+    Context ctx;
+    Tensor* x = ctx.new_tensor_2d(DType::F32, 8, 2);
+    x->flags |= TENSOR_INPUT;
+    Tensor* y = scale(ctx, add(ctx, x, x), 0.5f);
+    Graph g = build_graph({y});
+    auto arena = allocate_graph(be, g);
+    CHECK(g.stamp != 0);
+    const std::vector<float> v = random_floats(16);
+    tensor_set(x, v.data());
+    compute_graph(be, g);
+    const size_t first = be.asked;
+    CHECK(first == g.nodes.size());
+    compute_graph(be, g);
+    compute_graph(be, g);
+    CHECK(be.asked == first);  // the same stamp: not asked again
+    std::vector<float> got(16);
+    tensor_get(y, got.data());
+    for (size_t i = 0; i < v.size(); ++i) CHECK(got[i] == v[i]);
+    const uint64_t stamp = g.stamp;
+    allocate_graph(be, g, arena);  // a new allocation: a new stamp, checked again
+    CHECK(g.stamp != stamp);
+    compute_graph(be, g);
+    CHECK(be.asked == 2 * first);
+}
+
 TEST_CASE("set_rows writes each source row, converted, at the row its id names") {
     for (DType type : {DType::F32, DType::F16, DType::Q8_0}) {
         CAPTURE(dtype_name(type));
