@@ -2,9 +2,10 @@
 # Thirteenth session, last call: id-pairs. s13j found the routed MUL_MAT_IDs issue-bound (a scheduler
 # issues in 71% / 63% of cycles), their shared loads 2-way bank-conflicted (one 18-byte block a lane,
 # read in 2-byte pieces). id-pairs gives them matvec_q_kernel's layout: a lane owns two adjacent blocks
-# of a 64-block chunk copied by cp.async (16/8/4-byte pieces), read as 9 whole words. ptxas: 56
-# registers (gate_up, was 32) and 64 (weighted down, was 40), so fewer blocks an SM.
-# One binary: MINFER_CUDA_ID_PAIRS=1 turns the paired path on (off by default), =0 is the old loop.
+# of a 64-block chunk copied by cp.async (16/8/4-byte pieces), read as 9 whole words.
+# One binary: MINFER_CUDA_ID_PAIRS=1 turns the paired path on with the activation loads issued before
+# the copy (ptxas, q4_0: 56 registers for the gate_up, was 32; 64 for the weighted down, was 40), =2
+# with them after it (40 and 64, the latter with 24 bytes of spills); unset or 0 is the old loop.
 # Not on main: the change is docs/bench/2026-12-04-s13k.patch (`git apply` it on a branch of main
 # 9354ef9 or later), then build (sm_90, Release) and carry minfer and test_gpu_moe xz-compressed in
 # .carry/s13k. With the patch, the old loop's kernels take their stages from dynamic shared memory:
@@ -21,12 +22,13 @@ B=/root/bins/minfer
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
 run_suites test_gpu_moe                            # the old loop
 MINFER_CUDA_ID_PAIRS=1 run_suites test_gpu_moe     # the paired path against the CPU
+MINFER_CUDA_ID_PAIRS=2 run_suites test_gpu_moe
 wait
 {
     for i in 1 2 3; do
-        for m in 0 1; do echo "v2l tg64 | pairs=$m | $(MINFER_CUDA_ID_PAIRS=$m bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"; done
+        for m in 0 1 2; do echo "v2l tg64 | pairs=$m | $(MINFER_CUDA_ID_PAIRS=$m bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"; done
     done
-    for m in 0 1; do
+    for m in 0 1 2; do
         echo "v2l tg32 @ 16k | pairs=$m | $(MINFER_CUDA_ID_PAIRS=$m T=90 bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
     done
 } 2>&1 | tee $OUT/s13k.log
