@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "core/common.h"
+#include "cuda/node_util.cuh"
 
 namespace mf {
 
@@ -228,22 +229,8 @@ unsigned elementwise_grid(int64_t n, int threads) {
 
 }  // namespace
 
-bool mul_mat_id_supported(DType type) {
-    switch (type) {
-        case DType::F32:
-        case DType::F16:
-        case DType::BF16:
-        case DType::Q8_0:
-        case DType::Q4_0:
-        case DType::Q4_1:
-        case DType::Q5_0:
-        case DType::Q5_1:
-        case DType::Q4_K:
-        case DType::Q5_K:
-        case DType::Q6_K: return true;
-        default: return false;
-    }
-}
+// Every weight type MUL_MAT takes: the float types and the block types with a matvec kernel.
+bool mul_mat_id_supported(DType type) { return is_weight_type(type); }
 
 void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, const float* x, const Shape4& sx,
                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
