@@ -372,6 +372,46 @@ __device__ __forceinline__ void pack_hi_lo(float x0, float x1, uint32_t& hi, uin
     lo = pack_half2(x0 - __low2float(h), x1 - __high2float(h));
 }
 
+// load_queries for a decode block of the MLA kernel (one token: row r is head h0 + r) whose query
+// parts are rows of float4s: each part 16-byte aligned with a whole number of float4s a row and a head
+// stride a multiple of 4 (mla_queries_x4 checks). The same values, a ninth of the instructions: one
+// 16-byte load and two 8-byte stores a float4, no division by the row length a float.
+template <int DK, int ROW, int THREADS>
+__device__ __forceinline__ void load_queries_x4(__half (*q_hi)[ROW], __half (*q_lo)[ROW], const float* qa,
+                                                const float* qb, int da, int a_head, int b_head, int h0, int ng,
+                                                float scale) {
+    constexpr int V = DK / 4, N = (kTileHeads * V + THREADS - 1) / THREADS;
+    // Element k of this thread is float4 threadIdx.x + k THREADS: row h[k], float e[k] of it.
+    int h[N], e[N];
+    h[0] = int(threadIdx.x) / V, e[0] = 4 * (int(threadIdx.x) % V);
+#pragma unroll
+    for (int k = 1; k < N; ++k) {
+        const int v = e[k - 1] / 4 + THREADS % V;
+        h[k] = h[k - 1] + THREADS / V + (v >= V);
+        e[k] = 4 * (v >= V ? v - V : v);
+    }
+    float4 x[N];
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+        x[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (h[k] < ng) {  // rows ng .. 15 (and those past the last, h >= 16) are zero
+            const int hh = h0 + h[k];
+            const float* p = e[k] < da ? qa + (hh * a_head + e[k]) : qb + (hh * b_head + e[k] - da);
+            x[k] = __ldg(reinterpret_cast<const float4*>(p));
+        }
+    }
+    const float f = scale * kLog2e;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+        if (h[k] >= kTileHeads) break;
+        uint2 hi, lo;
+        pack_hi_lo(x[k].x * f, x[k].y * f, hi.x, lo.x);
+        pack_hi_lo(x[k].z * f, x[k].w * f, hi.y, lo.y);
+        *reinterpret_cast<uint2*>(&q_hi[h[k]][e[k]]) = hi;
+        *reinterpret_cast<uint2*>(&q_lo[h[k]][e[k]]) = lo;
+    }
+}
+
 template <int DK, int DV>
 struct TileAttnSmem {
     // Rows in halves, padded so rows start 16 bytes apart mod 128: ldmatrix conflict-free.
@@ -646,9 +686,10 @@ template <int DK, int DV, int W>
 __global__ void __launch_bounds__(W * WARP_SIZE, 1)
 flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
                       const float* __restrict__ mask, float* __restrict__ out, float* __restrict__ ws, int group,
-                      int n_kv, int split_rows, int n_splits, float scale) {
+                      int n_kv, int split_rows, int n_splits, float scale, bool q_x4) {
     constexpr int KS = W / kMlaPosWarps;  // warps that share a position group, each a part of DK
-    static_assert((KS == 1 || KS == 2) && DK % (32 * KS) == 0 && DV % (16 * W) == 0 && DV <= DK, "tile shapes");
+    static_assert((KS == 1 || KS == 2) && DK % (32 * KS) == 0 && DV % (16 * W) == 0 && DV <= DK && kMlaTile % W == 0,
+                  "tile shapes");
     constexpr int COLS = DV / W;  // output columns a warp owns
     constexpr int VECS = DK / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -663,13 +704,20 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
 
     const int j_begin = split * split_rows, j_end = min(n_kv, j_begin + split_rows);
     const char* head = kv + int64_t(hk) * ks.nb[2];
+    // A tile's copies: warp w takes rows w, w + W, ..., its lanes a row's 16-byte pieces in turn (one
+    // row address a row, the pieces at constant offsets from it).
     auto issue = [&](int i, int buf) {
         const int j0 = j_begin + kMlaTile * i;
-        for (int idx = threadIdx.x; idx < kMlaTile * VECS; idx += blockDim.x) {
-            const int r = idx / VECS, c = idx % VECS;
+#pragma unroll
+        for (int rr = 0; rr < kMlaTile / W; ++rr) {
+            const int r = warp + W * rr;
             const bool in = j0 + r < j_end;
-            const int64_t j = in ? j0 + r : j_begin;
-            cp_async16_or_zero(&sm.kv[buf][r][8 * c], head + j * ks.nb[1] + 16 * c, in);
+            const char* row = head + int64_t(in ? j0 + r : j_begin) * ks.nb[1];
+#pragma unroll
+            for (int c0 = 0; c0 < VECS; c0 += WARP_SIZE) {
+                const int c = c0 + lane;
+                if (c < VECS) cp_async16_or_zero(&sm.kv[buf][r][8 * c], row + 16 * c, in);
+            }
         }
         cp_async_commit();
     };
@@ -685,7 +733,12 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
         return e < da ? __ldg(qa + int64_t(token) * a_token + int64_t(head) * a_head + e)
                       : __ldg(qb + int64_t(token) * b_token + int64_t(head) * b_head + (e - da));
     };
-    load_queries<DK, MlaSmem<DK, DV, W>::ROW, W * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
+    if (q_x4) {
+        load_queries_x4<DK, MlaSmem<DK, DV, W>::ROW, W * WARP_SIZE>(sm.q_hi, sm.q_lo, qa, qb, int(da),
+                                                                   int(a_head), int(b_head), h0, ng, scale);
+    } else {
+        load_queries<DK, MlaSmem<DK, DV, W>::ROW, W * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
+    }
 
     float o[COLS / 8][4] = {};
     float m_row[2] = {-INFINITY, -INFINITY};  // rows g, g + 8; the same in every warp
@@ -807,30 +860,25 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
     __syncthreads();
     if (t == 0) sm.sum[warp][g] = l_row[0], sm.sum[warp][g + 8] = l_row[1];
     __syncthreads();
+    // The lane's two adjacent columns of each fragment as one 8-byte store (DV and DV + 2 are even).
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const int h = g + 8 * r;
         if (h >= ng) continue;
         float l = 0.0f;
+#pragma unroll
         for (int w = 0; w < W; ++w) l += sm.sum[w][h];
         const int64_t row = h0 + h;
+        const float inv = n_splits == 1 ? (l > 0.0f ? 1.0f / l : 0.0f) : 1.0f;
+        float* dst = n_splits == 1 ? out + row * DV : ws + (row * n_splits + split) * (DV + 2);
 #pragma unroll
         for (int nf = 0; nf < COLS / 8; ++nf) {
-#pragma unroll
-            for (int c = 0; c < 2; ++c) {
-                const int e = COLS * warp + 8 * nf + 2 * t + c;
-                const float a = o[nf][2 * r + c];
-                if (n_splits == 1) {
-                    out[row * DV + e] = l > 0.0f ? a / l : 0.0f;
-                } else {
-                    const int64_t part = row * n_splits + split;
-                    ws[part * (DV + 2) + e] = a;
-                    if (e == 0) {
-                        ws[part * (DV + 2) + DV] = m_row[r] / kLog2e;
-                        ws[part * (DV + 2) + DV + 1] = l;
-                    }
-                }
-            }
+            const int e = COLS * warp + 8 * nf + 2 * t;
+            *reinterpret_cast<float2*>(dst + e) = make_float2(o[nf][2 * r] * inv, o[nf][2 * r + 1] * inv);
+        }
+        if (n_splits > 1 && warp == 0 && t == 0) {
+            dst[DV] = m_row[r] / kLog2e;  // natural-log units, as the combine kernel expects
+            dst[DV + 1] = l;
         }
     }
 }
@@ -860,6 +908,18 @@ MlaGrid mla_grid(const Shape4& qs, const Shape4& ks) {
     return {blocks, int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(132, blocks), n_kv / kMlaTile)))};
 }
 
+// True when the MLA kernel may load its queries as float4s (load_queries_x4): one token, each part's
+// rows 16-byte aligned and a whole number of float4s long, its heads within 32-bit offsets.
+// MINFER_CUDA_MLA_QX4=0 keeps load_queries.
+bool mla_queries_x4(const RowsF32& q, const Shape4& qs) {
+    static const bool on = switched_on("MINFER_CUDA_MLA_QX4");
+    const auto rows = [&](const char* p, const Shape4& s) {
+        return reinterpret_cast<uintptr_t>(p) % 16 == 0 && s.nb[0] == 4 && s.ne[0] % 4 == 0 && s.nb[1] % 16 == 0 &&
+               s.nb[1] * qs.ne[1] < (int64_t(1) << 31);
+    };
+    return on && qs.ne[2] == 1 && rows(q.a, q.sa) && (!q.b || rows(q.b, q.sb));
+}
+
 template <int DK, int DV, int W>
 void launch_mla_warps(const RowsF32& q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask,
                       float* out, float* ws, float scale, cudaStream_t stream) {
@@ -876,7 +936,8 @@ void launch_mla_warps(const RowsF32& q, const Shape4& qs, const void* k, const S
     (void)attr;
     const dim3 grid(grid_x(blocks), unsigned(n_splits));
     launch_overlapped(flash_attn_mla_kernel<DK, DV, W>, grid, W * WARP_SIZE, smem, stream, q,
-                      static_cast<const char*>(k), ks, mask, out, ws, group, int(n_kv), split_rows, n_splits, scale);
+                      static_cast<const char*>(k), ks, mask, out, ws, group, int(n_kv), split_rows, n_splits, scale,
+                      mla_queries_x4(q, qs));
 }
 
 // MINFER_CUDA_MLA16=1: 16 warps where DK splits in two halves of whole 32-element steps (576). Off by
