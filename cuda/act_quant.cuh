@@ -56,8 +56,9 @@ bool quantize_rms_norm_fits(ActQuant kind, const Shape4& sx);
 void quantize_rms_norm_activations(ActQuant kind, const float* x, const Shape4& sx, float eps, const float* w,
                                    const ActQ& act, cudaStream_t stream, float* out = nullptr);
 
-// One weight block as 8 ints of 4 bytes each (elements in order; signed for Q8_0 / Q4_0 / Q5_0, which
-// dot against Q8_0, unsigned 0..31 for Q4_1 / Q5_1, which add their min through Q8_1's s), its scale
+// One weight block as 8 ints of 4 bytes each (elements in order, as stored: signed for Q8_0; unsigned
+// for Q4_0 / Q5_0, whose offset (8, 16) block_dot takes off once, through the activations' sum; unsigned
+// 0..31 for Q4_1 / Q5_1, which add their min through Q8_1's s), its scale
 // and min.
 struct QBlock {
     int q[8];
@@ -90,22 +91,31 @@ struct RegBytes {
 // Word i (0..3) of a block's unpacked quants and word i + 4: elements 4i .. 4i + 3 and 16 + 4i ..
 // 16 + 4i + 3, four int8 each, the lowest element in the low byte (QBlock's q[i], q[i + 4]). An mma
 // fragment needs exactly such a pair (matmul_q_kernel reads them from raw blocks in shared memory).
+// The offset Q4_0 (8) and Q5_0 (16) quants are stored with, in every byte of a word; 0 for the others.
+template <typename Block>
+constexpr uint32_t kQuantOffset4 = 0;
+template <>
+constexpr uint32_t kQuantOffset4<BlockQ4_0> = 0x08080808u;
+template <>
+constexpr uint32_t kQuantOffset4<BlockQ5_0> = 0x10101010u;
+
+// Word i (0..3) of a block's quants as stored and word i + 4 (unpack_pair's layout, no offset taken).
 template <typename Src>
-__device__ __forceinline__ void unpack_pair(BlockQ8_0, Src p, int i, int& lo, int& hi) {
+__device__ __forceinline__ void unpack_stored_pair(BlockQ8_0, Src p, int i, int& lo, int& hi) {
     lo = int(p.u32(2 + 4 * i));
     hi = int(p.u32(18 + 4 * i));
 }
 
+// Q4_0 / Q4_1: low nibbles are elements 0..15, high nibbles 16..31.
 template <typename Src>
-__device__ __forceinline__ void unpack_pair(BlockQ4_0, Src p, int i, int& lo, int& hi) {
+__device__ __forceinline__ void unpack_stored_pair(BlockQ4_0, Src p, int i, int& lo, int& hi) {
     const uint32_t v = p.u32(2 + 4 * i);
-    // Low nibbles are elements 0..15, high nibbles 16..31; q - 8 per byte gives signed int8.
-    lo = int(__vsub4(v & 0x0F0F0F0Fu, 0x08080808u));
-    hi = int(__vsub4((v >> 4) & 0x0F0F0F0Fu, 0x08080808u));
+    lo = int(v & 0x0F0F0F0Fu);
+    hi = int((v >> 4) & 0x0F0F0F0Fu);
 }
 
 template <typename Src>
-__device__ __forceinline__ void unpack_pair(BlockQ4_1, Src p, int i, int& lo, int& hi) {
+__device__ __forceinline__ void unpack_stored_pair(BlockQ4_1, Src p, int i, int& lo, int& hi) {
     const uint32_t v = p.u32(4 + 4 * i);
     lo = int(v & 0x0F0F0F0Fu);
     hi = int((v >> 4) & 0x0F0F0F0Fu);
@@ -113,20 +123,31 @@ __device__ __forceinline__ void unpack_pair(BlockQ4_1, Src p, int i, int& lo, in
 
 // Q5_0 / Q5_1: qh holds the fifth bit of element j at bit j; spread_bit4 moves four of them into place.
 template <typename Src>
-__device__ __forceinline__ void unpack_q5_pair(Src p, int qs, uint32_t qh, uint32_t bias, int i, int& lo, int& hi) {
+__device__ __forceinline__ void unpack_q5_pair(Src p, int qs, uint32_t qh, int i, int& lo, int& hi) {
     const uint32_t v = p.u32(qs + 4 * i);
-    lo = int(__vsub4((v & 0x0F0F0F0Fu) | spread_bit4(qh >> (4 * i)), bias));
-    hi = int(__vsub4(((v >> 4) & 0x0F0F0F0Fu) | spread_bit4(qh >> (16 + 4 * i)), bias));
+    lo = int((v & 0x0F0F0F0Fu) | spread_bit4(qh >> (4 * i)));
+    hi = int(((v >> 4) & 0x0F0F0F0Fu) | spread_bit4(qh >> (16 + 4 * i)));
 }
 
 template <typename Src>
-__device__ __forceinline__ void unpack_pair(BlockQ5_0, Src p, int i, int& lo, int& hi) {
-    unpack_q5_pair(p, 6, p.u32(2), 0x10101010u, i, lo, hi);
+__device__ __forceinline__ void unpack_stored_pair(BlockQ5_0, Src p, int i, int& lo, int& hi) {
+    unpack_q5_pair(p, 6, p.u32(2), i, lo, hi);
 }
 
 template <typename Src>
-__device__ __forceinline__ void unpack_pair(BlockQ5_1, Src p, int i, int& lo, int& hi) {
-    unpack_q5_pair(p, 8, p.u32(4), 0u, i, lo, hi);
+__device__ __forceinline__ void unpack_stored_pair(BlockQ5_1, Src p, int i, int& lo, int& hi) {
+    unpack_q5_pair(p, 8, p.u32(4), i, lo, hi);
+}
+
+// The same words with the offset taken off each byte: signed int8 for Q8_0 / Q4_0 / Q5_0 (their
+// values as the CPU dots them), unsigned 0..31 for Q4_1 / Q5_1.
+template <typename Block, typename Src>
+__device__ __forceinline__ void unpack_pair(Block blk, Src p, int i, int& lo, int& hi) {
+    unpack_stored_pair(blk, p, i, lo, hi);
+    if constexpr (kQuantOffset4<Block> != 0) {
+        lo = int(__vsub4(uint32_t(lo), kQuantOffset4<Block>));
+        hi = int(__vsub4(uint32_t(hi), kQuantOffset4<Block>));
+    }
 }
 
 // A block's scale d and min m (0 for the types without one): fp16 at bytes 0 and 2.
@@ -140,7 +161,7 @@ template <typename Block, typename Src>
 __device__ __forceinline__ QBlock unpack_block(Block blk, Src p) {
     QBlock b;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) unpack_pair(blk, p, i, b.q[i], b.q[i + 4]);
+    for (int i = 0; i < 4; ++i) unpack_stored_pair(blk, p, i, b.q[i], b.q[i + 4]);
     block_scales(blk, p, b.d, b.m);
     return b;
 }
@@ -151,12 +172,26 @@ __device__ __forceinline__ QBlock load_block(Block blk, const uint8_t* p) {
     return unpack_block(blk, PtrBytes{p});
 }
 
+// offset * the sum of 32 activation quants (8 words) for Block's stored offset (0 without one): what
+// block_dot takes off a stored block's integer dot. One per activation block, shared by every row
+// dotted with it.
+template <typename Block>
+__device__ __forceinline__ int act_offset_sum(const int* xq) {
+    int o = 0;
+    if constexpr (kQuantOffset4<Block> != 0) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) o = __dp4a(int(kQuantOffset4<Block>), xq[i], o);
+    }
+    return o;
+}
+
 // The integer dot of a weight block with 32 activation quants (8 words), scaled as the CPU's vec_dot
 // does: the two scales multiplied first, then the integer sum; the Q8_1 types add min * s unfused, as
-// the CPU's reference dot does.
+// the CPU's reference dot does. The stored quants' dot less xo (act_offset_sum) is exactly the dot of
+// the signed values, with no per-byte subtraction.
 template <typename Block>
-__device__ __forceinline__ float block_dot(const QBlock& wb, const int* xq, float xd, float xs) {
-    int sumi = 0;
+__device__ __forceinline__ float block_dot(const QBlock& wb, const int* xq, float xd, float xs, int xo) {
+    int sumi = -xo;
 #pragma unroll
     for (int i = 0; i < 8; ++i) sumi = __dp4a(wb.q[i], xq[i], sumi);
     if constexpr (BlockTraits<Block>::act == ActQuant::Q8_1)

@@ -143,21 +143,27 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     }
 }
 
+// The grid of a kernel that takes row groups from blockIdx.x and x's batch dims (c2, c3) from y and z:
+// no block divides its index (a 64-bit division is a ~100-instruction call, a 32-bit one ~25).
+dim3 matvec_grid(int64_t m_groups, const Shape4& sx) {
+    MF_ASSERT_MSG(sx.ne[2] <= 65535 && sx.ne[3] <= 65535, "matvec: batch dims beyond a grid's y and z");
+    return dim3(grid_x(m_groups), unsigned(sx.ne[2]), unsigned(sx.ne[3]));
+}
+
 // Decode (one activation column) with 16-bit weights on 16-byte aligned rows: each warp takes R rows,
 // every lane 16 bytes of each per step, so one activation load (8 floats, from L1) serves R rows and
 // R loads of weights are in flight per step; no column loop, one accumulator per row.
 template <typename T, int R>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
-    matvec_half_decode_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, float* dst, int64_t m_groups) {
+    matvec_half_decode_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, float* dst) {
     begin_overlapped_kernel();
     constexpr int VW = 16 / sizeof(T);
     static_assert(VW == 8, "16-bit weights");
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int64_t K = sw.ne[0], M = sw.ne[1];
-    const int64_t m0 = ((blockIdx.x % m_groups) * MATVEC_WARPS + warp) * R;
-    const int64_t batch = blockIdx.x / m_groups;
+    const int64_t m0 = (int64_t(blockIdx.x) * MATVEC_WARPS + warp) * R;  // grid: matvec_grid
+    const int64_t c2 = blockIdx.y, c3 = blockIdx.z, batch = c2 + sx.ne[2] * c3;
     if (m0 >= M) return;  // warp-uniform
-    const int64_t c2 = batch % sx.ne[2], c3 = batch / sx.ne[2];
     const T* rows[R];
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -377,6 +383,7 @@ template <typename Block, int NB>
 struct ActBlocks {
     int q[8 * NB];
     float d[NB], s[NB];
+    int o[NB];  // act_offset_sum of each block
     __device__ __forceinline__ ActBlocks(const ActQ& act, int64_t ab) {
         const int4* xv = reinterpret_cast<const int4*>(act.q + ab * QK);
 #pragma unroll
@@ -388,6 +395,7 @@ struct ActBlocks {
         for (int i = 0; i < NB; ++i) {
             d[i] = act.d[ab + i];
             s[i] = BlockTraits<Block>::act == ActQuant::Q8_1 ? act.s[ab + i] : 0.0f;
+            o[i] = act_offset_sum<Block>(q + 8 * i);
         }
     }
 };
@@ -408,7 +416,7 @@ constexpr int matvec_q_min_blocks() {
     return NC > 1 ? 1 : fit < 6 ? fit : 6;
 }
 
-// grid.x = ceil(M / (MATVEC_WARPS * R)) * C2 * C3. Each warp owns R consecutive rows (a short last
+// Grid ceil(M / (MATVEC_WARPS * R)) x C2 x C3 (matvec_grid). Each warp owns R consecutive rows (a short last
 // group re-reads row M - 1 and does not store it) and walks them in 64-block chunks, NC activation
 // columns a pass (1 for decode: with 4, the idle columns' registers took R = 4 to 234 a thread).
 // STAGED (rows 16-byte aligned): the R rows' next chunk is copied into shared memory by cp.async
@@ -421,8 +429,7 @@ constexpr int matvec_q_min_blocks() {
 // launch precedes this one.
 template <typename Block, int R, bool STAGED, int NC, bool QX>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<Block, R, STAGED, NC>()))
-    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, const char* x_f32, float* dst, const float* add,
-                    int64_t m_groups) {
+    matvec_q_kernel(const char* w, Shape4 sw, Shape4 sx, ActQ act, const char* x_f32, float* dst, const float* add) {
     static_assert(!QX || (NC == 1 && !STAGED), "QX: decode's one column, no staged chunks");
     constexpr int BYTES = BlockTraits<Block>::bytes;
     constexpr int PAIR_WORDS = BYTES / 2;
@@ -436,10 +443,9 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
     const int64_t K = sw.ne[0], M = sw.ne[1], N = sx.ne[1];
     const int64_t n_blk = K / QK;
-    const int64_t m0 = ((blockIdx.x % m_groups) * MATVEC_WARPS + warp) * R;
-    const int64_t batch = blockIdx.x / m_groups;
+    const int64_t m0 = (int64_t(blockIdx.x) * MATVEC_WARPS + warp) * R;  // grid: matvec_grid
+    const int64_t c2 = blockIdx.y, c3 = blockIdx.z, batch = c2 + sx.ne[2] * c3;
     if (m0 >= M) return;  // warp-uniform
-    const int64_t c2 = batch % sx.ne[2], c3 = batch / sx.ne[2];
     const uint8_t* rows[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -485,9 +491,10 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<
                         const uint32_t* sw32 = reinterpret_cast<const uint32_t*>(stage[warp][buf][r]) + PAIR_WORDS * lane;
 #pragma unroll
                         for (int j = 0; j < PAIR_WORDS; ++j) words[j] = sw32[j];
-                        acc[r][col] += block_dot<Block>(unpack_block(Block{}, RegBytes{words, 0}), x.q, x.d[0], x.s[0]);
+                        acc[r][col] += block_dot<Block>(unpack_block(Block{}, RegBytes{words, 0}), x.q, x.d[0], x.s[0],
+                                                        x.o[0]);
                         acc[r][col] += block_dot<Block>(unpack_block(Block{}, RegBytes{words, BYTES}), x.q + 8, x.d[1],
-                                                        x.s[1]);
+                                                        x.s[1], x.o[1]);
                     }
                 }
                 __syncwarp();  // the next issue overwrites this buffer
@@ -513,7 +520,8 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, (matvec_q_min_blocks<
                     const ActBlocks<Block, 1> x(a, (a_row0 + col) * n_blk + blk);
 #pragma unroll
                     for (int r = 0; r < R; ++r)
-                        acc[r][col] += block_dot<Block>(load_block(Block{}, rows[r] + blk * BYTES), x.q, x.d[0], x.s[0]);
+                        acc[r][col] +=
+                            block_dot<Block>(load_block(Block{}, rows[r] + blk * BYTES), x.q, x.d[0], x.s[0], x.o[0]);
                 }
             }
         }
@@ -555,8 +563,7 @@ constexpr int max_rows_per_warp() {
 template <typename Block, int R>
 void launch_matvec_q_rows(const char* w, const Shape4& sw, const Shape4& sx, const ActQ& act, const float* x_inside,
                           float* dst, const float* add, bool aligned, cudaStream_t stream) {
-    const int64_t m_groups = ceil_div(sw.ne[1], MATVEC_WARPS * R);
-    const unsigned grid = grid_x(m_groups * sx.ne[2] * sx.ne[3]);
+    const dim3 grid = matvec_grid(ceil_div(sw.ne[1], MATVEC_WARPS * R), sx);
     const dim3 block(MATVEC_WARPS * WARP_SIZE);
     // matvec_q_min_blocks counts on all of an SM's shared memory (the default carveout favours L1).
     static const bool carveout = [] {
@@ -574,7 +581,7 @@ void launch_matvec_q_rows(const char* w, const Shape4& sw, const Shape4& sx, con
                                   : (aligned ? matvec_q_kernel<Block, R, true, MATVEC_COLS, false>
                                              : matvec_q_kernel<Block, R, false, MATVEC_COLS, false>);
     launch_overlapped(kernel, grid, block, 0, stream, w, sw, sx, act, reinterpret_cast<const char*>(x_inside), dst,
-                      add, m_groups);
+                      add);
 }
 
 template <typename Block>
@@ -806,12 +813,11 @@ void launch_matvec_float(const void* w, const Shape4& sw, const float* x, const 
             const int64_t rows = M * sx.ne[2] * sx.ne[3];
             const int64_t warps_wanted = int64_t(MIN_WARPS_PER_SM) * sm_count();
             const int rpw = rows / 4 >= warps_wanted ? 4 : rows / 2 >= warps_wanted ? 2 : 1;
-            const int64_t m_groups = ceil_div(M, MATVEC_WARPS * rpw);
-            const unsigned g = grid_x(m_groups * sx.ne[2] * sx.ne[3]);
             auto kernel = rpw == 4   ? matvec_half_decode_kernel<T, 4>
                           : rpw == 2 ? matvec_half_decode_kernel<T, 2>
                                      : matvec_half_decode_kernel<T, 1>;
-            launch_overlapped(kernel, g, MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc, sx, dst, m_groups);
+            launch_overlapped(kernel, matvec_grid(ceil_div(M, MATVEC_WARPS * rpw), sx), MATVEC_WARPS * WARP_SIZE, 0,
+                              stream, wc, sw, xc, sx, dst);
             CUDA_CHECK_LAUNCH();
             return;
         }
@@ -1002,32 +1008,41 @@ namespace mf {
 
 namespace {
 
-// ids[u, t] of pair p; an id outside [0, n_expert) gives -1, whose rows come out as zeros (as GET_ROWS:
-// checking on the host would cost a sync per graph).
-__device__ __forceinline__ int64_t expert_of(const int32_t* ids, const Shape4& si, int64_t n_expert, int64_t p) {
-    const int64_t u = p % si.ne[0], t = p / si.ne[0];
-    const int32_t e = *reinterpret_cast<const int32_t*>(reinterpret_cast<const char*>(ids) + u * si.nb[0] + t * si.nb[1]);
+// A (slot, token) pair of a MUL_MAT_ID: slot u of token t, pair p = u + n_used * t. The kernels take u
+// and t from their grid's y and z (id_grid), so no block divides its index (a 64-bit division is a
+// ~100-instruction call, a 32-bit one ~25).
+struct IdPair {
+    int u, t;
+};
+
+// Token slices of at most this many pairs' tokens: a grid's y and z limit.
+constexpr int64_t kIdMaxTokens = 65535;
+
+// ids[u, t]; an id outside [0, n_expert) gives -1, whose rows come out as zeros (as GET_ROWS: checking
+// on the host would cost a sync per graph).
+__device__ __forceinline__ int64_t expert_of(const int32_t* ids, const Shape4& si, int64_t n_expert, IdPair q) {
+    const int32_t e =
+        *reinterpret_cast<const int32_t*>(reinterpret_cast<const char*>(ids) + q.u * si.nb[0] + q.t * si.nb[1]);
     return e >= 0 && e < n_expert ? e : -1;
 }
 
-// The activation row of pair p in x's (n, t) row order: x has one row per used slot, or one shared.
-__device__ __forceinline__ int64_t act_row_of(const Shape4& sx, const Shape4& si, int64_t p) {
-    const int64_t u = p % si.ne[0], t = p / si.ne[0];
-    return (sx.ne[1] == 1 ? 0 : u) + sx.ne[1] * t;
+// The activation row of a pair in x's (n, t) row order: x has one row per used slot, or one shared.
+__device__ __forceinline__ int64_t act_row_of(const Shape4& sx, IdPair q) {
+    return (sx.ne[1] == 1 ? 0 : q.u) + sx.ne[1] * int64_t(q.t);
 }
 
-// The lane's share of row m's dot for pair p, float weights (VEC as matvec_float_kernel); 0 for an
+// The lane's share of row m's dot for pair q, float weights (VEC as matvec_float_kernel); 0 for an
 // expert id out of range.
 template <typename T, bool VEC>
 __device__ __forceinline__ float float_id_lane_dot(const char* w, const Shape4& sw, const char* x, const Shape4& sx,
-                                                   const int32_t* ids, const Shape4& si, int64_t m, int64_t p) {
+                                                   const int32_t* ids, const Shape4& si, int64_t m, IdPair q) {
     const int lane = threadIdx.x % WARP_SIZE;
     const int64_t K = sw.ne[0];
-    const int64_t e = expert_of(ids, si, sw.ne[2], p);
+    const int64_t e = expert_of(ids, si, sw.ne[2], q);
     float acc = 0.0f;
     if (e < 0) return acc;
     const T* w_row = reinterpret_cast<const T*>(w + m * sw.nb[1] + e * sw.nb[2]);
-    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(act_row_of(sx, si, p)));
+    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(act_row_of(sx, q)));
     if (VEC) {
         constexpr int VW = 16 / sizeof(T);
         for (int64_t k = lane * VW; k < K; k += WARP_SIZE * VW) {
@@ -1059,14 +1074,14 @@ struct QIdDot {
     static_assert(CHUNK_BLOCKS * BYTES % 16 == 0, "a step of blocks must be whole 16-byte vectors");
 
     __device__ static float lane_dot(const char* w, const Shape4& sw, const Shape4& sx, const int32_t* ids,
-                                     const Shape4& si, const ActQ& act, uint4* stage, int64_t m, int64_t p) {
+                                     const Shape4& si, const ActQ& act, uint4* stage, int64_t m, IdPair pair) {
         const int lane = threadIdx.x % WARP_SIZE;
         const int64_t K = sw.ne[0], n_blk = K / BlockTraits<Block>::elems;
-        const int64_t e = expert_of(ids, si, sw.ne[2], p);
+        const int64_t e = expert_of(ids, si, sw.ne[2], pair);
         float acc = 0.0f;
         if (e < 0) return acc;
         const uint8_t* w_row = reinterpret_cast<const uint8_t*>(w + m * sw.nb[1] + e * sw.nb[2]);
-        const int64_t a = act_row_of(sx, si, p);
+        const int64_t a = act_row_of(sx, pair);
         const int sub = SUPER ? lane / K_LANES : lane, part = lane % K_LANES;
         for (int64_t b0 = 0; b0 < n_blk; b0 += CHUNK_BLOCKS) {
             const int64_t blk = b0 + sub;
@@ -1082,10 +1097,13 @@ struct QIdDot {
                 // The activation block's loads go out before the weights' (which the stage's barrier
                 // would otherwise hold them behind): the two round trips overlap (s13f: +1.4%).
                 const ActBlocks<Block, 1> x(act, a * n_blk + (blk < n_blk ? blk : 0));
-                const uint8_t* q = w_row + blk * BYTES;
-                if (STAGE && b0 + CHUNK_BLOCKS <= n_blk)
-                    q = stage_chunk<CHUNK_VECS>(stage, w_row + b0 * BYTES, lane) + sub * BYTES;
-                if (blk < n_blk) acc += block_dot<Block>(load_block(Block{}, q), x.q, x.d[0], x.s[0]);
+                if (STAGE && b0 + CHUNK_BLOCKS <= n_blk) {  // a whole chunk: blk < n_blk
+                    // Apart from the global path, so its loads are shared-memory loads, not generic ones.
+                    const uint8_t* q = stage_chunk<CHUNK_VECS>(stage, w_row + b0 * BYTES, lane) + sub * BYTES;
+                    acc += block_dot<Block>(load_block(Block{}, q), x.q, x.d[0], x.s[0], x.o[0]);
+                } else if (blk < n_blk) {
+                    acc += block_dot<Block>(load_block(Block{}, w_row + blk * BYTES), x.q, x.d[0], x.s[0], x.o[0]);
+                }
             }
             __syncwarp();  // the next step overwrites this warp's stage
         }
@@ -1093,28 +1111,30 @@ struct QIdDot {
     }
 };
 
-// A weighted MUL_MAT_ID's CUDA block (blockDim.x = min(n_used, ID_MAX_WARPS) warps, grid.x =
-// ceil(M / ID_SUM_ROWS) * T): warp u takes slots u, u + warps, ... of token t for ID_SUM_ROWS rows, so
+// A weighted MUL_MAT_ID's CUDA block (blockDim.x = min(n_used, ID_MAX_WARPS) warps; grid ceil(M /
+// ID_SUM_ROWS) x 1 x the tokens from t0, launch_id_slices): warp u takes slots u, u + warps, ... of
+// token t for ID_SUM_ROWS rows, so
 // with up to ID_MAX_WARPS slots the grid keeps one warp a (row, pair) as the plain form has; the
 // slots' weighted dots meet in shared memory and are summed in slot order; with add (f32 [M, T],
 // contiguous), dst = sum + add, what an ADD of the two would write.
-// lane_dot(m, p): the lane's share of row m's dot for pair p.
+// lane_dot(m, pair): the lane's share of row m's dot for that pair.
 constexpr int ID_SUM_ROWS = 2;
 constexpr int ID_MAX_WARPS = 16;
 template <typename LaneDot>
 __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const int32_t* ids, const Shape4& si,
-                                                 const Shape4& sw, float* dst, const float* add, LaneDot lane_dot) {
+                                                 const Shape4& sw, float* dst, const float* add, int t0,
+                                                 LaneDot lane_dot) {
     const int64_t M = sw.ne[1];
     __shared__ float part[ID_SUM_ROWS][MUL_MAT_ID_MAX_SLOTS];
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, n_warps = blockDim.x / WARP_SIZE;
-    const int64_t m_groups = (M + ID_SUM_ROWS - 1) / ID_SUM_ROWS;
-    const int64_t t = blockIdx.x / m_groups, m0 = (blockIdx.x % m_groups) * ID_SUM_ROWS;
+    const int t = t0 + int(blockIdx.z);  // grid: launch_id_slices, y = 1
+    const int64_t m0 = int64_t(blockIdx.x) * ID_SUM_ROWS;
     for (int u = warp; u < si.ne[0]; u += n_warps) {
-        const int64_t p = u + si.ne[0] * t;
+        const IdPair pair{u, t};
         float acc[ID_SUM_ROWS];
 #pragma unroll
-        for (int r = 0; r < ID_SUM_ROWS; ++r) acc[r] = m0 + r < M ? warp_sum(lane_dot(m0 + r, p)) : 0.0f;  // block-uniform
-        const float weight = slot_w.of(si, p, expert_of(ids, si, sw.ne[2], p));  // after the dots: off their path
+        for (int r = 0; r < ID_SUM_ROWS; ++r) acc[r] = m0 + r < M ? warp_sum(lane_dot(m0 + r, pair)) : 0.0f;  // block-uniform
+        const float weight = slot_w.of(u, t, expert_of(ids, si, sw.ne[2], pair));  // after the dots: off their path
         if (lane == 0) {
 #pragma unroll
             for (int r = 0; r < ID_SUM_ROWS; ++r) part[r][u] = weight * acc[r];
@@ -1134,58 +1154,71 @@ unsigned id_weighted_threads(const Shape4& si) {
     return unsigned(si.ne[0] < ID_MAX_WARPS ? si.ne[0] : ID_MAX_WARPS) * WARP_SIZE;
 }
 
-// grid.x = ceil(M / MATVEC_WARPS) * n_pairs: one warp a (row, pair).
+// Grid ceil(M / MATVEC_WARPS) x n_used x the tokens from t0 (id_grid): one warp a (row, pair).
+__device__ __forceinline__ IdPair id_pair(int t0) { return {int(blockIdx.y), t0 + int(blockIdx.z)}; }
+
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_float_id_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
-                           float* dst, int64_t m_blocks) {
+                           float* dst, int t0) {
     begin_overlapped_kernel();
     const int64_t M = sw.ne[1];
-    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + threadIdx.x / WARP_SIZE;
-    const int64_t p = blockIdx.x / m_blocks;
+    const int64_t m = int64_t(blockIdx.x) * MATVEC_WARPS + threadIdx.x / WARP_SIZE;
+    const IdPair pair = id_pair(t0);
     if (m >= M) return;  // warp-uniform
-    const float acc = warp_sum(float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, p));
-    if (threadIdx.x % WARP_SIZE == 0) dst[p * M + m] = acc;
+    const float acc = warp_sum(float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, pair));
+    if (threadIdx.x % WARP_SIZE == 0) dst[(pair.u + si.ne[0] * pair.t) * M + m] = acc;
 }
 
 template <typename T, bool VEC>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_float_id_weighted_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
-                                    SlotWeights slot_w, float* dst, const float* add) {
+                                    SlotWeights slot_w, float* dst, const float* add, int t0) {
     begin_overlapped_kernel();
-    weighted_id_rows(slot_w, ids, si, sw, dst, add, [&](int64_t m, int64_t p) {
-        return float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, p);
+    weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, [&](int64_t m, IdPair pair) {
+        return float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, pair);
     });
 }
 
-// grid.x = ceil(M / MATVEC_WARPS) * n_pairs: one warp a (row, pair).
 template <typename Block, bool STAGED>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
-                       int64_t m_blocks) {
+                       int t0) {
     begin_overlapped_kernel();
     using Dot = QIdDot<Block, STAGED>;
     __shared__ uint4 stage[MATVEC_WARPS][Dot::STAGE_VECS];
     const int warp = threadIdx.x / WARP_SIZE;
     const int64_t M = sw.ne[1];
-    const int64_t m = (blockIdx.x % m_blocks) * MATVEC_WARPS + warp;
-    const int64_t p = blockIdx.x / m_blocks;
+    const int64_t m = int64_t(blockIdx.x) * MATVEC_WARPS + warp;
+    const IdPair pair = id_pair(t0);
     if (m >= M) return;  // warp-uniform
-    const float acc = warp_sum(Dot::lane_dot(w, sw, sx, ids, si, act, stage[warp], m, p));
-    if (threadIdx.x % WARP_SIZE == 0) dst[p * M + m] = acc;
+    const float acc = warp_sum(Dot::lane_dot(w, sw, sx, ids, si, act, stage[warp], m, pair));
+    if (threadIdx.x % WARP_SIZE == 0) dst[(pair.u + si.ne[0] * pair.t) * M + m] = acc;
 }
 
 template <typename Block, bool STAGED>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
-                                SlotWeights slot_w, float* dst, const float* add) {
+                                SlotWeights slot_w, float* dst, const float* add, int t0) {
     begin_overlapped_kernel();
     using Dot = QIdDot<Block, STAGED>;
     __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
-    weighted_id_rows(slot_w, ids, si, sw, dst, add, [&](int64_t m, int64_t p) {
-        return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, p);
+    weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, [&](int64_t m, IdPair pair) {
+        return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, pair);
     });
+}
+
+// Launches kernel over token slices of at most kIdMaxTokens, its grid (x, y, the slice's tokens), the
+// slice's first token as its last argument.
+template <typename Kernel, typename... Args>
+void launch_id_slices(Kernel kernel, int64_t x, int64_t y, int64_t n_tokens, unsigned threads, cudaStream_t stream,
+                      Args... args) {
+    MF_ASSERT_MSG(y <= kIdMaxTokens, "MUL_MAT_ID: more slots than a grid's y");
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kIdMaxTokens) {
+        const dim3 grid(grid_x(x), unsigned(y), unsigned(std::min(kIdMaxTokens, n_tokens - t0)));
+        launch_overlapped(kernel, grid, threads, 0, stream, args..., int(t0));
+    }
 }
 
 void check_id_shapes(const Shape4& sw, const Shape4& sx, const Shape4& si) {
@@ -1209,13 +1242,12 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
     if (weights.data) {
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = vec ? matvec_float_id_weighted_kernel<T, true> : matvec_float_id_weighted_kernel<T, false>;
-        launch_overlapped(kernel, grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream, wc,
-                          sw, xc, sx, ids, si, weights, dst, add);
+        launch_id_slices(kernel, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream, wc, sw, xc,
+                         sx, ids, si, weights, dst, add);
     } else {
-        const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
         auto kernel = vec ? matvec_float_id_kernel<T, true> : matvec_float_id_kernel<T, false>;
-        launch_overlapped(kernel, grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, xc, sx, ids,
-                          si, dst, m_blocks);
+        launch_id_slices(kernel, ceil_div(M, MATVEC_WARPS), si.ne[0], si.ne[1], MATVEC_WARPS * WARP_SIZE, stream, wc,
+                         sw, xc, sx, ids, si, dst);
     }
     CUDA_CHECK_LAUNCH();
 }
@@ -1239,13 +1271,12 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const S
     if (weights.data) {
         MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
         auto kernel = staged ? matvec_q_id_weighted_kernel<Block, true> : matvec_q_id_weighted_kernel<Block, false>;
-        launch_overlapped(kernel, grid_x(ceil_div(M, ID_SUM_ROWS) * si.ne[1]), id_weighted_threads(si), 0, stream, wc,
-                          sw, sx, ids, si, act, weights, dst, add);
+        launch_id_slices(kernel, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream, wc, sw, sx,
+                         ids, si, act, weights, dst, add);
     } else {
-        const int64_t m_blocks = ceil_div(M, MATVEC_WARPS);
         auto kernel = staged ? matvec_q_id_kernel<Block, true> : matvec_q_id_kernel<Block, false>;
-        launch_overlapped(kernel, grid_x(m_blocks * n_pairs), MATVEC_WARPS * WARP_SIZE, 0, stream, wc, sw, sx, ids, si,
-                          act, dst, m_blocks);
+        launch_id_slices(kernel, ceil_div(M, MATVEC_WARPS), si.ne[0], si.ne[1], MATVEC_WARPS * WARP_SIZE, stream, wc,
+                         sw, sx, ids, si, act, dst);
     }
     CUDA_CHECK_LAUNCH();
 }

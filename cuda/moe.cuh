@@ -30,12 +30,10 @@ struct SlotWeights {
     Shape4 shape{};
     MoeGate gate = MoeGate::SLOTS;
     float scale = 1.0f;
-    // The weight of pair p = u + n_used * t, whose expert is e (-1: none, weight 0). Called by a whole
-    // warp (the softmax is a warp's reduction over the token's logits); every lane gets it.
-    __device__ float of(const Shape4& si, int64_t p, int64_t e) const {
-        const int64_t t = p / si.ne[0];
-        if (gate == MoeGate::SLOTS)
-            return *reinterpret_cast<const float*>(data + (p % si.ne[0]) * shape.nb[0] + t * shape.nb[1]);
+    // The weight of slot u of token t, whose expert is e (-1: none, weight 0). Called by a whole warp
+    // (the softmax is a warp's reduction over the token's logits); every lane gets it.
+    __device__ float of(int u, int t, int64_t e) const {
+        if (gate == MoeGate::SLOTS) return *reinterpret_cast<const float*>(data + u * shape.nb[0] + t * shape.nb[1]);
         const char* row = data + t * shape.nb[1];
         auto logit = [&](int64_t i) { return *reinterpret_cast<const float*>(row + i * shape.nb[0]); };
         const int lane = threadIdx.x % WARP_SIZE;
