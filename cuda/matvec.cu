@@ -1009,40 +1009,40 @@ namespace mf {
 namespace {
 
 // A (slot, token) pair of a MUL_MAT_ID: slot u of token t, pair p = u + n_used * t. The kernels take u
-// and t from their grid's y and z (id_grid), so no block divides its index (a 64-bit division is a
-// ~100-instruction call, a 32-bit one ~25).
+// and t from their grid's y and z (launch_id_slices), so no block divides its index (a 64-bit division
+// is a ~100-instruction call, a 32-bit one ~25).
 struct IdPair {
     int u, t;
 };
 
-// Token slices of at most this many pairs' tokens: a grid's y and z limit.
+// The most tokens (grid z) and slots (grid y) one launch takes: the grid's limit there.
 constexpr int64_t kIdMaxTokens = 65535;
 
 // ids[u, t]; an id outside [0, n_expert) gives -1, whose rows come out as zeros (as GET_ROWS: checking
 // on the host would cost a sync per graph).
-__device__ __forceinline__ int64_t expert_of(const int32_t* ids, const Shape4& si, int64_t n_expert, IdPair q) {
-    const int32_t e =
-        *reinterpret_cast<const int32_t*>(reinterpret_cast<const char*>(ids) + q.u * si.nb[0] + q.t * si.nb[1]);
+__device__ __forceinline__ int64_t expert_of(const int32_t* ids, const Shape4& si, int64_t n_expert, IdPair pair) {
+    const int32_t e = *reinterpret_cast<const int32_t*>(reinterpret_cast<const char*>(ids) + pair.u * si.nb[0] +
+                                                        pair.t * si.nb[1]);
     return e >= 0 && e < n_expert ? e : -1;
 }
 
 // The activation row of a pair in x's (n, t) row order: x has one row per used slot, or one shared.
-__device__ __forceinline__ int64_t act_row_of(const Shape4& sx, IdPair q) {
-    return (sx.ne[1] == 1 ? 0 : q.u) + sx.ne[1] * int64_t(q.t);
+__device__ __forceinline__ int64_t act_row_of(const Shape4& sx, IdPair pair) {
+    return (sx.ne[1] == 1 ? 0 : pair.u) + sx.ne[1] * int64_t(pair.t);
 }
 
-// The lane's share of row m's dot for pair q, float weights (VEC as matvec_float_kernel); 0 for an
+// The lane's share of row m's dot for a pair, float weights (VEC as matvec_float_kernel); 0 for an
 // expert id out of range.
 template <typename T, bool VEC>
 __device__ __forceinline__ float float_id_lane_dot(const char* w, const Shape4& sw, const char* x, const Shape4& sx,
-                                                   const int32_t* ids, const Shape4& si, int64_t m, IdPair q) {
+                                                   const int32_t* ids, const Shape4& si, int64_t m, IdPair pair) {
     const int lane = threadIdx.x % WARP_SIZE;
     const int64_t K = sw.ne[0];
-    const int64_t e = expert_of(ids, si, sw.ne[2], q);
+    const int64_t e = expert_of(ids, si, sw.ne[2], pair);
     float acc = 0.0f;
     if (e < 0) return acc;
     const T* w_row = reinterpret_cast<const T*>(w + m * sw.nb[1] + e * sw.nb[2]);
-    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(act_row_of(sx, q)));
+    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(act_row_of(sx, pair)));
     if (VEC) {
         constexpr int VW = 16 / sizeof(T);
         for (int64_t k = lane * VW; k < K; k += WARP_SIZE * VW) {
@@ -1113,10 +1113,9 @@ struct QIdDot {
 
 // A weighted MUL_MAT_ID's CUDA block (blockDim.x = min(n_used, ID_MAX_WARPS) warps; grid ceil(M /
 // ID_SUM_ROWS) x 1 x the tokens from t0, launch_id_slices): warp u takes slots u, u + warps, ... of
-// token t for ID_SUM_ROWS rows, so
-// with up to ID_MAX_WARPS slots the grid keeps one warp a (row, pair) as the plain form has; the
-// slots' weighted dots meet in shared memory and are summed in slot order; with add (f32 [M, T],
-// contiguous), dst = sum + add, what an ADD of the two would write.
+// token t for ID_SUM_ROWS rows, so with up to ID_MAX_WARPS slots the grid keeps one warp a (row, pair)
+// as the plain form has; the slots' weighted dots meet in shared memory and are summed in slot order;
+// with add (f32 [M, T], contiguous), dst = sum + add, what an ADD of the two would write.
 // lane_dot(m, pair): the lane's share of row m's dot for that pair.
 constexpr int ID_SUM_ROWS = 2;
 constexpr int ID_MAX_WARPS = 16;
@@ -1133,7 +1132,8 @@ __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, cons
         const IdPair pair{u, t};
         float acc[ID_SUM_ROWS];
 #pragma unroll
-        for (int r = 0; r < ID_SUM_ROWS; ++r) acc[r] = m0 + r < M ? warp_sum(lane_dot(m0 + r, pair)) : 0.0f;  // block-uniform
+        for (int r = 0; r < ID_SUM_ROWS; ++r)
+            acc[r] = m0 + r < M ? warp_sum(lane_dot(m0 + r, pair)) : 0.0f;  // block-uniform
         const float weight = slot_w.of(u, t, expert_of(ids, si, sw.ne[2], pair));  // after the dots: off their path
         if (lane == 0) {
 #pragma unroll
@@ -1154,7 +1154,7 @@ unsigned id_weighted_threads(const Shape4& si) {
     return unsigned(si.ne[0] < ID_MAX_WARPS ? si.ne[0] : ID_MAX_WARPS) * WARP_SIZE;
 }
 
-// Grid ceil(M / MATVEC_WARPS) x n_used x the tokens from t0 (id_grid): one warp a (row, pair).
+// Grid ceil(M / MATVEC_WARPS) x n_used x the tokens from t0 (launch_id_slices): one warp a (row, pair).
 __device__ __forceinline__ IdPair id_pair(int t0) { return {int(blockIdx.y), t0 + int(blockIdx.z)}; }
 
 template <typename T, bool VEC>
