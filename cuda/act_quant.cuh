@@ -88,9 +88,6 @@ struct RegBytes {
     }
 };
 
-// Word i (0..3) of a block's unpacked quants and word i + 4: elements 4i .. 4i + 3 and 16 + 4i ..
-// 16 + 4i + 3, four int8 each, the lowest element in the low byte (QBlock's q[i], q[i + 4]). An mma
-// fragment needs exactly such a pair (matmul_q_kernel reads them from raw blocks in shared memory).
 // The offset Q4_0 (8) and Q5_0 (16) quants are stored with, in every byte of a word; 0 for the others.
 template <typename Block>
 constexpr uint32_t kQuantOffset4 = 0;
@@ -99,7 +96,8 @@ constexpr uint32_t kQuantOffset4<BlockQ4_0> = 0x08080808u;
 template <>
 constexpr uint32_t kQuantOffset4<BlockQ5_0> = 0x10101010u;
 
-// Word i (0..3) of a block's quants as stored and word i + 4 (unpack_pair's layout, no offset taken).
+// Word i (0..3) of a block's quants as stored and word i + 4: elements 4i .. 4i + 3 and 16 + 4i ..
+// 16 + 4i + 3, four bytes each, the lowest element in the low byte (QBlock's q[i], q[i + 4]).
 template <typename Src>
 __device__ __forceinline__ void unpack_stored_pair(BlockQ8_0, Src p, int i, int& lo, int& hi) {
     lo = int(p.u32(2 + 4 * i));
@@ -140,7 +138,8 @@ __device__ __forceinline__ void unpack_stored_pair(BlockQ5_1, Src p, int i, int&
 }
 
 // The same words with the offset taken off each byte: signed int8 for Q8_0 / Q4_0 / Q5_0 (their
-// values as the CPU dots them), unsigned 0..31 for Q4_1 / Q5_1.
+// values as the CPU dots them), unsigned 0..31 for Q4_1 / Q5_1. An mma fragment needs exactly such a
+// pair (matmul_q_kernel reads them from raw blocks in shared memory).
 template <typename Block, typename Src>
 __device__ __forceinline__ void unpack_pair(Block blk, Src p, int i, int& lo, int& hi) {
     unpack_stored_pair(blk, p, i, lo, hi);
