@@ -374,7 +374,7 @@ __device__ __forceinline__ void pack_hi_lo(float x0, float x1, uint32_t& hi, uin
 
 // load_queries for a decode block of the MLA kernel (one token: row r is head h0 + r) whose query
 // parts are rows of float4s: each part 16-byte aligned with a whole number of float4s a row and a head
-// stride a multiple of 4 (mla_queries_x4 checks). The same values, a ninth of the instructions: one
+// stride a multiple of 4 (mla_queries_x4 checks). The same values, a quarter of the instructions: one
 // 16-byte load and two 8-byte stores a float4, no division by the row length a float.
 template <int DK, int ROW, int THREADS>
 __device__ __forceinline__ void load_queries_x4(__half (*q_hi)[ROW], __half (*q_lo)[ROW], const float* qa,
