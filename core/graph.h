@@ -33,6 +33,7 @@ Graph build_graph(const std::vector<Tensor*>& outputs);
 
 // The tensor whose memory t lives in (t itself unless t is a view or a cpy into another tensor).
 inline Tensor* memory_owner(Tensor* t) { return t->view_src ? t->view_src : t; }
+inline const Tensor* memory_owner(const Tensor* t) { return t->view_src ? t->view_src : t; }
 
 struct MemoryPlan {
     size_t arena_size = 0;                              // bytes the arena must have

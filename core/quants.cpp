@@ -404,4 +404,41 @@ VecDotFn vec_dot_ref(DType t) {
     }
 }
 
+bool rows_split_fits(DType t) { return t == DType::Q4_0 || t == DType::Q8_0; }
+
+namespace {
+
+// Moves each row's blocks between the stored layout and the split one (rows_split in quants.h).
+void rows_rearrange(DType t, int64_t ne0, size_t n_rows, const void* src, void* dst, bool split) {
+    MF_ASSERT(rows_split_fits(t));
+    constexpr size_t HEAD = 2;  // the fp16 scale
+    const DTypeTraits& tr = dtype_traits(t);
+    MF_ASSERT(ne0 % tr.block_size == 0);
+    const size_t n_blk = size_t(ne0 / tr.block_size), block = tr.type_size, body = block - HEAD;
+    const size_t row_bytes = n_blk * block;
+    for (size_t r = 0; r < n_rows; ++r) {
+        const uint8_t* in = static_cast<const uint8_t*>(src) + r * row_bytes;
+        uint8_t* out = static_cast<uint8_t*>(dst) + r * row_bytes;
+        for (size_t b = 0; b < n_blk; ++b) {
+            if (split) {  // block b's quants to the row's b-th body, its scale after all the bodies
+                std::memcpy(out + b * body, in + b * block + HEAD, body);
+                std::memcpy(out + n_blk * body + b * HEAD, in + b * block, HEAD);
+            } else {
+                std::memcpy(out + b * block + HEAD, in + b * body, body);
+                std::memcpy(out + b * block, in + n_blk * body + b * HEAD, HEAD);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void rows_split(DType t, int64_t ne0, size_t n_rows, const void* src, void* dst) {
+    rows_rearrange(t, ne0, n_rows, src, dst, true);
+}
+
+void rows_join(DType t, int64_t ne0, size_t n_rows, const void* src, void* dst) {
+    rows_rearrange(t, ne0, n_rows, src, dst, false);
+}
+
 }  // namespace mf

@@ -153,6 +153,15 @@ float vec_dot_q4_K_q8_K_ref(int64_t n, const void* w, const void* act);
 float vec_dot_q5_K_q8_K_ref(int64_t n, const void* w, const void* act);
 float vec_dot_q6_K_q8_K_ref(int64_t n, const void* w, const void* act);
 
+// The split row layout a backend may keep weights in (the CUDA backend does, for MUL_MAT_ID's experts):
+// a row of n blocks whose block is a 2-byte fp16 scale then its quants (Q4_0, Q8_0) rearranged as the n
+// blocks' quants, then their n scales. The row keeps its bytes and size, so row views stay valid, and
+// the quants of a row whose bytes are a multiple of 16 are 16-byte aligned. rows_split / rows_join
+// rearrange n_rows rows of ne0 elements from src to dst (apart) and back.
+bool rows_split_fits(DType t);
+void rows_split(DType t, int64_t ne0, size_t n_rows, const void* src, void* dst);
+void rows_join(DType t, int64_t ne0, size_t n_rows, const void* src, void* dst);
+
 // The scalar dot of weight type t against its vec_dot_type; null when t is not computable.
 VecDotFn vec_dot_ref(DType t);
 // The AVX2+FMA dot of weight type t; null when t has none or the build lacks AVX2/FMA.

@@ -87,6 +87,10 @@ enum TensorFlags : uint32_t {
     // shared experts beside its routing and routed experts): a backend with a second stream may run
     // it there, ordering it against the rest by what each reads and writes. Results are the same.
     TENSOR_SIDE = 1u << 3,
+    // A weight the model reads only as MUL_MAT_ID's experts (src0). A backend may keep its rows in a
+    // layout of its own for that kernel (the CUDA backend: rows_split, core/quants.h); upload and
+    // download still take and give the file's bytes.
+    TENSOR_ID_WEIGHT = 1u << 4,
 };
 
 enum RopeMode : int32_t { ROPE_NORMAL = 0, ROPE_NEOX = 2 };

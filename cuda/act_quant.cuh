@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_runtime.h>
 
@@ -86,6 +87,48 @@ struct RegBytes {
         const int o = base + off;
         return o % 4 == 0 ? w[o / 4] : __funnelshift_r(w[o / 4], w[o / 4 + 1], 8 * (o % 4));
     }
+};
+
+// SplitBytes: a block of a split row (rows_split, core/quants.h: the row's quants, then its scales),
+// its quants already in registers as 4-byte words and its fp16 scale apart. Offsets are the stored
+// block's (the scale at 0, quant word i at 2 + 4i), so unpack_block reads both layouts alike.
+struct SplitBytes {
+    const uint32_t* q;
+    uint16_t d;
+    __device__ __forceinline__ uint16_t u16(int) const { return d; }  // offset 0: the only 16-bit field
+    __device__ __forceinline__ uint32_t u32(int off) const { return q[(off - 2) / 4]; }
+};
+
+// The block types rows_split takes (rows_split_fits, core/quants.h).
+template <typename Block>
+constexpr bool kSplitRows = std::is_same<Block, BlockQ4_0>::value || std::is_same<Block, BlockQ8_0>::value;
+
+// A block of a split row, loaded: its quants from q (VEC-byte aligned; VEC 16, 8 or 4) as whole
+// vectors, its scale from d. Loading and unpacking apart, so a caller can have several blocks' loads
+// in flight before it unpacks any.
+template <int VEC, typename Block>
+struct SplitBlock {
+    static_assert(kSplitRows<Block>, "split rows: a 2-byte scale, then the quants");
+    static constexpr int WORDS = (BlockTraits<Block>::bytes - 2) / 4;
+    static_assert(WORDS * 4 % VEC == 0, "whole vectors");
+    uint32_t w[WORDS];
+    uint16_t d;
+    __device__ __forceinline__ SplitBlock(const uint8_t* q, const uint8_t* dp) {
+#pragma unroll
+        for (int i = 0; i < WORDS; i += VEC / 4) {
+            if constexpr (VEC == 16) {
+                const uint4 v = *reinterpret_cast<const uint4*>(q + 4 * i);
+                w[i] = v.x, w[i + 1] = v.y, w[i + 2] = v.z, w[i + 3] = v.w;
+            } else if constexpr (VEC == 8) {
+                const uint2 v = *reinterpret_cast<const uint2*>(q + 4 * i);
+                w[i] = v.x, w[i + 1] = v.y;
+            } else {
+                w[i] = *reinterpret_cast<const uint32_t*>(q + 4 * i);
+            }
+        }
+        d = load_u16(dp);
+    }
+    __device__ __forceinline__ QBlock unpack() const { return unpack_block(Block{}, SplitBytes{w, d}); }
 };
 
 // The offset Q4_0 (8) and Q5_0 (16) quants are stored with, in every byte of a word; 0 for the others.

@@ -173,6 +173,7 @@ public:
         const char* qrope = std::getenv("MINFER_CUDA_MLA_QROPE");
         fold_q_rope_ = qrope && std::strcmp(qrope, "1") == 0;
         fuse_quant_ = switched_on("MINFER_CUDA_FUSE_QUANT");
+        split_rows_ = switched_on("MINFER_CUDA_SPLIT_ROWS");
         use_side_ = switched_on("MINFER_CUDA_SIDE");
         if (const char* op = std::getenv("MINFER_CUDA_TWICE")) twice_op_ = op;
     }
@@ -234,18 +235,39 @@ public:
 
     // From pageable host memory cudaMemcpyAsync returns once src has been staged, so the caller may
     // reuse src at once; the copy itself is ordered before later kernels on the stream.
+    // A tensor whose rows this backend keeps split (splits_rows) is split on the way in and joined on
+    // the way out, whole rows at a time.
     void upload(Tensor* t, const void* src, size_t offset, size_t size) override {
         check_transfer(t, offset, size);
         CUDA_CHECK(cudaSetDevice(device_));
-        CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(t->data) + offset, src, size, cudaMemcpyHostToDevice, stream_));
+        char* to = static_cast<char*>(t->data) + offset;
+        if (splits_rows(t)) {
+            std::vector<uint8_t> split(size);
+            rows_split(t->type, t->ne[0], split_row_count(t, to, size), src, split.data());
+            CUDA_CHECK(cudaMemcpyAsync(to, split.data(), size, cudaMemcpyHostToDevice, stream_));
+            CUDA_CHECK(cudaStreamSynchronize(stream_));  // split is freed on return
+            return;
+        }
+        CUDA_CHECK(cudaMemcpyAsync(to, src, size, cudaMemcpyHostToDevice, stream_));
     }
 
     void download(const Tensor* t, void* dst, size_t offset, size_t size) override {
         check_transfer(t, offset, size);
         CUDA_CHECK(cudaSetDevice(device_));
-        CUDA_CHECK(cudaMemcpyAsync(dst, static_cast<const char*>(t->data) + offset, size, cudaMemcpyDeviceToHost,
-                                   stream_));
+        const char* from = static_cast<const char*>(t->data) + offset;
+        std::vector<uint8_t> split(splits_rows(t) ? size : 0);
+        CUDA_CHECK(cudaMemcpyAsync(split.empty() ? dst : split.data(), from, size, cudaMemcpyDeviceToHost, stream_));
         CUDA_CHECK(cudaStreamSynchronize(stream_));
+        if (!split.empty()) rows_join(t->type, t->ne[0], split_row_count(t, from, size), split.data(), dst);
+    }
+
+    // t's memory holds split rows (rows_split, core/quants.h): a MUL_MAT_ID expert weight
+    // (TENSOR_ID_WEIGHT) of a type rows_split takes, rows 4-byte aligned, unless
+    // MINFER_CUDA_SPLIT_ROWS=0. Its quants then load as whole vectors (launch_matvec_q_id).
+    bool splits_rows(const Tensor* t) const {
+        const Tensor* root = memory_owner(t);
+        return split_rows_ && (root->flags & TENSOR_ID_WEIGHT) && rows_split_fits(root->type) &&
+               root->rows_contiguous() && root->nb[1] % 4 == 0;
     }
 
     // A failed registration (some hosts refuse to lock pages) leaves the memory pageable: downloads
@@ -303,6 +325,14 @@ private:
     void check_transfer(const Tensor* t, size_t offset, size_t size) const {
         MF_ASSERT(t->data && t->buffer && t->buffer->backend() == this);
         MF_ASSERT(offset + size <= t->nbytes());
+    }
+    // The whole rows of split tensor t in the size bytes at p (which must start and end on rows).
+    static size_t split_row_count(const Tensor* t, const char* p, size_t size) {
+        const Tensor* root = memory_owner(t);
+        const size_t row = root->nb[1], from = size_t(p - static_cast<const char*>(root->data));
+        MF_ASSERT_MSG(t->ne[0] == root->ne[0] && from % row == 0 && size % row == 0,
+                      "cuda: a split tensor is transferred in whole rows");
+        return size / row;
     }
     void reserve_scratch(size_t bytes);
     void reserve_side(size_t scratch_bytes);
@@ -453,6 +483,7 @@ private:
     // off.
     bool fuse_quant_ = true;
     size_t quantized_inside_ = 0;  // such MUL_MATs, the last run
+    bool split_rows_ = true;  // splits_rows; MINFER_CUDA_SPLIT_ROWS=0 keeps every weight as stored
     // n's source slot `slot` as f32 rows: the fused CONCAT's two sources, or the tensor itself.
     RowsF32 rows_of(const Tensor* n, int slot) const;
     // Whether the result scratch_ is taken to hold survives node n's write.
@@ -503,14 +534,22 @@ std::vector<uint64_t> graph_signature(const Graph& g) {
             sig.push_back(uint64_t(uint32_t(n->op_params[i])) | uint64_t(uint32_t(n->op_params[i + 1])) << 32);
         for (const Tensor* src : n->src) {
             if (!src) continue;
-            sig.push_back(reinterpret_cast<uintptr_t>(src->data) ^ uint64_t(src->type) << 56);
+            // TENSOR_ID_WEIGHT: whether the backend split the rows (splits_rows) decides the kernel.
+            sig.push_back(reinterpret_cast<uintptr_t>(src->data) ^ uint64_t(src->type) << 56 ^
+                          uint64_t(memory_owner(src)->flags & TENSOR_ID_WEIGHT) << 48);
             for (int i = 0; i < MAX_DIMS; ++i) sig.push_back(uint64_t(src->ne[i]) ^ uint64_t(src->nb[i]) << 24);
         }
     }
     return sig;
 }
 
-bool CudaBackend::supports_op(const Tensor* node) const { return cuda_supports_node(node, smem_optin_); }
+// Split rows (splits_rows) are read by MUL_MAT_ID's kernels only.
+bool CudaBackend::supports_op(const Tensor* node) const {
+    for (int i = 0; i < MAX_SRC; ++i) {
+        if (node->src[i] && splits_rows(node->src[i]) && !(node->op == Op::MUL_MAT_ID && i == 0)) return false;
+    }
+    return cuda_supports_node(node, smem_optin_);
+}
 
 // Activation columns from which MUL_MAT of 32-element block (and F16 / BF16) weights runs a tensor-core kernel
 // (cuda/matmul) instead of the matvec kernel. Decode (N = 1) and small batches stay on the matvec
@@ -1202,7 +1241,8 @@ void CudaBackend::run_node(const Tensor* node) {
                            node->op_param_f(1)};
             }
             const bool reuse = is_quant_weight(a->type) && prepare_act(b, act_quant_of(a->type), s);
-            launch_mul_mat_id(a->type, a->data, shape_of(a), static_cast<const float*>(b->data), shape_of(b),
+            launch_mul_mat_id(a->type, a->data, shape_of(a), splits_rows(a), static_cast<const float*>(b->data),
+                              shape_of(b),
                               static_cast<const int32_t*>(ids->data), shape_of(ids), scratch_, scratch_size_, reuse,
                               weights, fused_out_ ? fused_out_ : out, fused_add_, s);
             return;

@@ -377,6 +377,16 @@ __device__ __forceinline__ void quantize_row_in_warp(const float* x_row, int n_b
 // (docs/PERFORMANCE.md, "decode matvec: L1 wavefronts").
 constexpr int PAIR_CHUNK = 2 * WARP_SIZE;  // blocks per chunk
 
+// Activation block ab's 32 quants (act_layout) as 8 words, two 16-byte loads.
+__device__ __forceinline__ void load_act_quants(const ActQ& act, int64_t ab, int* q) {
+    const int4* xv = reinterpret_cast<const int4*>(act.q + ab * QK);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int4 v = xv[i];
+        q[4 * i] = v.x, q[4 * i + 1] = v.y, q[4 * i + 2] = v.z, q[4 * i + 3] = v.w;
+    }
+}
+
 // The activation quants of blocks ab .. ab + NB - 1 of the split layout (8 words a block), with their
 // scales and, for the Q8_1 types, sums.
 template <typename Block, int NB>
@@ -385,12 +395,8 @@ struct ActBlocks {
     float d[NB], s[NB];
     int o[NB];  // act_offset_sum of each block
     __device__ __forceinline__ ActBlocks(const ActQ& act, int64_t ab) {
-        const int4* xv = reinterpret_cast<const int4*>(act.q + ab * QK);
 #pragma unroll
-        for (int i = 0; i < 2 * NB; ++i) {
-            const int4 v = xv[i];
-            q[4 * i] = v.x, q[4 * i + 1] = v.y, q[4 * i + 2] = v.z, q[4 * i + 3] = v.w;
-        }
+        for (int i = 0; i < NB; ++i) load_act_quants(act, ab + i, q + 8 * i);
 #pragma unroll
         for (int i = 0; i < NB; ++i) {
             d[i] = act.d[ab + i];
@@ -1062,8 +1068,10 @@ __device__ __forceinline__ float float_id_lane_dot(const char* w, const Shape4& 
 
 // Block weights: the chunk loops of matvec_q_kernel (32-element blocks, one per lane, a full chunk
 // staged through this warp's `stage` when STAGED) and matvec_k_kernel (super-blocks shared by
-// K_LANES lanes, Q6_K staged), for one activation row.
-template <typename Block, bool STAGED>
+// K_LANES lanes, Q6_K staged), for one activation row. SPLIT (16, 8 or 4; 0: as stored): the rows are
+// split (rows_split, core/quants.h) and SPLIT-byte aligned, so a lane loads its block's quants as
+// whole vectors and its scale as one 2-byte load, with no stage.
+template <typename Block, bool STAGED, int SPLIT = 0>
 struct QIdDot {
     static constexpr int BYTES = BlockTraits<Block>::bytes;
     static constexpr bool SUPER = BlockTraits<Block>::elems == QK_K;
@@ -1082,6 +1090,22 @@ struct QIdDot {
         if (e < 0) return acc;
         const uint8_t* w_row = reinterpret_cast<const uint8_t*>(w + m * sw.nb[1] + e * sw.nb[2]);
         const int64_t a = act_row_of(sx, pair);
+        if constexpr (SPLIT != 0) {
+            // Lane l takes blocks l, l + 32, ...: its quants, its scale and its activation block each
+            // advance by a constant a step. (Two blocks a step, both loaded before either is dotted,
+            // compiled to the same schedule: ptxas issues the second's loads after the first's dot.)
+            constexpr int QBYTES = BYTES - 2;  // a block's quants; its scale is with the row's scales
+            const uint8_t* wq = w_row + lane * QBYTES;
+            const uint8_t* wd = w_row + n_blk * QBYTES + 2 * lane;
+            int64_t ab = a * n_blk + lane;
+            for (int blk = lane; blk < int(n_blk); blk += WARP_SIZE) {
+                const SplitBlock<SPLIT, Block> w(wq, wd);
+                const ActBlocks<Block, 1> x(act, ab);
+                acc += block_dot<Block>(w.unpack(), x.q, x.d[0], x.s[0], x.o[0]);
+                wq += WARP_SIZE * QBYTES, wd += WARP_SIZE * 2, ab += WARP_SIZE;
+            }
+            return acc;
+        }
         const int sub = SUPER ? lane / K_LANES : lane, part = lane % K_LANES;
         for (int64_t b0 = 0; b0 < n_blk; b0 += CHUNK_BLOCKS) {
             const int64_t blk = b0 + sub;
@@ -1105,7 +1129,7 @@ struct QIdDot {
                     acc += block_dot<Block>(load_block(Block{}, w_row + blk * BYTES), x.q, x.d[0], x.s[0], x.o[0]);
                 }
             }
-            __syncwarp();  // the next step overwrites this warp's stage
+            if constexpr (STAGE) __syncwarp();  // the next step overwrites this warp's stage
         }
         return acc;
     }
@@ -1180,12 +1204,12 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     });
 }
 
-template <typename Block, bool STAGED>
+template <typename Block, bool STAGED, int SPLIT>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
                        int t0) {
     begin_overlapped_kernel();
-    using Dot = QIdDot<Block, STAGED>;
+    using Dot = QIdDot<Block, STAGED, SPLIT>;
     __shared__ uint4 stage[MATVEC_WARPS][Dot::STAGE_VECS];
     const int warp = threadIdx.x / WARP_SIZE;
     const int64_t M = sw.ne[1];
@@ -1196,12 +1220,12 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     if (threadIdx.x % WARP_SIZE == 0) dst[(pair.u + si.ne[0] * pair.t) * M + m] = acc;
 }
 
-template <typename Block, bool STAGED>
+template <typename Block, bool STAGED, int SPLIT>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
                                 SlotWeights slot_w, float* dst, const float* add, int t0) {
     begin_overlapped_kernel();
-    using Dot = QIdDot<Block, STAGED>;
+    using Dot = QIdDot<Block, STAGED, SPLIT>;
     __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
     weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, [&](int64_t m, IdPair pair) {
@@ -1252,10 +1276,34 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
     CUDA_CHECK_LAUNCH();
 }
 
+// The two MUL_MAT_ID kernels for Block weights stored as staged and split say (SPLIT: the vector width).
+template <typename Block, bool STAGED, int SPLIT>
+struct QIdKernels {
+    static constexpr auto plain = matvec_q_id_kernel<Block, STAGED, SPLIT>;
+    static constexpr auto weighted = matvec_q_id_weighted_kernel<Block, STAGED, SPLIT>;
+};
+
+// Calls pick(QIdKernels<...>{}) for weights at w with strides sw, split or as stored.
+template <typename Block, typename Pick>
+void with_id_kernels(const void* w, const Shape4& sw, bool split, Pick pick) {
+    const uintptr_t align = reinterpret_cast<uintptr_t>(w) | uintptr_t(sw.nb[1]) | uintptr_t(sw.nb[2]);
+    if constexpr (kSplitRows<Block>) {
+        if (split) {
+            MF_ASSERT_MSG(align % 4 == 0, "MUL_MAT_ID: split rows must be 4-byte aligned");
+            if (align % 16 == 0) return pick(QIdKernels<Block, false, 16>{});
+            if (align % 8 == 0) return pick(QIdKernels<Block, false, 8>{});
+            return pick(QIdKernels<Block, false, 4>{});
+        }
+    }
+    MF_ASSERT_MSG(!split, "MUL_MAT_ID: split rows of a type rows_split does not take");
+    if (aligned16(w, sw)) return pick(QIdKernels<Block, true, 0>{});
+    return pick(QIdKernels<Block, false, 0>{});
+}
+
 template <typename Block>
-void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
-                        const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized, SlotWeights weights,
-                        float* dst, const float* add, cudaStream_t stream) {
+void launch_matvec_q_id(const void* w, const Shape4& sw, bool split, const float* x, const Shape4& sx,
+                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
+                        SlotWeights weights, float* dst, const float* add, cudaStream_t stream) {
     using Traits = BlockTraits<Block>;
     check_id_shapes(sw, sx, si);
     MF_ASSERT(!add || weights.data);
@@ -1267,17 +1315,16 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const S
     if (!x_quantized) quantize_activations(Traits::act, x, sx, act, stream);
     if (M == 0 || n_pairs == 0) return;
     const char* wc = static_cast<const char*>(w);
-    const bool staged = aligned16(w, sw);
-    if (weights.data) {
-        MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
-        auto kernel = staged ? matvec_q_id_weighted_kernel<Block, true> : matvec_q_id_weighted_kernel<Block, false>;
-        launch_id_slices(kernel, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream, wc, sw, sx,
-                         ids, si, act, weights, dst, add);
-    } else {
-        auto kernel = staged ? matvec_q_id_kernel<Block, true> : matvec_q_id_kernel<Block, false>;
-        launch_id_slices(kernel, ceil_div(M, MATVEC_WARPS), si.ne[0], si.ne[1], MATVEC_WARPS * WARP_SIZE, stream, wc,
-                         sw, sx, ids, si, act, dst);
-    }
+    if (weights.data) MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
+    with_id_kernels<Block>(w, sw, split, [&](auto kernels) {
+        if (weights.data) {
+            launch_id_slices(kernels.weighted, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream,
+                             wc, sw, sx, ids, si, act, weights, dst, add);
+        } else {
+            launch_id_slices(kernels.plain, ceil_div(M, MATVEC_WARPS), si.ne[0], si.ne[1], MATVEC_WARPS * WARP_SIZE,
+                             stream, wc, sw, sx, ids, si, act, dst);
+        }
+    });
     CUDA_CHECK_LAUNCH();
 }
 
@@ -1289,9 +1336,9 @@ template void launch_matvec_float_id<__nv_bfloat16>(const void*, const Shape4&, 
                                                     const int32_t*, const Shape4&, SlotWeights, float*, const float*,
                                                     cudaStream_t);
 #define MF_INSTANTIATE_Q_ID(B)                                                                                  \
-    template void launch_matvec_q_id<B>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*, \
-                                        const Shape4&, void*, size_t, bool, SlotWeights, float*, const float*,   \
-                                        cudaStream_t);
+    template void launch_matvec_q_id<B>(const void*, const Shape4&, bool, const float*, const Shape4&,         \
+                                        const int32_t*, const Shape4&, void*, size_t, bool, SlotWeights, float*, \
+                                        const float*, cudaStream_t);
 MF_INSTANTIATE_Q_ID(BlockQ8_0)
 MF_INSTANTIATE_Q_ID(BlockQ4_0)
 MF_INSTANTIATE_Q_ID(BlockQ4_1)

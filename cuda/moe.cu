@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "core/common.h"
+#include "core/quants.h"
 #include "cuda/node_util.cuh"
 
 namespace mf {
@@ -232,12 +233,13 @@ unsigned elementwise_grid(int64_t n, int threads) {
 // Every weight type MUL_MAT takes: the float types and the block types with a matvec kernel.
 bool mul_mat_id_supported(DType type) { return is_weight_type(type); }
 
-void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, const float* x, const Shape4& sx,
+void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, bool split, const float* x, const Shape4& sx,
                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
                        SlotWeights weights, float* dst, const float* add, cudaStream_t s) {
+    MF_ASSERT_MSG(!split || rows_split_fits(type), "launch_mul_mat_id: split rows of a type rows_split does not take");
     auto quantized = [&](auto block) {
-        launch_matvec_q_id<decltype(block)>(w, sw, x, sx, ids, si, scratch, scratch_bytes, x_quantized, weights, dst,
-                                            add, s);
+        launch_matvec_q_id<decltype(block)>(w, sw, split, x, sx, ids, si, scratch, scratch_bytes, x_quantized,
+                                            weights, dst, add, s);
     };
     switch (type) {
         case DType::F32: launch_matvec_float_id<float>(w, sw, x, sx, ids, si, weights, dst, add, s); return;

@@ -56,17 +56,18 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
                             const Shape4& si, SlotWeights weights, float* dst, const float* add, cudaStream_t stream);
 // Block: a block tag of cuda/quants.cuh. x is quantized in scratch (matvec_q_scratch_bytes(sx)) in
 // the layout launch_matvec_q uses, so x_quantized (scratch already holds x quantized to the Block's
-// activation type) works across MUL_MAT and MUL_MAT_ID nodes alike.
+// activation type) works across MUL_MAT and MUL_MAT_ID nodes alike. split: w's rows are in the split
+// layout (rows_split, core/quants.h; Q4_0 / Q8_0, rows and matrices 4-byte aligned).
 template <typename Block>
-void launch_matvec_q_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
-                        const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized, SlotWeights weights,
-                        float* dst, const float* add, cudaStream_t stream);
+void launch_matvec_q_id(const void* w, const Shape4& sw, bool split, const float* x, const Shape4& sx,
+                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
+                        SlotWeights weights, float* dst, const float* add, cudaStream_t stream);
 
 // True for the weight types the two launchers above cover.
 bool mul_mat_id_supported(DType type);
 // Dispatches on the weight type (mul_mat_id_supported); scratch and x_quantized are used by the
-// quantized types only.
-void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, const float* x, const Shape4& sx,
+// quantized types only, split (launch_matvec_q_id) by Q4_0 / Q8_0 only.
+void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, bool split, const float* x, const Shape4& sx,
                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
                        SlotWeights weights, float* dst, const float* add, cudaStream_t stream);
 

@@ -222,6 +222,8 @@ void load_deepseek2_layer(WeightLoader& w, const HParams& hp, uint32_t il, Layer
     // Each expert's gate rows, then its up rows: one MUL_MAT_ID for both (the parts stay views).
     l.ffn_gate_up_exps = w.stack(p + "ffn_gate_up_exps.stacked", {l.ffn_gate_exps, l.ffn_up_exps});
     l.ffn_down_exps = w.require(p + "ffn_down_exps.weight", {n_ff_exp, n_embd, n_expert});
+    for (Tensor* t : {l.ffn_gate_exps, l.ffn_up_exps, l.ffn_gate_up_exps, l.ffn_down_exps})
+        if (t) t->flags |= TENSOR_ID_WEIGHT;  // read by MUL_MAT_ID only (models/moe.cpp)
     if (n_ff_sh > 0) {
         l.ffn_gate_shexp = w.require(p + "ffn_gate_shexp.weight", {n_embd, n_ff_sh});
         l.ffn_up_shexp = w.require(p + "ffn_up_shexp.weight", {n_embd, n_ff_sh});

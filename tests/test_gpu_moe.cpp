@@ -18,6 +18,7 @@
 #include "core/cpu/cpu_backend.h"
 #include "core/graph.h"
 #include "core/ops.h"
+#include "core/quants.h"
 #include "cuda/cuda_backend.h"
 #include "models/builders.h"
 #include "row_codec.h"
@@ -34,7 +35,14 @@ struct Input {
     DType type;
     int64_t ne[4];
     std::vector<uint8_t> bytes;
+    uint32_t flags = 0;  // besides TENSOR_INPUT
 };
+
+// in as MUL_MAT_ID's expert weights (TENSOR_ID_WEIGHT): the CUDA backend splits Q4_0 / Q8_0 rows.
+Input id_weight(Input in) {
+    in.flags |= TENSOR_ID_WEIGHT;
+    return in;
+}
 
 Input values(DType type, const std::vector<int64_t>& shape, const std::vector<float>& v) {
     Input in{type, {1, 1, 1, 1}, {}};
@@ -94,7 +102,7 @@ std::vector<uint8_t> run(Backend& be, const std::vector<Input>& inputs, const Bu
     std::vector<Tensor*> leaves;
     for (const Input& in : inputs) {
         Tensor* t = ctx.new_tensor(in.type, 4, in.ne);
-        t->flags |= TENSOR_INPUT;
+        t->flags |= TENSOR_INPUT | in.flags;
         leaves.push_back(t);
     }
     Tensor* out = nullptr;
@@ -102,7 +110,13 @@ std::vector<uint8_t> run(Backend& be, const std::vector<Input>& inputs, const Bu
     auto arena = allocate_graph(be, g);
     for (size_t i = 0; i < leaves.size(); ++i) {
         REQUIRE(leaves[i]->nbytes() == inputs[i].bytes.size());
-        if (leaves[i]->data) tensor_set(leaves[i], inputs[i].bytes.data());  // else the graph never reads it
+        if (!leaves[i]->data) continue;  // the graph never reads it
+        tensor_set(leaves[i], inputs[i].bytes.data());
+        if (inputs[i].flags & TENSOR_ID_WEIGHT) {  // a backend's own layout still downloads as uploaded
+            std::vector<uint8_t> back(inputs[i].bytes.size());
+            tensor_get(leaves[i], back.data());
+            CHECK(back == inputs[i].bytes);
+        }
     }
     compute_graph(be, g);
     REQUIRE(out->is_contiguous());
@@ -130,6 +144,17 @@ void check_vs_cpu(const std::vector<Input>& inputs, const Build& build, double t
     CHECK(err <= tol);  // false for NaN, too
 }
 
+// check_vs_cpu, and for weights (inputs[0]) of a type the CUDA backend splits, also the same bits on
+// CUDA with them split (TENSOR_ID_WEIGHT) as stored.
+void check_vs_cpu_split(const std::vector<Input>& inputs, const Build& build, double tol) {
+    check_vs_cpu(inputs, build, tol);
+    if (!rows_split_fits(inputs[0].type)) return;
+    std::vector<Input> split = inputs;
+    split[0] = id_weight(split[0]);
+    check_vs_cpu(split, build, tol);
+    CHECK(run(gpu(), split, build) == run(gpu(), inputs, build));
+}
+
 const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
                               DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
@@ -152,7 +177,7 @@ TEST_CASE("mul_mat_id on CUDA matches the CPU for every weight type") {
                         INFO(dtype_name(type) << " K=" << K << " T=" << T << " n_used=" << n_used
                                               << " shared_x=" << shared_x);
                         const int64_t n_b = shared_x ? 1 : n_used;
-                        check_vs_cpu({random(type, {K, M, n_expert}), random(DType::F32, {K, n_b, T}),
+                        check_vs_cpu_split({random(type, {K, M, n_expert}), random(DType::F32, {K, n_b, T}),
                                       routes(n_used, T, n_expert)},
                                      [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                                          return mul_mat_id(ctx, in[0], in[1], in[2]);
@@ -170,7 +195,7 @@ TEST_CASE("mul_mat_id on CUDA matches the CPU for every weight type") {
 // slots of 24 experts, more than a block's 16 warps (a warp then takes two slots).
 TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
     const int64_t M = 37, n_expert = 6, n_used = 4, K = 2048;
-    check_vs_cpu({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
+    check_vs_cpu_split({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
                   random(DType::F32, {20, 3}, 0.0f, 1.0f)},
                  [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                      return mul_mat_id(ctx, in[0], in[1], in[2], in[3]);
@@ -180,7 +205,7 @@ TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
         for (int64_t T : {1, 5}) {
             for (bool strided : {false, true}) {
                 INFO(dtype_name(type) << " T=" << T << " strided=" << strided);
-                check_vs_cpu({random(type, {K, M, n_expert}), random(DType::F32, {K, n_used, T}),
+                check_vs_cpu_split({random(type, {K, M, n_expert}), random(DType::F32, {K, n_used, T}),
                               routes(n_used, T, n_expert),
                               strided ? random(DType::F32, {T, n_used}, 0.0f, 1.0f)
                                       : random(DType::F32, {n_used, T}, 0.0f, 1.0f)},
@@ -195,19 +220,45 @@ TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
     // token's logits, a warp's reduction; 64 experts (two logits a lane), a scale, and again 20 slots.
     for (int64_t T : {1, 5}) {
         INFO("softmax-gated T=" << T);
-        check_vs_cpu({random(DType::Q4_0, {K, M, 64}), random(DType::F32, {K, 1, T}), routes(6, T, 64),
+        check_vs_cpu_split({random(DType::Q4_0, {K, M, 64}), random(DType::F32, {K, 1, T}), routes(6, T, 64),
                       random(DType::F32, {64, T}, -3.0f, 3.0f)},
                      [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                          return mul_mat_id_softmax_gated(ctx, in[0], in[1], in[2], in[3], 1.5f);
                      },
                      1e-4);
     }
-    check_vs_cpu({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
+    check_vs_cpu_split({random(DType::Q4_0, {256, M, 24}), random(DType::F32, {256, 20, 3}), routes(20, 3, 24),
                   random(DType::F32, {24, 3}, -3.0f, 3.0f)},
                  [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
                      return mul_mat_id_softmax_gated(ctx, in[0], in[1], in[2], in[3], 1.0f);
                  },
                  1e-4);
+}
+
+// Split rows (TENSOR_ID_WEIGHT) at each alignment the kernel takes: rows of 6 blocks (4-byte aligned),
+// 44 (V2-Lite's down projection: 8-byte) and 64 (16-byte); rows of 3 blocks (2-byte) stay as stored.
+// Plain and weighted, decode and a prefill's 5 tokens, the same bits as the rows as stored.
+TEST_CASE("mul_mat_id with split expert rows matches the CPU and the rows as stored, bit for bit") {
+    const int64_t M = 37, n_expert = 6, n_used = 4;
+    for (DType type : {DType::Q4_0, DType::Q8_0}) {
+        for (int64_t K : {96, 192, 1408, 2048}) {
+            for (int64_t T : {1, 5}) {
+                INFO(dtype_name(type) << " K=" << K << " T=" << T);
+                check_vs_cpu_split({random(type, {K, M, n_expert}), random(DType::F32, {K, 1, T}),
+                                    routes(n_used, T, n_expert)},
+                                   [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
+                                       return mul_mat_id(ctx, in[0], in[1], in[2]);
+                                   },
+                                   1e-4);
+                check_vs_cpu_split({random(type, {K, M, n_expert}), random(DType::F32, {K, n_used, T}),
+                                    routes(n_used, T, n_expert), random(DType::F32, {n_used, T}, 0.0f, 1.0f)},
+                                   [](Context& ctx, Graph&, const std::vector<Tensor*>& in) {
+                                       return mul_mat_id(ctx, in[0], in[1], in[2], in[3]);
+                                   },
+                                   1e-4);
+            }
+        }
+    }
 }
 
 TEST_CASE("top_k on CUDA picks exactly the CPU's indices, ties and NaN included") {

@@ -167,6 +167,34 @@ TEST_CASE("the dtype table matches llama.cpp's type sizes and names") {
     }
 }
 
+// The split row layout (rows_split): each row's blocks' quants in order, then their scales in order;
+// rows_join restores the stored bytes. Random bytes (any bit pattern is a block), rows of 3 and 4 blocks.
+TEST_CASE("rows_split puts a row's quants first and its scales after, and rows_join undoes it") {
+    CHECK(rows_split_fits(DType::Q4_0));
+    CHECK(rows_split_fits(DType::Q8_0));
+    for (DType t : {DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q6_K, DType::F16})
+        CHECK_FALSE(rows_split_fits(t));
+    for (DType t : {DType::Q4_0, DType::Q8_0}) {
+        for (int64_t n_blk : {3, 4}) {
+            const size_t block = dtype_traits(t).type_size, body = block - 2, n_rows = 5;
+            const size_t row = size_t(n_blk) * block;
+            std::vector<uint8_t> stored(n_rows * row), split(stored.size()), back(stored.size());
+            for (auto& b : stored) b = uint8_t(mf_test::rng()());
+            rows_split(t, n_blk * 32, n_rows, stored.data(), split.data());
+            for (size_t r = 0; r < n_rows; ++r) {
+                for (size_t b = 0; b < size_t(n_blk); ++b) {
+                    INFO(dtype_name(t) << " row " << r << " block " << b);
+                    const uint8_t* blk = stored.data() + r * row + b * block;
+                    CHECK(std::memcmp(split.data() + r * row + b * body, blk + 2, body) == 0);
+                    CHECK(std::memcmp(split.data() + r * row + n_blk * body + 2 * b, blk, 2) == 0);
+                }
+            }
+            rows_join(t, n_blk * 32, n_rows, split.data(), back.data());
+            CHECK(back == stored);
+        }
+    }
+}
+
 TEST_CASE("hand-built legacy blocks decode to hand-computed values") {
     SUBCASE("q4_0: low nibbles are elements 0-15, high nibbles 16-31, x = d (q - 8)") {
         block_q4_0 b{};

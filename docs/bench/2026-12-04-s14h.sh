@@ -4,12 +4,12 @@
 # instructions, cycles a warp is active, and the stall reasons of an issued instruction, for the
 # kernels a MoE layer runs. Compare s13j (the MUL_MAT_IDs before id-diet: 12.1 and 12.5 us) and s14b
 # (the MLA kernel: 8.6 us). No prediction: a measurement for the next session.
-# Binary: .carry/final (main 1437b92).
-# Carry: build-deps, .carry/final
+# Binary: .carry/main (main f2927f1: 1437b92, renames, qrope off).
+# Carry: build-deps, .carry/main
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
 source docs/bench/device-lib.sh
-unpack_pack .carry/final
+unpack_pack .carry/main
 B=/root/bins/minfer
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1
 for k in matvec_q_id_kernel matvec_q_id_weighted_kernel matvec_q_kernel flash_attn_mla quantize_act_rms_norm \

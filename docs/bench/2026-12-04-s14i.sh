@@ -9,8 +9,8 @@
 # ROPE_NORMAL, one token) and counts the nodes not launched.
 # Prediction (written before any run): the ROPE's ~3.9 us in place (s12d) less the MLA kernel's added
 # work (one barrier, one float4 rotation a thread): ~2.5 us a layer, V2-Lite +3.5% at depth 0.
-# Binaries: build main (sm_90, Release) and pack_bins .carry/main minfer test_gpu_attention
-# test_gpu_deepseek2 (device-lib.sh).
+# Binaries: build main (sm_90, Release) and pack_bins .carry/main minfer and the six GPU suites
+# (device-lib.sh); every suite runs, as no commit after 1437b92 had run on a GPU.
 # Carry: build-deps, .carry/main
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
@@ -19,7 +19,7 @@ source docs/bench/device-lib.sh
 unpack_pack .carry/main
 B=/root/bins/minfer
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
-run_suites test_gpu_attention test_gpu_deepseek2
+run_suites test_gpu_attention test_gpu_deepseek2 test_gpu_ops test_gpu_moe test_gpu_gemma3 test_gpu_attn_backends
 MINFER_CUDA_MLA_QROPE=1 TAG=qrope run_suites test_gpu_deepseek2
 wait
 {
