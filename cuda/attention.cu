@@ -275,7 +275,6 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
 // f16 values exactly. Scores are in log2 units (log2 e folded into the query scale) for exp2f.
 constexpr int kTilePos = 16;   // positions per warp tile
 constexpr int kTileHeads = 16; // query heads per block
-constexpr int kMlaRopePairs = 32;  // the MLA kernel's folded ROPE of its queries: rotated pairs at most
 constexpr float kLog2e = 1.4426950408889634f;
 
 // What the tile kernels share. A block's 16 query rows: blockIdx.x is (KV head, chunk of 16 of its
@@ -377,13 +376,10 @@ __device__ __forceinline__ void pack_hi_lo(float x0, float x1, uint32_t& hi, uin
 // parts are rows of float4s: each part 16-byte aligned with a whole number of float4s a row and a head
 // stride a multiple of 4 (mla_queries_x4 checks). The same values, a quarter of the instructions: one
 // 16-byte load and two 8-byte stores a float4, no division by the row length a float.
-// ROPE: the second part is a ROPE not launched (ROPE_NORMAL, its first rope_dims values rotated): qb
-// holds its source, rope_cs[0][i] and rope_cs[1][i] pair i's cos and sin; each float4 holds two whole
-// pairs, rotated as the ROPE kernel rotates them (the same bits).
-template <int DK, int ROW, int THREADS, bool ROPE>
+template <int DK, int ROW, int THREADS>
 __device__ __forceinline__ void load_queries_x4(__half (*q_hi)[ROW], __half (*q_lo)[ROW], const float* qa,
                                                 const float* qb, int da, int a_head, int b_head, int h0, int ng,
-                                                float scale, int rope_dims, const float (*rope_cs)[kMlaRopePairs]) {
+                                                float scale) {
     constexpr int V = DK / 4, N = (kTileHeads * V + THREADS - 1) / THREADS;
     // Element k of this thread is float4 threadIdx.x + k THREADS: row h[k], float e[k] of it.
     int h[N], e[N];
@@ -408,15 +404,6 @@ __device__ __forceinline__ void load_queries_x4(__half (*q_hi)[ROW], __half (*q_
 #pragma unroll
     for (int k = 0; k < N; ++k) {
         if (h[k] >= kTileHeads) break;
-        const int j = e[k] - da;  // in the second part
-        if (ROPE && j >= 0 && j < rope_dims) {
-            const int i = j / 2;
-            const float4 v = x[k];
-            x[k].x = rope_first(v.x, v.y, rope_cs[0][i], rope_cs[1][i]);
-            x[k].y = rope_second(v.x, v.y, rope_cs[0][i], rope_cs[1][i]);
-            x[k].z = rope_first(v.z, v.w, rope_cs[0][i + 1], rope_cs[1][i + 1]);
-            x[k].w = rope_second(v.z, v.w, rope_cs[0][i + 1], rope_cs[1][i + 1]);
-        }
         uint2 hi, lo;
         pack_hi_lo(x[k].x * f, x[k].y * f, hi.x, lo.x);
         pack_hi_lo(x[k].z * f, x[k].w * f, hi.y, lo.y);
@@ -692,7 +679,6 @@ struct MlaSmem {
     __half p_lo[kTileHeads][P_ROW];
     float tile_max[kMlaPosWarps][kTileHeads];
     float sum[W][kTileHeads];
-    float rope_cs[2][kMlaRopePairs];  // a folded ROPE's cos and sin a pair
     float s_part[W > kMlaPosWarps ? kMlaPosWarps : 1][WARP_SIZE][4];  // the second half of DK's scores
 };
 
@@ -708,14 +694,6 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
     constexpr int VECS = DK / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     auto& sm = *reinterpret_cast<MlaSmem<DK, DV, W>*>(smem_raw);
-    // A ROPE of the queries' second part not launched (q.rope.x; mla_queries_x4 took it, so q_x4): its
-    // pairs' angles, the same for every head of the one token, taken before the wait (the positions are
-    // a graph input, pos_ready): the double-precision math overlaps the kernel before.
-    const int rope_dims = q.rope.x ? q.rope.n_dims : 0;
-    if (threadIdx.x < rope_dims / 2) {
-        rope_cos_sin(double(q.rope.pos[0]), int(threadIdx.x), rope_dims, q.rope.freq_base, q.rope.freq_scale,
-                     q.rope.factors, &sm.rope_cs[0][threadIdx.x], &sm.rope_cs[1][threadIdx.x]);
-    }
     begin_overlapped_kernel();
     const HeadChunk hc = head_chunk(group);
     const int hk = hc.hk, h0 = hc.h0, ng = hc.ng;
@@ -755,17 +733,11 @@ flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
         return e < da ? __ldg(qa + int64_t(token) * a_token + int64_t(head) * a_head + e)
                       : __ldg(qb + int64_t(token) * b_token + int64_t(head) * b_head + (e - da));
     };
-    constexpr int ROW = MlaSmem<DK, DV, W>::ROW;
-    if (q_x4 && rope_dims > 0) {
-        __syncthreads();  // the angles
-        load_queries_x4<DK, ROW, W * WARP_SIZE, true>(sm.q_hi, sm.q_lo, qa, reinterpret_cast<const float*>(q.rope.x),
-                                                      int(da), int(a_head), int(q.rope.sx.nb[1] / 4), h0, ng, scale,
-                                                      rope_dims, sm.rope_cs);
-    } else if (q_x4) {
-        load_queries_x4<DK, ROW, W * WARP_SIZE, false>(sm.q_hi, sm.q_lo, qa, qb, int(da), int(a_head), int(b_head),
-                                                       h0, ng, scale, 0, sm.rope_cs);
+    if (q_x4) {
+        load_queries_x4<DK, MlaSmem<DK, DV, W>::ROW, W * WARP_SIZE>(sm.q_hi, sm.q_lo, qa, qb, int(da),
+                                                                   int(a_head), int(b_head), h0, ng, scale);
     } else {
-        load_queries<DK, ROW, W * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
+        load_queries<DK, MlaSmem<DK, DV, W>::ROW, W * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
     }
 
     float o[COLS / 8][4] = {};
@@ -937,22 +909,15 @@ MlaGrid mla_grid(const Shape4& qs, const Shape4& ks) {
 }
 
 // True when the MLA kernel may load its queries as float4s (load_queries_x4): one token, each part's
-// rows 16-byte aligned and a whole number of float4s long, its heads within 32-bit offsets. A second
-// part that is a ROPE not launched (q.rope.x) is read from the ROPE's source and rotated as loaded:
-// ROPE_NORMAL over whole float4s (two pairs each), at most kMlaRopePairs pairs, positions ready before
-// the graph. MINFER_CUDA_MLA_QX4=0 keeps load_queries (which takes no ROPE).
+// rows 16-byte aligned and a whole number of float4s long, its heads within 32-bit offsets.
+// MINFER_CUDA_MLA_QX4=0 keeps load_queries.
 bool mla_queries_x4(const RowsF32& q, const Shape4& qs) {
     static const bool on = switched_on("MINFER_CUDA_MLA_QX4");
     const auto rows = [&](const char* p, const Shape4& s) {
         return reinterpret_cast<uintptr_t>(p) % 16 == 0 && s.nb[0] == 4 && s.ne[0] % 4 == 0 && s.nb[1] % 16 == 0 &&
                s.nb[1] * qs.ne[1] < (int64_t(1) << 31);
     };
-    if (!on || qs.ne[2] != 1 || !rows(q.a, q.sa)) return false;
-    if (!q.b) return true;
-    const RopeOf& r = q.rope;
-    if (!r.x) return rows(q.b, q.sb);
-    return rows(r.x, r.sx) && r.sx.ne[0] == q.sb.ne[0] && r.sx.ne[1] == q.sb.ne[1] && !r.neox && r.pos_ready &&
-           r.n_dims % 4 == 0 && r.n_dims / 2 <= kMlaRopePairs;
+    return on && qs.ne[2] == 1 && rows(q.a, q.sa) && (!q.b || rows(q.b, q.sb));
 }
 
 template <int DK, int DV, int W>
@@ -1293,8 +1258,6 @@ bool flash_attn_takes_split_q(DType type_k, DType type_v, const Shape4& qs, cons
     return !tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs) && mla_kernel_fits(type_k, type_v, qs, k, ks, v, vs);
 }
 
-bool flash_attn_takes_q_rope(const RowsF32& q, const Shape4& qs) { return q.rope.x && mla_queries_x4(q, qs); }
-
 bool flash_attn_split_q_reads_first(const Shape4& qs, const Shape4& ks) {
     const MlaGrid grid = mla_grid(qs, ks);
     return grid.n_splits > 1 || grid.blocks == 1;
@@ -1305,9 +1268,8 @@ void launch_flash_attn(DType type_k, DType type_v, const RowsF32& qr, const Shap
                        float* out, float* ws, float scale, cudaStream_t s) {
     const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
     // A q in two parts goes to the MLA kernel only: none of the branches before it takes it. Its second
-    // part is a ROPE not launched only where that kernel's float4 loader rotates it.
-    MF_ASSERT(!qr.b || (flash_attn_takes_split_q(type_k, type_v, qs, k, ks, v, vs) &&
-                        (!qr.rope.x || mla_queries_x4(qr, qs))));
+    // part is never one to rotate (a folded ROPE feeds only the latent row's store).
+    MF_ASSERT(!qr.b || (flash_attn_takes_split_q(type_k, type_v, qs, k, ks, v, vs) && !qr.rope.x));
     const float* q = reinterpret_cast<const float*>(qr.a);
     if (tile_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
         if (hdk == 64) return launch_tile<64, 64>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);

@@ -21,9 +21,6 @@ void launch_flash_attn(DType type_k, DType type_v, const RowsF32& q, const Shape
                        float* out, float* ws, float scale, cudaStream_t stream);
 bool flash_attn_takes_split_q(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks,
                               const void* v, const Shape4& vs);
-// Whether the MLA kernel rotates q's second part as it loads it, q.rope being a ROPE not launched
-// (ROPE_NORMAL, positions ready before the graph, rows it loads as float4s): the ROPE kernel's bits.
-bool flash_attn_takes_q_rope(const RowsF32& q, const Shape4& qs);
 // Whether, with q as two sources, out may lie over them: every query is read before out is written
 // (several splits: out is written by the combine launch after the attention's; one block: it loads
 // its queries first). Otherwise one block could overwrite queries another has yet to load.

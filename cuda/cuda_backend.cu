@@ -81,20 +81,6 @@ bool rope_inputs_ready(const Tensor* pos, const Tensor* factors) {
     return pos_ready && (!factors || (factors->view_src ? factors->view_src : factors)->op == Op::NONE);
 }
 
-// A ROPE node not launched, as its reader applies it (RowsF32::rope).
-RopeOf rope_of(const Tensor* r) {
-    const Tensor* src = r->src[0];
-    return {static_cast<const char*>(src->data),
-            shape_of(src),
-            static_cast<const int32_t*>(r->src[1]->data),
-            r->src[2] ? static_cast<const float*>(r->src[2]->data) : nullptr,
-            r->op_param_i(0),
-            r->op_param_i(1) == ROPE_NEOX,
-            double(r->op_param_f(2)),
-            double(r->op_param_f(3)),
-            rope_inputs_ready(r->src[1], r->src[2])};
-}
-
 // Bytes [begin, end) of device memory.
 struct ByteSpan {
     const char* begin;
@@ -170,8 +156,6 @@ public:
         fuse_norm_ = switched_on("MINFER_CUDA_FUSE_NORM");
         fuse_add_ = switched_on("MINFER_CUDA_FUSE_ADD");
         fuse_concat_ = switched_on("MINFER_CUDA_FUSE_CONCAT");
-        const char* qrope = std::getenv("MINFER_CUDA_MLA_QROPE");
-        fold_q_rope_ = qrope && std::strcmp(qrope, "1") == 0;
         fuse_quant_ = switched_on("MINFER_CUDA_FUSE_QUANT");
         split_rows_ = switched_on("MINFER_CUDA_SPLIT_ROWS");
         use_side_ = switched_on("MINFER_CUDA_SIDE");
@@ -459,13 +443,10 @@ private:
     bool concat_fusable(const Graph& g, size_t i, const Tensor* rope = nullptr) const;
     // A ROPE read only by (a view of it read only by) the next launching node, a CONCAT that then
     // fuses into a SET_ROWS: not launched either; the store rotates as it reads (RowsF32::rope).
-    // MLA's k_pe, one launch a layer. Part of MINFER_CUDA_FUSE_CONCAT. With MINFER_CUDA_MLA_QROPE=1
-    // (fold_q_rope_, off by default until measured on a GPU) also such a CONCAT into the MLA kernel's
-    // FLASH_ATTN where its float4 loader rotates the queries (flash_attn_takes_q_rope: the angles once
-    // a pair, before the kernel's wait; the eleventh session inlined them into every query element's
-    // load, and the kernel grew fivefold). MLA's q_pe, one launch a layer.
+    // MLA's k_pe, one launch a layer. (Not for the MLA kernel's queries: inlined into its unrolled
+    // query loads, the double-precision angles grew the kernel fivefold.) Part of
+    // MINFER_CUDA_FUSE_CONCAT.
     const Tensor* folded_rope_ = nullptr;
-    bool fold_q_rope_ = false;
     bool rope_foldable(const Graph& g, size_t i) const;
     // MUL(RMS_NORM(x), w) read only by (the first source of) such a CONCAT into the cache: neither
     // node is launched; the store normalizes x's rows as it reads them (launch_set_rows_normed, NormOf).
@@ -800,14 +781,7 @@ bool CudaBackend::rope_foldable(const Graph& g, size_t i) const {
     if (c->src[1] != r && reads_of(c->src[1]) != 1) return false;  // the view is read by the CONCAT only
     size_t k = j + 1;
     while (k < g.nodes.size() && (g.nodes[k]->op == Op::VIEW || g.nodes[k]->op == Op::NONE)) ++k;
-    if (k == g.nodes.size() || !concat_fusable(g, j, r)) return false;
-    if (g.nodes[k]->op == Op::SET_ROWS) return true;
-    // The queries' CONCAT into the MLA kernel (concat_fusable saw the FLASH_ATTN take it): the rows it
-    // would read, with this ROPE's source for the second part.
-    if (!fold_q_rope_ || g.nodes[k]->op != Op::FLASH_ATTN) return false;
-    const RowsF32 q{static_cast<const char*>(c->src[0]->data), shape_of(c->src[0]),
-                    static_cast<const char*>(c->src[1]->data), shape_of(c->src[1]), rope_of(r)};
-    return flash_attn_takes_q_rope(q, shape_of(c));
+    return k < g.nodes.size() && g.nodes[k]->op == Op::SET_ROWS && concat_fusable(g, j, r);
 }
 
 bool CudaBackend::concat_fusable(const Graph& g, size_t i, const Tensor* rope) const {
@@ -885,7 +859,18 @@ RowsF32 CudaBackend::rows_of(const Tensor* n, int slot) const {
     if (x != fused_concat_) return rows_f32(static_cast<const float*>(x->data), shape_of(x));
     RowsF32 rows{static_cast<const char*>(x->src[0]->data), shape_of(x->src[0]),
                  static_cast<const char*>(x->src[1]->data), shape_of(x->src[1]), {}};
-    if (const Tensor* r = folded_rope_; r && rope_behind(x->src[1]) == r) rows.rope = rope_of(r);
+    if (const Tensor* r = folded_rope_; r && rope_behind(x->src[1]) == r) {
+        const Tensor* src = r->src[0];
+        rows.rope = {static_cast<const char*>(src->data),
+                     shape_of(src),
+                     static_cast<const int32_t*>(r->src[1]->data),
+                     r->src[2] ? static_cast<const float*>(r->src[2]->data) : nullptr,
+                     r->op_param_i(0),
+                     r->op_param_i(1) == ROPE_NEOX,
+                     double(r->op_param_f(2)),
+                     double(r->op_param_f(3)),
+                     rope_inputs_ready(r->src[1], r->src[2])};
+    }
     return rows;
 }
 
