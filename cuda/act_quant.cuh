@@ -104,8 +104,7 @@ template <typename Block>
 constexpr bool kSplitRows = std::is_same<Block, BlockQ4_0>::value || std::is_same<Block, BlockQ8_0>::value;
 
 // A block of a split row, loaded: its quants from q (VEC-byte aligned; VEC 16, 8 or 4) as whole
-// vectors, its scale from d. Loading and unpacking apart, so a caller can have several blocks' loads
-// in flight before it unpacks any.
+// vectors, its scale from dp; unpack() gives it as unpack_block would the stored block.
 template <int VEC, typename Block>
 struct SplitBlock {
     static_assert(kSplitRows<Block>, "split rows: a 2-byte scale, then the quants");

@@ -1276,7 +1276,8 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
     CUDA_CHECK_LAUNCH();
 }
 
-// The two MUL_MAT_ID kernels for Block weights stored as staged and split say (SPLIT: the vector width).
+// The two MUL_MAT_ID kernels for one way of reading Block weights: as stored, through a shared-memory
+// stage (STAGED) or directly; or split rows loaded in SPLIT-byte vectors.
 template <typename Block, bool STAGED, int SPLIT>
 struct QIdKernels {
     static constexpr auto plain = matvec_q_id_kernel<Block, STAGED, SPLIT>;
