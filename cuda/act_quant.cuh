@@ -112,7 +112,9 @@ struct SplitBlock {
     static_assert(WORDS * 4 % VEC == 0, "whole vectors");
     uint32_t w[WORDS];
     uint16_t d;
-    __device__ __forceinline__ SplitBlock(const uint8_t* q, const uint8_t* dp) {
+    SplitBlock() = default;
+    __device__ __forceinline__ SplitBlock(const uint8_t* q, const uint8_t* dp) { load(q, dp); }
+    __device__ __forceinline__ void load(const uint8_t* q, const uint8_t* dp) {
 #pragma unroll
         for (int i = 0; i < WORDS; i += VEC / 4) {
             if constexpr (VEC == 16) {

@@ -1133,20 +1133,75 @@ struct QIdDot {
         }
         return acc;
     }
+
+    // Split rows (SPLIT != 0): the lane's shares of rows m0 .. m0 + R - 1 of one expert for one pair
+    // (0 for rows past M). A step loads the R rows' blocks together and dots them with one activation
+    // block, so R rows wait for the round trips of one. Each row's blocks go to the lanes, and are
+    // summed, in lane_dot's order: the same bits.
+    template <int R>
+    __device__ static void split_rows_dot(const char* w, const Shape4& sw, const Shape4& sx, const int32_t* ids,
+                                          const Shape4& si, const ActQ& act, int64_t m0, IdPair pair,
+                                          float (&acc)[R]) {
+        static_assert(SPLIT != 0, "split rows only");
+        constexpr int QBYTES = BYTES - 2;
+        const int lane = threadIdx.x % WARP_SIZE;
+        const int64_t M = sw.ne[1], n_blk = sw.ne[0] / QK;
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+        const int64_t e = expert_of(ids, si, sw.ne[2], pair);
+        if (e < 0) return;
+        const int rows = int(M - m0 < R ? M - m0 : R);
+        const uint8_t* w0 = reinterpret_cast<const uint8_t*>(w + m0 * sw.nb[1] + e * sw.nb[2]);
+        int64_t ab = act_row_of(sx, pair) * n_blk + lane;
+        for (int blk = lane; blk < int(n_blk); blk += WARP_SIZE, ab += WARP_SIZE) {
+            const ActBlocks<Block, 1> x(act, ab);
+            SplitBlock<SPLIT, Block> wb[R];
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const uint8_t* row = w0 + (r < rows ? r : 0) * sw.nb[1];  // a row past M loads row 0 again
+                wb[r].load(row + blk * QBYTES, row + n_blk * QBYTES + 2 * blk);
+            }
+            // Every row's dot, kept or not: a dot under a branch would take its loads into the branch,
+            // after the ones before it had come back.
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const float dot = block_dot<Block>(wb[r].unpack(), x.q, x.d[0], x.s[0], x.o[0]);
+                acc[r] += r < rows ? dot : 0.0f;
+            }
+        }
+    }
 };
+
+// rows_dot(m0, pair, acc) for weighted_id_rows from lane_dot(m, pair), one row at a time: the lane's
+// shares of rows m0 .. m0 + R - 1's dots (0 past M).
+template <typename LaneDot>
+struct LaneRows {
+    LaneDot lane_dot;
+    int64_t M;
+    template <int R>
+    __device__ __forceinline__ void operator()(int64_t m0, IdPair pair, float (&acc)[R]) const {
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] = m0 + r < M ? lane_dot(m0 + r, pair) : 0.0f;
+    }
+};
+template <typename LaneDot>
+__device__ __forceinline__ LaneRows<LaneDot> lane_rows(LaneDot lane_dot, int64_t M) {
+    return {lane_dot, M};
+}
 
 // A weighted MUL_MAT_ID's CUDA block (blockDim.x = min(n_used, ID_MAX_WARPS) warps; grid ceil(M /
 // ID_SUM_ROWS) x 1 x the tokens from t0, launch_id_slices): warp u takes slots u, u + warps, ... of
 // token t for ID_SUM_ROWS rows, so with up to ID_MAX_WARPS slots the grid keeps one warp a (row, pair)
 // as the plain form has; the slots' weighted dots meet in shared memory and are summed in slot order;
 // with add (f32 [M, T], contiguous), dst = sum + add, what an ADD of the two would write.
-// lane_dot(m, pair): the lane's share of row m's dot for that pair.
+// rows_dot(m0, pair, acc): the lane's shares of rows m0 .. m0 + ID_SUM_ROWS - 1's dots for that pair
+// (LaneRows, or QIdDot::split_rows_dot).
 constexpr int ID_SUM_ROWS = 2;
 constexpr int ID_MAX_WARPS = 16;
-template <typename LaneDot>
+template <typename RowsDot>
 __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const int32_t* ids, const Shape4& si,
                                                  const Shape4& sw, float* dst, const float* add, int t0,
-                                                 LaneDot lane_dot) {
+                                                 RowsDot rows_dot) {
     const int64_t M = sw.ne[1];
     __shared__ float part[ID_SUM_ROWS][MUL_MAT_ID_MAX_SLOTS];
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, n_warps = blockDim.x / WARP_SIZE;
@@ -1155,9 +1210,9 @@ __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, cons
     for (int u = warp; u < si.ne[0]; u += n_warps) {
         const IdPair pair{u, t};
         float acc[ID_SUM_ROWS];
+        rows_dot(m0, pair, acc);
 #pragma unroll
-        for (int r = 0; r < ID_SUM_ROWS; ++r)
-            acc[r] = m0 + r < M ? warp_sum(lane_dot(m0 + r, pair)) : 0.0f;  // block-uniform
+        for (int r = 0; r < ID_SUM_ROWS; ++r) acc[r] = warp_sum(acc[r]);
         const float weight = slot_w.of(u, t, expert_of(ids, si, sw.ne[2], pair));  // after the dots: off their path
         if (lane == 0) {
 #pragma unroll
@@ -1199,12 +1254,16 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_float_id_weighted_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
                                     SlotWeights slot_w, float* dst, const float* add, int t0) {
     begin_overlapped_kernel();
-    weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, [&](int64_t m, IdPair pair) {
+    const auto lane_dot = [&](int64_t m, IdPair pair) {
         return float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, pair);
-    });
+    };
+    weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, lane_rows(lane_dot, sw.ne[1]));
 }
 
-template <typename Block, bool STAGED, int SPLIT>
+// ROWS (split rows): each warp takes ID_ROWS rows at once (QIdDot::split_rows_dot); the grid's x is
+// then ceil(M / (MATVEC_WARPS * ID_ROWS)) (QIdKernels::plain_rows).
+constexpr int ID_ROWS = 2;
+template <typename Block, bool STAGED, int SPLIT, bool ROWS>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
                        int t0) {
@@ -1213,14 +1272,28 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     __shared__ uint4 stage[MATVEC_WARPS][Dot::STAGE_VECS];
     const int warp = threadIdx.x / WARP_SIZE;
     const int64_t M = sw.ne[1];
-    const int64_t m = int64_t(blockIdx.x) * MATVEC_WARPS + warp;
     const IdPair pair = id_pair(t0);
-    if (m >= M) return;  // warp-uniform
-    const float acc = warp_sum(Dot::lane_dot(w, sw, sx, ids, si, act, stage[warp], m, pair));
-    if (threadIdx.x % WARP_SIZE == 0) dst[(pair.u + si.ne[0] * pair.t) * M + m] = acc;
+    float* out = dst + (pair.u + si.ne[0] * pair.t) * M;
+    if constexpr (SPLIT != 0 && ROWS) {
+        const int64_t m0 = (int64_t(blockIdx.x) * MATVEC_WARPS + warp) * ID_ROWS;
+        if (m0 >= M) return;  // warp-uniform
+        float acc[ID_ROWS];
+        Dot::split_rows_dot(w, sw, sx, ids, si, act, m0, pair, acc);
+#pragma unroll
+        for (int r = 0; r < ID_ROWS; ++r) {
+            const float v = warp_sum(acc[r]);
+            if (threadIdx.x % WARP_SIZE == 0 && m0 + r < M) out[m0 + r] = v;
+        }
+    } else {
+        const int64_t m = int64_t(blockIdx.x) * MATVEC_WARPS + warp;
+        if (m >= M) return;  // warp-uniform
+        const float acc = warp_sum(Dot::lane_dot(w, sw, sx, ids, si, act, stage[warp], m, pair));
+        if (threadIdx.x % WARP_SIZE == 0) out[m] = acc;
+    }
 }
 
-template <typename Block, bool STAGED, int SPLIT>
+// ROWS (split rows): a warp's ID_SUM_ROWS rows at once (QIdDot::split_rows_dot).
+template <typename Block, bool STAGED, int SPLIT, bool ROWS>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
                                 SlotWeights slot_w, float* dst, const float* add, int t0) {
@@ -1228,9 +1301,17 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     using Dot = QIdDot<Block, STAGED, SPLIT>;
     __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
-    weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, [&](int64_t m, IdPair pair) {
-        return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, pair);
-    });
+    if constexpr (SPLIT != 0 && ROWS) {
+        weighted_id_rows(slot_w, ids, si, sw, dst, add, t0,
+                         [&](int64_t m0, IdPair pair, float (&acc)[ID_SUM_ROWS]) {
+                             Dot::split_rows_dot(w, sw, sx, ids, si, act, m0, pair, acc);
+                         });
+    } else {
+        const auto lane_dot = [&](int64_t m, IdPair pair) {
+            return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, pair);
+        };
+        weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, lane_rows(lane_dot, sw.ne[1]));
+    }
 }
 
 // Launches kernel over token slices of at most kIdMaxTokens, its grid (x, y, the slice's tokens), the
@@ -1278,22 +1359,26 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
 
 // The two MUL_MAT_ID kernels for one way of reading Block weights: as stored, through a shared-memory
 // stage (STAGED) or directly; or split rows loaded in SPLIT-byte vectors.
-template <typename Block, bool STAGED, int SPLIT>
+template <typename Block, bool STAGED, int SPLIT, bool ROWS = false>
 struct QIdKernels {
-    static constexpr auto plain = matvec_q_id_kernel<Block, STAGED, SPLIT>;
-    static constexpr auto weighted = matvec_q_id_weighted_kernel<Block, STAGED, SPLIT>;
+    static constexpr auto plain = matvec_q_id_kernel<Block, STAGED, SPLIT, ROWS>;
+    static constexpr auto weighted = matvec_q_id_weighted_kernel<Block, STAGED, SPLIT, ROWS>;
+    static constexpr int plain_rows = MATVEC_WARPS * (ROWS ? ID_ROWS : 1);  // rows a plain kernel's block takes
 };
 
-// Calls pick(QIdKernels<...>{}) for weights at w with strides sw, split or as stored.
+// Calls pick(QIdKernels<...>{}) for weights at w with strides sw, split or as stored. Split rows take
+// a warp's rows at once (ROWS; MINFER_CUDA_ID_ROWS=0: a row at a time).
 template <typename Block, typename Pick>
 void with_id_kernels(const void* w, const Shape4& sw, bool split, Pick pick) {
     const uintptr_t align = reinterpret_cast<uintptr_t>(w) | uintptr_t(sw.nb[1]) | uintptr_t(sw.nb[2]);
     if constexpr (kSplitRows<Block>) {
         if (split) {
+            static const bool rows = switched_on("MINFER_CUDA_ID_ROWS");
             MF_ASSERT_MSG(align % 4 == 0, "MUL_MAT_ID: split rows must be 4-byte aligned");
-            if (align % 16 == 0) return pick(QIdKernels<Block, false, 16>{});
-            if (align % 8 == 0) return pick(QIdKernels<Block, false, 8>{});
-            return pick(QIdKernels<Block, false, 4>{});
+            auto go = [&](auto with_rows, auto without) { return rows ? pick(with_rows) : pick(without); };
+            if (align % 16 == 0) return go(QIdKernels<Block, false, 16, true>{}, QIdKernels<Block, false, 16>{});
+            if (align % 8 == 0) return go(QIdKernels<Block, false, 8, true>{}, QIdKernels<Block, false, 8>{});
+            return go(QIdKernels<Block, false, 4, true>{}, QIdKernels<Block, false, 4>{});
         }
     }
     MF_ASSERT_MSG(!split, "MUL_MAT_ID: split rows of a type rows_split does not take");
@@ -1322,8 +1407,8 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, bool split, const float
             launch_id_slices(kernels.weighted, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream,
                              wc, sw, sx, ids, si, act, weights, dst, add);
         } else {
-            launch_id_slices(kernels.plain, ceil_div(M, MATVEC_WARPS), si.ne[0], si.ne[1], MATVEC_WARPS * WARP_SIZE,
-                             stream, wc, sw, sx, ids, si, act, dst);
+            launch_id_slices(kernels.plain, ceil_div(M, kernels.plain_rows), si.ne[0], si.ne[1],
+                             MATVEC_WARPS * WARP_SIZE, stream, wc, sw, sx, ids, si, act, dst);
         }
     });
     CUDA_CHECK_LAUNCH();
