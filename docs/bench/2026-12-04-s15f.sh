@@ -29,7 +29,5 @@ wait
     done
     echo "v2l pp512 | rows | $(bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
     echo "v2l pp512 | row | $(MINFER_CUDA_ID_ROWS=0 bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
-    echo "v2l tg32 @ 16384 | rows | $(T=90 bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
-    echo "v2l tg32 @ 16384 | row | $(MINFER_CUDA_ID_ROWS=0 T=90 bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
 } 2>&1 | tee $OUT/s15f.log
 echo "total $SECONDS s"
