@@ -1137,7 +1137,9 @@ struct QIdDot {
     // Split rows (SPLIT != 0): the lane's shares of rows m0 .. m0 + R - 1 of one expert for one pair
     // (0 for rows past M). A step loads the R rows' blocks together and dots them with one activation
     // block, so R rows wait for the round trips of one. Each row's blocks go to the lanes, and are
-    // summed, in lane_dot's order: the same bits.
+    // summed, in lane_dot's order, but each product is added unfused (the select below sits between
+    // the FMUL and the FADD), so the bits are lane_dot's up to that rounding (s15f; an FFMA under the
+    // select would give lane_dot's bits: not yet run on a GPU).
     template <int R>
     __device__ static void split_rows_dot(const char* w, const Shape4& sw, const Shape4& sx, const int32_t* ids,
                                           const Shape4& si, const ActQ& act, int64_t m0, IdPair pair,
