@@ -130,6 +130,8 @@ struct SplitBlock {
         d = load_u16(dp);
     }
     __device__ __forceinline__ QBlock unpack() const { return unpack_block(Block{}, SplitBytes{w, d}); }
+    // Bits of the scale's load and the quants' first: what ActBlocks' `tie` takes (scale-early).
+    __device__ __forceinline__ int tie_bits() const { return int(d) | int(w[0]); }
 };
 
 // The offset Q4_0 (8) and Q5_0 (16) quants are stored with, in every byte of a word; 0 for the others.
@@ -215,12 +217,11 @@ __device__ __forceinline__ QBlock load_block(Block blk, const uint8_t* p) {
     return unpack_block(blk, PtrBytes{p});
 }
 
-// offset * the sum of 32 activation quants (8 words) for Block's stored offset (0 without one): what
-// block_dot takes off a stored block's integer dot. One per activation block, shared by every row
-// dotted with it.
+// offset * the sum of 32 activation quants (8 words) for Block's stored offset (0 without one), plus
+// o: what block_dot takes off a stored block's integer dot. One per activation block, shared by every
+// row dotted with it.
 template <typename Block>
-__device__ __forceinline__ int act_offset_sum(const int* xq) {
-    int o = 0;
+__device__ __forceinline__ int act_offset_sum(const int* xq, int o = 0) {
     if constexpr (kQuantOffset4<Block> != 0) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) o = __dp4a(int(kQuantOffset4<Block>), xq[i], o);

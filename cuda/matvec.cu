@@ -387,21 +387,30 @@ __device__ __forceinline__ void load_act_quants(const ActQ& act, int64_t ab, int
     }
 }
 
+// 0, read from memory nothing writes, so that neither compiler can fold it away: `bits & zero` makes
+// what reads the result wait for the loads `bits` came from, at the cost of one AND.
+__device__ volatile int g_opaque_zero = 0;
+__device__ __forceinline__ int opaque_zero() { return g_opaque_zero; }
+
 // The activation quants of blocks ab .. ab + NB - 1 of the split layout (8 words a block), with their
-// scales and, for the Q8_1 types, sums.
+// scales and, for the Q8_1 types, sums. tie (scale-early): bits of the weights' loads, and zero
+// opaque_zero(); each offset sum then starts from (tie | the scale's bits) & zero, still 0, so the
+// first dp4a of a step waits for the weights' scale and the activations' scale as well as the quants.
+// ptxas then issues all of a step's loads before its first wait: one round trip a step. Left to
+// itself it issues the scales' loads after the first IDPs, which wait for the quants: two (s15a).
 template <typename Block, int NB>
 struct ActBlocks {
     int q[8 * NB];
     float d[NB], s[NB];
     int o[NB];  // act_offset_sum of each block
-    __device__ __forceinline__ ActBlocks(const ActQ& act, int64_t ab) {
+    __device__ __forceinline__ ActBlocks(const ActQ& act, int64_t ab, int tie = 0, int zero = 0) {
 #pragma unroll
         for (int i = 0; i < NB; ++i) load_act_quants(act, ab + i, q + 8 * i);
 #pragma unroll
         for (int i = 0; i < NB; ++i) {
             d[i] = act.d[ab + i];
             s[i] = BlockTraits<Block>::act == ActQuant::Q8_1 ? act.s[ab + i] : 0.0f;
-            o[i] = act_offset_sum<Block>(q + 8 * i);
+            o[i] = act_offset_sum<Block>(q + 8 * i, (tie | __float_as_int(d[i])) & zero);
         }
     }
 };
@@ -1098,9 +1107,10 @@ struct QIdDot {
             const uint8_t* wq = w_row + lane * QBYTES;
             const uint8_t* wd = w_row + n_blk * QBYTES + 2 * lane;
             int64_t ab = a * n_blk + lane;
+            const int zero = opaque_zero();
             for (int blk = lane; blk < int(n_blk); blk += WARP_SIZE) {
                 const SplitBlock<SPLIT, Block> w(wq, wd);
-                const ActBlocks<Block, 1> x(act, ab);
+                const ActBlocks<Block, 1> x(act, ab, w.tie_bits(), zero);
                 acc += block_dot<Block>(w.unpack(), x.q, x.d[0], x.s[0], x.o[0]);
                 wq += WARP_SIZE * QBYTES, wd += WARP_SIZE * 2, ab += WARP_SIZE;
             }
@@ -1137,9 +1147,7 @@ struct QIdDot {
     // Split rows (SPLIT != 0): the lane's shares of rows m0 .. m0 + R - 1 of one expert for one pair
     // (0 for rows past M). A step loads the R rows' blocks together and dots them with one activation
     // block, so R rows wait for the round trips of one. Each row's blocks go to the lanes, and are
-    // summed, in lane_dot's order, but each product is added unfused (the select below sits between
-    // the FMUL and the FADD), so the bits are lane_dot's up to that rounding (s15f; an FFMA under the
-    // select would give lane_dot's bits: not yet run on a GPU).
+    // summed, in lane_dot's order and with its FFMA (the select comes after the sum): lane_dot's bits.
     template <int R>
     __device__ static void split_rows_dot(const char* w, const Shape4& sw, const Shape4& sx, const int32_t* ids,
                                           const Shape4& si, const ActQ& act, int64_t m0, IdPair pair,
@@ -1155,20 +1163,23 @@ struct QIdDot {
         const int rows = int(M - m0 < R ? M - m0 : R);
         const uint8_t* w0 = reinterpret_cast<const uint8_t*>(w + m0 * sw.nb[1] + e * sw.nb[2]);
         int64_t ab = act_row_of(sx, pair) * n_blk + lane;
+        const int zero = opaque_zero();
         for (int blk = lane; blk < int(n_blk); blk += WARP_SIZE, ab += WARP_SIZE) {
-            const ActBlocks<Block, 1> x(act, ab);
             SplitBlock<SPLIT, Block> wb[R];
+            int tie = 0;
 #pragma unroll
             for (int r = 0; r < R; ++r) {
                 const uint8_t* row = w0 + (r < rows ? r : 0) * sw.nb[1];  // a row past M loads row 0 again
                 wb[r].load(row + blk * QBYTES, row + n_blk * QBYTES + 2 * blk);
+                tie |= wb[r].tie_bits();
             }
+            const ActBlocks<Block, 1> x(act, ab, tie, zero);
             // Every row's dot, kept or not: a dot under a branch would take its loads into the branch,
             // after the ones before it had come back.
 #pragma unroll
             for (int r = 0; r < R; ++r) {
                 const float dot = block_dot<Block>(wb[r].unpack(), x.q, x.d[0], x.s[0], x.o[0]);
-                acc[r] += r < rows ? dot : 0.0f;
+                acc[r] = r < rows ? acc[r] + dot : acc[r];
             }
         }
     }

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <memory>
 #include <numeric>
@@ -145,17 +144,15 @@ void check_vs_cpu(const std::vector<Input>& inputs, const Build& build, double t
 }
 
 // check_vs_cpu, and for weights (inputs[0]) of a type the CUDA backend splits, the same with them split
-// (TENSOR_ID_WEIGHT). A row at a time (MINFER_CUDA_ID_ROWS=0) split rows also give the stored rows'
-// bits. Two rows at once (the default) add each block's product to its row's sum unfused (FMUL, then
-// FADD; the stored path fuses them): within the CPU's tolerance, not the same bits (s15f).
+// (TENSOR_ID_WEIGHT): split rows give the stored rows' bits, a row at a time (MINFER_CUDA_ID_ROWS=0)
+// or two at once.
 void check_vs_cpu_split(const std::vector<Input>& inputs, const Build& build, double tol) {
     check_vs_cpu(inputs, build, tol);
     if (!rows_split_fits(inputs[0].type)) return;
     std::vector<Input> split = inputs;
     split[0] = id_weight(split[0]);
     check_vs_cpu(split, build, tol);
-    const char* rows = std::getenv("MINFER_CUDA_ID_ROWS");
-    if (rows && std::strcmp(rows, "0") == 0) CHECK(run(gpu(), split, build) == run(gpu(), inputs, build));
+    CHECK(run(gpu(), split, build) == run(gpu(), inputs, build));
 }
 
 const DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
@@ -240,8 +237,8 @@ TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
 
 // Split rows (TENSOR_ID_WEIGHT) at each alignment the kernel takes: rows of 6 blocks (4-byte aligned),
 // 44 (V2-Lite's down projection: 8-byte) and 64 (16-byte); rows of 3 blocks (2-byte) stay as stored.
-// Plain and weighted, decode and a prefill's 5 tokens (check_vs_cpu_split: a row at a time, the same
-// bits as the rows as stored).
+// Plain and weighted, decode and a prefill's 5 tokens (check_vs_cpu_split: the same bits as the rows as
+// stored).
 TEST_CASE("mul_mat_id with split expert rows matches the CPU") {
     const int64_t M = 37, n_expert = 6, n_used = 4;
     for (DType type : {DType::Q4_0, DType::Q8_0}) {
