@@ -1,5 +1,5 @@
 // Mixture-of-experts kernels: TOP_K routing, SUM_ROWS, DIV and SIGMOID for the gate weights, and the
-// MUL_MAT_ID dispatch over weight types (its kernels are in cuda/matvec.cu, sharing MUL_MAT's dots).
+// MUL_MAT_ID dispatch over weight types (its kernels are in cuda/matvec_id.cu, sharing MUL_MAT's dots).
 #include "cuda/moe.cuh"
 
 #include <cstdint>

@@ -18,8 +18,8 @@ namespace mf {
 // An id outside [0, n_expert) gives a zero row (the CPU asserts; checking here would cost a sync).
 // Weighted (src3, SlotWeights::data non-null): dst f32 contiguous [M, T], dst[:, t] = the sum over u,
 // in order, of weights[u, t] times the row above, plus add[:, t] when add (f32 [M, T], contiguous) is
-// given (what an ADD of the result and add writes). These two are defined in cuda/matvec.cu, beside the
-// per-type dot code they share with MUL_MAT.
+// given (what an ADD of the result and add writes). These two are defined in cuda/matvec_id.cu; the
+// per-type dot code they share with MUL_MAT is in cuda/matvec_dot.cuh.
 
 // The slot weights of a weighted MUL_MAT_ID: none (data null), f32 [n_used, T] (gate SLOTS), or the
 // router's logits f32 [n_expert, T] (gate SOFTMAX: the slot's share of the token's softmax, times

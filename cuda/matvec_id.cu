@@ -1,0 +1,449 @@
+// MUL_MAT_ID, the expert-indexed matvec: its kernels for float and block weights, and the launchers
+// cuda/moe.cuh declares (cuda/moe.cu dispatches to them over weight types).
+#include "cuda/moe.cuh"
+
+#include "cuda/act_quant.cuh"
+#include "cuda/matvec.cuh"
+#include "cuda/matvec_dot.cuh"
+
+// ---- MUL_MAT_ID (declared in cuda/moe.cuh) ------------------------------------------------------
+// The expert-indexed products share MUL_MAT's activation quantizers (cuda/matvec.cu) and per-type dots
+// (cuda/matvec_dot.cuh). Pair p = u + n_used * t of ids [n_used, T] multiplies expert ids[u, t] by
+// activation row (n_b == 1 ? 0 : u, t); one warp computes one output row of one pair, so only the chosen
+// experts' rows are read. A DeepSeek-V2-Lite decode step has 6 pairs of 1408 (gate, up) or 2048 (down)
+// rows: 8448..12288 warps, enough to fill an H200 without splitting rows.
+namespace mf {
+
+namespace {
+
+// 0, read from memory nothing writes, so that neither compiler can fold it away: `bits & zero` makes
+// what reads the result wait for the loads `bits` came from, at the cost of one AND.
+__device__ volatile int g_opaque_zero = 0;
+__device__ __forceinline__ int opaque_zero() { return g_opaque_zero; }
+
+// A (slot, token) pair of a MUL_MAT_ID: slot u of token t, pair p = u + n_used * t. The kernels take u
+// and t from their grid's y and z (launch_id_slices), so no block divides its index (a 64-bit division
+// is a ~100-instruction call, a 32-bit one ~25).
+struct IdPair {
+    int u, t;
+};
+
+// The most tokens (grid z) and slots (grid y) one launch takes: the grid's limit there.
+constexpr int64_t kIdMaxTokens = 65535;
+
+// ids[u, t]; an id outside [0, n_expert) gives -1, whose rows come out as zeros (as GET_ROWS: checking
+// on the host would cost a sync per graph).
+__device__ __forceinline__ int64_t expert_of(const int32_t* ids, const Shape4& si, int64_t n_expert, IdPair pair) {
+    const int32_t e = *reinterpret_cast<const int32_t*>(reinterpret_cast<const char*>(ids) + pair.u * si.nb[0] +
+                                                        pair.t * si.nb[1]);
+    return e >= 0 && e < n_expert ? e : -1;
+}
+
+// The activation row of a pair in x's (n, t) row order: x has one row per used slot, or one shared.
+__device__ __forceinline__ int64_t act_row_of(const Shape4& sx, IdPair pair) {
+    return (sx.ne[1] == 1 ? 0 : pair.u) + sx.ne[1] * int64_t(pair.t);
+}
+
+// The lane's share of row m's dot for a pair, float weights (VEC as matvec_float_kernel); 0 for an
+// expert id out of range.
+template <typename T, bool VEC>
+__device__ __forceinline__ float float_id_lane_dot(const char* w, const Shape4& sw, const char* x, const Shape4& sx,
+                                                   const int32_t* ids, const Shape4& si, int64_t m, IdPair pair) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int64_t K = sw.ne[0];
+    const int64_t e = expert_of(ids, si, sw.ne[2], pair);
+    float acc = 0.0f;
+    if (e < 0) return acc;
+    const T* w_row = reinterpret_cast<const T*>(w + m * sw.nb[1] + e * sw.nb[2]);
+    const float* x_row = reinterpret_cast<const float*>(x + sx.row_offset(act_row_of(sx, pair)));
+    if (VEC) {
+        constexpr int VW = 16 / sizeof(T);
+        for (int64_t k = lane * VW; k < K; k += WARP_SIZE * VW) {
+            float wv[VW];
+            load16(w_row + k, wv);
+#pragma unroll
+            for (int v = 0; v < VW; v += 4) {
+                const float4 xv = *reinterpret_cast<const float4*>(x_row + k + v);
+                acc += wv[v] * xv.x + wv[v + 1] * xv.y + wv[v + 2] * xv.z + wv[v + 3] * xv.w;
+            }
+        }
+    } else {
+        for (int64_t k = lane; k < K; k += WARP_SIZE) acc += load_f32(w_row + k) * x_row[k];
+    }
+    return acc;
+}
+
+// Block weights: the chunk loops of matvec_q_kernel (32-element blocks, one per lane, a full chunk
+// staged through this warp's `stage` when STAGED) and matvec_k_kernel (super-blocks shared by
+// K_LANES lanes, Q6_K staged), for one activation row. SPLIT (16, 8 or 4; 0: as stored): the rows are
+// split (rows_split, core/quants.h) and SPLIT-byte aligned, so a lane loads its block's quants as
+// whole vectors and its scale as one 2-byte load, with no stage.
+template <typename Block, bool STAGED, int SPLIT = 0>
+struct QIdDot {
+    static constexpr int BYTES = BlockTraits<Block>::bytes;
+    static constexpr bool SUPER = BlockTraits<Block>::elems == QK_K;
+    static constexpr int CHUNK_BLOCKS = SUPER ? K_BLOCKS : WARP_SIZE;  // blocks a warp covers per step
+    static constexpr int CHUNK_VECS = CHUNK_BLOCKS * BYTES / 16;
+    static constexpr bool STAGE = STAGED && BYTES % 16 != 0;  // Q4_K / Q5_K rows load 16 bytes directly
+    static constexpr int STAGE_VECS = STAGE ? CHUNK_VECS : 1;  // a warp's stage
+    static_assert(CHUNK_BLOCKS * BYTES % 16 == 0, "a step of blocks must be whole 16-byte vectors");
+
+    __device__ static float lane_dot(const char* w, const Shape4& sw, const Shape4& sx, const int32_t* ids,
+                                     const Shape4& si, const ActQ& act, uint4* stage, int64_t m, IdPair pair) {
+        const int lane = threadIdx.x % WARP_SIZE;
+        const int64_t K = sw.ne[0], n_blk = K / BlockTraits<Block>::elems;
+        const int64_t e = expert_of(ids, si, sw.ne[2], pair);
+        float acc = 0.0f;
+        if (e < 0) return acc;
+        const uint8_t* w_row = reinterpret_cast<const uint8_t*>(w + m * sw.nb[1] + e * sw.nb[2]);
+        const int64_t a = act_row_of(sx, pair);
+        if constexpr (SPLIT != 0) {
+            // Lane l takes blocks l, l + 32, ...: its quants, its scale and its activation block each
+            // advance by a constant a step. (Two blocks a step, both loaded before either is dotted,
+            // compiled to the same schedule: ptxas issues the second's loads after the first's dot.)
+            constexpr int QBYTES = BYTES - 2;  // a block's quants; its scale is with the row's scales
+            const uint8_t* wq = w_row + lane * QBYTES;
+            const uint8_t* wd = w_row + n_blk * QBYTES + 2 * lane;
+            int64_t ab = a * n_blk + lane;
+            const int zero = opaque_zero();
+            for (int blk = lane; blk < int(n_blk); blk += WARP_SIZE) {
+                const SplitBlock<SPLIT, Block> w(wq, wd);
+                const ActBlocks<Block, 1> x(act, ab, w.tie_bits(), zero);
+                acc += block_dot<Block>(w.unpack(), x.q, x.d[0], x.s[0], x.o[0]);
+                wq += WARP_SIZE * QBYTES, wd += WARP_SIZE * 2, ab += WARP_SIZE;
+            }
+            return acc;
+        }
+        const int sub = SUPER ? lane / K_LANES : lane, part = lane % K_LANES;
+        for (int64_t b0 = 0; b0 < n_blk; b0 += CHUNK_BLOCKS) {
+            const int64_t blk = b0 + sub;
+            if constexpr (SUPER) {
+                const uint8_t* q = w_row + blk * BYTES;
+                if (STAGE && b0 + CHUNK_BLOCKS <= n_blk)
+                    q = stage_chunk<CHUNK_VECS>(stage, w_row + b0 * BYTES, lane) + sub * BYTES;
+                if (blk < n_blk) {
+                    const KPart kp = load_k_part<STAGED && !STAGE>(Block{}, q, part);
+                    acc += dot_k_part(Block{}, kp, act, a, K, blk, part);
+                }
+            } else {
+                // The activation block's loads go out before the weights' (which the stage's barrier
+                // would otherwise hold them behind): the two round trips overlap (s13f: +1.4%).
+                const ActBlocks<Block, 1> x(act, a * n_blk + (blk < n_blk ? blk : 0));
+                if (STAGE && b0 + CHUNK_BLOCKS <= n_blk) {  // a whole chunk: blk < n_blk
+                    // Apart from the global path, so its loads are shared-memory loads, not generic ones.
+                    const uint8_t* q = stage_chunk<CHUNK_VECS>(stage, w_row + b0 * BYTES, lane) + sub * BYTES;
+                    acc += block_dot<Block>(load_block(Block{}, q), x.q, x.d[0], x.s[0], x.o[0]);
+                } else if (blk < n_blk) {
+                    acc += block_dot<Block>(load_block(Block{}, w_row + blk * BYTES), x.q, x.d[0], x.s[0], x.o[0]);
+                }
+            }
+            if constexpr (STAGE) __syncwarp();  // the next step overwrites this warp's stage
+        }
+        return acc;
+    }
+
+    // Split rows (SPLIT != 0): the lane's shares of rows m0 .. m0 + R - 1 of one expert for one pair
+    // (0 for rows past M). A step loads the R rows' blocks together and dots them with one activation
+    // block, so R rows wait for the round trips of one. Each row's blocks go to the lanes, and are
+    // summed, in lane_dot's order and with its FFMA (the select comes after the sum): lane_dot's bits.
+    template <int R>
+    __device__ static void split_rows_dot(const char* w, const Shape4& sw, const Shape4& sx, const int32_t* ids,
+                                          const Shape4& si, const ActQ& act, int64_t m0, IdPair pair,
+                                          float (&acc)[R]) {
+        static_assert(SPLIT != 0, "split rows only");
+        constexpr int QBYTES = BYTES - 2;
+        const int lane = threadIdx.x % WARP_SIZE;
+        const int64_t M = sw.ne[1], n_blk = sw.ne[0] / QK;
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+        const int64_t e = expert_of(ids, si, sw.ne[2], pair);
+        if (e < 0) return;
+        const int rows = int(M - m0 < R ? M - m0 : R);
+        const uint8_t* w0 = reinterpret_cast<const uint8_t*>(w + m0 * sw.nb[1] + e * sw.nb[2]);
+        int64_t ab = act_row_of(sx, pair) * n_blk + lane;
+        const int zero = opaque_zero();
+        for (int blk = lane; blk < int(n_blk); blk += WARP_SIZE, ab += WARP_SIZE) {
+            SplitBlock<SPLIT, Block> wb[R];
+            int tie = 0;
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const uint8_t* row = w0 + (r < rows ? r : 0) * sw.nb[1];  // a row past M loads row 0 again
+                wb[r].load(row + blk * QBYTES, row + n_blk * QBYTES + 2 * blk);
+                tie |= wb[r].tie_bits();
+            }
+            const ActBlocks<Block, 1> x(act, ab, tie, zero);
+            // Every row's dot, kept or not: a dot under a branch would take its loads into the branch,
+            // after the ones before it had come back.
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const float dot = block_dot<Block>(wb[r].unpack(), x.q, x.d[0], x.s[0], x.o[0]);
+                acc[r] = r < rows ? acc[r] + dot : acc[r];
+            }
+        }
+    }
+};
+
+// rows_dot(m0, pair, acc) for weighted_id_rows from lane_dot(m, pair), one row at a time: the lane's
+// shares of rows m0 .. m0 + R - 1's dots (0 past M).
+template <typename LaneDot>
+struct LaneRows {
+    LaneDot lane_dot;
+    int64_t M;
+    template <int R>
+    __device__ __forceinline__ void operator()(int64_t m0, IdPair pair, float (&acc)[R]) const {
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] = m0 + r < M ? lane_dot(m0 + r, pair) : 0.0f;
+    }
+};
+template <typename LaneDot>
+__device__ __forceinline__ LaneRows<LaneDot> lane_rows(LaneDot lane_dot, int64_t M) {
+    return {lane_dot, M};
+}
+
+// A weighted MUL_MAT_ID's CUDA block (blockDim.x = min(n_used, ID_MAX_WARPS) warps; grid ceil(M /
+// ID_SUM_ROWS) x 1 x the tokens from t0, launch_id_slices): warp u takes slots u, u + warps, ... of
+// token t for ID_SUM_ROWS rows, so with up to ID_MAX_WARPS slots the grid keeps one warp a (row, pair)
+// as the plain form has; the slots' weighted dots meet in shared memory and are summed in slot order;
+// with add (f32 [M, T], contiguous), dst = sum + add, what an ADD of the two would write.
+// rows_dot(m0, pair, acc): the lane's shares of rows m0 .. m0 + ID_SUM_ROWS - 1's dots for that pair
+// (LaneRows, or QIdDot::split_rows_dot).
+constexpr int ID_SUM_ROWS = 2;
+constexpr int ID_MAX_WARPS = 16;
+template <typename RowsDot>
+__device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const int32_t* ids, const Shape4& si,
+                                                 const Shape4& sw, float* dst, const float* add, int t0,
+                                                 RowsDot rows_dot) {
+    const int64_t M = sw.ne[1];
+    __shared__ float part[ID_SUM_ROWS][MUL_MAT_ID_MAX_SLOTS];
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, n_warps = blockDim.x / WARP_SIZE;
+    const int t = t0 + int(blockIdx.z);  // grid: launch_id_slices, y = 1
+    const int64_t m0 = int64_t(blockIdx.x) * ID_SUM_ROWS;
+    for (int u = warp; u < si.ne[0]; u += n_warps) {
+        const IdPair pair{u, t};
+        float acc[ID_SUM_ROWS];
+        rows_dot(m0, pair, acc);
+#pragma unroll
+        for (int r = 0; r < ID_SUM_ROWS; ++r) acc[r] = warp_sum(acc[r]);
+        const float weight = slot_w.of(u, t, expert_of(ids, si, sw.ne[2], pair));  // after the dots: off their path
+        if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < ID_SUM_ROWS; ++r) part[r][u] = weight * acc[r];
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < ID_SUM_ROWS && m0 + threadIdx.x < M) {
+        float sum = 0.0f;
+        for (int v = 0; v < si.ne[0]; ++v) sum += part[threadIdx.x][v];
+        const int64_t i = t * M + m0 + threadIdx.x;
+        dst[i] = add ? sum + add[i] : sum;
+    }
+}
+
+// Threads of a weighted MUL_MAT_ID block: a warp a slot, at most ID_MAX_WARPS.
+unsigned id_weighted_threads(const Shape4& si) {
+    return unsigned(si.ne[0] < ID_MAX_WARPS ? si.ne[0] : ID_MAX_WARPS) * WARP_SIZE;
+}
+
+// Grid ceil(M / MATVEC_WARPS) x n_used x the tokens from t0 (launch_id_slices): one warp a (row, pair).
+__device__ __forceinline__ IdPair id_pair(int t0) { return {int(blockIdx.y), t0 + int(blockIdx.z)}; }
+
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+    matvec_float_id_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
+                           float* dst, int t0) {
+    begin_overlapped_kernel();
+    const int64_t M = sw.ne[1];
+    const int64_t m = int64_t(blockIdx.x) * MATVEC_WARPS + threadIdx.x / WARP_SIZE;
+    const IdPair pair = id_pair(t0);
+    if (m >= M) return;  // warp-uniform
+    const float acc = warp_sum(float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, pair));
+    if (threadIdx.x % WARP_SIZE == 0) dst[(pair.u + si.ne[0] * pair.t) * M + m] = acc;
+}
+
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
+    matvec_float_id_weighted_kernel(const char* w, Shape4 sw, const char* x, Shape4 sx, const int32_t* ids, Shape4 si,
+                                    SlotWeights slot_w, float* dst, const float* add, int t0) {
+    begin_overlapped_kernel();
+    const auto lane_dot = [&](int64_t m, IdPair pair) {
+        return float_id_lane_dot<T, VEC>(w, sw, x, sx, ids, si, m, pair);
+    };
+    weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, lane_rows(lane_dot, sw.ne[1]));
+}
+
+// ROWS (split rows): each warp takes ID_ROWS rows at once (QIdDot::split_rows_dot); the grid's x is
+// then ceil(M / (MATVEC_WARPS * ID_ROWS)) (QIdKernels::plain_rows).
+constexpr int ID_ROWS = 2;
+template <typename Block, bool STAGED, int SPLIT, bool ROWS>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+    matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
+                       int t0) {
+    begin_overlapped_kernel();
+    using Dot = QIdDot<Block, STAGED, SPLIT>;
+    __shared__ uint4 stage[MATVEC_WARPS][Dot::STAGE_VECS];
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int64_t M = sw.ne[1];
+    const IdPair pair = id_pair(t0);
+    float* out = dst + (pair.u + si.ne[0] * pair.t) * M;
+    if constexpr (SPLIT != 0 && ROWS) {
+        const int64_t m0 = (int64_t(blockIdx.x) * MATVEC_WARPS + warp) * ID_ROWS;
+        if (m0 >= M) return;  // warp-uniform
+        float acc[ID_ROWS];
+        Dot::split_rows_dot(w, sw, sx, ids, si, act, m0, pair, acc);
+#pragma unroll
+        for (int r = 0; r < ID_ROWS; ++r) {
+            const float v = warp_sum(acc[r]);
+            if (threadIdx.x % WARP_SIZE == 0 && m0 + r < M) out[m0 + r] = v;
+        }
+    } else {
+        const int64_t m = int64_t(blockIdx.x) * MATVEC_WARPS + warp;
+        if (m >= M) return;  // warp-uniform
+        const float acc = warp_sum(Dot::lane_dot(w, sw, sx, ids, si, act, stage[warp], m, pair));
+        if (threadIdx.x % WARP_SIZE == 0) out[m] = acc;
+    }
+}
+
+// ROWS (split rows): a warp's ID_SUM_ROWS rows at once (QIdDot::split_rows_dot).
+template <typename Block, bool STAGED, int SPLIT, bool ROWS>
+__global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
+    matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
+                                SlotWeights slot_w, float* dst, const float* add, int t0) {
+    begin_overlapped_kernel();
+    using Dot = QIdDot<Block, STAGED, SPLIT>;
+    __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
+    uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
+    if constexpr (SPLIT != 0 && ROWS) {
+        weighted_id_rows(slot_w, ids, si, sw, dst, add, t0,
+                         [&](int64_t m0, IdPair pair, float (&acc)[ID_SUM_ROWS]) {
+                             Dot::split_rows_dot(w, sw, sx, ids, si, act, m0, pair, acc);
+                         });
+    } else {
+        const auto lane_dot = [&](int64_t m, IdPair pair) {
+            return Dot::lane_dot(w, sw, sx, ids, si, act, my_stage, m, pair);
+        };
+        weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, lane_rows(lane_dot, sw.ne[1]));
+    }
+}
+
+// Launches kernel over token slices of at most kIdMaxTokens, its grid (x, y, the slice's tokens), the
+// slice's first token as its last argument.
+template <typename Kernel, typename... Args>
+void launch_id_slices(Kernel kernel, int64_t x, int64_t y, int64_t n_tokens, unsigned threads, cudaStream_t stream,
+                      Args... args) {
+    MF_ASSERT_MSG(y <= kIdMaxTokens, "MUL_MAT_ID: more slots than a grid's y");
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kIdMaxTokens) {
+        const dim3 grid(grid_x(x), unsigned(y), unsigned(std::min(kIdMaxTokens, n_tokens - t0)));
+        launch_overlapped(kernel, grid, threads, 0, stream, args..., int(t0));
+    }
+}
+
+void check_id_shapes(const Shape4& sw, const Shape4& sx, const Shape4& si) {
+    MF_ASSERT(sw.ne[0] == sx.ne[0] && sx.nb[0] == sizeof(float) && sw.ne[3] == 1 && sx.ne[3] == 1);
+    MF_ASSERT((sx.ne[1] == 1 || sx.ne[1] == si.ne[0]) && sx.ne[2] == si.ne[1] && si.ne[2] == 1 && si.ne[3] == 1);
+}
+
+}  // namespace
+
+template <typename T>
+void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
+                            const Shape4& si, SlotWeights weights, float* dst, const float* add, cudaStream_t stream) {
+    check_id_shapes(sw, sx, si);
+    MF_ASSERT(!add || weights.data);
+    MF_ASSERT(sw.nb[0] == sizeof(T));
+    const int64_t M = sw.ne[1], n_pairs = si.ne[0] * si.ne[1];
+    if (M == 0 || n_pairs == 0) return;
+    const bool vec = sw.ne[0] % (16 / sizeof(T)) == 0 && aligned16(w, sw) && aligned16(x, sx);
+    const char* wc = static_cast<const char*>(w);
+    const char* xc = reinterpret_cast<const char*>(x);
+    if (weights.data) {
+        MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
+        auto kernel = vec ? matvec_float_id_weighted_kernel<T, true> : matvec_float_id_weighted_kernel<T, false>;
+        launch_id_slices(kernel, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream, wc, sw, xc,
+                         sx, ids, si, weights, dst, add);
+    } else {
+        auto kernel = vec ? matvec_float_id_kernel<T, true> : matvec_float_id_kernel<T, false>;
+        launch_id_slices(kernel, ceil_div(M, MATVEC_WARPS), si.ne[0], si.ne[1], MATVEC_WARPS * WARP_SIZE, stream, wc,
+                         sw, xc, sx, ids, si, dst);
+    }
+    CUDA_CHECK_LAUNCH();
+}
+
+// The two MUL_MAT_ID kernels for one way of reading Block weights: as stored, through a shared-memory
+// stage (STAGED) or directly; or split rows loaded in SPLIT-byte vectors.
+template <typename Block, bool STAGED, int SPLIT, bool ROWS = false>
+struct QIdKernels {
+    static constexpr auto plain = matvec_q_id_kernel<Block, STAGED, SPLIT, ROWS>;
+    static constexpr auto weighted = matvec_q_id_weighted_kernel<Block, STAGED, SPLIT, ROWS>;
+    static constexpr int plain_rows = MATVEC_WARPS * (ROWS ? ID_ROWS : 1);  // rows a plain kernel's block takes
+};
+
+// Calls pick(QIdKernels<...>{}) for weights at w with strides sw, split or as stored. Split rows take
+// a warp's rows at once (ROWS; MINFER_CUDA_ID_ROWS=0: a row at a time).
+template <typename Block, typename Pick>
+void with_id_kernels(const void* w, const Shape4& sw, bool split, Pick pick) {
+    const uintptr_t align = reinterpret_cast<uintptr_t>(w) | uintptr_t(sw.nb[1]) | uintptr_t(sw.nb[2]);
+    if constexpr (kSplitRows<Block>) {
+        if (split) {
+            static const bool rows = switched_on("MINFER_CUDA_ID_ROWS");
+            MF_ASSERT_MSG(align % 4 == 0, "MUL_MAT_ID: split rows must be 4-byte aligned");
+            auto go = [&](auto with_rows, auto without) { return rows ? pick(with_rows) : pick(without); };
+            if (align % 16 == 0) return go(QIdKernels<Block, false, 16, true>{}, QIdKernels<Block, false, 16>{});
+            if (align % 8 == 0) return go(QIdKernels<Block, false, 8, true>{}, QIdKernels<Block, false, 8>{});
+            return go(QIdKernels<Block, false, 4, true>{}, QIdKernels<Block, false, 4>{});
+        }
+    }
+    MF_ASSERT_MSG(!split, "MUL_MAT_ID: split rows of a type rows_split does not take");
+    if (aligned16(w, sw)) return pick(QIdKernels<Block, true, 0>{});
+    return pick(QIdKernels<Block, false, 0>{});
+}
+
+template <typename Block>
+void launch_matvec_q_id(const void* w, const Shape4& sw, bool split, const float* x, const Shape4& sx,
+                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
+                        SlotWeights weights, float* dst, const float* add, cudaStream_t stream) {
+    using Traits = BlockTraits<Block>;
+    check_id_shapes(sw, sx, si);
+    MF_ASSERT(!add || weights.data);
+    MF_ASSERT(sw.ne[0] % Traits::elems == 0 && sw.nb[0] == Traits::bytes);
+    MF_ASSERT(scratch_bytes >= matvec_q_scratch_bytes(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
+    const int64_t M = sw.ne[1], n_pairs = si.ne[0] * si.ne[1];
+    if (sx.nrows() == 0) return;
+    const ActQ act = act_layout(scratch, sx);
+    if (!x_quantized) quantize_activations(Traits::act, x, sx, act, stream);
+    if (M == 0 || n_pairs == 0) return;
+    const char* wc = static_cast<const char*>(w);
+    if (weights.data) MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
+    with_id_kernels<Block>(w, sw, split, [&](auto kernels) {
+        if (weights.data) {
+            launch_id_slices(kernels.weighted, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream,
+                             wc, sw, sx, ids, si, act, weights, dst, add);
+        } else {
+            launch_id_slices(kernels.plain, ceil_div(M, kernels.plain_rows), si.ne[0], si.ne[1],
+                             MATVEC_WARPS * WARP_SIZE, stream, wc, sw, sx, ids, si, act, dst);
+        }
+    });
+    CUDA_CHECK_LAUNCH();
+}
+
+template void launch_matvec_float_id<float>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                            const Shape4&, SlotWeights, float*, const float*, cudaStream_t);
+template void launch_matvec_float_id<__half>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
+                                             const Shape4&, SlotWeights, float*, const float*, cudaStream_t);
+template void launch_matvec_float_id<__nv_bfloat16>(const void*, const Shape4&, const float*, const Shape4&,
+                                                    const int32_t*, const Shape4&, SlotWeights, float*, const float*,
+                                                    cudaStream_t);
+#define MF_INSTANTIATE_Q_ID(B)                                                                                  \
+    template void launch_matvec_q_id<B>(const void*, const Shape4&, bool, const float*, const Shape4&,         \
+                                        const int32_t*, const Shape4&, void*, size_t, bool, SlotWeights, float*, \
+                                        const float*, cudaStream_t);
+MF_INSTANTIATE_Q_ID(BlockQ8_0)
+MF_INSTANTIATE_Q_ID(BlockQ4_0)
+MF_INSTANTIATE_Q_ID(BlockQ4_1)
+MF_INSTANTIATE_Q_ID(BlockQ5_0)
+MF_INSTANTIATE_Q_ID(BlockQ5_1)
+MF_INSTANTIATE_Q_ID(BlockQ4_K)
+MF_INSTANTIATE_Q_ID(BlockQ5_K)
+MF_INSTANTIATE_Q_ID(BlockQ6_K)
+#undef MF_INSTANTIATE_Q_ID
+
+}  // namespace mf
