@@ -2,6 +2,10 @@
 // cuda/moe.cuh declares (cuda/moe.cu dispatches to them over weight types).
 #include "cuda/moe.cuh"
 
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+
 #include "cuda/act_quant.cuh"
 #include "cuda/matvec.cuh"
 #include "cuda/matvec_dot.cuh"
@@ -144,9 +148,12 @@ struct QIdDot {
 
     // Split rows (SPLIT != 0): the lane's shares of rows m0 .. m0 + R - 1 of one expert for one pair
     // (0 for rows past M). A step loads the R rows' blocks together and dots them with one activation
-    // block, so R rows wait for the round trips of one. Each row's blocks go to the lanes, and are
-    // summed, in lane_dot's order and with its FFMA (the select comes after the sum): lane_dot's bits.
-    template <int R>
+    // block, so R rows wait for the round trips of one. S steps at once (1 or 2: blocks blk and
+    // blk + 32 of each row) wait for one round trip together: with S = 2 a decode row of up to 64
+    // blocks (V2-Lite's gate_up 64, down 44) is one round trip, for twice the registers. Each row's
+    // blocks go to the lanes, and are summed, in lane_dot's order and with its FFMA (the select comes
+    // after the sum): lane_dot's bits.
+    template <int R, int S>
     __device__ static void split_rows_dot(const char* w, const Shape4& sw, const Shape4& sx, const int32_t* ids,
                                           const Shape4& si, const ActQ& act, int64_t m0, IdPair pair,
                                           float (&acc)[R]) {
@@ -162,22 +169,36 @@ struct QIdDot {
         const uint8_t* w0 = reinterpret_cast<const uint8_t*>(w + m0 * sw.nb[1] + e * sw.nb[2]);
         int64_t ab = act_row_of(sx, pair) * n_blk + lane;
         const int zero = opaque_zero();
-        for (int blk = lane; blk < int(n_blk); blk += WARP_SIZE, ab += WARP_SIZE) {
-            SplitBlock<SPLIT, Block> wb[R];
+        static_assert(S == 1 || S == 2, "one or two steps at once");
+        for (int blk = lane; blk < int(n_blk); blk += S * WARP_SIZE, ab += S * WARP_SIZE) {
+            // Step 1 (S = 2) takes block blk + 32; a lane without it loads block blk again and does not
+            // add it.
+            const bool two = S == 2 && blk + WARP_SIZE < int(n_blk);
+            SplitBlock<SPLIT, Block> wb[S][R];
             int tie = 0;
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                const uint8_t* row = w0 + (r < rows ? r : 0) * sw.nb[1];  // a row past M loads row 0 again
-                wb[r].load(row + blk * QBYTES, row + n_blk * QBYTES + 2 * blk);
-                tie |= wb[r].tie_bits();
+            for (int s = 0; s < S; ++s) {
+                const int b = s == 1 && two ? blk + WARP_SIZE : blk;
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const uint8_t* row = w0 + (r < rows ? r : 0) * sw.nb[1];  // a row past M loads row 0 again
+                    wb[s][r].load(row + b * QBYTES, row + n_blk * QBYTES + 2 * b);
+                    tie |= wb[s][r].tie_bits();
+                }
             }
-            const ActBlocks<Block, 1> x(act, ab, tie, zero);
+            // Step 0's offset sum carries the tie, step 1's activation loads included.
+            const ActBlocks<Block, 1> x1(act, two ? ab + WARP_SIZE : ab);  // read only when S = 2
+            const ActBlocks<Block, 1> x0(act, ab, S == 2 ? tie | x1.q[0] | __float_as_int(x1.d[0]) : tie, zero);
             // Every row's dot, kept or not: a dot under a branch would take its loads into the branch,
             // after the ones before it had come back.
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                const float dot = block_dot<Block>(wb[r].unpack(), x.q, x.d[0], x.s[0], x.o[0]);
-                acc[r] = r < rows ? acc[r] + dot : acc[r];
+            for (int s = 0; s < S; ++s) {
+                const ActBlocks<Block, 1>& x = s == 0 ? x0 : x1;
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const float dot = block_dot<Block>(wb[s][r].unpack(), x.q, x.d[0], x.s[0], x.o[0]);
+                    acc[r] = r < rows && (s == 0 || two) ? acc[r] + dot : acc[r];
+                }
             }
         }
     }
@@ -271,11 +292,13 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
     weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, lane_rows(lane_dot, sw.ne[1]));
 }
 
-// ROWS (split rows): each warp takes ID_ROWS rows at once (QIdDot::split_rows_dot); the grid's x is
-// then ceil(M / (MATVEC_WARPS * ID_ROWS)) (QIdKernels::plain_rows).
+// STEPS (split rows; 0: a row at a time): each warp takes ID_ROWS rows at once, STEPS steps a round
+// trip (QIdDot::split_rows_dot); the grid's x is then ceil(M / (MATVEC_WARPS * ID_ROWS))
+// (QIdKernels::plain_rows). Two steps are capped at 80 registers (6 blocks an SM; uncapped they took
+// 84-88, 5 blocks); a minimum of 0 blocks is no minimum, the SASS of no second argument.
 constexpr int ID_ROWS = 2;
-template <typename Block, bool STAGED, int SPLIT, bool ROWS>
-__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
+template <typename Block, bool STAGED, int SPLIT, int STEPS>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, STEPS == 2 ? 6 : 0)
     matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
                        int t0) {
     begin_overlapped_kernel();
@@ -285,11 +308,11 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     const int64_t M = sw.ne[1];
     const IdPair pair = id_pair(t0);
     float* out = dst + (pair.u + si.ne[0] * pair.t) * M;
-    if constexpr (SPLIT != 0 && ROWS) {
+    if constexpr (SPLIT != 0 && STEPS > 0) {
         const int64_t m0 = (int64_t(blockIdx.x) * MATVEC_WARPS + warp) * ID_ROWS;
         if (m0 >= M) return;  // warp-uniform
         float acc[ID_ROWS];
-        Dot::split_rows_dot(w, sw, sx, ids, si, act, m0, pair, acc);
+        Dot::template split_rows_dot<ID_ROWS, STEPS>(w, sw, sx, ids, si, act, m0, pair, acc);
 #pragma unroll
         for (int r = 0; r < ID_ROWS; ++r) {
             const float v = warp_sum(acc[r]);
@@ -303,19 +326,21 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
     }
 }
 
-// ROWS (split rows): a warp's ID_SUM_ROWS rows at once (QIdDot::split_rows_dot).
-template <typename Block, bool STAGED, int SPLIT, bool ROWS>
-__global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
+// STEPS (split rows; 0: a row at a time): a warp's ID_SUM_ROWS rows at once, STEPS steps a round trip
+// (QIdDot::split_rows_dot). Two steps are capped at 64 registers (5 blocks of 6 warps an SM, as one
+// step; uncapped they took 104-116).
+template <typename Block, bool STAGED, int SPLIT, int STEPS>
+__global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE, STEPS == 2 ? 2 : 0)
     matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
                                 SlotWeights slot_w, float* dst, const float* add, int t0) {
     begin_overlapped_kernel();
     using Dot = QIdDot<Block, STAGED, SPLIT>;
     __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
-    if constexpr (SPLIT != 0 && ROWS) {
+    if constexpr (SPLIT != 0 && STEPS > 0) {
         weighted_id_rows(slot_w, ids, si, sw, dst, add, t0,
                          [&](int64_t m0, IdPair pair, float (&acc)[ID_SUM_ROWS]) {
-                             Dot::split_rows_dot(w, sw, sx, ids, si, act, m0, pair, acc);
+                             Dot::template split_rows_dot<ID_SUM_ROWS, STEPS>(w, sw, sx, ids, si, act, m0, pair, acc);
                          });
     } else {
         const auto lane_dot = [&](int64_t m, IdPair pair) {
@@ -369,27 +394,47 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
 }
 
 // The two MUL_MAT_ID kernels for one way of reading Block weights: as stored, through a shared-memory
-// stage (STAGED) or directly; or split rows loaded in SPLIT-byte vectors.
-template <typename Block, bool STAGED, int SPLIT, bool ROWS = false>
+// stage (STAGED) or directly; or split rows loaded in SPLIT-byte vectors, each kernel a row at a time
+// (STEPS 0) or a warp's rows at once, one or two steps a round trip.
+template <typename Block, bool STAGED, int SPLIT, int PLAIN_STEPS = 0, int WEIGHTED_STEPS = PLAIN_STEPS>
 struct QIdKernels {
-    static constexpr auto plain = matvec_q_id_kernel<Block, STAGED, SPLIT, ROWS>;
-    static constexpr auto weighted = matvec_q_id_weighted_kernel<Block, STAGED, SPLIT, ROWS>;
-    static constexpr int plain_rows = MATVEC_WARPS * (ROWS ? ID_ROWS : 1);  // rows a plain kernel's block takes
+    static constexpr auto plain = matvec_q_id_kernel<Block, STAGED, SPLIT, PLAIN_STEPS>;
+    static constexpr auto weighted = matvec_q_id_weighted_kernel<Block, STAGED, SPLIT, WEIGHTED_STEPS>;
+    static constexpr int plain_rows = MATVEC_WARPS * (PLAIN_STEPS > 0 ? ID_ROWS : 1);  // rows a plain block takes
 };
 
+// Which split-row MUL_MAT_ID kernels take two steps a round trip: MINFER_CUDA_ID_STEPS=plain, weighted
+// or both (bit 0: the plain kernel, bit 1: the weighted one); unset, one step. Opt-in until measured
+// (docs/bench/2026-12-05-s16b.sh).
+int id_two_steps() {
+    const char* v = std::getenv("MINFER_CUDA_ID_STEPS");
+    if (!v) return 0;
+    const std::string s = v;
+    return s == "plain" ? 1 : s == "weighted" ? 2 : s == "both" ? 3 : 0;
+}
+
 // Calls pick(QIdKernels<...>{}) for weights at w with strides sw, split or as stored. Split rows take
-// a warp's rows at once (ROWS; MINFER_CUDA_ID_ROWS=0: a row at a time).
+// a warp's rows at once (MINFER_CUDA_ID_ROWS=0: a row at a time), one or two steps a round trip
+// (id_two_steps).
 template <typename Block, typename Pick>
 void with_id_kernels(const void* w, const Shape4& sw, bool split, Pick pick) {
     const uintptr_t align = reinterpret_cast<uintptr_t>(w) | uintptr_t(sw.nb[1]) | uintptr_t(sw.nb[2]);
     if constexpr (kSplitRows<Block>) {
         if (split) {
             static const bool rows = switched_on("MINFER_CUDA_ID_ROWS");
+            static const int two = id_two_steps();
             MF_ASSERT_MSG(align % 4 == 0, "MUL_MAT_ID: split rows must be 4-byte aligned");
-            auto go = [&](auto with_rows, auto without) { return rows ? pick(with_rows) : pick(without); };
-            if (align % 16 == 0) return go(QIdKernels<Block, false, 16, true>{}, QIdKernels<Block, false, 16>{});
-            if (align % 8 == 0) return go(QIdKernels<Block, false, 8, true>{}, QIdKernels<Block, false, 8>{});
-            return go(QIdKernels<Block, false, 4, true>{}, QIdKernels<Block, false, 4>{});
+            auto go = [&](auto vec) {
+                constexpr int V = decltype(vec)::value;
+                if (!rows) return pick(QIdKernels<Block, false, V>{});
+                if (two == 1) return pick(QIdKernels<Block, false, V, 2, 1>{});
+                if (two == 2) return pick(QIdKernels<Block, false, V, 1, 2>{});
+                if (two == 3) return pick(QIdKernels<Block, false, V, 2, 2>{});
+                return pick(QIdKernels<Block, false, V, 1, 1>{});
+            };
+            if (align % 16 == 0) return go(std::integral_constant<int, 16>{});
+            if (align % 8 == 0) return go(std::integral_constant<int, 8>{});
+            return go(std::integral_constant<int, 4>{});
         }
     }
     MF_ASSERT_MSG(!split, "MUL_MAT_ID: split rows of a type rows_split does not take");

@@ -237,12 +237,14 @@ TEST_CASE("weighted mul_mat_id on CUDA matches the CPU") {
 
 // Split rows (TENSOR_ID_WEIGHT) at each alignment the kernel takes: rows of 6 blocks (4-byte aligned),
 // 44 (V2-Lite's down projection: 8-byte) and 64 (16-byte); rows of 3 blocks (2-byte) stay as stored.
+// Rows of 88 (16-byte) and 140 (8-byte) blocks take more than one pass of two steps at once
+// (MINFER_CUDA_ID_STEPS).
 // Plain and weighted, decode and a prefill's 5 tokens (check_vs_cpu_split: the same bits as the rows as
 // stored).
 TEST_CASE("mul_mat_id with split expert rows matches the CPU") {
     const int64_t M = 37, n_expert = 6, n_used = 4;
     for (DType type : {DType::Q4_0, DType::Q8_0}) {
-        for (int64_t K : {96, 192, 1408, 2048}) {
+        for (int64_t K : {96, 192, 1408, 2048, 2816, 4480}) {
             for (int64_t T : {1, 5}) {
                 INFO(dtype_name(type) << " K=" << K << " T=" << T);
                 check_vs_cpu_split({random(type, {K, M, n_expert}), random(DType::F32, {K, 1, T}),

@@ -1,50 +1,45 @@
 #!/bin/bash
-# Sixteenth session, prepared and not run (the device stopped answering, then none was lent): split-
-# steps. After scale-early (s16a) a split-row step is one round trip, but a decode warp still takes
-# its steps one after another: V2-Lite's gate_up rows are 64 blocks (two steps a lane), the down's 44
-# (two for lanes 0-11). docs/bench/2026-12-05-split-steps.patch makes split_rows_dot load both steps'
-# blocks (2 rows x 2 steps, two activation blocks) and tie them all to the first IDP: a row of up to
-# 64 blocks is one round trip. SASS: every LDG of both steps before the first IDP. Cost: registers,
-# plain 46 -> 84, weighted 64 -> 106 (blocks an SM: plain 10 -> 5, weighted 5 -> 3).
-# split-steps-cap.patch (on top) caps them at 80 / 64 (6 / 5 blocks an SM; no spills for Q4_0; some
-# Q8_0 kernels spill 40-56 bytes). The twelfth session's id-steps (s12b: a 64-block step's loads
-# before the first dot, stored rows, 64 registers instead of 40) lost 1.0%: as many bytes in flight
-# as before, with fewer warps. The kernels were issue-bound then; they are latency-bound now.
-# Prediction (written before any run): the chain loses one of ~5 round trips in the two routed
-# kernels, ~1 us each in place, 26 layers: ~50 us of ~1,780, +3% if occupancy cost nothing; capped
-# +1-2%; uncapped, the halved occupancy eats it: -1 to +1%. pp512 within 2%.
-# Build (development machine, from main):
-#   git apply docs/bench/2026-12-05-split-steps.patch && make build &&
-#     pack_bins .carry/exp minfer test_gpu_moe test_gpu_deepseek2
-#   git apply docs/bench/2026-12-05-split-steps-cap.patch && make build && pack_bins .carry/cap minfer test_gpu_moe
-#   git checkout cuda tests && make build && pack_bins .carry/main minfer (main's suites too, if wanted)
-# Carry: build-deps, .carry/main, .carry/exp, .carry/cap
+# Sixteenth session, prepared and not run (the device stopped answering mid-call, then none was lent):
+# two steps at once (MINFER_CUDA_ID_STEPS, opt-in on main). After scale-early (s16a) a split-row step
+# is one round trip, but a decode warp still takes its steps one after another: V2-Lite's gate_up rows
+# are 64 blocks (two steps a lane), the down's 44 (two for lanes 0-11). With STEPS = 2
+# split_rows_dot loads both steps' blocks (2 rows x 2 steps, two activation blocks) and ties them all
+# to the first IDP: a row of up to 64 blocks is one round trip. SASS: every LDG of both steps before
+# the first IDP. Registers: capped at 80 (plain: 6 blocks an SM where one step has 10) and 64
+# (weighted: 5 blocks of 6 warps, as one step); no spills for the Q4_0 kernels V2-Lite uses (some
+# Q8_0 kernels spill 16-64 bytes). With the option unset every existing kernel's SASS is unchanged
+# (68 of 68 identical, encodings included). The twelfth session's id-steps (s12b: a 64-block step's
+# loads before the first dot, stored rows, 64 registers instead of 40) lost 1.0%: as many bytes in
+# flight as before, with fewer warps; the kernels were issue-bound then, latency-bound now.
+# Prediction (written before any run): one of ~5 round trips off each routed kernel's chain, ~1 us
+# in place, 26 layers x 2: ~50 us of ~1,780 = +3% if occupancy cost nothing. weighted (down) only:
+# +1-1.5% (same occupancy); plain (gate_up) only: 0 to +1% (waves 1.6 -> 2.7); both: +1-2%. pp512
+# within 2%.
+# Binaries: .carry/main (main: minfer and the six GPU suites).
+# Carry: build-deps, .carry/main
 set -u
 export LD_LIBRARY_PATH=$PWD/build-deps/lib:${LD_LIBRARY_PATH:-}
 source docs/bench/device-lib.sh
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }  # the tests' compiled-in source dir
-unpack_pack .carry/main /root/main
-unpack_pack .carry/exp /root/bins
-unpack_pack .carry/cap /root/cap
-M=/root/main/minfer B=/root/bins/minfer C=/root/cap/minfer
+unpack_pack .carry/main
+B=/root/bins/minfer
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
 run_suites test_gpu_moe test_gpu_deepseek2
+MINFER_CUDA_ID_STEPS=both TAG=both run_suites test_gpu_moe test_gpu_deepseek2
 MINFER_CUDA_ID_ROWS=0 TAG=rows0 run_suites test_gpu_moe
-BINS=/root/cap TAG=cap run_suites test_gpu_moe
+run_suites test_gpu_ops test_gpu_attention test_gpu_gemma3 test_gpu_attn_backends
 wait
 {
     for i in 1 2 3; do
-        echo "v2l tg64 | main | $(bench_rows $M -m /root/v2l.gguf -p 0 -n 64 -r 3)"
-        echo "v2l tg64 | steps | $(bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
-        echo "v2l tg64 | cap | $(bench_rows $C -m /root/v2l.gguf -p 0 -n 64 -r 3)"
+        for m in off plain weighted both; do
+            echo "v2l tg64 | $m | $(MINFER_CUDA_ID_STEPS=$m bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
+        done
     done
-    for x in "main $M" "steps $B" "cap $C"; do
-        set -- $x
-        echo "v2l pp512 | $1 | $(bench_rows $2 -m /root/v2l.gguf -p 512 -n 0 -r 3)"
+    for m in off plain weighted both; do
+        echo "v2l pp512 | $m | $(MINFER_CUDA_ID_STEPS=$m bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
     done
-    for x in "main $M" "steps $B" "cap $C"; do
-        set -- $x
-        echo "v2l 16k | $1 | $(T=120 bench_rows $2 -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
+    for m in off both weighted; do
+        echo "v2l 16k | $m | $(MINFER_CUDA_ID_STEPS=$m T=120 bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
     done
 } 2>&1 | tee $OUT/s16b.log
 echo "total $SECONDS s"
