@@ -159,6 +159,7 @@ public:
         fuse_quant_ = switched_on("MINFER_CUDA_FUSE_QUANT");
         split_rows_ = switched_on("MINFER_CUDA_SPLIT_ROWS");
         use_side_ = switched_on("MINFER_CUDA_SIDE");
+        if (const char* v = std::getenv("MINFER_CUDA_FUSE_TOPK")) fuse_topk_ = std::string(v) == "1";
         if (const char* op = std::getenv("MINFER_CUDA_TWICE")) twice_op_ = op;
     }
 
@@ -398,7 +399,9 @@ private:
     void use_lane(bool side);
     // Before a launch of `n` (and the nodes folded into it) that writes `written`: picks its lane,
     // makes it current and orders it against the other lane.
-    void begin_launch(const Tensor* n, const Tensor* fused_add, const Tensor* written);
+    // also_written: a folded node's result the launch writes too (a routing MUL_MAT_ID's ids).
+    void begin_launch(const Tensor* n, const Tensor* fused_add, const Tensor* written,
+                      const Tensor* also_written = nullptr);
     void join_side();
 
     // SWIGLU fused into the quantization of the MUL_MAT that reads it: a SWIGLU node whose only
@@ -458,6 +461,14 @@ private:
     // result, the cache, is checked apart from x and w. Part of MINFER_CUDA_FUSE_CONCAT.
     const Tensor* folded_norm_ = nullptr;  // the MUL the store makes from the norm's source
     bool norm_foldable(const Graph& g, size_t i) const;
+    // A TOP_K whose next launching node is an unweighted MUL_MAT_ID that takes it as ids and can route
+    // (mul_mat_id_routes: split Q4_0 / Q8_0 experts, at most 64): not launched; that MUL_MAT_ID ranks
+    // the TOP_K's source itself and writes the ids where the TOP_K would have (IdRoute), for the later
+    // readers. DeepSeek-V2's router, one launch a layer. Opt-in until measured:
+    // MINFER_CUDA_FUSE_TOPK=1 (docs/bench/2026-12-05-s16b.sh).
+    bool fuse_topk_ = false;
+    const Tensor* folded_topk_ = nullptr;
+    bool topk_foldable(const Graph& g, size_t i) const;
     // A quantized MUL_MAT whose x is not already quantized in scratch and fits
     // matvec_q_quantizes_inside (decode, rows of at most 512: MLA's per-head W_UK and W_UV) has the
     // matvec quantize x itself, the same bits; no quantizer launch. MINFER_CUDA_FUSE_QUANT=0 turns it
@@ -816,6 +827,23 @@ bool CudaBackend::concat_fusable(const Graph& g, size_t i, const Tensor* rope) c
            n->ne[3] == 1 && apart(m, a) && apart(m, b);
 }
 
+bool CudaBackend::topk_foldable(const Graph& g, size_t i) const {
+    const Tensor* n = g.nodes[i];
+    if (!fuse_topk_ || n->op != Op::TOP_K || (n->flags & TENSOR_OUTPUT) || !n->is_contiguous()) return false;
+    const Tensor* logits = n->src[0];
+    size_t j = i + 1;
+    while (j < g.nodes.size() && (g.nodes[j]->op == Op::VIEW || g.nodes[j]->op == Op::NONE)) ++j;
+    if (j == g.nodes.size()) return false;
+    const Tensor* m = g.nodes[j];
+    if (m->op != Op::MUL_MAT_ID || m->src[2] != n || m->src[3] || m->src[0] == n || m->src[1] == n ||
+        (m->flags & TENSOR_SIDE) || !is_f32(logits))
+        return false;
+    const Tensor* w = m->src[0];
+    // The launch reads the logits and writes both results: each apart from what the other reads.
+    return mul_mat_id_routes(w->type, splits_rows(w), shape_of(w), shape_of(logits), shape_of(n)) &&
+           apart(m, logits) && apart(m, n) && apart(n, m->src[1]);
+}
+
 bool CudaBackend::norm_foldable(const Graph& g, size_t i) const {
     const Tensor* n = g.nodes[i];
     if (!fuse_concat_ || n->op != Op::RMS_NORM || i + 1 >= g.nodes.size() || (n->flags & TENSOR_OUTPUT) ||
@@ -895,7 +923,8 @@ void CudaBackend::join_side() {
     side_written_.clear();
 }
 
-void CudaBackend::begin_launch(const Tensor* n, const Tensor* fused_add, const Tensor* written) {
+void CudaBackend::begin_launch(const Tensor* n, const Tensor* fused_add, const Tensor* written,
+                               const Tensor* also_written) {
     const bool side = use_side_ && side_.stream && (n->flags & TENSOR_SIDE) && n->op != Op::FLASH_ATTN;
     // What the launch reads: the sources of n, of the nodes folded into it and of a fused ADD, less
     // those folded nodes' own results (never written) and the weights (never written).
@@ -912,9 +941,11 @@ void CudaBackend::begin_launch(const Tensor* n, const Tensor* fused_add, const T
     read(fused_add);
     for (const Tensor* f : folded_) read(f);
     folded_.clear();
-    const ByteSpan w{static_cast<const char*>(written->data), data_end(written)};
+    std::vector<ByteSpan> ws{{static_cast<const char*>(written->data), data_end(written)}};
+    if (also_written) ws.push_back({static_cast<const char*>(also_written->data), data_end(also_written)});
     auto races = [&](const std::vector<ByteSpan>& other_read, const std::vector<ByteSpan>& other_written) {
-        if (overlaps(other_read, w.begin, w.end) || overlaps(other_written, w.begin, w.end)) return true;
+        for (const ByteSpan& w : ws)
+            if (overlaps(other_read, w.begin, w.end) || overlaps(other_written, w.begin, w.end)) return true;
         for (const ByteSpan& r : reads)
             if (overlaps(other_written, r.begin, r.end)) return true;
         return false;
@@ -929,7 +960,7 @@ void CudaBackend::begin_launch(const Tensor* n, const Tensor* fused_add, const T
             main_written_.clear();
         }
         side_read_.insert(side_read_.end(), reads.begin(), reads.end());
-        side_written_.push_back(w);
+        side_written_.insert(side_written_.end(), ws.begin(), ws.end());
         ++side_launches_;
         return;
     }
@@ -940,7 +971,7 @@ void CudaBackend::begin_launch(const Tensor* n, const Tensor* fused_add, const T
         return;
     }
     main_read_.insert(main_read_.end(), reads.begin(), reads.end());
-    main_written_.push_back(w);
+    main_written_.insert(main_written_.end(), ws.begin(), ws.end());
 }
 
 void CudaBackend::run_nodes(const Graph& g) {
@@ -951,7 +982,7 @@ void CudaBackend::run_nodes(const Graph& g) {
     main_read_.clear(), main_written_.clear(), side_read_.clear(), side_written_.clear(), folded_.clear();
     side_launches_ = 0;
     fused_nodes_ = quantized_inside_ = 0;
-    fused_concat_ = folded_rope_ = folded_norm_ = nullptr;
+    fused_concat_ = folded_rope_ = folded_norm_ = folded_topk_ = nullptr;
     reads_.clear();
     for (const Tensor* n : g.nodes)
         for (const Tensor* src : n->src)
@@ -966,6 +997,12 @@ void CudaBackend::run_nodes(const Graph& g) {
         }
         if (rope_foldable(g, i)) {
             folded_rope_ = n;  // not launched: the CONCAT's reader rotates as it reads
+            folded_.push_back(n);
+            ++fused_nodes_;
+            continue;
+        }
+        if (topk_foldable(g, i)) {
+            folded_topk_ = n;  // not launched: the MUL_MAT_ID after it routes, and writes n
             folded_.push_back(n);
             ++fused_nodes_;
             continue;
@@ -1030,13 +1067,17 @@ void CudaBackend::run_nodes(const Graph& g) {
             fused_out_ = static_cast<float*>(written->data);
         }
         const bool launches = n->op != Op::VIEW && n->op != Op::NONE;
-        if (launches) begin_launch(n, written != n ? written : nullptr, written);
+        // A MUL_MAT_ID routing for the folded TOP_K writes its result too.
+        const Tensor* routed = folded_topk_ && n->op == Op::MUL_MAT_ID && n->src[2] == folded_topk_ ? n->src[2]
+                                                                                                      : nullptr;
+        if (launches) begin_launch(n, written != n ? written : nullptr, written, routed);
         run_node(n);
         if (launches && !twice_op_.empty() && twice_op_ == op_name(n->op) && repeatable(n, written)) {
             fused_swiglu_ = fused_norm_ = nullptr;  // the scratch holds x quantized: the matmul alone again
             run_node(n);
         }
-        if (launches) fused_concat_ = folded_rope_ = folded_norm_ = nullptr;  // their reader has run
+        if (launches) fused_concat_ = folded_rope_ = folded_norm_ = folded_topk_ = nullptr;  // their reader has run
+        if (routed) note_written(routed);
         fused_swiglu_ = nullptr;
         fused_norm_ = nullptr;
         fused_add_ = nullptr;
@@ -1226,10 +1267,12 @@ void CudaBackend::run_node(const Tensor* node) {
                            node->op_param_f(1)};
             }
             const bool reuse = is_quant_weight(a->type) && prepare_act(b, act_quant_of(a->type), s);
+            IdRoute route;  // the folded TOP_K's source: the launch ranks it and writes ids
+            if (ids == folded_topk_) route = {static_cast<const char*>(ids->src[0]->data), shape_of(ids->src[0])};
             launch_mul_mat_id(a->type, a->data, shape_of(a), splits_rows(a), static_cast<const float*>(b->data),
                               shape_of(b),
                               static_cast<const int32_t*>(ids->data), shape_of(ids), scratch_, scratch_size_, reuse,
-                              weights, fused_out_ ? fused_out_ : out, fused_add_, s);
+                              weights, fused_out_ ? fused_out_ : out, fused_add_, s, route);
             return;
         }
         case Op::TOP_K:

@@ -9,6 +9,7 @@
 #include "cuda/act_quant.cuh"
 #include "cuda/matvec.cuh"
 #include "cuda/matvec_dot.cuh"
+#include "cuda/top_k_rank.cuh"
 
 // ---- MUL_MAT_ID (declared in cuda/moe.cuh) ------------------------------------------------------
 // The expert-indexed products share MUL_MAT's activation quantizers (cuda/matvec.cu) and per-type dots
@@ -153,17 +154,17 @@ struct QIdDot {
     // blocks (V2-Lite's gate_up 64, down 44) is one round trip, for twice the registers. Each row's
     // blocks go to the lanes, and are summed, in lane_dot's order and with its FFMA (the select comes
     // after the sum): lane_dot's bits.
-    template <int R, int S>
-    __device__ static void split_rows_dot(const char* w, const Shape4& sw, const Shape4& sx, const int32_t* ids,
-                                          const Shape4& si, const ActQ& act, int64_t m0, IdPair pair,
-                                          float (&acc)[R]) {
+    // expert(): the pair's expert (expert_of, or routed_expert), -1 for none.
+    template <int R, int S, typename Expert>
+    __device__ static void split_rows_dot(const char* w, const Shape4& sw, const Shape4& sx, Expert expert,
+                                          const ActQ& act, int64_t m0, IdPair pair, float (&acc)[R]) {
         static_assert(SPLIT != 0, "split rows only");
         constexpr int QBYTES = BYTES - 2;
         const int lane = threadIdx.x % WARP_SIZE;
         const int64_t M = sw.ne[1], n_blk = sw.ne[0] / QK;
 #pragma unroll
         for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-        const int64_t e = expert_of(ids, si, sw.ne[2], pair);
+        const int64_t e = expert();
         if (e < 0) return;
         const int rows = int(M - m0 < R ? M - m0 : R);
         const uint8_t* w0 = reinterpret_cast<const uint8_t*>(w + m0 * sw.nb[1] + e * sw.nb[2]);
@@ -297,6 +298,22 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE)
 // (QIdKernels::plain_rows). Two steps are capped at 80 registers (6 blocks an SM; uncapped they took
 // 84-88, 5 blocks); a minimum of 0 blocks is no minimum, the SASS of no second argument.
 constexpr int ID_ROWS = 2;
+
+// The split-row plain kernels' warp: rows m0 .. m0 + ID_ROWS - 1 of expert expert() for one pair, stored
+// to out (the pair's [M] outputs).
+template <typename Dot, int STEPS, typename Expert>
+__device__ __forceinline__ void store_split_rows(const char* w, const Shape4& sw, const Shape4& sx, Expert expert,
+                                                 const ActQ& act, int64_t m0, IdPair pair, float* out) {
+    const int64_t M = sw.ne[1];
+    float acc[ID_ROWS];
+    Dot::template split_rows_dot<ID_ROWS, STEPS>(w, sw, sx, expert, act, m0, pair, acc);
+#pragma unroll
+    for (int r = 0; r < ID_ROWS; ++r) {
+        const float v = warp_sum(acc[r]);
+        if (threadIdx.x % WARP_SIZE == 0 && m0 + r < M) out[m0 + r] = v;
+    }
+}
+
 template <typename Block, bool STAGED, int SPLIT, int STEPS>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, STEPS == 2 ? 6 : 0)
     matvec_q_id_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act, float* dst,
@@ -311,13 +328,8 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, STEPS == 2 ? 6 : 0)
     if constexpr (SPLIT != 0 && STEPS > 0) {
         const int64_t m0 = (int64_t(blockIdx.x) * MATVEC_WARPS + warp) * ID_ROWS;
         if (m0 >= M) return;  // warp-uniform
-        float acc[ID_ROWS];
-        Dot::template split_rows_dot<ID_ROWS, STEPS>(w, sw, sx, ids, si, act, m0, pair, acc);
-#pragma unroll
-        for (int r = 0; r < ID_ROWS; ++r) {
-            const float v = warp_sum(acc[r]);
-            if (threadIdx.x % WARP_SIZE == 0 && m0 + r < M) out[m0 + r] = v;
-        }
+        const auto expert = [&] { return expert_of(ids, si, sw.ne[2], pair); };
+        store_split_rows<Dot, STEPS>(w, sw, sx, expert, act, m0, pair, out);
     } else {
         const int64_t m = int64_t(blockIdx.x) * MATVEC_WARPS + warp;
         if (m >= M) return;  // warp-uniform
@@ -340,7 +352,8 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE, STEPS == 2 ? 2 : 0)
     if constexpr (SPLIT != 0 && STEPS > 0) {
         weighted_id_rows(slot_w, ids, si, sw, dst, add, t0,
                          [&](int64_t m0, IdPair pair, float (&acc)[ID_SUM_ROWS]) {
-                             Dot::template split_rows_dot<ID_SUM_ROWS, STEPS>(w, sw, sx, ids, si, act, m0, pair, acc);
+                             const auto expert = [&] { return expert_of(ids, si, sw.ne[2], pair); };
+                             Dot::template split_rows_dot<ID_SUM_ROWS, STEPS>(w, sw, sx, expert, act, m0, pair, acc);
                          });
     } else {
         const auto lane_dot = [&](int64_t m, IdPair pair) {
@@ -348,6 +361,65 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE, STEPS == 2 ? 2 : 0)
         };
         weighted_id_rows(slot_w, ids, si, sw, dst, add, t0, lane_rows(lane_dot, sw.ne[1]));
     }
+}
+
+// The expert TOP_K(route's logits row t, k) puts at slot pair.u: u + 1 rounds, each taking the warp's
+// first-ranked value left (the largest rank_key by one redux.sync, then the lowest index holding it),
+// so the order is top_k_rank_kernel's and the CPU's, NaN and ties included. ~12 instructions a round:
+// ranking all 64 values at once (top_k_rank_kernel) would cost each warp ~900. The whole warp calls
+// it. write: lane 0 stores it to ids[u, t] (si's strides), where TOP_K would.
+__device__ __forceinline__ int64_t routed_expert(const IdRoute& route, int32_t* ids, const Shape4& si, IdPair pair,
+                                                 bool write) {
+    const int lane = threadIdx.x % WARP_SIZE, n = int(route.sl.ne[0]);
+    const char* row = route.logits + pair.t * route.sl.nb[1];  // logits [n_expert, T] (mul_mat_id_routes)
+    uint32_t key[TOPK_RANK_VALUES];
+    bool left[TOPK_RANK_VALUES];  // value lane + 32 j exists and is not taken yet
+#pragma unroll
+    for (int j = 0; j < TOPK_RANK_VALUES; ++j) {
+        const int i = lane + j * WARP_SIZE;
+        left[j] = i < n;
+        key[j] = left[j] ? rank_key(*reinterpret_cast<const float*>(row + int64_t(i) * route.sl.nb[0])) : 0u;
+    }
+    int e = 0;
+    for (int r = 0; r <= pair.u; ++r) {  // pair.u < k <= n: a value is left every round
+        uint32_t mine = 0;
+#pragma unroll
+        for (int j = 0; j < TOPK_RANK_VALUES; ++j) mine = left[j] && key[j] > mine ? key[j] : mine;
+        const uint32_t top = __reduce_max_sync(0xffffffffu, mine);
+        e = -1;
+#pragma unroll
+        for (int j = 0; j < TOPK_RANK_VALUES && e < 0; ++j) {  // the lowest index first
+            const unsigned holders = __ballot_sync(0xffffffffu, left[j] && key[j] == top);
+            if (holders) e = j * WARP_SIZE + __ffs(holders) - 1;
+        }
+#pragma unroll
+        for (int j = 0; j < TOPK_RANK_VALUES; ++j)
+            if (lane + j * WARP_SIZE == e) left[j] = false;
+    }
+    if (write && lane == 0)
+        *reinterpret_cast<int32_t*>(reinterpret_cast<char*>(ids) + pair.u * si.nb[0] + pair.t * si.nb[1]) = e;
+    return e;
+}
+
+// MUL_MAT_ID with the TOP_K before it folded in (IdRoute): matvec_q_id_kernel's split rows, each warp
+// taking its pair's expert from the router's logits (routed_expert) instead of from ids; block 0's
+// first warp of each pair writes it to ids for the later readers (the down projection). Routing costs a
+// warp the logits' load (where it loaded its id) and u + 1 rounds of ~12 instructions; the TOP_K
+// launch it replaces was a kernel boundary on the chain.
+template <typename Block, int SPLIT, int STEPS>
+__global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, STEPS == 2 ? 6 : 0)
+    matvec_q_id_routed_kernel(const char* w, Shape4 sw, Shape4 sx, IdRoute route, int32_t* ids, Shape4 si, ActQ act,
+                              float* dst, int t0) {
+    static_assert(SPLIT != 0 && STEPS > 0, "split rows, a warp's rows at once");
+    begin_overlapped_kernel();
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int64_t M = sw.ne[1];
+    const IdPair pair = id_pair(t0);
+    const int64_t m0 = (int64_t(blockIdx.x) * MATVEC_WARPS + warp) * ID_ROWS;
+    if (m0 >= M) return;  // warp-uniform; block 0's warp 0 always stays
+    const auto expert = [&] { return routed_expert(route, ids, si, pair, blockIdx.x == 0 && warp == 0); };
+    store_split_rows<QIdDot<Block, false, SPLIT>, STEPS>(w, sw, sx, expert, act, m0, pair,
+                                                         dst + (pair.u + si.ne[0] * pair.t) * M);
 }
 
 // Launches kernel over token slices of at most kIdMaxTokens, its grid (x, y, the slice's tokens), the
@@ -396,10 +468,20 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
 // The two MUL_MAT_ID kernels for one way of reading Block weights: as stored, through a shared-memory
 // stage (STAGED) or directly; or split rows loaded in SPLIT-byte vectors, each kernel a row at a time
 // (STEPS 0) or a warp's rows at once, one or two steps a round trip.
+using RoutedKernel = void (*)(const char*, Shape4, Shape4, IdRoute, int32_t*, Shape4, ActQ, float*, int);
+template <typename Block, bool STAGED, int SPLIT, int STEPS>
+constexpr RoutedKernel routed_kernel() {
+    if constexpr (SPLIT != 0 && !STAGED && STEPS > 0) return matvec_q_id_routed_kernel<Block, SPLIT, STEPS>;
+    return nullptr;
+}
+
 template <typename Block, bool STAGED, int SPLIT, int PLAIN_STEPS = 0, int WEIGHTED_STEPS = PLAIN_STEPS>
 struct QIdKernels {
     static constexpr auto plain = matvec_q_id_kernel<Block, STAGED, SPLIT, PLAIN_STEPS>;
     static constexpr auto weighted = matvec_q_id_weighted_kernel<Block, STAGED, SPLIT, WEIGHTED_STEPS>;
+    // The plain kernel with its TOP_K folded in: split rows a warp's rows at once only (null otherwise).
+    static constexpr bool routes = SPLIT != 0 && !STAGED && PLAIN_STEPS > 0;
+    static constexpr RoutedKernel routed = routed_kernel<Block, STAGED, SPLIT, PLAIN_STEPS>();
     static constexpr int plain_rows = MATVEC_WARPS * (PLAIN_STEPS > 0 ? ID_ROWS : 1);  // rows a plain block takes
 };
 
@@ -416,12 +498,17 @@ int id_two_steps() {
 // Calls pick(QIdKernels<...>{}) for weights at w with strides sw, split or as stored. Split rows take
 // a warp's rows at once (MINFER_CUDA_ID_ROWS=0: a row at a time), one or two steps a round trip
 // (id_two_steps).
+bool id_rows_on() {
+    static const bool rows = switched_on("MINFER_CUDA_ID_ROWS");
+    return rows;
+}
+
 template <typename Block, typename Pick>
 void with_id_kernels(const void* w, const Shape4& sw, bool split, Pick pick) {
     const uintptr_t align = reinterpret_cast<uintptr_t>(w) | uintptr_t(sw.nb[1]) | uintptr_t(sw.nb[2]);
     if constexpr (kSplitRows<Block>) {
         if (split) {
-            static const bool rows = switched_on("MINFER_CUDA_ID_ROWS");
+            const bool rows = id_rows_on();
             static const int two = id_two_steps();
             MF_ASSERT_MSG(align % 4 == 0, "MUL_MAT_ID: split rows must be 4-byte aligned");
             auto go = [&](auto vec) {
@@ -445,10 +532,12 @@ void with_id_kernels(const void* w, const Shape4& sw, bool split, Pick pick) {
 template <typename Block>
 void launch_matvec_q_id(const void* w, const Shape4& sw, bool split, const float* x, const Shape4& sx,
                         const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
-                        SlotWeights weights, float* dst, const float* add, cudaStream_t stream) {
+                        SlotWeights weights, float* dst, const float* add, cudaStream_t stream,
+                        const IdRoute& route) {
     using Traits = BlockTraits<Block>;
     check_id_shapes(sw, sx, si);
     MF_ASSERT(!add || weights.data);
+    MF_ASSERT(!route.logits || !weights.data);
     MF_ASSERT(sw.ne[0] % Traits::elems == 0 && sw.nb[0] == Traits::bytes);
     MF_ASSERT(scratch_bytes >= matvec_q_scratch_bytes(sx) && reinterpret_cast<uintptr_t>(scratch) % 16 == 0);
     const int64_t M = sw.ne[1], n_pairs = si.ne[0] * si.ne[1];
@@ -462,12 +551,26 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, bool split, const float
         if (weights.data) {
             launch_id_slices(kernels.weighted, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream,
                              wc, sw, sx, ids, si, act, weights, dst, add);
+        } else if (route.logits) {
+            if constexpr (decltype(kernels)::routes) {
+                launch_id_slices(kernels.routed, ceil_div(M, kernels.plain_rows), si.ne[0], si.ne[1],
+                                 MATVEC_WARPS * WARP_SIZE, stream, wc, sw, sx, route, const_cast<int32_t*>(ids), si,
+                                 act, dst);
+            } else {
+                MF_ASSERT_MSG(false, "MUL_MAT_ID: a route without split rows at once (mul_mat_id_routes)");
+            }
         } else {
             launch_id_slices(kernels.plain, ceil_div(M, kernels.plain_rows), si.ne[0], si.ne[1],
                              MATVEC_WARPS * WARP_SIZE, stream, wc, sw, sx, ids, si, act, dst);
         }
     });
     CUDA_CHECK_LAUNCH();
+}
+
+bool mul_mat_id_routes(DType type, bool split, const Shape4& sw, const Shape4& sl, const Shape4& si) {
+    return split && (type == DType::Q4_0 || type == DType::Q8_0) && id_rows_on() && sl.ne[0] == sw.ne[2] &&
+           sl.ne[0] <= WARP_SIZE * TOPK_RANK_VALUES && si.ne[0] <= sl.ne[0] && sl.ne[1] == si.ne[1] && sl.ne[2] == 1 &&
+           sl.ne[3] == 1 && si.ne[2] == 1 && si.ne[3] == 1;
 }
 
 template void launch_matvec_float_id<float>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,
@@ -480,7 +583,7 @@ template void launch_matvec_float_id<__nv_bfloat16>(const void*, const Shape4&, 
 #define MF_INSTANTIATE_Q_ID(B)                                                                                  \
     template void launch_matvec_q_id<B>(const void*, const Shape4&, bool, const float*, const Shape4&,         \
                                         const int32_t*, const Shape4&, void*, size_t, bool, SlotWeights, float*, \
-                                        const float*, cudaStream_t);
+                                        const float*, cudaStream_t, const IdRoute&);
 MF_INSTANTIATE_Q_ID(BlockQ8_0)
 MF_INSTANTIATE_Q_ID(BlockQ4_0)
 MF_INSTANTIATE_Q_ID(BlockQ4_1)

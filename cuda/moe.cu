@@ -7,6 +7,7 @@
 #include "core/common.h"
 #include "core/quants.h"
 #include "cuda/node_util.cuh"
+#include "cuda/top_k_rank.cuh"
 
 namespace mf {
 
@@ -144,16 +145,8 @@ __global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
 // Rows of at most WARP_SIZE * TOPK_RANK_VALUES values (routers of up to 64 experts, DeepSeek-V2-Lite's):
 // one warp a row, value i at lane i % 32, slot i / 32. Every value counts, at once, how many of the
 // row's values rank before it (a shuffle per value of the row, no chain of k reduction rounds), and
-// a value ranked below k writes its index at its rank. The order is ranks_before's, through rank_key:
-// one key per number (+0 and -0 alike), larger numbers larger keys, NaN below every number; equal keys
-// rank by index. So the picks are the other kernels' and the CPU's.
-constexpr int TOPK_RANK_VALUES = 2;
-
-__device__ __forceinline__ uint32_t rank_key(float v) {
-    if (isnan(v)) return 0u;
-    const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
-    return u & 0x80000000u ? ~u : u | 0x80000000u;
-}
+// a value ranked below k writes its index at its rank. The order is ranks_before's, through rank_key
+// (cuda/top_k_rank.cuh): so the picks are the other kernels' and the CPU's.
 
 __global__ void __launch_bounds__(TOPK_WARP_ROWS* WARP_SIZE)
     top_k_rank_kernel(const char* a, Shape4 sa, int k, int32_t* dst, int64_t n_rows) {
@@ -235,11 +228,13 @@ bool mul_mat_id_supported(DType type) { return is_weight_type(type); }
 
 void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, bool split, const float* x, const Shape4& sx,
                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
-                       SlotWeights weights, float* dst, const float* add, cudaStream_t s) {
+                       SlotWeights weights, float* dst, const float* add, cudaStream_t s, const IdRoute& route) {
     MF_ASSERT_MSG(!split || rows_split_fits(type), "launch_mul_mat_id: split rows of a type rows_split does not take");
+    MF_ASSERT_MSG(!route.logits || mul_mat_id_routes(type, split, sw, route.sl, si),
+                  "launch_mul_mat_id: a route these weights do not take");
     auto quantized = [&](auto block) {
         launch_matvec_q_id<decltype(block)>(w, sw, split, x, sx, ids, si, scratch, scratch_bytes, x_quantized,
-                                            weights, dst, add, s);
+                                            weights, dst, add, s, route);
     };
     switch (type) {
         case DType::F32: launch_matvec_float_id<float>(w, sw, x, sx, ids, si, weights, dst, add, s); return;

@@ -50,6 +50,15 @@ struct SlotWeights {
     }
 };
 
+// A MUL_MAT_ID that routes its own tokens, the TOP_K before it folded in: its ids [n_used, T] are
+// TOP_K(logits, n_used), which each warp ranks itself from logits f32 [n_expert, T] (any strides;
+// n_expert <= 64) in TOP_K's order, and which the launch writes to ids for their later readers, where
+// TOP_K would have. logits null: ids are read. Only where mul_mat_id_routes.
+struct IdRoute {
+    const char* logits = nullptr;
+    Shape4 sl{};
+};
+
 // T: float, __half or __nv_bfloat16.
 template <typename T>
 void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, const Shape4& sx, const int32_t* ids,
@@ -61,7 +70,8 @@ void launch_matvec_float_id(const void* w, const Shape4& sw, const float* x, con
 template <typename Block>
 void launch_matvec_q_id(const void* w, const Shape4& sw, bool split, const float* x, const Shape4& sx,
                         const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
-                        SlotWeights weights, float* dst, const float* add, cudaStream_t stream);
+                        SlotWeights weights, float* dst, const float* add, cudaStream_t stream,
+                        const IdRoute& route = {});
 
 // True for the weight types the two launchers above cover.
 bool mul_mat_id_supported(DType type);
@@ -69,7 +79,12 @@ bool mul_mat_id_supported(DType type);
 // quantized types only, split (launch_matvec_q_id) by Q4_0 / Q8_0 only.
 void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, bool split, const float* x, const Shape4& sx,
                        const int32_t* ids, const Shape4& si, void* scratch, size_t scratch_bytes, bool x_quantized,
-                       SlotWeights weights, float* dst, const float* add, cudaStream_t stream);
+                       SlotWeights weights, float* dst, const float* add, cudaStream_t stream,
+                       const IdRoute& route = {});
+// Whether an unweighted MUL_MAT_ID of these weights (split: in split rows) can take an IdRoute with
+// logits of shape sl for ids of shape si: Q4_0 / Q8_0 split rows a warp's rows at once, f32 logits of
+// at most 64 experts, one row a token.
+bool mul_mat_id_routes(DType type, bool split, const Shape4& sw, const Shape4& sl, const Shape4& si);
 
 // ---- routing and gate weights --------------------------------------------------------------------
 // TOP_K: a f32 [n, ne1, ne2, ne3] (any strides) -> dst I32 contiguous [k, ne1, ne2, ne3], per row the

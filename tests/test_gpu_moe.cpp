@@ -423,6 +423,42 @@ TEST_CASE("a build_ffn_moe layer's fused adds and shared quantized x give the un
     }
 }
 
+TEST_CASE("a build_ffn_moe layer's TOP_K folded into its routed MUL_MAT_ID gives the unfolded backend's bits") {
+    // MINFER_CUDA_FUSE_TOPK=1: with DeepSeek-V2's gating (softmax, no selection bias) and split Q4_0 /
+    // Q8_0 experts, the TOP_K is not launched; the routed gate's MUL_MAT_ID ranks the router's logits
+    // itself and writes the ids the up and down projections read. With the bias, or sigmoid gating,
+    // the gate weights' GET_ROWS reads the ids first: nothing folds. 16 and 64 experts (one and two
+    // values a lane); the router's rows 7 and 10 copy row 3, so three logits tie exactly and the
+    // lowest index must win, as in TOP_K.
+    setenv("MINFER_CUDA_FUSE_TOPK", "1", 1);
+    std::unique_ptr<Backend> routed = make_cuda_backend();
+    unsetenv("MINFER_CUDA_FUSE_TOPK");
+    const int64_t D = 256, F = 256, n_shared = 2;
+    for (int64_t E : {16, 64}) {
+        for (auto gating : {HParams::ExpertGating::SOFTMAX, HParams::ExpertGating::SIGMOID}) {
+            for (DType type : {DType::Q4_0, DType::Q8_0}) {
+                for (int64_t T : {1, 3, 20}) {
+                    INFO("E=" << E << " gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
+                    Model model;
+                    model.hp = moe_hparams(D, F, E, n_shared, gating, 1.0f);
+                    std::vector<Input> inputs = moe_inputs(type, D, F, E, n_shared, T);
+                    for (int i : {3, 4, 5}) inputs[i] = id_weight(inputs[i]);
+                    std::vector<uint8_t>& router = inputs[1].bytes;  // f32 [D, E]
+                    for (int64_t e : {7, 10})
+                        std::copy_n(router.begin() + 3 * D * 4, D * 4, router.begin() + e * D * 4);
+                    for (bool bias : {true, false}) {
+                        CAPTURE(bias);
+                        const Build build = moe_build(model, bias);
+                        CHECK(run(*routed, inputs, build) == run(gpu(), inputs, build));
+                        const bool folds = gating == HParams::ExpertGating::SOFTMAX && !bias;
+                        CHECK(cuda_fused_nodes(*routed) - cuda_fused_nodes(gpu()) == (folds ? 1u : 0u));
+                    }
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("a build_ffn_moe layer's shared experts on the second stream give the one-stream backend's bits") {
     // The shared experts' chain (flagged TENSOR_SIDE) runs beside the routing and the routed experts;
     // the routed down projection, which adds the shared sum, waits for it. Three runs a case: the

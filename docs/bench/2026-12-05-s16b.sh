@@ -1,6 +1,7 @@
 #!/bin/bash
 # Sixteenth session, prepared and not run (the device stopped answering mid-call, then none was lent):
-# two steps at once (MINFER_CUDA_ID_STEPS, opt-in on main). After scale-early (s16a) a split-row step
+# two opt-in changes on main, each A/B'd against main's default in one binary.
+# 1. Two steps at once (MINFER_CUDA_ID_STEPS). After scale-early (s16a) a split-row step
 # is one round trip, but a decode warp still takes its steps one after another: V2-Lite's gate_up rows
 # are 64 blocks (two steps a lane), the down's 44 (two for lanes 0-11). With STEPS = 2
 # split_rows_dot loads both steps' blocks (2 rows x 2 steps, two activation blocks) and ties them all
@@ -15,6 +16,14 @@
 # in place, 26 layers x 2: ~50 us of ~1,780 = +3% if occupancy cost nothing. weighted (down) only:
 # +1-1.5% (same occupancy); plain (gate_up) only: 0 to +1% (waves 1.6 -> 2.7); both: +1-2%. pp512
 # within 2%.
+# 2. TOP_K folded into the routed gate_up (MINFER_CUDA_FUSE_TOPK=1): the TOP_K is not launched; each
+# warp of the routed gate_up's MUL_MAT_ID takes its slot's expert from the router's logits (u + 1
+# rounds of redux.sync max + ballot, ~26 instructions a round in SASS) and block 0's first warp writes
+# the ids for the down projection. Every existing kernel's SASS is unchanged (80 + 6 compared).
+# test_gpu_moe's new case checks bits against the unfolded backend (ties included) and the fused count.
+# Prediction: the TOP_K launch cost ~4.6 us in place (s12d's 5.8 less s12g's 1.2); the gate_up's chain
+# gains the logits' load instead of the ids' and ~0.2-0.3 us of rounds: ~4 us x 26 layers = ~100 us of
+# ~1,780: +4-5% at depth 0, +3-4% at 16k; pp512 within 2%.
 # Binaries: .carry/main (main: minfer and the six GPU suites).
 # Carry: build-deps, .carry/main
 set -u
@@ -26,20 +35,24 @@ B=/root/bins/minfer
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
 run_suites test_gpu_moe test_gpu_deepseek2
 MINFER_CUDA_ID_STEPS=both TAG=both run_suites test_gpu_moe test_gpu_deepseek2
+MINFER_CUDA_FUSE_TOPK=1 TAG=topk run_suites test_gpu_deepseek2
 MINFER_CUDA_ID_ROWS=0 TAG=rows0 run_suites test_gpu_moe
 run_suites test_gpu_ops test_gpu_attention test_gpu_gemma3 test_gpu_attn_backends
 wait
 {
     for i in 1 2 3; do
         for m in off plain weighted both; do
-            echo "v2l tg64 | $m | $(MINFER_CUDA_ID_STEPS=$m bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
+            echo "v2l tg64 | steps $m | $(MINFER_CUDA_ID_STEPS=$m bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
         done
+        echo "v2l tg64 | topk | $(MINFER_CUDA_FUSE_TOPK=1 bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
     done
     for m in off plain weighted both; do
-        echo "v2l pp512 | $m | $(MINFER_CUDA_ID_STEPS=$m bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
+        echo "v2l pp512 | steps $m | $(MINFER_CUDA_ID_STEPS=$m bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
     done
-    for m in off both weighted; do
-        echo "v2l 16k | $m | $(MINFER_CUDA_ID_STEPS=$m T=120 bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
+    echo "v2l pp512 | topk | $(MINFER_CUDA_FUSE_TOPK=1 bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
+    for m in off weighted; do
+        echo "v2l 16k | steps $m | $(MINFER_CUDA_ID_STEPS=$m T=120 bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
     done
+    echo "v2l 16k | topk | $(MINFER_CUDA_FUSE_TOPK=1 T=120 bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
 } 2>&1 | tee $OUT/s16b.log
 echo "total $SECONDS s"
