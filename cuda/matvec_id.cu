@@ -485,6 +485,8 @@ struct QIdKernels {
     static constexpr int plain_rows = MATVEC_WARPS * (PLAIN_STEPS > 0 ? ID_ROWS : 1);  // rows a plain block takes
 };
 
+namespace {
+
 // Which split-row MUL_MAT_ID kernels take two steps a round trip: MINFER_CUDA_ID_STEPS=plain, weighted
 // or both (bit 0: the plain kernel, bit 1: the weighted one); unset, one step. Opt-in until measured
 // (docs/bench/2026-12-05-s16b.sh).
@@ -495,14 +497,16 @@ int id_two_steps() {
     return s == "plain" ? 1 : s == "weighted" ? 2 : s == "both" ? 3 : 0;
 }
 
-// Calls pick(QIdKernels<...>{}) for weights at w with strides sw, split or as stored. Split rows take
-// a warp's rows at once (MINFER_CUDA_ID_ROWS=0: a row at a time), one or two steps a round trip
-// (id_two_steps).
+// Whether split rows are taken a warp's rows at once (MINFER_CUDA_ID_ROWS=0: a row at a time).
 bool id_rows_on() {
     static const bool rows = switched_on("MINFER_CUDA_ID_ROWS");
     return rows;
 }
 
+}  // namespace
+
+// Calls pick(QIdKernels<...>{}) for weights at w with strides sw, split or as stored. Split rows take
+// a warp's rows at once (id_rows_on), one or two steps a round trip (id_two_steps).
 template <typename Block, typename Pick>
 void with_id_kernels(const void* w, const Shape4& sw, bool split, Pick pick) {
     const uintptr_t align = reinterpret_cast<uintptr_t>(w) | uintptr_t(sw.nb[1]) | uintptr_t(sw.nb[2]);
@@ -570,7 +574,7 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, bool split, const float
 bool mul_mat_id_routes(DType type, bool split, const Shape4& sw, const Shape4& sl, const Shape4& si) {
     return split && (type == DType::Q4_0 || type == DType::Q8_0) && id_rows_on() && sl.ne[0] == sw.ne[2] &&
            sl.ne[0] <= WARP_SIZE * TOPK_RANK_VALUES && si.ne[0] <= sl.ne[0] && sl.ne[1] == si.ne[1] && sl.ne[2] == 1 &&
-           sl.ne[3] == 1 && si.ne[2] == 1 && si.ne[3] == 1;
+           sl.ne[3] == 1 && si.ne[2] == 1 && si.ne[3] == 1 && sw.ne[1] > 0;  // rows to launch, or no ids written
 }
 
 template void launch_matvec_float_id<float>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,

@@ -425,33 +425,48 @@ TEST_CASE("a build_ffn_moe layer's fused adds and shared quantized x give the un
 
 TEST_CASE("a build_ffn_moe layer's TOP_K folded into its routed MUL_MAT_ID gives the unfolded backend's bits") {
     // MINFER_CUDA_FUSE_TOPK=1: with DeepSeek-V2's gating (softmax, no selection bias) and split Q4_0 /
-    // Q8_0 experts, the TOP_K is not launched; the routed gate's MUL_MAT_ID ranks the router's logits
-    // itself and writes the ids the up and down projections read. With the bias, or sigmoid gating,
-    // the gate weights' GET_ROWS reads the ids first: nothing folds. 16 and 64 experts (one and two
-    // values a lane); the router's rows 7 and 10 copy row 3, so three logits tie exactly and the
-    // lowest index must win, as in TOP_K.
+    // Q8_0 experts taken a warp's rows at once, the TOP_K is not launched; the routed gate's
+    // MUL_MAT_ID ranks the router's logits itself and writes the ids the up and down projections
+    // read. With the bias, or sigmoid gating, the gate weights' GET_ROWS reads the ids first: nothing
+    // folds. 16 and 64 experts (one and two values a lane); rows of 8 and 44 blocks (two steps a
+    // round trip reach the second under MINFER_CUDA_ID_STEPS). The router's rows 7 and 10 copy row 3,
+    // scaled up so that it is usually chosen: three logits tie exactly and the lowest index must win,
+    // as in TOP_K. Three runs a case: the graph is captured from the second on.
     setenv("MINFER_CUDA_FUSE_TOPK", "1", 1);
     std::unique_ptr<Backend> routed = make_cuda_backend();
     unsetenv("MINFER_CUDA_FUSE_TOPK");
-    const int64_t D = 256, F = 256, n_shared = 2;
-    for (int64_t E : {16, 64}) {
+    auto switched_off = [](const char* name) {
+        const char* v = std::getenv(name);
+        return v && std::string(v) == "0";
+    };
+    const bool can_fold = !switched_off("MINFER_CUDA_ID_ROWS") && !switched_off("MINFER_CUDA_SPLIT_ROWS");
+    const int64_t F = 256, n_shared = 2;
+    struct Shape {
+        int64_t D, E;
+    };
+    for (Shape shape : {Shape{256, 16}, Shape{256, 64}, Shape{1408, 16}}) {
+        const int64_t D = shape.D, E = shape.E;
         for (auto gating : {HParams::ExpertGating::SOFTMAX, HParams::ExpertGating::SIGMOID}) {
             for (DType type : {DType::Q4_0, DType::Q8_0}) {
                 for (int64_t T : {1, 3, 20}) {
-                    INFO("E=" << E << " gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
+                    INFO("D=" << D << " E=" << E << " gating=" << int(gating) << " " << dtype_name(type) << " T=" << T);
                     Model model;
                     model.hp = moe_hparams(D, F, E, n_shared, gating, 1.0f);
                     std::vector<Input> inputs = moe_inputs(type, D, F, E, n_shared, T);
                     for (int i : {3, 4, 5}) inputs[i] = id_weight(inputs[i]);
-                    std::vector<uint8_t>& router = inputs[1].bytes;  // f32 [D, E]
-                    for (int64_t e : {7, 10})
-                        std::copy_n(router.begin() + 3 * D * 4, D * 4, router.begin() + e * D * 4);
+                    float* router = reinterpret_cast<float*>(inputs[1].bytes.data());  // f32 [D, E]
+                    for (int64_t d = 0; d < D; ++d) router[3 * D + d] *= 4.0f;
+                    for (int64_t e : {7, 10}) std::copy_n(router + 3 * D, D, router + e * D);
                     for (bool bias : {true, false}) {
                         CAPTURE(bias);
                         const Build build = moe_build(model, bias);
-                        CHECK(run(*routed, inputs, build) == run(gpu(), inputs, build));
-                        const bool folds = gating == HParams::ExpertGating::SOFTMAX && !bias;
-                        CHECK(cuda_fused_nodes(*routed) - cuda_fused_nodes(gpu()) == (folds ? 1u : 0u));
+                        const std::vector<uint8_t> want = run(gpu(), inputs, build);
+                        const bool folds = can_fold && gating == HParams::ExpertGating::SOFTMAX && !bias;
+                        for (int rep = 0; rep < 3; ++rep) {
+                            CAPTURE(rep);
+                            CHECK(run(*routed, inputs, build) == want);
+                            CHECK(cuda_fused_nodes(*routed) - cuda_fused_nodes(gpu()) == (folds ? 1u : 0u));
+                        }
                     }
                 }
             }
