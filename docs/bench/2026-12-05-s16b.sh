@@ -21,9 +21,9 @@
 # rounds of redux.sync max + ballot, ~26 instructions a round in SASS) and block 0's first warp writes
 # the ids for the down projection. Every existing kernel's SASS is unchanged (80 + 6 compared).
 # test_gpu_moe's new case checks bits against the unfolded backend (ties included) and the fused count.
-# Prediction: the TOP_K launch cost ~4.6 us in place (s12d's 5.8 less s12g's 1.2); the gate_up's chain
-# gains the logits' load instead of the ids' and ~0.2-0.3 us of rounds: ~4 us x 26 layers = ~100 us of
-# ~1,780: +4-5% at depth 0, +3-4% at 16k; pp512 within 2%.
+# Prediction: as in s11b (the quantizer's chain moved into the matvec saved only the launch's gap),
+# what goes is the TOP_K's own chain and gap but for ~0.2-0.3 us of rounds: ~1-1.5 us x 26 layers =
+# ~25-40 us of ~1,780: +1.5-2.5% at depth 0 and at 16k; pp512 within 2%.
 # Binaries: .carry/main (main: minfer and the six GPU suites).
 # Carry: build-deps, .carry/main
 set -u
