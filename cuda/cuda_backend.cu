@@ -1074,7 +1074,10 @@ void CudaBackend::run_nodes(const Graph& g) {
         run_node(n);
         if (launches && !twice_op_.empty() && twice_op_ == op_name(n->op) && repeatable(n, written)) {
             fused_swiglu_ = fused_norm_ = nullptr;  // the scratch holds x quantized: the matmul alone again
+            const Tensor* topk = folded_topk_;      // reading the ids the first run wrote
+            folded_topk_ = nullptr;
             run_node(n);
+            folded_topk_ = topk;
         }
         if (launches) fused_concat_ = folded_rope_ = folded_norm_ = folded_topk_ = nullptr;  // their reader has run
         if (routed) note_written(routed);
