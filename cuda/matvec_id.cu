@@ -228,10 +228,11 @@ __device__ __forceinline__ LaneRows<LaneDot> lane_rows(LaneDot lane_dot, int64_t
 // as the plain form has; the slots' weighted dots meet in shared memory and are summed in slot order;
 // with add (f32 [M, T], contiguous), dst = sum + add, what an ADD of the two would write.
 // rows_dot(m0, pair, acc): the lane's shares of rows m0 .. m0 + ID_SUM_ROWS - 1's dots for that pair
-// (LaneRows, or QIdDot::split_rows_dot).
+// (LaneRows, or QIdDot::split_rows_dot). EARLY (SOFTMAX gating of at most 64 experts): the token's
+// logits are loaded before the dots, with their loads, instead of after them (SlotWeights::prefetch).
 constexpr int ID_SUM_ROWS = 2;
 constexpr int ID_MAX_WARPS = 16;
-template <typename RowsDot>
+template <bool EARLY = false, typename RowsDot>
 __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, const int32_t* ids, const Shape4& si,
                                                  const Shape4& sw, float* dst, const float* add, int t0,
                                                  RowsDot rows_dot) {
@@ -240,13 +241,16 @@ __device__ __forceinline__ void weighted_id_rows(const SlotWeights& slot_w, cons
     const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE, n_warps = blockDim.x / WARP_SIZE;
     const int t = t0 + int(blockIdx.z);  // grid: launch_id_slices, y = 1
     const int64_t m0 = int64_t(blockIdx.x) * ID_SUM_ROWS;
+    SlotWeights::Logits logits{};
+    if constexpr (EARLY) logits = slot_w.prefetch(t);
     for (int u = warp; u < si.ne[0]; u += n_warps) {
         const IdPair pair{u, t};
         float acc[ID_SUM_ROWS];
         rows_dot(m0, pair, acc);
 #pragma unroll
         for (int r = 0; r < ID_SUM_ROWS; ++r) acc[r] = warp_sum(acc[r]);
-        const float weight = slot_w.of(u, t, expert_of(ids, si, sw.ne[2], pair));  // after the dots: off their path
+        const int64_t e = expert_of(ids, si, sw.ne[2], pair);
+        const float weight = EARLY ? slot_w.of(e, logits) : slot_w.of(u, t, e);  // after the dots: off their path
         if (lane == 0) {
 #pragma unroll
             for (int r = 0; r < ID_SUM_ROWS; ++r) part[r][u] = weight * acc[r];
@@ -340,8 +344,8 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, STEPS == 2 ? 6 : 0)
 
 // STEPS (split rows; 0: a row at a time): a warp's ID_SUM_ROWS rows at once, STEPS steps a round trip
 // (QIdDot::split_rows_dot). Two steps are capped at 64 registers (5 blocks of 6 warps an SM, as one
-// step; uncapped they took 104-116).
-template <typename Block, bool STAGED, int SPLIT, int STEPS>
+// step; uncapped they took 104-116). EARLY: weighted_id_rows' (split rows at once only).
+template <typename Block, bool STAGED, int SPLIT, int STEPS, bool EARLY = false>
 __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE, STEPS == 2 ? 2 : 0)
     matvec_q_id_weighted_kernel(const char* w, Shape4 sw, Shape4 sx, const int32_t* ids, Shape4 si, ActQ act,
                                 SlotWeights slot_w, float* dst, const float* add, int t0) {
@@ -349,8 +353,9 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE, STEPS == 2 ? 2 : 0)
     using Dot = QIdDot<Block, STAGED, SPLIT>;
     __shared__ uint4 stage[ID_MAX_WARPS][Dot::STAGE_VECS];
     uint4* my_stage = stage[threadIdx.x / WARP_SIZE];
+    static_assert(!EARLY || (SPLIT != 0 && STEPS > 0), "logits loaded early: split rows at once only");
     if constexpr (SPLIT != 0 && STEPS > 0) {
-        weighted_id_rows(slot_w, ids, si, sw, dst, add, t0,
+        weighted_id_rows<EARLY>(slot_w, ids, si, sw, dst, add, t0,
                          [&](int64_t m0, IdPair pair, float (&acc)[ID_SUM_ROWS]) {
                              const auto expert = [&] { return expert_of(ids, si, sw.ne[2], pair); };
                              Dot::template split_rows_dot<ID_SUM_ROWS, STEPS>(w, sw, sx, expert, act, m0, pair, acc);
@@ -475,10 +480,22 @@ constexpr RoutedKernel routed_kernel() {
     return nullptr;
 }
 
+using WeightedKernel = void (*)(const char*, Shape4, Shape4, const int32_t*, Shape4, ActQ, SlotWeights, float*,
+                                const float*, int);
+template <typename Block, bool STAGED, int SPLIT, int STEPS>
+constexpr WeightedKernel weighted_early_kernel() {
+    if constexpr (SPLIT != 0 && !STAGED && STEPS > 0)
+        return matvec_q_id_weighted_kernel<Block, false, SPLIT, STEPS, true>;
+    return nullptr;
+}
+
 template <typename Block, bool STAGED, int SPLIT, int PLAIN_STEPS = 0, int WEIGHTED_STEPS = PLAIN_STEPS>
 struct QIdKernels {
     static constexpr auto plain = matvec_q_id_kernel<Block, STAGED, SPLIT, PLAIN_STEPS>;
     static constexpr auto weighted = matvec_q_id_weighted_kernel<Block, STAGED, SPLIT, WEIGHTED_STEPS>;
+    // The weighted kernel with the logits loaded early (SOFTMAX gating): split rows at once only.
+    static constexpr bool has_early = SPLIT != 0 && !STAGED && WEIGHTED_STEPS > 0;
+    static constexpr WeightedKernel weighted_early = weighted_early_kernel<Block, STAGED, SPLIT, WEIGHTED_STEPS>();
     // The plain kernel with its TOP_K folded in: split rows a warp's rows at once only (null otherwise).
     static constexpr bool routes = SPLIT != 0 && !STAGED && PLAIN_STEPS > 0;
     static constexpr RoutedKernel routed = routed_kernel<Block, STAGED, SPLIT, PLAIN_STEPS>();
@@ -495,6 +512,16 @@ int id_two_steps() {
     if (!v) return 0;
     const std::string s = v;
     return s == "plain" ? 1 : s == "weighted" ? 2 : s == "both" ? 3 : 0;
+}
+
+// MINFER_CUDA_SLOT_EARLY=1: the split-row weighted kernels load a token's router logits before their
+// dots (SOFTMAX gating of at most 64 experts), not after. Opt-in until measured (s16b).
+bool slot_logits_early() {
+    static const bool on = [] {
+        const char* v = std::getenv("MINFER_CUDA_SLOT_EARLY");
+        return v && std::string(v) == "1";
+    }();
+    return on;
 }
 
 // Whether split rows are taken a warp's rows at once (MINFER_CUDA_ID_ROWS=0: a row at a time).
@@ -553,8 +580,13 @@ void launch_matvec_q_id(const void* w, const Shape4& sw, bool split, const float
     if (weights.data) MF_ASSERT(si.ne[0] <= MUL_MAT_ID_MAX_SLOTS);
     with_id_kernels<Block>(w, sw, split, [&](auto kernels) {
         if (weights.data) {
-            launch_id_slices(kernels.weighted, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream,
-                             wc, sw, sx, ids, si, act, weights, dst, add);
+            auto weighted = kernels.weighted;
+            if constexpr (decltype(kernels)::has_early) {
+                if (slot_logits_early() && weights.gate == MoeGate::SOFTMAX && weights.shape.ne[0] <= 2 * WARP_SIZE)
+                    weighted = kernels.weighted_early;
+            }
+            launch_id_slices(weighted, ceil_div(M, ID_SUM_ROWS), 1, si.ne[1], id_weighted_threads(si), stream, wc, sw,
+                             sx, ids, si, act, weights, dst, add);
         } else if (route.logits) {
             if constexpr (decltype(kernels)::routes) {
                 launch_id_slices(kernels.routed, ceil_div(M, kernels.plain_rows), si.ne[0], si.ne[1],

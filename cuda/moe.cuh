@@ -48,6 +48,38 @@ struct SlotWeights {
         const float p_e = expf(logit(e) - max) * (1.0f / sum);
         return scale == 1.0f ? p_e : p_e * scale;
     }
+    // SOFTMAX gating of at most 64 experts with token t's logits loaded ahead (prefetch: lane's values
+    // i = lane and lane + 32): of()'s arithmetic in its order, so its bits, with no load after the dots.
+    struct Logits {
+        float v[2];
+    };
+    __device__ Logits prefetch(int t) const {
+        const char* row = data + t * shape.nb[1];
+        const int lane = threadIdx.x % WARP_SIZE;
+        Logits l;
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int64_t i = lane + j * WARP_SIZE;
+            l.v[j] = i < shape.ne[0] ? *reinterpret_cast<const float*>(row + i * shape.nb[0]) : -INFINITY;
+        }
+        return l;
+    }
+    __device__ float of(int64_t e, const Logits& l) const {
+        const int lane = threadIdx.x % WARP_SIZE;
+        const bool second = lane + WARP_SIZE < shape.ne[0];
+        float max = fmaxf(-INFINITY, l.v[0]);
+        if (second) max = fmaxf(max, l.v[1]);
+        max = warp_max(max);
+        if (max == -INFINITY) return 0.0f;
+        float sum = lane < shape.ne[0] ? expf(l.v[0] - max) : 0.0f;
+        if (second) sum += expf(l.v[1] - max);
+        sum = warp_sum(sum);
+        // Every lane takes part in the shuffle; e is the same on every lane.
+        const float logit_e = __shfl_sync(0xffffffffu, e >= WARP_SIZE ? l.v[1] : l.v[0], int(e % WARP_SIZE));
+        if (e < 0) return 0.0f;
+        const float p_e = expf(logit_e - max) * (1.0f / sum);
+        return scale == 1.0f ? p_e : p_e * scale;
+    }
 };
 
 // A MUL_MAT_ID that routes its own tokens, the TOP_K before it folded in: its ids [n_used, T] are

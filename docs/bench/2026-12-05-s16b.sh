@@ -1,6 +1,6 @@
 #!/bin/bash
 # Sixteenth session, prepared and not run (the device stopped answering mid-call, then none was lent):
-# two opt-in changes on main, each A/B'd against main's default in one binary.
+# three opt-in changes on main, each A/B'd against main's default in one binary.
 # 1. Two steps at once (MINFER_CUDA_ID_STEPS). After scale-early (s16a) a split-row step
 # is one round trip, but a decode warp still takes its steps one after another: V2-Lite's gate_up rows
 # are 64 blocks (two steps a lane), the down's 44 (two for lanes 0-11). With STEPS = 2
@@ -24,6 +24,14 @@
 # Prediction: as in s11b (the quantizer's chain moved into the matvec saved only the launch's gap),
 # what goes is the TOP_K's own chain and gap but for ~0.2-0.3 us of rounds: ~1-1.5 us x 26 layers =
 # ~25-40 us of ~1,780: +1.5-2.5% at depth 0 and at 16k; pp512 within 2%.
+# 3. The router's logits loaded early in the weighted down (MINFER_CUDA_SLOT_EARLY=1): SOFTMAX gating
+# took each slot's weight after the dots, loading the token's 64 logits then (SASS: two passes of
+# loads after the warp sums); the split-row weighted kernels now load them with the weights (two a
+# lane, SlotWeights::prefetch) and reduce from registers, of()'s arithmetic in its order. Every
+# existing kernel's SASS is unchanged (92 compared); 61 registers instead of 64. test_gpu_moe's
+# softmax-gated split cases compare it bit for bit with the stored rows' kernels.
+# Prediction: one round trip (~0.7-1 us) off the down's chain, 26 layers: ~20-25 us, +1-1.5%.
+# All three together: +3-5%.
 # Binaries: .carry/main (main: minfer and the six GPU suites).
 # Carry: build-deps, .carry/main
 set -u
@@ -35,31 +43,30 @@ B=/root/bins/minfer
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
 run_suites test_gpu_moe test_gpu_deepseek2
 MINFER_CUDA_ID_STEPS=both TAG=both run_suites test_gpu_moe
+MINFER_CUDA_SLOT_EARLY=1 TAG=early run_suites test_gpu_moe
 MINFER_CUDA_ID_ROWS=0 TAG=rows0 run_suites test_gpu_moe
 run_suites test_gpu_ops test_gpu_attention test_gpu_gemma3 test_gpu_attn_backends
 wait
 # test_gpu_deepseek2's fixtures are f32 (no split expert rows): the options' end-to-end check is V2-Lite's
 # greedy tokens, which must not change (test_gpu_moe checks each layer's bits).
+ALL="MINFER_CUDA_ID_STEPS=both MINFER_CUDA_FUSE_TOPK=1 MINFER_CUDA_SLOT_EARLY=1"
 greedy() { env "$@" $B run -m /root/v2l.gguf -p "The quick brown fox" -n 24 --temp 0 -s 1 2>/dev/null; }
 greedy MINFER_NONE=1 > $OUT/greedy-default.txt
-for opt in MINFER_CUDA_FUSE_TOPK=1 MINFER_CUDA_ID_STEPS=both; do
-    greedy $opt > $OUT/greedy-$opt.txt
-    cmp -s $OUT/greedy-default.txt $OUT/greedy-$opt.txt && echo "greedy $opt: same tokens" || echo "greedy $opt: DIFFERENT"
+for opt in MINFER_CUDA_FUSE_TOPK=1 MINFER_CUDA_ID_STEPS=both MINFER_CUDA_SLOT_EARLY=1 "$ALL"; do
+    greedy $opt > "$OUT/greedy-${opt// /_}.txt"
+    cmp -s $OUT/greedy-default.txt "$OUT/greedy-${opt// /_}.txt" && echo "greedy $opt: same tokens" ||
+        echo "greedy $opt: DIFFERENT"
 done
 {
     for i in 1 2 3; do
-        for m in off plain weighted both; do
-            echo "v2l tg64 | steps $m | $(MINFER_CUDA_ID_STEPS=$m bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
+        for opt in MINFER_NONE=1 MINFER_CUDA_ID_STEPS=weighted MINFER_CUDA_ID_STEPS=both MINFER_CUDA_FUSE_TOPK=1 \
+            MINFER_CUDA_SLOT_EARLY=1 "$ALL"; do
+            echo "v2l tg64 | $opt | $(export $opt; bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
         done
-        echo "v2l tg64 | topk | $(MINFER_CUDA_FUSE_TOPK=1 bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
     done
-    for m in off plain weighted both; do
-        echo "v2l pp512 | steps $m | $(MINFER_CUDA_ID_STEPS=$m bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
+    for opt in MINFER_NONE=1 "$ALL"; do
+        echo "v2l pp512 | $opt | $(export $opt; bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
+        echo "v2l 16k | $opt | $(export $opt T=120; bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
     done
-    echo "v2l pp512 | topk | $(MINFER_CUDA_FUSE_TOPK=1 bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
-    for m in off weighted; do
-        echo "v2l 16k | steps $m | $(MINFER_CUDA_ID_STEPS=$m T=120 bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
-    done
-    echo "v2l 16k | topk | $(MINFER_CUDA_FUSE_TOPK=1 T=120 bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
 } 2>&1 | tee $OUT/s16b.log
 echo "total $SECONDS s"
