@@ -370,9 +370,9 @@ __global__ void __launch_bounds__(ID_MAX_WARPS* WARP_SIZE, STEPS == 2 ? 2 : 0)
 
 // The expert TOP_K(route's logits row t, k) puts at slot pair.u: u + 1 rounds, each taking the warp's
 // first-ranked value left (the largest rank_key by one redux.sync, then the lowest index holding it),
-// so the order is top_k_rank_kernel's and the CPU's, NaN and ties included. ~12 instructions a round:
-// ranking all 64 values at once (top_k_rank_kernel) would cost each warp ~900. The whole warp calls
-// it. write: lane 0 stores it to ids[u, t] (si's strides), where TOP_K would.
+// so the order is top_k_rank_kernel's and the CPU's, NaN and ties included. ~26 SASS instructions a
+// round: ranking all 64 values at once (top_k_rank_kernel) would cost each warp ~900. The whole warp
+// calls it. write: lane 0 stores it to ids[u, t] (si's strides), where TOP_K would.
 __device__ __forceinline__ int64_t routed_expert(const IdRoute& route, int32_t* ids, const Shape4& si, IdPair pair,
                                                  bool write) {
     const int lane = threadIdx.x % WARP_SIZE, n = int(route.sl.ne[0]);
@@ -409,7 +409,7 @@ __device__ __forceinline__ int64_t routed_expert(const IdRoute& route, int32_t* 
 // MUL_MAT_ID with the TOP_K before it folded in (IdRoute): matvec_q_id_kernel's split rows, each warp
 // taking its pair's expert from the router's logits (routed_expert) instead of from ids; block 0's
 // first warp of each pair writes it to ids for the later readers (the down projection). Routing costs a
-// warp the logits' load (where it loaded its id) and u + 1 rounds of ~12 instructions; the TOP_K
+// warp the logits' load (where it loaded its id) and u + 1 rounds of ~26 instructions; the TOP_K
 // launch it replaces was a kernel boundary on the chain.
 template <typename Block, int SPLIT, int STEPS>
 __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, STEPS == 2 ? 6 : 0)
