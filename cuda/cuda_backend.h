@@ -36,12 +36,12 @@ size_t cuda_side_launches(const Backend& b);
 // `minfer bench --launch-floor`): chains of `chain` launches, each waiting for the one before, captured
 // in a CUDA graph and replayed `reps` times, per kernel shape, with and without overlapped
 // (programmatic dependent) launches. A decode step cannot take less than its critical path's launches
-// times this.
+// times this. Rows "grid barrier" run the same steps as phases of one persistent cooperative launch.
 struct LaunchFloorRow {
     std::string kernel;
     unsigned blocks = 0, threads = 0;
-    bool overlapped = false;
-    double us = 0.0;  // a launch, on average
+    std::string how;  // "launch", "launch, overlapped" or "grid barrier"
+    double us = 0.0;  // a step, on average
 };
 std::vector<LaunchFloorRow> cuda_launch_floor(int chain = 256, int reps = 20);
 

@@ -1,6 +1,8 @@
 // What a dependent kernel launch costs on this device, apart from any work: chains of kernels, each
 // waiting for the one before it, captured in a CUDA graph and replayed (as a decode step is). The
 // time a step of a model cannot go below is about its launches on the critical path times this.
+// Beside it, the same chains as the phases of one persistent launch with a grid barrier between
+// them: what a step would pay a boundary if a layer were one kernel.
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -38,6 +40,52 @@ __global__ void floor_read_kernel(const float* in, float* out, int n, const floa
         acc += w.x + w.y + w.z + w.w;
     }
     if (tid < n) out[tid] = in[tid] * 0.5f + acc;
+}
+
+// All blocks of the grid meet: each block's arrival is counted once on `count`, which is never
+// reset within a launch, so the p-th barrier waits for it to reach p * gridDim.x. A block's first
+// thread publishes what the block wrote (release) and sees what the others wrote (acquire); the
+// block's threads are ordered against it by __syncthreads. Needs every block resident at once (a
+// cooperative launch).
+__device__ __forceinline__ void grid_barrier(unsigned* count, unsigned target) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(count) : "memory");
+        unsigned seen = 0;
+        do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(count) : "memory");
+        } while (seen < target);
+    }
+    __syncthreads();
+}
+
+// floor_pass_kernel's (weights null) or floor_read_kernel's (weights: `copies` buffers of n_vec
+// vectors, used in turn) work, `phases` times in one launch with a grid barrier after each, instead
+// of a launch each: what a persistent kernel pays a step. As the overlapped launches do, each thread
+// requests its first vector of the next phase's weights before it waits.
+__global__ void floor_barrier_kernel(float* buf, int n, int phases, const float4* weights, int64_t n_vec, int copies,
+                                     unsigned* count) {
+    const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 v = weights && tid < n_vec ? weights[tid] : zero;
+    for (int p = 0; p < phases; ++p) {
+        const float* in = buf + (p % 2) * n;
+        float* out = buf + (1 - p % 2) * n;
+        if (weights) {
+            const float4* w = weights + int64_t(p % copies) * n_vec;
+            float acc = v.x + v.y + v.z + v.w;
+            for (int64_t i = tid + stride; i < n_vec; i += stride) {
+                const float4 x = w[i];
+                acc += x.x + x.y + x.z + x.w;
+            }
+            const float4* next = weights + int64_t((p + 1) % copies) * n_vec;
+            v = tid < n_vec ? next[tid] : zero;
+            if (tid < n) out[tid] = in[tid] * 0.5f + acc;
+        } else {
+            for (int64_t i = tid; i < n; i += stride) out[i] = in[i] * 0.5f + 1.0f;
+        }
+        grid_barrier(count, unsigned(p + 1) * gridDim.x);
+    }
 }
 
 }  // namespace
@@ -100,11 +148,51 @@ std::vector<LaunchFloorRow> cuda_launch_floor(int chain, int reps) {
             CUDA_CHECK(cudaEventSynchronize(t1));
             float ms = 0.0f;
             CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
-            rows.push_back({c.kernel, c.blocks, c.threads, overlapped, 1e3 * double(ms) / (double(reps) * chain)});
+            rows.push_back({c.kernel, c.blocks, c.threads, overlapped ? "launch, overlapped" : "launch",
+                            1e3 * double(ms) / (double(reps) * chain)});
             CUDA_CHECK(cudaGraphExecDestroy(exec));
             CUDA_CHECK(cudaGraphDestroy(graph));
         }
     }
+
+    // The same steps as phases of one cooperative launch (every block resident, else the launch is
+    // refused), a grid barrier between phases. A grid that does not fit the device is left out.
+    unsigned* count = nullptr;
+    CUDA_CHECK(cudaMalloc(&count, sizeof(unsigned)));
+    const Case barrier_cases[] = {{"pass 2048 floats", all, 128},
+                                  {"pass 2048 floats", eight, 128},
+                                  {"pass 2048 floats, read 4 MiB", eight, 128},
+                                  {"pass 2048 floats, read 4 MiB", all, 1024}};
+    for (const Case& c : barrier_cases) {
+        int per_sm = 0;
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, floor_barrier_kernel, int(c.threads), 0));
+        if (int64_t(per_sm) * sms < c.blocks) continue;
+        const bool read = std::strstr(c.kernel, "read") != nullptr;
+        auto launch = [&] {
+            CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(unsigned), stream));
+            cudaLaunchAttribute attr[1];
+            attr[0].id = cudaLaunchAttributeCooperative;
+            attr[0].val.cooperative = 1;
+            cudaLaunchConfig_t config = {};
+            config.gridDim = dim3(c.blocks);
+            config.blockDim = dim3(c.threads);
+            config.stream = stream;
+            config.attrs = attr;
+            config.numAttrs = 1;
+            CUDA_CHECK(cudaLaunchKernelEx(&config, floor_barrier_kernel, buf, n, chain,
+                                          read ? static_cast<const float4*>(weights) : nullptr,
+                                          int64_t(weight_bytes / 16), int(copies), count));
+        };
+        launch();  // warm-up
+        CUDA_CHECK(cudaEventRecord(t0, stream));
+        for (int r = 0; r < reps; ++r) launch();
+        CUDA_CHECK(cudaEventRecord(t1, stream));
+        CUDA_CHECK(cudaEventSynchronize(t1));
+        float ms = 0.0f;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, t0, t1));
+        rows.push_back({c.kernel, c.blocks, c.threads, "grid barrier", 1e3 * double(ms) / (double(reps) * chain)});
+    }
+    CUDA_CHECK(cudaFree(count));
     CUDA_CHECK(cudaEventDestroy(t0));
     CUDA_CHECK(cudaEventDestroy(t1));
     CUDA_CHECK(cudaStreamDestroy(stream));

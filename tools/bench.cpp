@@ -92,10 +92,9 @@ int launch_floor() {
 #ifdef MINFER_HAVE_CUDA
     std::string why;
     if (!cuda_available(&why)) throw Error("--launch-floor needs a CUDA device: " + why);
-    std::printf("| kernel | grid | overlapped | us a launch |\n| --- | --- | --- | ---: |\n");
+    std::printf("| kernel | grid | steps joined by | us a step |\n| --- | --- | --- | ---: |\n");
     for (const LaunchFloorRow& r : cuda_launch_floor())
-        std::printf("| %s | %u x %u | %s | %.2f |\n", r.kernel.c_str(), r.blocks, r.threads, r.overlapped ? "yes" : "no",
-                    r.us);
+        std::printf("| %s | %u x %u | %s | %.2f |\n", r.kernel.c_str(), r.blocks, r.threads, r.how.c_str(), r.us);
     return 0;
 #else
     throw Error("--launch-floor needs a build with the CUDA backend");
@@ -112,7 +111,7 @@ int tool_bench(int argc, char** argv) {
     const BenchArgs args = parse(argc, argv);
     if (args.model.help) {
         std::printf("usage: minfer bench -m MODEL [-p 512] [-n 128] [-r 5] [--depth D] [-o md|json] [--busy] [options]\n"
-                    "       minfer bench --launch-floor   (the GPU's cost of a dependent kernel launch, no model)\n"
+                    "       minfer bench --launch-floor   (the GPU's cost of a dependent launch and of a grid barrier)\n"
                     "Measures prompt processing of -p tokens (pp) and generation of -n tokens (tg), both after\n"
                     "--depth tokens of context (as llama-bench's -d): tokens/s as mean ± sd over -r repetitions\n"
                     "(after one warm-up), and for tg\n"

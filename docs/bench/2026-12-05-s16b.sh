@@ -69,4 +69,11 @@ done
         echo "v2l 16k | $opt | $(export $opt T=120; bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
     done
 } 2>&1 | tee $OUT/s16b.log
+# Added in the seventeenth session (no device lent then): the launch floor, with its new rows of one
+# persistent cooperative launch whose phases meet at grid barriers (cuda/launch_floor.cu). Whether a
+# barrier is cheaper than an overlapped launch (1.58 us at 1,056 x 128, s12c) decides whether a
+# kernel a layer is worth building. Prediction: ~0.8-1.2 us at 132 blocks (one arrival a block and
+# an acquire poll, two L2 round trips), ~1.5-2.5 us at 1,056 (1,056 atomics on one address
+# serialize in its L2 slice). Timeout: a barrier that never opens must not take the call with it.
+timeout 60 $B bench --launch-floor 2>&1 | tee $OUT/floor.txt
 echo "total $SECONDS s"
