@@ -27,18 +27,41 @@ __global__ void floor_pass_kernel(const float* in, float* out, int n) {
         out[i] = in[i] * 0.5f + 1.0f;
 }
 
+// A thread's share of a weight buffer nobody writes: vectors tid, tid + stride, ... of n_vec, the
+// first AHEAD of them requested early (before a wait), the rest as they are summed.
+template <int AHEAD>
+struct WeightShare {
+    float4 v[AHEAD];
+    __device__ __forceinline__ void request(const float4* w, int64_t n_vec, int64_t tid, int64_t stride) {
+#pragma unroll
+        for (int k = 0; k < AHEAD; ++k)
+            v[k] = tid + k * stride < n_vec ? w[tid + k * stride] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    __device__ __forceinline__ float sum(const float4* w, int64_t n_vec, int64_t tid, int64_t stride) const {
+        float acc = v[0].x + v[0].y + v[0].z + v[0].w;
+#pragma unroll
+        for (int k = 1; k < AHEAD; ++k) acc += v[k].x + v[k].y + v[k].z + v[k].w;
+        for (int64_t i = tid + AHEAD * stride; i < n_vec; i += stride) {
+            const float4 x = w[i];
+            acc += x.x + x.y + x.z + x.w;
+        }
+        return acc;
+    }
+};
+// Vectors a thread may request ahead: all of the read case's 4 MiB at ~135k threads (2 each).
+constexpr int kAllAhead = 4;
+
 // The same step plus a matvec's weights: the grid sums n_vec 16-byte vectors of a buffer nobody
-// writes (each thread's first one requested before the wait, as the decode matvecs do), each thread
-// its share, into its element. What a bandwidth-bound kernel of that size costs in a chain.
+// writes, each thread its share, into its element; each thread's first AHEAD vectors are requested
+// before the wait (the decode matvecs request a row's first chunk). What a bandwidth-bound kernel of
+// that size costs in a chain.
+template <int AHEAD>
 __global__ void floor_read_kernel(const float* in, float* out, int n, const float4* weights, int64_t n_vec) {
     const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
-    float4 v = tid < n_vec ? weights[tid] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    WeightShare<AHEAD> share;
+    share.request(weights, n_vec, tid, stride);
     begin_overlapped_kernel();
-    float acc = v.x + v.y + v.z + v.w;
-    for (int64_t i = tid + stride; i < n_vec; i += stride) {
-        const float4 w = weights[i];
-        acc += w.x + w.y + w.z + w.w;
-    }
+    const float acc = share.sum(weights, n_vec, tid, stride);
     if (tid < n) out[tid] = in[tid] * 0.5f + acc;
 }
 
@@ -61,25 +84,20 @@ __device__ __forceinline__ void grid_barrier(unsigned* count, unsigned target) {
 
 // floor_pass_kernel's (weights null) or floor_read_kernel's (weights: `copies` buffers of n_vec
 // vectors, used in turn) work, `phases` times in one launch with a grid barrier after each, instead
-// of a launch each: what a persistent kernel pays a step. As the overlapped launches do, each thread
-// requests its first vector of the next phase's weights before it waits.
+// of a launch each: what a persistent kernel pays a step. Each thread requests its first AHEAD vectors
+// of the next phase's weights before it waits, as floor_read_kernel does before its launch's wait.
+template <int AHEAD>
 __global__ void floor_barrier_kernel(float* buf, int n, int phases, const float4* weights, int64_t n_vec, int copies,
                                      unsigned* count) {
     const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
-    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    float4 v = weights && tid < n_vec ? weights[tid] : zero;
+    WeightShare<AHEAD> share;
+    if (weights) share.request(weights, n_vec, tid, stride);
     for (int p = 0; p < phases; ++p) {
         const float* in = buf + (p % 2) * n;
         float* out = buf + (1 - p % 2) * n;
         if (weights) {
-            const float4* w = weights + int64_t(p % copies) * n_vec;
-            float acc = v.x + v.y + v.z + v.w;
-            for (int64_t i = tid + stride; i < n_vec; i += stride) {
-                const float4 x = w[i];
-                acc += x.x + x.y + x.z + x.w;
-            }
-            const float4* next = weights + int64_t((p + 1) % copies) * n_vec;
-            v = tid < n_vec ? next[tid] : zero;
+            const float acc = share.sum(weights + int64_t(p % copies) * n_vec, n_vec, tid, stride);
+            share.request(weights + int64_t((p + 1) % copies) * n_vec, n_vec, tid, stride);
             if (tid < n) out[tid] = in[tid] * 0.5f + acc;
         } else {
             for (int64_t i = tid; i < n; i += stride) out[i] = in[i] * 0.5f + 1.0f;
@@ -113,13 +131,17 @@ std::vector<LaunchFloorRow> cuda_launch_floor(int chain, int reps) {
     struct Case {
         const char* kernel;
         unsigned blocks, threads;
+        int ahead;  // the read cases: vectors a thread requests before its wait (1 or kAllAhead)
     };
     const unsigned all = unsigned(sms), eight = 8u * unsigned(sms);
-    const Case cases[] = {{"empty", 1, 32},
-                          {"pass 2048 floats", 1, 256},
-                          {"pass 2048 floats", all, 128},
-                          {"pass 2048 floats", eight, 128},
-                          {"pass 2048 floats, read 4 MiB", eight, 128}};
+    const char* read1 = "pass 2048 floats, read 4 MiB";
+    const char* read_all = "pass 2048 floats, read 4 MiB, all requested before the wait";
+    const Case cases[] = {{"empty", 1, 32, 1},
+                          {"pass 2048 floats", 1, 256, 1},
+                          {"pass 2048 floats", all, 128, 1},
+                          {"pass 2048 floats", eight, 128, 1},
+                          {read1, eight, 128, 1},
+                          {read_all, eight, 128, kAllAhead}};
     std::vector<LaunchFloorRow> rows;
     for (const Case& c : cases) {
         for (bool overlapped : {false, true}) {
@@ -131,8 +153,8 @@ std::vector<LaunchFloorRow> cuda_launch_floor(int chain, int reps) {
                     launch_kernel(overlapped, floor_empty_kernel, c.blocks, c.threads, 0, stream);
                 } else if (std::strstr(c.kernel, "read")) {
                     const float4* w = weights + (i % copies) * (weight_bytes / 16);
-                    launch_kernel(overlapped, floor_read_kernel, c.blocks, c.threads, 0, stream, in, out, n, w,
-                                  weight_bytes / 16);
+                    launch_kernel(overlapped, c.ahead > 1 ? floor_read_kernel<kAllAhead> : floor_read_kernel<1>,
+                                  c.blocks, c.threads, 0, stream, in, out, n, w, weight_bytes / 16);
                 } else {
                     launch_kernel(overlapped, floor_pass_kernel, c.blocks, c.threads, 0, stream, in, out, n);
                 }
@@ -159,13 +181,15 @@ std::vector<LaunchFloorRow> cuda_launch_floor(int chain, int reps) {
     // refused), a grid barrier between phases. A grid that does not fit the device is left out.
     unsigned* count = nullptr;
     CUDA_CHECK(cudaMalloc(&count, sizeof(unsigned)));
-    const Case barrier_cases[] = {{"pass 2048 floats", all, 128},
-                                  {"pass 2048 floats", eight, 128},
-                                  {"pass 2048 floats, read 4 MiB", eight, 128},
-                                  {"pass 2048 floats, read 4 MiB", all, 1024}};
+    const Case barrier_cases[] = {{"pass 2048 floats", all, 128, 1},
+                                  {"pass 2048 floats", eight, 128, 1},
+                                  {read1, eight, 128, 1},
+                                  {read_all, eight, 128, kAllAhead},
+                                  {read_all, all, 1024, kAllAhead}};
     for (const Case& c : barrier_cases) {
+        const auto kernel = c.ahead > 1 ? floor_barrier_kernel<kAllAhead> : floor_barrier_kernel<1>;
         int per_sm = 0;
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, floor_barrier_kernel, int(c.threads), 0));
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, int(c.threads), 0));
         if (int64_t(per_sm) * sms < c.blocks) continue;
         const bool read = std::strstr(c.kernel, "read") != nullptr;
         auto launch = [&] {
@@ -179,7 +203,7 @@ std::vector<LaunchFloorRow> cuda_launch_floor(int chain, int reps) {
             config.stream = stream;
             config.attrs = attr;
             config.numAttrs = 1;
-            CUDA_CHECK(cudaLaunchKernelEx(&config, floor_barrier_kernel, buf, n, chain,
+            CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, buf, n, chain,
                                           read ? static_cast<const float4*>(weights) : nullptr,
                                           int64_t(weight_bytes / 16), int(copies), count));
         };
