@@ -17,6 +17,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/attention_tc.cuh"
+#include "cuda/mla.cuh"
 #include "cuda/mma.cuh"
 
 namespace mf {
@@ -274,51 +276,6 @@ void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4&
 // multiplied, so the scores and weights keep f32 precision (the CPU's) while K and V are the cache's
 // f16 values exactly. Scores are in log2 units (log2 e folded into the query scale) for exp2f.
 constexpr int kTilePos = 16;   // positions per warp tile
-constexpr int kTileHeads = 16; // query heads per block
-constexpr float kLog2e = 1.4426950408889634f;
-
-// What the tile kernels share. A block's 16 query rows: blockIdx.x is (KV head, chunk of 16 of its
-// (token, head) pairs), the pairs in token-major order (pair p: token p / group, query head
-// hk * group + p % group); ng of them are real (the rest of the 16 rows are zero queries). With one
-// token (decode) the rows are the query heads h0 .. h0 + ng - 1.
-struct HeadChunk {
-    int hk, h0, ng, p0, group;
-    bool one_token;  // decode: no division by the group for a row's token and head
-    __device__ __forceinline__ int token(int r) const { return one_token ? 0 : (p0 + r) / group; }
-    __device__ __forceinline__ int head(int r) const { return one_token ? h0 + r : hk * group + (p0 + r) % group; }
-};
-__device__ __forceinline__ HeadChunk head_chunk(int group, int n_tokens = 1) {
-    const int pairs = group * n_tokens;
-    const int chunks = (pairs + kTileHeads - 1) / kTileHeads;
-    const int hk = blockIdx.x / chunks, p0 = (blockIdx.x % chunks) * kTileHeads;
-    return {hk, hk * group + p0, min(kTileHeads, pairs - p0), p0, group, n_tokens == 1};
-}
-
-// The block's queries (row r: token hc.token(r), head hc.head(r)), scaled into log2 units, as f16
-// hi + lo rows of q_hi / q_lo (row stride ROW halves); rows ng .. 15 zero. The whole block (THREADS
-// threads) takes part: each thread issues all its loads before it converts any, so the block waits
-// for one round trip to memory instead of one per element (36 in a row for the MLA latent's 576).
-// q(e, head, token): query element e of a head and token.
-template <int DK, int ROW, int THREADS, typename Query>
-__device__ __forceinline__ void load_queries(__half (*q_hi)[ROW], __half (*q_lo)[ROW], Query q, const HeadChunk& hc,
-                                             float scale) {
-    constexpr int N = kTileHeads * DK / THREADS;
-    static_assert(kTileHeads * DK % THREADS == 0, "a whole number of query elements a thread");
-    float x[N];
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-        const int i = int(threadIdx.x) + k * THREADS, h = i / DK, e = i % DK;
-        x[k] = h < hc.ng ? q(e, hc.head(h), hc.token(h)) : 0.0f;
-    }
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-        const int i = int(threadIdx.x) + k * THREADS, h = i / DK, e = i % DK;
-        const float v = x[k] * (scale * kLog2e);
-        const __half hi = __float2half_rn(v);
-        q_hi[h][e] = hi;
-        q_lo[h][e] = __float2half_rn(v - __half2float(hi));
-    }
-}
 
 // s += Q K^T for 16 query rows and 16 positions: k_rows is the first of the 16 K rows in shared memory
 // (row stride ROW halves). s[nf] holds rows g, g + 8 at positions 8 nf + 2t, + 1 (mma's d layout).
@@ -362,53 +319,6 @@ __device__ __forceinline__ void mask_and_row_max(float (&s)[2][4], float (&mx)[2
     for (int r = 0; r < 2; ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    }
-}
-
-// Two weights as f16 hi and lo registers (x = hi + lo to ~2^-22).
-__device__ __forceinline__ void pack_hi_lo(float x0, float x1, uint32_t& hi, uint32_t& lo) {
-    hi = pack_half2(x0, x1);
-    const __half2 h = *reinterpret_cast<const __half2*>(&hi);
-    lo = pack_half2(x0 - __low2float(h), x1 - __high2float(h));
-}
-
-// load_queries for a decode block of the MLA kernel (one token: row r is head h0 + r) whose query
-// parts are rows of float4s: each part 16-byte aligned with a whole number of float4s a row and a head
-// stride a multiple of 4 (mla_queries_x4 checks). The same values, a quarter of the instructions: one
-// 16-byte load and two 8-byte stores a float4, no division by the row length a float.
-template <int DK, int ROW, int THREADS>
-__device__ __forceinline__ void load_queries_x4(__half (*q_hi)[ROW], __half (*q_lo)[ROW], const float* qa,
-                                                const float* qb, int da, int a_head, int b_head, int h0, int ng,
-                                                float scale) {
-    constexpr int V = DK / 4, N = (kTileHeads * V + THREADS - 1) / THREADS;
-    // Element k of this thread is float4 threadIdx.x + k THREADS: row h[k], float e[k] of it.
-    int h[N], e[N];
-    h[0] = int(threadIdx.x) / V, e[0] = 4 * (int(threadIdx.x) % V);
-#pragma unroll
-    for (int k = 1; k < N; ++k) {
-        const int v = e[k - 1] / 4 + THREADS % V;
-        h[k] = h[k - 1] + THREADS / V + (v >= V);
-        e[k] = 4 * (v >= V ? v - V : v);
-    }
-    float4 x[N];
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-        x[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (h[k] < ng) {  // rows ng .. 15 (and those past the last, h >= 16) are zero
-            const int hh = h0 + h[k];
-            const float* p = e[k] < da ? qa + (hh * a_head + e[k]) : qb + (hh * b_head + e[k] - da);
-            x[k] = __ldg(reinterpret_cast<const float4*>(p));
-        }
-    }
-    const float f = scale * kLog2e;
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-        if (h[k] >= kTileHeads) break;
-        uint2 hi, lo;
-        pack_hi_lo(x[k].x * f, x[k].y * f, hi.x, lo.x);
-        pack_hi_lo(x[k].z * f, x[k].w * f, hi.y, lo.y);
-        *reinterpret_cast<uint2*>(&q_hi[h[k]][e[k]]) = hi;
-        *reinterpret_cast<uint2*>(&q_lo[h[k]][e[k]]) = lo;
     }
 }
 
@@ -650,320 +560,6 @@ void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& 
     }
 }
 
-// ---- MLA decode on the tensor cores: a latent row of DK f16 values, V its first DV ----
-//
-// All query heads of a latent (16 a block) against one read of each row. The block moves through its
-// split in tiles of 64 positions, copied to shared memory with cp.async one tile ahead, once for K
-// and V alike (V is the row's prefix). Its 8 warps: warp w scores positions 8w .. 8w + 7 of the tile
-// for all 16 heads (S = Q K^T, mma.sync over DK); the tile's row maxima meet in shared memory, every
-// warp applies the same running max, and the weights P go to shared memory; then warp w adds P V for
-// its DV / 8 output columns over all 64 positions. (One block an SM fits: 8 warps rather than 4 halve
-// each warp's serial mma chain a tile.) With W = 16 warps (DK a multiple of 64: DeepSeek's 576), warps
-// w and w + 8 score the same 8 positions over the two halves of DK and meet in shared memory, and each
-// warp adds P V for DV / 16 columns: every warp's chain a tile (the queries' load, the K copies, the
-// scores, P V, the output) is about half as long, the block being one CUDA block per latent and split
-// (the whole attention below 128 positions). Precision as flash_attn_tile_kernel: hi + lo halves for Q
-// and P, log2 units.
-constexpr int kMlaTile = 64;                    // positions per block step
-constexpr int kMlaWarpPos = 8;                  // positions a warp scores: one n8 fragment
-constexpr int kMlaPosWarps = kMlaTile / kMlaWarpPos;  // warps that score a tile's positions
-
-template <int DK, int DV, int W>
-struct MlaSmem {
-    static constexpr int ROW = DK + 8;
-    static constexpr int P_ROW = kMlaTile + 8;
-    __half q_hi[kTileHeads][ROW];
-    __half q_lo[kTileHeads][ROW];
-    __half kv[2][kMlaTile][ROW];
-    __half p_hi[kTileHeads][P_ROW];
-    __half p_lo[kTileHeads][P_ROW];
-    float tile_max[kMlaPosWarps][kTileHeads];
-    float sum[W][kTileHeads];
-    float s_part[W > kMlaPosWarps ? kMlaPosWarps : 1][WARP_SIZE][4];  // the second half of DK's scores
-};
-
-template <int DK, int DV, int W>
-__global__ void __launch_bounds__(W * WARP_SIZE, 1)
-flash_attn_mla_kernel(RowsF32 q, const char* __restrict__ kv, Shape4 ks,
-                      const float* __restrict__ mask, float* __restrict__ out, float* __restrict__ ws, int group,
-                      int n_kv, int split_rows, int n_splits, float scale, bool q_x4) {
-    constexpr int KS = W / kMlaPosWarps;  // warps that share a position group, each a part of DK
-    static_assert((KS == 1 || KS == 2) && DK % (32 * KS) == 0 && DV % (16 * W) == 0 && DV <= DK && kMlaTile % W == 0,
-                  "tile shapes");
-    constexpr int COLS = DV / W;  // output columns a warp owns
-    constexpr int VECS = DK / 8;
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    auto& sm = *reinterpret_cast<MlaSmem<DK, DV, W>*>(smem_raw);
-    begin_overlapped_kernel();
-    const HeadChunk hc = head_chunk(group);
-    const int hk = hc.hk, h0 = hc.h0, ng = hc.ng;
-    const int split = blockIdx.y;
-    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-    const int g = lane / 4, t = lane % 4;
-    const int pwarp = warp % kMlaPosWarps, kpart = warp / kMlaPosWarps;  // positions, part of DK
-
-    const int j_begin = split * split_rows, j_end = min(n_kv, j_begin + split_rows);
-    const char* head = kv + int64_t(hk) * ks.nb[2];
-    // A tile's copies: warp w takes rows w, w + W, ..., its lanes a row's 16-byte pieces in turn (one
-    // row address a row, the pieces at constant offsets from it).
-    auto issue = [&](int i, int buf) {
-        const int j0 = j_begin + kMlaTile * i;
-#pragma unroll
-        for (int rr = 0; rr < kMlaTile / W; ++rr) {
-            const int r = warp + W * rr;
-            const bool in = j0 + r < j_end;
-            const char* row = head + int64_t(in ? j0 + r : j_begin) * ks.nb[1];
-#pragma unroll
-            for (int c0 = 0; c0 < VECS; c0 += WARP_SIZE) {
-                const int c = c0 + lane;
-                if (c < VECS) cp_async16_or_zero(&sm.kv[buf][r][8 * c], row + 16 * c, in);
-            }
-        }
-        cp_async_commit();
-    };
-    const int n_tiles = j_end > j_begin ? (j_end - j_begin + kMlaTile - 1) / kMlaTile : 0;
-    if (n_tiles > 0) issue(0, 0);  // the first tile's copies are under way while the queries load
-    // q.at with the strides divided once (both parts have 4-byte elements: mla_kernel_fits, the
-    // backend's concat check).
-    const float* qa = reinterpret_cast<const float*>(q.a);
-    const float* qb = q.b ? reinterpret_cast<const float*>(q.b) : qa;
-    const int64_t da = q.sa.ne[0], a_head = q.sa.nb[1] / 4, a_token = q.sa.nb[2] / 4, b_head = q.sb.nb[1] / 4,
-                  b_token = q.sb.nb[2] / 4;
-    const auto query = [=](int e, int head, int token) {
-        return e < da ? __ldg(qa + int64_t(token) * a_token + int64_t(head) * a_head + e)
-                      : __ldg(qb + int64_t(token) * b_token + int64_t(head) * b_head + (e - da));
-    };
-    if (q_x4) {
-        load_queries_x4<DK, MlaSmem<DK, DV, W>::ROW, W * WARP_SIZE>(sm.q_hi, sm.q_lo, qa, qb, int(da),
-                                                                   int(a_head), int(b_head), h0, ng, scale);
-    } else {
-        load_queries<DK, MlaSmem<DK, DV, W>::ROW, W * WARP_SIZE>(sm.q_hi, sm.q_lo, query, hc, scale);
-    }
-
-    float o[COLS / 8][4] = {};
-    float m_row[2] = {-INFINITY, -INFINITY};  // rows g, g + 8; the same in every warp
-    float l_row[2] = {0.0f, 0.0f};            // this lane's part of the row sums (its positions)
-    for (int i = 0; i < n_tiles; ++i) {
-        const int buf = i & 1;
-        __syncthreads();  // every warp is done with tile i - 1 (its buffer is refilled next) and its P
-        if (i + 1 < n_tiles) {
-            issue(i + 1, buf ^ 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();  // tile i (and, the first time, the queries) visible to every warp
-        const int pw = kMlaWarpPos * pwarp;  // this warp's positions in the tile
-        // S for 8 positions: rows g, g + 8 at positions 2t, 2t + 1; one ldmatrix gives two K steps.
-        // Four accumulators (the two K steps of an ldmatrix, times hi and lo) make four independent
-        // chains of DK / 8 mma each instead of one of DK / 2: with one block an SM the chain's
-        // latency, not the tensor pipe, bounds the scores.
-        float sp[2][2][4] = {};
-#pragma unroll 2
-        for (int k0 = kpart * (DK / KS); k0 < (kpart + 1) * (DK / KS); k0 += 32) {
-            uint32_t kb[4];
-            ldmatrix_x4<false>(kb, &sm.kv[buf][pw + lane % 8][k0 + 8 * (lane / 8)]);
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                uint32_t qh[4], ql[4];
-                ldmatrix_x4<false>(qh, &sm.q_hi[lane % 16][k0 + 16 * h + 8 * (lane / 16)]);
-                ldmatrix_x4<false>(ql, &sm.q_lo[lane % 16][k0 + 16 * h + 8 * (lane / 16)]);
-                const uint32_t b[2] = {kb[2 * h], kb[2 * h + 1]};
-                mma_16816<__half>(sp[h][0], qh, b);
-                mma_16816<__half>(sp[h][1], ql, b);
-            }
-        }
-        float s[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[e] = (sp[0][0][e] + sp[1][0][e]) + (sp[0][1][e] + sp[1][1][e]);
-        if constexpr (KS == 2) {  // the second half of DK's scores meet the first's
-            if (kpart == 1) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) sm.s_part[pwarp][lane][e] = s[e];
-            }
-            __syncthreads();
-#pragma unroll
-            for (int e = 0; e < 4; ++e) s[e] += sm.s_part[pwarp][lane][e];
-        }
-        // The position warps (kpart 0) take the tile's maxima and write P; the others only follow.
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-            const int j = j_begin + kMlaTile * i + pw + 2 * t + c;
-            const float mk = j < j_end ? mask[j] * kLog2e : -INFINITY;
-            s[c] += mk;
-            s[2 + c] += mk;
-            mx[0] = fmaxf(mx[0], s[c]);
-            mx[1] = fmaxf(mx[1], s[2 + c]);
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        }
-        if (kpart == 0 && t == 0) sm.tile_max[pwarp][g] = mx[0], sm.tile_max[pwarp][g + 8] = mx[1];
-        __syncthreads();
-        float c_row[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float m_new = m_row[r];
-            for (int w = 0; w < kMlaPosWarps; ++w) m_new = fmaxf(m_new, sm.tile_max[w][g + 8 * r]);
-            c_row[r] = m_new == -INFINITY ? 1.0f : exp2f(m_row[r] - m_new);
-            m_row[r] = m_new;
-            l_row[r] *= c_row[r];
-        }
-        if (kpart == 0) {
-            float p[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int r = e / 2;
-                p[e] = m_row[r] == -INFINITY ? 0.0f : exp2f(s[e] - m_row[r]);
-                l_row[r] += p[e];
-            }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                pack_hi_lo(p[2 * r], p[2 * r + 1], *reinterpret_cast<uint32_t*>(&sm.p_hi[g + 8 * r][pw + 2 * t]),
-                           *reinterpret_cast<uint32_t*>(&sm.p_lo[g + 8 * r][pw + 2 * t]));
-            }
-        }
-#pragma unroll
-        for (int nf = 0; nf < COLS / 8; ++nf) {
-            o[nf][0] *= c_row[0];
-            o[nf][1] *= c_row[0];
-            o[nf][2] *= c_row[1];
-            o[nf][3] *= c_row[1];
-        }
-        __syncthreads();  // every warp's P is in shared memory
-        const int c0 = COLS * warp;
-#pragma unroll
-        for (int ks0 = 0; ks0 < kMlaTile; ks0 += 16) {
-            uint32_t ph[4], pl[4];
-            ldmatrix_x4<false>(ph, &sm.p_hi[lane % 16][ks0 + 8 * (lane / 16)]);
-            ldmatrix_x4<false>(pl, &sm.p_lo[lane % 16][ks0 + 8 * (lane / 16)]);
-#pragma unroll
-            for (int n0 = 0; n0 < COLS; n0 += 16) {
-                uint32_t vb[4];
-                ldmatrix_x4<true>(vb, &sm.kv[buf][ks0 + lane % 8 + 8 * ((lane / 8) % 2)][c0 + n0 + 8 * (lane / 16)]);
-                const uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
-                mma_16816<__half>(o[n0 / 8], ph, b0);
-                mma_16816<__half>(o[n0 / 8], pl, b0);
-                mma_16816<__half>(o[n0 / 8 + 1], ph, b1);
-                mma_16816<__half>(o[n0 / 8 + 1], pl, b1);
-            }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l_row[r] += __shfl_xor_sync(0xffffffffu, l_row[r], 1);
-        l_row[r] += __shfl_xor_sync(0xffffffffu, l_row[r], 2);
-    }
-    __syncthreads();
-    if (t == 0) sm.sum[warp][g] = l_row[0], sm.sum[warp][g + 8] = l_row[1];
-    __syncthreads();
-    // The lane's two adjacent columns of each fragment as one 8-byte store (DV and DV + 2 are even).
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int h = g + 8 * r;
-        if (h >= ng) continue;
-        float l = 0.0f;
-#pragma unroll
-        for (int w = 0; w < W; ++w) l += sm.sum[w][h];
-        const int64_t row = h0 + h;
-        const float inv = n_splits == 1 ? (l > 0.0f ? 1.0f / l : 0.0f) : 1.0f;
-        float* dst = n_splits == 1 ? out + row * DV : ws + (row * n_splits + split) * (DV + 2);
-#pragma unroll
-        for (int nf = 0; nf < COLS / 8; ++nf) {
-            const int e = COLS * warp + 8 * nf + 2 * t;
-            *reinterpret_cast<float2*>(dst + e) = make_float2(o[nf][2 * r] * inv, o[nf][2 * r + 1] * inv);
-        }
-        if (n_splits > 1 && warp == 0 && t == 0) {
-            dst[DV] = m_row[r] / kLog2e;  // natural-log units, as the combine kernel expects
-            dst[DV + 1] = l;
-        }
-    }
-}
-
-// MLA shapes with a tensor-core kernel: DeepSeek-V2/V3's 576/512 and attn-lab's 288/256 and 544/512.
-bool mla_kernel_fits(DType type_k, DType type_v, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
-                     const Shape4& vs) {
-    static const bool on = switched_on("MINFER_CUDA_FA_TILE");
-    const int64_t dk = ks.ne[0], dv = vs.ne[0];
-    const bool shape = (dk == 576 && dv == 512) || (dk == 288 && dv == 256) || (dk == 544 && dv == 512);
-    // V is each K row's start (dim 2's stride matters only with several latents)
-    const bool prefix = k == v && ks.nb[1] == vs.nb[1] && (ks.ne[2] == 1 || ks.nb[2] == vs.nb[2]);
-    const bool aligned = reinterpret_cast<uintptr_t>(k) % 16 == 0 && ks.nb[1] % 16 == 0 && ks.nb[2] % 16 == 0;
-    return on && type_k == DType::F16 && type_v == DType::F16 && shape && prefix && aligned && qs.ne[2] == 1 &&
-           qs.nb[0] == 4 && qs.nb[1] % 4 == 0 && ks.nb[0] == 2;
-}
-
-// The MLA kernel's grid: blocks of 16 query heads, times splits of the positions. One block an SM
-// fits (the tiles take ~190 KB); about one wave of them, a tile each at least.
-struct MlaGrid {
-    int64_t blocks;
-    int n_splits;
-};
-MlaGrid mla_grid(const Shape4& qs, const Shape4& ks) {
-    const int64_t n_head = qs.ne[1], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
-    const int64_t blocks = n_head_kv * ceil_div(n_head / n_head_kv, kTileHeads);
-    return {blocks, int(std::max<int64_t>(1, std::min<int64_t>(ceil_div(132, blocks), n_kv / kMlaTile)))};
-}
-
-// True when the MLA kernel may load its queries as float4s (load_queries_x4): one token, each part's
-// rows 16-byte aligned and a whole number of float4s long, its heads within 32-bit offsets.
-// MINFER_CUDA_MLA_QX4=0 keeps load_queries.
-bool mla_queries_x4(const RowsF32& q, const Shape4& qs) {
-    static const bool on = switched_on("MINFER_CUDA_MLA_QX4");
-    const auto rows = [&](const char* p, const Shape4& s) {
-        return reinterpret_cast<uintptr_t>(p) % 16 == 0 && s.nb[0] == 4 && s.ne[0] % 4 == 0 && s.nb[1] % 16 == 0 &&
-               s.nb[1] * qs.ne[1] < (int64_t(1) << 31);
-    };
-    return on && qs.ne[2] == 1 && rows(q.a, q.sa) && (!q.b || rows(q.b, q.sb));
-}
-
-template <int DK, int DV, int W>
-void launch_mla_warps(const RowsF32& q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask,
-                      float* out, float* ws, float scale, cudaStream_t stream) {
-    const int64_t n_kv = ks.ne[1];
-    const int group = int(qs.ne[1] / ks.ne[2]);
-    const auto [blocks, n_splits] = mla_grid(qs, ks);
-    const int split_rows = int(ceil_div(n_kv, n_splits));
-    constexpr size_t smem = sizeof(MlaSmem<DK, DV, W>);
-    static const bool attr = [] {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_attn_mla_kernel<DK, DV, W>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-        return true;
-    }();
-    (void)attr;
-    const dim3 grid(grid_x(blocks), unsigned(n_splits));
-    launch_overlapped(flash_attn_mla_kernel<DK, DV, W>, grid, W * WARP_SIZE, smem, stream, q,
-                      static_cast<const char*>(k), ks, mask, out, ws, group, int(n_kv), split_rows, n_splits, scale,
-                      mla_queries_x4(q, qs));
-}
-
-// MINFER_CUDA_MLA16=1: 16 warps where DK splits in two halves of whole 32-element steps (576). Off by
-// default until it has been measured against the 8-warp kernel (docs/PERFORMANCE.md, "Ready for the
-// next GPU session").
-template <int DK, int DV>
-void launch_mla(const RowsF32& q, const Shape4& qs, const void* k, const Shape4& ks, const float* mask, float* out,
-                float* ws, float scale, cudaStream_t stream) {
-    static const bool sixteen = [] {
-        const char* v = std::getenv("MINFER_CUDA_MLA16");
-        return v && std::strcmp(v, "1") == 0;
-    }();
-    if constexpr (DK % 64 == 0 && DV % 256 == 0) {
-        if (sixteen) {
-            launch_mla_warps<DK, DV, 16>(q, qs, k, ks, mask, out, ws, scale, stream);
-        } else {
-            launch_mla_warps<DK, DV, 8>(q, qs, k, ks, mask, out, ws, scale, stream);
-        }
-    } else {
-        launch_mla_warps<DK, DV, 8>(q, qs, k, ks, mask, out, ws, scale, stream);
-    }
-    CUDA_CHECK_LAUNCH();
-    const int n_splits = mla_grid(qs, ks).n_splits;
-    if (n_splits > 1) launch_combine<DV>(ws, out, qs.ne[1], n_splits, stream);
-}
-
 // The (K, V) head sizes with kernels: equal sizes for MHA/GQA/MQA; MLA's latent rows (kv_lora_rank
 // + rope dims for K, kv_lora_rank for V): DeepSeek-V2/V3 576/512, attn-lab's llama-1b MLA-256/512
 // variants 288/256 and 544/512, and the test fixtures' 40/32; --mla-expanded's per-head rows
@@ -1189,6 +785,19 @@ bool kv_type_ok(DType t) { return t == DType::F16 || t == DType::Q8_0 || t == DT
 
 }  // namespace
 
+void launch_attn_combine(const float* ws, float* out, int64_t rows, int n_splits, int64_t head_dim_v,
+                         cudaStream_t stream) {
+    switch (head_dim_v) {
+        case 16: return launch_combine<16>(ws, out, rows, n_splits, stream);
+        case 32: return launch_combine<32>(ws, out, rows, n_splits, stream);
+        case 64: return launch_combine<64>(ws, out, rows, n_splits, stream);
+        case 128: return launch_combine<128>(ws, out, rows, n_splits, stream);
+        case 256: return launch_combine<256>(ws, out, rows, n_splits, stream);
+        case 512: return launch_combine<512>(ws, out, rows, n_splits, stream);
+        default: MF_ASSERT_MSG(false, "flash_attn combine: unsupported V head size");
+    }
+}
+
 bool flash_attn_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_t head_dim_v) {
     if (!kv_type_ok(type_k) || !kv_type_ok(type_v)) return false;
     bool sizes = false;
@@ -1276,11 +885,7 @@ void launch_flash_attn(DType type_k, DType type_v, const RowsF32& qr, const Shap
         if (hdk == 192) return launch_tile<192, 128>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);
         return launch_tile<128, 128>(q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s);
     }
-    if (mla_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) {
-        if (hdk == 576) return launch_mla<576, 512>(qr, qs, k, ks, mask, out, ws, scale, s);
-        if (hdk == 288) return launch_mla<288, 256>(qr, qs, k, ks, mask, out, ws, scale, s);
-        return launch_mla<544, 512>(qr, qs, k, ks, mask, out, ws, scale, s);
-    }
+    if (mla_kernel_fits(type_k, type_v, qs, k, ks, v, vs)) return launch_mla(qr, qs, k, ks, mask, out, ws, scale, s);
     switch (type_k) {
         case DType::F16: launch_v<KvF16>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;
         case DType::Q8_0: launch_v<KvQ8_0>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, ws, scale, s); return;

@@ -26,6 +26,12 @@ bool flash_attn_takes_split_q(DType type_k, DType type_v, const Shape4& qs, cons
 // its queries first). Otherwise one block could overwrite queries another has yet to load.
 bool flash_attn_split_q_reads_first(const Shape4& qs, const Shape4& ks);
 
+// The combine step after a split attention kernel (cuda/mla.cu's as well as this file's): ws holds,
+// for each of `rows` rows and each of n_splits splits, head_dim_v weighted sums then the split's max
+// (natural log units) and sum -> out f32 [head_dim_v, rows].
+void launch_attn_combine(const float* ws, float* out, int64_t rows, int n_splits, int64_t head_dim_v,
+                         cudaStream_t stream);
+
 // ATTN_FUSED: one block per (KV head, chunk of its query heads, token) keeps every score of the span
 // in shared memory. Shared bytes a block serving `heads` query heads needs.
 size_t attn_fused_smem_bytes(int64_t heads, int64_t head_dim_k, int64_t n_kv);
