@@ -160,6 +160,7 @@ public:
         split_rows_ = switched_on("MINFER_CUDA_SPLIT_ROWS");
         use_side_ = switched_on("MINFER_CUDA_SIDE");
         if (const char* v = std::getenv("MINFER_CUDA_FUSE_TOPK")) fuse_topk_ = std::string(v) == "1";
+        if (const char* v = std::getenv("MINFER_CUDA_MOE_BLOCK")) moe_block_ = std::string(v) == "1";
         if (const char* op = std::getenv("MINFER_CUDA_TWICE")) twice_op_ = op;
     }
 
@@ -171,6 +172,7 @@ public:
         CUDA_CHECK(cudaStreamSynchronize(stream_));
         drop_captured_graph();
         if (scratch_) CUDA_CHECK(cudaFree(scratch_));
+        if (moe_barrier_) CUDA_CHECK(cudaFree(moe_barrier_));
         if (side_.scratch) CUDA_CHECK(cudaFree(side_.scratch));
         if (side_.stream) {
             CUDA_CHECK(cudaStreamSynchronize(side_.stream));
@@ -469,6 +471,24 @@ private:
     bool fuse_topk_ = false;
     const Tensor* folded_topk_ = nullptr;
     bool topk_foldable(const Graph& g, size_t i) const;
+    // A decode token's routed experts in one launch (launch_moe_block, moe_block_fits): a TOP_K as
+    // topk_foldable takes it, whose MUL_MAT_ID is a stacked gate_up read only through the two halves'
+    // views by a SWIGLU, and the weighted MUL_MAT_ID of that SWIGLU right after it, with its ADD when
+    // add_fusable. The nodes between may be views and the second stream's (the shared experts). The
+    // TOP_K, the gate_up and the SWIGLU are not launched; at the down's place one launch writes the ids,
+    // the quantized SWIGLU (in the scratch after x's quantization) and the down's result; the gate_up's
+    // result is never written. Opt-in until measured: MINFER_CUDA_MOE_BLOCK=1.
+    struct MoeFold {
+        const Tensor* topk = nullptr;
+        const Tensor* gate_up = nullptr;
+        const Tensor* swiglu = nullptr;
+        const Tensor* down = nullptr;
+    };
+    bool moe_block_ = false;
+    MoeFold moe_fold_;
+    unsigned* moe_barrier_ = nullptr;  // launch_moe_block's two words, zeroed once
+    MoeFold moe_block_foldable(const Graph& g, size_t i) const;
+    void launch_moe_fold(const Tensor* written);
     // A quantized MUL_MAT whose x is not already quantized in scratch and fits
     // matvec_q_quantizes_inside (decode, rows of at most 512: MLA's per-head W_UK and W_UV) has the
     // matvec quantize x itself, the same bits; no quantizer launch. MINFER_CUDA_FUSE_QUANT=0 turns it
@@ -643,8 +663,14 @@ void CudaBackend::compute_on_stream(const Graph& g) {
         const Tensor* k = n->src[1];
         attn_ws = std::max(attn_ws, flash_attn_workspace_bytes(q->ne[1], k->ne[2], q->ne[2], k->ne[1], n->ne[0]));
     }
+    // A folded MoE block keeps x's quantization and the SWIGLU's side by side (moe_block_foldable).
+    if (moe_block_) scratch = 2 * ((scratch + 255) / 256 * 256);
     attn_ws_offset_ = (scratch + 255) / 256 * 256;
     reserve_scratch(attn_ws_offset_ + attn_ws);
+    if (moe_block_ && !moe_barrier_) {
+        throw_on_error(cudaMalloc(&moe_barrier_, 2 * sizeof(unsigned)), "allocating the MoE block's barrier");
+        CUDA_CHECK(cudaMemset(moe_barrier_, 0, 2 * sizeof(unsigned)));
+    }
     if (use_side_ && std::any_of(g.nodes.begin(), g.nodes.end(), [](const Tensor* n) { return n->flags & TENSOR_SIDE; }))
         reserve_side(std::max<size_t>(attn_ws_offset_, 256));
     if (!use_graphs_) {
@@ -844,6 +870,76 @@ bool CudaBackend::topk_foldable(const Graph& g, size_t i) const {
            apart(m, logits) && apart(m, n) && apart(n, m->src[1]);
 }
 
+CudaBackend::MoeFold CudaBackend::moe_block_foldable(const Graph& g, size_t i) const {
+    const Tensor* n = g.nodes[i];
+    if (!moe_block_ || !twice_op_.empty() || n->op != Op::TOP_K || n->ne[1] != 1 || (n->flags & TENSOR_OUTPUT) ||
+        !n->is_contiguous() || !is_f32(n->src[0]))
+        return {};
+    auto next = [&](size_t j, bool skip_side) {  // the next node from j that is not a view (or beside)
+        while (j < g.nodes.size() && (g.nodes[j]->op == Op::VIEW || g.nodes[j]->op == Op::NONE ||
+                                      (skip_side && (g.nodes[j]->flags & TENSOR_SIDE))))
+            ++j;
+        return j;
+    };
+    const size_t j_gu = next(i + 1, false);
+    if (j_gu == g.nodes.size()) return {};
+    const Tensor* gu = g.nodes[j_gu];
+    if (gu->op != Op::MUL_MAT_ID || gu->src[2] != n || gu->src[3] || (gu->flags & (TENSOR_SIDE | TENSOR_OUTPUT)) ||
+        gu->src[1]->ne[1] != 1 || gu->src[1]->ne[2] != 1 || reads_of(gu) != 2)
+        return {};
+    const size_t j_sw = next(j_gu + 1, true);
+    if (j_sw + 1 >= g.nodes.size()) return {};
+    const Tensor* sw = g.nodes[j_sw];
+    const Tensor* down = g.nodes[j_sw + 1];
+    const int64_t n_ff = gu->ne[0] / 2;
+    // The SWIGLU reads the two halves of gu's rows: gate first, then up.
+    auto half = [&](const Tensor* v, int64_t k) {
+        return v->op == Op::VIEW && v->view_src == gu && v->data == static_cast<const char*>(gu->data) + k * n_ff * 4 &&
+               v->ne[0] == n_ff && v->ne[1] == gu->ne[1] && v->ne[2] == 1 && v->nb[1] == gu->nb[1] && reads_of(v) == 1;
+    };
+    if (sw->op != Op::SWIGLU || (sw->flags & (TENSOR_SIDE | TENSOR_OUTPUT)) || !half(sw->src[0], 0) ||
+        !half(sw->src[1], 1) || reads_of(sw) != 1)
+        return {};
+    if (down->op != Op::MUL_MAT_ID || down->src[1] != sw || down->src[2] != n || !down->src[3] ||
+        (down->flags & TENSOR_SIDE) || down->src[0]->type != gu->src[0]->type)
+        return {};
+    const Tensor* w_gu = gu->src[0];
+    const Tensor* w_d = down->src[0];
+    if (!splits_rows(w_gu) || !splits_rows(w_d) ||
+        !moe_block_fits(w_gu->type, shape_of(w_gu), shape_of(w_d), shape_of(n->src[0]), shape_of(n)))
+        return {};
+    // x's quantization at the scratch's start, the SWIGLU's after it, both before the attention's room.
+    const size_t h_at = (matvec_q_scratch_bytes(shape_of(gu->src[1])) + 255) / 256 * 256;
+    if (h_at + matvec_q_scratch_bytes(shape_of(sw)) > attn_ws_offset_) return {};
+    // The launch reads the logits and x and writes the ids and the down's result: apart from each other.
+    if (!apart(down, n->src[0]) || !apart(down, n) || !apart(n, gu->src[1])) return {};
+    return {n, gu, sw, down};
+}
+
+void CudaBackend::launch_moe_fold(const Tensor* written) {
+    const MoeFold& f = moe_fold_;
+    const Tensor* w_gu = f.gate_up->src[0];
+    const Tensor* w_d = f.down->src[0];
+    const Tensor* x = f.gate_up->src[1];
+    const Tensor* wts = f.down->src[3];
+    const ActQuant kind = act_quant_of(w_gu->type);
+    const size_t h_at = (matvec_q_scratch_bytes(shape_of(x)) + 255) / 256 * 256;
+    MoeBlockArgs a{};
+    a.sx = shape_of(x), a.x_act = act_layout(scratch_, a.sx);
+    // x quantized at the scratch's start, unless it is there already
+    if (!prepare_act(x, kind, stream_)) quantize_activations(kind, static_cast<const float*>(x->data), a.sx, a.x_act, stream_);
+    a.w_gu = static_cast<const char*>(w_gu->data), a.s_gu = shape_of(w_gu);
+    a.w_d = static_cast<const char*>(w_d->data), a.s_d = shape_of(w_d);
+    a.route = {static_cast<const char*>(f.topk->src[0]->data), shape_of(f.topk->src[0])};
+    a.ids = static_cast<int32_t*>(f.topk->data), a.si = shape_of(f.topk);
+    a.sh = shape_of(f.swiglu), a.h_act = act_layout(static_cast<char*>(scratch_) + h_at, a.sh);
+    a.slot_w = {static_cast<const char*>(wts->data), shape_of(wts), MoeGate(f.down->op_param_i(0)),
+                f.down->op_param_f(1)};
+    a.dst = fused_out_ ? fused_out_ : static_cast<float*>(written->data), a.add = fused_add_;
+    a.barrier = moe_barrier_;
+    launch_moe_block(w_gu->type, a, stream_);
+}
+
 bool CudaBackend::norm_foldable(const Graph& g, size_t i) const {
     const Tensor* n = g.nodes[i];
     if (!fuse_concat_ || n->op != Op::RMS_NORM || i + 1 >= g.nodes.size() || (n->flags & TENSOR_OUTPUT) ||
@@ -987,8 +1083,37 @@ void CudaBackend::run_nodes(const Graph& g) {
     for (const Tensor* n : g.nodes)
         for (const Tensor* src : n->src)
             if (src) ++reads_[src];
+    moe_fold_ = {};
     for (size_t i = 0; i < g.nodes.size(); ++i) {
         const Tensor* n = g.nodes[i];
+        if (!moe_fold_.topk) {
+            if (const MoeFold f = moe_block_foldable(g, i); f.topk) {
+                moe_fold_ = f;  // not launched: the down's place launches the whole block
+                fused_nodes_ += 3;
+                continue;
+            }
+        } else if (n == moe_fold_.gate_up || n == moe_fold_.swiglu) {
+            continue;  // neither launched nor written
+        } else if (n == moe_fold_.down) {
+            const Tensor* written = n;
+            if (const Tensor* r = add_fusable(g, i)) {
+                written = g.nodes[++i];
+                ++fused_nodes_;
+                fused_add_ = static_cast<const float*>(r->data);
+                fused_out_ = static_cast<float*>(written->data);
+            }
+            // What the launch reads beyond the down's sources: the logits and x (its quantization, when
+            // the scratch no longer holds it).
+            folded_.insert(folded_.end(), {moe_fold_.topk, moe_fold_.gate_up, moe_fold_.swiglu});
+            begin_launch(n, written != n ? written : nullptr, written, moe_fold_.topk);
+            launch_moe_fold(written);
+            note_written(moe_fold_.topk);
+            note_written(written);
+            fused_add_ = nullptr;
+            fused_out_ = nullptr;
+            moe_fold_ = {};
+            continue;
+        }
         if (swiglu_fusable(g, i)) {
             fused_swiglu_ = n;  // not launched: the next node quantizes from its sources
             folded_.push_back(n);

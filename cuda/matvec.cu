@@ -156,35 +156,6 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE)
 
 // ---- activation quantizers (the ActQ layout is in cuda/act_quant.cuh) ----------------------------
 
-// Q8_0 (and Q8_1 when WITH_SUM) of one 32-element block held by 8 lanes, 4 consecutive values v each
-// (lane % 8 = which 4): the CPU reference's arithmetic (quantize_q8_0_lane's, the maximum over the
-// block's 8 lanes). All 32 lanes of the warp call it; those with !in store nothing.
-template <bool WITH_SUM>
-__device__ __forceinline__ void quantize_block_8_lanes(const float (&v)[4], const ActQ& act, uint32_t block,
-                                                       bool in) {
-    const int lane = threadIdx.x % WARP_SIZE;
-    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
-#pragma unroll
-    for (int offset = 4; offset > 0; offset >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, offset));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int packed = 0, sum = 0;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int q = int(roundf(v[i] * id));
-        packed |= (q & 0xFF) << (8 * i);
-        sum += q;
-    }
-    if (in) *reinterpret_cast<int*>(act.q + int64_t(block) * QK + 4 * (lane % 8)) = packed;
-    if (in && lane % 8 == 0) act.d[block] = fp16_bits_to_f32(f32_to_fp16_bits(d));
-    if (WITH_SUM) {
-        // quantize_row_q8_1_ref: s = fp16(float(sum of the quants) * unrounded d).
-#pragma unroll
-        for (int offset = 4; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-        if (in && lane % 8 == 0) act.s[block] = fp16_bits_to_f32(f32_to_fp16_bits(__fmul_rn(float(sum), d)));
-    }
-}
-
 // The 32-element block a lane of an 8-lanes-a-block quantizer works on: warps take 4 blocks each,
 // numbered row-major over the rows of x (block b: row b / blocks_per_row); e0 is the lane's first
 // element in its row. `warp_done`: the warp's first block is past the end (warp-uniform).

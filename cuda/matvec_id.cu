@@ -2,6 +2,7 @@
 // cuda/moe.cuh declares (cuda/moe.cu dispatches to them over weight types).
 #include "cuda/moe.cuh"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -427,6 +428,153 @@ __global__ void __launch_bounds__(MATVEC_WARPS* WARP_SIZE, STEPS == 2 ? 6 : 0)
                                                          dst + (pair.u + si.ne[0] * pair.t) * M);
 }
 
+// ---- the routed experts of a decode token in one launch (MINFER_CUDA_MOE_BLOCK=1) ----------------
+//
+// TOP_K, the stacked gate_up MUL_MAT_ID, SWIGLU's quantization and the weighted down MUL_MAT_ID (with
+// the ADD after it) are otherwise four launches, each waiting for the one before. Here they are the
+// phases of one persistent launch (one CUDA block an SM, every block resident: a cooperative launch)
+// that meet once, at a grid barrier between the gate_up and the down:
+//  0. warps 0 .. n_used - 1 of every block rank the router's logits for their slot (routed_expert);
+//     block 0 writes ids, where TOP_K would. Each block asks L2 for the down rows it will read.
+//  1. unit (slot u, outputs 32 j .. 32 j + 31): warps 0-15 dot gate rows 32 j + 2w, + 1, warps 16-31
+//     the same up rows (split_rows_dot, as matvec_q_id_kernel's warps: the same bits); warp 0 then
+//     quantizes silu(gate) * up as the SWIGLU quantizer's block u * n_ff / 32 + j (its bits).
+//  2. after the barrier, item (row pair m0, slot u): the down's split_rows_dot and the slot's weight
+//     (SlotWeights::of) as weighted_id_rows takes them; a row's slots are summed in slot order, plus
+//     add: weighted_id_rows' bits.
+// The gate_up's own result is never written (the backend folds it only when SWIGLU is its one reader).
+constexpr int MOE_BLOCK_WARPS = 32;
+constexpr int MOE_BLOCK_PAIRS = 8;  // row pairs a block sums per pass of phase 2
+// How long a barrier waits before it traps (a grid not all resident would otherwise hang the device).
+constexpr unsigned long long kMoeBarrierTimeoutNs = 2000000000ull;
+
+__device__ __forceinline__ unsigned long long global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+// Every block of the grid meets here once a launch. bar[0] counts arrivals, bar[1] is a generation the
+// last arrival bumps after setting bar[0] back to 0, so the pair is ready for the next launch with no
+// reset between launches. Each block's writes before it are visible to every block after it: the
+// block's threads meet its first thread at __syncthreads, whose arrival releases (acq_rel, cumulative)
+// and whose wait acquires what every other block's arrival released.
+__device__ __forceinline__ void moe_grid_barrier(unsigned* bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned gen, arrived;
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(gen) : "l"(bar + 1) : "memory");
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(arrived) : "l"(bar) : "memory");
+        if (arrived == gridDim.x - 1) {
+            asm volatile("st.relaxed.gpu.global.u32 [%0], 0;" ::"l"(bar) : "memory");
+            asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(bar + 1), "r"(gen + 1) : "memory");
+        } else {
+            const unsigned long long t0 = global_ns();
+            unsigned now;
+            do {
+                asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(bar + 1) : "memory");
+                if (now == gen && global_ns() - t0 > kMoeBarrierTimeoutNs) __trap();
+            } while (now == gen);
+        }
+    }
+    __syncthreads();
+}
+
+template <typename Block, int SPLIT_GU, int SPLIT_D>
+__global__ void __launch_bounds__(MOE_BLOCK_WARPS* WARP_SIZE, 1) moe_block_kernel(MoeBlockArgs a) {
+    wait_for_previous_kernel();  // (a no-op: a cooperative launch is not overlapped)
+    constexpr bool SUM = BlockTraits<Block>::act == ActQuant::Q8_1;
+    using GuDot = QIdDot<Block, false, SPLIT_GU>;
+    using DownDot = QIdDot<Block, false, SPLIT_D>;
+    __shared__ int experts[MOE_BLOCK_WARPS];
+    __shared__ float gu[2][QK];
+    __shared__ float part[MOE_BLOCK_PAIRS][ID_SUM_ROWS][MUL_MAT_ID_MAX_SLOTS];
+    const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+    const int n_used = int(a.si.ne[0]);
+    const int64_t n_ff = a.sh.ne[0], M = a.s_d.ne[1];
+    const int n_pairs = int((M + ID_SUM_ROWS - 1) / ID_SUM_ROWS);  // moe_block_fits: 32-bit counts
+    const int mine = (n_pairs - int(blockIdx.x) + int(gridDim.x) - 1) / int(gridDim.x);  // this block's pairs
+
+    // Phase 0: the experts, and L2 requests for this block's down rows (rows of a pair are adjacent).
+    if (warp < n_used) {
+        const int64_t e = routed_expert(a.route, a.ids, a.si, IdPair{warp, 0}, blockIdx.x == 0);
+        if (lane == 0) experts[warp] = int(e);
+    }
+    __syncthreads();
+    {
+        const int lines = int((ID_SUM_ROWS * a.s_d.nb[1] + 127) / 128);  // 128-byte lines of a pair's rows
+        for (int i = threadIdx.x; i < mine * n_used * lines; i += blockDim.x) {
+            const int item = i / lines, line = i % lines;
+            const int64_t pair = blockIdx.x + int64_t(item / n_used) * gridDim.x;
+            const int u = item % n_used;
+            const int64_t rows = M - pair * ID_SUM_ROWS < ID_SUM_ROWS ? M - pair * ID_SUM_ROWS : ID_SUM_ROWS;
+            if (int64_t(line) * 128 >= rows * a.s_d.nb[1]) continue;
+            const char* p = a.w_d + pair * ID_SUM_ROWS * a.s_d.nb[1] + experts[u] * a.s_d.nb[2] + int64_t(line) * 128;
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+        }
+    }
+
+    // Phase 1: the gate_up and SWIGLU's quantization, a unit (slot, 32 outputs) at a time.
+    const int units_per_slot = int(n_ff / QK);
+    for (int unit = blockIdx.x; unit < n_used * units_per_slot; unit += gridDim.x) {
+        const int u = unit / units_per_slot;
+        const int64_t j = unit % units_per_slot;
+        const int half = warp / (QK / ID_ROWS), pw = warp % (QK / ID_ROWS);  // gate (0) or up (1); row pair
+        const int64_t m0 = half * n_ff + j * QK + ID_ROWS * pw;
+        const auto expert = [&] { return int64_t(experts[u]); };
+        float acc[ID_ROWS];
+        GuDot::template split_rows_dot<ID_ROWS, 1>(a.w_gu, a.s_gu, a.sx, expert, a.x_act, m0, IdPair{u, 0}, acc);
+#pragma unroll
+        for (int r = 0; r < ID_ROWS; ++r) {
+            const float v = warp_sum(acc[r]);
+            if (lane == 0) gu[half][ID_ROWS * pw + r] = v;
+        }
+        __syncthreads();
+        if (warp == 0) {
+            const int e0 = 4 * (lane % 8);
+            float v[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) v[i] = silu_f32(gu[0][e0 + i]) * gu[1][e0 + i];
+            quantize_block_8_lanes<SUM>(v, a.h_act, uint32_t(u * units_per_slot + j), lane < 8);
+        }
+        __syncthreads();  // gu is refilled by the next unit
+    }
+
+    moe_grid_barrier(a.barrier);
+    allow_next_kernel();  // every block has started: the next launch may take the SMs' room
+
+    // Phase 2: the down projection, MOE_BLOCK_PAIRS of this block's row pairs a pass.
+    for (int p0 = 0; p0 < mine; p0 += MOE_BLOCK_PAIRS) {
+        const int n_here = int(mine - p0 < MOE_BLOCK_PAIRS ? mine - p0 : MOE_BLOCK_PAIRS);
+        for (int item = warp; item < n_here * n_used; item += MOE_BLOCK_WARPS) {
+            const int lp = item / n_used, u = item % n_used;
+            const int64_t m0 = (blockIdx.x + int64_t(p0 + lp) * gridDim.x) * ID_SUM_ROWS;
+            const auto expert = [&] { return int64_t(experts[u]); };
+            float acc[ID_SUM_ROWS];
+            DownDot::template split_rows_dot<ID_SUM_ROWS, 1>(a.w_d, a.s_d, a.sh, expert, a.h_act, m0, IdPair{u, 0},
+                                                             acc);
+#pragma unroll
+            for (int r = 0; r < ID_SUM_ROWS; ++r) acc[r] = warp_sum(acc[r]);
+            const float weight = a.slot_w.of(u, 0, experts[u]);
+            if (lane == 0) {
+#pragma unroll
+                for (int r = 0; r < ID_SUM_ROWS; ++r) part[lp][r][u] = weight * acc[r];
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x < n_here * ID_SUM_ROWS) {
+            const int lp = threadIdx.x / ID_SUM_ROWS, r = threadIdx.x % ID_SUM_ROWS;
+            const int64_t m = (blockIdx.x + int64_t(p0 + lp) * gridDim.x) * ID_SUM_ROWS + r;
+            if (m < M) {
+                float sum = 0.0f;
+                for (int v = 0; v < n_used; ++v) sum += part[lp][r][v];
+                a.dst[m] = a.add ? sum + a.add[m] : sum;
+            }
+        }
+        __syncthreads();  // part is refilled by the next pass
+    }
+}
+
 // Launches kernel over token slices of at most kIdMaxTokens, its grid (x, y, the slice's tokens), the
 // slice's first token as its last argument.
 template <typename Kernel, typename... Args>
@@ -607,6 +755,73 @@ bool mul_mat_id_routes(DType type, bool split, const Shape4& sw, const Shape4& s
     return split && (type == DType::Q4_0 || type == DType::Q8_0) && id_rows_on() && sl.ne[0] == sw.ne[2] &&
            sl.ne[0] <= WARP_SIZE * TOPK_RANK_VALUES && si.ne[0] <= sl.ne[0] && sl.ne[1] == si.ne[1] && sl.ne[2] == 1 &&
            sl.ne[3] == 1 && si.ne[2] == 1 && si.ne[3] == 1 && sw.ne[1] > 0;  // rows to launch, or no ids written
+}
+
+bool moe_block_fits(DType type, const Shape4& s_gu, const Shape4& s_d, const Shape4& sl, const Shape4& si) {
+    const int64_t n_ff = s_gu.ne[1] / 2;
+    const auto align = [](const Shape4& s) { return uintptr_t(s.nb[1]) | uintptr_t(s.nb[2]); };
+    return (type == DType::Q4_0 || type == DType::Q8_0) && id_rows_on() && s_gu.ne[1] % 2 == 0 && n_ff % QK == 0 &&
+           s_d.ne[0] == n_ff && s_gu.ne[2] == s_d.ne[2] && sl.ne[0] == s_gu.ne[2] &&
+           sl.ne[0] <= WARP_SIZE * TOPK_RANK_VALUES && si.ne[0] >= 1 && si.ne[0] <= MOE_BLOCK_WARPS &&
+           si.ne[0] <= sl.ne[0] && si.ne[1] == 1 && sl.ne[1] == 1 && s_d.ne[1] > 0 && s_d.ne[1] < (int64_t(1) << 30) &&
+           n_ff < (int64_t(1) << 30) && s_d.nb[1] < (int64_t(1) << 20) && align(s_gu) % 4 == 0 && align(s_d) % 4 == 0;
+}
+
+namespace {
+
+template <typename Block, int SPLIT_GU, int SPLIT_D>
+void launch_moe_block_typed(const MoeBlockArgs& args, cudaStream_t stream) {
+    auto kernel = moe_block_kernel<Block, SPLIT_GU, SPLIT_D>;
+    static const int per_sm = [&] {
+        int n = 0;
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, MOE_BLOCK_WARPS * WARP_SIZE, 0));
+        return n;
+    }();
+    int dev = 0, sms = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    MF_ASSERT_MSG(per_sm >= 1, "MoE block: the kernel does not fit an SM");
+    const int64_t units = args.si.ne[0] * (args.sh.ne[0] / QK);
+    const int64_t pairs = ceil_div(args.s_d.ne[1], ID_SUM_ROWS);
+    const unsigned grid = unsigned(std::min<int64_t>(int64_t(per_sm) * sms, std::max(units, pairs)));
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;  // every block resident, or the launch is refused
+    attr[0].val.cooperative = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(MOE_BLOCK_WARPS * WARP_SIZE);
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args));
+}
+
+template <typename Block>
+void launch_moe_block_split(const MoeBlockArgs& args, cudaStream_t stream) {
+    // Split rows' vector width: the widest that divides both matrices' alignment.
+    const auto vec = [](const char* w, const Shape4& s) {
+        const uintptr_t a = reinterpret_cast<uintptr_t>(w) | uintptr_t(s.nb[1]) | uintptr_t(s.nb[2]);
+        return a % 16 == 0 ? 16 : a % 8 == 0 ? 8 : 4;
+    };
+    const int gu = vec(args.w_gu, args.s_gu), d = vec(args.w_d, args.s_d);
+    auto with_d = [&](auto g) {
+        constexpr int G = decltype(g)::value;
+        if (d == 16) return launch_moe_block_typed<Block, G, 16>(args, stream);
+        if (d == 8) return launch_moe_block_typed<Block, G, 8>(args, stream);
+        return launch_moe_block_typed<Block, G, 4>(args, stream);
+    };
+    if (gu == 16) return with_d(std::integral_constant<int, 16>{});
+    if (gu == 8) return with_d(std::integral_constant<int, 8>{});
+    return with_d(std::integral_constant<int, 4>{});
+}
+
+}  // namespace
+
+void launch_moe_block(DType type, const MoeBlockArgs& args, cudaStream_t stream) {
+    MF_ASSERT(moe_block_fits(type, args.s_gu, args.s_d, args.route.sl, args.si));
+    if (type == DType::Q4_0) launch_moe_block_split<BlockQ4_0>(args, stream);
+    else launch_moe_block_split<BlockQ8_0>(args, stream);
+    CUDA_CHECK_LAUNCH();
 }
 
 template void launch_matvec_float_id<float>(const void*, const Shape4&, const float*, const Shape4&, const int32_t*,

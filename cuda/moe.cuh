@@ -6,6 +6,7 @@
 
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "cuda/act_quant.cuh"
 #include "cuda/common.cuh"
 #include "cuda/quants.cuh"
 
@@ -117,6 +118,34 @@ void launch_mul_mat_id(DType type, const void* w, const Shape4& sw, bool split, 
 // logits of shape sl for ids of shape si: Q4_0 / Q8_0 split rows a warp's rows at once, f32 logits of
 // at most 64 experts, one row a token.
 bool mul_mat_id_routes(DType type, bool split, const Shape4& sw, const Shape4& sl, const Shape4& si);
+
+// The routed experts of one decode token in one launch (cuda/matvec_id.cu; MINFER_CUDA_MOE_BLOCK=1):
+// ids = TOP_K(route's logits, n_used); h = SWIGLU(gate, up) of the stacked gate_up experts' product
+// with x (gate the first n_ff rows, up the next n_ff), quantized into h_act as the down's activations;
+// dst = the down experts' weighted MUL_MAT_ID of h (plus add): what the four launches write, bit for
+// bit, but for the gate_up's product, which is not written. One CUDA block an SM, all resident (a
+// cooperative launch), meeting once at a grid barrier; barrier: two zeroed words kept for it.
+struct MoeBlockArgs {
+    const char* w_gu;    // split rows [K, 2 n_ff, n_expert]
+    Shape4 s_gu;
+    const char* w_d;     // split rows [n_ff, M, n_expert]
+    Shape4 s_d;
+    Shape4 sx;           // x's shape, [K, 1, 1]
+    ActQ x_act;          // x quantized for the weight type (act_layout of sx)
+    IdRoute route;       // the router's logits [n_expert, 1]
+    int32_t* ids;        // [n_used, 1], written
+    Shape4 si;
+    Shape4 sh;           // h's shape, [n_ff, n_used, 1]
+    ActQ h_act;          // act_layout of sh, written
+    SlotWeights slot_w;  // the down's slot weights
+    float* dst;          // [M]
+    const float* add;    // [M] or null
+    unsigned* barrier;
+};
+// Whether launch_moe_block takes these shapes: Q4_0 / Q8_0 split rows 4-byte aligned, n_ff a multiple
+// of 32, one token, at most 32 slots of at most 64 experts.
+bool moe_block_fits(DType type, const Shape4& s_gu, const Shape4& s_d, const Shape4& sl, const Shape4& si);
+void launch_moe_block(DType type, const MoeBlockArgs& args, cudaStream_t stream);
 
 // ---- routing and gate weights --------------------------------------------------------------------
 // TOP_K: a f32 [n, ne1, ne2, ne3] (any strides) -> dst I32 contiguous [k, ne1, ne2, ne3], per row the

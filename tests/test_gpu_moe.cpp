@@ -474,6 +474,87 @@ TEST_CASE("a build_ffn_moe layer's TOP_K folded into its routed MUL_MAT_ID gives
     }
 }
 
+TEST_CASE("a build_ffn_moe layer's routed experts in one launch give the four launches' bits") {
+    // MINFER_CUDA_MOE_BLOCK=1: with DeepSeek-V2's gating (softmax, no selection bias), one token and the
+    // stacked gate_up of split Q4_0 / Q8_0 experts, the TOP_K, the gate_up, the SWIGLU and the weighted
+    // down (with its residual ADD) are one persistent launch whose blocks meet at a grid barrier
+    // (launch_moe_block). Its result must be the four launches' bits, and the CPU's within the layer's
+    // tolerance. Shapes: rows of 8 and 44 blocks (x 256 or 1408 wide), 16 and 64 experts, 4 and 6
+    // used, V2-Lite's rows (2048 wide, experts of 1408, 6 used; 8 experts, not 64). The router's rows 7 and 10 copy row 3,
+    // scaled up so that it is usually chosen: exact ties, the lowest index first. Three runs a case
+    // (the graph is captured from the second on, the barrier's words reused by every run). T = 3 and
+    // the other gatings do not fold: the same bits trivially, the count unchanged.
+    setenv("MINFER_CUDA_MOE_BLOCK", "1", 1);
+    std::unique_ptr<Backend> block = make_cuda_backend();
+    unsetenv("MINFER_CUDA_MOE_BLOCK");
+    auto switched_off = [](const char* name) {
+        const char* v = std::getenv(name);
+        return v && std::string(v) == "0";
+    };
+    const bool can_fold = !switched_off("MINFER_CUDA_ID_ROWS") && !switched_off("MINFER_CUDA_SPLIT_ROWS");
+    struct Shape {
+        int64_t D, F, E, used;
+    };
+    for (Shape shape : {Shape{256, 256, 16, 4}, Shape{256, 256, 64, 6}, Shape{1408, 256, 16, 4},
+                        Shape{2048, 1408, 8, 6}}) {
+        const int64_t D = shape.D, F = shape.F, E = shape.E, n_shared = 2;
+        for (auto gating : {HParams::ExpertGating::SOFTMAX, HParams::ExpertGating::SIGMOID}) {
+            for (DType type : {DType::Q4_0, DType::Q8_0}) {
+                for (int64_t T : {1, 3}) {
+                    // V2-Lite's shape (~60 M weights a matrix) only where it folds: its inputs take seconds.
+                    if (D == 2048 && (gating != HParams::ExpertGating::SOFTMAX || T != 1)) continue;
+                    INFO("D=" << D << " F=" << F << " E=" << E << " used=" << shape.used << " gating=" << int(gating)
+                              << " " << dtype_name(type) << " T=" << T);
+                    Model model;
+                    model.hp = moe_hparams(D, F, E, n_shared, gating, 1.0f);
+                    model.hp.n_expert_used = uint32_t(shape.used);
+                    std::vector<Input> inputs = moe_inputs(type, D, F, E, n_shared, T);
+                    inputs.push_back(id_weight(random(type, {D, 2 * F, E})));  // [10]: the stacked gate_up
+                    inputs[5] = id_weight(inputs[5]);
+                    for (int i : {3, 4}) inputs[i] = random(type, {32, 1, 1});  // the stacked one is read instead
+                    float* router = reinterpret_cast<float*>(inputs[1].bytes.data());  // f32 [D, E]
+                    for (int64_t d = 0; d < D; ++d) router[3 * D + d] *= 4.0f;
+                    for (int64_t e : {7, 10}) std::copy_n(router + 3 * D, D, router + e * D);
+                    for (bool bias : {true, false}) {
+                        CAPTURE(bias);
+                        const Build build = [&](Context& ctx, Graph& graph, const std::vector<Tensor*>& in) {
+                            // build_ffn_moe with the loader's stacked gate_up (models/model.cpp).
+                            LayerWeights l;
+                            l.ffn_gate_inp = in[1];
+                            l.ffn_exp_probs_b = bias ? in[2] : nullptr;
+                            l.ffn_gate_exps = in[3];
+                            l.ffn_up_exps = in[4];
+                            l.ffn_gate_up_exps = in[10];
+                            l.ffn_down_exps = in[5];
+                            l.ffn_gate_shexp = in[6];
+                            l.ffn_up_shexp = in[7];
+                            l.ffn_down_shexp = in[8];
+                            KVCache kv;
+                            ForwardState s{ctx, graph, model, kv, uint32_t(in[0]->ne[1]), true, nullptr, nullptr, {}, {}};
+                            return build_ffn_moe(s, in[0], in[9], l);
+                        };
+                        const std::vector<uint8_t> want = run(gpu(), inputs, build);
+                        const bool folds = can_fold && gating == HParams::ExpertGating::SOFTMAX && !bias && T == 1;
+                        for (int rep = 0; rep < 3; ++rep) {
+                            CAPTURE(rep);
+                            const std::vector<uint8_t> got = run(*block, inputs, build);
+                            CHECK(got == want);
+                            CHECK(cuda_fused_nodes(*block) - cuda_fused_nodes(gpu()) == (folds ? 3u : 0u));
+                            if (rep == 0 && got != want) {  // how far: a wrong expert is off by 1e-1 or more
+                                const std::vector<float> ref = as_f32(run(cpu(), inputs, build)), g = as_f32(got);
+                                const std::vector<double> ref_d(ref.begin(), ref.end());
+                                const double err = mf_test::rel_error(g.data(), ref_d.data(), ref.size());
+                                INFO("relative error against the CPU " << err);
+                                CHECK(err <= 2e-3);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("a build_ffn_moe layer's shared experts on the second stream give the one-stream backend's bits") {
     // The shared experts' chain (flagged TENSOR_SIDE) runs beside the routing and the routed experts;
     // the routed down projection, which adds the shared sum, waits for it. Three runs a case: the
