@@ -872,8 +872,10 @@ bool CudaBackend::topk_foldable(const Graph& g, size_t i) const {
 
 CudaBackend::MoeFold CudaBackend::moe_block_foldable(const Graph& g, size_t i) const {
     const Tensor* n = g.nodes[i];
+    // The ids are read by the gate_up and the down only: they are written where the down launches,
+    // after the nodes between (the second stream's) are issued.
     if (!moe_block_ || !twice_op_.empty() || n->op != Op::TOP_K || n->ne[1] != 1 || (n->flags & TENSOR_OUTPUT) ||
-        !n->is_contiguous() || !is_f32(n->src[0]))
+        !n->is_contiguous() || !is_f32(n->src[0]) || reads_of(n) != 2)
         return {};
     auto next = [&](size_t j, bool skip_side) {  // the next node from j that is not a view (or beside)
         while (j < g.nodes.size() && (g.nodes[j]->op == Op::VIEW || g.nodes[j]->op == Op::NONE ||
@@ -895,7 +897,8 @@ CudaBackend::MoeFold CudaBackend::moe_block_foldable(const Graph& g, size_t i) c
     // The SWIGLU reads the two halves of gu's rows: gate first, then up.
     auto half = [&](const Tensor* v, int64_t k) {
         return v->op == Op::VIEW && v->view_src == gu && v->data == static_cast<const char*>(gu->data) + k * n_ff * 4 &&
-               v->ne[0] == n_ff && v->ne[1] == gu->ne[1] && v->ne[2] == 1 && v->nb[1] == gu->nb[1] && reads_of(v) == 1;
+               v->ne[0] == n_ff && v->ne[1] == gu->ne[1] && v->ne[2] == 1 && v->nb[1] == gu->nb[1] && reads_of(v) == 1 &&
+               !(v->flags & TENSOR_OUTPUT);
     };
     if (sw->op != Op::SWIGLU || (sw->flags & (TENSOR_SIDE | TENSOR_OUTPUT)) || !half(sw->src[0], 0) ||
         !half(sw->src[1], 1) || reads_of(sw) != 1)
