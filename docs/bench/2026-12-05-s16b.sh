@@ -41,10 +41,15 @@ source docs/bench/device-lib.sh
 unpack_pack .carry/main
 B=/root/bins/minfer
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
-run_suites test_gpu_moe test_gpu_deepseek2
+# The seventeenth session's MoE-block case (a cooperative launch, never run yet) is s17a's: left out
+# here, so that a failure of it cannot take the other cases' results with it.
+export SUITE_ARGS="-tce=*routed experts in one launch*"
+run_suites test_gpu_moe
+SUITE_ARGS= run_suites test_gpu_deepseek2
 MINFER_CUDA_ID_STEPS=both TAG=both run_suites test_gpu_moe
 MINFER_CUDA_SLOT_EARLY=1 TAG=early run_suites test_gpu_moe
 MINFER_CUDA_ID_ROWS=0 TAG=rows0 run_suites test_gpu_moe
+unset SUITE_ARGS
 run_suites test_gpu_ops test_gpu_attention test_gpu_gemma3 test_gpu_attn_backends
 wait
 # test_gpu_deepseek2's fixtures are f32 (no split expert rows): the options' end-to-end check is V2-Lite's

@@ -52,9 +52,10 @@ unpack_pack() {
 
 # run_suites NAME...: the doctest binaries /root/bins/NAME (BINS: another folder; 150 s each at
 # most), each log in $OUT (TAG: prefixed to the log names), one line with its counts, then its failures.
+# SUITE_ARGS: passed to each binary (doctest's -tc= / -tce= filters).
 run_suites() {
     for t in "$@"; do
-        timeout 150 "${BINS:-/root/bins}/$t" > "$OUT/${TAG:+$TAG-}$t.log" 2>&1
+        timeout 150 "${BINS:-/root/bins}/$t" ${SUITE_ARGS:-} > "$OUT/${TAG:+$TAG-}$t.log" 2>&1
         echo "${TAG:+$TAG }$t rc $?: $(grep -E "test cases" "$OUT/${TAG:+$TAG-}$t.log")"
         grep -B3 -A12 "ERROR" "$OUT/${TAG:+$TAG-}$t.log" | head -30
     done
