@@ -784,15 +784,23 @@ void launch_moe_block_typed(const MoeBlockArgs& args, cudaStream_t stream) {
     const int64_t units = args.si.ne[0] * (args.sh.ne[0] / QK);
     const int64_t pairs = ceil_div(args.s_d.ne[1], ID_SUM_ROWS);
     const unsigned grid = unsigned(std::min<int64_t>(int64_t(per_sm) * sms, std::max(units, pairs)));
+    // Cooperative: every block resident, or the launch is refused. MINFER_CUDA_MOE_BLOCK_PLAIN=1
+    // launches plainly (should a captured graph refuse the attribute): the grid is no larger than
+    // the device holds at once, and no later launch can take an SM before every block has reached
+    // the barrier (allow_next_kernel comes after it), so the blocks still all get to run.
+    static const bool plain = [] {
+        const char* v = std::getenv("MINFER_CUDA_MOE_BLOCK_PLAIN");
+        return v && std::string(v) == "1";
+    }();
     cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeCooperative;  // every block resident, or the launch is refused
+    attr[0].id = cudaLaunchAttributeCooperative;
     attr[0].val.cooperative = 1;
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(grid);
     config.blockDim = dim3(MOE_BLOCK_WARPS * WARP_SIZE);
     config.stream = stream;
     config.attrs = attr;
-    config.numAttrs = 1;
+    config.numAttrs = plain ? 0 : 1;
     CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args));
 }
 

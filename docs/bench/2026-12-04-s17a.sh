@@ -25,6 +25,8 @@ B=/root/bins/minfer
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
 # The new case: bits against the four launches, Q4_0 and Q8_0, four shapes, three runs each.
 SUITE_ARGS="-tc=*routed experts in one launch*" run_suites test_gpu_moe
+# The same launched plainly (no cooperative attribute): plan B should a captured graph refuse it.
+MINFER_CUDA_MOE_BLOCK_PLAIN=1 TAG=plain SUITE_ARGS="-tc=*routed experts in one launch*" run_suites test_gpu_moe
 wait
 greedy() { env "$@" $B run -m /root/v2l.gguf -p "The quick brown fox" -n 24 --temp 0 -s 1 2>/dev/null; }
 greedy MINFER_NONE=1 > $OUT/greedy-default.txt
@@ -33,7 +35,7 @@ cmp -s $OUT/greedy-default.txt $OUT/greedy-block.txt && echo "greedy MOE_BLOCK: 
     echo "greedy MOE_BLOCK: DIFFERENT"
 {
     for i in 1 2 3; do
-        for opt in MINFER_NONE=1 MINFER_CUDA_MOE_BLOCK=1; do
+        for opt in MINFER_NONE=1 MINFER_CUDA_MOE_BLOCK=1 "MINFER_CUDA_MOE_BLOCK=1 MINFER_CUDA_MOE_BLOCK_PLAIN=1"; do
             echo "v2l tg64 | $opt | $(export $opt; bench_rows $B -m /root/v2l.gguf -p 0 -n 64 -r 3)"
         done
     done
