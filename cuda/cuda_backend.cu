@@ -475,9 +475,10 @@ private:
     // topk_foldable takes it, whose MUL_MAT_ID is a stacked gate_up read only through the two halves'
     // views by a SWIGLU, and the weighted MUL_MAT_ID of that SWIGLU right after it, with its ADD when
     // add_fusable. The nodes between may be views and the second stream's (the shared experts). The
-    // TOP_K, the gate_up and the SWIGLU are not launched; at the down's place one launch writes the ids,
-    // the quantized SWIGLU (in the scratch after x's quantization) and the down's result; the gate_up's
-    // result is never written. Opt-in until measured: MINFER_CUDA_MOE_BLOCK=1.
+    // TOP_K, the gate_up and the SWIGLU are not launched; x is quantized into the scratch at the
+    // gate_up's place (unless it is there already), and at the down's place one launch writes the ids,
+    // the quantized SWIGLU (in the scratch after x's) and the down's result; the gate_up's result is
+    // never written. Opt-in until measured: MINFER_CUDA_MOE_BLOCK=1.
     struct MoeFold {
         const Tensor* topk = nullptr;
         const Tensor* gate_up = nullptr;
@@ -669,7 +670,7 @@ void CudaBackend::compute_on_stream(const Graph& g) {
     reserve_scratch(attn_ws_offset_ + attn_ws);
     if (moe_block_ && !moe_barrier_) {
         throw_on_error(cudaMalloc(&moe_barrier_, 2 * sizeof(unsigned)), "allocating the MoE block's barrier");
-        CUDA_CHECK(cudaMemset(moe_barrier_, 0, 2 * sizeof(unsigned)));
+        CUDA_CHECK(cudaMemsetAsync(moe_barrier_, 0, 2 * sizeof(unsigned), stream_));
     }
     if (use_side_ && std::any_of(g.nodes.begin(), g.nodes.end(), [](const Tensor* n) { return n->flags & TENSOR_SIDE; }))
         reserve_side(std::max<size_t>(attn_ws_offset_, 256));
@@ -903,7 +904,8 @@ CudaBackend::MoeFold CudaBackend::moe_block_foldable(const Graph& g, size_t i) c
     if (sw->op != Op::SWIGLU || (sw->flags & (TENSOR_SIDE | TENSOR_OUTPUT)) || !half(sw->src[0], 0) ||
         !half(sw->src[1], 1) || reads_of(sw) != 1)
         return {};
-    if (down->op != Op::MUL_MAT_ID || down->src[1] != sw || down->src[2] != n || !down->src[3] ||
+    // The down reads the logits (SOFTMAX gating), so they stay alive until the launch at its place.
+    if (down->op != Op::MUL_MAT_ID || down->src[1] != sw || down->src[2] != n || down->src[3] != n->src[0] ||
         (down->flags & TENSOR_SIDE) || down->src[0]->type != gu->src[0]->type)
         return {};
     const Tensor* w_gu = gu->src[0];
@@ -925,12 +927,9 @@ void CudaBackend::launch_moe_fold(const Tensor* written) {
     const Tensor* w_d = f.down->src[0];
     const Tensor* x = f.gate_up->src[1];
     const Tensor* wts = f.down->src[3];
-    const ActQuant kind = act_quant_of(w_gu->type);
     const size_t h_at = (matvec_q_scratch_bytes(shape_of(x)) + 255) / 256 * 256;
     MoeBlockArgs a{};
-    a.sx = shape_of(x), a.x_act = act_layout(scratch_, a.sx);
-    // x quantized at the scratch's start, unless it is there already
-    if (!prepare_act(x, kind, stream_)) quantize_activations(kind, static_cast<const float*>(x->data), a.sx, a.x_act, stream_);
+    a.sx = shape_of(x), a.x_act = act_layout(scratch_, a.sx);  // quantized at the gate_up's place
     a.w_gu = static_cast<const char*>(w_gu->data), a.s_gu = shape_of(w_gu);
     a.w_d = static_cast<const char*>(w_d->data), a.s_d = shape_of(w_d);
     a.route = {static_cast<const char*>(f.topk->src[0]->data), shape_of(f.topk->src[0])};
@@ -1095,7 +1094,18 @@ void CudaBackend::run_nodes(const Graph& g) {
                 fused_nodes_ += 3;
                 continue;
             }
-        } else if (n == moe_fold_.gate_up || n == moe_fold_.swiglu) {
+        } else if (n == moe_fold_.gate_up) {
+            // x quantized into the scratch here, while it is still x: the planner may give its bytes
+            // to a node after its last reader, the gate_up, and before the down's place (the second
+            // stream's shared experts). Nothing on this stream uses the scratch until the block.
+            const Tensor* x = n->src[1];
+            const ActQuant kind = act_quant_of(n->src[0]->type);
+            begin_launch(n, nullptr, n);
+            if (!prepare_act(x, kind, stream_))
+                quantize_activations(kind, static_cast<const float*>(x->data), shape_of(x),
+                                     act_layout(scratch_, shape_of(x)), stream_);
+            continue;  // not launched, never written
+        } else if (n == moe_fold_.swiglu) {
             continue;  // neither launched nor written
         } else if (n == moe_fold_.down) {
             const Tensor* written = n;
@@ -1105,9 +1115,9 @@ void CudaBackend::run_nodes(const Graph& g) {
                 fused_add_ = static_cast<const float*>(r->data);
                 fused_out_ = static_cast<float*>(written->data);
             }
-            // What the launch reads beyond the down's sources: the logits and x (its quantization, when
-            // the scratch no longer holds it).
-            folded_.insert(folded_.end(), {moe_fold_.topk, moe_fold_.gate_up, moe_fold_.swiglu});
+            // The TOP_K's result is written, not read; its source, the logits, the down reads too. (x
+            // was read at the gate_up's place; the SWIGLU's result is never written.)
+            folded_.push_back(moe_fold_.topk);
             begin_launch(n, written != n ? written : nullptr, written, moe_fold_.topk);
             launch_moe_fold(written);
             note_written(moe_fold_.topk);
