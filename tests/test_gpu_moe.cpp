@@ -353,22 +353,36 @@ HParams moe_hparams(int64_t D, int64_t F, int64_t E, int64_t n_shared, HParams::
     return hp;
 }
 
-// bias: the router's selection bias (in[2]) is used.
-Build moe_build(const Model& model, bool bias = true) {
-    return [&model, bias](Context& ctx, Graph& graph, const std::vector<Tensor*>& in) {
+// bias: the router's selection bias (in[2]) is used. stacked: the experts' gate and up as the loader
+// stacks them, in[10] [D, 2 F, E] (models/model.cpp), read instead of in[3] and in[4]. normed: x is
+// RMS_NORM(in[0]) times in[11] (f32 [D]), as the model's FFN norm makes it, not the input itself.
+Build moe_build(const Model& model, bool bias = true, bool stacked = false, bool normed = false) {
+    return [&model, bias, stacked, normed](Context& ctx, Graph& graph, const std::vector<Tensor*>& in) {
         LayerWeights l;
         l.ffn_gate_inp = in[1];
         l.ffn_exp_probs_b = bias ? in[2] : nullptr;
         l.ffn_gate_exps = in[3];
         l.ffn_up_exps = in[4];
+        if (stacked) l.ffn_gate_up_exps = in[10];
         l.ffn_down_exps = in[5];
         l.ffn_gate_shexp = in[6];
         l.ffn_up_shexp = in[7];
         l.ffn_down_shexp = in[8];
         KVCache kv;  // build_ffn_moe stores nothing in the cache
         ForwardState s{ctx, graph, model, kv, uint32_t(in[0]->ne[1]), true, nullptr, nullptr, {}, {}};
-        return build_ffn_moe(s, in[0], in[9], l);
+        Tensor* x = normed ? mul(ctx, rms_norm(ctx, in[0], 1e-6f), in[11]) : in[0];
+        return build_ffn_moe(s, x, in[9], l);
     };
+}
+
+// Whether split expert rows are taken a warp's rows at once (neither MINFER_CUDA_ID_ROWS=0 nor
+// MINFER_CUDA_SPLIT_ROWS=0): what the routing folds need.
+bool split_rows_at_once() {
+    auto switched_off = [](const char* name) {
+        const char* v = std::getenv(name);
+        return v && std::string(v) == "0";
+    };
+    return !switched_off("MINFER_CUDA_ID_ROWS") && !switched_off("MINFER_CUDA_SPLIT_ROWS");
 }
 
 }  // namespace
@@ -435,11 +449,7 @@ TEST_CASE("a build_ffn_moe layer's TOP_K folded into its routed MUL_MAT_ID gives
     setenv("MINFER_CUDA_FUSE_TOPK", "1", 1);
     std::unique_ptr<Backend> routed = make_cuda_backend();
     unsetenv("MINFER_CUDA_FUSE_TOPK");
-    auto switched_off = [](const char* name) {
-        const char* v = std::getenv(name);
-        return v && std::string(v) == "0";
-    };
-    const bool can_fold = !switched_off("MINFER_CUDA_ID_ROWS") && !switched_off("MINFER_CUDA_SPLIT_ROWS");
+    const bool can_fold = split_rows_at_once();
     const int64_t F = 256, n_shared = 2;
     struct Shape {
         int64_t D, E;
@@ -490,11 +500,7 @@ TEST_CASE("a build_ffn_moe layer's routed experts in one launch give the four la
     setenv("MINFER_CUDA_MOE_BLOCK", "1", 1);
     std::unique_ptr<Backend> block = make_cuda_backend();
     unsetenv("MINFER_CUDA_MOE_BLOCK");
-    auto switched_off = [](const char* name) {
-        const char* v = std::getenv(name);
-        return v && std::string(v) == "0";
-    };
-    const bool can_fold = !switched_off("MINFER_CUDA_ID_ROWS") && !switched_off("MINFER_CUDA_SPLIT_ROWS");
+    const bool can_fold = split_rows_at_once();
     struct Shape {
         int64_t D, F, E, used;
     };
@@ -524,23 +530,7 @@ TEST_CASE("a build_ffn_moe layer's routed experts in one launch give the four la
                         const bool bias = bn.first, normed = bn.second;
                         CAPTURE(bias);
                         CAPTURE(normed);
-                        const Build build = [&](Context& ctx, Graph& graph, const std::vector<Tensor*>& in) {
-                            // build_ffn_moe with the loader's stacked gate_up (models/model.cpp).
-                            LayerWeights l;
-                            l.ffn_gate_inp = in[1];
-                            l.ffn_exp_probs_b = bias ? in[2] : nullptr;
-                            l.ffn_gate_exps = in[3];
-                            l.ffn_up_exps = in[4];
-                            l.ffn_gate_up_exps = in[10];
-                            l.ffn_down_exps = in[5];
-                            l.ffn_gate_shexp = in[6];
-                            l.ffn_up_shexp = in[7];
-                            l.ffn_down_shexp = in[8];
-                            KVCache kv;
-                            ForwardState s{ctx, graph, model, kv, uint32_t(in[0]->ne[1]), true, nullptr, nullptr, {}, {}};
-                            Tensor* x = normed ? mul(ctx, rms_norm(ctx, in[0], 1e-6f), in[11]) : in[0];
-                            return build_ffn_moe(s, x, in[9], l);
-                        };
+                        const Build build = moe_build(model, bias, true, normed);
                         // The runs alternate two x's, so that a run's SWIGLU left in the scratch by the
                         // run before cannot stand in for its own (a phase 2 that read before the barrier).
                         std::vector<Input> other = inputs;
