@@ -30,4 +30,22 @@ std::string strfmt(const char* fmt, ...) {
     return out;
 }
 
+void check_json_depth(const char* begin, const char* end, const std::string& what) {
+    int depth = 0;
+    bool in_string = false;
+    for (const char* p = begin; p < end; ++p) {
+        const char c = *p;
+        if (in_string) {
+            if (c == '\\') ++p;  // the escaped character, a quote included
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > kMaxJsonDepth) throw Error(strfmt("%s: JSON nested deeper than %d levels", what.c_str(), kMaxJsonDepth));
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+}
+
 }  // namespace mf

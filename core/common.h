@@ -20,6 +20,14 @@ struct Error : std::runtime_error {
 // printf-style formatting into a std::string.
 std::string strfmt(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
+// JSON text (a config, a tokenizer, a safetensors header) nested deeper than this, in arrays and
+// objects, is refused before it is parsed: nlohmann's ordered parser copies nested values as it
+// builds, and readers walk them recursively, so a hostile file a million levels deep would overflow
+// the stack. Real files nest fewer than 10 levels.
+constexpr int kMaxJsonDepth = 256;
+// Throws Error("<what>: JSON nested deeper than 256 levels") when the text [begin, end) is.
+void check_json_depth(const char* begin, const char* end, const std::string& what);
+
 }  // namespace mf
 
 #define MF_ASSERT(cond)                                                        \

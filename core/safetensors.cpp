@@ -40,6 +40,23 @@ size_t dtype_bytes(const std::string& d) {
 
 std::string esc(const std::string& s) { return gguf_escape(s, 200); }
 
+// A header's shape array for messages: its first elements, numbers as written and anything else by
+// its JSON type. Never a recursive dump: a hostile header may nest arrays a million deep, which
+// nlohmann parses without recursion but would serialize with it, past the stack.
+std::string shape_text(const Json& sh) {
+    std::string s = "[";
+    size_t i = 0;
+    for (const auto& d : sh) {
+        if (i) s += ", ";
+        if (i++ == 8) {
+            s += "...";
+            break;
+        }
+        s += d.is_number() ? d.dump() : esc(d.type_name());
+    }
+    return s + "]";
+}
+
 // A read-only mapping of a whole regular file.
 struct Mapping {
     void* addr = nullptr;
@@ -145,6 +162,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     const uint8_t* data = bytes + 8 + header_len;
     const uint64_t data_size = size - 8 - header_len;
 
+    const char* text = reinterpret_cast<const char*>(bytes + 8);
+    check_json_depth(text, text + header_len, path + ": header");
     Json header;
     try {
         header = Json::parse(bytes + 8, bytes + 8 + header_len);
@@ -183,14 +202,14 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
         if (!elem) throw bad("unknown dtype '" + esc(t.dtype) + "'");
         uint64_t n = 1;
         for (const auto& d : *sh) {
-            if (!d.is_number_unsigned()) throw bad("shape " + esc(sh->dump()) + " holds a value that is not a size");
+            if (!d.is_number_unsigned()) throw bad("shape " + shape_text(*sh) + " holds a value that is not a size");
             const uint64_t x = d.get<uint64_t>();
             if (x > uint64_t(std::numeric_limits<int64_t>::max()) || (x && n > std::numeric_limits<uint64_t>::max() / x))
-                throw bad("shape " + esc(sh->dump()) + " overflows");
+                throw bad("shape " + shape_text(*sh) + " overflows");
             n *= x;
             t.shape.push_back(int64_t(x));
         }
-        if (n > std::numeric_limits<uint64_t>::max() / elem) throw bad("shape " + esc(sh->dump()) + " overflows");
+        if (n > std::numeric_limits<uint64_t>::max() / elem) throw bad("shape " + shape_text(*sh) + " overflows");
         const uint64_t begin = (*off)[0].get<uint64_t>(), end = (*off)[1].get<uint64_t>();
         if (begin > end) throw bad(strfmt("data_offsets [%llu, %llu] are reversed", (unsigned long long)begin,
                                           (unsigned long long)end));
@@ -251,9 +270,11 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string& dir) {
         std::ifstream in(index_path, std::ios::binary);
         std::stringstream ss;
         ss << in.rdbuf();
+        const std::string text = ss.str();
+        check_json_depth(text.data(), text.data() + text.size(), index_path);
         Json index;
         try {
-            index = Json::parse(ss.str());
+            index = Json::parse(text);
         } catch (const Json::exception& e) {
             throw Error(index_path + ": not valid JSON: " + esc(e.what()));
         }

@@ -28,8 +28,10 @@ public:
         if (!in) throw Error(path_ + ": missing (not a Hugging Face checkpoint folder?)");
         std::stringstream ss;
         ss << in.rdbuf();
+        const std::string text = ss.str();
+        check_json_depth(text.data(), text.data() + text.size(), path_);
         try {
-            j_ = Json::parse(ss.str());
+            j_ = Json::parse(text);
         } catch (const Json::exception& e) {
             throw Error(path_ + ": not valid JSON: " + esc(e.what()));
         }
@@ -392,7 +394,9 @@ int64_t gemma3_vocab_rows(const std::string& dir, int64_t n_vocab) {
     if (!in) return n_vocab;
     std::stringstream ss;
     ss << in.rdbuf();
-    const Json j = Json::parse(ss.str(), nullptr, false);
+    const std::string text = ss.str();
+    check_json_depth(text.data(), text.data() + text.size(), dir + "/tokenizer.json");
+    const Json j = Json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("model") || !j["model"].is_object() ||
         !j["model"].contains("vocab"))
         throw Error(dir + "/tokenizer.json: no model.vocab to size Gemma 3's embedding by");

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <unordered_map>
 #include <vector>
 
@@ -48,8 +49,12 @@ json read_json(const fs::path& path, bool required) {
     }
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error(path.string() + ": cannot read");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string text = ss.str();
+    check_json_depth(text.data(), text.data() + text.size(), path.string());
     try {
-        return json::parse(in);
+        return json::parse(text);
     } catch (const json::exception& e) {
         throw Error(path.string() + ": not valid JSON (" + e.what() + ")");
     }

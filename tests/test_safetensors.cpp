@@ -93,6 +93,16 @@ TEST_CASE("corrupt files are one clear error each") {
     CHECK(contains(open_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", {w}),
                    "cover 8 of the 16 data bytes"));
     CHECK(contains(open_error("{\"__metadata__\": 3}", {}), "__metadata__ is not a JSON object"));
+    // A shape holding an array is named by its elements' types, not serialized (which recurses).
+    CHECK(contains(open_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [2, [[2]]], \"data_offsets\": [0, 16]}}", {w}),
+                   "shape [2, array] holds a value that is not a size"));
+    // A header nested a million deep (2 MB) is refused before it is parsed: parsing it into the
+    // ordered JSON copies nested values recursively, past the stack.
+    const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+    const std::string e =
+        open_error("{\"w\": {\"dtype\": \"F32\", \"shape\": [2, " + deep + "], \"data_offsets\": [0, 16]}}", {w});
+    CHECK(contains(e, "header: JSON nested deeper than 256 levels"));
+    CHECK(e.find('\n') == std::string::npos);
 
     // Truncations: the header length itself, the header, the data.
     const std::string dir = temp_dir("trunc");

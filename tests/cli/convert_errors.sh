@@ -100,6 +100,15 @@ expect_error "tensor 'model.layers.0.self_attn.k_proj.weight' has shape [32, 32]
 make_checkpoint "$work/dtype" LlamaForCausalLM dtype
 expect_error "tensor 'model.norm.weight' has dtype I64" "$work/dtype"
 
+# JSON nested a million deep (a hostile file): refused before it is parsed, never a stack overflow.
+deep() { python3 -c "import sys; n = 1000000; sys.stdout.write('{\"a\": ' + '[' * n + ']' * n + '}')"; }
+make_checkpoint "$work/deepcfg" LlamaForCausalLM
+deep >"$work/deepcfg/config.json"
+expect_error "config.json: JSON nested deeper than 256 levels" "$work/deepcfg"
+make_checkpoint "$work/deeptok" LlamaForCausalLM
+deep >"$work/deeptok/tokenizer.json"
+expect_error "tokenizer.json: JSON nested deeper than 256 levels" "$work/deeptok"
+
 make_checkpoint "$work/ok" LlamaForCausalLM
 expect_error "unknown --type 'q9'" "$work/ok" --type q9
 expect_error "output type q5_1 is not supported" "$work/ok" --type q5_1
