@@ -53,7 +53,7 @@ chat: build model
 bench: build model
 	$(BUILD_DIR)/minfer bench -m "$$(bash tools/fetch-model.sh $(MODEL))" $(ARGS)
 
-# libFuzzer + ASan/UBSan on the GGUF parser; FUZZ_SECONDS=60 by default.
+# libFuzzer + ASan/UBSan on the GGUF and safetensors readers; FUZZ_SECONDS=60 each by default.
 fuzz: deps
 	bash tests/fuzz/run.sh $(or $(FUZZ_SECONDS),60)
 

@@ -184,7 +184,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
                 if (mv.is_string()) impl->metadata[k] = mv.get<std::string>();
             continue;
         }
-        const auto bad = [&](const std::string& what) { return fail("tensor '" + esc(name) + "': " + what); };
+        const std::string& tensor_name = name;  // a lambda may not capture a structured binding (C++17)
+        const auto bad = [&](const std::string& what) { return fail("tensor '" + esc(tensor_name) + "': " + what); };
         if (!v.is_object()) throw bad("entry is not a JSON object");
         const auto dt = v.find("dtype");
         const auto sh = v.find("shape");
