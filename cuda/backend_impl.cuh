@@ -412,6 +412,10 @@ private:
     std::vector<const Tensor*> folded_;  // nodes not launched since the last launch: its sources too
     size_t side_launches_ = 0;           // launches on the side stream, the last run
     void use_lane(bool side);
+    // Whether node n launches on the second stream.
+    bool beside(const Tensor* n) const {
+        return use_side_ && side_.stream && (n->flags & TENSOR_SIDE) && n->op != Op::FLASH_ATTN;
+    }
     // Before a launch of `n` (and the nodes folded into it) that writes `written`: picks its lane,
     // makes it current and orders it against the other lane.
     // also_written: a folded node's result the launch writes too (a routing MUL_MAT_ID's ids).

@@ -262,7 +262,7 @@ void CudaBackend::join_side() {
 
 void CudaBackend::begin_launch(const Tensor* n, const Tensor* fused_add, const Tensor* written,
                                const Tensor* also_written) {
-    const bool side = use_side_ && side_.stream && (n->flags & TENSOR_SIDE) && n->op != Op::FLASH_ATTN;
+    const bool side = beside(n);
     // What the launch reads: the sources of n, of the nodes folded into it and of a fused ADD, less
     // those folded nodes' own results (never written) and the weights (never written).
     std::vector<ByteSpan> reads;
@@ -356,7 +356,7 @@ void CudaBackend::run_nodes(const Graph& g) {
             }
             // The TOP_K's result is written, not read; its source, the logits, the down reads too. (x
             // was read at the gate_up's place; the SWIGLU's result is never written.)
-            folded_.push_back(moe_fold_.topk);
+            folded_.insert(folded_.end(), {moe_fold_.topk, moe_fold_.swiglu});
             begin_launch(n, written != n ? written : nullptr, written, moe_fold_.topk);
             launch_moe_fold(written);
             note_written(moe_fold_.topk);

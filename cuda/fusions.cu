@@ -131,9 +131,11 @@ CudaBackend::MoeFold CudaBackend::moe_block_foldable(const Graph& g, size_t i) c
     if (!moe_block_ || !twice_op_.empty() || n->op != Op::TOP_K || n->ne[1] != 1 || (n->flags & TENSOR_OUTPUT) ||
         !n->is_contiguous() || !is_f32(n->src[0]) || reads_of(n) != 2)
         return {};
-    auto next = [&](size_t j, bool skip_side) {  // the next node from j that is not a view (or beside)
+    // The next node from j that is not a view (nor, with skip_side, one launched on the second stream,
+    // which has its own scratch: one on this stream would overwrite x's quantization).
+    auto next = [&](size_t j, bool skip_side) {
         while (j < g.nodes.size() && (g.nodes[j]->op == Op::VIEW || g.nodes[j]->op == Op::NONE ||
-                                      (skip_side && (g.nodes[j]->flags & TENSOR_SIDE))))
+                                      (skip_side && beside(g.nodes[j]))))
             ++j;
         return j;
     };

@@ -763,8 +763,10 @@ bool moe_block_fits(DType type, const Shape4& s_gu, const Shape4& s_d, const Sha
     return (type == DType::Q4_0 || type == DType::Q8_0) && id_rows_on() && s_gu.ne[1] % 2 == 0 && n_ff % QK == 0 &&
            s_d.ne[0] == n_ff && s_gu.ne[2] == s_d.ne[2] && sl.ne[0] == s_gu.ne[2] &&
            sl.ne[0] <= WARP_SIZE * TOPK_RANK_VALUES && si.ne[0] >= 1 && si.ne[0] <= MOE_BLOCK_WARPS &&
-           si.ne[0] <= sl.ne[0] && si.ne[1] == 1 && sl.ne[1] == 1 && s_d.ne[1] > 0 && s_d.ne[1] < (int64_t(1) << 30) &&
-           n_ff < (int64_t(1) << 30) && s_d.nb[1] < (int64_t(1) << 20) && align(s_gu) % 4 == 0 && align(s_d) % 4 == 0;
+           si.ne[0] <= sl.ne[0] && si.ne[1] == 1 && sl.ne[1] == 1 && s_d.ne[1] > 0 &&
+           // the kernel's 32-bit counts: pairs x slots x 128-byte lines of a pair's rows below 2^31
+           s_d.ne[1] < (int64_t(1) << 16) && s_d.nb[1] < (int64_t(1) << 16) && n_ff < (int64_t(1) << 20) &&
+           align(s_gu) % 4 == 0 && align(s_d) % 4 == 0;
 }
 
 namespace {
@@ -786,8 +788,10 @@ void launch_moe_block_typed(const MoeBlockArgs& args, cudaStream_t stream) {
     const unsigned grid = unsigned(std::min<int64_t>(int64_t(per_sm) * sms, std::max(units, pairs)));
     // Cooperative: every block resident, or the launch is refused. MINFER_CUDA_MOE_BLOCK_PLAIN=1
     // launches plainly (should a captured graph refuse the attribute): the grid is no larger than
-    // the device holds at once, and no later launch can take an SM before every block has reached
-    // the barrier (allow_next_kernel comes after it), so the blocks still all get to run.
+    // the device holds at once, and the next launch on this stream cannot start before every block
+    // has reached the barrier (allow_next_kernel comes after it). Kernels of the second stream may
+    // hold SMs meanwhile, but they wait on nothing of this launch, so they finish and the blocks get
+    // to run; only a wait past the barrier's 2 s would trap.
     static const bool plain = [] {
         const char* v = std::getenv("MINFER_CUDA_MOE_BLOCK_PLAIN");
         return v && std::string(v) == "1";

@@ -496,9 +496,14 @@ TEST_CASE("a build_ffn_moe layer's routed experts in one launch give the four la
     // planner may reuse once the gate_up has read it, and which the scratch already holds quantized.
     // Three runs a case (the graph is captured from the second on, the barrier's words reused by every
     // run), the second with another x. T = 3 and the other gatings do not fold: the same bits
-    // trivially, the count unchanged.
+    // trivially, the count unchanged. The same with one stream (MINFER_CUDA_SIDE=0), where nothing folds.
     setenv("MINFER_CUDA_MOE_BLOCK", "1", 1);
     std::unique_ptr<Backend> block = make_cuda_backend();
+    // With one stream the shared experts' launches lie between the gate_up and the down on the block's
+    // own stream, their quantizations in its scratch over x's: the fold must not happen.
+    setenv("MINFER_CUDA_SIDE", "0", 1);
+    std::unique_ptr<Backend> block_one_stream = make_cuda_backend();
+    unsetenv("MINFER_CUDA_SIDE");
     unsetenv("MINFER_CUDA_MOE_BLOCK");
     const bool can_fold = split_rows_at_once();
     struct Shape {
@@ -541,6 +546,7 @@ TEST_CASE("a build_ffn_moe layer's routed experts in one launch give the four la
                             CAPTURE(rep);
                             const std::vector<uint8_t> got = run(*block, rep == 1 ? other : inputs, build);
                             CHECK(got == want[rep == 1]);
+                            CHECK(run(*block_one_stream, rep == 1 ? other : inputs, build) == want[rep == 1]);
                             // TOP_K, gate_up and SWIGLU are not launched; the four launches' backend skips
                             // the SWIGLU too (the down's quantizer makes it).
                             CHECK(cuda_fused_nodes(*block) - cuda_fused_nodes(gpu()) == (folds ? 2u : 0u));
