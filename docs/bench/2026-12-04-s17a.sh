@@ -24,9 +24,9 @@ unpack_pack .carry/main
 B=/root/bins/minfer
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
 # The new case: bits against the four launches, Q4_0 and Q8_0, four shapes, three runs each.
-SUITE_ARGS="-tc=*routed experts in one launch*" run_suites test_gpu_moe
+SUITE_ARGS="-tc=*in?one?launch*" run_suites test_gpu_moe
 # The same launched plainly (no cooperative attribute): plan B should a captured graph refuse it.
-MINFER_CUDA_MOE_BLOCK_PLAIN=1 TAG=plain SUITE_ARGS="-tc=*routed experts in one launch*" run_suites test_gpu_moe
+MINFER_CUDA_MOE_BLOCK_PLAIN=1 TAG=plain SUITE_ARGS="-tc=*in?one?launch*" run_suites test_gpu_moe
 wait
 greedy() { env "$@" $B run -m /root/v2l.gguf -p "The quick brown fox" -n 24 --temp 0 -s 1 2>/dev/null; }
 greedy MINFER_NONE=1 > $OUT/greedy-default.txt
