@@ -22,6 +22,13 @@ source docs/bench/device-lib.sh
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }  # the tests' compiled-in source dir
 unpack_pack .carry/main
 B=/root/bins/minfer
+# Moved here from s16b's end (eighteenth session, no device lent again): the launch floor's grid-barrier
+# rows give S, the cost of a barrier, which decides whether the persistent design is worth building on
+# (PERFORMANCE "What a kernel a layer would have to deliver"; predictions in s16b's last comment). This
+# call runs first, so that one short lease answers both halves of that question: S, and the first
+# block's gain. It runs before the synth starts, so that nothing else runs beside it. Timeout: a
+# barrier that never opens must not take the call with it.
+timeout 60 $B bench --launch-floor 2>&1 | tee $OUT/floor.txt
 [ -f /root/v2l.gguf ] || $B synth --shape deepseek-v2-lite --type q4_0 -o /root/v2l.gguf > /dev/null 2>&1 &
 # The new case: bits against the four launches, Q4_0 and Q8_0, four shapes, three runs each.
 SUITE_ARGS="-tc=*in?one?launch*" run_suites test_gpu_moe

@@ -74,14 +74,10 @@ done
         echo "v2l 16k | $opt | $(export $opt T=120; bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
     done
 } 2>&1 | tee $OUT/s16b.log
-# Added in the seventeenth session (no device lent then): the launch floor, with its new rows of one
-# persistent cooperative launch whose phases meet at grid barriers (cuda/launch_floor.cu), and read
-# rows whose threads request all of the next step's 4 MiB (two 16-byte vectors each) before the wait
-# or barrier. Whether a barrier is cheaper than an overlapped launch (1.58 us at 1,056 x 128, s12c)
-# decides whether a kernel a layer is worth building. Predictions: pass rows ~0.8-1.2 us at 132
+# The launch floor's grid-barrier rows (added here in the seventeenth session) moved to s17a, which now
+# runs first; their predictions stay here: pass rows ~0.8-1.2 us at 132
 # blocks (an arrival a block and an acquire poll: two L2 round trips), ~1.5-2.5 us at 1,056 (1,056
 # atomics on one address serialize in its L2 slice); read 4 MiB all ahead: launches ~1.6 us (as the
 # pass row: the loads leave the chain, both kernels' blocks fit an SM at once), barrier at 132 x 1,024
-# ~1.0-1.5 us. Timeout: a barrier that never opens must not take the call with it.
-timeout 60 $B bench --launch-floor 2>&1 | tee $OUT/floor.txt
+# ~1.0-1.5 us.
 echo "total $SECONDS s"
