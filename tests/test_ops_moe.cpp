@@ -114,6 +114,12 @@ std::vector<int32_t> random_routes(int64_t n_used, int64_t T, int64_t n_expert) 
     return out;
 }
 
+// Token t's n values of a [n, T] array.
+template <typename V>
+std::vector<V> token_slice(const std::vector<V>& v, int64_t n, int64_t t) {
+    return std::vector<V>(v.begin() + n * t, v.begin() + n * (t + 1));
+}
+
 // The stable descending order TOP_K promises: numbers by value, then NaN, ties by index.
 std::vector<int32_t> ref_top_k(const std::vector<float>& row, int k) {
     std::vector<int32_t> idx(row.size());
@@ -232,6 +238,37 @@ TEST_CASE("mul_mat_id never uses an expert no token chose, and tokens may share 
                 REQUIRE(std::isfinite(v));
                 CHECK(std::fabs(v - s) <= 1e-5 * (1.0 + std::fabs(s)));
             }
+}
+
+TEST_CASE("mul_mat_id in prefill gives each token the bits it gets alone (four-row dots where an expert has four)") {
+    // Prefill dots four of an expert's tokens through one four-row dot; a token alone takes the single-row
+    // dot. The four-row dots promise each column the single-row dot's bits, so every row must match.
+    const int64_t K = 256, M = 21, n_expert = 6, n_used = 4, T = 11;  // 44 pairs: several experts have 4+
+    for (DType type : kWeightTypes) {
+        for (bool shared_x : {true, false}) {
+            INFO(dtype_name(type) << " shared_x=" << shared_x << " four-row dot: " << bool(dtype_traits(type).vec_dot4));
+            Harness h(2);
+            const int64_t n_b = shared_x ? 1 : n_used;
+            const auto w_values = random_floats(size_t(K * M * n_expert));
+            const auto x_values = random_floats(size_t(K * n_b * T));
+            const auto wt_values = random_floats(size_t(n_used * T), 0.0f, 1.0f);
+            const auto route = random_routes(n_used, T, n_expert);
+            Tensor* w = h.typed(type, {K, M, n_expert}, w_values);
+            const auto all = h.run_f32(mul_mat_id(h.ctx, w, h.f32({K, n_b, T}, x_values), h.i32({n_used, T}, route)));
+            const auto all_w = h.run_f32(mul_mat_id(h.ctx, w, h.f32({K, n_b, T}, x_values), h.i32({n_used, T}, route),
+                                                    h.f32({n_used, T}, wt_values)));
+            for (int64_t t = 0; t < T; ++t) {
+                Tensor* x1 = h.f32({K, n_b, 1}, token_slice(x_values, K * n_b, t));
+                Tensor* ids1 = h.i32({n_used, 1}, token_slice(route, n_used, t));
+                const auto one = h.run_f32(mul_mat_id(h.ctx, w, x1, ids1));
+                const auto one_w =
+                    h.run_f32(mul_mat_id(h.ctx, w, x1, ids1, h.f32({n_used, 1}, token_slice(wt_values, n_used, t))));
+                INFO("token " << t);
+                CHECK(std::memcmp(one.data(), all.data() + M * n_used * t, one.size() * sizeof(float)) == 0);
+                CHECK(std::memcmp(one_w.data(), all_w.data() + M * t, one_w.size() * sizeof(float)) == 0);
+            }
+        }
+    }
 }
 
 // ---- TOP_K ---------------------------------------------------------------------------------------

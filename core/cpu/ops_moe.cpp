@@ -101,8 +101,10 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
     const auto& wt = dtype_traits(w->type);
     const DType vt = wt.vec_dot_type;
     const VecDotFn vec_dot = wt.vec_dot;
+    const VecDot4Fn vec_dot4 = wt.vec_dot4;
 
-    // Scratch: converted activations, then per expert its pairs (counting sort by expert).
+    // Scratch: converted activations, then per expert its pairs (counting sort by expert), then (with
+    // four-row dots) the activation rows again in the pairs' order, so an expert's rows are adjacent.
     const bool in_place = vt == DType::F32 && x->nb[0] == sizeof(float);
     const size_t act_row_size = dtype_row_size(vt, K);
     const int64_t n_act_rows = n_b * T;
@@ -111,10 +113,16 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
     const Tensor* wts = dst->src[3];
     const size_t rows_bytes = wts ? sizeof(float) * size_t(M * n_pairs) : 0;  // the pairs' rows [M, n_used, T]
     const size_t slot_bytes = wts ? sizeof(float) * size_t(n_pairs + n_expert) : 0;  // weights, a softmax row
-    char* scratch = static_cast<char*>(ctx.shared_scratch(act_bytes + index_bytes + rows_bytes + slot_bytes));
+    // Four-row dots take four pairs of one expert (prefill; whether any expert has them is known
+    // once the pairs are sorted).
+    const bool four = vec_dot4 && !in_place && n_pairs >= 4;
+    const size_t sorted_at = (act_bytes + index_bytes + rows_bytes + slot_bytes + 63) / 64 * 64;
+    const size_t sorted_bytes = four ? act_row_size * size_t(n_pairs) : 0;
+    char* scratch = static_cast<char*>(ctx.shared_scratch(sorted_at + sorted_bytes));
     char* act = scratch;
     float* pair_rows = reinterpret_cast<float*>(scratch + act_bytes + index_bytes);
     float* slot_w = pair_rows + M * n_pairs;  // [n_used, T]
+    char* sorted = scratch + sorted_at;       // [n_pairs] activation rows, with four-row dots
     int64_t* first = reinterpret_cast<int64_t*>(scratch + act_bytes);  // [n_expert + 1]: offsets into pairs
     int64_t* pairs = first + n_expert + 1;                             // [n_pairs]: u + n_used * t
     int64_t* chosen = pairs + n_pairs;                                 // the experts some pair chose
@@ -165,22 +173,42 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
         if (first[e + 1] > first[e]) chosen[n_chosen++] = e;
     const int64_t n_row_tiles = (M + kTileRows - 1) / kTileRows;
     const int64_t n_tasks = n_chosen * n_row_tiles;
+    // Where pair p's result row goes: the weighted sum's scratch, or dst itself.
+    auto out_at = [&](int64_t p, int64_t m) -> char* {
+        if (wts) return reinterpret_cast<char*>(pair_rows + pairs[p] * M + m);
+        return tensor_at(dst, 0, pairs[p] % n_used, pairs[p] / n_used, 0) + m * dst->nb[0];
+    };
+    auto pair_act = [&](int64_t p) { return act_row(n_b == 1 ? 0 : pairs[p] % n_used, pairs[p] / n_used); };
+    // Prefill: an expert's activation rows copied next to each other in the pairs' order, so that
+    // four of them go through one four-row dot (its weight blocks unpacked once, each column's bits
+    // those of the single-row dot, as MUL_MAT's).
+    bool any_four = false;
+    for (int64_t k = 0; four && k < n_chosen && !any_four; ++k) any_four = first[chosen[k] + 1] - first[chosen[k]] >= 4;
+    if (any_four) {
+        ctx.pool.parallel_for(n_pairs, [&](int64_t begin, int64_t end, int) {
+            for (int64_t p = begin; p < end; ++p)
+                std::memcpy(sorted + size_t(p) * act_row_size, pair_act(p), act_row_size);
+        }, min_rows_per_chunk(K));
+    }
     ctx.pool.parallel_for(n_tasks, [&](int64_t begin, int64_t end, int) {
         for (int64_t task = begin; task < end; ++task) {
             const int64_t e = chosen[task / n_row_tiles];
             const int64_t m0 = task % n_row_tiles * kTileRows, m1 = std::min(M, m0 + kTileRows);
             const char* w_expert = tensor_at(w, 0, 0, e, 0);
-            for (int64_t p = first[e]; p < first[e + 1]; ++p) {
-                const int64_t u = pairs[p] % n_used, t = pairs[p] / n_used;
-                const char* a = act_row(n_b == 1 ? 0 : u, t);
-                if (wts) {
-                    float* out = pair_rows + pairs[p] * M;
-                    for (int64_t m = m0; m < m1; ++m) out[m] = vec_dot(K, w_expert + m * w->nb[1], a);
-                    continue;
+            int64_t p = first[e];
+            if (any_four) {
+                for (; p + 4 <= first[e + 1]; p += 4) {
+                    const char* a = sorted + size_t(p) * act_row_size;
+                    for (int64_t m = m0; m < m1; ++m) {
+                        float v[4];
+                        vec_dot4(K, w_expert + m * w->nb[1], a, act_row_size, v);
+                        for (int c = 0; c < 4; ++c) store_f32(out_at(p + c, m), v[c]);
+                    }
                 }
-                char* out = tensor_at(dst, 0, u, t, 0);
-                for (int64_t m = m0; m < m1; ++m)
-                    store_f32(out + m * dst->nb[0], vec_dot(K, w_expert + m * w->nb[1], a));
+            }
+            for (; p < first[e + 1]; ++p) {
+                const char* a = pair_act(p);
+                for (int64_t m = m0; m < m1; ++m) store_f32(out_at(p, m), vec_dot(K, w_expert + m * w->nb[1], a));
             }
         }
     });
