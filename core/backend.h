@@ -60,6 +60,10 @@ public:
     // backend that cannot time itself returns false from time_computes and < 0 from computed_seconds.
     virtual bool time_computes(bool /*on*/) { return false; }
     virtual double computed_seconds() { return -1.0; }
+    // One line on how the backend ran the last graph it computed, or empty (`minfer bench --busy`
+    // prints it; CUDA: the kernels of the last captured step and their longest chain of dependencies,
+    // and the nodes folded into a neighbour's launch).
+    virtual std::string last_graph_report() const { return {}; }
     // Page-locks host memory that results are read into again and again (a session's logits), so
     // those downloads go straight into it at the bus's speed instead of through the driver's staging
     // (CUDA: 400 KB of logits took ~75 us pageable). unpin_host(p) undoes it before p is freed. A

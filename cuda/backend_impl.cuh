@@ -303,6 +303,7 @@ public:
     size_t quantized_inside() const { return quantized_inside_; }
     // cuda_side_launches (cuda/cuda_backend.h).
     size_t side_launches() const { return side_launches_; }
+    std::string last_graph_report() const override;
 
     // Two events bracket each compute's work on the stream; the time between them is added when the
     // next compute, or computed_seconds, finds them done (waiting for them if need be).
@@ -542,6 +543,10 @@ private:
     uint64_t last_stamp_ = 0;  // Graph::stamp of the graph last_signature_ was taken from; 0: none
     bool captured_ = false;  // graph_exec_ holds last_signature_'s graph
     cudaGraphExec_t graph_exec_ = nullptr;
+    // The captured graph's kernel nodes and the most of them on one chain of dependencies (edges of
+    // either kind, overlapped launches' included): what a step launches, and how many of those wait
+    // one after another. 0 when nothing is captured or the graph could not be read.
+    size_t captured_kernels_ = 0, captured_chain_ = 0;
 
     std::vector<void*> pinned_;  // host memory pin_host registered
 

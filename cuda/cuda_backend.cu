@@ -40,7 +40,74 @@ std::vector<uint64_t> graph_signature(const Graph& g) {
     return sig;
 }
 
+// A captured graph's kernel nodes, and the most kernels on one path through its edges (dependencies
+// of every kind: a launch overlapped with the one before it still waits for it). {0, 0} when the graph
+// cannot be read: the figures are a report, never a reason to fail a step (a failed query's error is
+// cleared, so no later launch check sees it).
+struct GraphShape {
+    size_t kernels = 0, chain = 0;
+};
+GraphShape graph_shape(cudaGraph_t graph) {
+    const auto ok = [](cudaError_t e) {
+        if (e != cudaSuccess) (void)cudaGetLastError();
+        return e == cudaSuccess;
+    };
+    size_t n = 0, n_edges = 0;
+    if (!ok(cudaGraphGetNodes(graph, nullptr, &n)) || n == 0) return {};
+    std::vector<cudaGraphNode_t> nodes(n);
+    if (!ok(cudaGraphGetNodes(graph, nodes.data(), &n))) return {};
+    if (!ok(cudaGraphGetEdges(graph, nullptr, nullptr, nullptr, &n_edges))) return {};
+    // The edges' data too: a query without it fails on the overlapped launches' programmatic edges.
+    std::vector<cudaGraphNode_t> from(n_edges), to(n_edges);
+    std::vector<cudaGraphEdgeData> data(n_edges);
+    if (n_edges > 0 && !ok(cudaGraphGetEdges(graph, from.data(), to.data(), data.data(), &n_edges))) return {};
+    std::unordered_map<cudaGraphNode_t, size_t> index;
+    for (size_t i = 0; i < n; ++i) index[nodes[i]] = i;
+    std::vector<size_t> weight(n, 0), in(n, 0), chain(n, 0);
+    std::vector<std::vector<size_t>> out(n);
+    GraphShape shape;
+    for (size_t i = 0; i < n; ++i) {
+        cudaGraphNodeType type;
+        if (!ok(cudaGraphNodeGetType(nodes[i], &type))) return {};
+        weight[i] = type == cudaGraphNodeTypeKernel ? 1 : 0;
+        shape.kernels += weight[i];
+    }
+    for (size_t e = 0; e < n_edges; ++e) {
+        const auto a = index.find(from[e]), b = index.find(to[e]);
+        if (a == index.end() || b == index.end()) return {};
+        out[a->second].push_back(b->second);
+        ++in[b->second];
+    }
+    // Longest path in node order of Kahn's algorithm: a node's chain is its own weight plus the
+    // longest chain that reaches it.
+    std::vector<size_t> ready;
+    for (size_t i = 0; i < n; ++i)
+        if (in[i] == 0) ready.push_back(i);
+    size_t seen = 0;
+    while (!ready.empty()) {
+        const size_t i = ready.back();
+        ready.pop_back();
+        ++seen;
+        chain[i] += weight[i];
+        shape.chain = std::max(shape.chain, chain[i]);
+        for (size_t j : out[i]) {
+            chain[j] = std::max(chain[j], chain[i]);
+            if (--in[j] == 0) ready.push_back(j);
+        }
+    }
+    return seen == n ? shape : GraphShape{};
+}
+
 }  // namespace
+
+std::string CudaBackend::last_graph_report() const {
+    std::string r;
+    if (captured_ && captured_kernels_ > 0)
+        r = strfmt("captured step: %zu kernels, %zu of them on its longest chain of dependencies; ", captured_kernels_,
+                   captured_chain_);
+    return r + strfmt("%zu graph nodes folded into a neighbour's launch, %zu launched on the second stream",
+                      fused_nodes_, side_launches_);
+}
 
 // Split rows (splits_rows) are read by MUL_MAT_ID's kernels only.
 bool CudaBackend::supports_op(const Tensor* node) const {
@@ -187,6 +254,8 @@ void CudaBackend::launch_repeated(const Graph& g) {
         run_nodes(g);
         CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
         CUDA_CHECK(cudaGraphInstantiate(&graph_exec_, graph, 0));
+        const GraphShape shape = graph_shape(graph);
+        captured_kernels_ = shape.kernels, captured_chain_ = shape.chain;
         CUDA_CHECK(cudaGraphDestroy(graph));
         captured_ = true;
     }

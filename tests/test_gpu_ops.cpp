@@ -906,6 +906,35 @@ TEST_CASE("a decode matvec over rows of at most 512 quantizes x itself, to the q
     }
 }
 
+// Backend::last_graph_report (`minfer bench --busy`): once a repeated graph is captured, the report
+// counts the captured kernels and the most of them on one chain of dependencies. Here one SCALE on the
+// second stream (TENSOR_SIDE; first in node order, so it forks before anything is queued), five SCALEs
+// in a row beside it, then the ADD of both: 7 kernels, of which 6 wait one after another (7 if the side
+// SCALE ran on the main stream).
+TEST_CASE("the report of a captured step counts its kernels and its longest chain of dependencies") {
+    std::unique_ptr<Backend> be = make_cuda_backend();
+    const Input xs = random(DType::F32, {4096}), ys = random(DType::F32, {4096});
+    Context ctx;
+    Tensor* x = ctx.new_tensor(DType::F32, 4, xs.ne);
+    Tensor* y = ctx.new_tensor(DType::F32, 4, ys.ne);
+    x->flags |= TENSOR_INPUT;
+    y->flags |= TENSOR_INPUT;
+    Tensor* a = x;
+    for (int i = 0; i < 5; ++i) a = scale(ctx, a, 0.5f);
+    Tensor* b = scale(ctx, y, 2.0f);
+    b->flags |= TENSOR_SIDE;
+    Graph g = build_graph({add(ctx, b, a)});
+    auto arena = allocate_graph(*be, g);
+    tensor_set(x, xs.bytes.data());
+    tensor_set(y, ys.bytes.data());
+    for (int rep = 0; rep < 3; ++rep) compute_graph(*be, g);  // the second run captures, the third replays
+    be->synchronize();
+    const std::string report = be->last_graph_report();
+    CAPTURE(report);
+    const size_t chain = cuda_side_launches(*be) > 0 ? 6 : 7;
+    CHECK(report.find(strfmt("captured step: 7 kernels, %zu of them on its longest chain", chain)) != std::string::npos);
+}
+
 TEST_CASE("supports_op refuses what the kernels lack, and compute_graph then throws naming the op") {
     Context ctx;
     Tensor* q2k = ctx.new_tensor_2d(DType::Q2_K, 256, 4);  // a type minfer only dequantizes

@@ -120,7 +120,8 @@ int tool_bench(int argc, char** argv) {
                     "and so is the KV cache: the plan's bytes and what the backend's memory in use grew by when\n"
                     "it was allocated (-p 0 -n 0 --depth D allocates a D + 1 position cache and runs nothing).\n"
                     "--busy adds the device's own time a tg token; the rest of it is the host's (the inputs, the\n"
-                    "launch, reading the logits back). CUDA only.\n\n%s",
+                    "launch, reading the logits back); and the last tg step's shape: its kernels, the most of them\n"
+                    "that wait one after another, the graph nodes folded into a neighbour's launch. CUDA only.\n\n%s",
                     model_args_help(kBenchModelFlags).c_str());
         return 0;
     }
@@ -207,6 +208,8 @@ int tool_bench(int argc, char** argv) {
         const double step = 1.0 / stg.mean;
         std::printf("\ndevice busy in tg: %.1f ± %.1f us of a %.1f us token (%.1f%%); the rest is the host's\n",
                     sb.mean * 1e6, sb.sd * 1e6, step * 1e6, 100.0 * sb.mean / step);
+        const std::string report = backend->last_graph_report();
+        if (!report.empty()) std::printf("last tg step: %s\n", report.c_str());
     }
     return 0;
 }

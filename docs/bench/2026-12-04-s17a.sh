@@ -34,6 +34,8 @@ timeout 60 $B bench --launch-floor 2>&1 | tee $OUT/floor.txt
 SUITE_ARGS="-tc=*in?one?launch*" run_suites test_gpu_moe
 # The same launched plainly (no cooperative attribute): plan B should a captured graph refuse it.
 MINFER_CUDA_MOE_BLOCK_PLAIN=1 TAG=plain SUITE_ARGS="-tc=*in?one?launch*" run_suites test_gpu_moe
+# (Eighteenth session) the captured step's report that the step-shape rows below read.
+SUITE_ARGS="-tc=*report?of?a?captured?step*" run_suites test_gpu_ops
 wait
 greedy() { env "$@" $B run -m /root/v2l.gguf -p "The quick brown fox" -n 24 --temp 0 -s 1 2>/dev/null; }
 greedy MINFER_NONE=1 > $OUT/greedy-default.txt
@@ -51,5 +53,14 @@ cmp -s $OUT/greedy-default.txt $OUT/greedy-block.txt && echo "greedy MOE_BLOCK: 
         echo "v2l 16k | $opt | $(export $opt T=120; bench_rows $B -m /root/v2l.gguf -p 0 -n 32 -r 2 --depth 16384)"
     done
     echo "v2l pp512 | MINFER_CUDA_MOE_BLOCK=1 | $(MINFER_CUDA_MOE_BLOCK=1 bench_rows $B -m /root/v2l.gguf -p 512 -n 0 -r 3)"
+    # (Eighteenth session) a decode step's shape, from its captured CUDA graph (`bench --busy`'s last
+    # line): kernels a token, and the most of them on one chain of dependencies, the cost model's
+    # "~324 dependent launches" measured; and the folded nodes, which show each option taking effect
+    # (the block folds 3 more nodes a MoE layer, 78 a token; FUSE_TOPK 1 a layer). 16k adds the combine.
+    for opt in MINFER_NONE=1 MINFER_CUDA_MOE_BLOCK=1 MINFER_CUDA_FUSE_TOPK=1 \
+        "MINFER_CUDA_ID_STEPS=both MINFER_CUDA_FUSE_TOPK=1 MINFER_CUDA_SLOT_EARLY=1"; do
+        echo "v2l step shape | $opt | $(export $opt; timeout 60 $B bench -m /root/v2l.gguf -p 0 -n 16 -r 2 --busy 2>&1 |
+            grep -E "^(device busy|last tg step)" | paste -sd' ')"
+    done
 } 2>&1 | tee $OUT/s17a.log
 echo "total $SECONDS s"
