@@ -10,11 +10,12 @@
 namespace mf {
 
 Buffer::~Buffer() {
-    if (base_) backend_->free_memory(base_);
+    if (base_ && owned_) backend_->free_memory(base_);
 }
 
 void tensor_set(Tensor* t, const void* src) {
     MF_ASSERT(t->data && t->buffer);
+    MF_ASSERT_MSG(t->buffer->owned(), "tensor_set: the tensor is in a read-only file mapping");
     MF_ASSERT_MSG(t->is_contiguous(), "tensor_set needs a contiguous tensor");
     t->buffer->backend()->upload(t, src, 0, t->nbytes());
 }

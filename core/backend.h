@@ -14,21 +14,26 @@ namespace mf {
 
 class Backend;
 
-// A block of device memory; frees itself through its backend.
+// A block of device memory; frees itself through its backend. Or (owned false) memory the backend
+// computes on in place without having allocated it, a model file's mapping (maps_weights):
+// never freed through the backend, and never written (the mapping is read-only).
 class Buffer {
 public:
-    Buffer(Backend* backend, void* base, size_t size) : backend_(backend), base_(base), size_(size) {}
+    Buffer(Backend* backend, void* base, size_t size, bool owned = true)
+        : backend_(backend), base_(base), size_(size), owned_(owned) {}
     ~Buffer();
     Buffer(const Buffer&) = delete;
     Buffer& operator=(const Buffer&) = delete;
     void* base() const { return base_; }
     size_t size() const { return size_; }
     Backend* backend() const { return backend_; }
+    bool owned() const { return owned_; }
 
 private:
     Backend* backend_;
     void* base_;
     size_t size_;
+    bool owned_;
 };
 
 class Backend {
@@ -40,6 +45,10 @@ public:
     // Returns memory obtained by alloc (called by ~Buffer).
     virtual void free_memory(void* base) = 0;
     virtual size_t alignment() const { return 64; }
+    // True when a model's weights may stay in the file's read-only mapping (32-byte aligned) instead
+    // of being copied into alloc's memory (load_model): a backend computing on host memory (the CPU,
+    // unless made to copy).
+    virtual bool maps_weights() const { return false; }
     // The device's peak memory bandwidth in bytes/s, or 0 when unknown (bench reports the fraction).
     virtual double peak_bandwidth() const { return 0.0; }
     // Bytes of device memory in use as the device itself reports it (CUDA: total minus free over the

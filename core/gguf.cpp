@@ -361,6 +361,15 @@ GGUFFile GGUFFile::open(const std::string& path) {
     return GGUFFile(std::move(impl));
 }
 
+void GGUFFile::prefetch() const {
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+    if (!impl_->mapping || !impl_->mapping->addr) return;  // parsed memory, or an empty file
+    // Best effort: an older kernel refuses the advice, and the pages then fault in as they are read.
+    (void)madvise(impl_->mapping->addr, impl_->mapping->size, MADV_POPULATE_READ);
+}
+
 const std::string& GGUFFile::name() const { return impl_->name; }
 uint32_t GGUFFile::version() const { return impl_->version; }
 uint64_t GGUFFile::file_size() const { return impl_->size; }

@@ -116,6 +116,11 @@ public:
     GGUFFile& operator=(GGUFFile&&) noexcept;
     ~GGUFFile();
 
+    // Maps every page of an opened file now (MADV_POPULATE_READ), reading it from disk where the page
+    // cache does not hold it: for a model whose weights stay in the mapping, so that its first steps
+    // do not stop on page faults. Best effort; nothing for parsed memory.
+    void prefetch() const;
+
     const std::string& name() const;  // the path, or the name given to parse
     uint32_t version() const;         // 2 or 3
     uint64_t file_size() const;

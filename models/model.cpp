@@ -11,10 +11,12 @@ namespace mf {
 
 namespace {
 
-// Creates weight tensors from the file's tensor table, checking names and shapes.
+// Creates weight tensors from the file's tensor table, checking names and shapes. mapped: the
+// backend computes on host memory, so the weights stay in the file's mapping (upload) instead of
+// being copied, and a stack is made only where its parts already lie back to back there.
 class WeightLoader {
 public:
-    WeightLoader(const GGUFFile& file, Model& model) : file_(file), model_(model) {}
+    WeightLoader(const GGUFFile& file, Model& model, bool mapped) : file_(file), model_(model), mapped_(mapped) {}
 
     // The tensor called name with exactly the shape ne (n_dims entries; missing dims are 1).
     Tensor* require(const std::string& name, std::initializer_list<int64_t> shape) {
@@ -72,7 +74,9 @@ public:
     // 2-D parts stacked along rows, 1-D ones joined end to end, 3-D ones (experts) stacked along rows
     // per index of dim 2, so that the fused matrix i2 is part 0's matrix i2, then part 1's, ... The
     // parts become views of it, so the bytes are uploaded once and every user of a part still reads
-    // it. Null, and the parts left as they are, when a part is missing or the types or shapes differ.
+    // it. Null, and the parts left as they are, when a part is missing or the types or shapes differ;
+    // mapped, also unless the parts are single matrices back to back in the file (the stack is then
+    // a view of the mapping: nothing is copied).
     Tensor* stack(const std::string& name, const std::vector<Tensor*>& parts) {
         const bool one_dim = parts.front() && parts.front()->ne[1] == 1;
         int64_t rows = 0;
@@ -83,16 +87,22 @@ public:
                 return nullptr;
             rows += one_dim ? t->ne[0] : t->ne[1];
         }
+        if (mapped_) {
+            if (parts.front()->ne[2] != 1) return nullptr;
+            for (size_t i = 0; i + 1 < parts.size(); ++i) {
+                const GGUFTensorInfo* a = source_of(parts[i]).info;
+                if (static_cast<const char*>(a->data) + a->n_bytes != source_of(parts[i + 1]).info->data)
+                    return nullptr;
+            }
+        }
         const int64_t ne[3] = {one_dim ? rows : parts.front()->ne[0], one_dim ? 1 : rows, parts.front()->ne[2]};
         Tensor* fused = model_.ctx.new_tensor(parts.front()->type, one_dim ? 1 : ne[2] > 1 ? 3 : 2, ne);
         fused->name = name;
         fused->flags |= TENSOR_PARAM;
         Stack st{fused, {}};
         for (Tensor* t : parts) {
-            auto it = std::find_if(sources_.begin(), sources_.end(), [t](const Source& src) { return src.tensor == t; });
-            MF_ASSERT(it != sources_.end());
-            st.parts.push_back(*it);
-            sources_.erase(it);
+            st.parts.push_back(source_of(t));
+            sources_.erase(sources_.begin() + (&source_of(t) - sources_.data()));
         }
         stacks_.push_back(std::move(st));
         return fused;
@@ -108,17 +118,33 @@ public:
         return out;
     }
 
-    // Allocates every created tensor on the backend in one buffer and uploads the bytes.
+    // Allocates every created tensor on the backend in one buffer and uploads the bytes; mapped, only
+    // the computed ones: the file's tensors and their stacks point into the mapping.
     void upload(Backend& backend) {
         std::vector<Tensor*> ts;
-        for (auto& s : sources_) ts.push_back(s.tensor);
         for (auto& c : computed_) ts.push_back(c.tensor);
-        for (auto& st : stacks_) ts.push_back(st.fused);
+        if (mapped_) {
+            // A buffer that owns nothing: tensor_set refuses it, and nothing frees it.
+            const GGUFTensorInfo& first = file_.tensor(0);
+            char* section = const_cast<char*>(static_cast<const char*>(first.data)) - first.offset;
+            model_.mapped_buffer =
+                std::make_unique<Buffer>(&backend, section, file_.file_size() - file_.data_offset(), false);
+            file_.prefetch();
+            auto map = [&](Tensor* t, const GGUFTensorInfo* info) {
+                t->data = const_cast<void*>(info->data);
+                t->buffer = model_.mapped_buffer.get();
+            };
+            for (auto& s : sources_) map(s.tensor, s.info);
+            for (auto& st : stacks_) map(st.fused, st.parts.front().info);  // the parts follow it (stack)
+        } else {
+            for (auto& s : sources_) ts.push_back(s.tensor);
+            for (auto& st : stacks_) ts.push_back(st.fused);
+        }
         model_.weight_buffer = allocate_tensors(backend, ts);
         model_.weight_bytes = 0;
         for (auto& s : sources_) {
             MF_ASSERT(s.tensor->nbytes() == s.info->n_bytes);
-            tensor_set(s.tensor, s.info->data);
+            if (!mapped_) tensor_set(s.tensor, s.info->data);
             model_.weight_bytes += s.info->n_bytes;
         }
         for (auto& c : computed_) {
@@ -139,8 +165,9 @@ public:
                         part.tensor->data = static_cast<char*>(st.fused->data) + offset;
                         part.tensor->buffer = st.fused->buffer;
                     }
-                    backend.upload(st.fused, static_cast<const char*>(part.info->data) + size_t(i2) * chunk, offset,
-                                   chunk);
+                    if (!mapped_)
+                        backend.upload(st.fused, static_cast<const char*>(part.info->data) + size_t(i2) * chunk,
+                                       offset, chunk);
                     offset += chunk;
                 }
             }
@@ -155,6 +182,12 @@ private:
         Tensor* tensor;
         const GGUFTensorInfo* info;
     };
+    // The entry of sources_ for t (a tensor this loader created from the file and has not stacked).
+    Source& source_of(const Tensor* t) {
+        auto it = std::find_if(sources_.begin(), sources_.end(), [t](const Source& src) { return src.tensor == t; });
+        MF_ASSERT(it != sources_.end());
+        return *it;
+    }
     struct Computed {
         Tensor* tensor;
         std::vector<float> values;
@@ -165,6 +198,7 @@ private:
     };
     const GGUFFile& file_;
     Model& model_;
+    const bool mapped_;
     std::vector<Source> sources_;
     std::vector<Computed> computed_;
     std::vector<Stack> stacks_;
@@ -235,8 +269,9 @@ void load_deepseek2_layer(WeightLoader& w, const HParams& hp, uint32_t il, Layer
 }  // namespace
 
 std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
-    const GGUFFile file = GGUFFile::open(path);
     auto model = std::make_unique<Model>();
+    model->file = std::make_unique<GGUFFile>(GGUFFile::open(path));
+    const GGUFFile& file = *model->file;
     model->path = path;
     model->backend = &backend;
     model->hp = load_hparams(file);
@@ -247,7 +282,8 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
         throw Error(strfmt("%s: vocab_size %u differs from the tokenizer's %zu tokens", path.c_str(), hp.n_vocab,
                            size_t(model->vocab.n_vocab())));
 
-    WeightLoader w(file, *model);
+    // A file with no tensors fails require() before upload; the mapping needs one to find its start.
+    WeightLoader w(file, *model, backend.maps_weights() && file.n_tensors() > 0);
     const int64_t n_embd = hp.n_embd, n_vocab = hp.n_vocab, n_ff = hp.n_ff;
     model->tok_embd = w.require("token_embd.weight", {n_embd, n_vocab});
     model->output_norm = w.vector_f32("output_norm.weight", n_embd, true);
@@ -295,6 +331,7 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
         l.ffn_gate_up = w.stack(p + "ffn_gate_up.stacked", {l.ffn_gate, l.ffn_up});
     }
     w.upload(backend);
+    if (!model->mapped_buffer) model->file.reset();  // everything was copied out of it
     return model;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/gguf.h"
 #include "core/tensor.h"
 #include "models/hparams.h"
 #include "models/vocab.h"
@@ -69,6 +70,10 @@ struct Model {
     Backend* backend = nullptr;   // where the weights live
     Context ctx;                  // owns the weight tensors
     std::unique_ptr<Buffer> weight_buffer;
+    // A backend that computes on host memory (the CPU) reads the file's tensors where the file is
+    // mapped: file stays open and mapped_buffer (owning nothing) holds them; otherwise both are null.
+    std::unique_ptr<GGUFFile> file;
+    std::unique_ptr<Buffer> mapped_buffer;
     size_t weight_bytes = 0;
 
     Tensor* tok_embd = nullptr;     // [n_embd, n_vocab]

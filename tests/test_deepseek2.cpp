@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -340,7 +341,7 @@ TEST_CASE("deepseek2 --mla-expanded: per-head K/V caches give the absorbed logit
 }
 
 TEST_CASE("deepseek2 MoE (q_lora_rank 48, experts after layer 0): f32 conversion matches transformers, greedy exactly") {
-    auto backend = make_cpu_backend(2);
+    auto backend = make_cpu_backend(2, false);  // weights copied: the loader stacks wherever it can
     const Expected e = read_expected("deepseek2_moe");
     const std::string path = convert("deepseek2_moe", DType::F32);
     auto model = load_model(path, *backend);
@@ -379,6 +380,44 @@ TEST_CASE("deepseek2 MoE (q_lora_rank 48, experts after layer 0): f32 conversion
     const std::vector<int32_t> greedy = greedy_after(*model, e.ids, e.greedy.size());
     CHECK(greedy == e.greedy);
     MESSAGE("deepseek2_moe f32: worst max-relative error vs transformers ", worst);
+    std::remove(path.c_str());
+}
+
+// On the CPU the weights stay in the file's mapping (Backend::maps_weights): every tensor read from
+// the file points into it, a stack is made only of parts back to back there (so the routed experts'
+// gate and up stay two tensors), and the logits are the copied weights' bits, decode and prefill.
+TEST_CASE("deepseek2 MoE on the CPU reads its weights in the file's mapping, with the copied weights' bits") {
+    auto mapping = make_cpu_backend(2), copying = make_cpu_backend(2, false);
+    const Expected e = read_expected("deepseek2_moe");
+    const std::string path = convert("deepseek2_moe", DType::F32);
+    auto mapped = load_model(path, *mapping);
+    auto copied = load_model(path, *copying);
+    REQUIRE(mapped->mapped_buffer != nullptr);
+    CHECK(copied->mapped_buffer == nullptr);
+    CHECK(copied->file == nullptr);  // closed once everything was copied out of it
+    const char* begin = static_cast<const char*>(mapped->mapped_buffer->base());
+    const char* end = begin + mapped->mapped_buffer->size();
+    const auto in_file = [&](const Tensor* t) { return t->data >= begin && static_cast<const char*>(t->data) < end; };
+    CHECK(in_file(mapped->tok_embd));
+    CHECK_FALSE(in_file(copied->tok_embd));
+    const LayerWeights& l = mapped->layers[1];
+    CHECK(l.ffn_gate_up_exps == nullptr);
+    for (const Tensor* t : {l.ffn_gate_exps, l.ffn_up_exps, l.ffn_down_exps, l.ffn_gate_inp}) {
+        REQUIRE(t != nullptr);
+        CHECK(in_file(t));
+    }
+    if (l.ffn_gate_up_shexp) CHECK(in_file(l.ffn_gate_up_shexp));  // stacked only where back to back
+    CHECK(mapped->weight_bytes == copied->weight_bytes);
+    const auto same = [](const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+        REQUIRE(a.size() == b.size());
+        for (size_t i = 0; i < a.size(); ++i) {
+            CAPTURE(i);
+            REQUIRE(a[i].size() == b[i].size());
+            CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)) == 0);
+        }
+    };
+    same(decode_each(*mapped, e.ids), decode_each(*copied, e.ids));
+    same(prefill_each(*mapped, e.ids), prefill_each(*copied, e.ids));
     std::remove(path.c_str());
 }
 

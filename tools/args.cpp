@@ -40,6 +40,8 @@ const FlagInfo kFlags[] = {
      "                               head group; CUDA: spans up to its shared memory), naive (mul_mat, soft_max,\n"
      "                               mul_mat: scores materialized). MLA layers take the same choice"},
     {"-t", "--threads", "N", "CPU threads (0: all)"},
+    {"--no-mmap", nullptr, nullptr, "CPU: copy the weights into memory instead of reading them where the file is\n"
+     "                               mapped (the mapping loads at once and shares the page cache)"},
     {"--device", nullptr, "NAME", "auto, cpu or cuda"},
     {"-ngl", "--n-gpu-layers", "N", "0 runs on the CPU; more offloads the whole model to the GPU"},
     {"-s", "--seed", "N", "sampling seed (default: from the clock)"},
@@ -125,6 +127,7 @@ ModelArgs parse_model_args(int argc, char** argv, const std::vector<std::string>
         else if (n == "--repeat-last-n") a.sampling.repeat_last_n = int(to_int(f->name, v, 0, 1 << 20));
         else if (n == "--verbose") a.verbose = true;
         else if (n == "--mla-expanded") a.kv.mla_expanded = true;
+        else if (n == "--no-mmap") a.no_mmap = true;
         else if (n == "-h") a.help = true;
     }
     if (a.sampling.repeat_penalty == 0.0f) throw Error("--repeat-penalty must be positive");
@@ -157,13 +160,13 @@ KVPlan kv_plan_for(const ModelArgs& args) {
 }
 
 std::unique_ptr<Backend> make_backend(const ModelArgs& args) {
-    if (args.device == "cpu") return make_cpu_backend(args.n_threads);
+    if (args.device == "cpu") return make_cpu_backend(args.n_threads, !args.no_mmap);
     if (args.device == "cuda") return create_backend("cuda");
     for (const auto& e : backend_entries()) {
         std::string why;
         if (e.name != "cpu" && e.available(&why)) return e.create();
     }
-    return make_cpu_backend(args.n_threads);
+    return make_cpu_backend(args.n_threads, !args.no_mmap);
 }
 
 }  // namespace mf

@@ -25,6 +25,7 @@ struct ModelArgs {
     KVOverrides kv;              // -ctk, -ctv, --kv-window, --kv-sinks
     AttnImpl attn = AttnImpl::FLASH;  // --attn naive|fused|flash
     int n_threads = 0;           // -t: 0 = every hardware thread
+    bool no_mmap = false;        // --no-mmap: the CPU copies the weights (make_cpu_backend)
     bool verbose = false;        // --verbose
     bool help = false;           // -h, --help
     SamplerParams sampling;      // -s --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n

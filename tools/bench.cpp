@@ -21,7 +21,7 @@ namespace mf {
 
 namespace {
 
-const std::vector<std::string> kBenchModelFlags = {"-m", "-t", "--device", "-ngl", "-ctk", "-ctv", "--kv-window",
+const std::vector<std::string> kBenchModelFlags = {"-m", "-t", "--no-mmap", "--device", "-ngl", "-ctk", "-ctv", "--kv-window",
                                                    "--kv-sinks", "--mla-expanded", "--attn", "-h"};
 
 struct BenchArgs {

@@ -20,7 +20,7 @@ namespace mf {
 
 namespace {
 
-const std::vector<std::string> kChatFlags = {"-m", "-sys", "--chat-template", "-n", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks", "--mla-expanded", "--attn", "-t", "--device", "-ngl",
+const std::vector<std::string> kChatFlags = {"-m", "-sys", "--chat-template", "-n", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks", "--mla-expanded", "--attn", "-t", "--no-mmap", "--device", "-ngl",
                                              "-s", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
                                              "--repeat-last-n", "--verbose", "-h"};
 

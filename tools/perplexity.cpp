@@ -18,7 +18,7 @@ namespace mf {
 namespace {
 
 const std::vector<std::string> kPplModelFlags = {"-m", "-f", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks",
-                                                 "-t", "--device", "-ngl", "--verbose", "-h"};
+                                                 "-t", "--no-mmap", "--device", "-ngl", "--verbose", "-h"};
 
 struct PplArgs {
     ModelArgs model;

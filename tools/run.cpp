@@ -16,7 +16,7 @@
 namespace mf {
 
 namespace {
-const std::vector<std::string> kRunFlags = {"-m", "-p", "-f", "-n", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks", "--mla-expanded", "--attn", "-t", "--device", "-ngl", "-s", "--temp",
+const std::vector<std::string> kRunFlags = {"-m", "-p", "-f", "-n", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks", "--mla-expanded", "--attn", "-t", "--no-mmap", "--device", "-ngl", "-s", "--temp",
                                             "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",
                                             "--verbose", "-h"};
 

@@ -27,7 +27,7 @@ size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 class CpuBackend : public Backend {
 public:
-    explicit CpuBackend(int n_threads) : ctx_(n_threads) {}
+    CpuBackend(int n_threads, bool map_weights) : ctx_(n_threads), map_weights_(map_weights) {}
 
     const char* name() const override { return "cpu"; }
 
@@ -59,6 +59,7 @@ public:
     }
 
     size_t alignment() const override { return kAlignment; }
+    bool maps_weights() const override { return map_weights_; }
 
     void upload(Tensor* t, const void* src, size_t offset, size_t size) override {
         MF_ASSERT(t->data);
@@ -141,6 +142,7 @@ public:
 
 private:
     CpuContext ctx_;
+    bool map_weights_;
     mutable std::mutex mutex_;                  // guards the two below (buffers may be freed anywhere)
     std::unordered_map<void*, size_t> sizes_;  // live buffers and their sizes
     size_t in_use_ = 0;                         // their sum
@@ -166,9 +168,9 @@ void CpuContext::reserve_per_thread(size_t bytes) {
     per_thread_base_ = static_cast<char*>(per_thread_.get(per_thread_stride_ * size_t(pool.n_threads())));
 }
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool map_weights) {
     if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
-    return std::make_unique<CpuBackend>(n_threads);
+    return std::make_unique<CpuBackend>(n_threads, map_weights);
 }
 
 }  // namespace mf

@@ -7,7 +7,8 @@
 
 namespace mf {
 
-// n_threads <= 0 uses every hardware thread.
-std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
+// n_threads <= 0 uses every hardware thread. map_weights: a model's weights stay where its file is
+// mapped (Backend::maps_weights); false copies them into the backend's memory (`--no-mmap`).
+std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0, bool map_weights = true);
 
 }  // namespace mf
