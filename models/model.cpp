@@ -282,9 +282,9 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
         throw Error(strfmt("%s: vocab_size %u differs from the tokenizer's %zu tokens", path.c_str(), hp.n_vocab,
                            size_t(model->vocab.n_vocab())));
 
-    // Mapped weights keep the file's alignment: at least 32 bytes, as the CPU kernels' copies have
-    // (a file may declare less). A file with no tensors fails require() before upload; the mapping
-    // needs one to find its start.
+    // Mapped weights keep the file's alignment, so only a file aligned to 32 bytes or more is mapped
+    // (one may declare less; compilers may assume a float's alignment, at least). A file with no
+    // tensors fails require() before upload; the mapping needs one to find its start.
     WeightLoader w(file, *model, backend.maps_weights() && file.alignment() % 32 == 0 && file.n_tensors() > 0);
     const int64_t n_embd = hp.n_embd, n_vocab = hp.n_vocab, n_ff = hp.n_ff;
     model->tok_embd = w.require("token_embd.weight", {n_embd, n_vocab});
