@@ -3,6 +3,7 @@
 #include "core/gguf.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -70,11 +71,17 @@ void append_copy(std::string& out, const GGUFValue& v) {
     }
 }
 
-// A FILE that tracks its position and turns every failure into an mf::Error naming the path.
+// A FILE that tracks its position and turns every failure into an mf::Error naming the path. A
+// regular file (or a new one) is written beside the target and renamed over it when complete: a
+// process that has the old file mapped (a model being run) keeps reading the old bytes instead of
+// faulting on a truncated file, and no half-written model ever carries the target's name. Anything
+// else (a device such as /dev/full) is written in place.
 class OutFile {
 public:
-    explicit OutFile(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "wb")) {
-        if (!f_) throw Error(strfmt("%s: cannot create: %s", path.c_str(), std::strerror(errno)));
+    explicit OutFile(const std::string& path) : path_(path), staging_(staging_path(path)) {
+        const std::string& open_path = staging_.empty() ? path_ : staging_;
+        f_ = std::fopen(open_path.c_str(), "wb");
+        if (!f_) throw Error(strfmt("%s: cannot create: %s", path_.c_str(), std::strerror(errno)));
         std::setvbuf(f_, nullptr, _IOFBF, 1 << 20);
     }
     OutFile(const OutFile&) = delete;
@@ -114,6 +121,12 @@ public:
             remove_partial();
             throw Error(strfmt("%s: write failed: %s", path_.c_str(), std::strerror(err)));
         }
+        if (!staging_.empty() && std::rename(staging_.c_str(), path_.c_str()) != 0) {
+            const int rename_err = errno;
+            remove_partial();
+            throw Error(strfmt("%s: cannot replace it with %s: %s", path_.c_str(), staging_.c_str(),
+                               std::strerror(rename_err)));
+        }
     }
 
 private:
@@ -124,16 +137,23 @@ private:
         remove_partial();
         throw Error(strfmt("%s: %s: %s", path_.c_str(), what, std::strerror(err)));
     }
+    // Where a regular (or new) file at path is written before the rename: beside it, so the rename
+    // stays on one file system; the process id keeps two writers apart. Empty: write path itself.
+    static std::string staging_path(const std::string& path) {
+        struct stat st;
+        if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return {};
+        return path + ".partial-" + std::to_string(getpid());
+    }
     // A half-written model must not look like a good one; devices (e.g. /dev/full) are left alone.
     void remove_partial() {
-        struct stat st;
         const int err = errno;
-        if (stat(path_.c_str(), &st) == 0 && S_ISREG(st.st_mode)) std::remove(path_.c_str());
+        if (!staging_.empty()) std::remove(staging_.c_str());
         errno = err;
     }
 
     std::string path_;
-    FILE* f_;
+    std::string staging_;
+    FILE* f_ = nullptr;
     uint64_t pos_ = 0;
 };
 

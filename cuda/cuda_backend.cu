@@ -253,10 +253,12 @@ void CudaBackend::launch_repeated(const Graph& g) {
         CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
         run_nodes(g);
         CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+        // Destroyed on every way out (the instantiation's check and the report's allocations may throw).
+        const std::unique_ptr<std::remove_pointer_t<cudaGraph_t>, cudaError_t (*)(cudaGraph_t)> owned(
+            graph, cudaGraphDestroy);
         CUDA_CHECK(cudaGraphInstantiate(&graph_exec_, graph, 0));
         const GraphShape shape = graph_shape(graph);
         captured_kernels_ = shape.kernels, captured_chain_ = shape.chain;
-        CUDA_CHECK(cudaGraphDestroy(graph));
         captured_ = true;
     }
     begin_timed();

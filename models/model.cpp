@@ -70,31 +70,37 @@ public:
         return t;
     }
 
+    // Whether stack() joins these parts: all present, one type, equal ne[0] (2-D) or 1-D, equal
+    // ne[2]; mapped, also single matrices back to back in the file.
+    bool stackable(const std::vector<Tensor*>& parts) const {
+        const bool one_dim = parts.front() && parts.front()->ne[1] == 1;
+        for (const Tensor* t : parts) {
+            if (!t || t->type != parts.front()->type || (!one_dim && t->ne[0] != parts.front()->ne[0]) ||
+                t->ne[2] != parts.front()->ne[2] || t->ne[3] != 1 || (t->ne[1] == 1) != one_dim ||
+                (one_dim && t->ne[2] != 1))
+                return false;
+        }
+        if (mapped_) {
+            if (parts.front()->ne[2] != 1) return false;
+            for (size_t i = 0; i + 1 < parts.size(); ++i) {
+                const GGUFTensorInfo* a = info_of(parts[i]);
+                if (static_cast<const char*>(a->data) + a->n_bytes != info_of(parts[i + 1])->data) return false;
+            }
+        }
+        return true;
+    }
+
     // One tensor holding parts (tensors this loader created, one type, equal ne[0] and ne[2]):
     // 2-D parts stacked along rows, 1-D ones joined end to end, 3-D ones (experts) stacked along rows
     // per index of dim 2, so that the fused matrix i2 is part 0's matrix i2, then part 1's, ... The
     // parts become views of it, so the bytes are uploaded once and every user of a part still reads
-    // it. Null, and the parts left as they are, when a part is missing or the types or shapes differ;
-    // mapped, also unless the parts are single matrices back to back in the file (the stack is then
-    // a view of the mapping: nothing is copied).
+    // it. Null, and the parts left as they are, unless stackable(parts) (mapped, the stack is then a
+    // view of the mapping: nothing is copied).
     Tensor* stack(const std::string& name, const std::vector<Tensor*>& parts) {
-        const bool one_dim = parts.front() && parts.front()->ne[1] == 1;
+        if (!stackable(parts)) return nullptr;
+        const bool one_dim = parts.front()->ne[1] == 1;
         int64_t rows = 0;
-        for (Tensor* t : parts) {
-            if (!t || t->type != parts.front()->type || (!one_dim && t->ne[0] != parts.front()->ne[0]) ||
-                t->ne[2] != parts.front()->ne[2] || t->ne[3] != 1 || (t->ne[1] == 1) != one_dim ||
-                (one_dim && t->ne[2] != 1))
-                return nullptr;
-            rows += one_dim ? t->ne[0] : t->ne[1];
-        }
-        if (mapped_) {
-            if (parts.front()->ne[2] != 1) return nullptr;
-            for (size_t i = 0; i + 1 < parts.size(); ++i) {
-                const GGUFTensorInfo* a = source_of(parts[i]).info;
-                if (static_cast<const char*>(a->data) + a->n_bytes != source_of(parts[i + 1]).info->data)
-                    return nullptr;
-            }
-        }
+        for (const Tensor* t : parts) rows += one_dim ? t->ne[0] : t->ne[1];
         const int64_t ne[3] = {one_dim ? rows : parts.front()->ne[0], one_dim ? 1 : rows, parts.front()->ne[2]};
         Tensor* fused = model_.ctx.new_tensor(parts.front()->type, one_dim ? 1 : ne[2] > 1 ? 3 : 2, ne);
         fused->name = name;
@@ -187,6 +193,11 @@ private:
         auto it = std::find_if(sources_.begin(), sources_.end(), [t](const Source& src) { return src.tensor == t; });
         MF_ASSERT(it != sources_.end());
         return *it;
+    }
+    const GGUFTensorInfo* info_of(const Tensor* t) const {
+        auto it = std::find_if(sources_.begin(), sources_.end(), [t](const Source& src) { return src.tensor == t; });
+        MF_ASSERT(it != sources_.end());
+        return it->info;
     }
     struct Computed {
         Tensor* tensor;
@@ -328,8 +339,12 @@ std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
             l.post_attention_norm = w.vector_f32(p + "post_attention_norm.weight", n_embd, true);
             l.post_ffw_norm = w.vector_f32(p + "post_ffw_norm.weight", n_embd, true);
         }
-        l.wqkv = w.stack(p + "attn_qkv.stacked", {l.wq, l.wk, l.wv});
-        if (l.wqkv && hp.qkv_bias) l.bqkv = w.stack(p + "attn_qkv_bias.stacked", {l.bq, l.bk, l.bv});
+        // q, k and v stacked only with their biases (build_qkv adds bqkv to the stacked product): a
+        // mapped file may hold the weights back to back and not the biases.
+        if (!hp.qkv_bias || w.stackable({l.bq, l.bk, l.bv})) {
+            l.wqkv = w.stack(p + "attn_qkv.stacked", {l.wq, l.wk, l.wv});
+            if (l.wqkv && hp.qkv_bias) l.bqkv = w.stack(p + "attn_qkv_bias.stacked", {l.bq, l.bk, l.bv});
+        }
         l.ffn_gate_up = w.stack(p + "ffn_gate_up.stacked", {l.ffn_gate, l.ffn_up});
     }
     w.upload(backend);

@@ -381,6 +381,29 @@ TEST_CASE("tensors produced at write time land byte-exact; a failing producer le
     CHECK(access(out.path.c_str(), F_OK) != 0);
 }
 
+// A model being run reads its file through a mapping; rewriting that file must not change or cut
+// the bytes under it. The writer writes beside the target and renames: the old mapping keeps the old
+// inode. (Truncating in place, as it did, moved the tensor under the old mapping or raised SIGBUS.)
+TEST_CASE("the writer replaces a file whole: a mapping of the old one keeps reading the old bytes") {
+    TempPath out("replace");
+    const int64_t ne[1] = {4096};
+    const std::vector<float> ones(4096, 1.0f), twos(4096, 2.0f);
+    GGUFWriter first;
+    first.add_tensor("t", DType::F32, 1, ne, ones.data());
+    first.write(out.path);
+    const GGUFFile old = GGUFFile::open(out.path);
+    GGUFWriter second;
+    second.set_u32("shifts.the.data", 7);
+    second.add_tensor("t", DType::F32, 1, ne, twos.data());
+    second.write(out.path);
+    const float* was = static_cast<const float*>(old.find_tensor("t")->data);
+    CHECK(was[0] == 1.0f);
+    CHECK(was[4095] == 1.0f);
+    const GGUFFile now = GGUFFile::open(out.path);
+    CHECK(static_cast<const float*>(now.find_tensor("t")->data)[4095] == 2.0f);
+    CHECK(access((out.path + ".partial-" + std::to_string(getpid())).c_str(), F_OK) != 0);
+}
+
 TEST_CASE("the writer names the path when it cannot write") {
     GGUFWriter w;
     w.set_u32("a", 1);

@@ -211,6 +211,32 @@ TEST_CASE("Llama 3.1-style rope frequency factors (rope_freqs.weight) divide the
     std::remove(path.c_str());
 }
 
+// On the CPU the weights stay in the file's mapping, and a stack is made only of parts back to back
+// there. A qwen2 file aligned to 128 bytes with one KV head holds q, k and v back to back but pads
+// between their 64-, 16- and 16-float biases: q, k and v must then stay three matmuls, each with its
+// bias (stacking the weights alone dropped the biases), giving the copied, stacked model's bits.
+TEST_CASE("a mapped qwen2 model stacks q, k and v only together with their biases") {
+    mf_test::TinyLlama tiny;
+    tiny.arch = "qwen2";
+    tiny.n_head_kv = 1;
+    tiny.extra_kv.emplace("general.alignment", GGUFMetaValue::u32(128));
+    const std::string path = mf_test::temp_path("qwen2_mapped.gguf");
+    tiny.write(path);
+    auto mapping = make_cpu_backend(2), copying = make_cpu_backend(2, false);
+    auto mapped = load_model(path, *mapping);
+    auto copied = load_model(path, *copying);
+    REQUIRE(mapped->mapped_buffer != nullptr);
+    CHECK(copied->layers[0].wqkv != nullptr);
+    CHECK(copied->layers[0].bqkv != nullptr);
+    CHECK(mapped->layers[0].wqkv == nullptr);
+    CHECK(mapped->layers[0].bqkv == nullptr);
+    const std::vector<int32_t> tokens = random_tokens(9, int32_t(tiny.n_vocab));
+    Session a(*mapped, SessionParams{64, 256}), b(*copied, SessionParams{64, 256});
+    CHECK(a.prefill(tokens) == b.prefill(tokens));
+    CHECK(a.decode(tokens[0]) == b.decode(tokens[0]));
+    std::remove(path.c_str());
+}
+
 TEST_CASE("a session rewound with truncate continues exactly like a fresh one") {
     mf_test::TinyLlama tiny;
     const std::string path = mf_test::temp_path("truncate.gguf");

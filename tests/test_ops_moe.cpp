@@ -244,6 +244,9 @@ TEST_CASE("mul_mat_id in prefill gives each token the bits it gets alone (four-r
     // Prefill dots four of an expert's tokens through one four-row dot; a token alone takes the single-row
     // dot. The four-row dots promise each column the single-row dot's bits, so every row must match.
     const int64_t K = 256, M = 21, n_expert = 6, n_used = 4, T = 11;  // 44 pairs: several experts have 4+
+#if defined(__AVX2__)
+    REQUIRE(bool(dtype_traits(DType::Q4_0).vec_dot4));  // else nothing here takes the four-row path
+#endif
     for (DType type : kWeightTypes) {
         for (bool shared_x : {true, false}) {
             INFO(dtype_name(type) << " shared_x=" << shared_x << " four-row dot: " << bool(dtype_traits(type).vec_dot4));
