@@ -83,6 +83,11 @@ struct Model {
     std::vector<LayerWeights> layers;
 };
 
+// Where the weights live, for --verbose: "mapped from the file" or "in <backend> memory".
+inline std::string weights_place(const Model& m) {
+    return m.mapped_buffer ? "mapped from the file" : std::string("in ") + m.backend->name() + " memory";
+}
+
 // Loads path onto backend. Throws Error (one line naming the file and the key or tensor) on a file
 // that is not GGUF, an unknown architecture, a missing key or tensor, or a tensor of the wrong shape.
 std::unique_ptr<Model> load_model(const std::string& path, Backend& backend);

@@ -63,8 +63,9 @@ int tool_chat(int argc, char** argv) {
                  model->hp.arch.c_str(), model->hp.n_layer, backend->name(), chat_family_name(tmpl.family),
                  session.n_ctx());
     if (args.verbose)
-        std::fprintf(stderr, "minfer chat: loaded in %.2f s (%.1f MiB of weights, %.1f MiB of KV cache)\n", load_s,
-                     model->weight_bytes / 1048576.0, session.kv_bytes() / 1048576.0);
+        std::fprintf(stderr, "minfer chat: loaded in %.2f s (%.1f MiB of weights %s, %.1f MiB of KV cache)\n",
+                     load_s, model->weight_bytes / 1048576.0, weights_place(*model).c_str(),
+                     session.kv_bytes() / 1048576.0);
     std::fprintf(stderr, "Type a message; /reset starts over, /exit or Ctrl-D leaves, Ctrl-C stops a reply.\n");
     // No SA_RESTART: Ctrl-C at the prompt interrupts the blocking read, so it leaves at once.
     struct sigaction sa = {};

@@ -36,6 +36,13 @@ prompt=$'<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|
 out=$("$minfer" run -m "$model" -p "$prompt" -n 12 --temp 0 -t 2)
 grep -q "Paris" <<<"$out" || fail "run did not answer Paris: $out"
 
+# On the CPU the weights are read where the file is mapped; --no-mmap copies them, same tokens.
+"$minfer" run -m "$model" -p "$prompt" -n 12 --temp 0 -t 2 --device cpu -v >"$tmp/mapped" 2>"$tmp/mapped.err"
+"$minfer" run -m "$model" -p "$prompt" -n 12 --temp 0 -t 2 --device cpu -v --no-mmap >"$tmp/copied" 2>"$tmp/copied.err"
+grep -q "of weights mapped from the file" "$tmp/mapped.err" || fail "mapped: $(cat "$tmp/mapped.err")"
+grep -q "of weights in cpu memory" "$tmp/copied.err" || fail "--no-mmap: $(cat "$tmp/copied.err")"
+cmp -s "$tmp/mapped" "$tmp/copied" || fail "--no-mmap changed the tokens: $(cat "$tmp/mapped") / $(cat "$tmp/copied")"
+
 # The prompt may come from standard input.
 out=$(printf '%s' "$prompt" | "$minfer" run -m "$model" -n 12 --temp 0 -t 2)
 grep -q "Paris" <<<"$out" || fail "run from stdin did not answer Paris: $out"
