@@ -21,8 +21,8 @@ namespace mf {
 
 namespace {
 
-const std::vector<std::string> kBenchModelFlags = {"-m", "-t", "--no-mmap", "--device", "-ngl", "-ctk", "-ctv", "--kv-window",
-                                                   "--kv-sinks", "--mla-expanded", "--attn", "-h"};
+const std::vector<std::string> kBenchModelFlags = {"-m", "-t", "--no-mmap", "--device", "-ngl", "-ctk", "-ctv",
+                                                   "--kv-window", "--kv-sinks", "--mla-expanded", "--attn", "-h"};
 
 struct BenchArgs {
     ModelArgs model;

@@ -56,7 +56,8 @@ int tool_run(int argc, char** argv) {
     Sampler sampler(args.sampling);
     const std::vector<int32_t> tokens = tokenize(model->vocab, prompt, true, true);
     if (args.verbose)
-        std::fprintf(stderr, "minfer: %s on %s, loaded in %.2f s (%.1f MiB of weights %s), %zu prompt tokens, context %u\n",
+        std::fprintf(stderr,
+                     "minfer: %s on %s, loaded in %.2f s (%.1f MiB of weights %s), %zu prompt tokens, context %u\n",
                      args.model.c_str(), backend->name(), load_s, model->weight_bytes / 1048576.0,
                      weights_place(*model).c_str(), tokens.size(), session.n_ctx());
 
