@@ -75,7 +75,7 @@ void append_copy(std::string& out, const GGUFValue& v) {
 // regular file (or a new one) is written beside the target and renamed over it when complete: a
 // process that has the old file mapped (a model being run) keeps reading the old bytes instead of
 // faulting on a truncated file, and no half-written model ever carries the target's name. Anything
-// else (a device such as /dev/full) is written in place.
+// else (a device such as /dev/full, a symbolic link) is written in place.
 class OutFile {
 public:
     explicit OutFile(const std::string& path) : path_(path), staging_(staging_path(path)) {
@@ -138,10 +138,11 @@ private:
         throw Error(strfmt("%s: %s: %s", path_.c_str(), what, std::strerror(err)));
     }
     // Where a regular (or new) file at path is written before the rename: beside it, so the rename
-    // stays on one file system; the process id keeps two writers apart. Empty: write path itself.
+    // stays on one file system; the process id keeps two writers apart. Empty: write path itself (a
+    // device, or a symbolic link, which the rename would replace instead of writing through).
     static std::string staging_path(const std::string& path) {
         struct stat st;
-        if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return {};
+        if (lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return {};
         return path + ".partial-" + std::to_string(getpid());
     }
     // A half-written model must not look like a good one; devices (e.g. /dev/full) are left alone.
