@@ -189,16 +189,12 @@ private:
         const GGUFTensorInfo* info;
     };
     // The entry of sources_ for t (a tensor this loader created from the file and has not stacked).
-    Source& source_of(const Tensor* t) {
+    const Source& source_of(const Tensor* t) const {
         auto it = std::find_if(sources_.begin(), sources_.end(), [t](const Source& src) { return src.tensor == t; });
         MF_ASSERT(it != sources_.end());
         return *it;
     }
-    const GGUFTensorInfo* info_of(const Tensor* t) const {
-        auto it = std::find_if(sources_.begin(), sources_.end(), [t](const Source& src) { return src.tensor == t; });
-        MF_ASSERT(it != sources_.end());
-        return it->info;
-    }
+    const GGUFTensorInfo* info_of(const Tensor* t) const { return source_of(t).info; }
     struct Computed {
         Tensor* tensor;
         std::vector<float> values;
