@@ -17,7 +17,8 @@ constexpr uint32_t k_table_size = 42;  // one past the largest ggml type id (Q1_
 // A type minfer can only size (and perhaps dequantize): no from_float, no vec_dot.
 DTypeTraits sized(const char* name, int64_t block_size, size_t type_size, DType vec_dot_type,
                   ToFloatFn to_float = nullptr) {
-    return {name, block_size, type_size, block_size > 1, false, vec_dot_type, to_float, nullptr, nullptr, nullptr};
+    return {name, block_size, type_size, block_size > 1, false, vec_dot_type, to_float, nullptr, nullptr, nullptr,
+            nullptr};
 }
 
 // A type with kernels. The table points at the AVX2 ones when this build has them (the AVX2
@@ -27,14 +28,16 @@ DTypeTraits computed(const char* name, DType t, int64_t block_size, size_t type_
     const VecDotFn fast_dot = vec_dot_avx2(t);
     const FromFloatFn fast_from = from_float_avx2(t);
     return {name, block_size, type_size, block_size > 1, true, vec_dot_type, to_float,
-            fast_from ? fast_from : from_float_ref, fast_dot ? fast_dot : vec_dot_ref(t), vec_dot4_avx2(t)};
+            fast_from ? fast_from : from_float_ref, fast_dot ? fast_dot : vec_dot_ref(t), vec_dot4_avx2(t),
+            vec_dot_rows4_avx2(t)};
 }
 
 // An activation format: quantized into, read back, but never a matmul weight.
 DTypeTraits activation(const char* name, DType t, int64_t block_size, size_t type_size, ToFloatFn to_float,
                        FromFloatFn from_float_ref) {
     const FromFloatFn fast = from_float_avx2(t);
-    return {name, block_size, type_size, true, false, t, to_float, fast ? fast : from_float_ref, nullptr, nullptr};
+    return {name, block_size, type_size, true, false, t, to_float, fast ? fast : from_float_ref, nullptr, nullptr,
+            nullptr};
 }
 
 std::array<DTypeTraits, k_table_size> build_table() {

@@ -27,6 +27,10 @@ using VecDotFn = float (*)(int64_t n, const void* w, const void* act);
 // stride (bytes) into out[0..3], each bit-identical with vec_dot of the same pair: the weight block is
 // unpacked once for the four (prefill's matmul).
 using VecDot4Fn = void (*)(int64_t n, const void* w, const void* act, size_t stride, float* out);
+// The dots of four weight rows w, w + stride, w + 2 stride, w + 3 stride (bytes) with one activation
+// row into out[0..3], each bit-identical with vec_dot of the same pair: the activation block is loaded
+// once for the four and their chains run side by side (decode's matmul).
+using VecDotRows4Fn = void (*)(int64_t n, const void* w, size_t stride, const void* act, float* out);
 
 struct DTypeTraits {
     const char* name;
@@ -39,6 +43,7 @@ struct DTypeTraits {
     FromFloatFn from_float;
     VecDotFn vec_dot;
     VecDot4Fn vec_dot4;     // null: the matmul calls vec_dot for each pair
+    VecDotRows4Fn vec_dot_rows4;  // null: decode calls vec_dot for each row
 };
 
 // Traits of a known type; asserts on an unknown one (check dtype_is_known first for file input).

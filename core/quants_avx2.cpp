@@ -216,6 +216,44 @@ float vec_dot_q4_0_q8_0_avx2(int64_t n, const void* w, const void* act) {
     return hsum_float_8(_mm256_add_ps(acc0, acc1));
 }
 
+// Four weight rows against one activation row (decode): each row's operations are vec_dot_q4_0_q8_0's
+// (its two accumulators, its block pairing, its scale product), so each result keeps its bits; what
+// the rows share is the activation block's load and its scale, and their chains interleave.
+void vec_dot_rows4_q4_0_q8_0_avx2(int64_t n, const void* w, size_t stride, const void* act, float* out) {
+    MF_ASSERT(n % QK8_0 == 0);
+    const block_q4_0* x[4];
+    for (int r = 0; r < 4; ++r) x[r] = reinterpret_cast<const block_q4_0*>(static_cast<const char*>(w) + r * stride);
+    const block_q8_0* y = static_cast<const block_q8_0*>(act);
+    const __m256i off = _mm256_set1_epi8(8);
+    __m256 acc0[4], acc1[4];
+    for (int r = 0; r < 4; ++r) acc0[r] = _mm256_setzero_ps(), acc1[r] = _mm256_setzero_ps();
+    const int64_t nb = n / QK8_0;
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        const __m256i qy0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+        const __m256i qy1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i + 1].qs));
+        const float yd0 = half_to_float(y[i].d), yd1 = half_to_float(y[i + 1].d);
+        for (int r = 0; r < 4; ++r) {
+            const __m256i qx0 = _mm256_sub_epi8(bytes_from_nibbles_32(x[r][i].qs), off);
+            const __m256i qx1 = _mm256_sub_epi8(bytes_from_nibbles_32(x[r][i + 1].qs), off);
+            const __m256 d0 = _mm256_set1_ps(half_to_float(x[r][i].d) * yd0);
+            const __m256 d1 = _mm256_set1_ps(half_to_float(x[r][i + 1].d) * yd1);
+            acc0[r] = _mm256_fmadd_ps(d0, mul_sum_i8_pairs_float(qx0, qy0), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(d1, mul_sum_i8_pairs_float(qx1, qy1), acc1[r]);
+        }
+    }
+    for (; i < nb; ++i) {
+        const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+        const float yd = half_to_float(y[i].d);
+        for (int r = 0; r < 4; ++r) {
+            const __m256i qx = _mm256_sub_epi8(bytes_from_nibbles_32(x[r][i].qs), off);
+            const __m256 d = _mm256_set1_ps(half_to_float(x[r][i].d) * yd);
+            acc0[r] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc0[r]);
+        }
+    }
+    for (int r = 0; r < 4; ++r) out[r] = hsum_float_8(_mm256_add_ps(acc0[r], acc1[r]));
+}
+
 // ---- four activation rows at once (prefill) ---------------------------------------------------
 // Each column repeats its single-row kernel's operations in the same order (the same accumulators,
 // the same pairing of blocks), so every result has the single kernel's bits; what the four share is
@@ -724,6 +762,13 @@ void vec_dot4_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t s
     for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]);
 }
 
+VecDotRows4Fn vec_dot_rows4_avx2(DType t) {
+    switch (t) {
+        case DType::Q4_0: return vec_dot_rows4_q4_0_q8_0_avx2;
+        default: return nullptr;
+    }
+}
+
 VecDot4Fn vec_dot4_avx2(DType t) {
     switch (t) {
         case DType::Q4_0: return vec_dot4_q4_0_q8_0_avx2;
@@ -754,6 +799,7 @@ namespace mf {
 
 VecDotFn vec_dot_avx2(DType) { return nullptr; }
 VecDot4Fn vec_dot4_avx2(DType) { return nullptr; }
+VecDotRows4Fn vec_dot_rows4_avx2(DType) { return nullptr; }
 FromFloatFn from_float_avx2(DType) { return nullptr; }
 
 }  // namespace mf

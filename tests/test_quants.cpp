@@ -631,6 +631,41 @@ TEST_CASE("the four-row AVX2 dots give each row the single-row dot's bits") {
     }
 }
 
+TEST_CASE("the four-weight-row AVX2 dots give each row the single-row dot's bits") {
+    bool any = false;
+    for (DType t : k_computable) any = any || vec_dot_rows4_avx2(t) != nullptr;
+    if (!any) {
+        MESSAGE("this build has no four-weight-row dots; nothing to compare");
+        return;
+    }
+    for (DType t : k_computable) {
+        const VecDotRows4Fn rows4 = vec_dot_rows4_avx2(t);
+        if (!rows4) continue;
+        CAPTURE(name(t));
+        CHECK((dtype_traits(t).vec_dot_rows4 == rows4));
+        const DType vt = dtype_traits(t).vec_dot_type;
+        for (int64_t n : {32, 96, 256, 4096, 4096 + 32}) {  // odd block counts reach the pair kernels' tails
+            if (n % dtype_traits(t).block_size != 0) continue;
+            CAPTURE(n);
+            // Four weight rows at a stride wider than a row, as a weight view's may be.
+            const size_t row = dtype_row_size(t, n), stride = row + 64;
+            std::vector<uint8_t> w(4 * stride);
+            for (int r = 0; r < 4; ++r) {
+                const std::vector<uint8_t> q = quantize(t, mf_test::random_floats(size_t(n)));
+                std::memcpy(w.data() + size_t(r) * stride, q.data(), row);
+            }
+            const std::vector<uint8_t> act = quantize(vt, mf_test::random_floats(size_t(n)));
+            float got[4];
+            rows4(n, w.data(), stride, act.data(), got);
+            for (int r = 0; r < 4; ++r) {
+                CAPTURE(r);
+                const float want = dtype_traits(t).vec_dot(n, w.data() + size_t(r) * stride, act.data());
+                CHECK(std::memcmp(&got[r], &want, sizeof(float)) == 0);
+            }
+        }
+    }
+}
+
 TEST_CASE("f16 conversion: exact when representable, round to nearest even, inf, nan, subnormals") {
     // Every finite half survives the round trip through f32 unchanged.
     for (uint32_t bits = 0; bits < 0x10000; ++bits) {

@@ -53,6 +53,7 @@ void compute_mul_mat(CpuContext& ctx, Tensor* dst) {
     const DType vt = wt.vec_dot_type;
     const VecDotFn vec_dot = wt.vec_dot;
     const VecDot4Fn vec_dot4 = wt.vec_dot4;
+    const VecDotRows4Fn vec_dot_rows4 = wt.vec_dot_rows4;
 
     // Phase 1: every activation row in vec_dot_type, once, shared by all threads. An f32 vec_dot
     // type with packed rows reads the activations in place.
@@ -118,7 +119,16 @@ void compute_mul_mat(CpuContext& ctx, Tensor* dst) {
             for (; n < n1; ++n) {
                 const char* a = act_row(n, c2, c3);
                 char* out = tensor_at(dst, 0, n, c2, c3);
-                for (int64_t m = m0; m < m1; ++m) {
+                int64_t m = m0;
+                if (vec_dot_rows4) {
+                    // Four weight rows a pass: the activation block loaded once for the four.
+                    for (; m + 4 <= m1; m += 4) {
+                        float v[4];
+                        vec_dot_rows4(s.K, w_batch + m * w->nb[1], w->nb[1], a, v);
+                        for (int r = 0; r < 4; ++r) *reinterpret_cast<float*>(out + (m + r) * dst->nb[0]) = v[r];
+                    }
+                }
+                for (; m < m1; ++m) {
                     const float v = vec_dot(s.K, w_batch + m * w->nb[1], a);
                     *reinterpret_cast<float*>(out + m * dst->nb[0]) = v;
                 }

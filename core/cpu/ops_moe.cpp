@@ -102,6 +102,7 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
     const DType vt = wt.vec_dot_type;
     const VecDotFn vec_dot = wt.vec_dot;
     const VecDot4Fn vec_dot4 = wt.vec_dot4;
+    const VecDotRows4Fn vec_dot_rows4 = wt.vec_dot_rows4;
 
     // Scratch: converted activations, then per expert its pairs (counting sort by expert), then (with
     // four-row dots) the activation rows again in the pairs' order, so an expert's rows are adjacent.
@@ -208,7 +209,15 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
             }
             for (; p < first[e + 1]; ++p) {
                 const char* a = pair_act(p);
-                for (int64_t m = m0; m < m1; ++m) store_f32(out_at(p, m), vec_dot(K, w_expert + m * w->nb[1], a));
+                int64_t m = m0;
+                if (vec_dot_rows4) {
+                    for (; m + 4 <= m1; m += 4) {  // four weight rows a pass (decode)
+                        float v[4];
+                        vec_dot_rows4(K, w_expert + m * w->nb[1], w->nb[1], a, v);
+                        for (int r = 0; r < 4; ++r) store_f32(out_at(p, m + r), v[r]);
+                    }
+                }
+                for (; m < m1; ++m) store_f32(out_at(p, m), vec_dot(K, w_expert + m * w->nb[1], a));
             }
         }
     });
