@@ -216,15 +216,19 @@ float vec_dot_q4_0_q8_0_avx2(int64_t n, const void* w, const void* act) {
     return hsum_float_8(_mm256_add_ps(acc0, acc1));
 }
 
-// Four weight rows against one activation row (decode): each row's operations are vec_dot_q4_0_q8_0's
-// (its two accumulators, its block pairing, its scale product), so each result keeps its bits; what
-// the rows share is the activation block's load and its scale, and their chains interleave.
-void vec_dot_rows4_q4_0_q8_0_avx2(int64_t n, const void* w, size_t stride, const void* act, float* out) {
+// ---- four weight rows at once (decode) -------------------------------------------------------
+// Four weight rows against one activation row: each row's operations are its single-row kernel's (the
+// same accumulators, the same pairing of blocks, the same scale product), so each result keeps its
+// bits; what the rows share is the activation block's load and scale, and their chains interleave
+// (a single row's two chains left the core waiting on their latency).
+
+// Q4_0 and Q8_0 (signed levels against Q8_0, two accumulators): unpack(block) gives a block's levels.
+template <typename Block, typename Unpack>
+void vec_dot_rows4_signed_q8_0(int64_t n, const void* w, size_t stride, const void* act, float* out, Unpack unpack) {
     MF_ASSERT(n % QK8_0 == 0);
-    const block_q4_0* x[4];
-    for (int r = 0; r < 4; ++r) x[r] = reinterpret_cast<const block_q4_0*>(static_cast<const char*>(w) + r * stride);
+    const Block* x[4];
+    for (int r = 0; r < 4; ++r) x[r] = reinterpret_cast<const Block*>(static_cast<const char*>(w) + r * stride);
     const block_q8_0* y = static_cast<const block_q8_0*>(act);
-    const __m256i off = _mm256_set1_epi8(8);
     __m256 acc0[4], acc1[4];
     for (int r = 0; r < 4; ++r) acc0[r] = _mm256_setzero_ps(), acc1[r] = _mm256_setzero_ps();
     const int64_t nb = n / QK8_0;
@@ -234,24 +238,55 @@ void vec_dot_rows4_q4_0_q8_0_avx2(int64_t n, const void* w, size_t stride, const
         const __m256i qy1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i + 1].qs));
         const float yd0 = half_to_float(y[i].d), yd1 = half_to_float(y[i + 1].d);
         for (int r = 0; r < 4; ++r) {
-            const __m256i qx0 = _mm256_sub_epi8(bytes_from_nibbles_32(x[r][i].qs), off);
-            const __m256i qx1 = _mm256_sub_epi8(bytes_from_nibbles_32(x[r][i + 1].qs), off);
             const __m256 d0 = _mm256_set1_ps(half_to_float(x[r][i].d) * yd0);
             const __m256 d1 = _mm256_set1_ps(half_to_float(x[r][i + 1].d) * yd1);
-            acc0[r] = _mm256_fmadd_ps(d0, mul_sum_i8_pairs_float(qx0, qy0), acc0[r]);
-            acc1[r] = _mm256_fmadd_ps(d1, mul_sum_i8_pairs_float(qx1, qy1), acc1[r]);
+            acc0[r] = _mm256_fmadd_ps(d0, mul_sum_i8_pairs_float(unpack(x[r][i]), qy0), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(d1, mul_sum_i8_pairs_float(unpack(x[r][i + 1]), qy1), acc1[r]);
         }
     }
     for (; i < nb; ++i) {
         const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
         const float yd = half_to_float(y[i].d);
         for (int r = 0; r < 4; ++r) {
-            const __m256i qx = _mm256_sub_epi8(bytes_from_nibbles_32(x[r][i].qs), off);
             const __m256 d = _mm256_set1_ps(half_to_float(x[r][i].d) * yd);
-            acc0[r] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc0[r]);
+            acc0[r] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(unpack(x[r][i]), qy), acc0[r]);
         }
     }
     for (int r = 0; r < 4; ++r) out[r] = hsum_float_8(_mm256_add_ps(acc0[r], acc1[r]));
+}
+
+void vec_dot_rows4_q4_0_q8_0_avx2(int64_t n, const void* w, size_t stride, const void* act, float* out) {
+    const __m256i off = _mm256_set1_epi8(8);
+    vec_dot_rows4_signed_q8_0<block_q4_0>(n, w, stride, act, out, [off](const block_q4_0& b) {
+        return _mm256_sub_epi8(bytes_from_nibbles_32(b.qs), off);
+    });
+}
+
+void vec_dot_rows4_q8_0_q8_0_avx2(int64_t n, const void* w, size_t stride, const void* act, float* out) {
+    vec_dot_rows4_signed_q8_0<block_q8_0>(n, w, stride, act, out, [](const block_q8_0& b) {
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+    });
+}
+
+// Q4_1 (unsigned levels against Q8_1, one accumulator and the mins' sum, as its single kernel).
+void vec_dot_rows4_q4_1_q8_1_avx2(int64_t n, const void* w, size_t stride, const void* act, float* out) {
+    MF_ASSERT(n % QK8_1 == 0);
+    const block_q4_1* x[4];
+    for (int r = 0; r < 4; ++r) x[r] = reinterpret_cast<const block_q4_1*>(static_cast<const char*>(w) + r * stride);
+    const block_q8_1* y = static_cast<const block_q8_1*>(act);
+    __m256 acc[4];
+    float summs[4];
+    for (int r = 0; r < 4; ++r) acc[r] = _mm256_setzero_ps(), summs[r] = 0.0f;
+    for (int64_t i = 0; i < n / QK8_1; ++i) {
+        const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+        const float yd = half_to_float(y[i].d), ys = half_to_float(y[i].s);
+        for (int r = 0; r < 4; ++r) {
+            summs[r] += half_to_float(x[r][i].m) * ys;
+            const __m256 d = _mm256_set1_ps(half_to_float(x[r][i].d) * yd);
+            acc[r] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(bytes_from_nibbles_32(x[r][i].qs), qy), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; ++r) out[r] = hsum_float_8(acc[r]) + summs[r];
 }
 
 // ---- four activation rows at once (prefill) ---------------------------------------------------
@@ -765,6 +800,8 @@ void vec_dot4_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t s
 VecDotRows4Fn vec_dot_rows4_avx2(DType t) {
     switch (t) {
         case DType::Q4_0: return vec_dot_rows4_q4_0_q8_0_avx2;
+        case DType::Q4_1: return vec_dot_rows4_q4_1_q8_1_avx2;
+        case DType::Q8_0: return vec_dot_rows4_q8_0_q8_0_avx2;
         default: return nullptr;
     }
 }
