@@ -168,7 +168,7 @@ VecDotFn vec_dot_ref(DType t);
 VecDotFn vec_dot_avx2(DType t);
 // The AVX2+FMA four-row dot (VecDot4Fn) of weight type t: the legacy types, Q4_K and Q6_K; null otherwise.
 VecDot4Fn vec_dot4_avx2(DType t);
-// The AVX2+FMA four-weight-row dot (VecDotRows4Fn) of weight type t: Q4_0, Q4_1, Q8_0; null otherwise.
+// The AVX2+FMA four-weight-row dot (VecDotRows4Fn) of weight type t: Q4_0, Q4_1, Q5_0, Q5_1; null otherwise.
 VecDotRows4Fn vec_dot_rows4_avx2(DType t);
 // AVX2 activation quantizers (Q8_0, Q8_1, Q8_K), bit-identical to the *_ref ones; null otherwise.
 FromFloatFn from_float_avx2(DType t);
