@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -72,15 +73,39 @@ void append_copy(std::string& out, const GGUFValue& v) {
 }
 
 // A FILE that tracks its position and turns every failure into an mf::Error naming the path. A
-// regular file (or a new one) is written beside the target and renamed over it when complete: a
-// process that has the old file mapped (a model being run) keeps reading the old bytes instead of
-// faulting on a truncated file, and no half-written model ever carries the target's name. Anything
-// else (a device such as /dev/full, a symbolic link) is written in place.
+// regular file (or a new one) is written beside the target, under a fresh name, and renamed over it
+// when complete, with the old file's permissions: a process that has the old file mapped (a model
+// being run) keeps reading the old bytes instead of faulting on a truncated file, and no half-written
+// model ever carries the target's name. A symbolic link keeps pointing where it did: the file it
+// names is the one replaced. Anything else (a device such as /dev/full) is written in place.
 class OutFile {
 public:
-    explicit OutFile(const std::string& path) : path_(path), staging_(staging_path(path)) {
-        const std::string& open_path = staging_.empty() ? path_ : staging_;
-        f_ = std::fopen(open_path.c_str(), "wb");
+    explicit OutFile(const std::string& path) : path_(path), target_(path) {
+        struct stat st;
+        const bool exists = stat(path.c_str(), &st) == 0;  // (through a link)
+        if (exists && !S_ISREG(st.st_mode)) {
+            f_ = std::fopen(path.c_str(), "wb");
+        } else {
+            if (exists) {
+                if (char* real = realpath(path.c_str(), nullptr)) {
+                    target_ = real;
+                    std::free(real);
+                }
+            }
+            std::string name = target_ + ".partial-XXXXXX";
+            const int fd = mkstemp(name.data());
+            if (fd >= 0) {
+                staging_ = name;
+                (void)fchmod(fd, exists ? (st.st_mode & 07777) : (0666 & ~current_umask()));
+                f_ = fdopen(fd, "wb");
+                if (!f_) {
+                    const int err = errno;
+                    ::close(fd);
+                    remove_partial();
+                    errno = err;
+                }
+            }
+        }
         if (!f_) throw Error(strfmt("%s: cannot create: %s", path_.c_str(), std::strerror(errno)));
         std::setvbuf(f_, nullptr, _IOFBF, 1 << 20);
     }
@@ -121,7 +146,7 @@ public:
             remove_partial();
             throw Error(strfmt("%s: write failed: %s", path_.c_str(), std::strerror(err)));
         }
-        if (!staging_.empty() && std::rename(staging_.c_str(), path_.c_str()) != 0) {
+        if (!staging_.empty() && std::rename(staging_.c_str(), target_.c_str()) != 0) {
             const int rename_err = errno;
             remove_partial();
             throw Error(strfmt("%s: cannot replace it with %s: %s", path_.c_str(), staging_.c_str(),
@@ -137,13 +162,11 @@ private:
         remove_partial();
         throw Error(strfmt("%s: %s: %s", path_.c_str(), what, std::strerror(err)));
     }
-    // Where a regular (or new) file at path is written before the rename: beside it, so the rename
-    // stays on one file system; the process id keeps two writers apart. Empty: write path itself (a
-    // device, or a symbolic link, which the rename would replace instead of writing through).
-    static std::string staging_path(const std::string& path) {
-        struct stat st;
-        if (lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return {};
-        return path + ".partial-" + std::to_string(getpid());
+    // The process's file-creation mask (read by setting it and putting it back).
+    static mode_t current_umask() {
+        const mode_t mask = umask(022);
+        umask(mask);
+        return mask;
     }
     // A half-written model must not look like a good one; devices (e.g. /dev/full) are left alone.
     void remove_partial() {
@@ -153,7 +176,8 @@ private:
     }
 
     std::string path_;
-    std::string staging_;
+    std::string target_;   // the file replaced: path, or the file a link at path names
+    std::string staging_;  // written there first; empty when writing path in place
     FILE* f_ = nullptr;
     uint64_t pos_ = 0;
 };

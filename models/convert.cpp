@@ -1,9 +1,9 @@
 // The `minfer convert` pipeline: plan the checkpoint (convert_arch.cpp), add general.* and minfer.kv.*
-// keys and the tokenizer, then stream each tensor, converted on a few threads, into OUT.tmp and rename.
+// keys and the tokenizer, then stream each tensor, converted on a few threads, into OUT (GGUFWriter writes it
+// beside OUT and renames it when complete).
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -168,18 +168,7 @@ void convert_hf_checkpoint_with(const ConvertOptions& opts, const TokenizerFn& t
         std::fprintf(stderr, "minfer convert: %s needs rows that are a multiple of %lld elements: %zu tensor%s with rows of %lld written as f16\n",
                      dtype_name(opts.type), (long long)block, n, n == 1 ? "" : "s", (long long)row);
 
-    const std::string tmp = opts.out_path + ".tmp";
-    try {
-        w.write(tmp);
-    } catch (...) {
-        std::remove(tmp.c_str());  // the writer removes its partial file; this covers anything else
-        throw;
-    }
-    if (std::rename(tmp.c_str(), opts.out_path.c_str()) != 0) {
-        const int err = errno;
-        std::remove(tmp.c_str());
-        throw Error(strfmt("%s: cannot rename %s to it: %s", opts.out_path.c_str(), tmp.c_str(), std::strerror(err)));
-    }
+    w.write(opts.out_path);  // beside it first, then renamed: no partial file under its name
 }
 
 }  // namespace mf

@@ -2,7 +2,6 @@
 // truncated SVD of the stacked K/V projections with a RoPE part kept apart; docs/CONVERT.md explains.
 #include "models/convert_attn.h"
 
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -126,24 +125,6 @@ std::vector<float> read_f32(const GGUFFile& f, const std::string& name, int64_t 
 // The type a recomputed tensor is written in: want, or f16 when its rows are not whole blocks of want.
 DType fitting_type(DType want, int64_t ne0) {
     return ne0 % dtype_traits(want).block_size == 0 ? want : DType::F16;
-}
-
-bool is_regular_file(const std::string& path) {
-    struct stat st;
-    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
-// Writes w to path via path.tmp, leaving neither behind on failure.
-void write_atomically(const GGUFWriter& w, const std::string& path) {
-    const std::string tmp = path + ".tmp";
-    try {
-        w.write(tmp);
-        if (std::rename(tmp.c_str(), path.c_str()) != 0)
-            throw Error(strfmt("%s: cannot rename to %s: %s", tmp.c_str(), path.c_str(), std::strerror(errno)));
-    } catch (...) {
-        if (is_regular_file(tmp)) std::remove(tmp.c_str());
-        throw;
-    }
 }
 
 // The tensors of the output, each copied from the input or produced (as f32) when the writer reaches it.
@@ -632,7 +613,7 @@ AttnConvertSummary convert_attention(const AttnConvertOptions& opts) {
         convert_gqa(in, hp, o, w, sum);
     else
         convert_mla(in, hp, o, w, sum, layers, geo);
-    write_atomically(w, o.out_path);
+    w.write(o.out_path);  // beside it first, then renamed: no partial file under its name
     if (layers) {
         sum.svd_rel_error = layers->mean_svd_err();
         sum.k_pe_rel_error = layers->mean_k_pe_err();

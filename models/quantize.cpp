@@ -244,11 +244,6 @@ void convert_rows_on(ThreadPool& pool, const std::string& what, DType from, cons
 
 int resolve_threads(int n) { return n > 0 ? n : int(std::max(1u, std::thread::hardware_concurrency())); }
 
-bool is_regular_file(const std::string& path) {
-    struct stat st;
-    return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 }  // namespace
 
 std::vector<std::string> quant_scheme_names() {
@@ -349,16 +344,7 @@ QuantizeSummary quantize_model(const QuantizeOptions& opts) {
         w.add_tensor(t.name, plan.to, n_dims, t.ne, fill);
     }
 
-    const std::string tmp = opts.out_path + ".tmp";
-    try {
-        w.write(tmp);
-        if (std::rename(tmp.c_str(), opts.out_path.c_str()) != 0)
-            throw Error(strfmt("%s: cannot rename to %s: %s", tmp.c_str(), opts.out_path.c_str(),
-                               std::strerror(errno)));
-    } catch (...) {
-        if (is_regular_file(tmp)) std::remove(tmp.c_str());
-        throw;
-    }
+    w.write(opts.out_path);  // beside it first, then renamed: no partial file under its name
     struct stat st;
     if (stat(opts.out_path.c_str(), &st) == 0) summary.out_file_bytes = uint64_t(st.st_size);
     return summary;

@@ -2,10 +2,12 @@
 // files, a file written by the Python gguf package, and every malformed fixture rejected with its message.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <string>
@@ -401,7 +403,33 @@ TEST_CASE("the writer replaces a file whole: a mapping of the old one keeps read
     CHECK(was[4095] == 1.0f);
     const GGUFFile now = GGUFFile::open(out.path);
     CHECK(static_cast<const float*>(now.find_tensor("t")->data)[4095] == 2.0f);
-    CHECK(access((out.path + ".partial-" + std::to_string(getpid())).c_str(), F_OK) != 0);
+    // Nothing staged is left beside it.
+    const std::string dir = out.path.substr(0, out.path.rfind('/')), base = out.path.substr(out.path.rfind('/') + 1);
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+        CHECK(e.path().filename().string().rfind(base + ".partial-", 0) != 0);
+}
+
+// A symbolic link to a model keeps pointing at it: the file it names is the one replaced, with its
+// permissions.
+TEST_CASE("the writer replaces the file a symbolic link names, and keeps its permissions") {
+    TempPath real("link_target"), link("link");
+    const int64_t ne[1] = {64};
+    const std::vector<float> ones(64, 1.0f), twos(64, 2.0f);
+    GGUFWriter first;
+    first.add_tensor("t", DType::F32, 1, ne, ones.data());
+    first.write(real.path);
+    REQUIRE(chmod(real.path.c_str(), 0640) == 0);
+    REQUIRE(symlink(real.path.c_str(), link.path.c_str()) == 0);
+    GGUFWriter second;
+    second.add_tensor("t", DType::F32, 1, ne, twos.data());
+    second.write(link.path);
+    struct stat st;
+    REQUIRE(lstat(link.path.c_str(), &st) == 0);
+    CHECK(S_ISLNK(st.st_mode));
+    REQUIRE(stat(real.path.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0640);
+    const GGUFFile now = GGUFFile::open(real.path);
+    CHECK(static_cast<const float*>(now.find_tensor("t")->data)[63] == 2.0f);
 }
 
 TEST_CASE("the writer names the path when it cannot write") {

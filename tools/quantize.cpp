@@ -28,7 +28,7 @@ const char* kUsage =
     "a row length that a type's blocks do not divide falls back (q4_k -> q5_0, q5_k -> q5_1,\n"
     "q6_k -> q8_0). The _m mixes give attn_v and ffn_down q6_k on every third layer and the first\n"
     "and last eighth; q4_k_s gives q5_k to the first four attn_v and the first eighth of ffn_down.\n"
-    "OUT is written as OUT.tmp and renamed when complete. See docs/QUANTIZE.md.\n"
+    "OUT is written beside itself (OUT.partial-XXXXXX) and renamed when complete. See docs/QUANTIZE.md.\n"
     "\n"
     "types: %s\n"
     "\n"

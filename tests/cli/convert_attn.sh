@@ -53,9 +53,9 @@ expect_error() {
     elif ! grep -qF -- "$fragment" "$err"; then
         fail "convert $*: '$(cat "$err")' lacks '$fragment'"
     fi
-    if [[ -e "$work/out.gguf" || -e "$work/out.gguf.tmp" ]]; then
+    if [[ -e "$work/out.gguf" ]] || compgen -G "$work/out.gguf.partial-*" >/dev/null; then
         fail "convert $* left an output file behind"
-        rm -f "$work/out.gguf" "$work/out.gguf.tmp"
+        rm -f "$work/out.gguf" "$work"/out.gguf.partial-*
     fi
 }
 

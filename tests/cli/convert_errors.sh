@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `minfer convert` on bad input: a missing config.json, an unknown architecture, missing or corrupt
 # safetensors files, a tensor of the wrong shape or dtype, bad flags. Each must exit 1 with exactly one
-# line on stderr and leave neither OUT.gguf nor OUT.gguf.tmp behind.
+# line on stderr and leave neither OUT.gguf nor a staged OUT.gguf.partial-* behind.
 # Usage (from the repo root): bash tests/cli/convert_errors.sh path/to/minfer
 set -u
 minfer="${1:?usage: convert_errors.sh path/to/minfer}"
@@ -31,7 +31,7 @@ expect_error() {
     elif ! grep -qF -- "$fragment" "$err"; then
         fail "convert $dir $*: '$(cat "$err")' lacks '$fragment'"
     fi
-    if [[ -e "$dir/out.gguf" || -e "$dir/out.gguf.tmp" ]]; then
+    if [[ -e "$dir/out.gguf" ]] || compgen -G "$dir/out.gguf.partial-*" >/dev/null; then
         fail "convert $dir $* left an output file behind"
     fi
 }

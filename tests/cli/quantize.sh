@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `minfer quantize`: a synth model quantized to q4_k_m (summary, tensor types, it runs) and requantized;
-# a bad TYPE, a missing, malformed or non-GGUF input, bad flags: exit 1, one line, no OUT and no OUT.tmp.
+# a bad TYPE, a missing, malformed or non-GGUF input, bad flags: exit 1, one line, no OUT and no staged OUT.partial-*.
 set -euo pipefail
 minfer="$1"
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -16,7 +16,7 @@ grep -q "^wrote $tmp/q.gguf (q4_k_m)" <<<"$out" || fail "summary: $out"
 grep -qE '^  input: +[0-9.]+ MiB +16.00 bits per weight$' <<<"$out" || fail "input line: $out"
 grep -qE '^  output: +[0-9.]+ MiB +[0-9.]+ bits per weight$' <<<"$out" || fail "output line: $out"
 grep -qF '  tensors: f32: 5, q4_k: 1, q5_0: 11, q6_k: 1, q8_0: 2' <<<"$out" || fail "type counts: $out"
-[ ! -e "$tmp/q.gguf.tmp" ] || fail "left q.gguf.tmp behind"
+! compgen -G "$tmp/q.gguf.partial-*" >/dev/null || fail "left a staged q.gguf.partial-* behind"
 
 info=$("$minfer" info "$tmp/q.gguf")
 grep -qE 'general.file_type +u32 +15$' <<<"$info" || fail "file_type is not 15 (Q4_K_M)"
@@ -39,7 +39,7 @@ check_error() {  # check_error WHAT FRAGMENT ARGS...: exit 1, nothing on stdout,
     [ ! -s "$tmp/out" ] || fail "$what: printed to stdout"
     [ "$(wc -l <"$tmp/err")" = 1 ] || fail "$what: stderr is not one line: $(cat "$tmp/err")"
     grep -qF -- "$fragment" "$tmp/err" || fail "$what: stderr lacks '$fragment': $(cat "$tmp/err")"
-    [ ! -e "$tmp/x.gguf" ] && [ ! -e "$tmp/x.gguf.tmp" ] || fail "$what: left an output file"
+    [ ! -e "$tmp/x.gguf" ] && ! compgen -G "$tmp/x.gguf.partial-*" >/dev/null || fail "$what: left an output file"
 }
 check_error "bad type" "unknown type 'q3_k' (types: q8_0, q4_0" "$tmp/in.gguf" "$tmp/x.gguf" q3_k
 check_error "missing input" "cannot open" "$tmp/none.gguf" "$tmp/x.gguf" q4_0
