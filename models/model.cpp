@@ -153,6 +153,7 @@ public:
             if (!mapped_) tensor_set(s.tensor, s.info->data);
             model_.weight_bytes += s.info->n_bytes;
         }
+        if (mapped_) model_.mapped_bytes = model_.weight_bytes;
         for (auto& c : computed_) {
             tensor_set(c.tensor, c.values.data());
             model_.weight_bytes += c.tensor->nbytes();
@@ -179,6 +180,7 @@ public:
             }
             MF_ASSERT(offset == st.fused->nbytes());
             model_.weight_bytes += offset;
+            if (mapped_) model_.mapped_bytes += offset;
             for (const Source& part : st.parts) part.tensor->nb[2] = st.fused->nb[2];  // the parts' matrices interleave
         }
     }
@@ -274,6 +276,13 @@ void load_deepseek2_layer(WeightLoader& w, const HParams& hp, uint32_t il, Layer
 }
 
 }  // namespace
+
+std::string weights_place(const Model& m) {
+    if (m.mapped_bytes == 0) return std::string("in ") + m.backend->name() + " memory";
+    if (m.mapped_bytes == m.weight_bytes) return "mapped from the file";
+    return strfmt("%.1f MiB of them mapped from the file, the rest in %s memory", m.mapped_bytes / 1048576.0,
+                  m.backend->name());
+}
 
 std::unique_ptr<Model> load_model(const std::string& path, Backend& backend) {
     auto model = std::make_unique<Model>();

@@ -75,6 +75,7 @@ struct Model {
     std::unique_ptr<GGUFFile> file;
     std::unique_ptr<Buffer> mapped_buffer;
     size_t weight_bytes = 0;
+    size_t mapped_bytes = 0;  // of weight_bytes, those read in the mapping (the rest: computed at load)
 
     Tensor* tok_embd = nullptr;     // [n_embd, n_vocab]
     Tensor* output_norm = nullptr;  // [n_embd]
@@ -83,10 +84,9 @@ struct Model {
     std::vector<LayerWeights> layers;
 };
 
-// Where the weights live, for --verbose: "mapped from the file" or "in <backend> memory".
-inline std::string weights_place(const Model& m) {
-    return m.mapped_buffer ? "mapped from the file" : std::string("in ") + m.backend->name() + " memory";
-}
+// Where the weights live, for --verbose: "mapped from the file", "in <backend> memory", or how much of
+// them is mapped when some were computed at load.
+std::string weights_place(const Model& m);
 
 // Loads path onto backend. Throws Error (one line naming the file and the key or tensor) on a file
 // that is not GGUF, an unknown architecture, a missing key or tensor, or a tensor of the wrong shape.

@@ -20,9 +20,10 @@ namespace mf {
 
 namespace {
 
-const std::vector<std::string> kChatFlags = {"-m", "-sys", "--chat-template", "-n", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks", "--mla-expanded", "--attn", "-t", "--no-mmap", "--device", "-ngl",
-                                             "-s", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-                                             "--repeat-last-n", "--verbose", "-h"};
+const std::vector<std::string> kChatFlags = {"-m", "-sys", "--chat-template", "-n", "-c", "-b", "-ctk", "-ctv",
+                                             "--kv-window", "--kv-sinks", "--mla-expanded", "--attn", "-t", "--no-mmap",
+                                             "--device", "-ngl", "-s", "--temp", "--top-k", "--top-p", "--min-p",
+                                             "--repeat-penalty", "--repeat-last-n", "--verbose", "-h"};
 
 volatile std::sig_atomic_t g_interrupted = 0;
 void on_sigint(int) { g_interrupted = 1; }

@@ -16,9 +16,10 @@
 namespace mf {
 
 namespace {
-const std::vector<std::string> kRunFlags = {"-m", "-p", "-f", "-n", "-c", "-b", "-ctk", "-ctv", "--kv-window", "--kv-sinks", "--mla-expanded", "--attn", "-t", "--no-mmap", "--device", "-ngl", "-s", "--temp",
-                                            "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",
-                                            "--verbose", "-h"};
+const std::vector<std::string> kRunFlags = {"-m", "-p", "-f", "-n", "-c", "-b", "-ctk", "-ctv", "--kv-window",
+                                            "--kv-sinks", "--mla-expanded", "--attn", "-t", "--no-mmap", "--device",
+                                            "-ngl", "-s", "--temp", "--top-k", "--top-p", "--min-p",
+                                            "--repeat-penalty", "--repeat-last-n", "--verbose", "-h"};
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
