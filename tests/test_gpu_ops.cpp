@@ -936,7 +936,8 @@ TEST_CASE("the report of a captured step counts its kernels and its longest chai
     const std::string report = be->last_graph_report();
     CAPTURE(report);
     const size_t chain = cuda_side_launches(*be) > 0 ? 6 : 7;
-    CHECK(report.find(strfmt("captured step: 7 kernels, %zu of them on its longest chain", chain)) != std::string::npos);
+    const std::string want = strfmt("captured step: 7 kernels, %zu of them on its longest chain", chain);
+    CHECK(report.find(want) != std::string::npos);
 }
 
 TEST_CASE("supports_op refuses what the kernels lack, and compute_graph then throws naming the op") {

@@ -249,7 +249,8 @@ TEST_CASE("mul_mat_id in prefill gives each token the bits it gets alone (four-r
 #endif
     for (DType type : kWeightTypes) {
         for (bool shared_x : {true, false}) {
-            INFO(dtype_name(type) << " shared_x=" << shared_x << " four-row dot: " << bool(dtype_traits(type).vec_dot4));
+            INFO(dtype_name(type) << " shared_x=" << shared_x
+                                  << " four-row dot: " << bool(dtype_traits(type).vec_dot4));
             Harness h(2);
             const int64_t n_b = shared_x ? 1 : n_used;
             const auto w_values = random_floats(size_t(K * M * n_expert));
