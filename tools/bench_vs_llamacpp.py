@@ -2,7 +2,7 @@
 # Prompt (pp) and generation (tg) speed of minfer and of llama.cpp (llama-cpp-python from PyPI) on
 # the same GGUF file, same thread count and same token counts, measured in one run and printed side
 # by side. The two engines alternate repetition by repetition, so machine noise hits both alike.
-#   python3 tools/bench_vs_llamacpp.py MINFER_BINARY MODEL.gguf [-p 128] [-n 64] [-r 5] [-t 2]
+#   python3 tools/bench_vs_llamacpp.py MINFER_BINARY MODEL.gguf [-p 128] [-n 64] [-r 5] [-t 2] [--no-extra-bufts]
 import argparse
 import json
 import random
@@ -42,9 +42,22 @@ def main():
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("-r", type=int, default=5)
     ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("--no-extra-bufts", action="store_true",
+                    help="llama.cpp with plain CPU buffers (use_extra_bufts = false): its AMX / repacked buffer "
+                         "types fail on some graphs, e.g. GGML_ASSERT(*cur_backend_id != -1) on DeepSeek-V2")
     a = ap.parse_args()
 
     import llama_cpp
+    if a.no_extra_bufts:
+        default_params = llama_cpp.llama_model_default_params
+
+        def plain_params():
+            p = default_params()
+            p.use_extra_bufts = False
+            return p
+
+        llama_cpp.llama_model_default_params = plain_params
+        llama_cpp.llama.llama_cpp.llama_model_default_params = plain_params
     llm = llama_cpp.Llama(model_path=a.model, n_ctx=max(a.p, a.n) + 16, n_batch=512, n_threads=a.t,
                           n_threads_batch=a.t, verbose=False)
     n_vocab = llm.n_vocab()
