@@ -216,6 +216,12 @@ float vec_dot_q4_0_q8_0_avx2(int64_t n, const void* w, const void* act) {
     return hsum_float_8(_mm256_add_ps(acc0, acc1));
 }
 
+// Row i of rows stride bytes apart from base, as Block (the four-row dots' rows, weights or activations).
+template <typename Block>
+inline const Block* row_at(const void* base, size_t stride, int i) {
+    return reinterpret_cast<const Block*>(static_cast<const char*>(base) + size_t(i) * stride);
+}
+
 // ---- four weight rows at once (decode) -------------------------------------------------------
 // Four weight rows against one activation row: each row's operations are its single-row kernel's (the
 // same accumulators, the same pairing of blocks, the same scale product), so each result keeps its
@@ -228,7 +234,7 @@ template <typename Block, typename Unpack>
 void vec_dot_rows4_signed_q8_0(int64_t n, const void* w, size_t stride, const void* act, float* out, Unpack unpack) {
     MF_ASSERT(n % QK8_0 == 0);
     const Block* x[4];
-    for (int r = 0; r < 4; ++r) x[r] = reinterpret_cast<const Block*>(static_cast<const char*>(w) + r * stride);
+    for (int r = 0; r < 4; ++r) x[r] = row_at<Block>(w, stride, r);
     const block_q8_0* y = static_cast<const block_q8_0*>(act);
     __m256 acc0[4], acc1[4];
     for (int r = 0; r < 4; ++r) acc0[r] = _mm256_setzero_ps(), acc1[r] = _mm256_setzero_ps();
@@ -267,7 +273,7 @@ void vec_dot_rows4_q4_0_q8_0_avx2(int64_t n, const void* w, size_t stride, const
 void vec_dot_rows4_q5_0_q8_0_avx2(int64_t n, const void* w, size_t stride, const void* act, float* out) {
     MF_ASSERT(n % QK8_0 == 0);
     const block_q5_0* x[4];
-    for (int r = 0; r < 4; ++r) x[r] = reinterpret_cast<const block_q5_0*>(static_cast<const char*>(w) + r * stride);
+    for (int r = 0; r < 4; ++r) x[r] = row_at<block_q5_0>(w, stride, r);
     const block_q8_0* y = static_cast<const block_q8_0*>(act);
     const __m256i f0 = _mm256_set1_epi8(int8_t(0xF0));
     __m256 acc[4];
@@ -291,7 +297,7 @@ template <typename Block, typename Unpack>
 void vec_dot_rows4_unsigned_q8_1(int64_t n, const void* w, size_t stride, const void* act, float* out, Unpack unpack) {
     MF_ASSERT(n % QK8_1 == 0);
     const Block* x[4];
-    for (int r = 0; r < 4; ++r) x[r] = reinterpret_cast<const Block*>(static_cast<const char*>(w) + r * stride);
+    for (int r = 0; r < 4; ++r) x[r] = row_at<Block>(w, stride, r);
     const block_q8_1* y = static_cast<const block_q8_1*>(act);
     __m256 acc[4];
     float summs[4];
@@ -325,10 +331,6 @@ void vec_dot_rows4_q5_1_q8_1_avx2(int64_t n, const void* w, size_t stride, const
 // the same pairing of blocks), so every result has the single kernel's bits; what the four share is
 // the weight block's load, unpacking, sign and scale.
 
-template <typename Act>
-inline const Act* act_row4(const void* act, size_t stride, int c) {
-    return reinterpret_cast<const Act*>(static_cast<const char*>(act) + size_t(c) * stride);
-}
 
 // The signed x signed pair sum of mul_sum_i8_pairs_float with x's |x| computed once by the caller.
 inline __m256 mul_sum_i8_pairs_float_ax(__m256i ax, __m256i x, __m256i y) {
@@ -340,7 +342,7 @@ template <typename Unpack>
 void vec_dot4_signed_q8_0(int64_t n, const void* act, size_t stride, float* out, Unpack unpack) {
     MF_ASSERT(n % QK8_0 == 0);
     const block_q8_0* y[4];
-    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_0>(act, stride, c);
+    for (int c = 0; c < 4; ++c) y[c] = row_at<block_q8_0>(act, stride, c);
     __m256 acc0[4], acc1[4];
     for (int c = 0; c < 4; ++c) acc0[c] = acc1[c] = _mm256_setzero_ps();
     const int64_t nb = n / QK8_0;
@@ -393,7 +395,7 @@ void vec_dot4_q5_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t s
     MF_ASSERT(n % QK8_0 == 0);
     const block_q5_0* x = static_cast<const block_q5_0*>(w);
     const block_q8_0* y[4];
-    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_0>(act, stride, c);
+    for (int c = 0; c < 4; ++c) y[c] = row_at<block_q8_0>(act, stride, c);
     const __m256i f0 = _mm256_set1_epi8(int8_t(0xF0));
     __m256 acc[4];
     for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps();
@@ -416,7 +418,7 @@ template <typename Block, typename Unpack>
 void vec_dot4_unsigned_q8_1(int64_t n, const Block* x, const void* act, size_t stride, float* out, Unpack unpack) {
     MF_ASSERT(n % QK8_1 == 0);
     const block_q8_1* y[4];
-    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_1>(act, stride, c);
+    for (int c = 0; c < 4; ++c) y[c] = row_at<block_q8_1>(act, stride, c);
     __m256 acc[4];
     float summs[4];
     for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = 0.0f;
@@ -747,7 +749,7 @@ void vec_dot4_q4_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t s
     MF_ASSERT(n % QK_K == 0);
     const block_q4_K* x = static_cast<const block_q4_K*>(w);
     const block_q8_K* y[4];
-    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_K>(act, stride, c);
+    for (int c = 0; c < 4; ++c) y[c] = row_at<block_q8_K>(act, stride, c);
     const __m256i m4 = _mm256_set1_epi8(0xF);
     __m256 acc[4];
     __m128 acc_m[4];
@@ -791,7 +793,7 @@ void vec_dot4_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t s
     MF_ASSERT(n % QK_K == 0);
     const block_q6_K* x = static_cast<const block_q6_K*>(w);
     const block_q8_K* y[4];
-    for (int c = 0; c < 4; ++c) y[c] = act_row4<block_q8_K>(act, stride, c);
+    for (int c = 0; c < 4; ++c) y[c] = row_at<block_q8_K>(act, stride, c);
     const __m256i m32s = _mm256_set1_epi8(32);
     __m256 acc[4];
     for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps();
