@@ -141,9 +141,13 @@ Tensor* hadamard(Context& ctx, Tensor* a, bool inverse) {
 namespace {
 
 // FLASH_ATTN and ATTN_FUSED: one contract, two kernels.
-Tensor* attention_node(Context& ctx, Op op, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale) {
+Tensor* attention_node(Context& ctx, Op op, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale,
+                       Tensor* k_tail) {
     MF_ASSERT(q->type == DType::F32 && mask->type == DType::F32);
-    MF_ASSERT_MSG(q->ne[0] == k->ne[0], "attention: q and k head sizes differ");
+    MF_ASSERT_MSG(q->ne[0] == k->ne[0] + (k_tail ? k_tail->ne[0] : 0), "attention: q and k head sizes differ");
+    MF_ASSERT_MSG(!k_tail || (k_tail->type == DType::F16 && k_tail->ne[1] == k->ne[1] && k_tail->ne[2] == k->ne[2] &&
+                              k_tail->ne[3] == 1),
+                  "attention: k_tail must be f16 rows beside k's");
     MF_ASSERT_MSG(k->ne[1] == v->ne[1] && k->ne[2] == v->ne[2], "attention: k and v spans differ");
     MF_ASSERT_MSG(q->ne[1] % k->ne[2] == 0, "attention: query heads are not a multiple of the KV heads");
     MF_ASSERT_MSG(mask->ne[0] == k->ne[1] && mask->ne[1] >= q->ne[2], "attention: mask shape");
@@ -154,18 +158,23 @@ Tensor* attention_node(Context& ctx, Op op, Tensor* q, Tensor* k, Tensor* v, Ten
     t->src[1] = k;
     t->src[2] = v;
     t->src[3] = mask;
+    t->src[4] = k_tail;
     set_param_f(t, 0, scale);
     return t;
 }
 
 }  // namespace
 
-Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale) {
-    return attention_node(ctx, Op::FLASH_ATTN, q, k, v, mask, scale);
+int64_t attention_key_width(const Tensor* node) {
+    return node->src[1]->ne[0] + (node->src[4] ? node->src[4]->ne[0] : 0);
 }
 
-Tensor* attn_fused(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale) {
-    return attention_node(ctx, Op::ATTN_FUSED, q, k, v, mask, scale);
+Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale, Tensor* k_tail) {
+    return attention_node(ctx, Op::FLASH_ATTN, q, k, v, mask, scale, k_tail);
+}
+
+Tensor* attn_fused(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale, Tensor* k_tail) {
+    return attention_node(ctx, Op::ATTN_FUSED, q, k, v, mask, scale, k_tail);
 }
 
 Tensor* silu(Context& ctx, Tensor* a) { return unary(ctx, Op::SILU, a); }

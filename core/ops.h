@@ -45,10 +45,13 @@ Tensor* hadamard(Context& ctx, Tensor* a, bool inverse = false);
 // The sign S applies to element i of a HADAMARD row: a fixed pseudo-random +1 or -1.
 inline float hadamard_sign(uint32_t i) { return ((i * 2654435761u) >> 31) ? -1.0f : 1.0f; }
 // Attention of q over a KV cache (see Op::FLASH_ATTN): q f32 [hd_k, n_head, T], k [hd_k, n_kv, n_head_kv],
-// v [hd_v, n_kv, n_head_kv], mask f32 [n_kv, >= T] -> f32 [hd_v, n_head, T]
-Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale);
+// v [hd_v, n_kv, n_head_kv], mask f32 [n_kv, >= T] -> f32 [hd_v, n_head, T]. k_tail (optional) f16
+// [hd_r, n_kv, n_head_kv]: the K rows' last hd_r values, stored apart; q is then [hd_k + hd_r, ...]
+Tensor* flash_attn(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale, Tensor* k_tail = nullptr);
+// A FLASH_ATTN / ATTN_FUSED node's K row width: k's values and its tail's (q's head size).
+int64_t attention_key_width(const Tensor* node);
 // The same attention as flash_attn with every score of the span materialized (see Op::ATTN_FUSED)
-Tensor* attn_fused(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale);
+Tensor* attn_fused(Context& ctx, Tensor* q, Tensor* k, Tensor* v, Tensor* mask, float scale, Tensor* k_tail = nullptr);
 // a and b joined along dim
 Tensor* concat(Context& ctx, Tensor* a, Tensor* b, int dim);
 // Expert-indexed matmul (see Op::MUL_MAT_ID): experts [K, M, n_expert], b f32 [K, n_used or 1, T],

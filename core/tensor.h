@@ -12,7 +12,7 @@
 namespace mf {
 
 constexpr int MAX_DIMS = 4;
-constexpr int MAX_SRC = 4;
+constexpr int MAX_SRC = 5;
 constexpr int MAX_OP_PARAMS = 8;
 
 // Op semantics (shapes use ggml order: ne[0] is the fastest-varying dimension):
@@ -46,7 +46,9 @@ enum class Op : uint8_t {
                 //   n_head_kv] (f32, f16, q8_0 or q4_0; rows strided: views of the cache, one row per
                 //   position and head); src3 mask f32 [n_kv, >= T] (-INFINITY masks out); p0 scale (float)
                 //   -> f32 [hd_v, n_head, T] = softmax(k . q * scale + mask) . v, where query head h reads
-                //   KV head h / (n_head / n_head_kv) (GQA/MQA groups are consecutive query heads)
+                //   KV head h / (n_head / n_head_kv) (GQA/MQA groups are consecutive query heads).
+                //   Optional src4, f16 [hd_r, n_kv, n_head_kv]: the last hd_r values of every K row, kept
+                //   apart (a quantized MLA latent's roped part); q is then [hd_k + hd_r, ...]
     ATTN_FUSED, // FLASH_ATTN's sources, parameters and result, computed the plain way: all scores of the span
                 //   kept whole (scratch / shared memory), then an exact softmax over them, then the weighted
                 //   V sum; no online rescaling. The `--attn fused` backend (models/builders.h AttnImpl)
@@ -103,7 +105,7 @@ struct Tensor {
     size_t nb[MAX_DIMS] = {0, 0, 0, 0};   // byte stride per dimension (nb[0] = block bytes for quantized rows)
     Op op = Op::NONE;
     int32_t op_params[MAX_OP_PARAMS] = {};  // op-specific; floats stored bit-cast (see op_param_f)
-    Tensor* src[MAX_SRC] = {nullptr, nullptr, nullptr, nullptr};
+    Tensor* src[MAX_SRC] = {};
     Tensor* view_src = nullptr;  // set for views and cpy(a, b): memory belongs to view_src
     size_t view_offs = 0;        // byte offset into view_src
     void* data = nullptr;        // in the owning backend's address space; null until allocated

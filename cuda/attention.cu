@@ -52,12 +52,19 @@ __device__ __forceinline__ float load_kv(KvQ4_0, const char* row, int e) {
     return fp16_bits_to_f32(*reinterpret_cast<const uint16_t*>(b)) * float(nib - 8);
 }
 
-template <typename KT, typename VT, int HDK, int HDV>
+// Element e of a K row of HDK values whose last HDR are in the tail's f16 row `tail_row`.
+template <typename KT, int HDK, int HDR>
+__device__ __forceinline__ float load_k(const char* row, const char* tail_row, int e) {
+    if constexpr (HDR == 0) return load_kv(KT{}, row, e);
+    else return e < HDK - HDR ? load_kv(KT{}, row, e) : load_kv(KvF16{}, tail_row, e - (HDK - HDR));
+}
+
+template <typename KT, typename VT, int HDK, int HDV, int HDR = 0>
 __global__ void __launch_bounds__(kWarps * WARP_SIZE)
 flash_attn_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ k, Shape4 ks,
                   const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, int64_t mask_nb1,
                   float* __restrict__ out, float* __restrict__ ws, int group, int n_kv, int split_rows,
-                  int n_splits, float scale) {
+                  int n_splits, float scale, KTail kt) {
     begin_overlapped_kernel();
     constexpr int kGroupMax = group_max<HDV>();
     constexpr int EK = (HDK + WARP_SIZE - 1) / WARP_SIZE;  // elements per lane
@@ -100,10 +107,11 @@ flash_attn_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict
             if (mk[u] == -INFINITY) continue;
             const char* krow = k + j * ks.nb[1] + hk * ks.nb[2];
             const char* vrow = v + j * vs.nb[1] + hk * vs.nb[2];
+            const char* trow = HDR ? kt.rows + j * kt.nb1 + hk * kt.nb2 : nullptr;
 #pragma unroll
             for (int i = 0; i < EK; ++i) {
                 const int e = i * WARP_SIZE + lane;
-                kf[u][i] = e < HDK ? load_kv(KT{}, krow, e) : 0.0f;
+                kf[u][i] = e < HDK ? load_k<KT, HDK, HDR>(krow, trow, e) : 0.0f;
             }
 #pragma unroll
             for (int i = 0; i < EV; ++i) {
@@ -244,18 +252,19 @@ int choose_splits(int64_t n_head, int64_t n_head_kv, int64_t n_tokens, int64_t n
     return int(std::max<int64_t>(1, std::min(want, most)));
 }
 
-template <typename KT, typename VT, int HDK, int HDV>
+template <typename KT, typename VT, int HDK, int HDV, int HDR = 0>
 void launch_typed(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v, const Shape4& vs,
-                  const float* mask, int64_t mask_nb1, float* out, float* ws, float scale, cudaStream_t stream) {
+                  const float* mask, int64_t mask_nb1, float* out, float* ws, float scale, cudaStream_t stream,
+                  KTail kt = {}) {
     const int64_t n_head = qs.ne[1], n_tokens = qs.ne[2], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
     const int group = int(n_head / n_head_kv);
     const int n_splits = choose_splits(n_head, n_head_kv, n_tokens, n_kv, group_max<HDV>());
     const int split_rows = int(ceil_div(n_kv, n_splits));
     const dim3 grid(grid_x(n_head_kv * ceil_div(group, group_max<HDV>())), unsigned(n_splits), unsigned(n_tokens));
     MF_ASSERT_MSG(n_tokens <= 65535, "flash_attn: too many tokens in one step");
-    launch_overlapped(flash_attn_kernel<KT, VT, HDK, HDV>, grid, kWarps * WARP_SIZE, 0, stream, q, qs,
+    launch_overlapped(flash_attn_kernel<KT, VT, HDK, HDV, HDR>, grid, kWarps * WARP_SIZE, 0, stream, q, qs,
                       static_cast<const char*>(k), ks, static_cast<const char*>(v), vs, mask, mask_nb1, out, ws, group,
-                      int(n_kv), split_rows, n_splits, scale);
+                      int(n_kv), split_rows, n_splits, scale, kt);
     CUDA_CHECK_LAUNCH();
     if (n_splits > 1) {
         launch_combine<HDV>(ws, out, n_head * n_tokens, n_splits, stream);
@@ -567,6 +576,9 @@ void launch_tile(const float* q, const Shape4& qs, const void* k, const Shape4& 
 #define MF_FLASH_ATTN_HEAD_SIZES(X) \
     X(16, 16) X(32, 32) X(64, 64) X(128, 128) X(256, 256) X(40, 32) X(288, 256) X(544, 512) X(576, 512) \
     X(24, 16) X(192, 128)
+// The same MLA latents quantized, their roped part kept apart in f16 (K row, V, rope sizes): the
+// scalar and fused kernels only (the tile and MLA kernels take f16 rows whole). V is K's rows, of K's type.
+#define MF_MLA_TAIL_SIZES(X) X(40, 32, 8) X(288, 256, 32) X(544, 512, 32) X(576, 512, 64)
 
 template <typename KT, typename VT>
 void launch_hd(int64_t hdk, int64_t hdv, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
@@ -594,6 +606,21 @@ void launch_v(DType type_v, int64_t hdk, int64_t hdv, const float* q, const Shap
     }
 }
 
+// A quantized latent with its rope part apart: K's type is V's.
+template <typename KT>
+void launch_tail(int64_t hdk, int64_t hdv, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
+                 const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float* ws, float scale,
+                 cudaStream_t s, const KTail& tail) {
+#define MF_CASE(K, V, R)                                                                                 \
+    if (hdk == K && hdv == V && tail.width == R) {                                                       \
+        launch_typed<KT, KT, K, V, R>(q, qs, k, ks, k, vs, mask, mask_nb1, out, ws, scale, s, tail);     \
+        return;                                                                                          \
+    }
+    MF_MLA_TAIL_SIZES(MF_CASE)
+#undef MF_CASE
+    MF_ASSERT_MSG(false, "flash_attn: unsupported sizes for a K row with its rope part apart");
+}
+
 constexpr int kFusedThreads = 128;
 constexpr int kFusedGroupMax = 8;   // query heads one block serves at most (registers of phase 3)
 constexpr size_t kFusedStaticSmem = 512;  // block_max / block_sum's static partials, with room to spare
@@ -606,11 +633,11 @@ constexpr size_t kFusedStaticSmem = 512;  // block_max / block_sum's static part
 // whole row is at hand, so there is no running maximum to rescale by. Phase 3: thread e sums V
 // element e over the span for every head at once; p_sh[g][j] is the same address for the whole warp
 // (a broadcast) and consecutive threads read consecutive elements of one V row.
-template <typename KT, typename VT, int HDK, int HDV>
+template <typename KT, typename VT, int HDK, int HDV, int HDR = 0>
 __global__ void __launch_bounds__(kFusedThreads)
 attn_fused_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict__ k, Shape4 ks,
                   const char* __restrict__ v, Shape4 vs, const float* __restrict__ mask, int64_t mask_nb1,
-                  float* __restrict__ out, int group, int heads, int n_kv, float scale) {
+                  float* __restrict__ out, int group, int heads, int n_kv, float scale, KTail kt) {
     extern __shared__ float fused_sh[];
     float* q_sh = fused_sh;               // [heads][HDK]
     float* p_sh = fused_sh + heads * HDK;  // [heads][n_kv]
@@ -639,11 +666,12 @@ attn_fused_kernel(const float* __restrict__ q, Shape4 qs, const char* __restrict
             continue;
         }
         const char* krow = k + j * ks.nb[1] + hk * ks.nb[2];
+        const char* trow = HDR ? kt.rows + j * kt.nb1 + hk * kt.nb2 : nullptr;
         float kf[EK];
 #pragma unroll
         for (int i = 0; i < EK; ++i) {
             const int e = i * WARP_SIZE + lane;
-            kf[i] = e < HDK ? load_kv(KT{}, krow, e) : 0.0f;
+            kf[i] = e < HDK ? load_k<KT, HDK, HDR>(krow, trow, e) : 0.0f;
         }
         for (int g = 0; g < ng; ++g) {
             float dot = 0.0f;
@@ -701,22 +729,22 @@ int fused_heads(int64_t group, int64_t hdk, int64_t n_kv, size_t smem_limit) {
     return 0;
 }
 
-template <typename KT, typename VT, int HDK, int HDV>
+template <typename KT, typename VT, int HDK, int HDV, int HDR = 0>
 void launch_fused_typed(const float* q, const Shape4& qs, const void* k, const Shape4& ks, const void* v,
                         const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float scale,
-                        size_t smem_limit, cudaStream_t stream) {
+                        size_t smem_limit, cudaStream_t stream, KTail kt = {}) {
     const int64_t n_head = qs.ne[1], n_tokens = qs.ne[2], n_kv = ks.ne[1], n_head_kv = ks.ne[2];
     const int group = int(n_head / n_head_kv);
     const int heads = fused_heads(group, HDK, n_kv, smem_limit);
     MF_ASSERT_MSG(heads > 0, "attn_fused: the span's scores do not fit in shared memory (supports_op checks this)");
     MF_ASSERT_MSG(n_tokens <= 65535, "attn_fused: too many tokens in one step");
     const size_t smem = attn_fused_smem_bytes(heads, HDK, n_kv);
-    auto kernel = attn_fused_kernel<KT, VT, HDK, HDV>;
+    auto kernel = attn_fused_kernel<KT, VT, HDK, HDV, HDR>;
     // Past the default 48 KB a kernel must opt in to more dynamic shared memory (up to ~227 KB).
     if (smem > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     const dim3 grid(grid_x(n_head_kv * ceil_div(group, heads)), unsigned(n_tokens));
     kernel<<<grid, kFusedThreads, smem, stream>>>(q, qs, static_cast<const char*>(k), ks, static_cast<const char*>(v),
-                                                   vs, mask, mask_nb1, out, group, heads, int(n_kv), scale);
+                                                   vs, mask, mask_nb1, out, group, heads, int(n_kv), scale, kt);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -744,6 +772,20 @@ void launch_fused_v(DType type_v, int64_t hdk, int64_t hdv, const float* q, cons
         case DType::Q4_0: launch_fused_hd<KT, KvQ4_0>(hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, lim, s); return;
         default: MF_ASSERT_MSG(false, "attn_fused: unsupported V type");
     }
+}
+
+template <typename KT>
+void launch_fused_tail(int64_t hdk, int64_t hdv, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
+                       const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float scale, size_t lim,
+                       cudaStream_t s, const KTail& tail) {
+#define MF_CASE(K, V, R)                                                                                          \
+    if (hdk == K && hdv == V && tail.width == R) {                                                                \
+        launch_fused_typed<KT, KT, K, V, R>(q, qs, k, ks, k, vs, mask, mask_nb1, out, scale, lim, s, tail);       \
+        return;                                                                                                   \
+    }
+    MF_MLA_TAIL_SIZES(MF_CASE)
+#undef MF_CASE
+    MF_ASSERT_MSG(false, "attn_fused: unsupported sizes for a K row with its rope part apart");
 }
 
 // One thread per element: q8_0 / q4_0 row elements (read as the attention kernels read them) into
@@ -798,9 +840,15 @@ void launch_attn_combine(const float* ws, float* out, int64_t rows, int n_splits
     }
 }
 
-bool flash_attn_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_t head_dim_v) {
+bool flash_attn_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_t head_dim_v, int64_t tail) {
     if (!kv_type_ok(type_k) || !kv_type_ok(type_v)) return false;
     bool sizes = false;
+    if (tail > 0) {  // a quantized latent, V its rows: whole blocks up to the rope part
+#define MF_CASE(K, V, R) sizes = sizes || (head_dim_k == K && head_dim_v == V && tail == R);
+        MF_MLA_TAIL_SIZES(MF_CASE)
+#undef MF_CASE
+        return sizes && type_k != DType::F16 && type_v == type_k && (head_dim_k - tail) % 32 == 0;
+    }
 #define MF_CASE(K, V) sizes = sizes || (head_dim_k == K && head_dim_v == V);
     MF_FLASH_ATTN_HEAD_SIZES(MF_CASE)
 #undef MF_CASE
@@ -822,15 +870,25 @@ size_t attn_fused_smem_bytes(int64_t heads, int64_t head_dim_k, int64_t n_kv) {
 }
 
 bool attn_fused_supported(DType type_k, DType type_v, int64_t head_dim_k, int64_t head_dim_v, int64_t n_kv,
-                          size_t smem_limit) {
-    if (!flash_attn_supported(type_k, type_v, head_dim_k, head_dim_v)) return false;
+                          size_t smem_limit, int64_t tail) {
+    if (!flash_attn_supported(type_k, type_v, head_dim_k, head_dim_v, tail)) return false;
     return n_kv >= 1 && n_kv <= 0x7fffffff && fused_heads(1, head_dim_k, n_kv, smem_limit) == 1;
 }
 
 void launch_attn_fused(DType type_k, DType type_v, const float* q, const Shape4& qs, const void* k, const Shape4& ks,
                        const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1, float* out, float scale,
-                       size_t lim, cudaStream_t s) {
-    const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
+                       size_t lim, cudaStream_t s, const KTail& tail) {
+    const int64_t hdk = ks.ne[0] + tail.width, hdv = vs.ne[0];
+    if (tail.width > 0) {
+        MF_ASSERT_MSG(type_v == type_k && v == k, "attn_fused: a rope part apart needs V to be K's rows");
+        switch (type_k) {
+            case DType::Q8_0:
+                return launch_fused_tail<KvQ8_0>(hdk, hdv, q, qs, k, ks, vs, mask, mask_nb1, out, scale, lim, s, tail);
+            case DType::Q4_0:
+                return launch_fused_tail<KvQ4_0>(hdk, hdv, q, qs, k, ks, vs, mask, mask_nb1, out, scale, lim, s, tail);
+            default: MF_ASSERT_MSG(false, "attn_fused: a rope part apart needs a quantized K");
+        }
+    }
     switch (type_k) {
         case DType::F16: launch_fused_v<KvF16>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, lim, s); return;
         case DType::Q8_0: launch_fused_v<KvQ8_0>(type_v, hdk, hdv, q, qs, k, ks, v, vs, mask, mask_nb1, out, scale, lim, s); return;
@@ -874,8 +932,19 @@ bool flash_attn_split_q_reads_first(const Shape4& qs, const Shape4& ks) {
 
 void launch_flash_attn(DType type_k, DType type_v, const RowsF32& qr, const Shape4& qs, const void* k,
                        const Shape4& ks, const void* v, const Shape4& vs, const float* mask, int64_t mask_nb1,
-                       float* out, float* ws, float scale, cudaStream_t s) {
-    const int64_t hdk = ks.ne[0], hdv = vs.ne[0];
+                       float* out, float* ws, float scale, cudaStream_t s, const KTail& tail) {
+    const int64_t hdk = ks.ne[0] + tail.width, hdv = vs.ne[0];
+    if (tail.width > 0) {  // a quantized latent: neither the tile nor the MLA kernel (f16 rows) applies
+        MF_ASSERT_MSG(!qr.b && type_v == type_k && v == k, "flash_attn: a rope part apart needs V to be K's rows");
+        const float* q = reinterpret_cast<const float*>(qr.a);
+        switch (type_k) {
+            case DType::Q8_0:
+                return launch_tail<KvQ8_0>(hdk, hdv, q, qs, k, ks, vs, mask, mask_nb1, out, ws, scale, s, tail);
+            case DType::Q4_0:
+                return launch_tail<KvQ4_0>(hdk, hdv, q, qs, k, ks, vs, mask, mask_nb1, out, ws, scale, s, tail);
+            default: MF_ASSERT_MSG(false, "flash_attn: a rope part apart needs a quantized K");
+        }
+    }
     // A q in two parts goes to the MLA kernel only: none of the branches before it takes it. Its second
     // part is never one to rotate (a folded ROPE feeds only the latent row's store).
     MF_ASSERT(!qr.b || (flash_attn_takes_split_q(type_k, type_v, qs, k, ks, v, vs) && !qr.rope.x));

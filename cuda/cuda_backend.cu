@@ -616,6 +616,13 @@ bool mul_mat_float(const Tensor* w, const Tensor* x, void* scratch, size_t scrat
     return false;
 }
 
+// A FLASH_ATTN / ATTN_FUSED node's K rows' part kept apart (src4), or none.
+KTail key_tail(const Tensor* node) {
+    const Tensor* t = node->src[4];
+    if (!t) return {};
+    return KTail{static_cast<const char*>(t->data), t->ne[0], int64_t(t->nb[1]), int64_t(t->nb[2])};
+}
+
 // MUL_MAT of quantized weights w by f32 x, by weight type.
 void matvec_q(const Tensor* w, const Tensor* x, void* scratch, size_t scratch_size, bool x_quantized, float* out,
               const float* add, bool quantize_inside, cudaStream_t s) {
@@ -784,7 +791,7 @@ void CudaBackend::run_node(const Tensor* node) {
             float* ws = reinterpret_cast<float*>(static_cast<char*>(scratch_) + attn_ws_offset_);
             launch_flash_attn(k->type, v->type, rows_of(node, 0), shape_of(a), k->data, shape_of(k),
                               v->data, shape_of(v), static_cast<const float*>(mask->data), int64_t(mask->nb[1]), out, ws,
-                              node->op_param_f(0), s);
+                              node->op_param_f(0), s, key_tail(node));
             return;
         }
         case Op::ATTN_FUSED: {
@@ -793,7 +800,7 @@ void CudaBackend::run_node(const Tensor* node) {
             const Tensor* mask = node->src[3];
             launch_attn_fused(k->type, v->type, static_cast<const float*>(a->data), shape_of(a), k->data, shape_of(k),
                               v->data, shape_of(v), static_cast<const float*>(mask->data), int64_t(mask->nb[1]), out,
-                              node->op_param_f(0), smem_optin_, s);
+                              node->op_param_f(0), smem_optin_, s, key_tail(node));
             return;
         }
         case Op::CPY: {

@@ -3,6 +3,7 @@
 #include "cuda/node_util.cuh"
 
 #include "core/common.h"
+#include "core/ops.h"
 #include "cuda/attention.cuh"
 #include "cuda/moe.cuh"
 
@@ -124,7 +125,13 @@ bool supports_flash_attn(const Tensor* node) {
     if (!is_f32(q) || !is_f32(mask) || !is_f32(node) || !node->is_contiguous()) return false;
     if (q->nb[0] != sizeof(float) || mask->nb[0] != sizeof(float)) return false;
     if (k->nb[0] != dtype_traits(k->type).type_size || v->nb[0] != dtype_traits(v->type).type_size) return false;
-    return flash_attn_supported(k->type, v->type, k->ne[0], v->ne[0]);
+    const Tensor* tail = node->src[4];
+    // With a tail V must be K's rows (a latent's prefix): the kernels read them through one pointer.
+    auto base = [](const Tensor* t) { return t->view_src ? t->view_src : t; };
+    if (tail && (tail->type != DType::F16 || tail->nb[0] != sizeof(uint16_t) || base(v) != base(k) ||
+                 v->view_offs != k->view_offs || v->nb[1] != k->nb[1] || v->nb[2] != k->nb[2]))
+        return false;
+    return flash_attn_supported(k->type, v->type, attention_key_width(node), v->ne[0], tail ? tail->ne[0] : 0);
 }
 
 }  // namespace
@@ -143,9 +150,10 @@ bool cuda_supports_node(const Tensor* node, size_t smem_optin) {
         case Op::SOFT_MAX: return supports_soft_max(node);
         case Op::FLASH_ATTN: return supports_flash_attn(node);
         case Op::ATTN_FUSED:
-            return supports_flash_attn(node) && attn_fused_supported(node->src[1]->type, node->src[2]->type,
-                                                                     node->src[1]->ne[0], node->src[2]->ne[0],
-                                                                     node->src[1]->ne[1], smem_optin);
+            return supports_flash_attn(node) &&
+                   attn_fused_supported(node->src[1]->type, node->src[2]->type, attention_key_width(node),
+                                        node->src[2]->ne[0], node->src[1]->ne[1], smem_optin,
+                                        node->src[4] ? node->src[4]->ne[0] : 0);
         case Op::HADAMARD:
             return is_f32(a) && is_f32(node) && same_shape(a, node) && a->is_contiguous() && node->is_contiguous() &&
                    a->ne[0] >= 2 && a->ne[0] <= 1024 && (a->ne[0] & (a->ne[0] - 1)) == 0;

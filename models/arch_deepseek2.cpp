@@ -93,9 +93,8 @@ Tensor* build_mla(ForwardState& s, uint32_t il, Tensor* h) {
 
     Tensor* q_abs = mul_mat(ctx, l.wk_b, permute(ctx, q_nope, 0, 2, 1, 3));  // [kv_lora, T, n_head]
     Tensor* q_row = concat(ctx, permute(ctx, q_abs, 0, 2, 1, 3), q_pe, 0);  // [kv_lora + n_rot, n_head, T]
-    Tensor* kv_row = concat(ctx, c_kv, reshape_2d(ctx, k_pe, n_rot, T), 0);  // [kv_lora + n_rot, T]
-
-    Tensor* o = build_attn_mla(s, il, q_row, kv_row, hp.kq_scale);  // [kv_lora, n_head, T]
+    // [kv_lora, n_head, T]
+    Tensor* o = build_attn_mla(s, il, q_row, c_kv, reshape_2d(ctx, k_pe, n_rot, T), hp.kq_scale);
     // W_UV per head: attn_v_b, or in older files the value rows of each head's block of attn_kv_b.
     Tensor* wv_b = l.wv_b;
     if (!wv_b) {

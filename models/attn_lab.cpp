@@ -72,7 +72,7 @@ KVBytesPerToken kv_bytes_per_token(const HParams& hp, const std::string& type) {
     KVBytesPerToken b;
     for (size_t il = 0; il < plan.layers.size(); ++il) {
         const KVLayerPlan& l = plan.layers[il];
-        const size_t per = dtype_row_size(l.type_k, l.width_k) + dtype_row_size(l.type_v, l.width_v);
+        const size_t per = l.row_bytes();
         if (il == 0) b.layer = per;
         b.model += per;
     }
@@ -94,7 +94,7 @@ double decode_bytes_per_token(const Model& m, const KVPlan& plan, double avg_pos
     if (m.output != m.tok_embd) bytes -= double(m.tok_embd->nbytes()) - double(m.tok_embd->nb[1]);
     for (const KVLayerPlan& l : plan.layers) {
         const double seen = l.windowed() ? std::min(avg_positions, double(l.window + l.sinks)) : avg_positions;
-        bytes += seen * double(dtype_row_size(l.type_k, l.width_k) + dtype_row_size(l.type_v, l.width_v));
+        bytes += seen * double(l.row_bytes());
     }
     return bytes;
 }

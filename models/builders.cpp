@@ -46,13 +46,17 @@ Tensor* build_attn_naive(Context& ctx, Tensor* q, Tensor* K, Tensor* V, Tensor* 
 
 }  // namespace
 
-Tensor* build_attn_core(Context& ctx, AttnImpl impl, Tensor* q, Tensor* K, Tensor* V, Tensor* mask, float scale) {
+Tensor* build_attn_core(Context& ctx, AttnImpl impl, Tensor* q, Tensor* K, Tensor* V, Tensor* mask, float scale,
+                        Tensor* K_tail) {
     switch (impl) {
-        case AttnImpl::NAIVE: return build_attn_naive(ctx, q, K, V, mask, scale);
-        case AttnImpl::FUSED: return attn_fused(ctx, q, K, V, mask, scale);
+        case AttnImpl::NAIVE:
+            // The textbook form multiplies whole K rows: the tail joins them, both in f32.
+            if (K_tail) K = concat(ctx, cast(ctx, K, DType::F32), cast(ctx, K_tail, DType::F32), 0);
+            return build_attn_naive(ctx, q, K, V, mask, scale);
+        case AttnImpl::FUSED: return attn_fused(ctx, q, K, V, mask, scale, K_tail);
         case AttnImpl::FLASH: break;
     }
-    return flash_attn(ctx, q, K, V, mask, scale);
+    return flash_attn(ctx, q, K, V, mask, scale, K_tail);
 }
 
 Tensor* build_norm(ForwardState& s, Tensor* x, Tensor* weight, float eps) {
@@ -128,23 +132,30 @@ Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v
     return reshape_2d(ctx, o, hd_v * hp.n_head, s.n_tokens);
 }
 
-Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* kv_row, float kq_scale) {
+Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* c_kv, Tensor* k_pe, float kq_scale) {
     Context& ctx = s.ctx;
     const KVLayerPlan& lp = s.kv.plan.layers[il];
     const KVStepInput& in = s.kv_in[s.layer_group[il]];
     MF_ASSERT(lp.kind == AttnKind::MLA && lp.width_v == 0);
-    const int64_t width = lp.width_k, kv_lora = lp.head_dim_v;
+    const int64_t kv_lora = lp.head_dim_v, n_rot = lp.width_k - kv_lora;
     Tensor* kc = s.kv.k[il];
+    Tensor* kr = s.kv.k_rope[il];  // the roped part's own f16 rows, or null: it ends kc's rows
     // The latent row's store depends on the layer's input alone, not on the queries' path (their
     // ROPE, W_UK): flagged to run beside it (TENSOR_SIDE); the attention, which reads the cache,
     // waits for it.
-    Tensor* store = set_rows(ctx, kc, kv_row, in.rows);
-    store->flags |= TENSOR_SIDE;
-    graph_expand(s.graph, store);
-    // One read of a cached row serves every head: K [width, n_span, 1], V = its first kv_lora values.
-    Tensor* K = view_3d(ctx, kc, width, in.n_span, 1, kc->nb[1], kc->nb[1] * in.n_span, 0);
+    auto store = [&](Tensor* cache, Tensor* rows) {
+        Tensor* st = set_rows(ctx, cache, rows, in.rows);
+        st->flags |= TENSOR_SIDE;
+        graph_expand(s.graph, st);
+    };
+    store(kc, kr ? c_kv : concat(ctx, c_kv, k_pe, 0));  // [kv_lora (+ n_rot), T]
+    if (kr) store(kr, k_pe);
+    // One read of a cached row serves every head: K [kc's width, n_span, 1], V = its first kv_lora values.
+    Tensor* K = view_3d(ctx, kc, kc->ne[0], in.n_span, 1, kc->nb[1], kc->nb[1] * in.n_span, 0);
     Tensor* V = view_3d(ctx, kc, kv_lora, in.n_span, 1, kc->nb[1], kc->nb[1] * in.n_span, 0);
-    return build_attn_core(ctx, s.attn, q, K, V, in.mask, kq_scale);
+    if (!kr) return build_attn_core(ctx, s.attn, q, K, V, in.mask, kq_scale);
+    Tensor* R = view_3d(ctx, kr, n_rot, in.n_span, 1, kr->nb[1], kr->nb[1] * in.n_span, 0);
+    return build_attn_core(ctx, s.attn, q, K, V, in.mask, kq_scale, R);
 }
 
 Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* gate_up, Tensor* down) {

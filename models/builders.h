@@ -78,13 +78,16 @@ GateUp build_gate_up(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tenso
 Tensor* build_attn(ForwardState& s, uint32_t il, Tensor* q, Tensor* k, Tensor* v, float kq_scale = 0.0f);
 // Attention of q over cache views with impl's kernels (see Op::FLASH_ATTN for the contract):
 // q f32 [hd_k, n_head, T], K [hd_k, n_span, n_head_kv], V [hd_v, n_span, n_head_kv] (cache row types),
-// mask f32 [n_span, >= T] -> f32 [hd_v, n_head, T]
-Tensor* build_attn_core(Context& ctx, AttnImpl impl, Tensor* q, Tensor* K, Tensor* V, Tensor* mask, float scale);
+// mask f32 [n_span, >= T] -> f32 [hd_v, n_head, T]; K_tail (optional): the K rows' last values kept
+// apart in f16 (flash_attn's k_tail), q then [K's width + K_tail's, n_head, T]
+Tensor* build_attn_core(Context& ctx, AttnImpl impl, Tensor* q, Tensor* K, Tensor* V, Tensor* mask, float scale,
+                        Tensor* K_tail = nullptr);
 // MLA (absorbed): stores each new token's latent row [c_kv ; k_pe] in layer il's cache and attends
 // the absorbed queries over the cached rows as one KV head: K is the whole row, V its first
-// kv_lora_rank values. q: [kv_lora_rank + n_rot, n_head, T], kv_row: [kv_lora_rank + n_rot, T]
+// kv_lora_rank values. A quantized latent keeps the roped part apart in f16 (KVLayerPlan::rope_apart).
+// q: [kv_lora_rank + n_rot, n_head, T], c_kv: [kv_lora_rank, T], k_pe: [n_rot, T]
 // -> [kv_lora_rank, n_head, T] (still in the latent space: W_UV comes after)
-Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* kv_row, float kq_scale);
+Tensor* build_attn_mla(ForwardState& s, uint32_t il, Tensor* q, Tensor* c_kv, Tensor* k_pe, float kq_scale);
 // SwiGLU feed-forward: down(silu(gate x) * up x); x: [n_embd, T] -> [n_embd, T]
 Tensor* build_ffn_swiglu(ForwardState& s, Tensor* x, Tensor* gate, Tensor* up, Tensor* gate_up, Tensor* down);
 

@@ -17,6 +17,8 @@ struct KVCache {
     std::vector<Tensor*> k;  // per layer type_k [head_dim_k * n_head_kv, n_slots]: a row per cached position
     std::vector<Tensor*> v;  // per layer type_v [head_dim_v * n_head_kv, n_slots]: the same rows (null for
                              // MLA: V is a view of the latent rows in k)
+    std::vector<Tensor*> k_rope;  // per layer f16 [rope_apart, n_slots]: a quantized MLA latent's roped
+                                  // part, its rows beside k's (null where the plan keeps it in k)
     std::unique_ptr<Buffer> buffer;
 };
 

@@ -80,17 +80,19 @@ KVPlan plan_kv_cache(const HParams& hp, const KVOverrides& o, uint32_t n_ctx, ui
         if (l.kind == AttnKind::MLA) {
             // One latent row per token, [c_kv ; k_pe] (kv_lora_rank + n_rot), is every head's K and
             // its first kv_lora_rank values their V: V has no tensor of its own and takes K's type.
-            // A quantized row must break into whole blocks at the c_kv/k_pe boundary, so no block
-            // mixes the normed c_kv with the roped k_pe (each gets its own scales).
+            // A quantized latent quantizes c_kv alone: the roped k_pe stays f16 in rows of its own
+            // (as DeepSeek's FlashMLA keeps its FP8 cache's rope part in bf16), since positions are
+            // told apart by these few values.
             l.type_v = l.type_k;
-            const int64_t block = dtype_traits(l.type_k).block_size;
-            if (hp.kv_lora_rank % block != 0 || hp.n_rot % block != 0)
-                throw Error(strfmt("-ctk %s: an MLA latent row (kv_lora_rank %u + %u rope values) does not split into "
-                                   "blocks of %lld at the c_kv/k_pe boundary; use f16", dtype_name(l.type_k),
-                                   hp.kv_lora_rank, hp.n_rot, (long long)block));
+            if (l.type_k != DType::F16) l.rope_apart = hp.n_rot;
+            if (hp.kv_lora_rank % dtype_traits(l.type_k).block_size != 0)
+                throw Error(strfmt("-ctk %s: an MLA latent's c_kv (kv_lora_rank %u) is not a multiple of its block of "
+                                   "%lld; use f16", dtype_name(l.type_k), hp.kv_lora_rank,
+                                   (long long)dtype_traits(l.type_k).block_size));
+        } else {
+            check_block(l.type_k, head_dim_k, "-ctk");
+            check_block(l.type_v, head_dim_v, "-ctv");
         }
-        check_block(l.type_k, head_dim_k, "-ctk");
-        check_block(l.type_v, head_dim_v, "-ctv");
         const uint32_t hd = head_dim_k;
         const bool pow2 = hd >= 2 && (hd & (hd - 1)) == 0;
         l.rotate_k = l.type_k != DType::F16 && pow2;
@@ -112,7 +114,7 @@ KVPlan plan_kv_cache(const HParams& hp, const KVOverrides& o, uint32_t n_ctx, ui
     const bool unbounded = plan.unbounded();
     for (KVLayerPlan& l : plan.layers) {
         if (!unbounded) l.n_slots = std::min(l.n_slots, n_ctx);
-        l.bytes = size_t(l.n_slots) * (dtype_row_size(l.type_k, l.width_k) + dtype_row_size(l.type_v, l.width_v));
+        l.bytes = size_t(l.n_slots) * l.row_bytes();
         plan.total_bytes += l.bytes;
     }
     return plan;
@@ -125,7 +127,8 @@ std::string describe_kv_plan(const KVPlan& plan) {
     bool rotated = false, mla = false;
     auto same = [](const KVLayerPlan& a, const KVLayerPlan& b) {
         return a.kind == b.kind && a.window == b.window && a.sinks == b.sinks && a.n_slots == b.n_slots &&
-               a.type_k == b.type_k && a.type_v == b.type_v && a.width_k == b.width_k && a.width_v == b.width_v;
+               a.type_k == b.type_k && a.type_v == b.type_v && a.width_k == b.width_k && a.width_v == b.width_v &&
+               a.rope_apart == b.rope_apart;
     };
     for (size_t i = 0; i < plan.layers.size();) {
         size_t j = i + 1;
@@ -134,7 +137,7 @@ std::string describe_kv_plan(const KVPlan& plan) {
         rotated |= l.rotate_k || l.rotate_v;
         mla |= l.kind == AttnKind::MLA;
         const std::string range = j - i == 1 ? strfmt("%zu", i) : strfmt("%zu-%zu", i, j - 1);
-        const size_t per_token = dtype_row_size(l.type_k, l.width_k) + dtype_row_size(l.type_v, l.width_v);
+        const size_t per_token = l.row_bytes();
         out += strfmt("  %-7s %-10s %-11s %-6u %-7u %-7s %-7s %-12zu %.2f MiB each\n", range.c_str(),
                       attn_kind_name(l.kind), l.windowed() ? strfmt("%u", l.window).c_str() : "full", l.sinks,
                       l.n_slots, dtype_name(l.type_k), l.width_v == 0 ? "in K" : dtype_name(l.type_v), per_token,
@@ -145,8 +148,9 @@ std::string describe_kv_plan(const KVPlan& plan) {
                   rotated ? " (quantized K/V Hadamard-rotated)" : "");
     for (const KVLayerPlan& l : plan.layers)
         if (mla && l.kind == AttnKind::MLA) {
-            out += strfmt("  MLA: 1 latent row of %u values per token (c_kv %u + rope %u), shared by all heads; "
-                          "V is its first %u\n", l.width_k, l.head_dim_v, l.width_k - l.head_dim_v, l.head_dim_v);
+            out += strfmt("  MLA: 1 latent row of %u values per token (c_kv %u + rope %u%s), shared by all heads; "
+                          "V is its first %u\n", l.width_k, l.head_dim_v, l.width_k - l.head_dim_v,
+                          l.rope_apart ? " kept in f16" : "", l.head_dim_v);
             break;
         }
     return out;

@@ -30,7 +30,15 @@ struct KVLayerPlan {
     uint32_t head_dim_k = 0, head_dim_v = 0;
     uint32_t width_k = 0, width_v = 0;  // elements per cached position: head_dim * n_head_kv
                                         // (MLA: width_k = kv_lora_rank + n_rot, width_v = 0: V is in K)
+    // MLA with a quantized latent: the row's last rope_apart values (the roped k_pe) are cached apart
+    // in f16 and only the rest (c_kv) in type_k; 0: the whole row in type_k.
+    uint32_t rope_apart = 0;
     uint32_t n_head_kv() const { return head_dim_k ? width_k / head_dim_k : 0; }
+    // Bytes one cached position takes in this layer (K, its rope part kept apart, V).
+    size_t row_bytes() const {
+        return dtype_row_size(type_k, width_k - rope_apart) + dtype_row_size(DType::F16, rope_apart) +
+               dtype_row_size(type_v, width_v);
+    }
     // A quantized K cache stores keys rotated by an orthonormal Hadamard matrix (queries get the same
     // rotation, so q.k is unchanged): it spreads the few outlier channels keys have over the whole
     // head, so a 32-value block's scale fits the typical values (head sizes that are powers of two).

@@ -237,9 +237,11 @@ TEST_CASE("sessions give the same logits with each --attn: f16, q8_0 and a windo
 }
 
 // MLA layers (build_attn_mla) take the same switch: the tiny DeepSeek-V2 fixture (latent rows of
-// 32 + 8 rope dims shared by every head, f16 latent cache) converted to f32 weights, prompt then
-// decode steps. Measured fused/naive vs flash up to ~6e-6 of the largest logit; bound 1e-3 as above.
-TEST_CASE("MLA sessions give the same logits with each --attn") {
+// 32 + 8 rope dims shared by every head) converted to f32 weights, prompt then decode steps, with an
+// f16 latent cache and quantized ones (c_kv in q8_0 / q4_0, the rope part apart in f16: naive joins
+// the two in f32, fused and flash read them where they are). Measured fused/naive vs flash up to
+// ~6e-6 of the largest logit; bound 1e-3 as above.
+TEST_CASE("MLA sessions give the same logits with each --attn, the latent in f16, q8_0 and q4_0") {
     ConvertOptions opts;
     opts.hf_dir = mf_test::source_path("tests/fixtures/hf/deepseek2_dense");
     opts.out_path = mf_test::temp_path("attn_backends_ds2.gguf");
@@ -248,20 +250,25 @@ TEST_CASE("MLA sessions give the same logits with each --attn") {
     auto backend = make_cpu_backend(2);
     auto model = load_model(opts.out_path, *backend);
     const std::vector<int32_t> toks = mf_test::random_tokens(16, int32_t(model->hp.n_vocab));
-    std::vector<std::vector<float>> logits[3];
-    for (int i = 0; i < 3; ++i) {
-        SessionParams sp;
-        sp.n_ctx = 64;
-        sp.n_batch = 4;
-        sp.attn = kImpls[i];
-        Session s(*model, sp);
-        logits[i].push_back(s.prefill(std::vector<int32_t>(toks.begin(), toks.begin() + 10)));
-        for (size_t t = 10; t < toks.size(); ++t) logits[i].push_back(s.decode(toks[t]));
-    }
-    for (size_t step = 0; step < logits[2].size(); ++step) {
-        CAPTURE(step);
-        CHECK(max_rel_diff(logits[1][step], logits[2][step]) < 1e-3);
-        CHECK(max_rel_diff(logits[0][step], logits[2][step]) < 1e-3);
+    for (const char* type : {"f16", "q8_0", "q4_0"}) {
+        CAPTURE(type);
+        std::vector<std::vector<float>> logits[3];
+        for (int i = 0; i < 3; ++i) {
+            SessionParams sp;
+            sp.n_ctx = 64;
+            sp.n_batch = 4;
+            sp.attn = kImpls[i];
+            sp.kv.type_k = type;
+            Session s(*model, sp);
+            CHECK(s.kv_plan().layers[0].rope_apart == (std::string(type) == "f16" ? 0u : 8u));
+            logits[i].push_back(s.prefill(std::vector<int32_t>(toks.begin(), toks.begin() + 10)));
+            for (size_t t = 10; t < toks.size(); ++t) logits[i].push_back(s.decode(toks[t]));
+        }
+        for (size_t step = 0; step < logits[2].size(); ++step) {
+            CAPTURE(step);
+            CHECK(max_rel_diff(logits[1][step], logits[2][step]) < 1e-3);
+            CHECK(max_rel_diff(logits[0][step], logits[2][step]) < 1e-3);
+        }
     }
     std::remove(opts.out_path.c_str());
 }

@@ -139,9 +139,12 @@ TEST_CASE("variant files load with their attention kind, and parameters and KV b
         const KVBytesPerToken f16 = kv_bytes_per_token(hp, "f16");
         CHECK(f16.layer == e.kv_f16_per_layer);
         CHECK(f16.model == L * e.kv_f16_per_layer);
-        // q8_0: 34 bytes per 32 values; q4_0: 18.
-        CHECK(kv_bytes_per_token(hp, "q8_0").layer == e.kv_f16_per_layer / 2 / 32 * 34);
-        CHECK(kv_bytes_per_token(hp, "q4_0").layer == e.kv_f16_per_layer / 2 / 32 * 18);
+        // q8_0: 34 bytes per 32 values; q4_0: 18. An MLA latent quantizes c_kv alone, its rope part
+        // stays f16.
+        const size_t quantized = e.kind == AttnKind::MLA ? e.kv_lora_rank : e.kv_f16_per_layer / 2;
+        const size_t kept = e.kv_f16_per_layer - 2 * quantized;
+        CHECK(kv_bytes_per_token(hp, "q8_0").layer == quantized / 32 * 34 + kept);
+        CHECK(kv_bytes_per_token(hp, "q4_0").layer == quantized / 32 * 18 + kept);
         // The plan a session allocates holds exactly n_ctx positions of these bytes.
         SessionParams sp;
         sp.n_ctx = 96;
@@ -158,7 +161,7 @@ TEST_CASE("variant files load with their attention kind, and parameters and KV b
     }
 }
 
-TEST_CASE("an MLA variant whose rope dims do not fill a q4_0 block has no q4_0 cache, with the reason") {
+TEST_CASE("an MLA variant whose rope dims do not fill a q4_0 block keeps them in f16 beside a q4_0 c_kv") {
     SynthOptions base = small_base();
     base.dims->n_head = 8;  // heads of 32: rope dims 16, nope 16 (attn_k_b rows of 16 fall back to f16)
     std::vector<std::string> notices;
@@ -171,8 +174,7 @@ TEST_CASE("an MLA variant whose rope dims do not fill a q4_0 block has no q4_0 c
     CHECK(f.find_tensor("blk.0.attn_k_b.weight")->type == DType::F16);
     const HParams hp = load_hparams(f);
     CHECK(kv_bytes_per_token(hp, "f16").layer == (64 + 16) * 2);
-    CHECK_THROWS_WITH(kv_bytes_per_token(hp, "q4_0"),
-                      doctest::Contains("does not split into blocks of 32 at the c_kv/k_pe boundary"));
+    CHECK(kv_bytes_per_token(hp, "q4_0").layer == 2 * 18 + 16 * 2);
     std::remove(path.c_str());
 }
 

@@ -21,6 +21,7 @@
 #include "models/session.h"
 #include "deepseek2_fixture.h"
 #include "model_fixture.h"
+#include "row_codec.h"
 #include "test_util.h"
 
 using namespace mf;
@@ -33,10 +34,11 @@ using mf_test::session64;
 namespace {
 
 // The expanded form of MLA in double, from an f32 deepseek2 GGUF (dense FFNs only): per head
-// k = [W_UK c_kv ; k_pe], v = W_UV c_kv, plain causal softmax attention. With round_latent, c_kv and
-// k_pe are rounded to f16 first, as minfer's f16 latent cache holds them. Returns [position][n_vocab].
+// k = [W_UK c_kv ; k_pe], v = W_UV c_kv, plain causal softmax attention. The latent is first rounded as
+// a cache of type `latent` holds it: F32 not at all; F16 c_kv and k_pe to f16; Q8_0 / Q4_0 c_kv through
+// the type's blocks and k_pe to f16 (minfer's quantized latent). Returns [position][n_vocab].
 std::vector<std::vector<double>> expanded_reference(const std::string& path, const std::vector<int32_t>& ids,
-                                                    bool round_latent) {
+                                                    DType latent) {
     const GGUFFile f = GGUFFile::open(path);
     const std::string a = "deepseek2.";
     const int64_t n_embd = f.get_u32(a + "embedding_length"), n_head = f.get_u32(a + "attention.head_count");
@@ -75,7 +77,14 @@ std::vector<std::vector<double>> expanded_reference(const std::string& path, con
             x[2 * i + 1] = x0 * std::sin(th) + x1 * std::cos(th);
         }
     };
-    auto f16 = [&](double v) { return round_latent ? double(fp16_to_fp32(fp32_to_fp16(float(v)))) : v; };
+    // The latent's parts as the cache holds them (computed in double, rounded from their f32 values).
+    auto cached = [&](Vec& x, bool quantized) {
+        if (latent == DType::F32) return;
+        const DType type = quantized ? latent : DType::F16;
+        std::vector<float> f(x.begin(), x.end());
+        f = mf_test::decode(type, mf_test::encode(type, f, int64_t(f.size())), int64_t(f.size()));
+        x.assign(f.begin(), f.end());
+    };
 
     const size_t T = ids.size();
     std::vector<Vec> x(T);
@@ -99,8 +108,8 @@ std::vector<std::vector<double>> expanded_reference(const std::string& path, con
             Vec c_kv = norm(Vec(kv.begin(), kv.begin() + kv_lora), w(p + "attn_kv_a_norm.weight"));
             Vec k_pe(kv.begin() + kv_lora, kv.end());
             rope(k_pe.data(), int64_t(t));
-            for (double& c : c_kv) c = f16(c);
-            for (double& c : k_pe) c = f16(c);
+            cached(c_kv, latent != DType::F16);
+            cached(k_pe, false);
             k[t].assign(size_t(n_head * hd_q), 0.0);
             v[t].assign(size_t(n_head * v_dim), 0.0);
             for (int64_t hh = 0; hh < n_head; ++hh) {
@@ -196,8 +205,8 @@ TEST_CASE("deepseek2: absorbed decode equals the expanded form (per-head K and V
     const std::string path = convert("deepseek2_dense", DType::F32);
     auto model = load_model(path, *backend);
     const auto logits = decode_each(*model, e.ids);
-    const auto ref = expanded_reference(path, e.ids, false);
-    const auto ref16 = expanded_reference(path, e.ids, true);
+    const auto ref = expanded_reference(path, e.ids, DType::F32);
+    const auto ref16 = expanded_reference(path, e.ids, DType::F16);
     double ref_vs_hf = 0, minfer_vs_ref16 = 0;
     for (size_t i = 0; i < e.ids.size(); ++i) {
         CAPTURE(i);
@@ -209,6 +218,40 @@ TEST_CASE("deepseek2: absorbed decode equals the expanded form (per-head K and V
     }
     MESSAGE("expanded reference vs transformers ", ref_vs_hf, "; minfer (absorbed) vs the expanded reference on an f16 latent ",
             minfer_vs_ref16);
+    std::remove(path.c_str());
+}
+
+// -ctk q8_0 / q4_0 on an MLA model quantize c_kv in the type's blocks and keep the roped k_pe in f16
+// rows of its own (as FlashMLA keeps its FP8 cache's rope part in bf16; the fixture's 8 rope values
+// would not even fill a block). Absorbed decode against the expanded double reference given the same
+// rounded latent: the f16 case's agreement but for the odd c_kv value whose f32 result straddles a
+// quantization step; against the f16 latent's reference, the quantization's own effect.
+TEST_CASE("deepseek2: a quantized latent cache quantizes c_kv and keeps the roped k_pe in f16") {
+    auto backend = make_cpu_backend(2);
+    const Expected e = read_expected("deepseek2_dense");
+    const std::string path = convert("deepseek2_dense", DType::F32);
+    auto model = load_model(path, *backend);
+    const auto ref16 = expanded_reference(path, e.ids, DType::F16);
+    for (DType type : {DType::Q8_0, DType::Q4_0}) {
+        CAPTURE(dtype_name(type));
+        SessionParams sp = session64();
+        sp.kv.type_k = dtype_name(type);
+        const auto logits = decode_each(*model, e.ids, sp);
+        const auto batched = prefill_each(*model, e.ids, sp);
+        const auto same = expanded_reference(path, e.ids, type);
+        double d_same = 0, d_f16 = 0;
+        for (size_t i = 0; i < e.ids.size(); ++i) {
+            CAPTURE(i);
+            CHECK(max_rel_diff(batched[i], same[i]) < kVsExpanded);
+            d_same = std::max(d_same, max_rel_diff(logits[i], same[i]));
+            d_f16 = std::max(d_f16, max_rel_diff(logits[i], ref16[i]));
+        }
+        // Measured: q8_0 1.0e-6 against 1.7e-2, q4_0 4.9e-7 against 0.35.
+        MESSAGE(std::string(dtype_name(type)), " latent: minfer vs the reference on the same rounded latent ", d_same,
+                ", vs the f16 latent's reference ", d_f16);
+        CHECK(d_same < kVsExpanded);
+        CHECK(d_f16 > 10 * kVsExpanded);  // the cache really is quantized
+    }
     std::remove(path.c_str());
 }
 
@@ -465,36 +508,58 @@ TEST_CASE("deepseek2 KV plan: one latent row per token and layer, no V tensor, V
     CHECK(text.find("in K    1152") != std::string::npos);
     CHECK(text.find("1 latent row of 576 values per token (c_kv 512 + rope 64)") != std::string::npos);
 
-    // -ctk quantizes the latent: whole 32-blocks on both sides of the c_kv/k_pe boundary.
+    // -ctk quantizes c_kv (16 q8_0 blocks, 544 bytes); the roped k_pe stays f16 (128 bytes) apart.
     KVOverrides q8;
     q8.type_k = "q8_0";
     const KVPlan p8 = plan_kv_cache(hp, q8, 4096, 256);
     CHECK(p8.layers[0].type_k == DType::Q8_0);
     CHECK(p8.layers[0].type_v == DType::Q8_0);  // V reads the same rows
-    CHECK(p8.layers[0].bytes == size_t(4096) * 18 * 34);
+    CHECK(p8.layers[0].rope_apart == 64);
+    CHECK(p8.layers[0].bytes == size_t(4096) * (16 * 34 + 64 * 2));
+    const std::string text8 = describe_kv_plan(p8);
+    CHECK(text8.find("q8_0    in K    672") != std::string::npos);
+    CHECK(text8.find("(c_kv 512 + rope 64 kept in f16)") != std::string::npos);
 
-    // The cache allocates exactly the plan: one tensor per layer.
+    // The cache allocates exactly the plan: one tensor per layer, two for a quantized latent.
     auto backend = make_cpu_backend(1);
-    const KVPlan small = plan_kv_cache(hp, KVOverrides{}, 64, 16);
-    auto kv = make_kv_cache(small, *backend);
-    for (size_t il = 0; il < 27; ++il) {
-        CHECK(kv->v[il] == nullptr);
-        CHECK(kv->k[il]->ne[0] == 576);
-        CHECK(kv->k[il]->ne[1] == 64);
+    for (const KVOverrides& o : {KVOverrides{}, q8}) {
+        const KVPlan small = plan_kv_cache(hp, o, 64, 16);
+        auto kv = make_kv_cache(small, *backend);
+        size_t allocated = 0;
+        for (size_t il = 0; il < 27; ++il) {
+            CHECK(kv->v[il] == nullptr);
+            CHECK(kv->k[il]->ne[1] == 64);
+            allocated += kv->k[il]->nbytes();
+            if (o.type_k.empty()) {
+                CHECK(kv->k[il]->ne[0] == 576);
+                CHECK(kv->k_rope[il] == nullptr);
+            } else {
+                CHECK(kv->k[il]->ne[0] == 512);
+                CHECK(kv->k[il]->type == DType::Q8_0);
+                REQUIRE(kv->k_rope[il] != nullptr);
+                CHECK(kv->k_rope[il]->type == DType::F16);
+                CHECK(kv->k_rope[il]->ne[0] == 64);
+                CHECK(kv->k_rope[il]->ne[1] == 64);
+                allocated += kv->k_rope[il]->nbytes();
+            }
+        }
+        CHECK(allocated == small.total_bytes);
+        for (const KVLayerPlan& l : small.layers) CHECK(!l.rotate_k);  // no rotation for the latent
     }
-    for (const KVLayerPlan& l : small.layers) CHECK(!l.rotate_k);  // no rotation for the latent
 }
 
-TEST_CASE("deepseek2 KV plan: a quantized latent must split into whole blocks at the c_kv/k_pe boundary") {
+TEST_CASE("deepseek2 KV plan: a quantized latent needs whole blocks of c_kv; its rope part may be any width") {
     HParams hp = v2_lite_hparams();
     hp.kv_lora_rank = 32, hp.n_rot = 8, hp.head_dim_k = 40, hp.head_dim_v = 32;  // the fixtures' 40-value row
     KVOverrides q8;
     q8.type_k = "q8_0";
-    CHECK_THROWS_WITH_AS(plan_kv_cache(hp, q8, 64, 16),
-                         "-ctk q8_0: an MLA latent row (kv_lora_rank 32 + 8 rope values) does not split into blocks "
-                         "of 32 at the c_kv/k_pe boundary; use f16",
-                         Error);
+    CHECK(plan_kv_cache(hp, q8, 64, 16).layers[0].bytes == size_t(64) * (34 + 16));
     CHECK(plan_kv_cache(hp, KVOverrides{}, 64, 16).layers[0].bytes == size_t(64) * 80);
+    hp.kv_lora_rank = 48, hp.head_dim_k = 56, hp.head_dim_v = 48;
+    CHECK_THROWS_WITH_AS(plan_kv_cache(hp, q8, 64, 16),
+                         "-ctk q8_0: an MLA latent's c_kv (kv_lora_rank 48) is not a multiple of its block of 32; "
+                         "use f16",
+                         Error);
 }
 
 TEST_CASE("deepseek2 YaRN: per-pair angles and the attention scale as transformers computes them") {

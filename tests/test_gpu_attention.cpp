@@ -183,6 +183,49 @@ TEST_CASE("flash_attn on CUDA matches the CPU for every K/V type pair, head size
             }
 }
 
+// A quantized MLA latent keeps its roped part apart in f16 (FLASH_ATTN's src4): the scalar and fused
+// kernels read a K row as [c_kv blocks ; f16 rope values] for each latent size they cover, decode at
+// depth (splits and the combine) and a few tokens at once, against the CPU.
+TEST_CASE("flash_attn and attn_fused on CUDA with a quantized latent's rope part apart match the CPU") {
+    struct Shape {
+        int64_t hd, hd_r, n_head, T, n_kv;
+    };
+    const Shape shapes[] = {
+        {512, 64, 16, 1, 3000},  // DeepSeek-V2-Lite decode at depth
+        {512, 64, 16, 3, 50},
+        {32, 8, 4, 4, 30},       // the fixtures' latent
+        {256, 32, 32, 1, 300},   // attn-lab's MLA-256
+        {512, 32, 32, 2, 90},    // and MLA-512
+    };
+    for (const Shape& sh : shapes)
+        for (DType type : {DType::Q8_0, DType::Q4_0})
+            for (bool fused : {false, true}) {
+                CAPTURE(sh.hd);
+                CAPTURE(sh.n_kv);
+                CAPTURE(dtype_name(type));
+                CAPTURE(fused);
+                const int64_t w = sh.hd + sh.hd_r, slots = sh.n_kv + 5;
+                const std::vector<Leaf> leaves = {
+                    leaf_of(DType::F32, {w, sh.n_head, sh.T}, random_floats(size_t(w * sh.n_head * sh.T), -2, 2)),
+                    leaf_of(DType::F32, {sh.n_kv, sh.T}, causal_mask(sh.n_kv, sh.T)),
+                    leaf_of(type, {sh.hd, slots}, random_floats(size_t(sh.hd * slots), -2, 2)),
+                    leaf_of(DType::F16, {sh.hd_r, slots}, random_floats(size_t(sh.hd_r * slots), -2, 2)),
+                };
+                auto build = [&](Context& ctx, const std::vector<Tensor*>& t) {
+                    Tensor* K = view_3d(ctx, t[2], sh.hd, sh.n_kv, 1, t[2]->nb[1], t[2]->nb[1] * slots, 0);
+                    Tensor* V = view_3d(ctx, t[2], sh.hd, sh.n_kv, 1, t[2]->nb[1], t[2]->nb[1] * slots, 0);
+                    Tensor* R = view_3d(ctx, t[3], sh.hd_r, sh.n_kv, 1, t[3]->nb[1], t[3]->nb[1] * slots, 0);
+                    const float sc = 1.0f / std::sqrt(float(w));
+                    return fused ? attn_fused(ctx, t[0], K, V, t[1], sc, R) : flash_attn(ctx, t[0], K, V, t[1], sc, R);
+                };
+                const std::vector<float> want = as_floats(run(cpu(), leaves, build));
+                const std::vector<float> got = as_floats(run(gpu(), leaves, build));
+                REQUIRE(got.size() == want.size());
+                const std::vector<double> want_d(want.begin(), want.end());
+                CHECK(mf_test::rel_error(got.data(), want_d.data(), want.size()) < 1e-4);
+            }
+}
+
 TEST_CASE("MLA's query and latent-row CONCATs are read by the attention and the cache store, not launched") {
     // As arch_deepseek2 builds them: q = [W_UK^T q_nope (a permuted view) ; q_pe] per head, the latent
     // row [c_kv ; k_pe] stored into an f16 cache. The fused kernels give the unfused ones' bits.

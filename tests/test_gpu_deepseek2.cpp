@@ -79,3 +79,36 @@ TEST_CASE("deepseek2 fixtures on CUDA: decode and prefill match transformers and
         std::remove(path.c_str());
     }
 }
+
+// A quantized latent (c_kv in q8_0 / q4_0, the rope part apart in f16) on CUDA against the CPU's. The
+// stores quantize as the CPU does (byte for byte, test_gpu_attention), but c_kv itself differs in
+// summation order, and a value on the other side of a quantization step moves the logits by far more
+// than an f16 step: the bound is the quantized llama sessions' (test_gpu_attention), 0.1.
+TEST_CASE("deepseek2 fixtures on CUDA with a q8_0 / q4_0 latent cache match the CPU") {
+    for (const std::string name : {"deepseek2_dense", "deepseek2_moe"}) {
+        CAPTURE(name);
+        const Expected e = read_expected(name);
+        const std::string path = convert(name, DType::F32);
+        auto cpu = make_cpu_backend(2);
+        auto cpu_model = load_model(path, *cpu);
+        auto gpu_model = load_model(path, gpu());
+        for (const char* type : {"q8_0", "q4_0"}) {
+            CAPTURE(type);
+            SessionParams sp = session64();
+            sp.kv.type_k = type;
+            const auto want = decode_each(*cpu_model, e.ids, sp);
+            const auto got = decode_each(*gpu_model, e.ids, sp);
+            const auto batched = prefill_each(*gpu_model, e.ids, sp);
+            const auto batched_cpu = prefill_each(*cpu_model, e.ids, sp);
+            double worst = 0;
+            for (size_t i = 0; i < e.ids.size(); ++i) {
+                CAPTURE(i);
+                worst = std::max({worst, max_rel_diff(got[i], want[i]), max_rel_diff(batched[i], batched_cpu[i])});
+                CHECK(max_rel_diff(got[i], want[i]) < 0.1);
+                CHECK(max_rel_diff(batched[i], batched_cpu[i]) < 0.1);
+            }
+            MESSAGE(name, " ", type, " latent on CUDA: worst max-relative difference from the CPU ", worst);
+        }
+        std::remove(path.c_str());
+    }
+}

@@ -856,6 +856,73 @@ TEST_CASE("flash_attn matches the double reference for every cache type, GQA gro
     }
 }
 
+// A K row whose last values are kept apart in f16 (src4, a quantized MLA latent's roped part) is
+// read as the row [k ; tail]: the same bits as K given whole in f32 holding those values, for
+// flash_attn and attn_fused, one KV head (MLA) and two, V a prefix of K's rows or rows of its own.
+TEST_CASE("flash_attn and attn_fused with K's tail apart give the bits of the whole K row in f32") {
+    struct Case {
+        DType type;
+        int64_t hd, hd_r, n_head, n_head_kv, T, n_kv;
+        bool v_in_k;
+    };
+    const Case cases[] = {
+        {DType::Q8_0, 64, 16, 8, 1, 1, 70, true},   // decode over a latent: V is K's first 64 values
+        {DType::Q4_0, 32, 8, 4, 1, 5, 40, true},    // the fixtures' 32 + 8, five new tokens
+        {DType::Q8_0, 64, 32, 6, 2, 3, 50, false},  // two KV heads, V rows of their own
+    };
+    for (const Case& c : cases) {
+        CAPTURE(dtype_name(c.type));
+        CAPTURE(c.n_head_kv);
+        const int64_t w = c.hd + c.hd_r, n_slots = c.n_kv + 2, hd_v = c.v_in_k ? c.hd : 32;
+        const std::vector<float> qv = random_floats(size_t(w * c.n_head * c.T), -2.0f, 2.0f);
+        const std::vector<float> kv = random_floats(size_t(c.hd * c.n_head_kv * n_slots), -2.0f, 2.0f);
+        const std::vector<float> rv = random_floats(size_t(c.hd_r * c.n_head_kv * n_slots), -2.0f, 2.0f);
+        const std::vector<float> vv = random_floats(size_t(hd_v * c.n_head_kv * n_slots));
+        std::vector<float> mask(size_t(c.n_kv * c.T));
+        for (int64_t t = 0; t < c.T; ++t)
+            for (int64_t j = 0; j < c.n_kv; ++j)
+                mask[size_t(t * c.n_kv + j)] = j <= c.n_kv - c.T + t ? 0.0f : -INFINITY;
+        // The whole rows in f32: per position and head the dequantized k, then the f16 tail's values.
+        const std::vector<float> kd = decode(c.type, encode(c.type, kv, c.hd), c.hd);
+        const std::vector<float> rd = decode(DType::F16, encode(DType::F16, rv, c.hd_r), c.hd_r);
+        std::vector<float> whole;
+        for (int64_t r = 0; r < c.n_head_kv * n_slots; ++r) {
+            whole.insert(whole.end(), kd.begin() + r * c.hd, kd.begin() + (r + 1) * c.hd);
+            whole.insert(whole.end(), rd.begin() + r * c.hd_r, rd.begin() + (r + 1) * c.hd_r);
+        }
+        for (bool fused : {false, true}) {
+            CAPTURE(fused);
+            auto attend = [&](bool apart) {
+                Harness h;
+                Tensor* q = h.f32({w, c.n_head, c.T}, qv);
+                Tensor* m = h.f32({c.n_kv, c.T}, mask);
+                Tensor* kc = apart ? h.typed(c.type, {c.hd * c.n_head_kv, n_slots}, kv)
+                                   : h.f32({w * c.n_head_kv, n_slots}, whole);
+                const int64_t k_w = apart ? c.hd : w;
+                Tensor* K = view_3d(h.ctx, kc, k_w, c.n_kv, c.n_head_kv, kc->nb[1], dtype_row_size(kc->type, k_w), 0);
+                Tensor* V;
+                if (c.v_in_k) {
+                    V = view_3d(h.ctx, kc, c.hd, c.n_kv, 1, kc->nb[1], kc->nb[1] * n_slots, 0);
+                } else {
+                    Tensor* vc = h.typed(c.type, {hd_v * c.n_head_kv, n_slots}, vv);
+                    V = view_3d(h.ctx, vc, hd_v, c.n_kv, c.n_head_kv, vc->nb[1], dtype_row_size(c.type, hd_v), 0);
+                }
+                Tensor* R = nullptr;
+                if (apart) {
+                    Tensor* rc = h.typed(DType::F16, {c.hd_r * c.n_head_kv, n_slots}, rv);
+                    R = view_3d(h.ctx, rc, c.hd_r, c.n_kv, c.n_head_kv, rc->nb[1], size_t(c.hd_r) * 2, 0);
+                }
+                const float sc = 1.0f / std::sqrt(float(w));
+                return h.run(fused ? attn_fused(h.ctx, q, K, V, m, sc, R) : flash_attn(h.ctx, q, K, V, m, sc, R));
+            };
+            // With V in K the whole-row run reads V as f32 values of the dequantized blocks: the same floats.
+            const std::vector<float> got = attend(true), want = attend(false);
+            REQUIRE(got.size() == want.size());
+            CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+        }
+    }
+}
+
 TEST_CASE("hadamard rotates each row by H S (orthonormal Hadamard times fixed signs); the inverse undoes it") {
     for (int64_t n : {2, 16, 64, 128, 256}) {
         CAPTURE(n);

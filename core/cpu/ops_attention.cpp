@@ -48,10 +48,12 @@ bool supports_flash_attn(const Tensor* dst) {
     const Tensor* k = dst->src[1];
     const Tensor* v = dst->src[2];
     const Tensor* mask = dst->src[3];
+    const Tensor* tail = dst->src[4];
     if (!q || !k || !v || !mask || q->type != DType::F32 || mask->type != DType::F32) return false;
     if (q->nb[0] != sizeof(float) || mask->nb[0] != sizeof(float) || !dst->is_contiguous()) return false;
     for (DType t : {k->type, v->type})
         if (t != DType::F32 && t != DType::F16 && t != DType::Q8_0 && t != DType::Q4_0) return false;
+    if (tail && (tail->type != DType::F16 || !row_loadable(tail->type, tail->nb[0]))) return false;
     return row_loadable(k->type, k->nb[0]) && row_loadable(v->type, v->nb[0]);
 }
 
@@ -80,6 +82,18 @@ void load_position(const Tensor* x, int64_t j, float* out) {
     for (int64_t h = 0; h < n_heads; ++h) load_row_f32(x->type, row + h * x->nb[2], x->nb[0], hd, out + h * hd);
 }
 
+// The K rows of position j as load_position gives them, each head's row [k ; tail] when the op keeps
+// the rows' last values apart (src4): out [(hd_k + hd_tail) * n_head_kv].
+void load_keys(const Tensor* k, const Tensor* tail, int64_t j, float* out) {
+    if (!tail) return load_position(k, j, out);
+    const int64_t hd = k->ne[0], hd_t = tail->ne[0];
+    for (int64_t h = 0; h < k->ne[2]; ++h) {
+        float* row = out + h * (hd + hd_t);
+        load_row_f32(k->type, tensor_at(k, 0, j, h, 0), k->nb[0], hd, row);
+        load_row_f32(tail->type, tensor_at(tail, 0, j, h, 0), tail->nb[0], hd_t, row + hd);
+    }
+}
+
 // One task is one query token over one chunk of the span, for every head: a cached position's K and
 // V rows are read once, whole (all KV heads side by side, one contiguous row), and serve every
 // query head (GQA/MQA groups included); chunks give decode (one token) a task per thread or more.
@@ -91,8 +105,9 @@ void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
     const Tensor* k = dst->src[1];
     const Tensor* v = dst->src[2];
     const Tensor* mask = dst->src[3];
+    const Tensor* tail = dst->src[4];
     const float scale = dst->op_param_f(0);
-    const int64_t hd_k = k->ne[0], hd_v = v->ne[0], n_kv = k->ne[1], n_head_kv = k->ne[2];
+    const int64_t hd_k = attention_key_width(dst), hd_v = v->ne[0], n_kv = k->ne[1], n_head_kv = k->ne[2];
     const int64_t n_head = q->ne[1], T = q->ne[2], group = n_head / n_head_kv;
     const int64_t want = (4 * int64_t(ctx.pool.n_threads()) + T - 1) / T;
     const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(want, (n_kv + 63) / 64));
@@ -118,7 +133,7 @@ void compute_flash_attn(CpuContext& ctx, Tensor* dst) {
                     for (int64_t h = 0; h < n_head; ++h) scores[h * chunk + j] = -INFINITY;
                     continue;
                 }
-                load_position(k, j0 + j, k_rows);
+                load_keys(k, tail, j0 + j, k_rows);
                 for (int64_t h = 0; h < n_head; ++h) {
                     const float* qh = reinterpret_cast<const float*>(tensor_at(q, 0, h, t, 0));
                     scores[h * chunk + j] = dot_f32(qh, k_rows + (h / group) * hd_k, hd_k) * scale + mrow[j0 + j];
@@ -185,8 +200,9 @@ void compute_attn_fused(CpuContext& ctx, Tensor* dst) {
     const Tensor* k = dst->src[1];
     const Tensor* v = dst->src[2];
     const Tensor* mask = dst->src[3];
+    const Tensor* tail = dst->src[4];
     const float scale = dst->op_param_f(0);
-    const int64_t hd_k = k->ne[0], hd_v = v->ne[0], n_kv = k->ne[1], n_head_kv = k->ne[2];
+    const int64_t hd_k = attention_key_width(dst), hd_v = v->ne[0], n_kv = k->ne[1], n_head_kv = k->ne[2];
     const int64_t n_head = q->ne[1], T = q->ne[2], group = n_head / n_head_kv;
 
     // Per thread: K row, V row, the group's scores [group][n_kv] and its V sums [group][hd_v].
@@ -206,7 +222,9 @@ void compute_attn_fused(CpuContext& ctx, Tensor* dst) {
                     for (int64_t g = 0; g < group; ++g) scores[g * n_kv + j] = -INFINITY;
                     continue;
                 }
-                load_row_f32(k->type, tensor_at(k, 0, j, hk, 0), k->nb[0], hd_k, k_row);
+                load_row_f32(k->type, tensor_at(k, 0, j, hk, 0), k->nb[0], k->ne[0], k_row);
+                if (tail)
+                    load_row_f32(tail->type, tensor_at(tail, 0, j, hk, 0), tail->nb[0], tail->ne[0], k_row + k->ne[0]);
                 for (int64_t g = 0; g < group; ++g) {
                     const float* qh = reinterpret_cast<const float*>(tensor_at(q, 0, hk * group + g, t, 0));
                     float dot = 0.0f;
