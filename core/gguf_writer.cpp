@@ -137,7 +137,9 @@ public:
         }
     }
     void close() {
-        const bool flushed = std::fflush(f_) == 0;
+        // A staged file reaches the disk before it takes the target's name, so that after a crash the
+        // name holds the old file or the whole new one, never a renamed file whose blocks were lost.
+        const bool flushed = std::fflush(f_) == 0 && (staging_.empty() || fsync(fileno(f_)) == 0);
         const int flush_err = errno;
         const bool closed = std::fclose(f_) == 0;
         const int err = flushed ? errno : flush_err;
