@@ -55,15 +55,18 @@ inline __m256i bytes_from_bits_32(const uint8_t* p) {
 // Unsigned x signed bytes, summed in fours into 8 int32 lanes, as floats. maddubs saturates at 16 bits,
 // which |ax| <= 255 (only reached for -128 weights) times |sy| <= 127 never does in pairs.
 // With VNNI (AVX512-VNNI + VL, or AVX-VNNI) one dpbusd forms the same int32 sums in one instruction.
-inline __m256 mul_sum_us8_pairs_float(__m256i ax, __m256i sy) {
+inline __m256i mul_sum_us8_pairs_i32(__m256i ax, __m256i sy) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy));
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
 #elif defined(__AVXVNNI__)
-    return _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sy));
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ax, sy);
 #else
-    const __m256i dot = _mm256_maddubs_epi16(ax, sy);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
 #endif
+}
+
+inline __m256 mul_sum_us8_pairs_float(__m256i ax, __m256i sy) {
+    return _mm256_cvtepi32_ps(mul_sum_us8_pairs_i32(ax, sy));
 }
 
 // Signed x signed bytes: maddubs needs one unsigned operand, so move x's sign onto y.
@@ -228,45 +231,46 @@ inline const Block* row_at(const void* base, size_t stride, int i) {
 // bits; what the rows share is the activation block's load and scale, and their chains interleave
 // (a single row's two chains left the core waiting on their latency).
 
-// Q4_0 (signed levels against Q8_0, two accumulators): unpack(block) gives a block's levels. (Q8_0's
-// rows through it made Gemma 3's Q8_0 LM head slower, 53 -> 49 t/s, so Q8_0 keeps its single dot.)
-template <typename Block, typename Unpack>
-void vec_dot_rows4_signed_q8_0(int64_t n, const void* w, size_t stride, const void* act, float* out, Unpack unpack) {
+// Q4_0 (two accumulators, as its single kernel). Its levels are nibble - 8: the four-element sums
+// nibbles . y minus 8 (1 1 1 1) . y, the second formed once a block for the four rows. Both are exact
+// integers, so each row's int32 sums, and from them every float, are those of the single dot
+// (|x| . sign(y, x): the same sums of x * y); the two sign flips a row are gone. (Q8_0's rows made
+// Gemma 3's Q8_0 LM head slower, 53 -> 49 t/s, so Q8_0 keeps its single dot.)
+void vec_dot_rows4_q4_0_q8_0_avx2(int64_t n, const void* w, size_t stride, const void* act, float* out) {
     MF_ASSERT(n % QK8_0 == 0);
-    const Block* x[4];
-    for (int r = 0; r < 4; ++r) x[r] = row_at<Block>(w, stride, r);
+    const block_q4_0* x[4];
+    for (int r = 0; r < 4; ++r) x[r] = row_at<block_q4_0>(w, stride, r);
     const block_q8_0* y = static_cast<const block_q8_0*>(act);
+    const __m256i eights = _mm256_set1_epi8(8);
     __m256 acc0[4], acc1[4];
     for (int r = 0; r < 4; ++r) acc0[r] = _mm256_setzero_ps(), acc1[r] = _mm256_setzero_ps();
+    auto level_dot = [](const block_q4_0& b, __m256i qy, __m256i off) {
+        return _mm256_cvtepi32_ps(_mm256_sub_epi32(mul_sum_us8_pairs_i32(bytes_from_nibbles_32(b.qs), qy), off));
+    };
     const int64_t nb = n / QK8_0;
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
         const __m256i qy0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
         const __m256i qy1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i + 1].qs));
+        const __m256i off0 = mul_sum_us8_pairs_i32(eights, qy0), off1 = mul_sum_us8_pairs_i32(eights, qy1);
         const float yd0 = half_to_float(y[i].d), yd1 = half_to_float(y[i + 1].d);
         for (int r = 0; r < 4; ++r) {
             const __m256 d0 = _mm256_set1_ps(half_to_float(x[r][i].d) * yd0);
             const __m256 d1 = _mm256_set1_ps(half_to_float(x[r][i + 1].d) * yd1);
-            acc0[r] = _mm256_fmadd_ps(d0, mul_sum_i8_pairs_float(unpack(x[r][i]), qy0), acc0[r]);
-            acc1[r] = _mm256_fmadd_ps(d1, mul_sum_i8_pairs_float(unpack(x[r][i + 1]), qy1), acc1[r]);
+            acc0[r] = _mm256_fmadd_ps(d0, level_dot(x[r][i], qy0, off0), acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(d1, level_dot(x[r][i + 1], qy1, off1), acc1[r]);
         }
     }
     for (; i < nb; ++i) {
         const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[i].qs));
+        const __m256i off = mul_sum_us8_pairs_i32(eights, qy);
         const float yd = half_to_float(y[i].d);
         for (int r = 0; r < 4; ++r) {
             const __m256 d = _mm256_set1_ps(half_to_float(x[r][i].d) * yd);
-            acc0[r] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(unpack(x[r][i]), qy), acc0[r]);
+            acc0[r] = _mm256_fmadd_ps(d, level_dot(x[r][i], qy, off), acc0[r]);
         }
     }
     for (int r = 0; r < 4; ++r) out[r] = hsum_float_8(_mm256_add_ps(acc0[r], acc1[r]));
-}
-
-void vec_dot_rows4_q4_0_q8_0_avx2(int64_t n, const void* w, size_t stride, const void* act, float* out) {
-    const __m256i off = _mm256_set1_epi8(8);
-    vec_dot_rows4_signed_q8_0<block_q4_0>(n, w, stride, act, out, [off](const block_q4_0& b) {
-        return _mm256_sub_epi8(bytes_from_nibbles_32(b.qs), off);
-    });
 }
 
 // Q5_0 (signed levels against Q8_0, one accumulator, as its single kernel).
