@@ -486,8 +486,9 @@ private:
     // A TOP_K whose next launching node is an unweighted MUL_MAT_ID that takes it as ids and can route
     // (mul_mat_id_routes: split Q4_0 / Q8_0 experts, at most 64): not launched; that MUL_MAT_ID ranks
     // the TOP_K's source itself and writes the ids where the TOP_K would have (IdRoute), for the later
-    // readers. DeepSeek-V2's router, one launch a layer. Opt-in until measured:
-    // MINFER_CUDA_FUSE_TOPK=1 (docs/bench/2026-12-05-s16b.sh).
+    // readers. DeepSeek-V2's router, one launch a layer. Opt-in, MINFER_CUDA_FUSE_TOPK=1: measured
+    // -3.3% on V2-Lite q4_0 (s16b, PERFORMANCE "Nineteenth session"): the rounds lengthen every warp's
+    // chain by more than the launch saved.
     bool fuse_topk_ = false;
     const Tensor* folded_topk_ = nullptr;
     bool topk_foldable(const Graph& g, size_t i) const;
@@ -498,7 +499,8 @@ private:
     // TOP_K, the gate_up and the SWIGLU are not launched; x is quantized into the scratch at the
     // gate_up's place (unless it is there already), and at the down's place one launch writes the ids,
     // the quantized SWIGLU (in the scratch after x's) and the down's result; the gate_up's result is
-    // never written. Opt-in until measured: MINFER_CUDA_MOE_BLOCK=1.
+    // never written. Opt-in, MINFER_CUDA_MOE_BLOCK=1: measured -4% on V2-Lite q4_0 (s17a, PERFORMANCE
+    // "Nineteenth session"), where a grid barrier cost as much as a launch.
     struct MoeFold {
         const Tensor* topk = nullptr;
         const Tensor* gate_up = nullptr;

@@ -653,8 +653,9 @@ struct QIdKernels {
 namespace {
 
 // Which split-row MUL_MAT_ID kernels take two steps a round trip: MINFER_CUDA_ID_STEPS=plain, weighted
-// or both (bit 0: the plain kernel, bit 1: the weighted one); unset, one step. Opt-in until measured
-// (docs/bench/2026-12-05-s16b.sh).
+// or both (bit 0: the plain kernel, bit 1: the weighted one); unset, one step. Opt-in: s16b measured
+// both at +0.5% on V2-Lite q4_0 (within a round's noise, though above main in all three), and some
+// Q8_0 kernels spill under it, unmeasured.
 int id_two_steps() {
     const char* v = std::getenv("MINFER_CUDA_ID_STEPS");
     if (!v) return 0;
@@ -662,13 +663,10 @@ int id_two_steps() {
     return s == "plain" ? 1 : s == "weighted" ? 2 : s == "both" ? 3 : 0;
 }
 
-// MINFER_CUDA_SLOT_EARLY=1: the split-row weighted kernels load a token's router logits before their
-// dots (SOFTMAX gating of at most 64 experts), not after. Opt-in until measured (s16b).
+// The split-row weighted kernels load a token's router logits before their dots (SOFTMAX gating of at
+// most 64 experts), not after: the default (s16b: +1.0%); MINFER_CUDA_SLOT_EARLY=0 loads them after.
 bool slot_logits_early() {
-    static const bool on = [] {
-        const char* v = std::getenv("MINFER_CUDA_SLOT_EARLY");
-        return v && std::string(v) == "1";
-    }();
+    static const bool on = switched_on("MINFER_CUDA_SLOT_EARLY");
     return on;
 }
 
