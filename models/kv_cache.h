@@ -14,7 +14,7 @@ namespace mf {
 struct KVCache {
     KVPlan plan;
     Context ctx;             // owns the cache tensors
-    std::vector<Tensor*> k;  // per layer type_k [head_dim_k * n_head_kv, n_slots]: a row per cached position
+    std::vector<Tensor*> k;  // per layer type_k [width_k - rope_apart, n_slots]: a row per cached position
     std::vector<Tensor*> v;  // per layer type_v [head_dim_v * n_head_kv, n_slots]: the same rows (null for
                              // MLA: V is a view of the latent rows in k)
     std::vector<Tensor*> k_rope;  // per layer f16 [rope_apart, n_slots]: a quantized MLA latent's roped
@@ -22,7 +22,8 @@ struct KVCache {
     std::unique_ptr<Buffer> buffer;
 };
 
-// Allocates the cache the plan describes on backend (plan.total_bytes of it), zero-filled.
+// Allocates the cache the plan describes on backend (plan.total_bytes in tensors, and any alignment
+// padding between them), zero-filled.
 std::unique_ptr<KVCache> make_kv_cache(const KVPlan& plan, Backend& backend);
 
 }  // namespace mf

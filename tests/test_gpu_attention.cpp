@@ -224,6 +224,24 @@ TEST_CASE("flash_attn and attn_fused on CUDA with a quantized latent's rope part
                 const std::vector<double> want_d(want.begin(), want.end());
                 CHECK(mf_test::rel_error(got.data(), want_d.data(), want.size()) < 1e-4);
             }
+    // What the kernels lack is refused up front: an f16 K with a tail (an f16 latent stays whole), a
+    // rope width no latent has, V not K's own rows.
+    Context ctx;
+    auto node = [&](DType tk, int64_t hd_r, bool v_apart) {
+        Tensor* q = ctx.new_tensor_3d(DType::F32, 512 + hd_r, 16, 1);
+        Tensor* kc = ctx.new_tensor_2d(tk, 512, 64);
+        Tensor* vc = ctx.new_tensor_2d(tk, 512, 64);
+        Tensor* rc = ctx.new_tensor_2d(DType::F16, hd_r, 64);
+        Tensor* m = ctx.new_tensor_2d(DType::F32, 64, 1);
+        Tensor* K = view_3d(ctx, kc, 512, 64, 1, kc->nb[1], kc->nb[1] * 64, 0);
+        Tensor* V = view_3d(ctx, v_apart ? vc : kc, 512, 64, 1, kc->nb[1], kc->nb[1] * 64, 0);
+        Tensor* R = view_3d(ctx, rc, hd_r, 64, 1, rc->nb[1], rc->nb[1] * 64, 0);
+        return flash_attn(ctx, q, K, V, m, 1.0f, R);
+    };
+    CHECK(gpu().supports_op(node(DType::Q8_0, 64, false)));
+    CHECK_FALSE(gpu().supports_op(node(DType::F16, 64, false)));
+    CHECK_FALSE(gpu().supports_op(node(DType::Q8_0, 16, false)));
+    CHECK_FALSE(gpu().supports_op(node(DType::Q8_0, 64, true)));
 }
 
 TEST_CASE("MLA's query and latent-row CONCATs are read by the attention and the cache store, not launched") {
