@@ -1,5 +1,5 @@
 #!/bin/bash
-# Nineteenth session, second call: s16c (rope-beside, its patch regenerated on main 6a1e3f0 with the
+# Nineteenth session, second call: s16c (rope-beside, its patch regenerated on main c81bb6e with the
 # captured-step report test kept) A/B against main, main's new default (the router's logits loaded early,
 # s16b +1.0%) against MINFER_CUDA_SLOT_EARLY=0, and the quantized latent's new GPU cases (--attn fused
 # and naive sessions, supports_op refusals). Predictions: rope-beside +2.5-4% at depth 0 and at 16k
