@@ -250,8 +250,11 @@ TEST_CASE("MLA sessions give the same logits with each --attn, the latent in f16
     auto backend = make_cpu_backend(2);
     auto model = load_model(opts.out_path, *backend);
     const std::vector<int32_t> toks = mf_test::random_tokens(16, int32_t(model->hp.n_vocab));
-    for (const char* type : {"f16", "q8_0", "q4_0"}) {
+    // The last case, a q8_0 latent in a ring (window 5, 2 sinks): its rope rows wrap with c_kv's.
+    for (const auto& [type, window] : {std::pair{"f16", -1}, std::pair{"q8_0", -1}, std::pair{"q4_0", -1},
+                                       std::pair{"q8_0", 5}}) {
         CAPTURE(type);
+        CAPTURE(window);
         std::vector<std::vector<float>> logits[3];
         for (int i = 0; i < 3; ++i) {
             SessionParams sp;
@@ -259,6 +262,8 @@ TEST_CASE("MLA sessions give the same logits with each --attn, the latent in f16
             sp.n_batch = 4;
             sp.attn = kImpls[i];
             sp.kv.type_k = type;
+            sp.kv.window = window;
+            sp.kv.sinks = window > 0 ? 2 : -1;
             Session s(*model, sp);
             CHECK(s.kv_plan().layers[0].rope_apart == (std::string(type) == "f16" ? 0u : 8u));
             logits[i].push_back(s.prefill(std::vector<int32_t>(toks.begin(), toks.begin() + 10)));
