@@ -499,7 +499,7 @@ private:
     // TOP_K, the gate_up and the SWIGLU are not launched; x is quantized into the scratch at the
     // gate_up's place (unless it is there already), and at the down's place one launch writes the ids,
     // the quantized SWIGLU (in the scratch after x's) and the down's result; the gate_up's result is
-    // never written. Opt-in, MINFER_CUDA_MOE_BLOCK=1: measured -4% on V2-Lite q4_0 (s17a, PERFORMANCE
+    // never written. Opt-in, MINFER_CUDA_MOE_BLOCK=1: measured -3.7% on V2-Lite q4_0 (s17a, PERFORMANCE
     // "Nineteenth session"), where a grid barrier cost as much as a launch.
     struct MoeFold {
         const Tensor* topk = nullptr;

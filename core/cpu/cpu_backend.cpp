@@ -23,9 +23,9 @@ constexpr size_t kAlignment = 64;  // one cache line; also what AVX-512 loads li
 constexpr size_t kHugePage = size_t(2) << 20;
 
 // A buffer of a huge page or more starts on a huge-page boundary and asks for transparent huge pages
-// (best effort: a kernel without them ignores the advice). Copied weights decode ~13% faster so on a
-// 2-vCPU Xeon VM (V2-Lite q4_0 --no-mmap, docs/PERFORMANCE.md "Nineteenth session"): with the
-// kernel's default THP mode, `madvise`, they were 4 KiB pages.
+// (best effort: a kernel without them ignores the advice). Under the kernel's default THP mode,
+// `madvise`, they were 4 KiB pages; in huge pages copied weights decoded ~13% faster on a 2-vCPU Xeon
+// VM (V2-Lite q4_0 --no-mmap, docs/PERFORMANCE.md "Nineteenth session").
 void* aligned_host_alloc(size_t bytes) {
     void* p = nullptr;
     const bool huge = bytes >= kHugePage;
