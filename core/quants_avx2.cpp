@@ -341,12 +341,25 @@ inline __m256 mul_sum_i8_pairs_float_ax(__m256i ax, __m256i x, __m256i y) {
     return mul_sum_us8_pairs_float(ax, _mm256_sign_epi8(y, x));
 }
 
+// The four columns' scale products xd * yd[c] for one weight block, as the single dot forms each
+// (one float multiply), then column c's broadcast to eight lanes: the activation scales come as floats
+// (act_d, four a block), so a column costs one permute instead of a conversion, a multiply and a
+// broadcast.
+struct ScaleQuad {
+    __m256i idx[4] = {_mm256_set1_epi32(0), _mm256_set1_epi32(1), _mm256_set1_epi32(2), _mm256_set1_epi32(3)};
+    static __m256 products(float xd, const float* yd4) {
+        return _mm256_castps128_ps256(_mm_mul_ps(_mm_set1_ps(xd), _mm_loadu_ps(yd4)));
+    }
+    __m256 column(__m256 d4, int c) const { return _mm256_permutevar8x32_ps(d4, idx[c]); }
+};
+
 // Q8_0 and Q4_0 (signed levels against Q8_0): blocks in pairs over two accumulators, as the single kernels.
 template <typename Unpack>
-void vec_dot4_signed_q8_0(int64_t n, const void* act, size_t stride, float* out, Unpack unpack) {
-    MF_ASSERT(n % QK8_0 == 0);
+void vec_dot4_signed_q8_0(int64_t n, const void* act, size_t stride, const float* act_d, float* out, Unpack unpack) {
+    MF_ASSERT(n % QK8_0 == 0 && act_d);
     const block_q8_0* y[4];
     for (int c = 0; c < 4; ++c) y[c] = row_at<block_q8_0>(act, stride, c);
+    const ScaleQuad sq;
     __m256 acc0[4], acc1[4];
     for (int c = 0; c < 4; ++c) acc0[c] = acc1[c] = _mm256_setzero_ps();
     const int64_t nb = n / QK8_0;
@@ -355,63 +368,65 @@ void vec_dot4_signed_q8_0(int64_t n, const void* act, size_t stride, float* out,
         float xd0, xd1;
         const __m256i qx0 = unpack(i, &xd0), qx1 = unpack(i + 1, &xd1);
         const __m256i ax0 = _mm256_sign_epi8(qx0, qx0), ax1 = _mm256_sign_epi8(qx1, qx1);
+        const __m256 d40 = ScaleQuad::products(xd0, act_d + 4 * i), d41 = ScaleQuad::products(xd1, act_d + 4 * i + 4);
         for (int c = 0; c < 4; ++c) {
             const __m256i qy0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
             const __m256i qy1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i + 1].qs));
-            const __m256 d0 = _mm256_set1_ps(xd0 * half_to_float(y[c][i].d));
-            const __m256 d1 = _mm256_set1_ps(xd1 * half_to_float(y[c][i + 1].d));
-            acc0[c] = _mm256_fmadd_ps(d0, mul_sum_i8_pairs_float_ax(ax0, qx0, qy0), acc0[c]);
-            acc1[c] = _mm256_fmadd_ps(d1, mul_sum_i8_pairs_float_ax(ax1, qx1, qy1), acc1[c]);
+            acc0[c] = _mm256_fmadd_ps(sq.column(d40, c), mul_sum_i8_pairs_float_ax(ax0, qx0, qy0), acc0[c]);
+            acc1[c] = _mm256_fmadd_ps(sq.column(d41, c), mul_sum_i8_pairs_float_ax(ax1, qx1, qy1), acc1[c]);
         }
     }
     for (; i < nb; ++i) {
         float xd;
         const __m256i qx = unpack(i, &xd);
         const __m256i ax = _mm256_sign_epi8(qx, qx);
+        const __m256 d4 = ScaleQuad::products(xd, act_d + 4 * i);
         for (int c = 0; c < 4; ++c) {
             const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
-            const __m256 d = _mm256_set1_ps(xd * half_to_float(y[c][i].d));
-            acc0[c] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float_ax(ax, qx, qy), acc0[c]);
+            acc0[c] = _mm256_fmadd_ps(sq.column(d4, c), mul_sum_i8_pairs_float_ax(ax, qx, qy), acc0[c]);
         }
     }
     for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(_mm256_add_ps(acc0[c], acc1[c]));
 }
 
-void vec_dot4_q8_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+void vec_dot4_q8_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t stride, const float* act_d,
+                             float* out) {
     const block_q8_0* x = static_cast<const block_q8_0*>(w);
-    vec_dot4_signed_q8_0(n, act, stride, out, [x](int64_t i, float* xd) {
+    vec_dot4_signed_q8_0(n, act, stride, act_d, out, [x](int64_t i, float* xd) {
         *xd = half_to_float(x[i].d);
         return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs));
     });
 }
 
-void vec_dot4_q4_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+void vec_dot4_q4_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t stride, const float* act_d,
+                             float* out) {
     const block_q4_0* x = static_cast<const block_q4_0*>(w);
     const __m256i off = _mm256_set1_epi8(8);
-    vec_dot4_signed_q8_0(n, act, stride, out, [x, off](int64_t i, float* xd) {
+    vec_dot4_signed_q8_0(n, act, stride, act_d, out, [x, off](int64_t i, float* xd) {
         *xd = half_to_float(x[i].d);
         return _mm256_sub_epi8(bytes_from_nibbles_32(x[i].qs), off);
     });
 }
 
 // Q5_0 (signed levels against Q8_0) has one accumulator, as its single kernel.
-void vec_dot4_q5_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
-    MF_ASSERT(n % QK8_0 == 0);
+void vec_dot4_q5_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t stride, const float* act_d,
+                             float* out) {
+    MF_ASSERT(n % QK8_0 == 0 && act_d);
     const block_q5_0* x = static_cast<const block_q5_0*>(w);
     const block_q8_0* y[4];
     for (int c = 0; c < 4; ++c) y[c] = row_at<block_q8_0>(act, stride, c);
+    const ScaleQuad sq;
     const __m256i f0 = _mm256_set1_epi8(int8_t(0xF0));
     __m256 acc[4];
     for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK8_0; ++i) {
-        const float xd = half_to_float(x[i].d);
+        const __m256 d4 = ScaleQuad::products(half_to_float(x[i].d), act_d + 4 * i);
         const __m256i hi = _mm256_andnot_si256(bytes_from_bits_32(x[i].qh), f0);
         const __m256i qx = _mm256_or_si256(bytes_from_nibbles_32(x[i].qs), hi);
         const __m256i ax = _mm256_sign_epi8(qx, qx);
         for (int c = 0; c < 4; ++c) {
             const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
-            const __m256 d = _mm256_set1_ps(xd * half_to_float(y[c][i].d));
-            acc[c] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float_ax(ax, qx, qy), acc[c]);
+            acc[c] = _mm256_fmadd_ps(sq.column(d4, c), mul_sum_i8_pairs_float_ax(ax, qx, qy), acc[c]);
         }
     }
     for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]);
@@ -439,12 +454,12 @@ void vec_dot4_unsigned_q8_1(int64_t n, const Block* x, const void* act, size_t s
     for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]) + summs[c];
 }
 
-void vec_dot4_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+void vec_dot4_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, const float*, float* out) {
     vec_dot4_unsigned_q8_1(n, static_cast<const block_q4_1*>(w), act, stride, out,
                            [](const block_q4_1& b) { return bytes_from_nibbles_32(b.qs); });
 }
 
-void vec_dot4_q5_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+void vec_dot4_q5_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, const float*, float* out) {
     const __m256i b4 = _mm256_set1_epi8(0x10);
     vec_dot4_unsigned_q8_1(n, static_cast<const block_q5_1*>(w), act, stride, out, [b4](const block_q5_1& b) {
         return _mm256_or_si256(bytes_from_nibbles_32(b.qs), _mm256_and_si256(bytes_from_bits_32(b.qh), b4));
@@ -749,7 +764,7 @@ VecDotFn vec_dot_avx2(DType t) {
 
 // Q4_K and Q6_K: the super-block's scales and unpacked quants serve the four columns; the integer
 // sums are exact in any order, and each column's float steps are its single kernel's.
-void vec_dot4_q4_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+void vec_dot4_q4_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t stride, const float*, float* out) {
     MF_ASSERT(n % QK_K == 0);
     const block_q4_K* x = static_cast<const block_q4_K*>(w);
     const block_q8_K* y[4];
@@ -793,7 +808,7 @@ void vec_dot4_q4_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t s
     for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]) + hsum_float_4(acc_m[c]);
 }
 
-void vec_dot4_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t stride, float* out) {
+void vec_dot4_q6_K_q8_K_avx2(int64_t n, const void* w, const void* act, size_t stride, const float*, float* out) {
     MF_ASSERT(n % QK_K == 0);
     const block_q6_K* x = static_cast<const block_q6_K*>(w);
     const block_q8_K* y[4];

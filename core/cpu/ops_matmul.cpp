@@ -2,9 +2,11 @@
 // table's vec_dot (vec_dot4, four activation rows a weight-row pass, where the type has one).
 // Activations are converted to the weight type's vec_dot_type once, then tiled.
 #include <algorithm>
+#include <vector>
 
 #include "core/common.h"
 #include "core/cpu/cpu_ops.h"
+#include "core/quants.h"
 
 namespace mf {
 
@@ -42,6 +44,14 @@ bool supports_mul_mat(const Tensor* dst) {
     if (w->ne[0] != x->ne[0] || w->ne[0] % dtype_traits(vt).block_size != 0) return false;
     if (w->ne[2] == 0 || w->ne[3] == 0 || x->ne[2] % w->ne[2] != 0 || x->ne[3] % w->ne[3] != 0) return false;
     return dst->ne[0] == w->ne[1] && dst->ne[1] == x->ne[1] && dst->ne[2] == x->ne[2] && dst->ne[3] == x->ne[3];
+}
+
+const float* act_scales4(DType vt, const char* a, size_t stride, int64_t K) {
+    if (vt != DType::Q8_0) return nullptr;
+    thread_local std::vector<float> scales;
+    scales.resize(size_t(K / QK8_0) * 4);
+    q8_0_scales4(a, stride, K, scales.data());
+    return scales.data();
 }
 
 void compute_mul_mat(CpuContext& ctx, Tensor* dst) {
@@ -108,9 +118,10 @@ void compute_mul_mat(CpuContext& ctx, Tensor* dst) {
                 // Four activation rows (adjacent in act) per weight row: its blocks unpacked once.
                 for (; n + 4 <= n1; n += 4) {
                     const char* a = act_row(n, c2, c3);
+                    const float* a_d = act_scales4(vt, a, act_row_size, s.K);  // once for the tile's rows
                     for (int64_t m = m0; m < m1; ++m) {
                         float v[4];
-                        vec_dot4(s.K, w_batch + m * w->nb[1], a, act_row_size, v);
+                        vec_dot4(s.K, w_batch + m * w->nb[1], a, act_row_size, a_d, v);
                         for (int c = 0; c < 4; ++c)
                             *reinterpret_cast<float*>(tensor_at(dst, 0, n + c, c2, c3) + m * dst->nb[0]) = v[c];
                     }

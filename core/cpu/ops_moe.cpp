@@ -200,9 +200,10 @@ void compute_mul_mat_id(CpuContext& ctx, Tensor* dst) {
             if (any_four) {
                 for (; p + 4 <= first[e + 1]; p += 4) {
                     const char* a = sorted + size_t(p) * act_row_size;
+                    const float* a_d = act_scales4(vt, a, act_row_size, K);  // once for the tile's rows
                     for (int64_t m = m0; m < m1; ++m) {
                         float v[4];
-                        vec_dot4(K, w_expert + m * w->nb[1], a, act_row_size, v);
+                        vec_dot4(K, w_expert + m * w->nb[1], a, act_row_size, a_d, v);
                         for (int c = 0; c < 4; ++c) store_f32(out_at(p + c, m), v[c]);
                     }
                 }
