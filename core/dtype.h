@@ -25,9 +25,10 @@ using FromFloatFn = void (*)(const float* src, void* dst, int64_t n);
 using VecDotFn = float (*)(int64_t n, const void* w, const void* act);
 // The dots of one weight row with four activation rows act, act + stride, act + 2 stride, act + 3
 // stride (bytes) into out[0..3], each bit-identical with vec_dot of the same pair: the weight block is
-// unpacked once for the four (prefill's matmul). act_d: where the activation type is Q8_0, the four
-// rows' block scales as floats, block i's four side by side (q8_0_scales4), formed once by the caller
-// for all the weight rows it passes; ignored for other activation types (may be null there).
+// unpacked once for the four (prefill's matmul). act_d: where the activation type is Q8_0 or Q8_1, the
+// four rows' block scales as floats (q8_scales4: block i's four d, then for Q8_1 its four s), formed
+// once by the caller for all the weight rows it passes; ignored for other activation types (may be
+// null there).
 using VecDot4Fn = void (*)(int64_t n, const void* w, const void* act, size_t stride, const float* act_d, float* out);
 // The dots of four weight rows w, w + stride, w + 2 stride, w + 3 stride (bytes) with one activation
 // row into out[0..3], each bit-identical with vec_dot of the same pair: the activation block is loaded

@@ -287,6 +287,17 @@ void q8_0_scales4(const void* src, size_t stride, int64_t n, float* dst) {
     }
 }
 
+void q8_1_scales4(const void* src, size_t stride, int64_t n, float* dst) {
+    MF_ASSERT(n % QK8_1 == 0);
+    for (int c = 0; c < 4; ++c) {
+        const block_q8_1* x = reinterpret_cast<const block_q8_1*>(static_cast<const char*>(src) + size_t(c) * stride);
+        for (int64_t i = 0; i < n / QK8_1; ++i) {
+            dst[8 * i + c] = fp16_to_fp32(x[i].d);
+            dst[8 * i + 4 + c] = fp16_to_fp32(x[i].s);
+        }
+    }
+}
+
 void dequantize_row_q8_0(const void* src, float* dst, int64_t n) {
     MF_ASSERT(n % QK8_0 == 0);
     const block_q8_0* x = static_cast<const block_q8_0*>(src);

@@ -117,8 +117,10 @@ void bf16_to_float(const void* src, float* dst, int64_t n);
 void bf16_from_float(const float* src, void* dst, int64_t n);
 
 // The block scales of four Q8_0 rows of n values (src, src + stride, src + 2 stride, src + 3 stride
-// bytes) as floats, block i's four at dst[4 i .. 4 i + 3]: VecDot4Fn's act_d.
+// bytes) as floats, block i's four at dst[4 i .. 4 i + 3]; of four Q8_1 rows, block i's four d at
+// dst[8 i ..] and its four s after them: VecDot4Fn's act_d.
 void q8_0_scales4(const void* src, size_t stride, int64_t n, float* dst);
+void q8_1_scales4(const void* src, size_t stride, int64_t n, float* dst);
 
 void dequantize_row_q4_0(const void* src, float* dst, int64_t n);
 void dequantize_row_q4_1(const void* src, float* dst, int64_t n);

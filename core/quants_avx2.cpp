@@ -432,36 +432,44 @@ void vec_dot4_q5_0_q8_0_avx2(int64_t n, const void* w, const void* act, size_t s
     for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]);
 }
 
-// Q4_1 and Q5_1 (unsigned levels against Q8_1, the min through y.s).
+// Q4_1 and Q5_1 (unsigned levels against Q8_1, the min through y.s). With the scales as floats the
+// four columns' min terms xm * s (the single dot's fused multiply-add into its running sum) are one
+// vector FMA a block.
 template <typename Block, typename Unpack>
-void vec_dot4_unsigned_q8_1(int64_t n, const Block* x, const void* act, size_t stride, float* out, Unpack unpack) {
-    MF_ASSERT(n % QK8_1 == 0);
+void vec_dot4_unsigned_q8_1(int64_t n, const Block* x, const void* act, size_t stride, const float* act_d,
+                            float* out, Unpack unpack) {
+    MF_ASSERT(n % QK8_1 == 0 && act_d);
     const block_q8_1* y[4];
     for (int c = 0; c < 4; ++c) y[c] = row_at<block_q8_1>(act, stride, c);
+    const ScaleQuad sq;
     __m256 acc[4];
-    float summs[4];
-    for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps(), summs[c] = 0.0f;
+    for (int c = 0; c < 4; ++c) acc[c] = _mm256_setzero_ps();
+    __m128 summs = _mm_setzero_ps();
     for (int64_t i = 0; i < n / QK8_1; ++i) {
-        const float xd = half_to_float(x[i].d), xm = half_to_float(x[i].m);
+        const float* s = act_d + 8 * i;
+        summs = _mm_fmadd_ps(_mm_set1_ps(half_to_float(x[i].m)), _mm_loadu_ps(s + 4), summs);
+        const __m256 d4 = ScaleQuad::products(half_to_float(x[i].d), s);
         const __m256i qx = unpack(x[i]);
         for (int c = 0; c < 4; ++c) {
-            summs[c] += xm * half_to_float(y[c][i].s);
             const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[c][i].qs));
-            const __m256 d = _mm256_set1_ps(xd * half_to_float(y[c][i].d));
-            acc[c] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc[c]);
+            acc[c] = _mm256_fmadd_ps(sq.column(d4, c), mul_sum_us8_pairs_float(qx, qy), acc[c]);
         }
     }
-    for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]) + summs[c];
+    float m[4];
+    _mm_storeu_ps(m, summs);
+    for (int c = 0; c < 4; ++c) out[c] = hsum_float_8(acc[c]) + m[c];
 }
 
-void vec_dot4_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, const float*, float* out) {
-    vec_dot4_unsigned_q8_1(n, static_cast<const block_q4_1*>(w), act, stride, out,
+void vec_dot4_q4_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, const float* act_d,
+                             float* out) {
+    vec_dot4_unsigned_q8_1(n, static_cast<const block_q4_1*>(w), act, stride, act_d, out,
                            [](const block_q4_1& b) { return bytes_from_nibbles_32(b.qs); });
 }
 
-void vec_dot4_q5_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, const float*, float* out) {
+void vec_dot4_q5_1_q8_1_avx2(int64_t n, const void* w, const void* act, size_t stride, const float* act_d,
+                             float* out) {
     const __m256i b4 = _mm256_set1_epi8(0x10);
-    vec_dot4_unsigned_q8_1(n, static_cast<const block_q5_1*>(w), act, stride, out, [b4](const block_q5_1& b) {
+    vec_dot4_unsigned_q8_1(n, static_cast<const block_q5_1*>(w), act, stride, act_d, out, [b4](const block_q5_1& b) {
         return _mm256_or_si256(bytes_from_nibbles_32(b.qs), _mm256_and_si256(bytes_from_bits_32(b.qh), b4));
     });
 }

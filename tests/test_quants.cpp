@@ -620,10 +620,11 @@ TEST_CASE("the four-row AVX2 dots give each row the single-row dot's bits") {
                 const std::vector<uint8_t> a = quantize(vt, mf_test::random_floats(size_t(n)));
                 std::memcpy(act.data() + size_t(c) * stride, a.data(), row);
             }
-            std::vector<float> act_d(size_t(n / 32) * 4);
+            std::vector<float> act_d(size_t(n / 32) * 8);
             if (vt == DType::Q8_0) q8_0_scales4(act.data(), stride, n, act_d.data());
+            if (vt == DType::Q8_1) q8_1_scales4(act.data(), stride, n, act_d.data());
             float got[4];
-            dot4(n, w.data(), act.data(), stride, vt == DType::Q8_0 ? act_d.data() : nullptr, got);
+            dot4(n, w.data(), act.data(), stride, act_d.data(), got);
             for (int c = 0; c < 4; ++c) {
                 CAPTURE(c);
                 const float want = dtype_traits(t).vec_dot(n, w.data(), act.data() + size_t(c) * stride);

@@ -51,8 +51,9 @@ private:
 // ops_matmul.cpp
 bool supports_mul_mat(const Tensor* dst);
 void compute_mul_mat(CpuContext& ctx, Tensor* dst);
-// VecDot4Fn's act_d for the four activation rows a, a + stride, ... of K values in type vt: Q8_0's
-// block scales as floats (in a buffer of the calling thread's, valid until its next call), else null.
+// VecDot4Fn's act_d for the four activation rows a, a + stride, ... of K values in type vt: Q8_0's or
+// Q8_1's block scales as floats (in a buffer of the calling thread's, valid until its next call), else
+// null.
 const float* act_scales4(DType vt, const char* a, size_t stride, int64_t K);
 // ops_elementwise.cpp: ADD, MUL, SCALE, SILU, GELU, SWIGLU, GEGLU, CONCAT
 bool supports_elementwise(const Tensor* dst);

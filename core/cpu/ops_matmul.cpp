@@ -47,10 +47,10 @@ bool supports_mul_mat(const Tensor* dst) {
 }
 
 const float* act_scales4(DType vt, const char* a, size_t stride, int64_t K) {
-    if (vt != DType::Q8_0) return nullptr;
+    if (vt != DType::Q8_0 && vt != DType::Q8_1) return nullptr;
     thread_local std::vector<float> scales;
-    scales.resize(size_t(K / QK8_0) * 4);
-    q8_0_scales4(a, stride, K, scales.data());
+    scales.resize(size_t(K / QK8_0) * (vt == DType::Q8_1 ? 8 : 4));
+    (vt == DType::Q8_1 ? q8_1_scales4 : q8_0_scales4)(a, stride, K, scales.data());
     return scales.data();
 }
 
