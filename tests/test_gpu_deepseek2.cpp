@@ -117,7 +117,7 @@ TEST_CASE("deepseek2 fixtures on CUDA with a q8_0 / q4_0 latent cache match the 
                 CHECK(max_rel_diff(got[i], want[i]) < 0.1);
                 CHECK(max_rel_diff(batched[i], batched_cpu[i]) < 0.1);
             }
-            MESSAGE(name, " ", type, " latent on CUDA: worst max-relative difference from the CPU ", worst);
+            MESSAGE(name, " ", std::string(type), " latent on CUDA: worst max-relative difference from the CPU ", worst);
         }
         std::remove(path.c_str());
     }
